@@ -1,0 +1,63 @@
+# Dropship fulfilment: `make up` runs the whole system, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PG_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin))
+
+.PHONY: up down status test lint typecheck importlint unit integration contract bench lock asyncapi dlq clean sysdeps
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# System packages the test suite needs (PostgreSQL server binaries). Idempotent.
+sysdeps:
+	@if [ -z "$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null)" ]; then \
+	  echo "installing PostgreSQL server (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+up: $(STAMP)
+	$(PY) -m deploy.local up
+
+down: $(STAMP)
+	$(PY) -m deploy.local down
+
+status: $(STAMP)
+	$(PY) -m deploy.local status
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy shared services deploy
+
+importlint: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+asyncapi: $(STAMP)
+	$(PY) -m shared.asyncapi > docs/asyncapi.yaml
+
+# Whole suite: static checks, then pytest against a throwaway PostgreSQL
+# cluster and tansu broker that deploy.testenv starts and always stops.
+test: $(STAMP) sysdeps lint typecheck importlint
+	$(PY) -m deploy.testenv -- $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) sysdeps
+	$(PY) -m deploy.testenv -- $(PY) bench/pipeline.py
+
+lock:
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Metrics service: KPI aggregates rebuilt exactly from the event stream."""

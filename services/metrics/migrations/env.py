@@ -1,0 +1,6 @@
+"""Alembic environment of the metrics service."""
+
+from services.metrics.store import metadata
+from shared.migrations import run_env
+
+run_env(metadata)

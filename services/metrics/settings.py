@@ -1,0 +1,17 @@
+"""Typed settings of the metrics service."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from shared.settings import ServiceSettings
+
+
+class MetricsSettings(ServiceSettings):
+    service_name: ClassVar[str] = "metrics"
+    default_port: ClassVar[int] = 8004
+
+    database_url: str | None = Field(None, validation_alias="DROPSHIP_METRICS_DATABASE_URL")
+    port: int | None = Field(None, validation_alias="DROPSHIP_METRICS_PORT")

@@ -1,0 +1,1 @@
+"""Notify service: customer notices and ops alerts, each sent once and logged."""

@@ -1,0 +1,1 @@
+"""Order service: the front door for storefront and marketplace orders."""

@@ -1,0 +1,158 @@
+"""The Kafka bus over aiokafka: topic set-up, a keyed `acks=all` producer, consumer factory.
+
+Nothing here decides what a message means; `shared.consumer` runs handlers and
+`shared.outbox` publishes. `InMemoryBus` (in `shared.testing`) offers the same
+`Publisher` interface to unit tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from shared.events import EVENT_TYPES
+
+log = logging.getLogger(__name__)
+
+DLQ_SUFFIX = ".dlq"
+EVENT_TOPICS: tuple[str, ...] = tuple(EVENT_TYPES)
+ALL_TOPICS: tuple[str, ...] = EVENT_TOPICS + tuple(t + DLQ_SUFFIX for t in EVENT_TOPICS)
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: Headers = field(default_factory=list)
+
+
+class Publisher(Protocol):
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish all messages, returning only when every one is acknowledged."""
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    bootstrap: str
+    client_id: str
+    partitions: int = 8
+    replication_factor: int = 1
+    enable_idempotence: bool = False
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 500
+    connect_backoff_max_s: float = 5.0
+
+
+class KafkaBus:
+    """One producer per process plus the topic administration it needs at start."""
+
+    def __init__(self, config: BusConfig) -> None:
+        self.config = config
+        self._producer: AIOKafkaProducer | None = None
+        self._connected = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def connect(self, topics: Iterable[str] = ALL_TOPICS) -> None:
+        """Create topics and start the producer, retrying until the broker is there."""
+        delay = 0.2
+        while True:
+            try:
+                await ensure_topics(self.config, topics)
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.config.bootstrap,
+                    client_id=self.config.client_id,
+                    acks="all",
+                    enable_idempotence=self.config.enable_idempotence,
+                    linger_ms=2,
+                )
+                await producer.start()
+            except (KafkaError, OSError) as exc:
+                log.warning(
+                    "broker not reachable, retrying",
+                    extra={"bootstrap": self.config.bootstrap, "error": repr(exc), "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.connect_backoff_max_s)
+                continue
+            self._producer = producer
+            self._connected.set()
+            log.info("connected to broker", extra={"bootstrap": self.config.bootstrap})
+            return
+
+    async def close(self) -> None:
+        self._connected.clear()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> None:
+        if self._producer is None:
+            raise ConnectionError("producer not connected")
+        futures = [
+            await self._producer.send(m.topic, m.value, key=m.key, headers=m.headers)
+            for m in messages
+        ]
+        await asyncio.gather(*futures)
+
+    async def healthy(self, timeout: float = 2.0) -> bool:
+        """Whether the broker answers a metadata request now."""
+        if self._producer is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                return bool(await self._producer.client.fetch_all_metadata())
+        except (TimeoutError, KafkaError, OSError):
+            return False
+
+    def consumer(self, group_id: str, topics: Sequence[str]) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=self.config.bootstrap,
+            client_id=f"{self.config.client_id}-{group_id}",
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.config.session_timeout_ms,
+            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            max_poll_records=500,
+        )
+
+
+async def ensure_topics(config: BusConfig, topics: Iterable[str]) -> None:
+    """Create any missing topic with the configured partition count (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, client_id=config.client_id)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [NewTopic(t, config.partitions, config.replication_factor) for t in missing]
+            )
+            for topic, code, message in _topic_errors(response):
+                if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (a racing creator)
+                    raise KafkaError(f"creating topic {topic} failed: {code} {message}")
+            log.info("created topics", extra={"topics": missing})
+    finally:
+        await admin.close()
+
+
+def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
+    errors = getattr(response, "topic_errors", [])
+    return [(e[0], e[1], e[2] if len(e) > 2 else None) for e in errors]

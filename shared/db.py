@@ -1,0 +1,140 @@
+"""Database plumbing: async engines for SQLite and PostgreSQL, the platform tables, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    event,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+
+log = logging.getLogger(__name__)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+"""Autoincrementing primary key: BIGINT on PostgreSQL, INTEGER (rowid) on SQLite."""
+
+
+platform_metadata = MetaData(naming_convention=NAMING)
+
+outbox_table = Table(
+    "outbox_event",
+    platform_metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("topic", String(128), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Index(
+        "ix_outbox_event_unpublished",
+        "id",
+        postgresql_where=text("published_at IS NULL"),
+        sqlite_where=text("published_at IS NULL"),
+    ),
+)
+inbox_table = Table(
+    "inbox_event",
+    platform_metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("event_id", String(64), primary_key=True),
+    Column("topic", String(128), nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def new_metadata() -> MetaData:
+    """A service's metadata, already holding the platform's outbox and inbox tables."""
+    metadata = MetaData(naming_convention=NAMING)
+    outbox_table.to_metadata(metadata)
+    inbox_table.to_metadata(metadata)
+    return metadata
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine; SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` transactions.
+
+    `BEGIN IMMEDIATE` takes SQLite's write lock at the start of a transaction, so two
+    writers queue on the busy timeout instead of failing on a lock upgrade.
+    """
+    if is_sqlite(url):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kwargs)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def alembic_config(migrations_dir: Path, url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def migrate(migrations_dir: Path, url: str) -> None:
+    """Upgrade a service's database to the newest revision (blocking; safe to repeat).
+
+    On PostgreSQL, concurrent starters serialise on an advisory lock in the migration
+    environment, so several replicas starting at once migrate exactly once.
+    """
+    log.info("migrating database", extra={"migrations": str(migrations_dir)})
+    command.upgrade(alembic_config(migrations_dir, url), "head")
+
+
+async def migrate_async(migrations_dir: Path, url: str) -> None:
+    await asyncio.to_thread(migrate, migrations_dir, url)

@@ -1,0 +1,252 @@
+"""The event contract: the CloudEvents 1.0 envelope and one pydantic model per event type."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "Envelope",
+    "EventData",
+    "InvalidEvent",
+    "Money",
+    "data_model",
+    "new_envelope",
+]
+
+
+def _finite(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError("must be a finite decimal")
+    return value
+
+
+Money = Annotated[
+    Decimal,
+    AfterValidator(_finite),
+    PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json"),
+    Field(description="Decimal amount as a string, e.g. \"12.50\"", json_schema_extra={"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}),
+]
+"""Money travels as a decimal string, never a float."""
+
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO-4217 code")]
+Country = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO-3166 alpha-2 code")]
+
+
+class InvalidEvent(ValueError):
+    """A message that is not a valid envelope or whose data breaks its schema."""
+
+
+class EventData(BaseModel):
+    """Base of every event payload; `event_type` names the topic, `version` the schema."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    event_type: ClassVar[str]
+    version: ClassVar[int] = 1
+    source_service: ClassVar[str]
+
+    order_id: str = Field(min_length=1, max_length=64)
+
+
+class PlacedLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    line_id: str
+    sku: str
+    quantity: int = Field(ge=1)
+    unit_price: Money
+
+
+class OrderPlaced(EventData):
+    event_type: ClassVar[str] = "order-placed"
+    source_service: ClassVar[str] = "order"
+    channel: str
+    external_id: str | None = None
+    currency: Currency
+    lines: list[PlacedLine] = Field(min_length=1)
+    shipping_country: Country
+    shipping_postal_code: str
+    placed_at: AwareDatetime
+
+
+class OrderCancelled(EventData):
+    event_type: ClassVar[str] = "order-cancelled"
+    source_service: ClassVar[str] = "order"
+    reason: str
+
+
+class ConfirmedLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    line_id: str
+    quantity: int = Field(ge=1)
+    unit_cost: Money
+
+
+class SupplierConfirmed(EventData):
+    event_type: ClassVar[str] = "supplier-confirmed"
+    source_service: ClassVar[str] = "supplier"
+    supplier_id: str
+    supplier_order_ref: str
+    lines: list[ConfirmedLine] = Field(min_length=1)
+    currency: Currency
+    ship_by: AwareDatetime
+
+
+class RoutingFailureReason(StrEnum):
+    NO_OFFER = "no_offer"
+    OUT_OF_STOCK = "out_of_stock"
+    ALL_SUPPLIERS_FAILED = "all_suppliers_failed"
+    NEGATIVE_MARGIN = "negative_margin"
+
+
+class OrderRoutingFailed(EventData):
+    event_type: ClassVar[str] = "order-routing-failed"
+    source_service: ClassVar[str] = "supplier"
+    line_ids: list[str] = Field(min_length=1)
+    reason: RoutingFailureReason
+
+
+class ShipmentDispatched(EventData):
+    event_type: ClassVar[str] = "shipment-dispatched"
+    source_service: ClassVar[str] = "supplier"
+    supplier_id: str
+    carrier: str
+    tracking_number: str
+    line_ids: list[str] = Field(min_length=1)
+
+
+class DelayReason(StrEnum):
+    NO_TRACKING_BY_DEADLINE = "no_tracking_by_deadline"
+    CARRIER_EXCEPTION = "carrier_exception"
+    SUPPLIER_BACKORDER = "supplier_backorder"
+    AT_RISK = "at_risk"
+
+
+class Severity(StrEnum):
+    NORMAL = "normal"
+    URGENT = "urgent"
+    MAJOR = "major"
+
+
+class ShipmentDelayed(EventData):
+    event_type: ClassVar[str] = "shipment-delayed"
+    source_service: ClassVar[str] = "supplier"
+    supplier_id: str
+    reason: DelayReason
+    severity: Severity
+    expected_by: AwareDatetime | None = None
+
+
+class ShipmentDelivered(EventData):
+    event_type: ClassVar[str] = "shipment-delivered"
+    source_service: ClassVar[str] = "supplier"
+    tracking_number: str
+    delivered_at: AwareDatetime
+
+
+class NotificationSent(EventData):
+    event_type: ClassVar[str] = "notification-sent"
+    source_service: ClassVar[str] = "notify"
+    kind: str
+    channel: str
+    recipient_kind: Literal["customer", "ops"]
+    status: str
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {
+    model.event_type: model
+    for model in (
+        OrderPlaced,
+        OrderCancelled,
+        SupplierConfirmed,
+        OrderRoutingFailed,
+        ShipmentDispatched,
+        ShipmentDelayed,
+        ShipmentDelivered,
+        NotificationSent,
+    )
+}
+"""Every event type; the topic of each is named exactly after the type."""
+
+
+def data_model(event_type: str) -> type[EventData]:
+    try:
+        return EVENT_TYPES[event_type]
+    except KeyError:
+        raise InvalidEvent(f"unknown event type {event_type!r}") from None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel):
+    """A CloudEvents 1.0 structured-mode JSON envelope."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1, max_length=64)
+    type: str
+    source: str
+    subject: str = Field(description="The order id; also the Kafka message key")
+    time: AwareDatetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str = Field(description="<type>/v<version>")
+    traceparent: str | None = None
+    data: dict[str, Any]
+
+    @property
+    def key(self) -> bytes:
+        return self.subject.encode()
+
+    def payload(self) -> EventData:
+        """Validate `data` against the model of this event's type."""
+        model = data_model(self.type)
+        try:
+            return model.model_validate(self.data)
+        except ValidationError as exc:
+            raise InvalidEvent(f"{self.type} data invalid: {exc}") from exc
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> Envelope:
+        if raw is None:
+            raise InvalidEvent("empty message")
+        try:
+            envelope = cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise InvalidEvent(f"not a valid CloudEvents envelope: {exc}") from exc
+        data_model(envelope.type)
+        return envelope
+
+
+def new_envelope(
+    data: EventData, *, traceparent: str | None = None, time: datetime | None = None
+) -> Envelope:
+    """Wrap an event payload in a fresh envelope with a unique id."""
+    return Envelope(
+        id=str(uuid.uuid4()),
+        type=data.event_type,
+        source=data.source_service,
+        subject=data.order_id,
+        time=time or _utcnow(),
+        dataschema=f"{data.event_type}/v{data.version}",
+        traceparent=traceparent,
+        data=data.model_dump(mode="json"),
+    )

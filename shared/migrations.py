@@ -1,0 +1,51 @@
+"""Alembic environment shared by every service's `migrations/env.py`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from shared.db import is_sqlite
+
+_LOCK_KEY = 727_274_101  # advisory lock id held while migrating (PostgreSQL only)
+
+
+def run_env(metadata: MetaData) -> None:
+    """Run migrations online against the configured URL (called from env.py)."""
+    url = context.config.get_main_option("sqlalchemy.url")
+    assert url, "sqlalchemy.url is not configured"
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=metadata, literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    asyncio.run(_run_online(url, metadata))
+
+
+async def _run_online(url: str, metadata: MetaData) -> None:
+    engine = create_async_engine(url, poolclass=NullPool)
+    sqlite = is_sqlite(url)
+    try:
+        async with engine.connect() as connection:
+            if not sqlite:
+                await connection.execute(text(f"SELECT pg_advisory_lock({_LOCK_KEY})"))
+            await connection.run_sync(_do_run, metadata, sqlite)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+def _do_run(connection: Connection, metadata: MetaData, sqlite: bool) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=sqlite,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()

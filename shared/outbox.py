@@ -1,0 +1,182 @@
+"""The outbox relay: publishes committed outbox rows in commit order, at least once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import zlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from shared import faults
+from shared.bus import OutgoingMessage, Publisher
+from shared.db import outbox_table
+from shared.uow import OUTBOX_CHANNEL
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    """Moves outbox rows to the broker.
+
+    - One relay per service publishes at a time (a PostgreSQL advisory lock, or a
+      file lock beside a SQLite database); others stand by, so per-key order holds.
+    - Rows go out in id order, which for one order id is commit order (its
+      transactions serialise on the order's row).
+    - Wakes on `wake()` (same process) or PostgreSQL NOTIFY (other processes), and
+      polls every `poll_interval` as a safety net.
+    - On broker failure it retries with jittered backoff; rows stay until acknowledged,
+      so a crash between publish and marking re-sends them (consumers dedupe).
+    """
+
+    def __init__(
+        self,
+        service: str,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        publisher: Publisher,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
+        self.service = service
+        self._engine = engine
+        self._sessions = sessions
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._retention = retention
+        self._wake = asyncio.Event()
+        self.published_total = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Publish until cancelled."""
+        async with self._leadership():
+            log.info("outbox relay leading", extra={"service": self.service})
+            last_purge = datetime.now(UTC)
+            while True:
+                self._wake.clear()
+                published = await self._publish_with_retry()
+                if published >= self._batch_size:
+                    continue
+                if datetime.now(UTC) - last_purge > timedelta(minutes=10):
+                    await self.purge()
+                    last_purge = datetime.now(UTC)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+
+    async def _publish_with_retry(self) -> int:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential_jitter(initial=0.1, max=5.0),
+            before_sleep=lambda state: log.warning(
+                "outbox publish failed, retrying",
+                extra={"attempt": state.attempt_number, "error": repr(state.outcome.exception() if state.outcome else None)},
+            ),
+        ):
+            with attempt:
+                return await self.publish_pending()
+        raise AssertionError("unreachable")
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unpublished rows; returns how many went out."""
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(outbox_table.c.id, outbox_table.c.topic, outbox_table.c.key, outbox_table.c.payload)
+                    .where(outbox_table.c.published_at.is_(None))
+                    .order_by(outbox_table.c.id)
+                    .limit(self._batch_size)
+                )
+            ).all()
+            await session.rollback()
+        if not rows:
+            return 0
+        await self._publisher.send_batch(
+            [OutgoingMessage(topic=r.topic, key=r.key.encode(), value=r.payload) for r in rows]
+        )
+        faults.crash_point("relay.after_publish")
+        async with self._sessions() as session:
+            await session.execute(
+                update(outbox_table)
+                .where(outbox_table.c.id.in_([r.id for r in rows]))
+                .values(published_at=datetime.now(UTC))
+            )
+            await session.commit()
+        self.published_total += len(rows)
+        return len(rows)
+
+    async def backlog(self) -> int:
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count()).select_from(outbox_table).where(outbox_table.c.published_at.is_(None))
+            )
+            await session.rollback()
+        return int(count or 0)
+
+    async def purge(self) -> None:
+        """Delete rows published longer ago than the retention period."""
+        cutoff = datetime.now(UTC) - self._retention
+        async with self._sessions() as session:
+            await session.execute(
+                delete(outbox_table).where(
+                    outbox_table.c.published_at.is_not(None), outbox_table.c.published_at < cutoff
+                )
+            )
+            await session.commit()
+
+    @contextlib.asynccontextmanager
+    async def _leadership(self) -> AsyncIterator[None]:
+        if self._engine.dialect.name == "postgresql":
+            async with self._engine.connect() as conn:
+                await self._pg_lead(conn)
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(Exception):
+                        await conn.execute(text("SELECT pg_advisory_unlock_all()"))
+        else:
+            async with self._file_lock():
+                yield
+
+    async def _pg_lead(self, conn: AsyncConnection) -> None:
+        key = zlib.crc32(f"outbox-relay:{self.service}".encode())
+        while not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
+            await conn.rollback()
+            await asyncio.sleep(2.0)
+        await conn.commit()
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.add_listener(OUTBOX_CHANNEL, lambda *_: self.wake())
+
+    @contextlib.asynccontextmanager
+    async def _file_lock(self) -> AsyncIterator[None]:
+        database = make_url(str(self._engine.url)).database or ""
+        if not database or database == ":memory:":
+            yield
+            return
+        path = Path(database + ".relay.lock")
+        with path.open("a+") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(2.0)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

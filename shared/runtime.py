@@ -1,0 +1,189 @@
+"""A service's runtime: engine, bus, outbox relay and consumers, built in the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared import faults
+from shared.bus import BusConfig, KafkaBus
+from shared.consumer import ConsumerRunner, Handler, MessageProcessor
+from shared.db import create_engine, migrate_async, session_factory
+from shared.http import install_error_handlers, install_trace_middleware
+from shared.logging import configure_logging
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+from shared.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+U = TypeVar("U", bound=UnitOfWork)
+
+OUTBOX_BACKLOG = Gauge(
+    "dropship_outbox_backlog", "Outbox rows committed but not yet published.", ["service"]
+)
+
+
+class ServiceRuntime(Generic[U]):
+    """Everything with a lifetime: made in `start()`, torn down in `stop()`, never at import."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        migrations_dir: Path,
+        uow_class: Callable[..., U],
+        handlers: Mapping[str, Handler] | None = None,
+        background: Mapping[str, Callable[[ServiceRuntime[U]], Awaitable[None]]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.service_name
+        self.migrations_dir = migrations_dir
+        self._uow_class = uow_class
+        self.handlers = dict(handlers or {})
+        self._background = dict(background or {})
+        self._tasks: list[asyncio.Task[None]] = []
+        self.engine: AsyncEngine
+        self.sessions: async_sessionmaker[AsyncSession]
+        self.bus: KafkaBus
+        self.relay: OutboxRelay
+        self.consumer: ConsumerRunner | None = None
+
+    def uow(self) -> U:
+        return self._uow_class(self.sessions, on_commit=self.relay.wake)
+
+    async def start(self) -> None:
+        s = self.settings
+        configure_logging(self.name, s.log_level, s.log_json)
+        faults.arm(s.fault_points)
+        self.engine = create_engine(s.db_url)
+        self.sessions = session_factory(self.engine)
+        if s.migrate_on_start:
+            await migrate_async(self.migrations_dir, s.db_url)
+        self.bus = KafkaBus(
+            BusConfig(
+                bootstrap=s.kafka_bootstrap,
+                client_id=f"dropship-{self.name}",
+                partitions=s.kafka_partitions,
+                replication_factor=s.kafka_replication_factor,
+                enable_idempotence=s.kafka_enable_idempotence,
+                session_timeout_ms=s.kafka_session_timeout_ms,
+                heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
+                connect_backoff_max_s=s.kafka_connect_backoff_max_s,
+            )
+        )
+        self.relay = OutboxRelay(
+            self.name,
+            self.engine,
+            self.sessions,
+            self.bus,
+            batch_size=s.outbox_batch_size,
+            poll_interval=s.outbox_poll_interval_s,
+        )
+        self._spawn("bus-connect", self.bus.connect, restart=False)
+        if s.relay_enabled:
+            self._spawn("outbox-relay", self._run_relay)
+        if self.handlers and s.consumers_enabled:
+            processor = MessageProcessor(self.name, self.handlers, self.uow)
+            self.consumer = ConsumerRunner(
+                self.bus,
+                processor,
+                max_attempts=s.consumer_max_attempts,
+                backoff=s.consumer_retry_backoff_s,
+                backoff_max=s.consumer_retry_backoff_max_s,
+            )
+            self._spawn("consumer", self.consumer.run)
+        for name, job in self._background.items():
+            self._spawn(name, lambda job=job: job(self))  # type: ignore[misc]
+        log.info("service started", extra={"port": s.port})
+
+    async def _run_relay(self) -> None:
+        await self.bus.wait_connected()
+        await self.relay.run()
+
+    def _spawn(self, name: str, job: Callable[[], Awaitable[None]], restart: bool = True) -> None:
+        async def supervised() -> None:
+            while True:
+                try:
+                    await job()
+                    if not restart:
+                        return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("background task crashed, restarting", extra={"task": name})
+                    await asyncio.sleep(1.0)
+
+        self._tasks.append(asyncio.create_task(supervised(), name=f"{self.name}:{name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.bus.close()
+        await self.engine.dispose()
+
+    async def database_ok(self) -> bool:
+        try:
+            async with asyncio.timeout(2.0), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def readiness(self) -> dict[str, bool]:
+        database, broker = await asyncio.gather(self.database_ok(), self.bus.healthy())
+        return {"database": database, "broker": broker}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+def health_router(runtime: ServiceRuntime[Any]) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.name}
+
+    @router.get("/readyz", summary="Readiness: database and broker reachable (503 otherwise)")
+    async def readyz() -> JSONResponse:
+        checks = await runtime.readiness()
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not_ready", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @router.get("/metrics", summary="Prometheus exposition", include_in_schema=False)
+    async def metrics() -> Response:
+        with contextlib.suppress(Exception):
+            OUTBOX_BACKLOG.labels(runtime.name).set(await runtime.relay.backlog())
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def build_app(runtime: ServiceRuntime[Any], *, title: str, description: str) -> FastAPI:
+    """A FastAPI app wired to the runtime: lifespan, error shape, tracing, health routes."""
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=runtime.lifespan)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    install_trace_middleware(app)
+    app.include_router(health_router(runtime))
+    return app

@@ -1,0 +1,90 @@
+"""Typed configuration shared by every service, read from `DROPSHIP_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SERVICE_TOKEN = "dev-service-token"  # noqa: S105 - refused outside dev, see below
+DEV_API_KEY = "dev-api-key"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings common to all services; each service subclasses it to add its own.
+
+    Outside `environment=dev` the class refuses the development defaults (API key,
+    service token, PII key) so a production deployment cannot run on them by accident.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DROPSHIP_", extra="ignore", populate_by_name=True
+    )
+
+    service_name: ClassVar[str] = "service"
+    default_port: ClassVar[int] = 8000
+
+    environment: Literal["dev", "test", "production"] = "dev"
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    port: int | None = None
+    host: str = "127.0.0.1"
+    migrate_on_start: bool = True
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_partitions: int = Field(8, ge=1)
+    kafka_replication_factor: int = Field(1, ge=1)
+    kafka_enable_idempotence: bool = False
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 500
+    kafka_connect_backoff_max_s: float = 5.0
+
+    consumer_max_attempts: int = Field(5, ge=1)
+    consumer_retry_backoff_s: float = Field(0.2, ge=0)
+    consumer_retry_backoff_max_s: float = Field(5.0, ge=0)
+    consumers_enabled: bool = True
+
+    outbox_batch_size: int = Field(500, ge=1)
+    outbox_poll_interval_s: float = Field(1.0, gt=0)
+    relay_enabled: bool = True
+
+    api_keys: str = DEV_API_KEY
+    service_token: SecretStr = SecretStr(DEV_SERVICE_TOKEN)
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    fault_points: str = ""
+    """Test-only failpoints (comma-separated names) where the process kills itself."""
+
+    @model_validator(mode="after")
+    def _fill_defaults_and_refuse_unsafe(self) -> ServiceSettings:
+        if self.database_url is None:
+            path = (self.data_dir / f"{self.service_name}.db").resolve()
+            self.database_url = f"sqlite+aiosqlite:///{path}"
+        if self.port is None:
+            self.port = self.default_port
+        if self.environment == "production":
+            if not self.api_key_set or DEV_API_KEY in self.api_key_set:
+                raise ValueError("DROPSHIP_API_KEYS must be set to real keys in production")
+            if self.service_token.get_secret_value() in ("", DEV_SERVICE_TOKEN):
+                raise ValueError("DROPSHIP_SERVICE_TOKEN must be set in production")
+            if self.fault_points:
+                raise ValueError("DROPSHIP_FAULT_POINTS is for tests only")
+        return self
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def db_url(self) -> str:
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def http_port(self) -> int:
+        assert self.port is not None
+        return self.port

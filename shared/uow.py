@@ -1,0 +1,116 @@
+"""Unit of work: one transaction that commits state, outbox rows and inbox rows together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import insert, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared import tracing
+from shared.db import inbox_table, outbox_table
+from shared.events import Envelope, EventData, new_envelope
+
+OUTBOX_CHANNEL = "dropship_outbox"
+"""PostgreSQL NOTIFY channel that wakes outbox relays in other processes."""
+
+
+class UnitOfWork:
+    """Async context manager around one session and one transaction.
+
+    Handlers record events with `emit`; `commit` writes them to the outbox in the
+    same transaction as the state change, so an event exists if and only if the
+    change does. Nothing is published here: the relay does that.
+    Services subclass it to add repositories bound to `self.session`.
+    """
+
+    session: AsyncSession
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._on_commit = on_commit
+        self._pending: list[Envelope] = []
+        self.committed = False
+
+    async def __aenter__(self) -> Self:
+        self.session = self._sessions()
+        self._pending = []
+        self.committed = False
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self.committed:
+                await self.session.rollback()
+        finally:
+            await self.session.close()
+
+    @property
+    def dialect(self) -> str:
+        bind = self.session.bind
+        return bind.dialect.name
+
+    def emit(self, data: EventData, *, time: datetime | None = None) -> Envelope:
+        """Record an event to be written to the outbox when the unit of work commits."""
+        envelope = new_envelope(data, traceparent=tracing.new_traceparent(tracing.current()), time=time)
+        self._pending.append(envelope)
+        return envelope
+
+    @property
+    def emitted(self) -> list[Envelope]:
+        return list(self._pending)
+
+    async def claim(self, consumer: str, envelope: Envelope, topic: str) -> bool:
+        """Record that `consumer` processes `envelope`; False if it already did (a duplicate)."""
+        values: dict[str, Any] = {
+            "consumer": consumer,
+            "event_id": envelope.id,
+            "topic": topic,
+            "processed_at": datetime.now(UTC),
+        }
+        module = postgresql if self.dialect == "postgresql" else sqlite
+        stmt = module.insert(inbox_table).values(**values).on_conflict_do_nothing()
+        result = await self.session.execute(stmt)
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def commit(self) -> None:
+        if self._pending:
+            now = datetime.now(UTC)
+            await self.session.execute(
+                insert(outbox_table),
+                [
+                    {
+                        "event_id": e.id,
+                        "topic": e.type,
+                        "key": e.subject,
+                        "payload": e.to_bytes(),
+                        "created_at": now,
+                    }
+                    for e in self._pending
+                ],
+            )
+            if self.dialect == "postgresql":
+                await self.session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
+        await self.session.commit()
+        self.committed = True
+        had_events = bool(self._pending)
+        self._pending = []
+        if had_events and self._on_commit is not None:
+            self._on_commit()
+
+    async def rollback(self) -> None:
+        self._pending = []
+        await self.session.rollback()
