@@ -8,10 +8,10 @@ PG_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
 .PHONY: up down status test lint typecheck importlint unit integration contract bench lock asyncapi dlq clean sysdeps
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q -r requirements-dev.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
@@ -57,7 +57,8 @@ bench: $(STAMP) sysdeps
 
 lock:
 	$(PY) -m pip install -q uv
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11
+	$(VENV)/bin/uv pip compile pyproject.toml -o requirements.lock --python-version 3.11
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev -o requirements-dev.lock --python-version 3.11
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

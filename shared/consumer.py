@@ -18,15 +18,15 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from shared import tracing
-from shared.bus import DLQ_SUFFIX, KafkaBus, OutgoingMessage
+from shared.bus import DLQ_SUFFIX, KafkaBus, OutgoingMessage, Publisher
 from shared.events import Envelope, EventData, InvalidEvent
 from shared.logging import log_context
 from shared.uow import UnitOfWork
@@ -81,40 +81,115 @@ class MessageProcessor:
             tracing.traceparent_var.reset(token)
 
 
-class ConsumerRunner:
-    """Consumes a set of topics in one consumer group until cancelled."""
+class Record(Protocol):
+    """What a consumer needs of a message: Kafka's `ConsumerRecord` and the in-memory bus's."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+class RetryingDelivery:
+    """Delivers one record: retries transient failures, dead-letters permanent or exhausted ones."""
 
     def __init__(
         self,
-        bus: KafkaBus,
         processor: MessageProcessor,
+        publisher: Publisher,
         *,
         max_attempts: int = 5,
         backoff: float = 0.2,
         backoff_max: float = 5.0,
     ) -> None:
-        self.bus = bus
         self.processor = processor
+        self.publisher = publisher
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.backoff_max = backoff_max
+
+    async def deliver(self, record: Record) -> str:
+        """Returns the outcome: processed, duplicate or dead_lettered."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                fresh = await self.processor.process(record.topic, record.value)
+                outcome = "processed" if fresh else "duplicate"
+                break
+            except (PermanentError, InvalidEvent) as exc:
+                await self._dead_letter(record, exc, attempt)
+                outcome = "dead_lettered"
+                break
+            except Exception as exc:
+                if attempt >= self.max_attempts:
+                    await self._dead_letter(record, exc, attempt)
+                    outcome = "dead_lettered"
+                    break
+                delay = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+                log.warning(
+                    "handler failed, retrying",
+                    extra={"topic": record.topic, "attempt": attempt, "error": repr(exc)},
+                )
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        CONSUMED.labels(self.processor.group, record.topic, outcome).inc()
+        return outcome
+
+    async def _dead_letter(self, record: Record, exc: BaseException, attempts: int) -> None:
+        headers = dead_letter_headers(
+            exc, attempts, record.topic, record.partition, record.offset, self.processor.group
+        )
+        out = OutgoingMessage(
+            topic=record.topic + DLQ_SUFFIX,
+            key=record.key or b"",
+            value=record.value or b"",
+            headers=[h for h in record.headers or [] if not h[0].startswith(DLQ_HEADER_PREFIX)] + headers,
+        )
+        async for retry in AsyncRetrying(
+            retry=retry_if_exception_type(Exception), wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2)
+        ):
+            with retry:
+                await self.publisher.send_batch([out])
+        log.error(
+            "message dead-lettered",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "attempts": attempts,
+                "error_type": type(exc).__name__,
+            },
+        )
+
+
+class ConsumerRunner:
+    """Consumes the processor's topics in its consumer group until cancelled.
+
+    Partitions of one poll are worked concurrently, each strictly in offset order.
+    """
+
+    def __init__(self, bus: KafkaBus, delivery: RetryingDelivery) -> None:
+        self.bus = bus
+        self.delivery = delivery
         self.assigned = False
 
     @property
     def topics(self) -> Sequence[str]:
-        return list(self.processor.handlers)
+        return list(self.delivery.processor.handlers)
 
     async def run(self) -> None:
         await self.bus.wait_connected()
         delay = 0.2
         while True:
-            consumer = self.bus.consumer(self.processor.group, self.topics)
+            consumer = self.bus.consumer(self.delivery.processor.group, self.topics)
             try:
                 await consumer.start()
             except (KafkaError, OSError) as exc:
                 log.warning("consumer cannot start, retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
+                delay = min(delay * 2, 5.0)
                 continue
             break
         try:
@@ -123,66 +198,19 @@ class ConsumerRunner:
                 self.assigned = bool(consumer.assignment())
                 if not batches:
                     continue
-                results = await asyncio.gather(
-                    *(self._run_partition(msgs) for msgs in batches.values())
-                )
-                offsets = {tp: off for tp, off in zip(batches, results, strict=True) if off is not None}
-                if offsets:
-                    try:
-                        await consumer.commit(offsets)
-                    except KafkaError as exc:  # rebalance: the next owner re-reads, the inbox dedupes
-                        log.warning("offset commit failed", extra={"error": repr(exc)})
+                results = await asyncio.gather(*(self._run_partition(m) for m in batches.values()))
+                offsets = dict(zip(batches, results, strict=True))
+                try:
+                    await consumer.commit(offsets)
+                except KafkaError as exc:  # rebalance: the next owner re-reads, the inbox dedupes
+                    log.warning("offset commit failed", extra={"error": repr(exc)})
         finally:
             await consumer.stop()
 
-    async def _run_partition(self, messages: list[ConsumerRecord[Any, Any]]) -> int | None:
+    async def _run_partition(self, messages: list[ConsumerRecord[Any, Any]]) -> int:
         for msg in messages:
-            await self._process(msg)
+            await self.delivery.deliver(msg)
         return int(messages[-1].offset) + 1
-
-    async def _process(self, msg: ConsumerRecord[Any, Any]) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                fresh = await self.processor.process(msg.topic, msg.value)
-                CONSUMED.labels(self.processor.group, msg.topic, "processed" if fresh else "duplicate").inc()
-                return
-            except (PermanentError, InvalidEvent) as exc:
-                await self._dead_letter(msg, exc, attempt)
-                return
-            except Exception as exc:
-                if attempt >= self.max_attempts:
-                    await self._dead_letter(msg, exc, attempt)
-                    return
-                delay = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
-                log.warning(
-                    "handler failed, retrying",
-                    extra={"topic": msg.topic, "attempt": attempt, "error": repr(exc)},
-                )
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
-
-    async def _dead_letter(self, msg: ConsumerRecord[Any, Any], exc: BaseException, attempts: int) -> None:
-        headers = dead_letter_headers(
-            exc, attempts, msg.topic, msg.partition, msg.offset, self.processor.group
-        )
-        out = OutgoingMessage(
-            topic=msg.topic + DLQ_SUFFIX,
-            key=msg.key or b"",
-            value=msg.value or b"",
-            headers=list(msg.headers or []) + headers,
-        )
-        async for retry in AsyncRetrying(
-            retry=retry_if_exception_type(Exception), wait=wait_exponential_jitter(0.2, 5.0)
-        ):
-            with retry:
-                await self.bus.send_batch([out])
-        CONSUMED.labels(self.processor.group, msg.topic, "dead_lettered").inc()
-        log.error(
-            "message dead-lettered",
-            extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
-                   "attempts": attempts, "error_type": type(exc).__name__},
-        )
 
 
 DLQ_HEADER_PREFIX = "dlq."
@@ -209,6 +237,7 @@ __all__ = [
     "Handler",
     "MessageProcessor",
     "PermanentError",
-    "TopicPartition",
+    "Record",
+    "RetryingDelivery",
     "dead_letter_headers",
 ]

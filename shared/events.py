@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    WithJsonSchema,
 )
 
 __all__ = [
@@ -39,7 +40,13 @@ Money = Annotated[
     Decimal,
     AfterValidator(_finite),
     PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json"),
-    Field(description="Decimal amount as a string, e.g. \"12.50\"", json_schema_extra={"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^-?\d+(\.\d+)?$",
+            "description": 'Decimal amount as a string, e.g. "12.50"',
+        }
+    ),
 ]
 """Money travels as a decimal string, never a float."""
 

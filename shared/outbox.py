@@ -81,7 +81,7 @@ class OutboxRelay:
     async def _publish_with_retry(self) -> int:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(Exception),
-            wait=wait_exponential_jitter(initial=0.1, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.1),
             before_sleep=lambda state: log.warning(
                 "outbox publish failed, retrying",
                 extra={"attempt": state.attempt_number, "error": repr(state.outcome.exception() if state.outcome else None)},

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import faults
 from shared.bus import BusConfig, KafkaBus
-from shared.consumer import ConsumerRunner, Handler, MessageProcessor
+from shared.consumer import ConsumerRunner, Handler, MessageProcessor, RetryingDelivery
 from shared.db import create_engine, migrate_async, session_factory
 from shared.http import install_error_handlers, install_trace_middleware
 from shared.logging import configure_logging
@@ -94,13 +94,14 @@ class ServiceRuntime(Generic[U]):
             self._spawn("outbox-relay", self._run_relay)
         if self.handlers and s.consumers_enabled:
             processor = MessageProcessor(self.name, self.handlers, self.uow)
-            self.consumer = ConsumerRunner(
-                self.bus,
+            delivery = RetryingDelivery(
                 processor,
+                self.bus,
                 max_attempts=s.consumer_max_attempts,
                 backoff=s.consumer_retry_backoff_s,
                 backoff_max=s.consumer_retry_backoff_max_s,
             )
+            self.consumer = ConsumerRunner(self.bus, delivery)
             self._spawn("consumer", self.consumer.run)
         for name, job in self._background.items():
             self._spawn(name, lambda job=job: job(self))  # type: ignore[misc]

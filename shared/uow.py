@@ -11,7 +11,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from shared import tracing
+from shared import faults, tracing
 from shared.db import inbox_table, outbox_table
 from shared.events import Envelope, EventData, new_envelope
 
@@ -105,6 +105,7 @@ class UnitOfWork:
             if self.dialect == "postgresql":
                 await self.session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
         await self.session.commit()
+        faults.crash_point("uow.after_commit")
         self.committed = True
         had_events = bool(self._pending)
         self._pending = []

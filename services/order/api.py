@@ -13,6 +13,7 @@ from services.order.domain import LineInput, Order, PlaceOrder
 from services.order.settings import OrderSettings
 from services.order.store import OrderUnitOfWork
 from shared.http import NotFound, check_api_key
+from shared.money import format_amount
 from shared.runtime import ServiceRuntime
 
 router = APIRouter(prefix="/v1", tags=["orders"])
@@ -115,9 +116,9 @@ class OrderOut(BaseModel):
             channel=order.channel,
             external_id=order.external_id,
             currency=order.currency,
-            total=format(order.total, "f"),
+            total=format_amount(order.total, order.currency),
             lines=[
-                LineOut(line_id=l.line_id, sku=l.sku, quantity=l.quantity, unit_price=format(l.unit_price, "f"))
+                LineOut(line_id=l.line_id, sku=l.sku, quantity=l.quantity, unit_price=format_amount(l.unit_price, order.currency))
                 for l in order.lines
             ],
             created_at=order.created_at.isoformat().replace("+00:00", "Z"),

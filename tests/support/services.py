@@ -1,0 +1,107 @@
+"""Run services in-process (ASGI) or as real uvicorn processes, for the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from shared.infra import free_port
+from shared.runtime import ServiceRuntime
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class InProcessService:
+    app: FastAPI
+    client: httpx.AsyncClient
+    runtime: ServiceRuntime[Any]
+
+
+@contextlib.asynccontextmanager
+async def in_process(create_app: Callable[[Any], FastAPI], settings: Any) -> AsyncIterator[InProcessService]:
+    """Start an app's lifespan and talk to it over ASGI."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            yield InProcessService(app, client, app.state.runtime)
+
+
+@dataclass
+class ServiceProcess:
+    """A service in its own uvicorn process, as `make up` runs it."""
+
+    name: str
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True, extra_env: dict[str, str] | None = None) -> ServiceProcess:
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", f"services.{self.name}.app:create_app",
+                 "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )
+        if wait:
+            self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name} not healthy after {timeout}s: {self.log_tail()}")
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def service_process(name: str, env: dict[str, str], log_dir: Path) -> ServiceProcess:
+    port = free_port()
+    upper = name.upper()
+    full_env = {**env, f"DROPSHIP_{upper}_PORT": str(port)}
+    return ServiceProcess(name, full_env, port, log_dir / f"{name}.log")
