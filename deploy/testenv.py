@@ -29,7 +29,9 @@ def main(argv: list[str]) -> int:
         env = dict(os.environ)
         env["DROPSHIP_TEST_PG_URL"] = pg.url()
         env["DROPSHIP_TEST_KAFKA_BOOTSTRAP"] = broker.bootstrap
-        print(f"testenv: PostgreSQL on {pg.port}, tansu on {broker.port}", file=sys.stderr, flush=True)
+        print(
+            f"testenv: PostgreSQL on {pg.port}, tansu on {broker.port}", file=sys.stderr, flush=True
+        )
         child = subprocess.Popen(argv, env=env)
         try:
             return child.wait()

@@ -1,1 +1,1 @@
-"""Platform code every service uses: event contract, Kafka bus, outbox/inbox, settings, logging, HTTP plumbing."""
+"""Platform code every service uses: events, Kafka bus, outbox/inbox, settings, logging, HTTP."""

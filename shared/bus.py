@@ -85,7 +85,11 @@ class KafkaBus:
             except (KafkaError, OSError) as exc:
                 log.warning(
                     "broker not reachable, retrying",
-                    extra={"bootstrap": self.config.bootstrap, "error": repr(exc), "retry_in_s": delay},
+                    extra={
+                        "bootstrap": self.config.bootstrap,
+                        "error": repr(exc),
+                        "retry_in_s": delay,
+                    },
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.config.connect_backoff_max_s)
@@ -110,12 +114,12 @@ class KafkaBus:
         ]
         await asyncio.gather(*futures)
 
-    async def healthy(self, timeout: float = 2.0) -> bool:
+    async def healthy(self, within: float = 2.0) -> bool:
         """Whether the broker answers a metadata request now."""
         if self._producer is None:
             return False
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 return bool(await self._producer.client.fetch_all_metadata())
         except (TimeoutError, KafkaError, OSError):
             return False

@@ -84,12 +84,18 @@ class MessageProcessor:
 class Record(Protocol):
     """What a consumer needs of a message: Kafka's `ConsumerRecord` and the in-memory bus's."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 class RetryingDelivery:
@@ -145,10 +151,12 @@ class RetryingDelivery:
             topic=record.topic + DLQ_SUFFIX,
             key=record.key or b"",
             value=record.value or b"",
-            headers=[h for h in record.headers or [] if not h[0].startswith(DLQ_HEADER_PREFIX)] + headers,
+            headers=[h for h in record.headers or [] if not h[0].startswith(DLQ_HEADER_PREFIX)]
+            + headers,
         )
         async for retry in AsyncRetrying(
-            retry=retry_if_exception_type(Exception), wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2)
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
         ):
             with retry:
                 await self.publisher.send_batch([out])

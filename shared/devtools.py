@@ -1,4 +1,4 @@
-"""Developer commands: `python -m shared.devtools revision <service> "message"` autogenerates a migration."""
+"""Developer commands: `python -m shared.devtools revision SERVICE MESSAGE` makes a migration."""
 
 from __future__ import annotations
 

@@ -84,8 +84,11 @@ async def _read(
                 for r in records:
                     if r.offset >= end[tp]:
                         continue
-                    yield consumer, DeadLetter(
-                        dlq_topic, r.partition, r.offset, r.key, r.value, list(r.headers or [])
+                    yield (
+                        consumer,
+                        DeadLetter(
+                            dlq_topic, r.partition, r.offset, r.key, r.value, list(r.headers or [])
+                        ),
                     )
             remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
     finally:
@@ -122,7 +125,9 @@ async def replay(bootstrap: str, topic: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.settings import ServiceSettings
 
-    parser = argparse.ArgumentParser(prog="python -m shared.dlq", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.dlq", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--bootstrap", default=ServiceSettings().kafka_bootstrap)
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="print dead letters as JSON lines")

@@ -223,6 +223,11 @@ class Envelope(BaseModel):
     def payload(self) -> EventData:
         """Validate `data` against the model of this event's type."""
         model = data_model(self.type)
+        if self.dataschema != f"{model.event_type}/v{model.version}":
+            raise InvalidEvent(
+                f"dataschema {self.dataschema!r} is not understood here "
+                f"(expected {model.event_type}/v{model.version})"
+            )
         try:
             return model.model_validate(self.data)
         except ValidationError as exc:

@@ -56,7 +56,14 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -110,25 +117,58 @@ class PostgresCluster:
             shutil.chown(self.root, "postgres", "postgres")
         run = self._as_owner()
         subprocess.run(
-            [*run, str(bindir / "initdb"), "-D", str(self.datadir), "-U", self.user,
-             "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                *run,
+                str(bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
         subprocess.run(
-            [*run, str(bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "log"),
-             "-o", options, "-w", "start"],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                *run,
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.root / "log"),
+                "-o",
+                options,
+                "-w",
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         return self
 
     def createdb(self, name: str) -> str:
         subprocess.run(
-            [str(postgres_bin() / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                str(postgres_bin() / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                name,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         return self.url(name)
 
@@ -136,8 +176,18 @@ class PostgresCluster:
         if self.root is None:
             return
         subprocess.run(
-            [*self._as_owner(), str(postgres_bin() / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop"],
-            check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                *self._as_owner(),
+                str(postgres_bin() / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-m",
+                "immediate",
+                "stop",
+            ],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None

@@ -32,7 +32,8 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
     if json:
         handler.setFormatter(
             JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(order_id)s %(event_id)s",
+                "%(asctime)s %(levelname)s %(name)s %(message)s "
+                "%(service)s %(order_id)s %(event_id)s",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             )
         )

@@ -84,7 +84,10 @@ class OutboxRelay:
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.1),
             before_sleep=lambda state: log.warning(
                 "outbox publish failed, retrying",
-                extra={"attempt": state.attempt_number, "error": repr(state.outcome.exception() if state.outcome else None)},
+                extra={
+                    "attempt": state.attempt_number,
+                    "error": repr(state.outcome.exception() if state.outcome else None),
+                },
             ),
         ):
             with attempt:
@@ -96,7 +99,12 @@ class OutboxRelay:
         async with self._sessions() as session:
             rows = (
                 await session.execute(
-                    select(outbox_table.c.id, outbox_table.c.topic, outbox_table.c.key, outbox_table.c.payload)
+                    select(
+                        outbox_table.c.id,
+                        outbox_table.c.topic,
+                        outbox_table.c.key,
+                        outbox_table.c.payload,
+                    )
                     .where(outbox_table.c.published_at.is_(None))
                     .order_by(outbox_table.c.id)
                     .limit(self._batch_size)
@@ -122,7 +130,9 @@ class OutboxRelay:
     async def backlog(self) -> int:
         async with self._sessions() as session:
             count = await session.scalar(
-                select(func.count()).select_from(outbox_table).where(outbox_table.c.published_at.is_(None))
+                select(func.count())
+                .select_from(outbox_table)
+                .where(outbox_table.c.published_at.is_(None))
             )
             await session.rollback()
         return int(count or 0)
@@ -169,7 +179,7 @@ class OutboxRelay:
             yield
             return
         path = Path(database + ".relay.lock")
-        with path.open("a+") as handle:
+        with path.open("a+") as handle:  # noqa: ASYNC230 - opening a lock file is instant
             while True:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -19,9 +19,7 @@ class ServiceSettings(BaseSettings):
     service token, PII key) so a production deployment cannot run on them by accident.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="DROPSHIP_", extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="DROPSHIP_", extra="ignore", populate_by_name=True)
 
     service_name: ClassVar[str] = "service"
     default_port: ClassVar[int] = 8000

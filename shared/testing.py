@@ -43,7 +43,9 @@ class InMemoryBus:
             log.append(MemoryRecord(m.topic, 0, len(log), m.key, m.value, tuple(m.headers)))
 
     def subscribe(self, processor: MessageProcessor, *, max_attempts: int = 3) -> None:
-        delivery = RetryingDelivery(processor, self, max_attempts=max_attempts, backoff=0, backoff_max=0)
+        delivery = RetryingDelivery(
+            processor, self, max_attempts=max_attempts, backoff=0, backoff_max=0
+        )
         self._groups.append((delivery, defaultdict(int)))
 
     def messages(self, topic: str) -> list[MemoryRecord]:
@@ -70,7 +72,7 @@ class InMemoryBus:
 async def eventually(
     probe: Callable[[], Awaitable[T]],
     *,
-    timeout: float = 30.0,
+    timeout: float = 30.0,  # noqa: ASYNC109 - a deadline for polling, not for one call
     interval: float = 0.1,
     what: str = "condition",
 ) -> T:
@@ -82,5 +84,7 @@ async def eventually(
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; last value: {last!r}"
+            )
         await asyncio.sleep(interval)

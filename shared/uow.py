@@ -60,12 +60,13 @@ class UnitOfWork:
 
     @property
     def dialect(self) -> str:
-        bind = self.session.bind
-        return bind.dialect.name
+        return self.session.get_bind().dialect.name
 
     def emit(self, data: EventData, *, time: datetime | None = None) -> Envelope:
         """Record an event to be written to the outbox when the unit of work commits."""
-        envelope = new_envelope(data, traceparent=tracing.new_traceparent(tracing.current()), time=time)
+        envelope = new_envelope(
+            data, traceparent=tracing.new_traceparent(tracing.current()), time=time
+        )
         self._pending.append(envelope)
         return envelope
 

@@ -28,5 +28,5 @@ class MetricsUnitOfWork(UnitOfWork):
         await self.session.execute(stmt)
 
     async def tallies(self) -> dict[str, int]:
-        rows = await self.session.execute(select(event_tally))
-        return {r.event_type: int(r.count) for r in rows}
+        rows = await self.session.execute(select(event_tally.c.event_type, event_tally.c.count))
+        return {event_type: int(n) for event_type, n in rows.tuples()}

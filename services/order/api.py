@@ -83,7 +83,7 @@ class OrderIn(BaseModel):
             currency=self.currency,
             shipping_country=self.shipping_address.country,
             shipping_postal_code=self.shipping_address.postal_code,
-            lines=tuple(LineInput(l.sku, l.quantity, l.unit_price) for l in self.lines),
+            lines=tuple(LineInput(ln.sku, ln.quantity, ln.unit_price) for ln in self.lines),
         )
 
 
@@ -118,14 +118,21 @@ class OrderOut(BaseModel):
             currency=order.currency,
             total=format_amount(order.total, order.currency),
             lines=[
-                LineOut(line_id=l.line_id, sku=l.sku, quantity=l.quantity, unit_price=format_amount(l.unit_price, order.currency))
-                for l in order.lines
+                LineOut(
+                    line_id=ln.line_id,
+                    sku=ln.sku,
+                    quantity=ln.quantity,
+                    unit_price=format_amount(ln.unit_price, order.currency),
+                )
+                for ln in order.lines
             ],
             created_at=order.created_at.isoformat().replace("+00:00", "Z"),
         )
 
 
-@router.post("/orders", status_code=201, response_model=OrderOut, summary="Place a storefront order")
+@router.post(
+    "/orders", status_code=201, response_model=OrderOut, summary="Place a storefront order"
+)
 async def create_order(body: OrderIn, uow: UoWDep, _: ApiKeyDep) -> OrderOut:
     order = await handlers.place_order(body.to_command(), uow)
     return OrderOut.of(order)

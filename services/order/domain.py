@@ -91,8 +91,13 @@ class Order:
                 external_id=cmd.external_id,
                 currency=cmd.currency,
                 lines=[
-                    PlacedLine(line_id=l.line_id, sku=l.sku, quantity=l.quantity, unit_price=l.unit_price)
-                    for l in lines
+                    PlacedLine(
+                        line_id=ln.line_id,
+                        sku=ln.sku,
+                        quantity=ln.quantity,
+                        unit_price=ln.unit_price,
+                    )
+                    for ln in lines
                 ],
                 shipping_country=cmd.shipping_country,
                 shipping_postal_code=cmd.shipping_postal_code,
@@ -103,4 +108,4 @@ class Order:
 
     @property
     def total(self) -> Decimal:
-        return sum((l.unit_price * l.quantity for l in self.lines), Decimal(0))
+        return sum((ln.unit_price * ln.quantity for ln in self.lines), Decimal(0))

@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Integer, Numeric, String, Table, insert, select
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    insert,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.order.domain import Order, OrderLine, Status
@@ -74,12 +85,18 @@ class OrderRepository:
         )
 
     async def get(self, order_id: str) -> Order | None:
-        row = (await self.session.execute(select(customer_order).where(customer_order.c.id == order_id))).first()
+        row = (
+            await self.session.execute(
+                select(customer_order).where(customer_order.c.id == order_id)
+            )
+        ).first()
         if row is None:
             return None
         lines = (
             await self.session.execute(
-                select(order_line).where(order_line.c.order_id == order_id).order_by(order_line.c.position)
+                select(order_line)
+                .where(order_line.c.order_id == order_id)
+                .order_by(order_line.c.position)
             )
         ).all()
         return Order(
@@ -89,7 +106,7 @@ class OrderRepository:
             currency=row.currency,
             shipping_country=row.shipping_country,
             shipping_postal_code=row.shipping_postal_code,
-            lines=[OrderLine(l.id, l.sku, l.quantity, Decimal(l.unit_price)) for l in lines],
+            lines=[OrderLine(ln.id, ln.sku, ln.quantity, Decimal(ln.unit_price)) for ln in lines],
             status=Status(row.status),
             delayed=row.delayed,
             created_at=row.created_at,
@@ -100,7 +117,9 @@ class OrderUnitOfWork(UnitOfWork):
     orders: OrderRepository
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], on_commit: Callable[[], None] | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(sessions, on_commit)
 

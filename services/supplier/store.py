@@ -31,7 +31,13 @@ class OrderRequests:
         self.session = session
 
     async def add(
-        self, order_id: str, event_id: str, currency: str, line_count: int, placed_at: datetime, received_at: datetime
+        self,
+        order_id: str,
+        event_id: str,
+        currency: str,
+        line_count: int,
+        placed_at: datetime,
+        received_at: datetime,
     ) -> None:
         await self.session.execute(
             insert(order_request).values(
@@ -45,7 +51,9 @@ class OrderRequests:
         )
 
     async def all(self) -> list[str]:
-        rows = await self.session.execute(select(order_request.c.order_id).order_by(order_request.c.received_at))
+        rows = await self.session.execute(
+            select(order_request.c.order_id).order_by(order_request.c.received_at)
+        )
         return [r.order_id for r in rows]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -30,26 +31,39 @@ from tests.support.services import in_process, service_process
 
 
 def placed(order_id: str, quantity: int = 1) -> OrderPlaced:
-    return OrderPlaced.model_construct(
-        order_id=order_id,
-        channel="storefront",
-        external_id=None,
-        currency="USD",
-        lines=[PlacedLine(line_id=f"{order_id}-1", sku="MUG-1", quantity=1, unit_price=Decimal("9.99"))],
-        shipping_country="US",
-        shipping_postal_code="10001",
-        placed_at=datetime.now(UTC),
-    ) if quantity else OrderPlaced.model_construct(order_id=order_id)
+    return (
+        OrderPlaced.model_construct(
+            order_id=order_id,
+            channel="storefront",
+            external_id=None,
+            currency="USD",
+            lines=[
+                PlacedLine(
+                    line_id=f"{order_id}-1", sku="MUG-1", quantity=1, unit_price=Decimal("9.99")
+                )
+            ],
+            shipping_country="US",
+            shipping_postal_code="10001",
+            placed_at=datetime.now(UTC),
+        )
+        if quantity
+        else OrderPlaced.model_construct(order_id=order_id)
+    )
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
-async def test_broker_arriving_late_still_delivers_the_order_once(database_url, settings_for, tmp_path):
+async def test_broker_arriving_late_still_delivers_the_order_once(
+    database_url, settings_for, tmp_path
+):
     port = free_port()
     late = EmbeddedBroker(port=port, log_path=tmp_path / "late-broker.log")
     overrides = {"kafka_bootstrap": late.bootstrap, "kafka_connect_backoff_max_s": 1.0}
     order_settings = settings_for(OrderSettings, await database_url("order"), **overrides)
     supplier_settings = settings_for(SupplierSettings, await database_url("supplier"), **overrides)
-    async with in_process(order_app, order_settings) as order, in_process(supplier_app, supplier_settings) as supplier:
+    async with (
+        in_process(order_app, order_settings) as order,
+        in_process(supplier_app, supplier_settings) as supplier,
+    ):
         not_ready = await order.client.get("/readyz")
         assert not_ready.status_code == 503
         assert not_ready.json()["checks"] == {"database": True, "broker": False}
@@ -61,7 +75,9 @@ async def test_broker_arriving_late_still_delivers_the_order_once(database_url, 
         await asyncio.sleep(10)  # the scenario: the broker shows up ten seconds later
         late.start()
         try:
-            assert await eventually(lambda: supplier_received(supplier.runtime), timeout=60) == [order_id]
+            assert await eventually(lambda: supplier_received(supplier.runtime), timeout=60) == [
+                order_id
+            ]
             await eventually(lambda: _backlog_empty(order.runtime), what="outbox drained")
             assert (await order.client.get("/readyz")).status_code == 200
             assert await supplier_received(supplier.runtime) == [order_id]
@@ -85,7 +101,11 @@ async def test_duplicate_deliveries_have_one_effect(database_url, settings_for, 
             lambda: _async(consumed("supplier", "order-placed", "duplicate") - before >= 10),
             what="all copies consumed",
         )
-        assert sorted(await supplier_received(supplier.runtime)) == ["ord_dup0", "ord_dup1", "ord_dup2"]
+        assert sorted(await supplier_received(supplier.runtime)) == [
+            "ord_dup0",
+            "ord_dup1",
+            "ord_dup2",
+        ]
         assert await inbox_count(supplier.runtime) == 3
         assert consumed("supplier", "order-placed", "duplicate") - before == 10
 
@@ -95,7 +115,9 @@ async def _async(value):
 
 
 @pytest.mark.parametrize("failpoint", ["uow.after_commit", "relay.after_publish"])
-async def test_process_killed_between_commit_and_publish(database_url, settings_for, broker, tmp_path, failpoint):
+async def test_process_killed_between_commit_and_publish(
+    database_url, settings_for, broker, tmp_path, failpoint
+):
     order_db = await database_url("order")
     env = {
         "DROPSHIP_ENVIRONMENT": "test",
@@ -109,17 +131,20 @@ async def test_process_killed_between_commit_and_publish(database_url, settings_
     supplier_settings = settings_for(SupplierSettings, await database_url("supplier"))
     try:
         async with in_process(supplier_app, supplier_settings) as supplier:
-            try:
-                httpx.post(order.url + "/v1/orders", json=order_body(), headers=API_KEY, timeout=10)
-            except httpx.HTTPError:
-                pass  # uow.after_commit: the process dies before it can answer
+            async with httpx.AsyncClient(base_url=order.url, timeout=10) as client:
+                # with uow.after_commit the process dies before it can answer
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.post("/v1/orders", json=order_body(), headers=API_KEY)
             assert order.wait_exit(30) == 137, order.log_tail()
 
             order_ids = await _committed_orders(order_db)
             assert len(order_ids) == 1, "the order was committed before the crash"
 
             order.start()  # restarted without the failpoint
-            assert await eventually(lambda: supplier_received(supplier.runtime), timeout=60) == order_ids
+            assert (
+                await eventually(lambda: supplier_received(supplier.runtime), timeout=60)
+                == order_ids
+            )
             await eventually(lambda: _outbox_drained(order_db), what="outbox drained after restart")
             assert await supplier_received(supplier.runtime) == order_ids
             assert await inbox_count(supplier.runtime) == 1
@@ -153,13 +178,22 @@ async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing
 ):
     settings = settings_for(SupplierSettings, await database_url("supplier"))
     good = new_envelope(placed("ord_good"))
-    bad_schema = good.model_copy(update={"id": "evt-bad-schema", "data": {**good.data, "currency": "dollars"}})
+    bad_schema = good.model_copy(
+        update={"id": "evt-bad-schema", "data": {**good.data, "currency": "dollars"}}
+    )
     async with in_process(supplier_app, settings) as supplier:
         await supplier.runtime.bus.wait_connected()
-        await publish_raw(broker.bootstrap, "order-placed", [b"{not json", bad_schema.to_bytes(), good.to_bytes()], key=good.key)
+        await publish_raw(
+            broker.bootstrap,
+            "order-placed",
+            [b"{not json", bad_schema.to_bytes(), good.to_bytes()],
+            key=good.key,
+        )
 
         assert await eventually(lambda: supplier_received(supplier.runtime)) == ["ord_good"]
-        letters = await eventually(lambda: dlq.list_dead_letters(broker.bootstrap, ["order-placed"]), what="dead letters")
+        letters = await eventually(
+            lambda: dlq.list_dead_letters(broker.bootstrap, ["order-placed"]), what="dead letters"
+        )
         assert [letter.value for letter in letters] == [b"{not json", bad_schema.to_bytes()]
         for letter in letters:
             headers = letter.dlq_headers
@@ -171,8 +205,12 @@ async def test_poison_messages_are_dead_lettered_and_the_partition_keeps_flowing
         assert "currency" in letters[1].dlq_headers["error_message"]
 
 
-async def test_exhausted_retries_dead_letter_and_replay_after_the_fix(database_url, settings_for, broker):
-    settings = settings_for(SupplierSettings, await database_url("supplier"), consumer_max_attempts=3)
+async def test_exhausted_retries_dead_letter_and_replay_after_the_fix(
+    database_url, settings_for, broker
+):
+    settings = settings_for(
+        SupplierSettings, await database_url("supplier"), consumer_max_attempts=3
+    )
     broken = True
 
     async def flaky(envelope, data, uow):
@@ -180,13 +218,17 @@ async def test_exhausted_retries_dead_letter_and_replay_after_the_fix(database_u
             raise RuntimeError("supplier catalogue temporarily unreadable")
         await on_order_placed(envelope, data, uow)
 
-    runtime = ServiceRuntime(settings, SUPPLIER_MIGRATIONS, SupplierUnitOfWork, handlers={"order-placed": flaky})
+    runtime = ServiceRuntime(
+        settings, SUPPLIER_MIGRATIONS, SupplierUnitOfWork, handlers={"order-placed": flaky}
+    )
     app = build_app(runtime, title="supplier", description="flaky supplier")
     event = new_envelope(placed("ord_flaky"))
     async with in_process(lambda _: app, settings) as supplier:
         await supplier.runtime.bus.wait_connected()
         await publish_envelopes(broker.bootstrap, [event])
-        letters = await eventually(lambda: dlq.list_dead_letters(broker.bootstrap, ["order-placed"]))
+        letters = await eventually(
+            lambda: dlq.list_dead_letters(broker.bootstrap, ["order-placed"])
+        )
         assert len(letters) == 1
         assert letters[0].dlq_headers["attempts"] == "3"
         assert letters[0].dlq_headers["error_type"] == "RuntimeError"
@@ -195,4 +237,6 @@ async def test_exhausted_retries_dead_letter_and_replay_after_the_fix(database_u
         broken = False  # the fix is deployed
         assert await dlq.replay(broker.bootstrap, "order-placed") == 1
         assert await eventually(lambda: supplier_received(supplier.runtime)) == ["ord_flaky"]
-        assert await dlq.replay(broker.bootstrap, "order-placed") == 0, "a second replay resends nothing"
+        assert await dlq.replay(broker.bootstrap, "order-placed") == 0, (
+            "a second replay resends nothing"
+        )

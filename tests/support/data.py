@@ -12,12 +12,19 @@ from shared.runtime import ServiceRuntime
 API_KEY = {"X-API-Key": "dev-api-key"}
 
 
-def order_body(sku: str = "MUG-1", quantity: int = 2, price: str = "12.50", **extra: Any) -> dict[str, Any]:
+def order_body(
+    sku: str = "MUG-1", quantity: int = 2, price: str = "12.50", **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "channel": "storefront",
         "currency": "USD",
         "customer": {"name": "Ann Lee", "email": "ann@example.com", "locale": "en"},
-        "shipping_address": {"line1": "1 Main St", "city": "Springfield", "postal_code": "10001", "country": "US"},
+        "shipping_address": {
+            "line1": "1 Main St",
+            "city": "Springfield",
+            "postal_code": "10001",
+            "country": "US",
+        },
         "lines": [{"sku": sku, "quantity": quantity, "unit_price": price}],
     }
     body.update(extra)

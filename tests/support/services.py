@@ -29,7 +29,9 @@ class InProcessService:
 
 
 @contextlib.asynccontextmanager
-async def in_process(create_app: Callable[[Any], FastAPI], settings: Any) -> AsyncIterator[InProcessService]:
+async def in_process(
+    create_app: Callable[[Any], FastAPI], settings: Any
+) -> AsyncIterator[InProcessService]:
     """Start an app's lifespan and talk to it over ASGI."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -56,9 +58,22 @@ class ServiceProcess:
         env = {**os.environ, **self.env, **(extra_env or {})}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", f"services.{self.name}.app:create_app",
-                 "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"],
-                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    f"services.{self.name}.app:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--no-access-log",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         if wait:
             self.wait_healthy()
@@ -68,7 +83,9 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}: {self.log_tail()}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return

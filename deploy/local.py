@@ -1,0 +1,229 @@
+"""The local stack behind `make up`: embedded broker, migrated SQLite databases, four services.
+
+    python -m deploy.local up       # start everything in the foreground; Ctrl-C stops it
+    python -m deploy.local down     # stop a stack started elsewhere
+    python -m deploy.local status   # readiness of each service
+
+Every service runs as its own uvicorn process on its DESIGN port. A service that
+dies is restarted. Set `DROPSHIP_KAFKA_BOOTSTRAP` to use an existing broker instead
+of the embedded one (which keeps topics in memory: it is recreated at every start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.bus import ALL_TOPICS, BusConfig, ensure_topics
+from shared.db import migrate
+from shared.infra import EmbeddedBroker, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = {"order": 8001, "supplier": 8002, "notify": 8003, "metrics": 8004}
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+
+def data_dir() -> Path:
+    path = Path(os.environ.get("DROPSHIP_DATA_DIR", ROOT / "var")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "logs").mkdir(exist_ok=True)
+    return path
+
+
+def dev_secrets(folder: Path) -> dict[str, str]:
+    """Development secrets, generated once and kept in `<data>/dev-secrets.json`."""
+    path = folder / "dev-secrets.json"
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+    else:
+        stored = {
+            "DROPSHIP_PII_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            "DROPSHIP_SHOPIFY_SECRET": secrets.token_hex(16),
+            "DROPSHIP_WOOCOMMERCE_SECRET": secrets.token_hex(16),
+        }
+        path.write_text(json.dumps(stored, indent=2))
+        path.chmod(0o600)
+    return {k: v for k, v in stored.items() if k not in os.environ}
+
+
+def service_env(name: str, port: int) -> dict[str, str]:
+    return {
+        f"DROPSHIP_{name.upper()}_PORT": os.environ.get(f"DROPSHIP_{name.upper()}_PORT", str(port))
+    }
+
+
+def port_of(name: str) -> int:
+    return int(os.environ.get(f"DROPSHIP_{name.upper()}_PORT", SERVICES[name]))
+
+
+def up() -> int:
+    folder = data_dir()
+    pidfile = folder / "stack.pid"
+    if pidfile.exists():
+        _stop_pid(int(pidfile.read_text()), "previous stack")
+    pidfile.write_text(str(os.getpid()))
+    env = {**os.environ, **dev_secrets(folder), "DROPSHIP_DATA_DIR": str(folder)}
+    broker: EmbeddedBroker | None = None
+    children: list[Child] = []
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if "DROPSHIP_KAFKA_BOOTSTRAP" not in os.environ:
+            port = int(os.environ.get("DROPSHIP_EMBEDDED_KAFKA_PORT", "9092"))
+            broker = EmbeddedBroker(port=port, log_path=folder / "logs" / "broker.log").start()
+            env["DROPSHIP_KAFKA_BOOTSTRAP"] = broker.bootstrap
+            print(f"embedded broker (tansu) on {broker.bootstrap}", flush=True)
+        bootstrap = env["DROPSHIP_KAFKA_BOOTSTRAP"]
+        partitions = int(env.get("DROPSHIP_KAFKA_PARTITIONS", "8"))
+        asyncio.run(
+            ensure_topics(BusConfig(bootstrap, "dropship-launcher", partitions), ALL_TOPICS)
+        )
+        print(f"topics ready ({len(ALL_TOPICS)} with dead-letter topics, {partitions} partitions)")
+        for name in SERVICES:
+            migrate(ROOT / "services" / name / "migrations", _database_url(name, folder, env))
+        print("databases migrated")
+        for name in SERVICES:
+            port = port_of(name)
+            child = Child(
+                name,
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    f"services.{name}.app:create_app",
+                    "--host",
+                    env.get("DROPSHIP_HOST", "127.0.0.1"),
+                    "--port",
+                    str(port),
+                ],
+            )
+            _spawn(
+                child,
+                {**env, **service_env(name, port), "DROPSHIP_MIGRATE_ON_START": "false"},
+                folder,
+            )
+            children.append(child)
+        for child in children:
+            wait_for_port("127.0.0.1", port_of(child.name), 60)
+        print("\nDropship is up:")
+        for name in SERVICES:
+            print(f"  {name:9} http://127.0.0.1:{port_of(name)}   (docs: /docs)")
+        print(f"logs in {folder / 'logs'}; Ctrl-C (or `make down`) stops everything\n", flush=True)
+        while not stopping:
+            for child in children:
+                assert child.process is not None
+                if child.process.poll() is not None and not stopping:
+                    child.restarts += 1
+                    print(
+                        f"{child.name} exited ({child.process.returncode}); restarting", flush=True
+                    )
+                    time.sleep(min(child.restarts, 5))
+                    _spawn(
+                        child,
+                        {
+                            **env,
+                            **service_env(child.name, port_of(child.name)),
+                            "DROPSHIP_MIGRATE_ON_START": "false",
+                        },
+                        folder,
+                    )
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("stopping…", flush=True)
+        for child in children:
+            if child.process and child.process.poll() is None:
+                child.process.terminate()
+        for child in children:
+            if child.process:
+                try:
+                    child.process.wait(15)
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+        if broker:
+            broker.stop()
+        pidfile.unlink(missing_ok=True)
+        print("stopped", flush=True)
+
+
+def _database_url(name: str, folder: Path, env: dict[str, str]) -> str:
+    return env.get(
+        f"DROPSHIP_{name.upper()}_DATABASE_URL", f"sqlite+aiosqlite:///{folder / (name + '.db')}"
+    )
+
+
+def _spawn(child: Child, env: dict[str, str], folder: Path) -> None:
+    with (folder / "logs" / f"{child.name}.log").open("ab") as log:
+        child.process = subprocess.Popen(
+            child.argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def _stop_pid(pid: int, what: str) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    print(f"stopping {what} (pid {pid})", flush=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+
+
+def down() -> int:
+    pidfile = data_dir() / "stack.pid"
+    if not pidfile.exists():
+        print("no stack running")
+        return 0
+    _stop_pid(int(pidfile.read_text()), "stack")
+    pidfile.unlink(missing_ok=True)
+    return 0
+
+
+def status() -> int:
+    healthy = True
+    for name in SERVICES:
+        url = f"http://127.0.0.1:{port_of(name)}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                state = json.loads(response.read())["status"]
+        except Exception as exc:
+            state, healthy = f"down ({type(exc).__name__})", False
+        print(f"{name:9} {state}")
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    commands = {"up": up, "down": down, "status": status}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        raise SystemExit(__doc__)
+    raise SystemExit(commands[sys.argv[1]]())
