@@ -58,6 +58,7 @@ class OutboxRelay:
         self._retention = retention
         self._wake = asyncio.Event()
         self.published_total = 0
+        self.leading = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -65,6 +66,7 @@ class OutboxRelay:
     async def run(self) -> None:
         """Publish until cancelled."""
         async with self._leadership():
+            self.leading = True
             log.info("outbox relay leading", extra={"service": self.service})
             last_purge = datetime.now(UTC)
             while True:
@@ -150,6 +152,14 @@ class OutboxRelay:
 
     @contextlib.asynccontextmanager
     async def _leadership(self) -> AsyncIterator[None]:
+        try:
+            async with self._lead():
+                yield
+        finally:
+            self.leading = False
+
+    @contextlib.asynccontextmanager
+    async def _lead(self) -> AsyncIterator[None]:
         if self._engine.dialect.name == "postgresql":
             async with self._engine.connect() as conn:
                 await self._pg_lead(conn)
