@@ -26,7 +26,7 @@ async def _database(url: str):
 
 
 async def _start_consumer(bus: KafkaBus, handler, group: str = "probe", tmp_db=None):
-    engine, sessions = tmp_db
+    _, sessions = tmp_db
     processor = MessageProcessor(group, handler, lambda: UnitOfWork(sessions))
     runner = ConsumerRunner(bus, RetryingDelivery(processor, bus))
     task = asyncio.create_task(runner.run())
