@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 
 from shared.events import Envelope
@@ -34,3 +34,20 @@ def consumed(group: str, topic: str, outcome: str) -> float:
         "dropship_events_consumed_total", {"group": group, "topic": topic, "outcome": outcome}
     )
     return value or 0.0
+
+
+async def consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list:
+    """Read `count` records from the start of `topic` (no consumer group), within a deadline."""
+    import asyncio
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=500)).values():
+                    records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
