@@ -36,7 +36,7 @@ def consumed(group: str, topic: str, outcome: str) -> float:
     return value or 0.0
 
 
-async def consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list:
+async def consume(bootstrap: str, topic: str, count: int, within: float = 30.0) -> list:
     """Read `count` records from the start of `topic` (no consumer group), within a deadline."""
     import asyncio
 
@@ -44,7 +44,7 @@ async def consume(bootstrap: str, topic: str, count: int, timeout: float = 30.0)
     await consumer.start()
     records: list = []
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while len(records) < count:
                 for batch in (await consumer.getmany(timeout_ms=500)).values():
                     records.extend(batch)
