@@ -207,8 +207,13 @@ class Produced:
     last_commit: float = 0.0
 
 
-async def produce(uow_factory: Any, run: str, events: int, batch: int, deadline: float) -> Produced:
-    """Commit `events` OrderPlaced events, `batch` per transaction, as fast as possible."""
+async def produce(
+    uow_factory: Any, run: str, events: int, batch: int, deadline: float, rate: float = 0.0
+) -> Produced:
+    """Commit `events` OrderPlaced events, `batch` per transaction.
+
+    As fast as possible, or paced to `rate` events/s when it is above zero.
+    """
     out = Produced(started=perf())
     i = 0
     while i < events and perf() < deadline:
@@ -227,7 +232,8 @@ async def produce(uow_factory: Any, run: str, events: int, batch: int, deadline:
             out.committed[e.id] = now
             out.key_of[e.id] = e.key
         i += len(emitted)
-        await asyncio.sleep(0)  # let the relay and consumer in between transactions
+        # Yield to the relay and consumer between transactions (and pace, if asked).
+        await asyncio.sleep(max(0.0, out.started + i / rate - perf()) if rate > 0 else 0)
     return out
 
 
@@ -248,6 +254,14 @@ async def stop_tasks(*tasks: asyncio.Task[Any]) -> None:
     for t in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await t
+
+
+def stopped(relay: asyncio.Task[Any], consumer: asyncio.Task[Any], args: Any) -> str:
+    """Why the pipeline stopped short: a crashed task, or the timeout."""
+    for name, task in (("relay", relay), ("consumer", consumer)):
+        if task.done() and not task.cancelled():
+            return f"{name} died: {task.exception()!r}"
+    return f"timeout {args.timeout:.0f}s"
 
 
 async def bench_producer_alone(backend: str, url: str, args: argparse.Namespace) -> Row:
@@ -310,18 +324,22 @@ async def bench_pipeline(
             args.events,
             args.batch,
             deadline,
+            args.rate,
         )
         produced = len(p.committed)
-        done = await wait_until(lambda: len(received) >= produced, deadline)
-        # A few extra ms so nothing in flight is cut off when the timeout hit.
-        if not done:
-            await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: len(received) >= produced or relay_task.done() or consumer_task.done(),
+            deadline,
+        )
+        done = len(received) >= produced
 
         got = {eid: received[eid] for eid in p.committed if eid in received}
         last_recv = max(got.values(), default=p.first_commit)
         acked = {eid: recorder.acked[k] for eid, k in p.key_of.items() if k in recorder.acked}
         last_ack = max(acked.values(), default=p.first_commit)
-        partial = "" if done else f"TIMEOUT after {args.timeout:.0f}s; "
+        partial = "" if done else f"INCOMPLETE ({stopped(relay_task, consumer_task, args)}); "
+        first_recv = min(got.values(), default=last_recv)
+        drain = len(got) / (last_recv - first_recv) if last_recv > first_recv else 0.0
         mean_batch = sum(recorder.batches) / len(recorder.batches) if recorder.batches else 0
         rows.append(
             Row(
@@ -353,7 +371,7 @@ async def bench_pipeline(
                 args.events,
                 last_recv - p.first_commit,
                 [(got[e] - p.committed[e]) * 1000 for e in got],
-                partial + f"group join {join_s:.1f}s (not timed)",
+                partial + f"consumer drain {drain:.0f}/s; join {join_s:.1f}s untimed",
             )
         )
     finally:
@@ -386,7 +404,8 @@ async def bench_raw(
         max_poll_records=500,
     )
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=2)
-    await consumer.start()
+    t_join = perf()
+    await consumer.start()  # joins the group (~3 s on tansu)
     await producer.start()
 
     async def consume() -> None:
@@ -403,7 +422,6 @@ async def bench_raw(
                 await consumer.commit({tp: ms[-1].offset + 1 for tp, ms in batches.items()})
 
     try:
-        t_join = perf()
         while not consumer.assignment():
             await consumer.getmany(timeout_ms=200)
             if perf() - t_join > 60:
@@ -427,7 +445,7 @@ async def bench_raw(
             done = await wait_until(lambda: len(received) >= len(futures), deadline)
         finally:
             await stop_tasks(consume_task)
-        last = start + max((received[i] - start for i in received), default=0.0)
+        last = max(received.values(), default=start)
         rows = [
             Row(backend, "raw aiokafka: produce", len(futures), events, acked_at - start, [], ""),
             Row(
@@ -438,7 +456,7 @@ async def bench_raw(
                 last - start,
                 latencies,
                 ("" if done else f"TIMEOUT after {args.timeout:.0f}s; ")
-                + f"{size} B values, group join {join_s:.1f}s (not timed)",
+                + f"{size} B values; join {join_s:.1f}s untimed",
             ),
         ]
     finally:
@@ -486,6 +504,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for consumption per path"
     )
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="pace the pipeline producer to this many events/s (default 0: full speed)",
+    )
     ap.add_argument("--json", action="store_true", help="also print one JSON line of results")
     ap.add_argument("--broker-log", type=Path, default=None, help="append tansu output here")
     args = ap.parse_args(argv)
@@ -513,7 +537,8 @@ async def main(argv: list[str] | None = None) -> int:
     print("  " + "  ".join(f"{k}={v}" for k, v in machine.items()))
     print(
         f"  events={args.events} batch={args.batch} partitions={PARTITIONS} "
-        f"envelope={size} B timeout={args.timeout:.0f}s backends={','.join(args.backends)}"
+        f"envelope={size} B timeout={args.timeout:.0f}s backends={','.join(args.backends)} "
+        f"rate={'full speed' if args.rate <= 0 else f'{args.rate:g}/s'}"
     )
     print("  one process, one event loop: producer, relay and consumer share a core\n")
     rows: list[Row] = []

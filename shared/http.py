@@ -65,6 +65,9 @@ def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]
+        ctx = err.get("ctx") or {}
+        if "field" in ctx:  # a model-level rule that names the field it is about
+            loc.append(str(ctx["field"]))
         out.append({"field": ".".join(loc), "reason": str(err.get("msg", "invalid"))})
     return out
 

@@ -106,12 +106,13 @@ class UnitOfWork:
             if self.dialect == "postgresql":
                 await self.session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
         await self.session.commit()
-        faults.crash_point("uow.after_commit")
         self.committed = True
         had_events = bool(self._pending)
         self._pending = []
-        if had_events and self._on_commit is not None:
-            self._on_commit()
+        if had_events:
+            faults.crash_point("uow.after_commit")  # committed, not yet published
+            if self._on_commit is not None:
+                self._on_commit()
 
     async def rollback(self) -> None:
         self._pending = []

@@ -75,6 +75,20 @@ async def database_url(
             await conn.close()
 
 
+@pytest.fixture(scope="session")
+def session_broker_bootstrap() -> Iterator[str]:
+    """The broker `make test` started (shared by tests that need no isolation), or our own."""
+    bootstrap = os.environ.get("DROPSHIP_TEST_KAFKA_BOOTSTRAP")
+    if bootstrap:
+        yield bootstrap
+        return
+    own = EmbeddedBroker().start()
+    try:
+        yield own.bootstrap
+    finally:
+        own.stop()
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
     """A fresh tansu broker per test, so no test sees another's topics or offsets."""

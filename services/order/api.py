@@ -2,146 +2,224 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-from typing import Annotated
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 
 from services.order import handlers
-from services.order.domain import LineInput, Order, PlaceOrder
+from services.order.domain import CannotCancel, OrderNotFound, Status
+from services.order.repository import InvalidCursor, OrderFilter
+from services.order.schemas import (
+    CancelIn,
+    Channel,
+    ContactOut,
+    OrderIn,
+    OrderOut,
+    OrderPage,
+    RedactIn,
+    TimelineOut,
+    render_order,
+    render_timeline,
+)
 from services.order.settings import OrderSettings
 from services.order.store import OrderUnitOfWork
-from shared.http import NotFound, check_api_key
-from shared.money import format_amount
+from shared.http import Conflict, NotFound, Unprocessable, check_api_key, check_bearer
 from shared.runtime import ServiceRuntime
 
-router = APIRouter(prefix="/v1", tags=["orders"])
+router = APIRouter(prefix="/v1")
 
 
-def _runtime(request: Request) -> ServiceRuntime[OrderUnitOfWork]:
+def runtime_of(request: Request) -> ServiceRuntime[OrderUnitOfWork]:
     runtime: ServiceRuntime[OrderUnitOfWork] = request.app.state.runtime
     return runtime
 
 
-def _uow(runtime: Annotated[ServiceRuntime[OrderUnitOfWork], Depends(_runtime)]) -> OrderUnitOfWork:
+Runtime = Annotated[ServiceRuntime[OrderUnitOfWork], Depends(runtime_of)]
+
+
+def settings_of(runtime: Runtime) -> OrderSettings:
+    settings = runtime.settings
+    assert isinstance(settings, OrderSettings)
+    return settings
+
+
+def new_uow(runtime: Runtime) -> OrderUnitOfWork:
     return runtime.uow()
 
 
-def _api_key(
-    runtime: Annotated[ServiceRuntime[OrderUnitOfWork], Depends(_runtime)],
-    x_api_key: Annotated[str | None, Header()] = None,
+def api_key(
+    runtime: Runtime,
+    x_api_key: Annotated[str | None, Header(description="Merchant API key")] = None,
+) -> str:
+    check_api_key(x_api_key, settings_of(runtime).api_key_set)
+    assert x_api_key is not None
+    return x_api_key
+
+
+def service_token(
+    runtime: Runtime,
+    authorization: Annotated[str | None, Header(description="Bearer service token")] = None,
 ) -> None:
-    settings: OrderSettings = runtime.settings  # type: ignore[assignment]
-    check_api_key(x_api_key, settings.api_key_set)
+    check_bearer(authorization, settings_of(runtime).service_token.get_secret_value())
 
 
-UoWDep = Annotated[OrderUnitOfWork, Depends(_uow)]
-ApiKeyDep = Annotated[None, Depends(_api_key)]
-
-Str = Annotated[str, Field(min_length=1, max_length=200)]
-
-
-class CustomerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    name: Str
-    email: EmailStr
-    phone: Annotated[str, Field(max_length=32)] | None = None
-    locale: Annotated[str, Field(max_length=16)] | None = None
+UoW = Annotated[OrderUnitOfWork, Depends(new_uow)]
+ApiKey = Annotated[str, Depends(api_key)]
+ServiceToken = Annotated[None, Depends(service_token)]
 
 
-class AddressIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    line1: Str
-    line2: Annotated[str, Field(max_length=200)] | None = None
-    city: Str
-    region: Annotated[str, Field(max_length=100)] | None = None
-    postal_code: Annotated[str, Field(min_length=1, max_length=32)]
-    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
-
-
-class LineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    sku: Annotated[str, Field(min_length=1, max_length=128)]
-    quantity: Annotated[int, Field(ge=1, le=10_000)]
-    unit_price: Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
-
-
-class OrderIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    channel: Annotated[str, Field(min_length=1, max_length=32)] = "storefront"
-    external_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-    customer: CustomerIn
-    shipping_address: AddressIn
-    lines: Annotated[list[LineIn], Field(min_length=1, max_length=500)]
-
-    def to_command(self) -> PlaceOrder:
-        return PlaceOrder(
-            channel=self.channel,
-            external_id=self.external_id,
-            currency=self.currency,
-            shipping_country=self.shipping_address.country,
-            shipping_postal_code=self.shipping_address.postal_code,
-            lines=tuple(LineInput(ln.sku, ln.quantity, ln.unit_price) for ln in self.lines),
-        )
-
-
-class LineOut(BaseModel):
-    line_id: str
-    sku: str
-    quantity: int
-    unit_price: str
-
-
-class OrderOut(BaseModel):
-    id: str
-    status: str
-    delayed: bool
-    channel: str
-    external_id: str | None
-    currency: str
-    total: str
-    lines: list[LineOut]
-    allocations: list[dict[str, object]] = []
-    shipments: list[dict[str, object]] = []
-    created_at: str
-
-    @classmethod
-    def of(cls, order: Order) -> OrderOut:
-        return cls(
-            id=order.id,
-            status=order.status.value,
-            delayed=order.delayed,
-            channel=order.channel,
-            external_id=order.external_id,
-            currency=order.currency,
-            total=format_amount(order.total, order.currency),
-            lines=[
-                LineOut(
-                    line_id=ln.line_id,
-                    sku=ln.sku,
-                    quantity=ln.quantity,
-                    unit_price=format_amount(ln.unit_price, order.currency),
-                )
-                for ln in order.lines
-            ],
-            created_at=order.created_at.isoformat().replace("+00:00", "Z"),
-        )
+def _order_or_404(exc: OrderNotFound) -> NotFound:
+    return NotFound(str(exc), details={"order_id": exc.order_id})
 
 
 @router.post(
-    "/orders", status_code=201, response_model=OrderOut, summary="Place a storefront order"
+    "/orders",
+    status_code=201,
+    response_model=OrderOut,
+    tags=["orders"],
+    summary="Place a storefront order",
+    responses={
+        409: {"description": "Idempotency-Key reused with another body, or duplicate external_id"}
+    },
 )
-async def create_order(body: OrderIn, uow: UoWDep, _: ApiKeyDep) -> OrderOut:
-    order = await handlers.place_order(body.to_command(), uow)
-    return OrderOut.of(order)
-
-
-@router.get("/orders/{order_id}", response_model=OrderOut, summary="One order")
-async def read_order(order_id: str, uow: UoWDep, _: ApiKeyDep) -> OrderOut:
+async def create_order(
+    body: OrderIn,
+    uow: UoW,
+    key: ApiKey,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+) -> JSONResponse:
+    idem = None
+    if idempotency_key is not None:
+        fingerprint = hashlib.sha256(
+            json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest()
+        scope = hashlib.sha256(key.encode()).hexdigest()[:32]
+        idem = handlers.Idempotency(scope, idempotency_key, fingerprint)
     try:
-        order = await handlers.get_order(order_id, uow)
-    except handlers.OrderNotFound as exc:
-        raise NotFound(str(exc)) from exc
-    return OrderOut.of(order)
+        outcome = await handlers.place_order(body.to_command(), uow, render_order, idempotency=idem)
+    except handlers.IdempotencyConflict as exc:
+        raise Conflict(str(exc), code="idempotency_key_reused") from exc
+    except handlers.DuplicateExternalOrder as exc:
+        raise Conflict(
+            str(exc), code="duplicate_external_id", details={"order_id": exc.order_id}
+        ) from exc
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+    return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)
+
+
+@router.get(
+    "/orders", response_model=OrderPage, tags=["orders"], summary="List orders, newest first"
+)
+async def list_orders(
+    uow: UoW,
+    runtime: Runtime,
+    _: ApiKey,
+    status: Status | None = None,
+    channel: Channel | None = None,
+    created_from: Annotated[AwareDatetime | None, Query(description="inclusive, RFC 3339")] = None,
+    created_to: Annotated[AwareDatetime | None, Query(description="exclusive, RFC 3339")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> dict[str, Any]:
+    if created_from and created_to and created_from >= created_to:
+        raise Unprocessable(
+            "created_from must be before created_to",
+            details=[{"field": "query.created_from", "reason": "must be before created_to"}],
+        )
+    flt = OrderFilter(
+        status.value if status else None, channel, _utc(created_from), _utc(created_to)
+    )
+    try:
+        orders, next_cursor = await handlers.list_orders(flt, limit, cursor, uow)
+    except InvalidCursor as exc:
+        raise Unprocessable(
+            str(exc), details=[{"field": "query.cursor", "reason": str(exc)}]
+        ) from exc
+    return {"items": [render_order(o) for o in orders], "next_cursor": next_cursor}
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+@router.get("/orders/{order_id}", response_model=OrderOut, tags=["orders"], summary="One order")
+async def read_order(order_id: str, uow: UoW, _: ApiKey) -> dict[str, Any]:
+    try:
+        return render_order(await handlers.get_order(order_id, uow))
+    except OrderNotFound as exc:
+        raise _order_or_404(exc) from exc
+
+
+@router.get(
+    "/orders/{order_id}/timeline",
+    response_model=TimelineOut,
+    tags=["orders"],
+    summary="Every event that touched the order, in event order",
+)
+async def read_timeline(order_id: str, uow: UoW, _: ApiKey) -> dict[str, Any]:
+    try:
+        return render_timeline(await handlers.timeline(order_id, uow))
+    except OrderNotFound as exc:
+        raise _order_or_404(exc) from exc
+
+
+@router.post(
+    "/orders/{order_id}/cancel",
+    response_model=OrderOut,
+    tags=["orders"],
+    summary="Cancel an order that has not shipped (409 once it has)",
+)
+async def cancel(
+    order_id: str, uow: UoW, _: ApiKey, body: Annotated[CancelIn | None, Body()] = None
+) -> dict[str, Any]:
+    reason = (body or CancelIn()).reason
+    try:
+        return render_order(await handlers.cancel_order(order_id, reason, uow))
+    except OrderNotFound as exc:
+        raise _order_or_404(exc) from exc
+    except CannotCancel as exc:
+        raise Conflict(str(exc), code="already_shipped") from exc
+
+
+@router.get(
+    "/orders/{order_id}/contact",
+    response_model=ContactOut,
+    tags=["service-to-service"],
+    summary="Customer contact details (service token only; never logged)",
+)
+async def read_contact(order_id: str, uow: UoW, _: ServiceToken) -> dict[str, Any]:
+    try:
+        customer, redacted = await handlers.contact(order_id, uow)
+    except OrderNotFound as exc:
+        raise _order_or_404(exc) from exc
+    if redacted:
+        return {
+            "order_id": order_id,
+            "name": None,
+            "email": None,
+            "phone": None,
+            "locale": customer.locale,
+            "redacted": True,
+        }
+    return {
+        "order_id": order_id,
+        "name": customer.name,
+        "email": customer.email,
+        "phone": customer.phone,
+        "locale": customer.locale,
+        "redacted": False,
+    }
+
+
+@router.post(
+    "/customers/redact",
+    tags=["privacy"],
+    summary="Erase a customer's name, e-mail, phone and street from every order",
+)
+async def redact(body: RedactIn, uow: UoW, _: ApiKey) -> dict[str, int]:
+    return {"redacted": await handlers.redact_customer(str(body.email), uow)}

@@ -2,25 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
-from services.order.api import router
+from services.order import api, handlers, webhooks
+from services.order.consumers import HANDLERS
 from services.order.settings import OrderSettings
 from services.order.store import OrderUnitOfWork
 from shared.runtime import ServiceRuntime, build_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
+
+
+async def purge_expired_keys(runtime: ServiceRuntime[Any]) -> None:
+    """Hourly: forget idempotency keys past their retention (kept at least 24 h)."""
+    while True:
+        purged = await handlers.purge_expired(runtime.uow())
+        if purged:
+            log.info("purged idempotency keys", extra={"count": purged})
+        await asyncio.sleep(3600)
 
 
 def create_app(settings: OrderSettings | None = None) -> FastAPI:
     settings = settings or OrderSettings()
-    runtime = ServiceRuntime(settings, MIGRATIONS, OrderUnitOfWork)
+    uow_class = functools.partial(OrderUnitOfWork, cipher=settings.cipher())
+    runtime = ServiceRuntime(
+        settings,
+        MIGRATIONS,
+        uow_class,
+        handlers=HANDLERS,
+        background={"purge-idempotency-keys": purge_expired_keys},
+    )
     app = build_app(
         runtime,
         title="Dropship order service",
-        description="Storefront and marketplace orders, their lifecycle and timeline.",
+        description="Storefront and marketplace orders: lifecycle, timeline, customer privacy.",
     )
-    app.include_router(router)
+    app.include_router(api.router)
+    app.include_router(webhooks.router)
     return app

@@ -1,4 +1,15 @@
-"""Order aggregate: placing an order and the events it records. No I/O."""
+"""Order aggregate: placing, cancelling, and following the supply chain's events. No I/O.
+
+Status is derived from the lines, so events applied in any order give the same answer:
+each line only moves forward (pending < confirmed < shipped < delivered), and
+
+- `cancelled` and `needs_attention` (a line could not be routed) are exits;
+- `delivered` / `shipped` / `confirmed` when every line has reached that stage;
+- `routed` when some lines are confirmed and the rest are still being routed;
+- `placed` before any supplier confirmed anything.
+
+`delayed` is set by a delay for lines not yet shipped and cleared when those ship.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +17,33 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
-from shared.events import EventData, OrderPlaced, PlacedLine
+from shared.events import (
+    EventData,
+    OrderCancelled,
+    OrderPlaced,
+    OrderRoutingFailed,
+    PlacedLine,
+    ShipmentDelayed,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    SupplierConfirmed,
+)
 
 
 class OrderError(Exception):
     """Root of the order service's domain errors."""
+
+
+class OrderNotFound(OrderError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id} not found")
+        self.order_id = order_id
+
+
+class CannotCancel(OrderError):
+    """The order has shipped (or been delivered): it can no longer be cancelled."""
 
 
 class Status(StrEnum):
@@ -23,6 +54,31 @@ class Status(StrEnum):
     DELIVERED = "delivered"
     CANCELLED = "cancelled"
     NEEDS_ATTENTION = "needs_attention"
+
+
+class LineStage(IntEnum):
+    PENDING = 0
+    CONFIRMED = 1
+    SHIPPED = 2
+    DELIVERED = 3
+
+
+@dataclass(frozen=True)
+class Contact:
+    name: str
+    email: str
+    phone: str | None = None
+    locale: str | None = None
+
+
+@dataclass(frozen=True)
+class Address:
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+    line2: str | None = None
+    region: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,8 +93,8 @@ class PlaceOrder:
     channel: str
     external_id: str | None
     currency: str
-    shipping_country: str
-    shipping_postal_code: str
+    customer: Contact
+    shipping: Address
     lines: tuple[LineInput, ...]
 
 
@@ -48,6 +104,30 @@ class OrderLine:
     sku: str
     quantity: int
     unit_price: Decimal
+    stage: LineStage = LineStage.PENDING
+    supplier_id: str | None = None
+    unit_cost: Decimal | None = None
+    routing_failed: str | None = None
+
+
+@dataclass
+class Allocation:
+    supplier_id: str
+    supplier_order_ref: str
+    line_ids: list[str]
+    currency: str
+    ship_by: datetime
+    confirmed_at: datetime
+
+
+@dataclass
+class Shipment:
+    supplier_id: str
+    carrier: str
+    tracking_number: str
+    line_ids: list[str]
+    dispatched_at: datetime
+    delivered_at: datetime | None = None
 
 
 @dataclass
@@ -56,32 +136,37 @@ class Order:
     channel: str
     external_id: str | None
     currency: str
-    shipping_country: str
-    shipping_postal_code: str
+    customer: Contact
+    shipping: Address
     lines: list[OrderLine]
-    status: Status
-    delayed: bool
     created_at: datetime
+    cancelled_at: datetime | None = None
+    cancel_reason: str | None = None
+    delayed: bool = False
+    delayed_suppliers: set[str] = field(default_factory=set)
+    early_deliveries: dict[str, datetime] = field(default_factory=dict)
+    allocations: list[Allocation] = field(default_factory=list)
+    shipments: list[Shipment] = field(default_factory=list)
+    redacted: bool = False
     events: list[EventData] = field(default_factory=list, repr=False)
 
+    # -- creation ---------------------------------------------------------------------
     @classmethod
     def place(cls, cmd: PlaceOrder, now: datetime | None = None) -> Order:
         order_id = f"ord_{uuid.uuid4().hex}"
         created = now or datetime.now(UTC)
         lines = [
-            OrderLine(f"{order_id}-{i}", line.sku, line.quantity, line.unit_price)
-            for i, line in enumerate(cmd.lines, start=1)
+            OrderLine(f"{order_id}-{i}", ln.sku, ln.quantity, ln.unit_price)
+            for i, ln in enumerate(cmd.lines, start=1)
         ]
         order = cls(
             id=order_id,
             channel=cmd.channel,
             external_id=cmd.external_id,
             currency=cmd.currency,
-            shipping_country=cmd.shipping_country,
-            shipping_postal_code=cmd.shipping_postal_code,
+            customer=cmd.customer,
+            shipping=cmd.shipping,
             lines=lines,
-            status=Status.PLACED,
-            delayed=False,
             created_at=created,
         )
         order.events.append(
@@ -99,13 +184,155 @@ class Order:
                     )
                     for ln in lines
                 ],
-                shipping_country=cmd.shipping_country,
-                shipping_postal_code=cmd.shipping_postal_code,
+                shipping_country=cmd.shipping.country,
+                shipping_postal_code=cmd.shipping.postal_code,
                 placed_at=created,
             )
         )
         return order
 
+    # -- derived state ----------------------------------------------------------------
+    @property
+    def status(self) -> Status:
+        if self.cancelled_at is not None:
+            return Status.CANCELLED
+        if any(ln.routing_failed for ln in self.lines):
+            return Status.NEEDS_ATTENTION
+        lowest = min(ln.stage for ln in self.lines)
+        if lowest >= LineStage.DELIVERED:
+            return Status.DELIVERED
+        if lowest >= LineStage.SHIPPED:
+            return Status.SHIPPED
+        if lowest >= LineStage.CONFIRMED:
+            return Status.CONFIRMED
+        if any(ln.stage > LineStage.PENDING for ln in self.lines):
+            return Status.ROUTED
+        return Status.PLACED
+
     @property
     def total(self) -> Decimal:
         return sum((ln.unit_price * ln.quantity for ln in self.lines), Decimal(0))
+
+    @property
+    def has_shipped(self) -> bool:
+        return any(ln.stage >= LineStage.SHIPPED for ln in self.lines)
+
+    def _lines(self, line_ids: list[str]) -> list[OrderLine]:
+        wanted = set(line_ids)
+        return [ln for ln in self.lines if ln.line_id in wanted]
+
+    def _advance(self, line_ids: list[str], stage: LineStage) -> None:
+        for line in self._lines(line_ids):
+            line.stage = max(line.stage, stage)
+
+    # -- commands ---------------------------------------------------------------------
+    def cancel(self, reason: str, now: datetime | None = None) -> bool:
+        """Cancel; False if it already was (nothing new happens). Raises once shipped."""
+        if self.cancelled_at is not None:
+            return False
+        if self.has_shipped:
+            raise CannotCancel(f"order {self.id} has shipped and can no longer be cancelled")
+        self.cancelled_at = now or datetime.now(UTC)
+        self.cancel_reason = reason
+        self.events.append(OrderCancelled(order_id=self.id, reason=reason))
+        return True
+
+    # -- supply-chain events; each returns a note for the timeline when it was unusual --
+    def apply(self, event: EventData, at: datetime) -> str | None:
+        if isinstance(event, SupplierConfirmed):
+            return self._confirmed(event, at)
+        if isinstance(event, OrderRoutingFailed):
+            for line in self._lines(event.line_ids):
+                if line.stage == LineStage.PENDING:
+                    line.routing_failed = event.reason.value
+            return self._after_cancel_note()
+        if isinstance(event, ShipmentDispatched):
+            return self._dispatched(event, at)
+        if isinstance(event, ShipmentDelayed):
+            return self._delayed(event)
+        if isinstance(event, ShipmentDelivered):
+            return self._delivered(event)
+        return f"ignored: {type(event).__name__} does not concern the order's state"
+
+    def _after_cancel_note(self) -> str | None:
+        return "recorded after the order was cancelled" if self.cancelled_at else None
+
+    def _confirmed(self, event: SupplierConfirmed, at: datetime) -> str | None:
+        line_ids = [ln.line_id for ln in event.lines]
+        unknown = set(line_ids) - {ln.line_id for ln in self.lines}
+        if unknown:
+            return f"ignored: unknown lines {sorted(unknown)}"
+        if not any(a.supplier_order_ref == event.supplier_order_ref for a in self.allocations):
+            self.allocations.append(
+                Allocation(
+                    event.supplier_id,
+                    event.supplier_order_ref,
+                    line_ids,
+                    event.currency,
+                    event.ship_by,
+                    at,
+                )
+            )
+        costs = {ln.line_id: ln.unit_cost for ln in event.lines}
+        for line in self._lines(line_ids):
+            line.supplier_id = event.supplier_id
+            line.unit_cost = costs[line.line_id]
+            line.routing_failed = None  # a later supplier took the line over
+        self._advance(line_ids, LineStage.CONFIRMED)
+        return self._after_cancel_note()
+
+    def _dispatched(self, event: ShipmentDispatched, at: datetime) -> str | None:
+        note = None
+        if any(ln.stage < LineStage.CONFIRMED for ln in self._lines(event.line_ids)):
+            note = "dispatch arrived before the supplier's confirmation"
+        if not any(s.tracking_number == event.tracking_number for s in self.shipments):
+            self.shipments.append(
+                Shipment(
+                    event.supplier_id, event.carrier, event.tracking_number, event.line_ids, at
+                )
+            )
+        for line in self._lines(event.line_ids):
+            line.supplier_id = line.supplier_id or event.supplier_id
+        self._advance(event.line_ids, LineStage.SHIPPED)
+        delivered_at = self.early_deliveries.pop(event.tracking_number, None)
+        if delivered_at is not None:
+            self._mark_delivered(event.tracking_number, delivered_at)
+        self._refresh_delay()
+        return note or self._after_cancel_note()
+
+    def _delayed(self, event: ShipmentDelayed) -> str | None:
+        waiting = [
+            ln
+            for ln in self.lines
+            if ln.supplier_id == event.supplier_id and ln.stage < LineStage.SHIPPED
+        ]
+        if not waiting and any(ln.supplier_id == event.supplier_id for ln in self.lines):
+            return "ignored: the supplier's lines have already shipped"
+        self.delayed_suppliers.add(event.supplier_id)
+        self._refresh_delay()
+        return self._after_cancel_note()
+
+    def _delivered(self, event: ShipmentDelivered) -> str | None:
+        if not self._mark_delivered(event.tracking_number, event.delivered_at):
+            self.early_deliveries[event.tracking_number] = event.delivered_at
+            return "delivery arrived before its dispatch; applied when the dispatch arrives"
+        self._refresh_delay()
+        return None
+
+    def _mark_delivered(self, tracking_number: str, delivered_at: datetime) -> bool:
+        shipment = next((s for s in self.shipments if s.tracking_number == tracking_number), None)
+        if shipment is None:
+            return False
+        shipment.delivered_at = shipment.delivered_at or delivered_at
+        self._advance(shipment.line_ids, LineStage.DELIVERED)
+        return True
+
+    def _refresh_delay(self) -> None:
+        still = {
+            supplier
+            for supplier in self.delayed_suppliers
+            if any(ln.supplier_id == supplier and ln.stage < LineStage.SHIPPED for ln in self.lines)
+            or not any(ln.supplier_id == supplier for ln in self.lines)
+        }
+        self.delayed_suppliers = still
+        self.delayed = bool(still)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
+from services.order.pii import PiiCipher, generate_key
 from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
 
 
 class OrderSettings(ServiceSettings):
@@ -15,3 +19,25 @@ class OrderSettings(ServiceSettings):
 
     database_url: str | None = Field(None, validation_alias="DROPSHIP_ORDER_DATABASE_URL")
     port: int | None = Field(None, validation_alias="DROPSHIP_ORDER_PORT")
+
+    pii_key: SecretStr | None = None
+    """`DROPSHIP_PII_KEY`: a base64 AES-256 key, or a keyring `kid:key,kid:key` (first encrypts)."""
+    shopify_secret: SecretStr | None = None
+    woocommerce_secret: SecretStr | None = None
+    orders_page_max: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _pii_key_required_in_production(self) -> OrderSettings:
+        if self.pii_key is None:
+            if self.environment == "production":
+                raise ValueError("DROPSHIP_PII_KEY must be set in production")
+            log.warning(
+                "DROPSHIP_PII_KEY not set: using a throwaway key (data unreadable after restart)"
+            )
+            self.pii_key = SecretStr(generate_key())
+        PiiCipher(self.pii_key.get_secret_value())  # refuse a malformed key at start-up
+        return self
+
+    def cipher(self) -> PiiCipher:
+        assert self.pii_key is not None
+        return PiiCipher(self.pii_key.get_secret_value())

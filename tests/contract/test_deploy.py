@@ -33,7 +33,7 @@ APP_SERVICES = {"order": 8001, "supplier": 8002, "notify": 8003, "metrics": 8004
 REQUIRED_ENV = {
     "DROPSHIP_API_KEYS": "contract-key-1,contract-key-2",
     "DROPSHIP_SERVICE_TOKEN": "contract-service-token",
-    "DROPSHIP_PII_KEY": "contract-pii-key",
+    "DROPSHIP_PII_KEY": "c2hvcnQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLSE",  # base64 of 32 bytes
 }
 
 

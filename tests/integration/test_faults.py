@@ -13,8 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.order.app import create_app as order_app
+from services.order.pii import generate_key
 from services.order.settings import OrderSettings
-from services.order.store import customer_order
+from services.order.tables import customer_order
 from services.supplier.app import MIGRATIONS as SUPPLIER_MIGRATIONS
 from services.supplier.app import create_app as supplier_app
 from services.supplier.consumers import on_order_placed
@@ -125,6 +126,7 @@ async def test_process_killed_between_commit_and_publish(
         "DROPSHIP_KAFKA_BOOTSTRAP": broker.bootstrap,
         "DROPSHIP_DATA_DIR": str(tmp_path),
         "DROPSHIP_LOG_JSON": "false",
+        "DROPSHIP_PII_KEY": generate_key(),
     }
     order = service_process("order", env, tmp_path)
     order.start(extra_env={"DROPSHIP_FAULT_POINTS": failpoint})

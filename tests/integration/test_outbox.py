@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 
 import pytest
@@ -135,11 +134,8 @@ async def _emit(sessions, order_id: str) -> None:
         await uow.commit()
 
 
-async def test_keyed_messages_share_a_partition_on_the_make_test_broker():
-    """Uses the broker `make test` started (or skips nothing: falls back to a private one)."""
-    bootstrap = os.environ.get("DROPSHIP_TEST_KAFKA_BOOTSTRAP")
-    if bootstrap is None:
-        pytest.fail("run under `make test` (deploy.testenv exports DROPSHIP_TEST_KAFKA_BOOTSTRAP)")
+async def test_keyed_messages_share_a_partition_on_the_shared_broker(session_broker_bootstrap):
+    bootstrap = session_broker_bootstrap
     topic = f"keyed-{uuid.uuid4().hex[:8]}"
     config = BusConfig(bootstrap, "test", partitions=8)
     await ensure_topics(config, [topic])

@@ -1,0 +1,267 @@
+"""Order service request and response models: what a merchant may send and what it gets back.
+
+Rules a merchant can rely on (every violation is a 422 naming the field):
+- `currency` is an ISO-4217 code, `shipping_address.country` an ISO-3166 alpha-2 code;
+- 1 to 500 lines, each `quantity` 1..10000, `unit_price` a non-negative decimal with
+  no more decimals than the currency has (2 for USD, 0 for JPY, 3 for KWD);
+- a SKU appears at most once per order (send one line with the total quantity: two
+  lines of one SKU are rejected, not merged, so nothing is silently changed);
+- text is trimmed, free of control characters and length-limited; any script
+  (Chinese, Arabic, …) is welcome.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import pycountry
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from services.order.domain import Address, Contact, LineInput, Order, PlaceOrder
+from services.order.repository import TimelineEntry
+from shared.money import format_amount, minor_units
+
+
+def _clean(value: str) -> str:
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _country(value: str) -> str:
+    if pycountry.countries.get(alpha_2=value) is None:
+        raise ValueError("must be an ISO-3166 alpha-2 country code, e.g. US, CN, DE")
+    return value
+
+
+def _currency(value: str) -> str:
+    if pycountry.currencies.get(alpha_3=value) is None:
+        raise ValueError("must be an ISO-4217 currency code, e.g. USD, CNY, EUR")
+    return value
+
+
+_Clean = AfterValidator(_clean)
+Text20 = Annotated[str, Field(min_length=1, max_length=20), _Clean]
+Text100 = Annotated[str, Field(min_length=1, max_length=100), _Clean]
+Text128 = Annotated[str, Field(min_length=1, max_length=128), _Clean]
+Text200 = Annotated[str, Field(min_length=1, max_length=200), _Clean]
+Text500 = Annotated[str, Field(min_length=1, max_length=500), _Clean]
+
+
+CountryCode = Annotated[str, Field(min_length=2, max_length=2), AfterValidator(_country)]
+CurrencyCode = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
+Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()\-.]{4,30}$")]
+Locale = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8}){0,2}$")]
+Channel = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+
+_strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class CustomerIn(BaseModel):
+    model_config = _strict
+    name: Text200
+    email: Annotated[EmailStr, Field(max_length=254)]
+    phone: Phone | None = None
+    locale: Locale | None = None
+
+
+class AddressIn(BaseModel):
+    model_config = _strict
+    line1: Text200
+    line2: Text200 | None = None
+    city: Text100
+    region: Text100 | None = None
+    postal_code: Text20
+    country: CountryCode
+
+
+class LineIn(BaseModel):
+    model_config = _strict
+    sku: Annotated[
+        str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
+    ]
+    quantity: Annotated[int, Field(ge=1, le=10_000, strict=True)]
+    unit_price: Annotated[Decimal, Field(ge=0, le=Decimal("1000000"), allow_inf_nan=False)]
+
+
+class OrderIn(BaseModel):
+    model_config = _strict
+    channel: Channel
+    external_id: Text128 | None = None
+    currency: CurrencyCode
+    customer: CustomerIn
+    shipping_address: AddressIn
+    lines: Annotated[list[LineIn], Field(min_length=1, max_length=500)]
+
+    @model_validator(mode="after")
+    def _lines_fit_the_currency_and_are_unique(self) -> OrderIn:
+        places = minor_units(self.currency)
+        seen: dict[str, int] = {}
+        for i, line in enumerate(self.lines):
+            exponent = line.unit_price.normalize().as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > places:
+                raise PydanticCustomError(
+                    "money_precision",
+                    "{currency} amounts have at most {places} decimals",
+                    {"field": f"lines.{i}.unit_price", "currency": self.currency, "places": places},
+                )
+            if line.sku in seen:
+                raise PydanticCustomError(
+                    "duplicate_sku",
+                    "SKU {sku} already appears in line {first}; "
+                    "send one line with the total quantity",
+                    {"field": f"lines.{i}.sku", "sku": line.sku, "first": seen[line.sku]},
+                )
+            seen[line.sku] = i
+        return self
+
+    def to_command(self) -> PlaceOrder:
+        c, a = self.customer, self.shipping_address
+        return PlaceOrder(
+            channel=self.channel,
+            external_id=self.external_id,
+            currency=self.currency,
+            customer=Contact(name=c.name, email=str(c.email), phone=c.phone, locale=c.locale),
+            shipping=Address(
+                line1=a.line1,
+                line2=a.line2,
+                city=a.city,
+                region=a.region,
+                postal_code=a.postal_code,
+                country=a.country,
+            ),
+            lines=tuple(LineInput(ln.sku, ln.quantity, ln.unit_price) for ln in self.lines),
+        )
+
+
+class CancelIn(BaseModel):
+    model_config = _strict
+    reason: Text500 = "cancelled by merchant"
+
+
+class RedactIn(BaseModel):
+    model_config = _strict
+    email: Annotated[EmailStr, Field(max_length=254)]
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+_LINE_STATE = {0: "pending", 1: "confirmed", 2: "shipped", 3: "delivered"}
+
+
+def render_order(order: Order) -> dict[str, Any]:
+    """The order as the API shows it (no customer PII; see `/contact` for services)."""
+    cur = order.currency
+    return {
+        "id": order.id,
+        "status": order.status.value,
+        "delayed": order.delayed,
+        "channel": order.channel,
+        "external_id": order.external_id,
+        "currency": cur,
+        "total": format_amount(order.total, cur),
+        "lines": [
+            {
+                "line_id": ln.line_id,
+                "sku": ln.sku,
+                "quantity": ln.quantity,
+                "unit_price": format_amount(ln.unit_price, cur),
+                "state": "routing_failed" if ln.routing_failed else _LINE_STATE[int(ln.stage)],
+                "supplier_id": ln.supplier_id,
+                "routing_failure": ln.routing_failed,
+            }
+            for ln in order.lines
+        ],
+        "allocations": [
+            {
+                "supplier_id": a.supplier_id,
+                "supplier_order_ref": a.supplier_order_ref,
+                "line_ids": a.line_ids,
+                "ship_by": rfc3339(a.ship_by),
+                "confirmed_at": rfc3339(a.confirmed_at),
+            }
+            for a in order.allocations
+        ],
+        "shipments": [
+            {
+                "supplier_id": s.supplier_id,
+                "carrier": s.carrier,
+                "tracking_number": s.tracking_number,
+                "line_ids": s.line_ids,
+                "dispatched_at": rfc3339(s.dispatched_at),
+                "delivered_at": rfc3339(s.delivered_at),
+            }
+            for s in order.shipments
+        ],
+        "shipping": {
+            "city": order.shipping.city,
+            "region": order.shipping.region,
+            "postal_code": order.shipping.postal_code,
+            "country": order.shipping.country,
+        },
+        "locale": order.customer.locale,
+        "created_at": rfc3339(order.created_at),
+        "cancelled_at": rfc3339(order.cancelled_at),
+        "cancel_reason": order.cancel_reason,
+    }
+
+
+def render_timeline(entries: list[TimelineEntry]) -> dict[str, Any]:
+    return {
+        "items": [
+            {"type": e.type, "time": rfc3339(e.time), "source": e.source, "data": e.data}
+            | ({"note": e.note} if e.note else {})
+            for e in entries
+        ],
+        "next_cursor": None,
+    }
+
+
+class OrderOut(BaseModel):
+    """Response schema (documentation); the body is built by `render_order`."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    status: str
+    delayed: bool
+    channel: str
+    external_id: str | None
+    currency: str
+    total: str
+    lines: list[dict[str, Any]]
+    allocations: list[dict[str, Any]]
+    shipments: list[dict[str, Any]]
+    created_at: str
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut]
+    next_cursor: str | None
+
+
+class TimelineItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    time: str
+    source: str
+    data: dict[str, Any]
+
+
+class TimelineOut(BaseModel):
+    items: list[TimelineItem]
+    next_cursor: str | None
+
+
+class ContactOut(BaseModel):
+    order_id: str
+    name: str | None
+    email: str | None
+    phone: str | None
+    locale: str | None
+    redacted: bool
