@@ -194,7 +194,11 @@ class ConsumerRunner:
             consumer = self.bus.consumer(self.delivery.processor.group, self.topics)
             try:
                 await consumer.start()
+            except asyncio.CancelledError:
+                await consumer.stop()
+                raise
             except (KafkaError, OSError) as exc:
+                await consumer.stop()
                 log.warning("consumer cannot start, retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
