@@ -51,6 +51,7 @@ class BusConfig:
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 500
     connect_backoff_max_s: float = 5.0
+    fetch_max_wait_ms: int = 100
 
 
 class KafkaBus:
@@ -124,7 +125,7 @@ class KafkaBus:
         except (TimeoutError, KafkaError, OSError):
             return False
 
-    def consumer(self, group_id: str, topics: Sequence[str]) -> AIOKafkaConsumer:
+    def consumer(self, group_id: str, topics: Sequence[str] = ()) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             *topics,
             bootstrap_servers=self.config.bootstrap,
@@ -134,7 +135,8 @@ class KafkaBus:
             auto_offset_reset="earliest",
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
-            max_poll_records=500,
+            max_poll_records=1000,
+            fetch_max_wait_ms=self.config.fetch_max_wait_ms,
         )
 
 

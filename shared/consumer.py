@@ -14,13 +14,14 @@ row) has committed, so a crash re-delivers and the inbox turns the repeat into a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
@@ -47,7 +48,7 @@ class PermanentError(Exception):
 
 
 class MessageProcessor:
-    """Runs one message through envelope validation, the inbox and its handler."""
+    """Runs messages through envelope validation, the inbox and their handler."""
 
     def __init__(
         self,
@@ -59,8 +60,7 @@ class MessageProcessor:
         self.handlers = dict(handlers)
         self.uow_factory = uow_factory
 
-    async def process(self, topic: str, raw: bytes | None) -> bool:
-        """Apply the message once; returns False when it was a duplicate."""
+    def _parse(self, topic: str, raw: bytes | None) -> tuple[Envelope, EventData, Handler]:
         envelope = Envelope.from_bytes(raw)
         if envelope.type != topic:
             raise InvalidEvent(f"event type {envelope.type!r} does not belong on topic {topic!r}")
@@ -68,17 +68,34 @@ class MessageProcessor:
         handler = self.handlers.get(topic)
         if handler is None:
             raise PermanentError(f"no handler for topic {topic!r} in group {self.group!r}")
-        token = tracing.traceparent_var.set(envelope.traceparent)
-        try:
-            with log_context(order_id=envelope.subject, event_id=envelope.id):
-                async with self.uow_factory() as uow:
-                    if not await uow.claim(self.group, envelope, topic):
-                        return False
-                    await handler(envelope, data, uow)
-                    await uow.commit()
-                return True
-        finally:
-            tracing.traceparent_var.reset(token)
+        return envelope, data, handler
+
+    async def process(self, topic: str, raw: bytes | None) -> bool:
+        """Apply one message once; returns False when it was a duplicate."""
+        return (await self.process_many([(topic, raw)]))[0]
+
+    async def process_many(self, messages: Sequence[tuple[str, bytes | None]]) -> list[bool]:
+        """Apply messages in order in ONE transaction; all or nothing.
+
+        Returns, per message, whether it was new (False: a duplicate). Any error rolls
+        the whole batch back; the caller then retries message by message.
+        """
+        parsed = [self._parse(topic, raw) for topic, raw in messages]
+        fresh: list[bool] = []
+        async with self.uow_factory() as uow:
+            for envelope, data, handler in parsed:
+                token = tracing.traceparent_var.set(envelope.traceparent)
+                try:
+                    with log_context(order_id=envelope.subject, event_id=envelope.id):
+                        if not await uow.claim(self.group, envelope, envelope.type):
+                            fresh.append(False)
+                            continue
+                        await handler(envelope, data, uow)
+                        fresh.append(True)
+                finally:
+                    tracing.traceparent_var.reset(token)
+            await uow.commit()
+        return fresh
 
 
 class Record(Protocol):
@@ -115,6 +132,24 @@ class RetryingDelivery:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.backoff_max = backoff_max
+
+    async def deliver_many(self, records: Sequence[Record]) -> list[str]:
+        """Deliver records of one partition in order, in one transaction when all is well.
+
+        If the batch fails as a whole, each record is delivered on its own, so one bad
+        message costs its neighbours nothing but a second try.
+        """
+        if len(records) > 1:
+            try:
+                fresh = await self.processor.process_many([(r.topic, r.value) for r in records])
+            except Exception as exc:
+                log.info("batch failed, delivering one by one", extra={"error": repr(exc)})
+            else:
+                outcomes = ["processed" if f else "duplicate" for f in fresh]
+                for record, outcome in zip(records, outcomes, strict=True):
+                    CONSUMED.labels(self.processor.group, record.topic, outcome).inc()
+                return outcomes
+        return [await self.deliver(r) for r in records]
 
     async def deliver(self, record: Record) -> str:
         """Returns the outcome: processed, duplicate or dead_lettered."""
@@ -175,13 +210,20 @@ class RetryingDelivery:
 class ConsumerRunner:
     """Consumes the processor's topics in its consumer group until cancelled.
 
-    Partitions of one poll are worked concurrently, each strictly in offset order.
+    Each partition is worked by its own task, strictly in offset order and in batches
+    of up to `batch_size` per transaction; a busy partition is paused so the others
+    keep flowing. Offsets are committed for what has finished, after every poll and
+    before partitions are handed to another member on a rebalance.
     """
 
-    def __init__(self, bus: KafkaBus, delivery: RetryingDelivery) -> None:
+    def __init__(self, bus: KafkaBus, delivery: RetryingDelivery, *, batch_size: int = 100) -> None:
         self.bus = bus
         self.delivery = delivery
+        self.batch_size = batch_size
         self.assigned = False
+        self._consumer: AIOKafkaConsumer | None = None
+        self._work: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._done: dict[TopicPartition, int] = {}
 
     @property
     def topics(self) -> Sequence[str]:
@@ -189,11 +231,36 @@ class ConsumerRunner:
 
     async def run(self) -> None:
         await self.bus.wait_connected()
+        consumer = await self._start()
+        self._consumer = consumer
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=100, max_records=self.batch_size * 8)
+                self.assigned = bool(consumer.assignment())
+                for tp, messages in batches.items():
+                    consumer.pause(tp)
+                    self._work[tp] = asyncio.create_task(self._run_partition(tp, messages))
+                self._reap()
+                await self._commit()
+                if not batches and self._work:
+                    await asyncio.wait(list(self._work.values()), timeout=0.1)
+        finally:
+            for task in self._work.values():
+                task.cancel()
+            await asyncio.gather(*self._work.values(), return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._commit()
+            await consumer.stop()
+            self._consumer = None
+
+    async def _start(self) -> AIOKafkaConsumer:
         delay = 0.2
         while True:
-            consumer = self.bus.consumer(self.delivery.processor.group, self.topics)
+            consumer = self.bus.consumer(self.delivery.processor.group)
+            consumer.subscribe(list(self.topics), listener=_Revocation(self))
             try:
                 await consumer.start()
+                return consumer
             except asyncio.CancelledError:
                 await consumer.stop()
                 raise
@@ -202,27 +269,69 @@ class ConsumerRunner:
                 log.warning("consumer cannot start, retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-                continue
-            break
-        try:
-            while True:
-                batches = await consumer.getmany(timeout_ms=1000, max_records=500)
-                self.assigned = bool(consumer.assignment())
-                if not batches:
-                    continue
-                results = await asyncio.gather(*(self._run_partition(m) for m in batches.values()))
-                offsets = dict(zip(batches, results, strict=True))
-                try:
-                    await consumer.commit(offsets)
-                except KafkaError as exc:  # rebalance: the next owner re-reads, the inbox dedupes
-                    log.warning("offset commit failed", extra={"error": repr(exc)})
-        finally:
-            await consumer.stop()
 
-    async def _run_partition(self, messages: list[ConsumerRecord[Any, Any]]) -> int:
-        for msg in messages:
-            await self.delivery.deliver(msg)
-        return int(messages[-1].offset) + 1
+    async def _run_partition(
+        self, tp: TopicPartition, messages: list[ConsumerRecord[Any, Any]]
+    ) -> None:
+        next_offset = int(messages[0].offset)
+        try:
+            for start in range(0, len(messages), self.batch_size):
+                chunk = messages[start : start + self.batch_size]
+                await self.delivery.deliver_many(chunk)
+                next_offset = int(chunk[-1].offset) + 1
+                self._done[tp] = next_offset
+        except Exception:
+            log.exception("partition worker failed; its records will be read again")
+            if self._consumer is not None and tp in self._consumer.assignment():
+                self._consumer.seek(tp, next_offset)
+
+    def _reap(self) -> None:
+        """Resume partitions whose work has finished."""
+        assert self._consumer is not None
+        for tp, task in list(self._work.items()):
+            if task.done():
+                del self._work[tp]
+                if tp in self._consumer.assignment():
+                    self._consumer.resume(tp)
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        assert self._consumer is not None
+        offsets = {tp: off for tp, off in self._done.items() if only is None or tp in only}
+        if not offsets:
+            return
+        try:
+            async with asyncio.timeout(10):  # a broker that is gone must not hang shutdown
+                await self._consumer.commit(offsets)
+        except (KafkaError, TimeoutError) as exc:  # the next owner re-reads; the inbox dedupes
+            log.warning("offset commit failed", extra={"error": repr(exc)})
+            return
+        for tp in offsets:
+            if self._done.get(tp) == offsets[tp]:
+                del self._done[tp]
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Finish in-flight work of partitions leaving us and commit it, to limit re-reads."""
+        tasks = [self._work[tp] for tp in revoked if tp in self._work]
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        with contextlib.suppress(Exception):
+            await self._commit(set(revoked))
+        for tp in revoked:
+            task = self._work.pop(tp, None)
+            if task is not None and not task.done():
+                task.cancel()
+            self._done.pop(tp, None)
+
+
+class _Revocation(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.runner.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.runner.assigned = bool(assigned)
 
 
 DLQ_HEADER_PREFIX = "dlq."

@@ -65,7 +65,7 @@ class ServiceRuntime(Generic[U]):
         s = self.settings
         configure_logging(self.name, s.log_level, s.log_json)
         faults.arm(s.fault_points)
-        self.engine = create_engine(s.db_url)
+        self.engine = create_engine(s.db_url, pool_pre_ping=s.db_pool_pre_ping)
         self.sessions = session_factory(self.engine)
         if s.migrate_on_start:
             await migrate_async(self.migrations_dir, s.db_url)
@@ -79,6 +79,7 @@ class ServiceRuntime(Generic[U]):
                 session_timeout_ms=s.kafka_session_timeout_ms,
                 heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
                 connect_backoff_max_s=s.kafka_connect_backoff_max_s,
+                fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
             )
         )
         self.relay = OutboxRelay(
@@ -101,7 +102,7 @@ class ServiceRuntime(Generic[U]):
                 backoff=s.consumer_retry_backoff_s,
                 backoff_max=s.consumer_retry_backoff_max_s,
             )
-            self.consumer = ConsumerRunner(self.bus, delivery)
+            self.consumer = ConsumerRunner(self.bus, delivery, batch_size=s.consumer_batch_size)
             self._spawn("consumer", self.consumer.run)
         for name, job in self._background.items():
             self._spawn(name, lambda job=job: job(self))  # type: ignore[misc]

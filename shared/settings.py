@@ -43,6 +43,10 @@ class ServiceSettings(BaseSettings):
     consumer_retry_backoff_s: float = Field(0.2, ge=0)
     consumer_retry_backoff_max_s: float = Field(5.0, ge=0)
     consumers_enabled: bool = True
+    consumer_batch_size: int = Field(100, ge=1)
+    """Events of a partition applied per transaction (a failing batch goes one by one)."""
+    kafka_fetch_max_wait_ms: int = Field(100, ge=0)
+    db_pool_pre_ping: bool = False
 
     outbox_batch_size: int = Field(500, ge=1)
     outbox_poll_interval_s: float = Field(1.0, gt=0)

@@ -33,7 +33,8 @@ class InMemoryBus:
     the Kafka consumer uses, so retries, dead-lettering and dedupe behave identically.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, batch_size: int = 100) -> None:
+        self.batch_size = batch_size
         self.topics: dict[str, list[MemoryRecord]] = defaultdict(list)
         self._groups: list[tuple[RetryingDelivery, dict[str, int]]] = []
 
@@ -60,11 +61,11 @@ class InMemoryBus:
             for delivery, offsets in self._groups:
                 for topic in delivery.processor.handlers:
                     log = self.topics.get(topic, [])
-                    while offsets[topic] < len(log):
-                        record = log[offsets[topic]]
-                        await delivery.deliver(record)
-                        offsets[topic] += 1
-                        delivered += 1
+                    pending = log[offsets[topic] : offsets[topic] + self.batch_size]
+                    if pending:
+                        await delivery.deliver_many(pending)
+                        offsets[topic] += len(pending)
+                        delivered += len(pending)
                         progress = True
         return delivered
 

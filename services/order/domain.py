@@ -301,12 +301,10 @@ class Order:
         return note or self._after_cancel_note()
 
     def _delayed(self, event: ShipmentDelayed) -> str | None:
-        waiting = [
-            ln
-            for ln in self.lines
-            if ln.supplier_id == event.supplier_id and ln.stage < LineStage.SHIPPED
-        ]
-        if not waiting and any(ln.supplier_id == event.supplier_id for ln in self.lines):
+        owned = [ln for ln in self.lines if ln.supplier_id == event.supplier_id]
+        if not owned:
+            return "ignored: the supplier holds no line of this order"
+        if all(ln.stage >= LineStage.SHIPPED for ln in owned):
             return "ignored: the supplier's lines have already shipped"
         self.delayed_suppliers.add(event.supplier_id)
         self._refresh_delay()
@@ -317,7 +315,7 @@ class Order:
             self.early_deliveries[event.tracking_number] = event.delivered_at
             return "delivery arrived before its dispatch; applied when the dispatch arrives"
         self._refresh_delay()
-        return None
+        return self._after_cancel_note()
 
     def _mark_delivered(self, tracking_number: str, delivered_at: datetime) -> bool:
         shipment = next((s for s in self.shipments if s.tracking_number == tracking_number), None)
@@ -332,7 +330,6 @@ class Order:
             supplier
             for supplier in self.delayed_suppliers
             if any(ln.supplier_id == supplier and ln.stage < LineStage.SHIPPED for ln in self.lines)
-            or not any(ln.supplier_id == supplier for ln in self.lines)
         }
         self.delayed_suppliers = still
         self.delayed = bool(still)

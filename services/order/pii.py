@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -33,16 +34,24 @@ class _Key:
     kid: str
     aead: AESGCM
     index_key: bytes
+    fingerprint: str
+
+
+_KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
 def _decode_key(text: str) -> bytes:
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise PiiKeyError("a PII key is not valid base64") from exc
     if len(raw) != 32:
         raise PiiKeyError("a PII key must be 32 bytes (base64 of 32 random bytes)")
     return raw
+
+
+def _fingerprint(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:8]
 
 
 def _derive_index_key(raw: bytes) -> bytes:
@@ -64,14 +73,18 @@ class PiiCipher:
                 material = entry
             raw = _decode_key(material)
             if not sep:
-                kid = hashlib.sha256(raw).hexdigest()[:8]
-            keys.append(_Key(kid, AESGCM(raw), _derive_index_key(raw)))
+                kid = _fingerprint(raw)
+            elif not _KID.match(kid):
+                raise PiiKeyError("a PII key id is 1-32 letters, digits, '-' or '_'")
+            keys.append(_Key(kid, AESGCM(raw), _derive_index_key(raw), _fingerprint(raw)))
         if not keys:
             raise PiiKeyError("no PII key configured")
         if len({k.kid for k in keys}) != len(keys):
             raise PiiKeyError("PII key ids must be unique")
         self._keys = keys
-        self._by_kid = {k.kid: k for k in keys}
+        # a value written while its key was configured bare carries the key's fingerprint
+        # as its id; it stays readable after the key is given a name in a keyring
+        self._by_kid = {k.fingerprint: k for k in keys} | {k.kid: k for k in keys}
 
     @property
     def active_kid(self) -> str:

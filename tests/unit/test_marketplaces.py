@@ -255,12 +255,12 @@ def test_woocommerce_float_prices_arrive_as_exact_decimals() -> None:
     assert load_json(b'{"price": 10.1}')["price"] == Decimal("10.1")
 
 
-def test_woocommerce_unit_price_falls_back_to_price_when_subtotal_does_not_divide() -> None:
+def test_woocommerce_unit_price_falls_back_to_rounded_price_when_subtotal_does_not_divide() -> None:
     payload = fixture("woocommerce/order_created.json")
     payload["line_items"][0]["subtotal"] = "30.31"  # 10.1033...: not exact to the cent
     payload["line_items"][1]["subtotal"] = None
     lines = woocommerce_order(payload)["lines"]
-    assert [line["unit_price"] for line in lines] == ["10.1", "14.95"]
+    assert [line["unit_price"] for line in lines] == ["10.10", "14.95"]
 
 
 def test_woocommerce_unit_price_uses_the_currency_precision() -> None:
@@ -269,19 +269,19 @@ def test_woocommerce_unit_price_uses_the_currency_precision() -> None:
     payload["line_items"][0].update(subtotal="3000", price=1000)
     payload["line_items"][1].update(subtotal="1000", quantity=3, price=Decimal("333.333333"))
     lines = woocommerce_order(payload)["lines"]
-    assert [line["unit_price"] for line in lines] == ["1000", "333.333333"]
+    assert [line["unit_price"] for line in lines] == ["1000", "333"], "rounded to whole yen"
 
 
 def test_woocommerce_absurd_subtotal_falls_back_to_price() -> None:
     payload = fixture("woocommerce/order_created.json")
     payload["line_items"][0]["subtotal"] = "1e30"
-    assert woocommerce_order(payload)["lines"][0]["unit_price"] == "10.1"
+    assert woocommerce_order(payload)["lines"][0]["unit_price"] == "10.10"
 
 
 def test_woocommerce_price_when_only_a_float_is_given() -> None:
     payload = fixture("woocommerce/order_created.json")
     payload["line_items"][0].update(subtotal="", price=10.1)  # not loaded with load_json
-    assert woocommerce_order(payload)["lines"][0]["unit_price"] == "10.1"
+    assert woocommerce_order(payload)["lines"][0]["unit_price"] == "10.10"
 
 
 def test_woocommerce_name_and_phone_fallbacks() -> None:
