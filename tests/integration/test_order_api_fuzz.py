@@ -48,7 +48,8 @@ pytestmark = pytest.mark.timeout(300)
 
 HOOKS_MODULE = "_schemathesis_hooks"  # the name schemathesis runs a hooks *file* under
 SEED = 20261123
-MAX_EXAMPLES = 150  # per operation; ~35-45 s per backend on 2 cores
+# per operation and phase: ~40 s per backend on 2 cores; raise it to dig deeper locally
+MAX_EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_MAX_EXAMPLES", "150"))
 SECRETS = {
     "/v1/webhooks/shopify": ("x-shopify-hmac-sha256", "fuzz-shopify-secret"),
     "/v1/webhooks/woocommerce": ("x-wc-webhook-signature", "fuzz-woocommerce-secret"),
@@ -283,11 +284,20 @@ def _tracebacks(log: Path, limit: int = 3) -> str:
 
 
 def _run_schemathesis(url: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
-    reports = tmp_path / "schemathesis"
+    """`schemathesis run` in its own process, leaving every file it writes under tmp_path."""
+    work = tmp_path / "schemathesis"
+    reports = work / "reports"
+    work.mkdir()
+    config = work / "schemathesis.toml"
+    # its crash cache would replay the last run's failures first: neither reproducible nor
+    # wanted in the repo (it defaults to ./.schemathesis)
+    config.write_text("[cache]\nenabled = false\n")
     command = [
         sys.executable,
         "-m",
         "schemathesis.cli",
+        "--config-file",
+        str(config),
         "run",
         f"{url}/openapi.json",
         "--header",
@@ -301,7 +311,7 @@ def _run_schemathesis(url: str, tmp_path: Path) -> tuple[subprocess.CompletedPro
         "--seed",
         str(SEED),
         "--generation-database",
-        "none",  # nothing written into the repo (hypothesis' example database)
+        "none",  # no hypothesis example database at all
         "--workers",
         "1",  # one worker: the same seed gives the same requests in the same order
         "--request-timeout",
@@ -312,10 +322,15 @@ def _run_schemathesis(url: str, tmp_path: Path) -> tuple[subprocess.CompletedPro
         str(reports),
         "--no-color",
     ]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(Path(__file__).resolve())}
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": str(Path(__file__).resolve()),  # a path: runs as HOOKS_MODULE
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "HYPOTHESIS_STORAGE_DIRECTORY": str(work / ".hypothesis"),
+    }
     env.pop("HYPOTHESIS_PROFILE", None)
     proc = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
+        command, cwd=work, env=env, capture_output=True, text=True, timeout=240, check=False
     )
     return proc, reports
 
