@@ -145,6 +145,7 @@ class Order:
     delayed: bool = False
     delayed_suppliers: set[str] = field(default_factory=set)
     early_deliveries: dict[str, datetime] = field(default_factory=dict)
+    released_suppliers: set[str] = field(default_factory=set)
     allocations: list[Allocation] = field(default_factory=list)
     shipments: list[Shipment] = field(default_factory=list)
     redacted: bool = False
@@ -275,10 +276,13 @@ class Order:
             )
         costs = {ln.line_id: ln.unit_cost for ln in event.lines}
         for line in self._lines(line_ids):
+            if line.supplier_id not in (None, event.supplier_id):
+                self.released_suppliers.add(line.supplier_id)  # failed over
             line.supplier_id = event.supplier_id
             line.unit_cost = costs[line.line_id]
             line.routing_failed = None  # a later supplier took the line over
         self._advance(line_ids, LineStage.CONFIRMED)
+        self._refresh_delay()
         return self._after_cancel_note()
 
     def _dispatched(self, event: ShipmentDispatched, at: datetime) -> str | None:
@@ -301,10 +305,10 @@ class Order:
         return note or self._after_cancel_note()
 
     def _delayed(self, event: ShipmentDelayed) -> str | None:
+        if event.supplier_id in self.released_suppliers:
+            return "ignored: the supplier's lines have moved to another supplier"
         owned = [ln for ln in self.lines if ln.supplier_id == event.supplier_id]
-        if not owned:
-            return "ignored: the supplier holds no line of this order"
-        if all(ln.stage >= LineStage.SHIPPED for ln in owned):
+        if owned and all(ln.stage >= LineStage.SHIPPED for ln in owned):
             return "ignored: the supplier's lines have already shipped"
         self.delayed_suppliers.add(event.supplier_id)
         self._refresh_delay()
@@ -326,10 +330,12 @@ class Order:
         return True
 
     def _refresh_delay(self) -> None:
+        holders = {ln.supplier_id for ln in self.lines}
         still = {
             supplier
-            for supplier in self.delayed_suppliers
+            for supplier in self.delayed_suppliers - self.released_suppliers
             if any(ln.supplier_id == supplier and ln.stage < LineStage.SHIPPED for ln in self.lines)
+            or supplier not in holders  # delay consumed before the confirmation: keep it
         }
         self.delayed_suppliers = still
         self.delayed = bool(still)

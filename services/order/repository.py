@@ -186,6 +186,7 @@ class OrderRepository:
         return {
             "delayed_suppliers": sorted(order.delayed_suppliers),
             "early_deliveries": {k: v.isoformat() for k, v in order.early_deliveries.items()},
+            "released_suppliers": sorted(order.released_suppliers),
         }
 
     async def redact(self, email: str) -> int:
@@ -317,6 +318,7 @@ class OrderRepository:
             cancel_reason=row.cancel_reason,
             delayed=row.delayed,
             delayed_suppliers=set(state.get("delayed_suppliers", [])),
+            released_suppliers=set(state.get("released_suppliers", [])),
             early_deliveries={
                 k: datetime.fromisoformat(v) for k, v in state.get("early_deliveries", {}).items()
             },

@@ -427,12 +427,15 @@ def test_delay_cleared_by_delivery() -> None:
     assert order.lines[0].stage is LineStage.DELIVERED
 
 
-def test_delay_from_a_supplier_holding_no_line_is_ignored_with_a_note() -> None:
-    # the supplier service starts SLA clocks at confirmation and publishes an order's
-    # events on one partition in order, so such a delay is stale (e.g. after failover)
+def test_delay_before_the_supplier_confirmed_is_kept_until_its_lines_ship() -> None:
+    # topics are per event type, so a backlog can be consumed across topics in any order
     order = place()
-    note = apply(order, delayed(order, SUP_A))
-    assert note is not None and "holds no line" in note
+    a_lines, _ = split(order)
+    apply(order, delayed(order, SUP_A))
+    assert order.delayed
+    apply(order, confirmed(order, SUP_A, a_lines))
+    assert order.delayed
+    apply(order, dispatched(order, SUP_A, TRACK_A, a_lines))
     assert not order.delayed
 
 
