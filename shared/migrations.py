@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
 
 from alembic import context
 from sqlalchemy import MetaData, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -24,7 +28,26 @@ def run_env(metadata: MetaData) -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    asyncio.run(_run_online(url, metadata))
+    if is_sqlite(url):
+        with _sqlite_lock(url):  # several workers starting at once migrate one at a time
+            asyncio.run(_run_online(url, metadata))
+    else:
+        asyncio.run(_run_online(url, metadata))
+
+
+@contextlib.contextmanager
+def _sqlite_lock(url: str) -> Iterator[None]:
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        yield
+        return
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    with Path(database + ".migrate.lock").open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 async def _run_online(url: str, metadata: MetaData) -> None:
