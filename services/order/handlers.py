@@ -15,7 +15,7 @@ from services.order.domain import (
     OrderNotFound,
     PlaceOrder,
 )
-from services.order.repository import OrderFilter, TimelineEntry
+from services.order.repository import OrderFilter, TimelineEntry, rotate_pii_batch
 from services.order.store import OrderUnitOfWork
 from shared.consumer import PermanentError
 from shared.events import Envelope, EventData
@@ -212,3 +212,15 @@ async def purge_expired(uow: OrderUnitOfWork) -> int:
         purged = await uow.idempotency.purge()
         await uow.commit()
     return purged
+
+
+async def rotate_pii(uow: OrderUnitOfWork, batch: int = 500) -> int:
+    """Re-encrypt every order's PII under the active key; returns how many orders changed."""
+    total = 0
+    while True:
+        async with uow:
+            done = await rotate_pii_batch(uow.session, uow.cipher, batch)
+            await uow.commit()
+        total += done
+        if done < batch:
+            return total

@@ -466,3 +466,34 @@ class WebhookDeliveries:
             )
         )
         return found is not None
+
+
+_PII_COLUMNS = ("customer_name", "email", "phone", "ship_line1", "ship_line2")
+
+
+async def rotate_pii_batch(session: AsyncSession, cipher: PiiCipher, limit: int) -> int:
+    """Re-encrypt up to `limit` orders whose PII is not under the active key."""
+    prefix = f"v1.{cipher.active_kid}.%"
+    stale = or_(
+        *(
+            and_(customer_order.c[col].is_not(None), customer_order.c[col].not_like(prefix))
+            for col in _PII_COLUMNS
+        )
+    )
+    rows = (
+        await session.execute(
+            select(customer_order.c.id, *(customer_order.c[c] for c in _PII_COLUMNS))
+            .where(stale)
+            .limit(limit)
+            .with_for_update()
+        )
+    ).all()
+    for row in rows:
+        plain = {col: cipher.decrypt(getattr(row, col), col) for col in _PII_COLUMNS}
+        values: dict[str, Any] = {col: cipher.encrypt(plain[col], col) for col in _PII_COLUMNS}
+        if plain["email"] is not None:
+            values["email_index"] = cipher.email_index(plain["email"])
+        await session.execute(
+            update(customer_order).where(customer_order.c.id == row.id).values(**values)
+        )
+    return len(rows)

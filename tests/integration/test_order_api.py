@@ -333,3 +333,36 @@ async def test_contact_needs_the_service_token_and_redaction_erases_pii(order):
     assert (
         await order.client.post("/v1/customers/redact", json={"email": "nope"}, headers=API_KEY)
     ).status_code == 422
+
+
+async def test_pii_key_rotation_re_encrypts_every_order(database_url, settings_for):
+    from services.order.handlers import rotate_pii
+    from services.order.pii import generate_key
+
+    url = await database_url("order")
+    old, new = generate_key(), generate_key()
+    async with in_process(create_app, settings_for(OrderSettings, url, pii_key=old)) as before:
+        ids = [
+            (await before.client.post("/v1/orders", json=order_body(), headers=API_KEY)).json()[
+                "id"
+            ]
+            for _ in range(3)
+        ]
+    ring = f"k2026:{new},{old}"
+    async with in_process(create_app, settings_for(OrderSettings, url, pii_key=ring)) as during:
+        assert await rotate_pii(during.runtime.uow(), batch=2) == 3
+        assert await rotate_pii(during.runtime.uow()) == 0, "nothing left under the old key"
+        async with during.runtime.uow() as uow:
+            emails = (
+                await uow.session.execute(text("SELECT email, ship_line1 FROM customer_order"))
+            ).all()
+        assert all(e.startswith("v1.k2026.") and s.startswith("v1.k2026.") for e, s in emails)
+    async with in_process(
+        create_app, settings_for(OrderSettings, url, pii_key=f"k2026:{new}")
+    ) as after:
+        contact = (await after.client.get(f"/v1/orders/{ids[0]}/contact", headers=SERVICE)).json()
+        assert contact["email"] == "ann@example.com", "readable with the new key alone"
+        redacted = await after.client.post(
+            "/v1/customers/redact", json={"email": "ann@example.com"}, headers=API_KEY
+        )
+        assert redacted.json() == {"redacted": 3}, "the blind index moved to the new key too"
