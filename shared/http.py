@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared import tracing
@@ -54,6 +55,30 @@ class Unprocessable(ApiError):
 class ServiceUnavailable(ApiError):
     status_code = 503
     code = "unavailable"
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error: `{"error": {"code", "message", "details"}}`."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (400, "Malformed request"),
+        (401, "Missing or invalid credentials"),
+        (404, "Not found"),
+        (409, "Conflict with the current state"),
+        (422, "Invalid input: `details` lists each field and reason"),
+    )
+}
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from shared import faults
 from shared.bus import BusConfig, KafkaBus
 from shared.consumer import ConsumerRunner, Handler, MessageProcessor, RetryingDelivery
 from shared.db import create_engine, migrate_async, session_factory
-from shared.http import install_error_handlers, install_trace_middleware
+from shared.http import ERROR_RESPONSES, install_error_handlers, install_trace_middleware
 from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
@@ -183,7 +183,13 @@ def health_router(runtime: ServiceRuntime[Any]) -> APIRouter:
 
 def build_app(runtime: ServiceRuntime[Any], *, title: str, description: str) -> FastAPI:
     """A FastAPI app wired to the runtime: lifespan, error shape, tracing, health routes."""
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=runtime.lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=runtime.lifespan,
+        responses=ERROR_RESPONSES,
+    )
     app.state.runtime = runtime
     install_error_handlers(app)
     install_trace_middleware(app)

@@ -131,9 +131,14 @@ async def list_orders(
             "created_from must be before created_to",
             details=[{"field": "query.created_from", "reason": "must be before created_to"}],
         )
-    flt = OrderFilter(
-        status.value if status else None, channel, _utc(created_from), _utc(created_to)
-    )
+    try:
+        window = _utc(created_from), _utc(created_to)
+    except OverflowError as exc:
+        raise Unprocessable(
+            "created_from/created_to out of range",
+            details=[{"field": "query.created_from", "reason": "date out of range"}],
+        ) from exc
+    flt = OrderFilter(status.value if status else None, channel, *window)
     try:
         orders, next_cursor = await handlers.list_orders(flt, limit, cursor, uow)
     except InvalidCursor as exc:

@@ -55,7 +55,7 @@ Text500 = Annotated[str, Field(min_length=1, max_length=500), _Clean]
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
 CurrencyCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency)]
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()\-.]{4,30}$")]
-Locale = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8}){0,2}$")]
+Locale = Annotated[str, Field(max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8}){0,2}$")]
 Channel = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 
 _strict = ConfigDict(extra="forbid", str_strip_whitespace=True)

@@ -42,11 +42,12 @@ def _payload_error(exc: marketplaces.MarketplacePayloadError) -> Unprocessable:
     )
 
 
-def _require(value: str | None, header: str) -> str:
-    if not value:
+def _require(value: str | None, header: str, max_length: int = 128) -> str:
+    if not value or len(value) > max_length:
+        reason = "missing" if not value else f"longer than {max_length} characters"
         raise Unprocessable(
-            f"{header} header is required",
-            details=[{"field": f"header.{header}", "reason": "missing"}],
+            f"{header} header is {reason}",
+            details=[{"field": f"header.{header}", "reason": reason}],
         )
     return value
 
@@ -93,7 +94,7 @@ async def shopify(
     ):
         raise Unauthorized("invalid or missing X-Shopify-Hmac-Sha256")
     delivery = _require(x_shopify_webhook_id, "X-Shopify-Webhook-Id")
-    topic = _require(x_shopify_topic, "X-Shopify-Topic")
+    topic = _require(x_shopify_topic, "X-Shopify-Topic", 64)
     if await handlers.delivery_seen("shopify", delivery, uow):
         return {"status": "duplicate"}
     try:
@@ -135,7 +136,7 @@ async def woocommerce(
     if marketplaces.is_woocommerce_ping(raw):
         return {"status": "pong"}
     delivery = _require(x_wc_webhook_delivery_id, "X-WC-Webhook-Delivery-ID")
-    topic = _require(x_wc_webhook_topic, "X-WC-Webhook-Topic")
+    topic = _require(x_wc_webhook_topic, "X-WC-Webhook-Topic", 64)
     if await handlers.delivery_seen("woocommerce", delivery, uow):
         return {"status": "duplicate"}
     try:

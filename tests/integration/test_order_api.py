@@ -71,6 +71,7 @@ BAD_INPUTS = [
     ("customer.name", "", "body.customer.name"),
     ("customer.phone", "call me maybe", "body.customer.phone"),
     ("customer.locale", "english please", "body.customer.locale"),
+    ("customer.locale", "abc-abcdefgh-abcdefgh", "body.customer.locale"),
     ("lines", [], "body.lines"),
     ("lines.0.quantity", 0, "body.lines.0.quantity"),
     ("lines.0.quantity", 10_001, "body.lines.0.quantity"),
@@ -262,6 +263,7 @@ async def test_list_filters_and_stable_cursor_pagination(order):
         ({"status": "lost"}, "query.status"),
         ({"cursor": "garbage!"}, "query.cursor"),
         ({"created_from": "yesterday"}, "query.created_from"),
+        ({"created_from": "0001-01-01T00:00:00+01:00"}, "query.created_from"),
         (
             {"created_from": "2026-01-02T00:00:00Z", "created_to": "2026-01-01T00:00:00Z"},
             "query.created_from",

@@ -14,8 +14,9 @@ operation or be one of the statuses the error contract of `shared.http` defines.
 This file is also the schemathesis hooks file (`SCHEMATHESIS_HOOKS`): loaded from a path,
 it runs as the module `_schemathesis_hooks`, and only then registers its hooks, which
 1. repair the rules of `OrderIn` the OpenAPI document cannot express (ISO-4217/3166 codes,
-   a decimal `unit_price` with the currency's precision, no control characters, unique
-   SKUs) in *positive* cases only, so generated orders are really placed (201) and the
+   a decimal `unit_price` with the currency's precision, a strict-integer `quantity`, an
+   e-mail `email-validator` accepts, no control characters, unique SKUs) in *positive*
+   cases only, so generated orders are really placed (201) and the
    stateful phase can follow their ids into read, timeline, contact and cancel;
 2. give webhook deliveries that carry a signature header a correctly signed `{}` body, so
    the generated topic and delivery-id headers reach the code behind the HMAC check.
@@ -42,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import pycountry
-import pytest
 from email_validator import EmailNotValidError, validate_email
 
 from services.order.marketplaces import sign
@@ -50,12 +50,10 @@ from services.order.pii import generate_key
 from shared.money import minor_units
 from tests.support.services import ROOT, service_process
 
-pytestmark = pytest.mark.timeout(300)
-
 HOOKS_MODULE = "_schemathesis_hooks"  # the name schemathesis runs a hooks *file* under
 SEED = 20261123
-# per operation and phase: ~40 s per backend on 2 cores; raise it to dig deeper locally
-MAX_EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_MAX_EXAMPLES", "150"))
+# per operation and phase: ~30 s per backend on an idle 2-core machine
+MAX_EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_MAX_EXAMPLES", "100"))
 SECRETS = {
     "/v1/webhooks/shopify": ("x-shopify-hmac-sha256", "fuzz-shopify-secret"),
     "/v1/webhooks/woocommerce": ("x-wc-webhook-signature", "fuzz-woocommerce-secret"),
@@ -216,8 +214,8 @@ def _register_hooks() -> None:
         """The status is documented for the operation or is part of the error contract."""
         documented = {str(s) for s in case.operation.responses.status_codes}
         status = response.status_code
-        if str(status) in documented or "default" in documented:
-            return None
+        if status >= 500 or str(status) in documented or "default" in documented:
+            return None  # a 5xx is `not_a_server_error`'s to report
         if status in CONTRACT_STATUSES:
             body = _json(response)
             error = body.get("error") if isinstance(body, dict) else None

@@ -255,3 +255,14 @@ async def test_woocommerce_bad_signature_is_401_and_stores_nothing(order, tamper
     response = await order.client.post("/v1/webhooks/woocommerce", content=body, headers=headers)
     assert response.status_code == 401
     assert await all_orders(order) == []
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize(("header", "length"), [("X-Shopify-Webhook-Id", 129), ("X-Shopify-Topic", 65)])
+async def test_over_long_webhook_headers_are_422_not_500(order, header, length):
+    body = b"{}"
+    headers = shopify_headers(body, "orders/updated")
+    headers[header] = "x" * length
+    response = await order.client.post("/v1/webhooks/shopify", content=body, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == f"header.{header}"
