@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
+from shared.crypto import PiiCipher, generate_key
 from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
 
 
 class SupplierSettings(ServiceSettings):
@@ -15,3 +19,32 @@ class SupplierSettings(ServiceSettings):
 
     database_url: str | None = Field(None, validation_alias="DROPSHIP_SUPPLIER_DATABASE_URL")
     port: int | None = Field(None, validation_alias="DROPSHIP_SUPPLIER_PORT")
+
+    pii_key: SecretStr | None = None
+    """`DROPSHIP_PII_KEY` also seals supplier credentials at rest."""
+    public_url: str | None = Field(None, validation_alias="DROPSHIP_SUPPLIER_PUBLIC_URL")
+    """Base URL suppliers call back (default `http://127.0.0.1:<port>`)."""
+    tracking_secret: SecretStr = SecretStr("dev-tracking-secret")
+    sla_scan_interval_s: float = Field(30.0, gt=0)
+    dispatcher_poll_s: float = Field(1.0, gt=0)
+    dispatcher_concurrency: int = Field(64, ge=1)
+    supplier_timeout_s: float = Field(5.0, gt=0)
+    supplier_max_attempts: int = Field(4, ge=1)
+    supplier_backoff_s: float = Field(0.2, ge=0)
+    breaker_failure_rate: float = Field(0.5, gt=0, le=1)
+    breaker_cooldown_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _keys(self) -> SupplierSettings:
+        if self.pii_key is None:
+            if self.environment == "production":
+                raise ValueError("DROPSHIP_PII_KEY must be set in production")
+            log.warning("DROPSHIP_PII_KEY unset: supplier credentials sealed with a throwaway key")
+            self.pii_key = SecretStr(generate_key())
+        if self.public_url is None:
+            self.public_url = f"http://127.0.0.1:{self.http_port}"
+        return self
+
+    def cipher(self) -> PiiCipher:
+        assert self.pii_key is not None
+        return PiiCipher(self.pii_key.get_secret_value())

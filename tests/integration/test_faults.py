@@ -16,15 +16,12 @@ from services.order.app import create_app as order_app
 from services.order.pii import generate_key
 from services.order.settings import OrderSettings
 from services.order.tables import customer_order
-from services.supplier.app import MIGRATIONS as SUPPLIER_MIGRATIONS
 from services.supplier.app import create_app as supplier_app
 from services.supplier.consumers import on_order_placed
 from services.supplier.settings import SupplierSettings
-from services.supplier.store import SupplierUnitOfWork
 from shared import dlq
 from shared.events import OrderPlaced, PlacedLine, new_envelope
 from shared.infra import EmbeddedBroker, free_port
-from shared.runtime import ServiceRuntime, build_app
 from shared.testing import eventually
 from tests.support.data import API_KEY, inbox_count, order_body, supplier_received
 from tests.support.kafka import consumed, publish_envelopes, publish_raw
@@ -220,10 +217,9 @@ async def test_exhausted_retries_dead_letter_and_replay_after_the_fix(
             raise RuntimeError("supplier catalogue temporarily unreadable")
         await on_order_placed(envelope, data, uow)
 
-    runtime = ServiceRuntime(
-        settings, SUPPLIER_MIGRATIONS, SupplierUnitOfWork, handlers={"order-placed": flaky}
-    )
-    app = build_app(runtime, title="supplier", description="flaky supplier")
+    app = supplier_app(settings)
+    runtime = app.state.runtime
+    runtime.handlers["order-placed"] = flaky  # a handler with a bug that the test "fixes"
     event = new_envelope(placed("ord_flaky"))
     async with in_process(lambda _: app, settings) as supplier:
         await supplier.runtime.bus.wait_connected()

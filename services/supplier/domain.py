@@ -1,0 +1,189 @@
+"""Routing: which supplier ships which order line, by a documented ranking policy. No I/O.
+
+Eligible offers for a line: the supplier is active, has `stock >= quantity`, quotes in
+the order's currency (no FX conversion: other currencies are not eligible), costs no
+more than the line's unit price (never a negative margin), and has not already failed
+this line. They are ranked by a score (lower is better):
+
+    score = w_cost * unit_cost / unit_price            (0..1: share of the price we pay)
+          + w_lead * min(lead_time_hours / 168, 1)      (a week or more counts as 1)
+          + w_reliability * (1 - reliability)           (measured, see below)
+          + w_priority * (priority - 1) / 9             (priority 1 best .. 10 worst)
+
+with default weights cost 0.45, lead 0.2, reliability 0.3, priority 0.05. Reliability is
+the supplier's confirmation rate times its on-time ship rate from its own history here,
+each smoothed towards 1 with a prior of 5 virtual good orders, so a new supplier is
+trusted a little and one that keeps failing sinks. Ties go to the lower supplier id.
+Lines routed to the same supplier form one supplier order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from shared.events import RoutingFailureReason
+
+
+class SupplierError(Exception):
+    """Root of the supplier service's domain errors."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    cost: float = 0.45
+    lead: float = 0.2
+    reliability: float = 0.3
+    priority: float = 0.05
+
+
+@dataclass(frozen=True)
+class Track:
+    """A supplier's history: decisions and shipments counted by this service."""
+
+    decided: int = 0
+    accepted: int = 0
+    shipped: int = 0
+    shipped_on_time: int = 0
+
+    PRIOR = 5
+
+    @property
+    def confirmation_rate(self) -> float:
+        return (self.accepted + self.PRIOR) / (self.decided + self.PRIOR)
+
+    @property
+    def on_time_rate(self) -> float:
+        return (self.shipped_on_time + self.PRIOR) / (self.shipped + self.PRIOR)
+
+    @property
+    def reliability(self) -> float:
+        return self.confirmation_rate * self.on_time_rate
+
+
+@dataclass(frozen=True)
+class SupplierInfo:
+    id: str
+    active: bool
+    priority: int
+    track: Track = field(default_factory=Track)
+
+
+@dataclass(frozen=True)
+class Offer:
+    supplier_id: str
+    sku: str
+    supplier_sku: str
+    unit_cost: Decimal
+    currency: str
+    stock: int
+    lead_time_hours: float
+
+
+@dataclass(frozen=True)
+class Line:
+    line_id: str
+    sku: str
+    quantity: int
+    unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class Pick:
+    line: Line
+    offer: Offer
+
+
+@dataclass
+class Plan:
+    by_supplier: dict[str, list[Pick]] = field(default_factory=dict)
+    failed: dict[str, RoutingFailureReason] = field(default_factory=dict)
+
+
+def score(offer: Offer, line: Line, supplier: SupplierInfo, w: Weights) -> float:
+    price = float(line.unit_price)
+    cost_share = float(offer.unit_cost) / price if price > 0 else 1.0
+    lead = min(offer.lead_time_hours / 168.0, 1.0)
+    priority = (min(max(supplier.priority, 1), 10) - 1) / 9
+    return (
+        w.cost * cost_share
+        + w.lead * lead
+        + w.reliability * (1.0 - supplier.track.reliability)
+        + w.priority * priority
+    )
+
+
+def rank(
+    line: Line,
+    offers: list[Offer],
+    suppliers: dict[str, SupplierInfo],
+    currency: str,
+    weights: Weights,
+    excluded: frozenset[str] = frozenset(),
+) -> tuple[list[Offer], RoutingFailureReason | None]:
+    """Eligible offers best first, or the reason there is none."""
+    candidates = [
+        o
+        for o in offers
+        if o.sku == line.sku
+        and o.supplier_id not in excluded
+        and (s := suppliers.get(o.supplier_id)) is not None
+        and s.active
+        and o.currency == currency
+    ]
+    if not candidates:
+        return [], (
+            RoutingFailureReason.ALL_SUPPLIERS_FAILED if excluded else RoutingFailureReason.NO_OFFER
+        )
+    priced = [o for o in candidates if o.unit_cost <= line.unit_price]
+    if not priced:
+        return [], RoutingFailureReason.NEGATIVE_MARGIN
+    stocked = [o for o in priced if o.stock >= line.quantity]
+    if not stocked:
+        return [], (
+            RoutingFailureReason.ALL_SUPPLIERS_FAILED
+            if excluded
+            else RoutingFailureReason.OUT_OF_STOCK
+        )
+    stocked.sort(key=lambda o: (score(o, line, suppliers[o.supplier_id], weights), o.supplier_id))
+    return stocked, None
+
+
+def plan(
+    lines: list[Line],
+    offers: list[Offer],
+    suppliers: dict[str, SupplierInfo],
+    currency: str,
+    weights: Weights,
+    excluded: dict[str, frozenset[str]] | None = None,
+) -> Plan:
+    """Pick the best eligible offer per line, drawing stock down as lines take it."""
+    excluded = excluded or {}
+    stock = {(o.supplier_id, o.sku): o.stock for o in offers}
+    result = Plan()
+    grouped: dict[str, list[Pick]] = defaultdict(list)
+    for line in lines:
+        live = [
+            Offer(
+                o.supplier_id,
+                o.sku,
+                o.supplier_sku,
+                o.unit_cost,
+                o.currency,
+                stock[(o.supplier_id, o.sku)],
+                o.lead_time_hours,
+            )
+            for o in offers
+        ]
+        ranked, reason = rank(
+            line, live, suppliers, currency, weights, excluded.get(line.line_id, frozenset())
+        )
+        if reason is not None:
+            result.failed[line.line_id] = reason
+            continue
+        best = ranked[0]
+        stock[(best.supplier_id, best.sku)] -= line.quantity
+        grouped[best.supplier_id].append(Pick(line, best))
+    result.by_supplier = dict(grouped)
+    return result

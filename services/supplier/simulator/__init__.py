@@ -1,0 +1,1 @@
+"""Supplier simulator: many fake suppliers speaking the supplier API (docs/supplier-api.md)."""

@@ -1,0 +1,235 @@
+"""The simulator's behaviour: gating requests, placing and cancelling orders, order lifecycles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+from collections.abc import Coroutine
+from typing import Any
+
+import httpx
+
+from services.supplier.simulator.callbacks import (
+    SUPPLIER_CALLBACK,
+    TRACKING_UPDATE,
+    Deliverer,
+    RetryPolicy,
+    utc_now,
+)
+from services.supplier.simulator.errors import (
+    InvalidCredentials,
+    NotCancellable,
+    SimulatedFailure,
+    UnknownOrder,
+    UnknownSupplier,
+)
+from services.supplier.simulator.models import (
+    SUPPLIER_KEY_PATTERN,
+    PlaceOrderRequest,
+    SupplierControl,
+)
+from services.supplier.simulator.settings import SimulatorSettings
+from services.supplier.simulator.state import (
+    CANCELLABLE,
+    SHIPPABLE,
+    OrderState,
+    SimOrder,
+    Supplier,
+)
+from shared.logging import log_context
+
+log = logging.getLogger(__name__)
+
+_KEY = re.compile(SUPPLIER_KEY_PATTERN)
+_REASONS = {
+    OrderState.REJECTED: "simulated rejection",
+    OrderState.BACKORDERED: "simulated backorder",
+}
+
+
+class Simulator:
+    """All simulated suppliers plus the background tasks that call back on their orders.
+
+    Suppliers spring into existence, with default settings, the first time their key is used.
+    `start()` hands in the shared outbound client (from the app's lifespan); `stop()` cancels
+    every pending callback.
+    """
+
+    def __init__(self, settings: SimulatorSettings) -> None:
+        self.settings = settings
+        self._suppliers: dict[str, Supplier] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._deliverer: Deliverer | None = None
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def start(self, client: httpx.AsyncClient) -> None:
+        s = self.settings
+        policy = RetryPolicy(
+            s.callback_max_attempts, s.callback_backoff_s, s.callback_backoff_max_s
+        )
+        self._deliverer = Deliverer(client, policy)
+
+    async def stop(self) -> None:
+        await _cancel_all(self._tasks)
+        self._deliverer = None
+
+    @property
+    def pending_tasks(self) -> int:
+        return len(self._tasks)
+
+    # suppliers -------------------------------------------------------------------------
+
+    def supplier(self, key: str) -> Supplier:
+        if not _KEY.match(key):
+            raise UnknownSupplier(reason=f"no supplier {key!r}")
+        found = self._suppliers.get(key)
+        if found is None:
+            found = self._suppliers[key] = Supplier(key, self.settings.seed)
+        return found
+
+    def authenticate(self, key: str, authorization: str | None) -> Supplier:
+        """The supplier whose api_key the bearer token is; a refused call creates nothing."""
+        known = self._suppliers.get(key)
+        expected = known.control.api_key if known else SupplierControl.defaults(key).api_key
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), expected.encode()
+        ):
+            raise InvalidCredentials(reason="missing or invalid bearer api key")
+        return known or self.supplier(key)
+
+    async def reset(self, key: str) -> Supplier:
+        """Forget the supplier's orders, settings and pending callbacks."""
+        old = self._suppliers.pop(key, None)
+        if old is not None:
+            await _cancel_all(old.tasks)
+        return self.supplier(key)
+
+    # the supplier API ------------------------------------------------------------------
+
+    async def gate(self, supplier: Supplier) -> None:
+        """Answer late (`latency_ms`), sometimes fail (`fail_http_rate`), before anything else."""
+        if supplier.control.latency_ms:
+            await asyncio.sleep(supplier.control.latency_ms / 1000)
+        if supplier.roll(supplier.control.fail_http_rate):
+            raise SimulatedFailure(reason="simulated transient failure; nothing was recorded")
+
+    def place_order(
+        self, supplier: Supplier, idempotency_key: str, request: PlaceOrderRequest
+    ) -> SimOrder:
+        order, created = supplier.place(idempotency_key, request)
+        if created:
+            with log_context(order_id=request.order_id):
+                log.info(
+                    "order %s (%s) received by %s; plan: %s",
+                    order.supplier_order_ref,
+                    request.reference,
+                    supplier.key,
+                    order.plan.decision.value,
+                )
+                self._spawn(supplier, self._run(supplier, order), order.supplier_order_ref)
+        return order
+
+    def cancel(self, supplier: Supplier, ref: str) -> SimOrder:
+        order = supplier.orders.get(ref)
+        if order is None:
+            raise UnknownOrder(reason=f"no order {ref!r}")
+        if not supplier.advance(order, CANCELLABLE, OrderState.CANCELLED):
+            raise NotCancellable(reason=f"order is {order.state.value}", state=order.state.value)
+        return order
+
+    # background ------------------------------------------------------------------------
+
+    def _spawn(self, supplier: Supplier, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=f"simulator:{supplier.key}:{name}")
+        self._tasks.add(task)
+        supplier.tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            supplier.tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("order lifecycle %s crashed", t.get_name(), exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    async def _run(self, supplier: Supplier, order: SimOrder) -> None:
+        """Decide, then (maybe) dispatch, then (maybe) deliver, calling back at each step.
+
+        The waits end early when the order is cancelled; the state checks make sure a
+        cancelled order is never decided on or dispatched afterwards.
+        """
+        plan = order.plan
+        await _pause(order, self.settings.decision_delay_s)
+        if not supplier.advance(order, frozenset({OrderState.RECEIVED}), plan.decision):
+            return  # cancelled before we decided
+        decision: dict[str, Any] = {"type": plan.decision.value}
+        if plan.decision in _REASONS:
+            decision["reason"] = _REASONS[plan.decision]
+        await self._callback(supplier, order, decision)
+        if not plan.ships:
+            return
+        await _pause(order, plan.ship_after_s)
+        if not supplier.advance(order, SHIPPABLE, OrderState.DISPATCHED):
+            return  # cancelled meanwhile
+        dispatched = {
+            "type": "dispatched",
+            "carrier": plan.carrier,
+            "tracking_number": plan.tracking_number,
+        }
+        await self._callback(supplier, order, dispatched)
+        if plan.deliver_after_s is None:
+            return  # the carrier never reports
+        await self._tracking(supplier, order, "in_transit", "picked up by carrier")
+        await asyncio.sleep(plan.deliver_after_s)
+        supplier.advance(order, frozenset({OrderState.DISPATCHED}), OrderState.DELIVERED)
+        await self._tracking(supplier, order, "delivered", "delivered to recipient")
+
+    async def _callback(self, supplier: Supplier, order: SimOrder, fields: dict[str, Any]) -> None:
+        payload = {
+            "type": fields["type"],
+            "supplier_order_ref": order.supplier_order_ref,
+            "reference": order.request.reference,
+            **{k: v for k, v in fields.items() if k != "type"},
+            "occurred_at": utc_now(),
+        }
+        secret = supplier.control.webhook_secret
+        order.events.append(
+            await self._outbound().deliver(SUPPLIER_CALLBACK, order.callback_url, payload, secret)
+        )
+
+    async def _tracking(
+        self, supplier: Supplier, order: SimOrder, status: str, detail: str
+    ) -> None:
+        payload = {
+            "carrier": order.plan.carrier,
+            "tracking_number": order.plan.tracking_number,
+            "status": status,
+            "occurred_at": utc_now(),
+            "detail": detail,
+        }
+        url = str(self.settings.tracking_url)
+        secret = self.settings.tracking_secret.get_secret_value()
+        order.events.append(await self._outbound().deliver(TRACKING_UPDATE, url, payload, secret))
+
+    def _outbound(self) -> Deliverer:
+        if self._deliverer is None:
+            raise RuntimeError("simulator not started (enter the app's lifespan first)")
+        return self._deliverer
+
+
+async def _pause(order: SimOrder, seconds: float) -> None:
+    """Wait `seconds`, or less if the order gets cancelled meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(order.cancelled.wait(), timeout=seconds)
+
+
+async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+    pending = list(tasks)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,209 @@
+"""In-memory state of the simulated suppliers: control, seeded randomness, orders, idempotency.
+
+Every mutation here is a plain (non-async) method: it runs to completion on the event loop
+without yielding, so concurrent requests can never interleave inside one. That is what makes
+"check the idempotency key, then create" atomic without a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import string
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from services.supplier.simulator.callbacks import utc_now
+from services.supplier.simulator.errors import IdempotencyKeyReused, OutOfStock
+from services.supplier.simulator.models import PlaceOrderRequest, SupplierControl
+
+CARRIERS = ("ups", "fedex", "dhl", "usps")
+
+
+class OrderState(StrEnum):
+    RECEIVED = "received"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    BACKORDERED = "backordered"
+    DISPATCHED = "dispatched"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+
+
+SHIPPABLE = frozenset({OrderState.ACCEPTED, OrderState.BACKORDERED})
+CANCELLABLE = frozenset({OrderState.RECEIVED, *SHIPPABLE, OrderState.CANCELLED})
+
+
+def tracking_number(carrier: str, rng: random.Random) -> str:
+    """A number shaped like the carrier's own (UPS 1Z…, FedEx 12 digits, DHL 10, USPS 22)."""
+
+    def digits(n: int) -> str:
+        return "".join(rng.choice(string.digits) for _ in range(n))
+
+    if carrier == "ups":
+        return "1Z" + "".join(rng.choice(string.digits + string.ascii_uppercase) for _ in range(16))
+    if carrier == "fedex":
+        return digits(12)
+    if carrier == "dhl":
+        return digits(10)
+    return "9400" + digits(18)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An order's fate, drawn when it is received so a seeded run replays identically."""
+
+    decision: OrderState
+    ships: bool
+    ship_after_s: float
+    deliver_after_s: float | None
+    carrier: str
+    tracking_number: str
+
+
+@dataclass
+class SimOrder:
+    supplier_order_ref: str
+    idempotency_key: str
+    fingerprint: str
+    request: PlaceOrderRequest
+    plan: Plan
+    received_at: str = field(default_factory=utc_now)
+    state: OrderState = OrderState.RECEIVED
+    carrier: str | None = None
+    tracking_number: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def callback_url(self) -> str:
+        return str(self.request.callback_url)
+
+    def response(self) -> dict[str, str]:
+        return {"supplier_order_ref": self.supplier_order_ref, "status": "received"}
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "supplier_order_ref": self.supplier_order_ref,
+            "idempotency_key": self.idempotency_key,
+            "reference": self.request.reference,
+            "order_id": self.request.order_id,
+            "lines": [line.model_dump() for line in self.request.lines],
+            "ship_to": self.request.ship_to.model_dump(),
+            "callback_url": self.callback_url,
+            "state": self.state.value,
+            "received_at": self.received_at,
+            "carrier": self.carrier,
+            "tracking_number": self.tracking_number,
+            "events": list(self.events),
+        }
+
+
+def fingerprint(request: PlaceOrderRequest) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Supplier:
+    """One simulated supplier: its control settings, its random stream and its orders."""
+
+    def __init__(self, key: str, base_seed: int | None) -> None:
+        self.key = key
+        self.base_seed = base_seed
+        self.control = SupplierControl.defaults(key)
+        self.rng = random.Random()
+        self.reseed()
+        self.orders: dict[str, SimOrder] = {}
+        self.by_idempotency_key: dict[str, SimOrder] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def reseed(self) -> None:
+        """Restart the random stream from the supplier's seed (or the process seed)."""
+        if self.control.seed is not None:
+            self.rng.seed(self.control.seed)
+        elif self.base_seed is not None:
+            self.rng.seed(f"{self.base_seed}:{self.key}")
+        else:
+            self.rng.seed()
+
+    def update(self, changes: dict[str, Any]) -> SupplierControl:
+        self.control = self.control.model_copy(update=changes)
+        if "seed" in changes:
+            self.reseed()
+        return self.control
+
+    def roll(self, rate: float) -> bool:
+        """One draw from the stream (always consumed, so runs stay aligned)."""
+        return self.rng.random() < rate
+
+    def place(self, idempotency_key: str, request: PlaceOrderRequest) -> tuple[SimOrder, bool]:
+        """The order for this key: the existing one (False) or a newly received one (True).
+
+        Raises `IdempotencyKeyReused` when the key was used for a different request and
+        `OutOfStock` (recording nothing) when a line names an out-of-stock supplier SKU.
+        """
+        digest = fingerprint(request)
+        existing = self.by_idempotency_key.get(idempotency_key)
+        if existing is not None:
+            if existing.fingerprint != digest:
+                raise IdempotencyKeyReused(
+                    reason="this Idempotency-Key was used for a different request",
+                    supplier_order_ref=existing.supplier_order_ref,
+                )
+            return existing, False
+        missing = set(self.control.out_of_stock_skus)
+        skus = list(
+            dict.fromkeys(ln.supplier_sku for ln in request.lines if ln.supplier_sku in missing)
+        )
+        if skus:
+            raise OutOfStock(skus=skus)
+        order = SimOrder(
+            supplier_order_ref=self._new_ref(),
+            idempotency_key=idempotency_key,
+            fingerprint=digest,
+            request=request,
+            plan=self._draw_plan(),
+        )
+        self.orders[order.supplier_order_ref] = order
+        self.by_idempotency_key[idempotency_key] = order
+        return order, True
+
+    def _new_ref(self) -> str:
+        while True:
+            ref = f"SIM-{self.rng.getrandbits(48):012X}"
+            if ref not in self.orders:
+                return ref
+
+    def _draw_plan(self) -> Plan:
+        c = self.control
+        draw = self.rng.random()
+        if draw < c.reject_rate:
+            decision = OrderState.REJECTED
+        elif draw < c.reject_rate + c.backorder_rate:
+            decision = OrderState.BACKORDERED
+        else:
+            decision = OrderState.ACCEPTED
+        carrier = self.rng.choice(CARRIERS)
+        return Plan(
+            decision=decision,
+            ships=decision is not OrderState.REJECTED and not c.never_ship,
+            ship_after_s=c.ship_after_s,
+            deliver_after_s=c.deliver_after_s,
+            carrier=carrier,
+            tracking_number=tracking_number(carrier, self.rng),
+        )
+
+    def advance(self, order: SimOrder, allowed: frozenset[OrderState], to: OrderState) -> bool:
+        """Move `order` to `to` if it is in one of `allowed`; False (no change) otherwise."""
+        if order.state not in allowed:
+            return False
+        order.state = to
+        if to is OrderState.CANCELLED:
+            order.cancelled.set()
+        if to is OrderState.DISPATCHED:
+            order.carrier = order.plan.carrier
+            order.tracking_number = order.plan.tracking_number
+        return True
