@@ -258,7 +258,9 @@ async def test_woocommerce_bad_signature_is_401_and_stores_nothing(order, tamper
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
-@pytest.mark.parametrize(("header", "length"), [("X-Shopify-Webhook-Id", 129), ("X-Shopify-Topic", 65)])
+@pytest.mark.parametrize(
+    ("header", "length"), [("X-Shopify-Webhook-Id", 129), ("X-Shopify-Topic", 65)]
+)
 async def test_over_long_webhook_headers_are_422_not_500(order, header, length):
     body = b"{}"
     headers = shopify_headers(body, "orders/updated")
