@@ -169,11 +169,22 @@ def _describe(outcome: Outcome) -> str:
     )
 
 
+CANCEL_ATTEMPTS = 12
+
+
 async def record_cancel(uow: SupplierUnitOfWork, so_id: str, cancelled: bool) -> None:
+    """Cancelling is retried with growing pauses (up to ~1 h in all), then left for a human."""
     async with uow:
-        await uow.set_state(
-            so_id, state="cancelled" if cancelled else "cancel_failed", lease_until=None
-        )
+        so = await uow.supplier_order(so_id, for_update=True)
+        if so is None:
+            return
+        if cancelled:
+            await uow.set_state(so_id, state="cancelled", lease_until=None)
+        elif so.attempts >= CANCEL_ATTEMPTS:
+            await uow.set_state(so_id, state="cancel_failed", lease_until=None)
+        else:
+            pause = timedelta(seconds=min(2**so.attempts, 600))
+            await uow.set_state(so_id, state="cancel_pending", lease_until=_now() + pause)
         await uow.commit()
 
 
@@ -209,6 +220,15 @@ async def on_callback(uow: SupplierUnitOfWork, supplier_id: str, body: dict[str,
         return "unknown_order"
     kind, now = body["type"], _now()
     active = so.state in ("sending", "received", "accepted", "backordered")
+    if kind in ("accepted", "dispatched") and so.state in ("unavailable", "cancelled"):
+        # we gave up on this supplier (timeouts) or the customer cancelled, yet it took the
+        # order after all: call it off, so the goods are never bought twice
+        await uow.set_state(
+            so.id,
+            state="cancel_pending",
+            supplier_order_ref=body.get("supplier_order_ref") or so.supplier_order_ref,
+        )
+        return "cancelling_late_acceptance"
     if kind == "accepted" and so.state in ("sending", "received", "backordered"):
         row = await uow.supplier_row(supplier_id)
         ship_by = now + timedelta(hours=float(row.ship_sla_hours))

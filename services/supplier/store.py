@@ -253,7 +253,11 @@ class SupplierUnitOfWork(UnitOfWork):
             select(supplier_order)
             .where(
                 or_(
-                    supplier_order.c.state.in_(states),
+                    supplier_order.c.state.in_(states)
+                    & (
+                        supplier_order.c.lease_until.is_(None)
+                        | (supplier_order.c.lease_until < now)
+                    ),
                     (supplier_order.c.state.in_(("sending", "cancelling")))
                     & (supplier_order.c.lease_until < now),
                 )

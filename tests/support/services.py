@@ -122,3 +122,41 @@ def service_process(name: str, env: dict[str, str], log_dir: Path) -> ServicePro
     upper = name.upper()
     full_env = {**env, f"DROPSHIP_{upper}_PORT": str(port)}
     return ServiceProcess(name, full_env, port, log_dir / f"{name}.log")
+
+
+@dataclass
+class ServedApp:
+    """An app served over real HTTP from this process (so other processes can call it)."""
+
+    app: FastAPI
+    url: str
+    client: httpx.AsyncClient
+    runtime: ServiceRuntime[Any]
+
+
+@contextlib.asynccontextmanager
+async def served(
+    create_app: Callable[[Any], FastAPI], settings: Any, port: int
+) -> AsyncIterator[ServedApp]:
+    """Run an app with uvicorn on `port` inside the test's event loop."""
+    import asyncio
+
+    import uvicorn
+
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            yield ServedApp(app, url, client, app.state.runtime)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)

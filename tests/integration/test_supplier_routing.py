@@ -1,0 +1,306 @@
+"""Routing, failover, supplier calls and callbacks: supplier service + simulator over real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.supplier.app import create_app
+from services.supplier.settings import SupplierSettings
+from shared.events import Envelope, OrderCancelled, OrderPlaced, PlacedLine, new_envelope
+from shared.infra import free_port
+from shared.testing import eventually
+from tests.support.kafka import publish_envelopes
+from tests.support.services import ServiceProcess, served
+
+ADMIN = {"X-API-Key": "dev-api-key"}
+
+
+@pytest.fixture
+def simulator(tmp_path: Path):
+    port = free_port()
+    proc = ServiceProcess(
+        "supplier.simulator",
+        {
+            "DROPSHIP_SIMULATOR_SEED": "7",
+            "DROPSHIP_LOG_JSON": "false",
+            "DROPSHIP_SIMULATOR_TRACKING_URL": "http://127.0.0.1:9/unused",
+        },
+        port,
+        tmp_path / "simulator.log",
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def supplier(database_url, settings_for, simulator):
+    port = free_port()
+    settings = settings_for(
+        SupplierSettings,
+        await database_url("supplier"),
+        port=port,
+        dispatcher_poll_s=0.2,
+        sla_scan_interval_s=0.2,
+        supplier_timeout_s=1.0,
+        supplier_backoff_s=0.05,
+        supplier_max_attempts=3,
+        breaker_cooldown_s=60,
+    )
+    async with served(create_app, settings, port) as svc:
+        await svc.runtime.bus.wait_connected()
+        svc.simulator = simulator
+        yield svc
+
+
+async def add_supplier(
+    svc, key: str, *, priority: int = 5, sla: float = 48.0, rate=None, offers=()
+) -> str:
+    sim = svc.simulator.url
+    body = {
+        "name": key.title(),
+        "supplier_key": key,
+        "api_base_url": f"{sim}/{key}",
+        "credentials": {"api_key": f"sim-key-{key}", "webhook_secret": f"sim-secret-{key}"},
+        "priority": priority,
+        "ship_sla_hours": sla,
+        "rate_limit_per_s": rate,
+    }
+    created = await svc.client.post("/v1/suppliers", json=body, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    supplier_id = created.json()["id"]
+    items = [
+        {
+            "sku": sku,
+            "supplier_sku": f"{key.upper()}-{sku}",
+            "unit_cost": cost,
+            "currency": "USD",
+            "stock": stock,
+            "lead_time_hours": lead,
+        }
+        for sku, cost, stock, lead in offers
+    ]
+    if items:
+        assert (
+            await svc.client.put(f"/v1/suppliers/{supplier_id}/offers", json=items, headers=ADMIN)
+        ).status_code == 200
+    return supplier_id
+
+
+async def control(svc, key: str, **settings) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.put(f"{svc.simulator.url}/_control/{key}", json=settings)
+        assert response.status_code == 200, response.text
+
+
+async def sim_orders(svc, key: str) -> list[dict]:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"{svc.simulator.url}/_control/{key}/orders")).json()["items"]
+
+
+def placed(*lines: tuple[str, int, str]) -> Envelope:
+    order_id = f"ord_{uuid.uuid4().hex[:12]}"
+    return new_envelope(
+        OrderPlaced(
+            order_id=order_id,
+            channel="storefront",
+            currency="USD",
+            lines=[
+                PlacedLine(line_id=f"{order_id}-{i}", sku=sku, quantity=q, unit_price=Decimal(p))
+                for i, (sku, q, p) in enumerate(lines, start=1)
+            ],
+            shipping_country="US",
+            shipping_postal_code="10001",
+            placed_at=datetime.now(UTC),
+        )
+    )
+
+
+async def allocations(svc, order_id: str) -> list[dict]:
+    return (
+        await svc.client.get("/v1/allocations", params={"order_id": order_id}, headers=ADMIN)
+    ).json()["items"]
+
+
+async def states(svc, order_id: str, *wanted: str):
+    async def probe():
+        items = await allocations(svc, order_id)
+        got = sorted({(a["supplier_id"], a["state"]) for a in items})
+        return items if all(any(s == w for _, s in got) for w in wanted) and items else None
+
+    return await eventually(probe, timeout=30, what=f"allocations in {wanted}")
+
+
+async def test_an_order_splits_across_two_suppliers_and_is_confirmed(supplier, broker):
+    a = await add_supplier(supplier, "acme", offers=[("MUG", "4.00", 100, 24)])
+    b = await add_supplier(supplier, "bolt", offers=[("TEA", "1.00", 100, 24)])
+    event = placed(("MUG", 2, "12.50"), ("TEA", 1, "4.00"))
+    await publish_envelopes(broker.bootstrap, [event])
+
+    async def both_accepted():
+        items = await allocations(supplier, event.subject)
+        return (
+            items
+            if len(items) == 2 and all(i["state"] in ("accepted", "dispatched") for i in items)
+            else None
+        )
+
+    items = await eventually(both_accepted, timeout=30)
+    assert {(i["sku"], i["supplier_id"]) for i in items} == {("MUG", a), ("TEA", b)}
+    assert {i["unit_cost"] for i in items} == {"4", "1"}
+    assert (
+        len(await sim_orders(supplier, "acme")) == 1
+        and len(await sim_orders(supplier, "bolt")) == 1
+    )
+    offers = (await supplier.client.get(f"/v1/suppliers/{a}/offers", headers=ADMIN)).json()["items"]
+    assert offers[0]["stock"] == 98, "stock is reserved on allocation"
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize("failure", ["reject", "out_of_stock", "timeout", "http_500"])
+async def test_a_failing_supplier_is_failed_over_to_the_next(supplier, broker, failure):
+    best = await add_supplier(supplier, "cheap", offers=[("MUG", "3.00", 100, 24)])
+    backup = await add_supplier(supplier, "backup", offers=[("MUG", "5.00", 100, 24)])
+    steer = {
+        "reject": {"reject_rate": 1.0},
+        "out_of_stock": {"out_of_stock_skus": ["CHEAP-MUG"]},
+        "timeout": {"latency_ms": 4000},
+        "http_500": {"fail_http_rate": 1.0},
+    }[failure]
+    await control(supplier, "cheap", **steer)
+    event = placed(("MUG", 1, "12.50"))
+    await publish_envelopes(broker.bootstrap, [event])
+
+    async def moved():
+        items = await allocations(supplier, event.subject)
+        return (
+            items
+            if any(
+                i["supplier_id"] == backup and i["state"] in ("accepted", "dispatched")
+                for i in items
+            )
+            else None
+        )
+
+    items = await eventually(moved, timeout=40)
+    first = next(i for i in items if i["supplier_id"] == best)
+    assert first["state"] in (
+        "rejected",
+        "out_of_stock",
+        "unavailable",
+        "cancel_pending",
+        "cancelled",
+    )
+    assert len(await sim_orders(supplier, "backup")) == 1
+    if failure == "timeout":  # the slow supplier took the order in the end: it is called off
+        await control(supplier, "cheap", latency_ms=0)
+
+        async def called_off():
+            orders = await sim_orders(supplier, "cheap")
+            return orders if orders and all(o["state"] == "cancelled" for o in orders) else None
+
+        assert len(await eventually(called_off, timeout=30)) == 1
+
+
+async def test_a_supplier_answering_500_then_200_receives_exactly_one_order(
+    supplier, broker, caplog
+):
+    await add_supplier(supplier, "flaky", offers=[("MUG", "3.00", 100, 24)])
+    await control(supplier, "flaky", fail_http_rate=0.5, seed=3)
+    events = [placed(("MUG", 1, "12.50")) for _ in range(3)]
+    await publish_envelopes(broker.bootstrap, events)
+
+    async def all_settled():
+        found = [await allocations(supplier, e.subject) for e in events]
+        settled = all(
+            a and a[0]["state"] in ("accepted", "dispatched", "unavailable") for a in found
+        )
+        return found if settled else None
+
+    found = await eventually(all_settled, timeout=30)
+    assert "failed: http 500" in caplog.text, "the supplier did fail some calls"
+    accepted = {
+        a[0]["supplier_order_id"] for a in found if a[0]["state"] in ("accepted", "dispatched")
+    }
+    assert accepted, "retries got through"
+    received = await sim_orders(supplier, "flaky")
+    keys = [o["idempotency_key"] for o in received]
+    assert len(keys) == len(set(keys)), "no supplier order was placed twice"
+    assert set(keys) == accepted, "exactly one order at the supplier per accepted supplier order"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_no_eligible_supplier_means_routing_failed_with_the_reason(supplier, broker):
+    await add_supplier(supplier, "dear", offers=[("MUG", "20.00", 100, 24), ("CUP", "1.00", 0, 24)])
+    cases = {
+        "negative_margin": placed(("MUG", 1, "12.50")),
+        "out_of_stock": placed(("CUP", 1, "12.50")),
+        "no_offer": placed(("NOPE", 1, "12.50")),
+    }
+    await publish_envelopes(broker.bootstrap, list(cases.values()))
+    from tests.support.kafka import consume
+
+    records = await consume(broker.bootstrap, "order-routing-failed", 3)
+    reasons = {
+        Envelope.from_bytes(r.value).subject: Envelope.from_bytes(r.value).data["reason"]
+        for r in records
+    }
+    assert reasons == {e.subject: reason for reason, e in cases.items()}
+    assert await sim_orders(supplier, "dear") == [], "nothing is bought at a loss"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_bad_callback_signature_changes_nothing(supplier, broker):
+    sid = await add_supplier(supplier, "sig", offers=[("MUG", "3.00", 100, 24)])
+    await control(supplier, "sig", never_ship=True)
+    event = placed(("MUG", 1, "12.50"))
+    await publish_envelopes(broker.bootstrap, [event])
+    [alloc] = await states(supplier, event.subject, "accepted")
+    body = json.dumps(
+        {
+            "type": "dispatched",
+            "reference": alloc["supplier_order_id"],
+            "carrier": "ups",
+            "tracking_number": "FAKE1",
+        }
+    ).encode()
+    for signature in ("", "0" * 64, hmac.new(b"wrong", body, hashlib.sha256).hexdigest()):
+        response = await supplier.client.post(
+            f"/v1/webhooks/suppliers/{sid}",
+            content=body,
+            headers={
+                "X-Supplier-Signature": signature,
+                "X-Supplier-Delivery-Id": str(uuid.uuid4()),
+            },
+        )
+        assert response.status_code == 401
+    [still] = await allocations(supplier, event.subject)
+    assert still["state"] == "accepted"
+
+
+async def test_cancelling_calls_off_the_supplier_order(supplier, broker):
+    await add_supplier(supplier, "calm", offers=[("MUG", "3.00", 100, 24)])
+    await control(supplier, "calm", never_ship=True)
+    event = placed(("MUG", 1, "12.50"))
+    await publish_envelopes(broker.bootstrap, [event])
+    await states(supplier, event.subject, "accepted")
+    await publish_envelopes(
+        broker.bootstrap, [new_envelope(OrderCancelled(order_id=event.subject, reason="customer"))]
+    )
+    await states(supplier, event.subject, "cancelled")
+
+    async def cancelled_at_supplier():
+        orders = await sim_orders(supplier, "calm")
+        return orders if orders and orders[0]["state"] == "cancelled" else None
+
+    await eventually(cancelled_at_supplier)
