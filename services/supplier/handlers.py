@@ -36,6 +36,8 @@ from shared.events import (
 from shared.uow import UnitOfWork
 
 WEIGHTS = Weights()
+SCANS = 0
+"""SLA scans run by this process (observability and tests)."""
 
 
 def _now() -> datetime:
@@ -370,8 +372,10 @@ def _parse_time(value: object) -> datetime | None:
 
 async def scan_sla(uow: SupplierUnitOfWork, now: datetime | None = None) -> int:
     """Emit at_risk / no_tracking_by_deadline / major for untracked accepted orders, once each."""
+    global SCANS
     now = now or _now()
     fired = 0
+    SCANS += 1
     async with uow:
         for so in await uow.sla_due(now):
             confirmed, ship_by = aware(so.confirmed_at), aware(so.ship_by)

@@ -132,11 +132,21 @@ async def allocations(svc, order_id: str) -> list[dict]:
     ).json()["items"]
 
 
+PROGRESS = ["to_send", "sending", "received", "accepted", "dispatched", "delivered"]
+
+
+def reached(state: str, wanted: str) -> bool:
+    """`accepted` is reached by an order that has since been dispatched, and so on."""
+    if wanted in PROGRESS and state in PROGRESS:
+        return PROGRESS.index(state) >= PROGRESS.index(wanted)
+    return state == wanted
+
+
 async def states(svc, order_id: str, *wanted: str):
     async def probe():
         items = await allocations(svc, order_id)
-        got = sorted({(a["supplier_id"], a["state"]) for a in items})
-        return items if all(any(s == w for _, s in got) for w in wanted) and items else None
+        got = {a["state"] for a in items}
+        return items if items and all(any(reached(s, w) for s in got) for w in wanted) else None
 
     return await eventually(probe, timeout=30, what=f"allocations in {wanted}")
 
