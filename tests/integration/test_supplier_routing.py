@@ -6,149 +6,21 @@ import hashlib
 import hmac
 import json
 import uuid
-from datetime import UTC, datetime
-from decimal import Decimal
-from pathlib import Path
 
-import httpx
 import pytest
 
-from services.supplier.app import create_app
-from services.supplier.settings import SupplierSettings
-from shared.events import Envelope, OrderCancelled, OrderPlaced, PlacedLine, new_envelope
-from shared.infra import free_port
+from shared.events import Envelope, OrderCancelled, new_envelope
 from shared.testing import eventually
 from tests.support.kafka import publish_envelopes
-from tests.support.services import ServiceProcess, served
-
-ADMIN = {"X-API-Key": "dev-api-key"}
-
-
-@pytest.fixture
-def simulator(tmp_path: Path):
-    port = free_port()
-    proc = ServiceProcess(
-        "supplier.simulator",
-        {
-            "DROPSHIP_SIMULATOR_SEED": "7",
-            "DROPSHIP_LOG_JSON": "false",
-            "DROPSHIP_SIMULATOR_TRACKING_URL": "http://127.0.0.1:9/unused",
-        },
-        port,
-        tmp_path / "simulator.log",
-    ).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-async def supplier(database_url, settings_for, simulator):
-    port = free_port()
-    settings = settings_for(
-        SupplierSettings,
-        await database_url("supplier"),
-        port=port,
-        dispatcher_poll_s=0.2,
-        sla_scan_interval_s=0.2,
-        supplier_timeout_s=1.0,
-        supplier_backoff_s=0.05,
-        supplier_max_attempts=3,
-        breaker_cooldown_s=60,
-    )
-    async with served(create_app, settings, port) as svc:
-        await svc.runtime.bus.wait_connected()
-        svc.simulator = simulator
-        yield svc
-
-
-async def add_supplier(
-    svc, key: str, *, priority: int = 5, sla: float = 48.0, rate=None, offers=()
-) -> str:
-    sim = svc.simulator.url
-    body = {
-        "name": key.title(),
-        "supplier_key": key,
-        "api_base_url": f"{sim}/{key}",
-        "credentials": {"api_key": f"sim-key-{key}", "webhook_secret": f"sim-secret-{key}"},
-        "priority": priority,
-        "ship_sla_hours": sla,
-        "rate_limit_per_s": rate,
-    }
-    created = await svc.client.post("/v1/suppliers", json=body, headers=ADMIN)
-    assert created.status_code == 201, created.text
-    supplier_id = created.json()["id"]
-    items = [
-        {
-            "sku": sku,
-            "supplier_sku": f"{key.upper()}-{sku}",
-            "unit_cost": cost,
-            "currency": "USD",
-            "stock": stock,
-            "lead_time_hours": lead,
-        }
-        for sku, cost, stock, lead in offers
-    ]
-    if items:
-        assert (
-            await svc.client.put(f"/v1/suppliers/{supplier_id}/offers", json=items, headers=ADMIN)
-        ).status_code == 200
-    return supplier_id
-
-
-async def control(svc, key: str, **settings) -> None:
-    async with httpx.AsyncClient() as client:
-        response = await client.put(f"{svc.simulator.url}/_control/{key}", json=settings)
-        assert response.status_code == 200, response.text
-
-
-async def sim_orders(svc, key: str) -> list[dict]:
-    async with httpx.AsyncClient() as client:
-        return (await client.get(f"{svc.simulator.url}/_control/{key}/orders")).json()["items"]
-
-
-def placed(*lines: tuple[str, int, str]) -> Envelope:
-    order_id = f"ord_{uuid.uuid4().hex[:12]}"
-    return new_envelope(
-        OrderPlaced(
-            order_id=order_id,
-            channel="storefront",
-            currency="USD",
-            lines=[
-                PlacedLine(line_id=f"{order_id}-{i}", sku=sku, quantity=q, unit_price=Decimal(p))
-                for i, (sku, q, p) in enumerate(lines, start=1)
-            ],
-            shipping_country="US",
-            shipping_postal_code="10001",
-            placed_at=datetime.now(UTC),
-        )
-    )
-
-
-async def allocations(svc, order_id: str) -> list[dict]:
-    return (
-        await svc.client.get("/v1/allocations", params={"order_id": order_id}, headers=ADMIN)
-    ).json()["items"]
-
-
-PROGRESS = ["to_send", "sending", "received", "accepted", "dispatched", "delivered"]
-
-
-def reached(state: str, wanted: str) -> bool:
-    """`accepted` is reached by an order that has since been dispatched, and so on."""
-    if wanted in PROGRESS and state in PROGRESS:
-        return PROGRESS.index(state) >= PROGRESS.index(wanted)
-    return state == wanted
-
-
-async def states(svc, order_id: str, *wanted: str):
-    async def probe():
-        items = await allocations(svc, order_id)
-        got = {a["state"] for a in items}
-        return items if items and all(any(reached(s, w) for s in got) for w in wanted) else None
-
-    return await eventually(probe, timeout=30, what=f"allocations in {wanted}")
+from tests.support.supplier import (
+    ADMIN,
+    add_supplier,
+    allocations,
+    control,
+    placed,
+    sim_orders,
+    states,
+)
 
 
 async def test_an_order_splits_across_two_suppliers_and_is_confirmed(supplier, broker):

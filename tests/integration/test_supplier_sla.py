@@ -14,19 +14,17 @@ from services.supplier.settings import SupplierSettings
 from shared.events import Envelope
 from shared.infra import free_port
 from shared.testing import eventually
-from tests.integration.test_supplier_routing import (
+from tests.support.kafka import consume, publish_envelopes
+from tests.support.services import served
+from tests.support.supplier import (
     ADMIN,
     add_supplier,
     allocations,
     control,
     placed,
     sim_orders,
-    simulator,  # noqa: F401 - fixture
     states,
-    supplier,  # noqa: F401 - fixture
 )
-from tests.support.kafka import consume, publish_envelopes
-from tests.support.services import served
 
 
 def delays(records) -> list[tuple[str, str, str]]:

@@ -1,0 +1,51 @@
+"""Fixtures of the integration tests: the supplier simulator and a served supplier service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.supplier.app import create_app
+from services.supplier.settings import SupplierSettings
+from shared.infra import free_port
+from tests.support.services import ServiceProcess, served
+
+
+@pytest.fixture
+def simulator(tmp_path: Path):
+    port = free_port()
+    proc = ServiceProcess(
+        "supplier.simulator",
+        {
+            "DROPSHIP_SIMULATOR_SEED": "7",
+            "DROPSHIP_LOG_JSON": "false",
+            "DROPSHIP_SIMULATOR_TRACKING_URL": "http://127.0.0.1:9/unused",
+        },
+        port,
+        tmp_path / "simulator.log",
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def supplier(database_url, settings_for, simulator):
+    port = free_port()
+    settings = settings_for(
+        SupplierSettings,
+        await database_url("supplier"),
+        port=port,
+        dispatcher_poll_s=0.2,
+        sla_scan_interval_s=0.2,
+        supplier_timeout_s=1.0,
+        supplier_backoff_s=0.05,
+        supplier_max_attempts=3,
+        breaker_cooldown_s=60,
+    )
+    async with served(create_app, settings, port) as svc:
+        await svc.runtime.bus.wait_connected()
+        svc.simulator = simulator
+        yield svc
