@@ -24,12 +24,16 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.seed import seed
 from shared.bus import ALL_TOPICS, BusConfig, ensure_topics
 from shared.db import migrate
 from shared.infra import EmbeddedBroker, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"order": 8001, "supplier": 8002, "notify": 8003, "metrics": 8004}
+SERVICES = {"order": 8001, "supplier": 8002, "notify": 8003, "metrics": 8004, "simulator": 8010}
+APPS = {name: f"services.{name}.app:create_app" for name in SERVICES}
+APPS["simulator"] = "services.supplier.simulator.app:create_app"
+MIGRATED = ("order", "supplier", "notify", "metrics")
 
 
 @dataclass
@@ -80,6 +84,10 @@ def up() -> int:
         _stop_pid(int(pidfile.read_text()), "previous stack")
     pidfile.write_text(str(os.getpid()))
     env = {**os.environ, **dev_secrets(folder), "DROPSHIP_DATA_DIR": str(folder)}
+    env.setdefault(
+        "DROPSHIP_SIMULATOR_TRACKING_URL",
+        f"http://127.0.0.1:{port_of('supplier')}/v1/webhooks/tracking",
+    )
     broker: EmbeddedBroker | None = None
     children: list[Child] = []
     stopping = False
@@ -102,7 +110,7 @@ def up() -> int:
             ensure_topics(BusConfig(bootstrap, "dropship-launcher", partitions), ALL_TOPICS)
         )
         print(f"topics ready ({len(ALL_TOPICS)} with dead-letter topics, {partitions} partitions)")
-        for name in SERVICES:
+        for name in MIGRATED:
             migrate(ROOT / "services" / name / "migrations", _database_url(name, folder, env))
         print("databases migrated")
         for name in SERVICES:
@@ -114,7 +122,7 @@ def up() -> int:
                     "-m",
                     "uvicorn",
                     "--factory",
-                    f"services.{name}.app:create_app",
+                    APPS[name],
                     "--host",
                     env.get("DROPSHIP_HOST", "127.0.0.1"),
                     "--port",
@@ -129,6 +137,13 @@ def up() -> int:
             children.append(child)
         for child in children:
             wait_for_port("127.0.0.1", port_of(child.name), 60)
+        created = seed(
+            f"http://127.0.0.1:{port_of('supplier')}",
+            f"http://127.0.0.1:{port_of('simulator')}",
+            env.get("DROPSHIP_API_KEYS", "dev-api-key").split(",")[0].strip(),
+        )
+        if created:
+            print(f"demo suppliers created: {', '.join(created)}")
         print("\nDropship is up:")
         for name in SERVICES:
             print(f"  {name:9} http://127.0.0.1:{port_of(name)}   (docs: /docs)")
@@ -212,10 +227,12 @@ def down() -> int:
 def status() -> int:
     healthy = True
     for name in SERVICES:
-        url = f"http://127.0.0.1:{port_of(name)}/readyz"
+        probe = "/healthz" if name == "simulator" else "/readyz"
+        url = f"http://127.0.0.1:{port_of(name)}{probe}"
         try:
             with urllib.request.urlopen(url, timeout=3) as response:
                 state = json.loads(response.read())["status"]
+                state = "ready" if state == "ok" else state
         except Exception as exc:
             state, healthy = f"down ({type(exc).__name__})", False
         print(f"{name:9} {state}")
