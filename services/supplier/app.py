@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client import Gauge
 
 from services.supplier import api, webhooks
 from services.supplier.adapter import SupplierClient
@@ -23,7 +24,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
 
 
+BREAKER_OPEN = Gauge(
+    "dropship_supplier_breaker_open",
+    "1 while a supplier's circuit breaker is open.",
+    ["supplier_id"],
+)
+
+
 def _on_breaker(supplier_id: str, old: BreakerState, new: BreakerState) -> None:
+    BREAKER_OPEN.labels(supplier_id).set(1 if new is BreakerState.OPEN else 0)
     level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
     log.log(
         level, "supplier circuit breaker %s -> %s", old, new, extra={"supplier_id": supplier_id}

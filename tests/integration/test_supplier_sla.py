@@ -151,6 +151,8 @@ async def test_an_open_breaker_sends_orders_to_the_next_supplier_without_calling
         )
         == "open"
     )
+    metrics = (await supplier.client.get("/metrics")).text
+    assert "dropship_supplier_breaker_open{" in metrics and "} 1.0" in metrics
     later = placed(("MUG", 1, "12.50"))
     await publish_envelopes(broker.bootstrap, [later])
     items = await states(supplier, later.subject, "accepted")
