@@ -17,7 +17,6 @@ from typing import Any
 from services.supplier.adapter import Outcome, OutOfStock, Received, Rejected
 from services.supplier.domain import Line, Weights, plan
 from services.supplier.store import SupplierUnitOfWork, aware
-from shared.consumer import PermanentError
 from shared.events import (
     ConfirmedLine,
     DelayReason,
@@ -65,7 +64,7 @@ async def on_order_placed(envelope: Envelope, data: EventData, uow: UnitOfWork) 
             "received_at": _now(),
         }
     )
-    if fresh:
+    if fresh and not await uow.was_cancelled(data.order_id):
         request = await uow.request(data.order_id)
         await route(uow, data.order_id, data.currency, uow.lines_of(request), {})
 
@@ -158,7 +157,8 @@ async def record_send(uow: SupplierUnitOfWork, so_id: str, outcome: Outcome) -> 
                     a.sku for a in await uow.allocations_of(so_id) if a.supplier_sku in outcome.skus
                 ]
                 await uow.set_stock(so.supplier_id, skus, 0)  # learn: the supplier has none
-            await uow.count(so.supplier_id, decided=1) if isinstance(outcome, Rejected) else None
+            if isinstance(outcome, Rejected):
+                await uow.count(so.supplier_id, decided=1)
             await fail_over(uow, so, restock=not isinstance(outcome, OutOfStock))
         await uow.commit()
 
@@ -192,18 +192,12 @@ async def record_cancel(uow: SupplierUnitOfWork, so_id: str, cancelled: bool) ->
 
 async def on_order_cancelled(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
     assert isinstance(data, OrderCancelled) and isinstance(uow, SupplierUnitOfWork)
+    # topics are per event type: the cancellation may be consumed before the order itself,
+    # so it is remembered and an order-placed arriving later is never routed
+    await uow.remember_cancellation(data.order_id, data.reason)
     request = await uow.request(data.order_id, for_update=True)
     if request is None:
-        raise PermanentError(f"order-cancelled for unknown order {data.order_id}")
-    from sqlalchemy import update
-
-    from services.supplier.tables import routing_request
-
-    await uow.session.execute(
-        update(routing_request)
-        .where(routing_request.c.order_id == data.order_id)
-        .values(cancelled_at=_now())
-    )
+        return
     for so in await uow.orders_of(data.order_id):
         if so.state in ("to_send",):
             await uow.set_state(so.id, state="cancelled")
@@ -243,7 +237,8 @@ async def on_callback(uow: SupplierUnitOfWork, supplier_id: str, body: dict[str,
             sla_hours=float(row.ship_sla_hours),
             lease_until=None,
         )
-        await uow.count(supplier_id, decided=1, accepted=1) if so.state != "backordered" else None
+        if so.state != "backordered":  # a backorder was already counted as a decision
+            await uow.count(supplier_id, decided=1, accepted=1)
         allocs = await uow.allocations_of(so.id)
         uow.emit(
             SupplierConfirmed(

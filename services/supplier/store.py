@@ -19,6 +19,7 @@ from services.supplier.tables import (
     callback_delivery,
     metadata,
     offer,
+    order_cancellation,
     routing_request,
     supplier,
     supplier_order,
@@ -165,6 +166,25 @@ class SupplierUnitOfWork(UnitOfWork):
             Line(x["line_id"], x["sku"], int(x["quantity"]), Decimal(x["unit_price"]))
             for x in request.lines
         ]
+
+    async def remember_cancellation(self, order_id: str, reason: str) -> None:
+        now = datetime.now(UTC)
+        await self.session.execute(
+            self._insert()(order_cancellation)
+            .values(order_id=order_id, reason=reason[:500], cancelled_at=now)
+            .on_conflict_do_nothing()
+        )
+        await self.session.execute(
+            update(routing_request)
+            .where(routing_request.c.order_id == order_id, routing_request.c.cancelled_at.is_(None))
+            .values(cancelled_at=now)
+        )
+
+    async def was_cancelled(self, order_id: str) -> bool:
+        found = await self.session.scalar(
+            select(order_cancellation.c.order_id).where(order_cancellation.c.order_id == order_id)
+        )
+        return found is not None
 
     async def received_orders(self) -> list[str]:
         rows = await self.session.execute(

@@ -115,6 +115,14 @@ allocation = Table(
     UniqueConstraint("supplier_order_id", "line_id"),
 )
 
+order_cancellation = Table(
+    "order_cancellation",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("reason", String(500), nullable=False),
+    Column("cancelled_at", DateTime(timezone=True), nullable=False),
+)
+
 callback_delivery = Table(
     "callback_delivery",
     metadata,

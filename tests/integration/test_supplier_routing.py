@@ -186,3 +186,26 @@ async def test_cancelling_calls_off_the_supplier_order(supplier, broker):
         return orders if orders and orders[0]["state"] == "cancelled" else None
 
     await eventually(cancelled_at_supplier)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_cancellation_consumed_before_its_order_means_it_is_never_bought(supplier, broker):
+    await add_supplier(supplier, "early", offers=[("MUG", "3.00", 100, 24)])
+    event = placed(("MUG", 1, "12.50"))
+    cancel = new_envelope(OrderCancelled(order_id=event.subject, reason="customer"))
+    await publish_envelopes(broker.bootstrap, [cancel])
+
+    async def remembered():
+        async with supplier.runtime.uow() as uow:
+            return await uow.was_cancelled(event.subject)
+
+    await eventually(remembered, what="cancellation recorded")
+    await publish_envelopes(broker.bootstrap, [event])
+
+    async def received():
+        async with supplier.runtime.uow() as uow:
+            return event.subject in await uow.received_orders()
+
+    await eventually(received, what="order recorded")
+    assert await allocations(supplier, event.subject) == []
+    assert await sim_orders(supplier, "early") == []

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 00238c69b09c
+Revision ID: 6cf83ce1ba4a
 Revises: 
-Create Date: 2026-11-23 01:15:29.662540
+Create Date: 2026-11-23 01:35:20.373518
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '00238c69b09c'
+revision: str = '6cf83ce1ba4a'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -31,6 +31,12 @@ def upgrade() -> None:
     sa.Column('topic', sa.String(length=128), nullable=False),
     sa.Column('processed_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('consumer', 'event_id', name=op.f('pk_inbox_event'))
+    )
+    op.create_table('order_cancellation',
+    sa.Column('order_id', sa.String(length=64), nullable=False),
+    sa.Column('reason', sa.String(length=500), nullable=False),
+    sa.Column('cancelled_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('order_id', name=op.f('pk_order_cancellation'))
     )
     op.create_table('outbox_event',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -168,6 +174,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_outbox_event_unpublished', postgresql_where=sa.text('published_at IS NULL'), sqlite_where=sa.text('published_at IS NULL'))
 
     op.drop_table('outbox_event')
+    op.drop_table('order_cancellation')
     op.drop_table('inbox_event')
     op.drop_table('callback_delivery')
     # ### end Alembic commands ###
