@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from services.supplier.settings import SupplierSettings
 from services.supplier.store import Credentials, SupplierUnitOfWork, aware
@@ -406,9 +406,9 @@ async def scorecard(supplier_id: str, uow: UoW, _: Admin) -> dict[str, Any]:
         )
         confirm_s = [((aware(c) or c) - (aware(a) or a)).total_seconds() for a, c in times]
         orders = await uow.session.scalar(
-            select(supplier_order.c.id)
+            select(func.count())
+            .select_from(supplier_order)
             .where(supplier_order.c.supplier_id == supplier_id)
-            .with_only_columns(__import__("sqlalchemy").func.count())
         )
     return {
         "supplier_id": supplier_id,
