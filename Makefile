@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PG_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: up down status test lint typecheck importlint unit integration contract bench lock asyncapi dlq clean sysdeps
+.PHONY: up down status test lint typecheck importlint bench bench-intake lock asyncapi clean sysdeps
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -17,12 +17,15 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 
 install: $(STAMP)
 
-# System packages the test suite needs (PostgreSQL server binaries). Idempotent.
+# System packages the tests and benchmarks need (PostgreSQL server, wrk). Idempotent.
 sysdeps:
-	@if [ -z "$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null)" ]; then \
-	  echo "installing PostgreSQL server (apt-get)"; \
+	@missing=""; \
+	[ -n "$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null)" ] || missing="$$missing postgresql"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (apt-get)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 up: $(STAMP)
@@ -54,6 +57,9 @@ test: $(STAMP) sysdeps lint typecheck importlint
 
 bench: $(STAMP) sysdeps
 	$(PY) -m deploy.testenv -- $(PY) bench/pipeline.py
+
+bench-intake: $(STAMP) sysdeps
+	$(PY) -m deploy.testenv -- $(PY) bench/intake.py
 
 lock:
 	$(PY) -m pip install -q uv
