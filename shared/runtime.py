@@ -59,7 +59,9 @@ class ServiceRuntime(Generic[U]):
         self.consumer: ConsumerRunner | None = None
 
     def uow(self) -> U:
-        return self._uow_class(self.sessions, on_commit=self.relay.wake)
+        return self._uow_class(
+            self.sessions, on_commit=self.relay.wake, notify_others=lambda: not self.relay.leading
+        )
 
     async def start(self) -> None:
         s = self.settings
@@ -127,13 +129,21 @@ class ServiceRuntime(Generic[U]):
 
         self._tasks.append(asyncio.create_task(supervised(), name=f"{self.name}:{name}"))
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 15.0) -> None:
+        """Stop background work, then the producer and the engine; never hang shutdown."""
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=grace_s)
+            for task in stuck:
+                log.error("background task did not stop in time", extra={"task": task.get_name()})
         self._tasks.clear()
-        await self.bus.close()
-        await self.engine.dispose()
+        for step, closing in (("producer", self.bus.close()), ("engine", self.engine.dispose())):
+            try:
+                async with asyncio.timeout(grace_s):
+                    await closing
+            except TimeoutError:
+                log.error("shutdown step timed out", extra={"step": step})
 
     async def database_ok(self) -> bool:
         try:

@@ -34,9 +34,11 @@ class UnitOfWork:
         self,
         sessions: async_sessionmaker[AsyncSession],
         on_commit: Callable[[], None] | None = None,
+        notify_others: Callable[[], bool] = lambda: True,
     ) -> None:
         self._sessions = sessions
         self._on_commit = on_commit
+        self._notify_others = notify_others
         self._pending: list[Envelope] = []
         self.committed = False
 
@@ -103,7 +105,8 @@ class UnitOfWork:
                     for e in self._pending
                 ],
             )
-            if self.dialect == "postgresql":
+            if self.dialect == "postgresql" and self._notify_others():
+                # the relay leads in another process: wake it (ours is woken in-process)
                 await self.session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
         await self.session.commit()
         self.committed = True

@@ -39,7 +39,11 @@ def runtime_of(request: Request) -> ServiceRuntime[OrderUnitOfWork]:
     return runtime
 
 
-Runtime = Annotated[ServiceRuntime[OrderUnitOfWork], Depends(runtime_of)]
+async def _runtime(request: Request) -> ServiceRuntime[Any]:
+    return runtime_of(request)  # async: no threadpool hop per request
+
+
+Runtime = Annotated[ServiceRuntime[OrderUnitOfWork], Depends(_runtime)]
 
 
 def settings_of(runtime: Runtime) -> OrderSettings:
@@ -48,11 +52,11 @@ def settings_of(runtime: Runtime) -> OrderSettings:
     return settings
 
 
-def new_uow(runtime: Runtime) -> OrderUnitOfWork:
+async def new_uow(runtime: Runtime) -> OrderUnitOfWork:
     return runtime.uow()
 
 
-def api_key(
+async def api_key(
     runtime: Runtime,
     x_api_key: Annotated[str | None, Header(description="Merchant API key")] = None,
 ) -> str:
@@ -61,7 +65,7 @@ def api_key(
     return x_api_key
 
 
-def service_token(
+async def service_token(
     runtime: Runtime,
     authorization: Annotated[str | None, Header(description="Bearer service token")] = None,
 ) -> None:

@@ -80,35 +80,29 @@ async def _place(
     idempotency: Idempotency | None,
     existing_external: str,
 ) -> Outcome:
+    order = Order.place(cmd)  # in memory: its response is known before anything is written
+    outcome = Outcome(201, render(order))
     async with uow:
         if idempotency is not None:
+            # one statement reserves the key and stores the response; a concurrent twin
+            # waits on the key's unique index and then finds this one
             earlier = await uow.idempotency.claim(
-                idempotency.scope, idempotency.key, idempotency.request_hash
+                idempotency.scope, idempotency.key, idempotency.request_hash, outcome
             )
             if earlier is not None:
                 if earlier.request_hash != idempotency.request_hash:
                     raise IdempotencyConflict(
                         "Idempotency-Key was used with a different request body"
                     )
-                if earlier.status_code is not None:
-                    return Outcome(earlier.status_code, earlier.body, replayed=True)
-        outcome: Outcome
-        existing = None
+                return Outcome(earlier.status_code or 201, earlier.body, replayed=True)
         if cmd.external_id is not None:
             existing = await uow.orders.get_by_external(cmd.channel, cmd.external_id)
-        if existing is not None:
-            if existing_external != "return":
-                raise DuplicateExternalOrder(existing.id)
-            outcome = Outcome(200, render(existing))
-        else:
-            order = Order.place(cmd)
-            await uow.orders.add(order)
-            await _emit_all(order, uow)
-            outcome = Outcome(201, render(order))
-        if idempotency is not None:
-            await uow.idempotency.record(
-                idempotency.scope, idempotency.key, outcome.status_code, outcome.body
-            )
+            if existing is not None:
+                if existing_external != "return":
+                    raise DuplicateExternalOrder(existing.id)
+                return Outcome(200, render(existing))
+        await uow.orders.add(order)
+        await _emit_all(order, uow)
         await uow.commit()
     return outcome
 

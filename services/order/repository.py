@@ -85,7 +85,8 @@ class OrderRepository:
     async def add(self, order: Order) -> None:
         c, s, enc = order.customer, order.shipping, self.cipher.encrypt
         await self.session.execute(
-            customer_order.insert().values(
+            customer_order.insert(),
+            dict(
                 id=order.id,
                 channel=order.channel,
                 external_id=order.external_id,
@@ -106,7 +107,7 @@ class OrderRepository:
                 state=self._state(order),
                 created_at=order.created_at,
                 updated_at=order.created_at,
-            )
+            ),
         )
         await self.session.execute(
             order_line.insert(),
@@ -365,7 +366,8 @@ class Timeline:
 
     async def add(self, envelope: Envelope, note: str | None = None) -> None:
         await self.session.execute(
-            order_timeline.insert().values(
+            order_timeline.insert(),
+            dict(
                 order_id=envelope.subject,
                 event_id=envelope.id,
                 type=envelope.type,
@@ -373,7 +375,7 @@ class Timeline:
                 source=envelope.source,
                 data=envelope.data,
                 note=note,
-            )
+            ),
         )
 
     async def of(self, order_id: str) -> list[TimelineEntry]:
@@ -403,14 +405,22 @@ class IdempotencyKeys:
         self.session = session
         self.dialect = dialect
 
-    async def claim(self, scope: str, key: str, request_hash: str) -> StoredResponse | None:
-        """Reserve the key in this transaction; returns the earlier use if there was one."""
-        stmt = (
-            _insert(self.dialect)(idempotency_key)
-            .values(scope=scope, key=key, request_hash=request_hash, created_at=datetime.now(UTC))
-            .on_conflict_do_nothing()
+    async def claim(
+        self, scope: str, key: str, request_hash: str, response: Any
+    ) -> StoredResponse | None:
+        """Reserve the key with the response it will answer; the earlier use if there was one."""
+        stmt = _insert(self.dialect)(idempotency_key).on_conflict_do_nothing()
+        result = await self.session.execute(
+            stmt,
+            {
+                "scope": scope,
+                "key": key,
+                "request_hash": request_hash,
+                "status_code": response.status_code,
+                "response": response.body,
+                "created_at": datetime.now(UTC),
+            },
         )
-        result = await self.session.execute(stmt)
         if getattr(result, "rowcount", 0) == 1:
             return None
         row = (
@@ -421,13 +431,6 @@ class IdempotencyKeys:
             )
         ).one()
         return StoredResponse(row.request_hash, row.status_code, row.response)
-
-    async def record(self, scope: str, key: str, status_code: int, body: Any) -> None:
-        await self.session.execute(
-            update(idempotency_key)
-            .where(idempotency_key.c.scope == scope, idempotency_key.c.key == key)
-            .values(status_code=status_code, response=body)
-        )
 
     async def purge(self) -> int:
         cutoff = datetime.now(UTC) - self.RETENTION

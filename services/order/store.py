@@ -21,10 +21,11 @@ class OrderUnitOfWork(UnitOfWork):
         self,
         sessions: async_sessionmaker[AsyncSession],
         on_commit: Callable[[], None] | None = None,
+        notify_others: Callable[[], bool] = lambda: True,
         *,
         cipher: PiiCipher,
     ) -> None:
-        super().__init__(sessions, on_commit)
+        super().__init__(sessions, on_commit, notify_others)
         self.cipher = cipher
 
     async def __aenter__(self) -> OrderUnitOfWork:

@@ -29,7 +29,11 @@ def runtime_of(request: Request) -> ServiceRuntime[SupplierUnitOfWork]:
     return runtime
 
 
-Runtime = Annotated[ServiceRuntime[SupplierUnitOfWork], Depends(runtime_of)]
+async def _runtime(request: Request) -> ServiceRuntime[Any]:
+    return runtime_of(request)  # async: no threadpool hop per request
+
+
+Runtime = Annotated[ServiceRuntime[SupplierUnitOfWork], Depends(_runtime)]
 
 
 def settings_of(runtime: Runtime) -> SupplierSettings:
@@ -37,11 +41,11 @@ def settings_of(runtime: Runtime) -> SupplierSettings:
     return runtime.settings
 
 
-def admin(runtime: Runtime, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def admin(runtime: Runtime, x_api_key: Annotated[str | None, Header()] = None) -> None:
     check_api_key(x_api_key, settings_of(runtime).api_key_set)
 
 
-def new_uow(runtime: Runtime) -> SupplierUnitOfWork:
+async def new_uow(runtime: Runtime) -> SupplierUnitOfWork:
     return runtime.uow()
 
 

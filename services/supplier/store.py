@@ -65,11 +65,12 @@ class SupplierUnitOfWork(UnitOfWork):
         self,
         sessions: async_sessionmaker[AsyncSession],
         on_commit: Callable[[], None] | None = None,
+        notify_others: Callable[[], bool] = lambda: True,
         *,
         sealer: Sealer,
         wake_dispatcher: Callable[[], None] = lambda: None,
     ) -> None:
-        super().__init__(sessions, on_commit)
+        super().__init__(sessions, on_commit, notify_others)
         self.sealer = sealer
         self._wake_dispatcher = wake_dispatcher
         self.work_queued = False

@@ -51,7 +51,7 @@ async def test_every_service_has_health_readiness_docs_and_metrics(
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_errors_have_the_contract_shape_and_change_nothing(database_url, settings_for):
     async with in_process(
-        order_app, settings_for(OrderSettings, await database_url("order"))
+        order_app, settings_for(OrderSettings, await database_url("order"), consumers_enabled=False)
     ) as order:
         unauthorised = await order.client.post("/v1/orders", json=order_body())
         assert unauthorised.status_code == 401
@@ -82,7 +82,7 @@ async def test_errors_have_the_contract_shape_and_change_nothing(database_url, s
 async def test_the_callers_trace_context_travels_in_the_event(database_url, settings_for, broker):
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     async with in_process(
-        order_app, settings_for(OrderSettings, await database_url("order"))
+        order_app, settings_for(OrderSettings, await database_url("order"), consumers_enabled=False)
     ) as order:
         response = await order.client.post(
             "/v1/orders",

@@ -22,7 +22,8 @@ SERVICE = {"Authorization": "Bearer dev-service-token"}
 
 @pytest.fixture
 async def order(database_url, settings_for):
-    settings = settings_for(OrderSettings, await database_url("order"))
+    # the storefront API needs no consumer: leaving it off saves a group join per test
+    settings = settings_for(OrderSettings, await database_url("order"), consumers_enabled=False)
     async with in_process(create_app, settings) as svc:
         yield svc
 
@@ -343,7 +344,9 @@ async def test_pii_key_rotation_re_encrypts_every_order(database_url, settings_f
 
     url = await database_url("order")
     old, new = generate_key(), generate_key()
-    async with in_process(create_app, settings_for(OrderSettings, url, pii_key=old)) as before:
+    async with in_process(
+        create_app, settings_for(OrderSettings, url, pii_key=old, consumers_enabled=False)
+    ) as before:
         ids = [
             (await before.client.post("/v1/orders", json=order_body(), headers=API_KEY)).json()[
                 "id"
@@ -351,7 +354,9 @@ async def test_pii_key_rotation_re_encrypts_every_order(database_url, settings_f
             for _ in range(3)
         ]
     ring = f"k2026:{new},{old}"
-    async with in_process(create_app, settings_for(OrderSettings, url, pii_key=ring)) as during:
+    async with in_process(
+        create_app, settings_for(OrderSettings, url, pii_key=ring, consumers_enabled=False)
+    ) as during:
         assert await rotate_pii(during.runtime.uow(), batch=2) == 3
         assert await rotate_pii(during.runtime.uow()) == 0, "nothing left under the old key"
         async with during.runtime.uow() as uow:
@@ -360,7 +365,8 @@ async def test_pii_key_rotation_re_encrypts_every_order(database_url, settings_f
             ).all()
         assert all(e.startswith("v1.k2026.") and s.startswith("v1.k2026.") for e, s in emails)
     async with in_process(
-        create_app, settings_for(OrderSettings, url, pii_key=f"k2026:{new}")
+        create_app,
+        settings_for(OrderSettings, url, pii_key=f"k2026:{new}", consumers_enabled=False),
     ) as after:
         contact = (await after.client.get(f"/v1/orders/{ids[0]}/contact", headers=SERVICE)).json()
         assert contact["email"] == "ann@example.com", "readable with the new key alone"

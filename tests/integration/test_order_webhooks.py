@@ -55,6 +55,7 @@ async def order(database_url, settings_for):
         await database_url("order"),
         shopify_secret=SHOPIFY_SECRET,
         woocommerce_secret=WOO_SECRET,
+        consumers_enabled=False,
     )
     async with in_process(create_app, settings) as svc:
         yield svc
