@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import datetime
 
 import pytest
 
@@ -168,8 +169,13 @@ async def test_a_retry_storm_stays_under_the_suppliers_rate_limit(supplier, brok
     await publish_envelopes(broker.bootstrap, events)
     for e in events:
         await states(supplier, e.subject, "accepted")
-    received = sorted(o["received_at"] for o in await sim_orders(supplier, "limited"))
+    received = sorted(
+        datetime.fromisoformat(o["received_at"].replace("Z", "+00:00")).timestamp()
+        for o in await sim_orders(supplier, "limited")
+    )
     assert len(received) == 12
+    busiest = max(sum(1 for t in received if start <= t < start + 1.0) for start in received)
+    assert busiest <= 6, f"{busiest} calls reached the supplier within one second (limit 5/s)"
     assert time.monotonic() - started >= 2.0, "12 calls at 5/s cannot all go out at once"
 
 
@@ -244,3 +250,20 @@ async def test_admin_api_validates_and_csv_import_names_row_and_column(supplier)
     assert (
         wrong_header.status_code == 422 and wrong_header.json()["error"]["details"][0]["line"] == 1
     )
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_backorder_fails_over_or_else_delays_the_order(supplier, broker):
+    await add_supplier(
+        supplier, "late", offers=[("MUG", "3.00", 100, 24), ("CAP", "1.00", 100, 24)]
+    )
+    spare = await add_supplier(supplier, "spare2", offers=[("MUG", "5.00", 100, 24)])
+    await control(supplier, "late", backorder_rate=1.0)
+    movable = placed(("MUG", 1, "12.50"))
+    stuck = placed(("CAP", 1, "4.00"))
+    await publish_envelopes(broker.bootstrap, [movable, stuck])
+    items = await states(supplier, movable.subject, "accepted")
+    assert any(i["supplier_id"] == spare for i in items), "another supplier took the line"
+    await states(supplier, stuck.subject, "backordered")
+    [delay] = delays(await consume(broker.bootstrap, "shipment-delayed", 1))
+    assert delay == (stuck.subject, "supplier_backorder", "urgent")
