@@ -209,3 +209,21 @@ async def test_a_cancellation_consumed_before_its_order_means_it_is_never_bought
     await eventually(received, what="order recorded")
     assert await allocations(supplier, event.subject) == []
     assert await sim_orders(supplier, "early") == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_when_every_supplier_fails_the_order_is_reported_unroutable(supplier, broker):
+    await add_supplier(supplier, "no-1", offers=[("MUG", "3.00", 100, 24)])
+    await add_supplier(supplier, "no-2", offers=[("MUG", "4.00", 100, 24)])
+    await control(supplier, "no-1", reject_rate=1.0)
+    await control(supplier, "no-2", reject_rate=1.0)
+    event = placed(("MUG", 1, "12.50"))
+    await publish_envelopes(broker.bootstrap, [event])
+    from tests.support.kafka import consume
+
+    [record] = await consume(broker.bootstrap, "order-routing-failed", 1, within=30)
+    failed = Envelope.from_bytes(record.value)
+    assert failed.subject == event.subject
+    assert failed.data["reason"] == "all_suppliers_failed"
+    assert failed.data["line_ids"] == [f"{event.subject}-1"]
+    assert {a["state"] for a in await allocations(supplier, event.subject)} == {"rejected"}
