@@ -154,6 +154,7 @@ class RetryingDelivery:
     async def deliver(self, record: Record) -> str:
         """Returns the outcome: processed, duplicate or dead_lettered."""
         attempt = 0
+        conflicts = 0
         while True:
             attempt += 1
             try:
@@ -165,6 +166,9 @@ class RetryingDelivery:
                 outcome = "dead_lettered"
                 break
             except Exception as exc:
+                if _is_lock_conflict(exc) and conflicts < 50:
+                    conflicts += 1  # a deadlock victim did nothing wrong: no attempt used
+                    attempt -= 1
                 if attempt >= self.max_attempts:
                     await self._dead_letter(record, exc, attempt)
                     outcome = "dead_lettered"
@@ -205,6 +209,15 @@ class RetryingDelivery:
                 "error_type": type(exc).__name__,
             },
         )
+
+
+_LOCK_CONFLICTS = {"40P01", "40001"}  # deadlock detected, serialization failure
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code in _LOCK_CONFLICTS
 
 
 class ConsumerRunner:

@@ -108,7 +108,7 @@ async def route(
                 for p in picks
             ],
         )
-        for p in picks:
+        for p in sorted(picks, key=lambda p: p.line.sku):  # stable lock order: no deadlocks
             await uow.adjust_stock(supplier_id, p.line.sku, -p.line.quantity)
     by_reason: dict[RoutingFailureReason, list[str]] = defaultdict(list)
     for line_id, reason in result.failed.items():

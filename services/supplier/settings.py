@@ -20,6 +20,8 @@ class SupplierSettings(ServiceSettings):
     database_url: str | None = Field(None, validation_alias="DROPSHIP_SUPPLIER_DATABASE_URL")
     port: int | None = Field(None, validation_alias="DROPSHIP_SUPPLIER_PORT")
 
+    consumer_batch_size: int = Field(1, ge=1)
+    """One order per routing transaction: offer stock rows are hot, so locks stay short."""
     pii_key: SecretStr | None = None
     """`DROPSHIP_PII_KEY` also seals supplier credentials at rest."""
     public_url: str | None = Field(None, validation_alias="DROPSHIP_SUPPLIER_PUBLIC_URL")

@@ -249,3 +249,24 @@ async def test_a_batch_commits_once_and_a_poison_message_in_it_costs_only_itself
     assert "ord_bad" not in store["effects"]
     assert len(bus.messages("order-placed.dlq")) == 1
     assert len(store["inbox"]) == 7, "the repeated event was a duplicate"
+
+
+async def test_a_deadlock_victim_is_retried_without_using_up_its_attempts():
+    class Deadlock(Exception):
+        def __init__(self) -> None:
+            super().__init__("deadlock detected")
+            self.orig = type("Orig", (), {"sqlstate": "40P01"})()
+
+    outcomes = iter([Deadlock(), Deadlock(), Deadlock(), Deadlock(), None])
+
+    async def handler(envelope, data, uow):
+        failure = next(outcomes)
+        if failure is not None:
+            raise failure
+        uow.record(data.order_id)
+
+    bus, store = make_bus(handler, max_attempts=2)
+    await publish(bus, new_envelope(placed()).to_bytes())
+    await bus.drain()
+    assert store["effects"] == {"ord_1"}, "four deadlocks with max_attempts=2, still applied"
+    assert bus.messages("order-placed.dlq") == []
