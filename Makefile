@@ -17,11 +17,13 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 
 install: $(STAMP)
 
-# System packages the tests and benchmarks need (PostgreSQL server, wrk). Idempotent.
+# System packages the tests and benchmarks need (PostgreSQL server, wrk, Chromium for
+# the dashboard's browser test). Idempotent.
 sysdeps:
 	@missing=""; \
 	[ -n "$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null)" ] || missing="$$missing postgresql"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (apt-get)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
