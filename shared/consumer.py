@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from shared import tracing
@@ -35,11 +35,19 @@ from shared.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope, EventData, UnitOfWork], Awaitable[None]]
+BatchHandler = Callable[[Sequence[tuple[Envelope, EventData]], UnitOfWork], Awaitable[None]]
+"""Applies the fresh events of one batch at once (set-based writes); see `MessageProcessor`."""
 
 CONSUMED = Counter(
     "dropship_events_consumed_total",
     "Events taken off the bus, by outcome (processed, duplicate, dead_lettered).",
     ["group", "topic", "outcome"],
+)
+
+LAG = Gauge(
+    "dropship_consumer_lag",
+    "Messages on a partition not yet processed by the group (high watermark - next offset).",
+    ["group", "topic", "partition"],
 )
 
 
@@ -48,17 +56,24 @@ class PermanentError(Exception):
 
 
 class MessageProcessor:
-    """Runs messages through envelope validation, the inbox and their handler."""
+    """Runs messages through envelope validation, the inbox and their handler.
+
+    With a `batch_handler`, a batch is claimed in the inbox with two statements and its
+    fresh events go to that one call (in order), for consumers that write set-based;
+    `handlers` then only name the topics.
+    """
 
     def __init__(
         self,
         group: str,
         handlers: Mapping[str, Handler],
         uow_factory: Callable[[], UnitOfWork],
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self.group = group
         self.handlers = dict(handlers)
         self.uow_factory = uow_factory
+        self.batch_handler = batch_handler
 
     def _parse(self, topic: str, raw: bytes | None) -> tuple[Envelope, EventData, Handler]:
         envelope = Envelope.from_bytes(raw)
@@ -81,6 +96,8 @@ class MessageProcessor:
         the whole batch back; the caller then retries message by message.
         """
         parsed = [self._parse(topic, raw) for topic, raw in messages]
+        if self.batch_handler is not None:
+            return await self._process_batch(parsed, self.batch_handler)
         fresh: list[bool] = []
         async with self.uow_factory() as uow:
             for envelope, data, handler in parsed:
@@ -94,6 +111,17 @@ class MessageProcessor:
                         fresh.append(True)
                 finally:
                     tracing.traceparent_var.reset(token)
+            await uow.commit()
+        return fresh
+
+    async def _process_batch(
+        self, parsed: Sequence[tuple[Envelope, EventData, Handler]], batch_handler: BatchHandler
+    ) -> list[bool]:
+        async with self.uow_factory() as uow:
+            fresh = await uow.claim_many(self.group, [envelope for envelope, _, _ in parsed])
+            todo = [(e, d) for (e, d, _), new in zip(parsed, fresh, strict=True) if new]
+            if todo:
+                await batch_handler(todo, uow)
             await uow.commit()
         return fresh
 
@@ -293,10 +321,17 @@ class ConsumerRunner:
                 await self.delivery.deliver_many(chunk)
                 next_offset = int(chunk[-1].offset) + 1
                 self._done[tp] = next_offset
+                self._record_lag(tp, next_offset)
         except Exception:
             log.exception("partition worker failed; its records will be read again")
             if self._consumer is not None and tp in self._consumer.assignment():
                 self._consumer.seek(tp, next_offset)
+
+    def _record_lag(self, tp: TopicPartition, next_offset: int) -> None:
+        highwater = self._consumer.highwater(tp) if self._consumer is not None else None
+        if highwater is not None:
+            group = self.delivery.processor.group
+            LAG.labels(group, tp.topic, str(tp.partition)).set(max(highwater - next_offset, 0))
 
     def _reap(self) -> None:
         """Resume partitions whose work has finished."""
@@ -367,6 +402,7 @@ def dead_letter_headers(
 
 
 __all__ = [
+    "BatchHandler",
     "ConsumerRunner",
     "Handler",
     "MessageProcessor",

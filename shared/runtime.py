@@ -17,7 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import faults
 from shared.bus import BusConfig, KafkaBus
-from shared.consumer import ConsumerRunner, Handler, MessageProcessor, RetryingDelivery
+from shared.consumer import (
+    BatchHandler,
+    ConsumerRunner,
+    Handler,
+    MessageProcessor,
+    RetryingDelivery,
+)
 from shared.db import create_engine, migrate_async, session_factory
 from shared.http import ERROR_RESPONSES, install_error_handlers, install_trace_middleware
 from shared.logging import configure_logging
@@ -44,12 +50,14 @@ class ServiceRuntime(Generic[U]):
         uow_class: Callable[..., U],
         handlers: Mapping[str, Handler] | None = None,
         background: Mapping[str, Callable[[ServiceRuntime[U]], Awaitable[None]]] | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.service_name
         self.migrations_dir = migrations_dir
         self._uow_class = uow_class
         self.handlers = dict(handlers or {})
+        self.batch_handler = batch_handler
         self._background = dict(background or {})
         self._tasks: list[asyncio.Task[None]] = []
         self.engine: AsyncEngine
@@ -96,7 +104,9 @@ class ServiceRuntime(Generic[U]):
         if s.relay_enabled:
             self._spawn("outbox-relay", self._run_relay)
         if self.handlers and s.consumers_enabled:
-            processor = MessageProcessor(self.name, self.handlers, self.uow)
+            processor = MessageProcessor(
+                self.name, self.handlers, self.uow, batch_handler=self.batch_handler
+            )
             delivery = RetryingDelivery(
                 processor,
                 self.bus,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -88,6 +88,36 @@ class UnitOfWork:
         stmt = module.insert(inbox_table).values(**values).on_conflict_do_nothing()
         result = await self.session.execute(stmt)
         return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def claim_many(self, consumer: str, envelopes: Sequence[Envelope]) -> list[bool]:
+        """Claim a batch with two statements; per envelope, False if already processed.
+
+        An id repeated inside the batch is fresh only the first time. A concurrent claim
+        of the same id by another process fails this transaction on the primary key, and
+        the consumer then retries message by message through `claim`.
+        """
+        seen = set(
+            await self.session.scalars(
+                select(inbox_table.c.event_id).where(
+                    inbox_table.c.consumer == consumer,
+                    inbox_table.c.event_id.in_({e.id for e in envelopes}),
+                )
+            )
+        )
+        now = datetime.now(UTC)
+        fresh: list[bool] = []
+        rows: list[dict[str, Any]] = []
+        for e in envelopes:
+            new = e.id not in seen
+            fresh.append(new)
+            if new:
+                seen.add(e.id)
+                rows.append(
+                    {"consumer": consumer, "event_id": e.id, "topic": e.type, "processed_at": now}
+                )
+        if rows:
+            await self.session.execute(insert(inbox_table), rows)
+        return fresh
 
     async def commit(self) -> None:
         if self._pending:
