@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.util.types import AttributeValue
 from prometheus_client import Counter, Gauge
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
@@ -69,11 +71,13 @@ class MessageProcessor:
         handlers: Mapping[str, Handler],
         uow_factory: Callable[[], UnitOfWork],
         batch_handler: BatchHandler | None = None,
+        tracer: tracing.Tracing | None = None,
     ) -> None:
         self.group = group
         self.handlers = dict(handlers)
         self.uow_factory = uow_factory
         self.batch_handler = batch_handler
+        self.tracer = tracer or tracing.DISABLED
 
     def _parse(self, topic: str, raw: bytes | None) -> tuple[Envelope, EventData, Handler]:
         envelope = Envelope.from_bytes(raw)
@@ -101,29 +105,64 @@ class MessageProcessor:
         fresh: list[bool] = []
         async with self.uow_factory() as uow:
             for envelope, data, handler in parsed:
-                token = tracing.traceparent_var.set(envelope.traceparent)
-                try:
-                    with log_context(order_id=envelope.subject, event_id=envelope.id):
-                        if not await uow.claim(self.group, envelope, envelope.type):
-                            fresh.append(False)
-                            continue
-                        await handler(envelope, data, uow)
-                        fresh.append(True)
-                finally:
-                    tracing.traceparent_var.reset(token)
+                with (
+                    self._span(envelope) as span,
+                    log_context(order_id=envelope.subject, event_id=envelope.id),
+                ):
+                    if not await uow.claim(self.group, envelope, envelope.type):
+                        span.set_attribute("dropship.duplicate", True)
+                        fresh.append(False)
+                        continue
+                    await handler(envelope, data, uow)
+                    fresh.append(True)
             await uow.commit()
         return fresh
 
     async def _process_batch(
         self, parsed: Sequence[tuple[Envelope, EventData, Handler]], batch_handler: BatchHandler
     ) -> list[bool]:
-        async with self.uow_factory() as uow:
-            fresh = await uow.claim_many(self.group, [envelope for envelope, _, _ in parsed])
-            todo = [(e, d) for (e, d, _), new in zip(parsed, fresh, strict=True) if new]
-            if todo:
-                await batch_handler(todo, uow)
-            await uow.commit()
+        spans = [
+            span
+            for envelope, _, _ in parsed
+            if (span := self.tracer.start_span(*self._span_args(envelope))) is not None
+        ]
+        try:
+            async with self.uow_factory() as uow:
+                fresh = await uow.claim_many(self.group, [envelope for envelope, _, _ in parsed])
+                todo = [(e, d) for (e, d, _), new in zip(parsed, fresh, strict=True) if new]
+                if todo:
+                    await batch_handler(todo, uow)
+                await uow.commit()
+        except Exception as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR)
+            raise
+        finally:
+            for span in spans:
+                span.end()
         return fresh
+
+    def _span(self, envelope: Envelope) -> contextlib.AbstractContextManager[Span]:
+        """The consumer span of one event, a child of the context its envelope carries."""
+        return self.tracer.span(*self._span_args(envelope))
+
+    def _span_args(
+        self, envelope: Envelope
+    ) -> tuple[str, SpanKind, str | None, dict[str, AttributeValue]]:
+        return (
+            f"{envelope.type} process",
+            SpanKind.CONSUMER,
+            envelope.traceparent,
+            {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": envelope.type,
+                "messaging.consumer.group.name": self.group,
+                "messaging.message.id": envelope.id,
+                "dropship.order_id": envelope.subject,
+            },
+        )
 
 
 class Record(Protocol):

@@ -9,9 +9,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import tracing
 
@@ -132,31 +133,56 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class TraceMiddleware:
-    """Continue the caller's W3C trace (or start one) for everything the request emits.
+    """A server span per request, continuing the caller's W3C trace (or starting one).
 
-    Plain ASGI (not `BaseHTTPMiddleware`), so it costs one header scan per request.
+    Everything the request emits carries the span's context. Plain ASGI (not
+    `BaseHTTPMiddleware`), so it costs one header scan per request; probes and
+    `/metrics` are not traced.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, tracer: tracing.Tracing | None = None) -> None:
         self.app = app
+        self.tracer = tracer or tracing.DISABLED
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.UNTRACED:
             await self.app(scope, receive, send)
             return
         incoming = next(
             (v.decode("latin-1") for k, v in scope["headers"] if k == b"traceparent"), None
         )
-        parent = incoming if tracing.is_valid(incoming) else None
-        token = tracing.traceparent_var.set(tracing.new_traceparent(parent))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            tracing.traceparent_var.reset(token)
+        method = scope["method"]
+        with self.tracer.span(
+            method,
+            SpanKind.SERVER,
+            incoming,
+            {"http.request.method": method, "url.path": scope["path"]},
+        ) as span:
+            if not span.is_recording():
+                await self.app(scope, receive, send)
+                return
+
+            async def send_recording_status(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status = int(message["status"])
+                    span.set_attribute("http.response.status_code", status)
+                    if status >= 500:
+                        span.set_status(StatusCode.ERROR)
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_recording_status)
+            finally:
+                route = getattr(scope.get("route"), "path", None)
+                if route:
+                    span.set_attribute("http.route", route)
+                    span.update_name(f"{method} {route}")
 
 
-def install_trace_middleware(app: FastAPI) -> None:
-    app.add_middleware(TraceMiddleware)
+def install_trace_middleware(app: FastAPI, tracer: tracing.Tracing | None = None) -> None:
+    app.add_middleware(TraceMiddleware, tracer=tracer)
 
 
 def check_api_key(presented: str | None, accepted: frozenset[str]) -> None:

@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from shared import faults
+from shared import faults, tracing
 from shared.bus import OutgoingMessage, Publisher
 from shared.db import outbox_table
 from shared.uow import OUTBOX_CHANNEL
@@ -48,6 +50,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         retention: timedelta = timedelta(days=7),
+        tracer: tracing.Tracing | None = None,
     ) -> None:
         self.service = service
         self._engine = engine
@@ -56,6 +59,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._retention = retention
+        self._tracer = tracer or tracing.DISABLED
         self._wake = asyncio.Event()
         self.published_total = 0
         self.leading = False
@@ -115,9 +119,19 @@ class OutboxRelay:
             await session.rollback()
         if not rows:
             return 0
-        await self._publisher.send_batch(
-            [OutgoingMessage(topic=r.topic, key=r.key.encode(), value=r.payload) for r in rows]
-        )
+        spans = self._producer_spans(rows) if self._tracer.recording else []
+        try:
+            await self._publisher.send_batch(
+                [OutgoingMessage(topic=r.topic, key=r.key.encode(), value=r.payload) for r in rows]
+            )
+        except Exception as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR)
+            raise
+        finally:
+            for span in spans:
+                span.end()
         faults.crash_point("relay.after_publish")
         async with self._sessions() as session:
             await session.execute(
@@ -128,6 +142,31 @@ class OutboxRelay:
             await session.commit()
         self.published_total += len(rows)
         return len(rows)
+
+    def _producer_spans(self, rows: Sequence[Any]) -> list[Span]:
+        """One producer span per message, a child of the context its envelope carries."""
+        spans = []
+        for row in rows:
+            try:
+                envelope = json.loads(row.payload)
+            except ValueError:
+                envelope = {}
+            span = self._tracer.start_span(
+                f"{row.topic} publish",
+                SpanKind.PRODUCER,
+                envelope.get("traceparent"),
+                {
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "publish",
+                    "messaging.destination.name": row.topic,
+                    "messaging.message.id": str(envelope.get("id", "")),
+                    "messaging.kafka.message.key": row.key,
+                    "messaging.batch.message_count": len(rows),
+                },
+            )
+            if span is not None:
+                spans.append(span)
+        return spans
 
     async def backlog(self) -> int:
         async with self._sessions() as session:

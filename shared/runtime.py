@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from shared import faults
+from shared import faults, tracing
 from shared.bus import BusConfig, KafkaBus
 from shared.consumer import (
     BatchHandler,
@@ -65,6 +65,12 @@ class ServiceRuntime(Generic[U]):
         self.bus: KafkaBus
         self.relay: OutboxRelay
         self.consumer: ConsumerRunner | None = None
+        self.tracing = tracing.Tracing(
+            self.name,
+            exporter=settings.otel_exporter,
+            endpoint=settings.otel_endpoint,
+            sample_ratio=settings.otel_sample_ratio,
+        )
 
     def uow(self) -> U:
         return self._uow_class(
@@ -75,6 +81,7 @@ class ServiceRuntime(Generic[U]):
         s = self.settings
         configure_logging(self.name, s.log_level, s.log_json)
         faults.arm(s.fault_points)
+        self.tracing.start()
         self.engine = create_engine(s.db_url, pool_pre_ping=s.db_pool_pre_ping)
         self.sessions = session_factory(self.engine)
         if s.migrate_on_start:
@@ -99,13 +106,18 @@ class ServiceRuntime(Generic[U]):
             self.bus,
             batch_size=s.outbox_batch_size,
             poll_interval=s.outbox_poll_interval_s,
+            tracer=self.tracing,
         )
         self._spawn("bus-connect", self.bus.connect, restart=False)
         if s.relay_enabled:
             self._spawn("outbox-relay", self._run_relay)
         if self.handlers and s.consumers_enabled:
             processor = MessageProcessor(
-                self.name, self.handlers, self.uow, batch_handler=self.batch_handler
+                self.name,
+                self.handlers,
+                self.uow,
+                batch_handler=self.batch_handler,
+                tracer=self.tracing,
             )
             delivery = RetryingDelivery(
                 processor,
@@ -148,7 +160,11 @@ class ServiceRuntime(Generic[U]):
             for task in stuck:
                 log.error("background task did not stop in time", extra={"task": task.get_name()})
         self._tasks.clear()
-        for step, closing in (("producer", self.bus.close()), ("engine", self.engine.dispose())):
+        for step, closing in (
+            ("producer", self.bus.close()),
+            ("engine", self.engine.dispose()),
+            ("tracing", asyncio.to_thread(self.tracing.shutdown)),
+        ):
             try:
                 async with asyncio.timeout(grace_s):
                     await closing
@@ -212,6 +228,6 @@ def build_app(runtime: ServiceRuntime[Any], *, title: str, description: str) -> 
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    install_trace_middleware(app)
+    install_trace_middleware(app, runtime.tracing)
     app.include_router(health_router(runtime))
     return app

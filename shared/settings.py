@@ -58,6 +58,13 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+    """Where OpenTelemetry spans go: nowhere (ids still travel), stdout, or OTLP/HTTP."""
+    otel_endpoint: str | None = None
+    """OTLP/HTTP collector base URL (`…/v1/traces` is added); unset: `OTEL_EXPORTER_OTLP_*`."""
+    otel_sample_ratio: float = Field(1.0, ge=0, le=1)
+    """Share of new traces recorded; a caller's sampling decision is followed."""
+
     fault_points: str = ""
     """Test-only failpoints (comma-separated names) where the process kills itself."""
 

@@ -66,9 +66,7 @@ class UnitOfWork:
 
     def emit(self, data: EventData, *, time: datetime | None = None) -> Envelope:
         """Record an event to be written to the outbox when the unit of work commits."""
-        envelope = new_envelope(
-            data, traceparent=tracing.new_traceparent(tracing.current()), time=time
-        )
+        envelope = new_envelope(data, traceparent=tracing.for_event(), time=time)
         self._pending.append(envelope)
         return envelope
 
