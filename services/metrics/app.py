@@ -3,38 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import FastAPI
 
-from services.metrics.consumers import HANDLERS
+from services.metrics import api, dashboard
+from services.metrics.handlers import HANDLERS, apply_batch
 from services.metrics.settings import MetricsSettings
 from services.metrics.store import MetricsUnitOfWork
 from shared.runtime import ServiceRuntime, build_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-router = APIRouter(prefix="/v1", tags=["kpis"])
-
-
-def _uow(request: Request) -> MetricsUnitOfWork:
-    runtime: ServiceRuntime[MetricsUnitOfWork] = request.app.state.runtime
-    return runtime.uow()
-
-
-@router.get("/events/counts", summary="How many events of each type have been seen")
-async def event_counts(uow: Annotated[MetricsUnitOfWork, Depends(_uow)]) -> dict[str, int]:
-    async with uow:
-        return await uow.tallies()
-
 
 def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     settings = settings or MetricsSettings()
-    runtime = ServiceRuntime(settings, MIGRATIONS, MetricsUnitOfWork, handlers=HANDLERS)
+    runtime = ServiceRuntime(
+        settings, MIGRATIONS, MetricsUnitOfWork, handlers=HANDLERS, batch_handler=apply_batch
+    )
     app = build_app(
         runtime,
         title="Dropship metrics service",
-        description="KPIs rebuilt exactly from the event stream.",
+        description="KPIs rebuilt exactly from the event stream: orders, GMV, margin, "
+        "supplier confirmation, on-time shipping, delays, cycle time, notices.",
     )
-    app.include_router(router)
+    app.include_router(api.router)
+    dashboard.install(app)
     return app

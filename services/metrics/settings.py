@@ -15,3 +15,7 @@ class MetricsSettings(ServiceSettings):
 
     database_url: str | None = Field(None, validation_alias="DROPSHIP_METRICS_DATABASE_URL")
     port: int | None = Field(None, validation_alias="DROPSHIP_METRICS_PORT")
+    consumer_batch_size: int = Field(
+        500, ge=1, validation_alias="DROPSHIP_METRICS_CONSUMER_BATCH_SIZE"
+    )
+    """Events of a partition applied per transaction: facts are written set-based."""

@@ -1,32 +1,223 @@
-"""Metrics service tables and unit of work."""
+"""Metrics unit of work: writes fact rows set-based and loads the facts of a KPI window."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, String, Table, select
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.db import new_metadata
+from services.metrics import domain
+from services.metrics import tables as t
+from services.metrics.tables import metadata
+from shared.db import inbox_table
 from shared.uow import UnitOfWork
 
-metadata = new_metadata()
+__all__ = ["MetricsUnitOfWork", "metadata"]
 
-event_tally = Table(
-    "event_tally",
-    metadata,
-    Column("event_type", String(64), primary_key=True),
-    Column("count", BigInteger, nullable=False),
-)
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive UTC datetimes; PostgreSQL aware ones."""
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _at(moment: datetime | None) -> datetime:
+    value = aware(moment)
+    assert value is not None
+    return value
 
 
 class MetricsUnitOfWork(UnitOfWork):
-    async def count_event(self, event_type: str) -> None:
+    """The metrics service's transaction; `after_commit` callbacks run once it committed."""
+
+    _after: list[Callable[[], None]]
+
+    async def __aenter__(self) -> MetricsUnitOfWork:
+        await super().__aenter__()
+        self._after: list[Callable[[], None]] = []
+        return self
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self._after.append(callback)
+
+    async def commit(self) -> None:
+        await super().commit()
+        callbacks, self._after = self._after, []
+        for callback in callbacks:
+            callback()
+
+    def _insert(self, table: Table) -> Any:
         module = postgresql if self.dialect == "postgresql" else sqlite
-        stmt = module.insert(event_tally).values(event_type=event_type, count=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[event_tally.c.event_type], set_={"count": event_tally.c.count + 1}
-        )
-        await self.session.execute(stmt)
+        return module.insert(table)
+
+    async def add_facts(
+        self, rows: Mapping[Table, Sequence[dict[str, Any]]], tally: Mapping[str, int]
+    ) -> None:
+        """Insert fact rows, one multi-row statement per table; a fact already there stays."""
+        for table, batch in rows.items():
+            if batch:
+                await self.session.execute(self._insert(table).on_conflict_do_nothing(), batch)
+        for event_type, n in sorted(tally.items()):
+            stmt = self._insert(t.event_tally).values(event_type=event_type, count=n)
+            await self.session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[t.event_tally.c.event_type],
+                    set_={"count": t.event_tally.c.count + n},
+                )
+            )
 
     async def tallies(self) -> dict[str, int]:
-        rows = await self.session.execute(select(event_tally.c.event_type, event_tally.c.count))
+        rows = await self.session.execute(select(t.event_tally.c.event_type, t.event_tally.c.count))
         return {event_type: int(n) for event_type, n in rows.tuples()}
+
+    async def reset(self, consumer: str) -> None:
+        """Empty every fact table and the consumer's inbox, for a rebuild from the topics."""
+        for table in t.FACT_TABLES:
+            await self.session.execute(delete(table))
+        await self.session.execute(delete(inbox_table).where(inbox_table.c.consumer == consumer))
+
+    async def load_facts(self, start: datetime, end: datetime) -> domain.Facts:
+        """Every fact the KPIs of [start, end) depend on, joined to the sale it belongs to."""
+        facts = domain.Facts()
+        s, c, cl = t.sale, t.confirmation, t.confirmation_line
+
+        def within(column: Any) -> Any:
+            return and_(column >= start, column < end)
+
+        for r in await self.session.execute(select(s).where(within(s.c.placed_at))):
+            facts.sales.append(
+                domain.Sale(r.order_id, r.channel, r.currency, r.total_micros, _at(r.placed_at))
+            )
+        sold = select(s.c.order_id).where(within(s.c.placed_at))
+        for r in await self.session.execute(
+            select(t.sale_line).where(t.sale_line.c.order_id.in_(sold))
+        ):
+            facts.sale_lines.append(
+                domain.SaleLine(r.order_id, r.line_id, r.quantity, r.unit_price_micros)
+            )
+        for r in await self.session.execute(
+            select(cl, c.c.supplier_id, c.c.currency, c.c.confirmed_at)
+            .join(c, c.c.event_id == cl.c.event_id)
+            .where(cl.c.order_id.in_(sold))
+        ):
+            facts.confirmed_lines.append(
+                domain.ConfirmedLine(
+                    r.order_id,
+                    r.line_id,
+                    r.supplier_id,
+                    r.currency,
+                    r.quantity,
+                    r.unit_cost_micros,
+                    _at(r.confirmed_at),
+                    r.event_id,
+                )
+            )
+        await self._load_supplier_orders(facts, within)
+        await self._load_deliveries(facts, within)
+        await self._load_occurrences(facts, within)
+        return facts
+
+    async def _load_supplier_orders(self, facts: domain.Facts, within: Any) -> None:
+        s, c, d = t.sale, t.confirmation, t.dispatch
+        candidates = select(c.c.order_id).where(or_(within(c.c.confirmed_at), within(c.c.ship_by)))
+        pairs = (
+            select(
+                c.c.order_id,
+                c.c.supplier_id,
+                func.min(c.c.confirmed_at).label("confirmed_at"),
+                func.min(c.c.ship_by).label("ship_by"),
+            )
+            .where(c.c.order_id.in_(candidates))
+            .group_by(c.c.order_id, c.c.supplier_id)
+            .subquery()
+        )
+        first_dispatch = (
+            select(func.min(d.c.dispatched_at))
+            .where(d.c.order_id == pairs.c.order_id, d.c.supplier_id == pairs.c.supplier_id)
+            .scalar_subquery()
+        )
+        reasons: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for r in await self.session.execute(
+            select(t.delay.c.order_id, t.delay.c.supplier_id, t.delay.c.reason).where(
+                t.delay.c.order_id.in_(candidates)
+            )
+        ):
+            reasons[(r.order_id, r.supplier_id)].add(r.reason)
+        for r in await self.session.execute(
+            select(pairs, first_dispatch.label("dispatched_at"), s.c.placed_at, s.c.channel).join(
+                s, s.c.order_id == pairs.c.order_id, isouter=True
+            )
+        ):
+            facts.supplier_orders.append(
+                domain.SupplierOrder(
+                    r.order_id,
+                    r.supplier_id,
+                    _at(r.confirmed_at),
+                    _at(r.ship_by),
+                    aware(r.dispatched_at),
+                    frozenset(reasons.get((r.order_id, r.supplier_id), ())),
+                    aware(r.placed_at),
+                    r.channel or domain.UNKNOWN,
+                )
+            )
+
+    async def _load_deliveries(self, facts: domain.Facts, within: Any) -> None:
+        s, dv, d = t.sale, t.delivery, t.dispatch
+        shipper = (
+            select(func.min(d.c.supplier_id))
+            .where(d.c.order_id == dv.c.order_id, d.c.tracking_number == dv.c.tracking_number)
+            .scalar_subquery()
+        )
+        for r in await self.session.execute(
+            select(dv, shipper.label("supplier_id"), s.c.placed_at, s.c.channel)
+            .join(s, s.c.order_id == dv.c.order_id, isouter=True)
+            .where(within(dv.c.delivered_at))
+        ):
+            facts.deliveries.append(
+                domain.Delivery(
+                    r.order_id,
+                    r.tracking_number,
+                    r.supplier_id,
+                    _at(r.delivered_at),
+                    aware(r.placed_at),
+                    r.channel or domain.UNKNOWN,
+                )
+            )
+
+    async def _load_occurrences(self, facts: domain.Facts, within: Any) -> None:
+        s = t.sale
+
+        async def load(table: Table, at: Any, *columns: Any) -> list[Any]:
+            result = await self.session.execute(
+                select(table.c.order_id, at.label("at"), s.c.channel, *columns)
+                .join(s, s.c.order_id == table.c.order_id, isouter=True)
+                .where(within(at))
+            )
+            return list(result)
+
+        for r in await load(t.cancellation, t.cancellation.c.cancelled_at, t.cancellation.c.reason):
+            facts.cancellations.append(
+                domain.Occurrence(r.order_id, r.channel or domain.UNKNOWN, _at(r.at), r.reason)
+            )
+        rf = t.routing_failure
+        for r in await load(rf, rf.c.failed_at, rf.c.reason):
+            facts.routing_failures.append(
+                domain.Occurrence(r.order_id, r.channel or domain.UNKNOWN, _at(r.at), r.reason)
+            )
+        n = t.notice
+        for r in await load(n, n.c.sent_at, n.c.kind, n.c.channel.label("via"), n.c.status):
+            facts.notices.append(
+                domain.Occurrence(
+                    r.order_id,
+                    r.channel or domain.UNKNOWN,
+                    _at(r.at),
+                    kind=r.kind,
+                    notice_channel=r.via,
+                    status=r.status,
+                )
+            )

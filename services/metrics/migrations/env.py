@@ -1,6 +1,6 @@
 """Alembic environment of the metrics service."""
 
-from services.metrics.store import metadata
+from services.metrics.tables import metadata
 from shared.migrations import run_env
 
 run_env(metadata)

@@ -1,0 +1,145 @@
+"""Metrics service tables: one insert-only fact table per event type, KPIs computed on read.
+
+Facts are keyed by the event id (the order id for a sale), so a fact exists once
+however often its event arrives, and the tables hold the same rows whatever order the
+events came in: a KPI that joins two topics (margin needs the sale and the supplier's
+confirmation) is computed when it is asked for, never half-way at ingestion.
+Money is stored as integer micro-units (`*_micros`, 10^-6 of the currency unit), so
+sums are exact on SQLite as well as PostgreSQL. Times are UTC event times.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, String, Table
+
+from shared.db import new_metadata
+
+metadata = new_metadata()
+
+event_tally = Table(
+    "event_tally",
+    metadata,
+    Column("event_type", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+sale = Table(
+    "sale",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("event_id", String(64), nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("total_micros", BigInteger, nullable=False),
+    Column("units", Integer, nullable=False),
+    Column("placed_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+sale_line = Table(
+    "sale_line",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("line_id", String(80), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price_micros", BigInteger, nullable=False),
+)
+
+confirmation = Table(
+    "confirmation",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("supplier_id", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("confirmed_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("ship_by", DateTime(timezone=True), nullable=False, index=True),
+    Index("ix_confirmation_order_supplier", "order_id", "supplier_id"),
+)
+
+confirmation_line = Table(
+    "confirmation_line",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("line_id", String(80), primary_key=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_cost_micros", BigInteger, nullable=False),
+)
+
+dispatch = Table(
+    "dispatch",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("supplier_id", String(64), nullable=False),
+    Column("tracking_number", String(128), nullable=False),
+    Column("dispatched_at", DateTime(timezone=True), nullable=False),
+    Index("ix_dispatch_order_supplier", "order_id", "supplier_id"),
+)
+
+delay = Table(
+    "delay",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("supplier_id", String(64), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("delayed_at", DateTime(timezone=True), nullable=False),
+    Index("ix_delay_order_supplier", "order_id", "supplier_id"),
+)
+
+delivery = Table(
+    "delivery",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("tracking_number", String(128), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+cancellation = Table(
+    "cancellation",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("cancelled_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+routing_failure = Table(
+    "routing_failure",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("lines", Integer, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+notice = Table(
+    "notice",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("recipient_kind", String(16), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+FACT_TABLES = (
+    sale,
+    sale_line,
+    confirmation,
+    confirmation_line,
+    dispatch,
+    delay,
+    delivery,
+    cancellation,
+    routing_failure,
+    notice,
+    event_tally,
+)
+"""Everything a rebuild empties (with the metrics consumer's inbox rows)."""
