@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 from fastapi import FastAPI
 
+from services.notify import api
+from services.notify.channels import EmlMailer, Mailer, SmtpMailer
+from services.notify.domain import Policy
+from services.notify.handlers import HANDLERS
+from services.notify.sender import Sender, Wakeup, escalation_loop, watch
 from services.notify.settings import NotifySettings
 from services.notify.store import NotifyUnitOfWork
 from shared.runtime import ServiceRuntime, build_app
@@ -13,11 +22,45 @@ from shared.runtime import ServiceRuntime, build_app
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def mailer_for(settings: NotifySettings) -> Mailer:
+    if settings.smtp_url is None:
+        return EmlMailer((settings.data_dir / "mail").resolve())
+    return SmtpMailer.from_url(settings.smtp_url.get_secret_value(), settings.send_timeout_s)
+
+
 def create_app(settings: NotifySettings | None = None) -> FastAPI:
     settings = settings or NotifySettings()
-    runtime = ServiceRuntime(settings, MIGRATIONS, NotifyUnitOfWork)
-    return build_app(
+    wakeup = Wakeup()
+    policy = Policy(
+        digest_window=timedelta(seconds=settings.digest_window_s),
+        sms_enabled=bool(settings.sms_webhook_url),
+        ops_channels=tuple((hook.kind, hook.name or hook.kind) for hook in settings.ops_channels),
+        targets=settings.response_targets,
+    )
+    uow_class = functools.partial(NotifyUnitOfWork, policy=policy, wake_sender=wakeup)
+
+    async def send(runtime: ServiceRuntime[Any]) -> None:
+        async with httpx.AsyncClient(timeout=settings.send_timeout_s) as http:
+            await Sender(runtime, settings, http, mailer_for(settings), wakeup).run()
+
+    async def escalate(runtime: ServiceRuntime[Any]) -> None:
+        await escalation_loop(runtime, settings.escalation_scan_s)
+
+    async def watch_broker(runtime: ServiceRuntime[Any]) -> None:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            await watch(runtime, http, settings.dlq_watch_s)
+
+    runtime = ServiceRuntime(
+        settings,
+        MIGRATIONS,
+        uow_class,
+        handlers=HANDLERS,
+        background={"sender": send, "escalation": escalate, "watch": watch_broker},
+    )
+    app = build_app(
         runtime,
         title="Dropship notify service",
         description="Customer notices and ops alerts, each sent once and logged.",
     )
+    app.include_router(api.router)
+    return app

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+from datetime import timedelta
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from services.notify.domain import ResponseTargets, RetryPolicy
 from shared.settings import ServiceSettings
+
+
+class OpsWebhook(BaseModel):
+    """One ops alert channel from `DROPSHIP_OPS_WEBHOOKS`."""
+
+    kind: Literal["slack", "dingtalk", "wecom", "feishu", "generic"]
+    url: str
+    secret: SecretStr | None = None
+    name: str | None = Field(None, max_length=64)
+    """Shown in the delivery log; defaults to `<kind>-<position>`."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL")
+        return value
 
 
 class NotifySettings(ServiceSettings):
@@ -15,3 +37,94 @@ class NotifySettings(ServiceSettings):
 
     database_url: str | None = Field(None, validation_alias="DROPSHIP_NOTIFY_DATABASE_URL")
     port: int | None = Field(None, validation_alias="DROPSHIP_NOTIFY_PORT")
+
+    smtp_url: SecretStr | None = None
+    """`smtp://[user:pass@]host:port` (plain), `smtp+starttls://…` (STARTTLS) or `smtps://…`
+    (TLS from the first byte); `?verify=false` accepts a self-signed certificate. Unset:
+    e-mails are written as `.eml` files under `<data_dir>/mail`."""
+    sms_webhook_url: str | None = None
+    ops_webhooks: str = "[]"
+    """JSON list of `{"kind", "url", "secret"?, "name"?}`, see `OpsWebhook`."""
+    order_url: str = Field("http://127.0.0.1:8001", validation_alias="DROPSHIP_ORDER_URL")
+    """Where the order service answers `GET /v1/orders/{id}/contact`."""
+    supplier_url: str | None = Field(
+        "http://127.0.0.1:8002", validation_alias="DROPSHIP_SUPPLIER_URL"
+    )
+    """Whose `/metrics` are read for open circuit breakers (unset: not watched)."""
+    public_url: str | None = Field(None, validation_alias="DROPSHIP_NOTIFY_PUBLIC_URL")
+    """Base URL of this service as ops reach it, for the acknowledge link in alerts."""
+
+    mail_from: str = "Dropship Demo Store <orders@dropship.example>"
+    merchant_name: str = "Dropship Demo Store"
+    support_email: str = "support@dropship.example"
+
+    customer_daily_cap: int = Field(5, ge=1)
+    """Delay and dispatch notices one customer gets per 24 h at most (cancellations and
+    refunds are never capped)."""
+    digest_window_s: float = Field(60.0, ge=0)
+    """A delay notice waits this long so several delayed lines of one order share it."""
+    send_max_attempts: int = Field(8, ge=1)
+    send_backoff_s: float = Field(2.0, gt=0)
+    send_backoff_max_s: float = Field(600.0, gt=0)
+    send_timeout_s: float = Field(10.0, gt=0)
+    sender_poll_s: float = Field(1.0, gt=0)
+    sender_concurrency: int = Field(16, ge=1)
+
+    alert_target_normal_s: float = Field(24 * 3600, gt=0)
+    alert_target_urgent_s: float = Field(4 * 3600, gt=0)
+    alert_target_major_s: float = Field(3600, gt=0)
+    escalation_scan_s: float = Field(30.0, gt=0)
+    dlq_watch_s: float = Field(30.0, gt=0)
+    """How often DLQ depths are read from the broker; growth raises an alert."""
+
+    @field_validator("ops_webhooks")
+    @classmethod
+    def _valid_webhooks(cls, value: str) -> str:
+        try:
+            raw = json.loads(value or "[]")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"DROPSHIP_OPS_WEBHOOKS is not JSON: {exc.msg}") from exc
+        if not isinstance(raw, list):
+            raise ValueError("DROPSHIP_OPS_WEBHOOKS must be a JSON list")
+        names = [w.name for w in _parse(raw)]
+        if len(set(names)) != len(names):
+            raise ValueError("DROPSHIP_OPS_WEBHOOKS channel names must be unique")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> NotifySettings:
+        if self.public_url is None:
+            self.public_url = f"http://127.0.0.1:{self.http_port}"
+        if self.smtp_url is not None:
+            from services.notify.channels import SmtpMailer
+
+            SmtpMailer.from_url(self.smtp_url.get_secret_value())  # fail at start, not at send
+        return self
+
+    @property
+    def ops_channels(self) -> list[OpsWebhook]:
+        return _parse(json.loads(self.ops_webhooks or "[]"))
+
+    @property
+    def response_targets(self) -> ResponseTargets:
+        return ResponseTargets(
+            normal=timedelta(seconds=self.alert_target_normal_s),
+            urgent=timedelta(seconds=self.alert_target_urgent_s),
+            major=timedelta(seconds=self.alert_target_major_s),
+        )
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.send_max_attempts,
+            initial=timedelta(seconds=self.send_backoff_s),
+            maximum=timedelta(seconds=self.send_backoff_max_s),
+        )
+
+
+def _parse(raw: list[Any]) -> list[OpsWebhook]:
+    hooks = [OpsWebhook.model_validate(item) for item in raw]
+    return [
+        hook if hook.name else hook.model_copy(update={"name": f"{hook.kind}-{i}"})
+        for i, hook in enumerate(hooks)
+    ]

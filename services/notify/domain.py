@@ -1,0 +1,147 @@
+"""What to tell whom, and when: the notify service's rules, free of I/O.
+
+A *notice* goes to a customer (e-mail, SMS); an *alert* goes to the ops team (chat
+webhooks). Both become rows in the notification log, one per channel, keyed so that
+the same (order, kind, reason) is never sent twice on a channel however often the
+event that caused it arrives.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from shared.events import DelayReason, Severity
+
+LOCALES = ("en", "zh-CN")
+DEFAULT_LOCALE = "en"
+
+
+class Kind(StrEnum):
+    """Customer notice kinds; each has a template per locale."""
+
+    SHIPMENT_DELAYED = "shipment_delayed"
+    SHIPMENT_DISPATCHED = "shipment_dispatched"
+    ORDER_CANCELLED = "order_cancelled"
+    ORDER_ROUTING_FAILED = "order_routing_failed"
+
+
+class AlertKind(StrEnum):
+    ROUTING_FAILED = "routing_failed"
+    SHIPMENT_DELAYED = "shipment_delayed"
+    DLQ_GROWTH = "dlq_growth"
+    SUPPLIER_BREAKER_OPEN = "supplier_breaker_open"
+    EXTERNAL = "external"
+
+
+class Status(StrEnum):
+    """Life of one notification on one channel."""
+
+    PENDING = "pending"  # waiting for its send time (digest window, retry backoff)
+    SENDING = "sending"  # leased by a sender; a crash leaves the lease to expire
+    SENT = "sent"
+    DEAD = "dead"  # gave up after retries or a permanent error; visible, retryable by hand
+    SKIPPED = "skipped"  # nothing to send to (no phone, customer redacted, order unknown)
+    SUPPRESSED = "suppressed"  # over the customer's daily cap
+
+
+TERMINAL = frozenset({Status.SENT, Status.DEAD, Status.SKIPPED, Status.SUPPRESSED})
+
+SEVERITY_ORDER = (Severity.NORMAL, Severity.URGENT, Severity.MAJOR)
+
+SMS_WORTHY: frozenset[tuple[Kind, str]] = frozenset(
+    {
+        (Kind.SHIPMENT_DELAYED, DelayReason.NO_TRACKING_BY_DEADLINE),
+        (Kind.SHIPMENT_DELAYED, DelayReason.CARRIER_EXCEPTION),
+        (Kind.SHIPMENT_DELAYED, DelayReason.SUPPLIER_BACKORDER),
+        (Kind.SHIPMENT_DISPATCHED, ""),
+        (Kind.ORDER_ROUTING_FAILED, ""),
+    }
+)
+"""Notices worth a text message when the customer has a phone; `at_risk` is e-mail only."""
+
+CAPPED_KINDS = frozenset({Kind.SHIPMENT_DELAYED, Kind.SHIPMENT_DISPATCHED})
+"""Kinds the per-customer daily cap applies to. Cancellation and refund notices are
+transactional: the customer must always hear about money, so they are never capped."""
+
+
+def normalise_locale(locale: str | None) -> str:
+    """The template locale for a customer's locale: `zh`, `zh_CN`, `zh-Hans` → `zh-CN`."""
+    if not locale:
+        return DEFAULT_LOCALE
+    tag = locale.strip().replace("_", "-").lower()
+    if tag.startswith("zh"):
+        return "zh-CN"
+    return DEFAULT_LOCALE
+
+
+def notice_key(order_id: str, kind: Kind, reason: str) -> str:
+    return f"{order_id}:{kind.value}:{reason}"
+
+
+def sms_worthy(kind: Kind, reason: str) -> bool:
+    return (kind, "" if kind is not Kind.SHIPMENT_DELAYED else reason) in SMS_WORTHY
+
+
+def alert_severity_for_delay(severity: Severity) -> Severity | None:
+    """Ops hear about urgent and major delays; a normal one (at risk) is the customer's only."""
+    return None if severity is Severity.NORMAL else severity
+
+
+def escalate(severity: Severity) -> Severity:
+    """The next tier up; major stays major (and re-fires)."""
+    index = SEVERITY_ORDER.index(severity)
+    return SEVERITY_ORDER[min(index + 1, len(SEVERITY_ORDER) - 1)]
+
+
+@dataclass(frozen=True)
+class ResponseTargets:
+    """How long ops have to acknowledge an alert of each severity before it escalates."""
+
+    normal: timedelta = timedelta(hours=24)
+    urgent: timedelta = timedelta(hours=4)
+    major: timedelta = timedelta(hours=1)
+
+    def for_severity(self, severity: Severity) -> timedelta:
+        return {
+            Severity.NORMAL: self.normal,
+            Severity.URGENT: self.urgent,
+            Severity.MAJOR: self.major,
+        }[severity]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    initial: timedelta = timedelta(seconds=2)
+    maximum: timedelta = timedelta(minutes=10)
+
+    def next_attempt(
+        self, now: datetime, attempts: int, retry_after: float | None = None
+    ) -> datetime | None:
+        """When to try again after `attempts` failures, or None to give up (dead-letter).
+
+        Full-jitter exponential backoff; a server's `Retry-After` is a floor, never ignored.
+        """
+        if attempts >= self.max_attempts:
+            return None
+        ceiling = min(
+            self.maximum.total_seconds(), self.initial.total_seconds() * 2 ** (attempts - 1)
+        )
+        delay = random.uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return now + timedelta(seconds=delay)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The configuration the rules need; built from settings once per process."""
+
+    digest_window: timedelta = timedelta(seconds=60)
+    sms_enabled: bool = False
+    ops_channels: tuple[tuple[str, str], ...] = ()
+    """(kind, name) of every configured ops webhook."""
+    targets: ResponseTargets = field(default_factory=ResponseTargets)

@@ -1,0 +1,97 @@
+"""Notify service tables. No contact details are stored: they are fetched at send time."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from shared.db import new_metadata
+
+metadata = new_metadata()
+
+order_fact = Table(
+    "order_fact",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("external_id", String(128), nullable=True),
+    Column("channel", String(32), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("placed_at", DateTime(timezone=True), nullable=False),
+    Column("lines", JSON, nullable=False),  # [{line_id, sku, quantity}]
+)
+
+supplier_share = Table(
+    "supplier_share",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("supplier_id", String(64), primary_key=True),
+    Column("line_ids", JSON, nullable=False),
+    Column("ship_by", DateTime(timezone=True), nullable=True),
+)
+
+notification = Table(
+    "notification",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("dedupe_key", String(200), nullable=False),
+    Column("channel", String(32), nullable=False),  # email, sms, slack, dingtalk, ...
+    Column("target", String(64), nullable=False),  # "customer" or the ops channel's name
+    Column("recipient_kind", String(16), nullable=False),  # customer | ops
+    Column("order_id", String(64), nullable=True),
+    Column("kind", String(40), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("alert_id", String(36), nullable=True),
+    Column("severity", String(16), nullable=True),
+    Column("template", String(80), nullable=False),
+    Column("locale", String(16), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("details", JSON, nullable=False),
+    Column("recipient_hash", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("dedupe_key", "channel", "target"),
+    Index("ix_notification_due", "status", "next_attempt_at"),
+    Index("ix_notification_order", "order_id", "created_at"),
+    Index("ix_notification_recipient", "recipient_hash", "sent_at"),
+)
+
+alert = Table(
+    "alert",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("dedupe_key", String(200), nullable=False, unique=True),
+    Column("kind", String(40), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("order_id", String(64), nullable=True),
+    Column("title", Text, nullable=False),
+    Column("details", JSON, nullable=False),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("escalations", Integer, nullable=False, default=0),
+    Column("acked_at", DateTime(timezone=True), nullable=True),
+    Column("acked_by", String(200), nullable=True),
+    Index("ix_alert_open_due", "acked_at", "due_at"),
+)
+
+watch_state = Table(
+    "watch_state",
+    metadata,
+    Column("topic", String(128), primary_key=True),
+    Column("depth", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
