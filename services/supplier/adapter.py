@@ -6,6 +6,7 @@ Outcomes are returned, never raised, because routing fails over on them::
      +-- Received(supplier_order_ref)   202: taken; decisions arrive as callbacks
      +-- OutOfStock(skus)               409 out_of_stock: fail over, not retried
      +-- Rejected(reason)               422 (or another 409): fail over, not retried
+     +-- SupplierStatus(status, ...)    200 to GET /orders/{ref}: what became of an order
      +-- Unavailable(reason)            no usable answer; reason starts with "timeout" |
            "http 5xx" | "http 429" | "breaker open" (attempts may be 0) | "transport
            error" | "bad credentials" (401/403) | "http 4xx" (other) | "bad response"
@@ -103,7 +104,19 @@ class Unavailable:
     attempts: int = 1
 
 
-Outcome = Received | OutOfStock | Rejected | Unavailable
+@dataclass(frozen=True, slots=True)
+class SupplierStatus:
+    """The supplier's own view of an order (`GET /orders/{ref}`)."""
+
+    supplier_order_ref: str
+    status: str  # received | accepted | rejected | backordered | dispatched | delivered | cancelled
+    reason: str | None = None
+    carrier: str | None = None
+    tracking_number: str | None = None
+    attempts: int = 1
+
+
+Outcome = Received | OutOfStock | Rejected | Unavailable | SupplierStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +204,37 @@ class SupplierClient:
         )
         return isinstance(outcome, Received)
 
+    async def order_status(self, endpoint: SupplierEndpoint, supplier_order_ref: str) -> Outcome:
+        """GET /orders/{ref}: a `SupplierStatus`, or `Unavailable` (ask again later)."""
+        url = f"{endpoint.base_url.rstrip('/')}/orders/{quote(supplier_order_ref, safe='')}"
+
+        def interpret(resp: httpx.Response) -> Outcome:
+            data = _json(resp)
+            status = data.get("status")
+            if resp.status_code != 200 or not isinstance(status, str):
+                return Unavailable("bad response: no status")
+
+            def text(name: str) -> str | None:
+                value = data.get(name)
+                return str(value)[:200] if isinstance(value, str) and value else None
+
+            return SupplierStatus(
+                supplier_order_ref, status, text("reason"), text("carrier"), text("tracking_number")
+            )
+
+        return await self._call(
+            endpoint, url, None, f"status-{supplier_order_ref}", interpret, method="GET"
+        )
+
     async def _call(
         self,
         endpoint: SupplierEndpoint,
         url: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | None,
         idempotency_key: str,
         interpret: Callable[[httpx.Response], Outcome],
+        *,
+        method: str = "POST",
     ) -> Outcome:
         supplier = endpoint.supplier_id
         headers = {
@@ -215,7 +252,7 @@ class SupplierClient:
             if limiter is not None:
                 await limiter.acquire()
             attempts += 1
-            result = await self._send(url, headers, body, interpret)
+            result = await self._send(method, url, headers, body, interpret)
             self.breaker.record(supplier, success=not isinstance(result, _Transient | Unavailable))
             if isinstance(result, _Transient):
                 logger.warning(
@@ -240,15 +277,16 @@ class SupplierClient:
 
     async def _send(
         self,
+        method: str,
         url: str,
         headers: dict[str, str],
-        body: dict[str, Any],
+        body: dict[str, Any] | None,
         interpret: Callable[[httpx.Response], Outcome],
     ) -> Outcome | _Transient:
         try:
             async with asyncio.timeout(self.timeout_s):
-                resp = await self._http.post(
-                    url, json=body, headers=headers, timeout=self.timeout_s
+                resp = await self._http.request(
+                    method, url, json=body, headers=headers, timeout=self.timeout_s
                 )
         except (httpx.TimeoutException, TimeoutError):
             return _Transient("timeout")

@@ -157,6 +157,7 @@ async def create_supplier(body: SupplierIn, uow: UoW, _: Admin) -> dict[str, Any
             )
         )
         await uow.commit()
+        uow.directory.invalidate(supplier_id)
         return render_supplier(await uow.supplier_row(supplier_id))
 
 
@@ -200,6 +201,7 @@ async def patch_supplier(
                 update(supplier).where(supplier.c.id == supplier_id).values(**changes)
             )
         await uow.commit()
+        uow.directory.invalidate(supplier_id)
         return render_supplier(await uow.supplier_row(supplier_id))
 
 
@@ -219,28 +221,13 @@ async def put_offers(supplier_id: str, body: list[OfferIn], uow: UoW, _: Admin) 
         raise Unprocessable(f"{errors[0]['field']}: {errors[0]['reason']}", details=errors)
     async with uow:
         await _supplier_or_404(uow, supplier_id)
-        await _upsert(uow, [(supplier_id, o) for o in body])
+        await uow.upsert_offers(_offer_rows([(supplier_id, o) for o in body]))
         await uow.commit()
     return {"upserted": len(body)}
 
 
-async def _upsert(uow: SupplierUnitOfWork, rows: list[tuple[str, OfferIn]]) -> None:
-    now = datetime.now(UTC)
-    for supplier_id, o in rows:
-        values = {
-            "supplier_sku": o.supplier_sku,
-            "unit_cost": o.unit_cost,
-            "currency": o.currency,
-            "stock": o.stock,
-            "lead_time_hours": o.lead_time_hours,
-            "updated_at": now,
-        }
-        stmt = uow._insert()(offer).values(supplier_id=supplier_id, sku=o.sku, **values)
-        await uow.session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[offer.c.supplier_id, offer.c.sku], set_=values
-            )
-        )
+def _offer_rows(rows: list[tuple[str, OfferIn]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(supplier_id, o.model_dump()) for supplier_id, o in rows]
 
 
 @router.get("/suppliers/{supplier_id}/offers", summary="A supplier's offers")
@@ -363,7 +350,7 @@ async def import_offers(request: Request, uow: UoW, _: Admin) -> dict[str, Any]:
             raise Unprocessable(
                 "the file has no rows", details=[{"line": 2, "column": None, "reason": "no rows"}]
             )
-        await _upsert(uow, rows)
+        await uow.upsert_offers(_offer_rows(rows))
         await uow.commit()
     return {"imported": len(rows)}
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,10 @@ from services.supplier import api, webhooks
 from services.supplier.adapter import SupplierClient
 from services.supplier.breaker import BreakerState, CircuitBreaker
 from services.supplier.consumers import HANDLERS
-from services.supplier.dispatcher import Dispatcher, Wakeup, sla_clock
+from services.supplier.dispatcher import LEASE, Dispatcher, Wakeup, sla_clock
+from services.supplier.reconciler import Reconciler
 from services.supplier.settings import SupplierSettings
-from services.supplier.store import Sealer, SupplierUnitOfWork
+from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
 from shared.runtime import ServiceRuntime, build_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -47,16 +50,25 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         lambda token: cipher.decrypt(token, "supplier_credentials") or "",
     )
     wakeup = Wakeup()
-    uow_class = functools.partial(SupplierUnitOfWork, sealer=sealer, wake_dispatcher=wakeup)
+    directory = SupplierDirectory(sealer, settings.supplier_cache_ttl_s)
+    uow_class = functools.partial(
+        SupplierUnitOfWork,
+        directory=directory,
+        hand_off=wakeup.hand_off,
+        wake_dispatcher=wakeup,
+        lease=LEASE,
+        check_after=timedelta(seconds=settings.check_after_s),
+    )
     breaker = CircuitBreaker(
         failure_rate=settings.breaker_failure_rate,
         cooldown_s=settings.breaker_cooldown_s,
         on_change=_on_breaker,
     )
 
-    async def dispatch(runtime: ServiceRuntime[Any]) -> None:
+    async def supplier_calls(runtime: ServiceRuntime[Any]) -> None:
+        """Dispatcher and reconciler share one client: one rate limit and breaker per supplier."""
         async with httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
         ) as http:
             client = SupplierClient(
                 http,
@@ -66,14 +78,18 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 backoff_initial_s=settings.supplier_backoff_s,
             )
             assert settings.public_url is not None
-            await Dispatcher(
+            dispatcher = Dispatcher(
                 runtime,
                 client,
                 wakeup,
                 callback_base=settings.public_url,
                 poll_s=settings.dispatcher_poll_s,
                 concurrency=settings.dispatcher_concurrency,
-            ).run()
+            )
+            reconciler = Reconciler(runtime, client, interval_s=settings.reconcile_interval_s)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(dispatcher.run(), name="supplier:dispatcher")
+                tasks.create_task(reconciler.run(), name="supplier:reconciler")
 
     async def sla(runtime: ServiceRuntime[Any]) -> None:
         await sla_clock(runtime, settings.sla_scan_interval_s)
@@ -83,7 +99,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         MIGRATIONS,
         uow_class,
         handlers=HANDLERS,
-        background={"dispatcher": dispatch, "sla-clock": sla},
+        background={"supplier-calls": supplier_calls, "sla-clock": sla},
     )
     app = build_app(
         runtime,
@@ -91,6 +107,8 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         description="Suppliers, offers, routing with failover, supplier orders, SLA clocks.",
     )
     app.state.breaker = breaker
+    app.state.directory = directory
+    app.state.webhook_slots = asyncio.Semaphore(settings.webhook_concurrency)
     app.include_router(api.router)
     app.include_router(webhooks.router)
     return app

@@ -1,10 +1,12 @@
 """The dispatcher: places and cancels supplier orders over HTTP, outside any transaction.
 
-It claims due supplier orders with a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so
-replicas share the work), calls the supplier with the supplier order id as the
-idempotency key, and records the outcome in a new unit of work. A crash mid-call
-leaves the lease to expire; the order is then sent again with the same key, and the
-supplier answers with the order it already has: nothing is bought twice.
+Routing commits new supplier orders as `sending` under this process's lease and hands
+them over in memory once committed, so the common path costs no claim query. Anything
+else that is due (cancellations, and orders whose lease expired because a process died
+mid-call) is claimed with a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so replicas
+share the work). Each call carries the supplier order id as the idempotency key, so an
+order sent again is answered with the order the supplier already has: nothing is bought
+twice. Orders the supplier took are recorded in batches, one statement per batch.
 """
 
 from __future__ import annotations
@@ -17,8 +19,14 @@ from datetime import timedelta
 from typing import Any
 
 from services.supplier import handlers
-from services.supplier.adapter import OrderLine, PlaceOrderRequest, SupplierClient, SupplierEndpoint
-from services.supplier.store import SupplierUnitOfWork
+from services.supplier.adapter import (
+    OrderLine,
+    PlaceOrderRequest,
+    Received,
+    SupplierClient,
+    SupplierEndpoint,
+)
+from services.supplier.store import NewSupplierOrder, SupplierUnitOfWork
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -28,9 +36,9 @@ LEASE = timedelta(seconds=60)
 @dataclass(frozen=True)
 class Job:
     so_id: str
+    supplier_id: str
     kind: str  # "place" | "cancel"
-    endpoint: SupplierEndpoint
-    request: PlaceOrderRequest | None
+    order: NewSupplierOrder | None
     supplier_order_ref: str | None
 
 
@@ -39,9 +47,16 @@ class Wakeup:
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
+        self.dispatcher: Dispatcher | None = None
 
     def __call__(self) -> None:
         self.event.set()
+
+    def hand_off(self, orders: list[NewSupplierOrder]) -> None:
+        """Committed new supplier orders, leased to this process: send them now."""
+        if self.dispatcher is not None:
+            self.dispatcher.start([Job(o.id, o.supplier_id, "place", o, None) for o in orders])
+        # no dispatcher running (it is restarting): the lease expires and they are claimed
 
 
 class Dispatcher:
@@ -63,73 +78,110 @@ class Dispatcher:
         self.limit = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
         self._inflight: set[asyncio.Task[None]] = set()
+        self._received: list[tuple[str, str]] = []
+        self._recorded = asyncio.Event()
 
     async def run(self) -> None:
+        self.wakeup.dispatcher = self
+        recorder = asyncio.create_task(self._record_received(), name="supplier:record-received")
         try:
             while True:
                 self.wakeup.event.clear()
                 free = self.concurrency - len(self._inflight)
                 jobs = await self._claim(free) if free > 0 else []
-                for job in jobs:
-                    task = asyncio.create_task(self._perform(job))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._inflight.discard)
+                self.start(jobs)
                 if len(jobs) < free or free == 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wakeup.event.wait(), self.poll_s)
         finally:
-            for task in list(self._inflight):
+            self.wakeup.dispatcher = None
+            for task in [*self._inflight, recorder]:
                 task.cancel()
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+            await asyncio.gather(*self._inflight, recorder, return_exceptions=True)
+
+    def start(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            task = asyncio.create_task(self._perform(job))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
 
     async def _claim(self, limit: int) -> list[Job]:
         jobs: list[Job] = []
         async with self.runtime.uow() as uow:
-            rows = await uow.claim_work(("to_send", "cancel_pending"), LEASE, limit)
-            for so in rows:
+            for so in await uow.claim_work(("to_send", "cancel_pending"), LEASE, limit):
                 jobs.append(await self._job(uow, so))
             await uow.commit()
         return jobs
 
-    async def _job(self, uow: SupplierUnitOfWork, so: Any) -> Job:
-        row = await uow.supplier_row(so.supplier_id)
-        creds = uow.sealer.load(row.credentials)
-        endpoint = SupplierEndpoint(row.id, row.api_base_url, creds.api_key, row.rate_limit_per_s)
+    @staticmethod
+    async def _job(uow: SupplierUnitOfWork, so: Any) -> Job:
         if so.state in ("cancel_pending", "cancelling"):
-            return Job(so.id, "cancel", endpoint, None, so.supplier_order_ref)
+            return Job(so.id, so.supplier_id, "cancel", None, so.supplier_order_ref)
         request = await uow.request(so.order_id)
         allocs = await uow.allocations_of(so.id)
-        return Job(
+        order = NewSupplierOrder(
             so.id,
-            "place",
-            endpoint,
-            PlaceOrderRequest(
-                idempotency_key=so.id,
-                reference=so.id,
-                order_id=so.order_id,
-                lines=[OrderLine(a.supplier_sku, a.quantity) for a in allocs],
-                ship_country=request.ship_country,
-                ship_postal_code=request.ship_postal_code,
-                callback_url=f"{self.callback_base}/v1/webhooks/suppliers/{row.id}",
-            ),
-            None,
+            so.order_id,
+            so.supplier_id,
+            tuple((a.supplier_sku, a.quantity) for a in allocs),
+            request.ship_country,
+            request.ship_postal_code,
+        )
+        return Job(so.id, so.supplier_id, "place", order, None)
+
+    async def _endpoint(self, supplier_id: str) -> SupplierEndpoint:
+        async with self.runtime.uow() as uow:
+            entry = await uow.supplier(supplier_id)  # the directory cache: rarely a query
+        if entry is None:
+            raise LookupError(f"supplier {supplier_id} is gone")
+        return SupplierEndpoint(
+            entry.id, entry.api_base_url, entry.credentials.api_key, entry.rate_limit_per_s
+        )
+
+    def _request(self, order: NewSupplierOrder) -> PlaceOrderRequest:
+        return PlaceOrderRequest(
+            idempotency_key=order.id,
+            reference=order.id,
+            order_id=order.order_id,
+            lines=[OrderLine(sku, quantity) for sku, quantity in order.lines],
+            ship_country=order.ship_country,
+            ship_postal_code=order.ship_postal_code,
+            callback_url=f"{self.callback_base}/v1/webhooks/suppliers/{order.supplier_id}",
         )
 
     async def _perform(self, job: Job) -> None:
         async with self.limit:
             try:
+                endpoint = await self._endpoint(job.supplier_id)
                 if job.kind == "place":
-                    assert job.request is not None
-                    outcome = await self.client.place_order(job.endpoint, job.request)
-                    await handlers.record_send(self.runtime.uow(), job.so_id, outcome)
+                    assert job.order is not None
+                    outcome = await self.client.place_order(endpoint, self._request(job.order))
+                    if isinstance(outcome, Received):
+                        self._received.append((job.so_id, outcome.supplier_order_ref))
+                        self._recorded.set()
+                    else:
+                        await handlers.record_send(self.runtime.uow(), job.so_id, outcome)
                 else:
                     done = True
                     if job.supplier_order_ref:
-                        done = await self.client.cancel_order(job.endpoint, job.supplier_order_ref)
+                        done = await self.client.cancel_order(endpoint, job.supplier_order_ref)
                     await handlers.record_cancel(self.runtime.uow(), job.so_id, done)
             except Exception:
                 # the lease expires and the job is retried with the same idempotency key
                 log.exception("supplier job failed", extra={"supplier_order": job.so_id})
+
+    async def _record_received(self) -> None:
+        """Record the orders suppliers took, as many per transaction as have come in."""
+        while True:
+            await self._recorded.wait()
+            self._recorded.clear()
+            batch, self._received = self._received, []
+            try:
+                await handlers.record_sent(self.runtime.uow(), batch)
+            except Exception:
+                # still `sending`: the lease expires, they are sent again with the same key
+                # and the supplier answers with the orders it already has
+                log.exception("recording placed supplier orders failed")
 
 
 async def sla_clock(runtime: ServiceRuntime[SupplierUnitOfWork], interval_s: float) -> None:

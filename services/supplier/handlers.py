@@ -1,22 +1,28 @@
 """Supplier service handlers: routing, failover, supplier callbacks, tracking, the SLA clock.
 
-Every handler runs inside one unit of work and never calls a supplier: it records
-supplier orders as `to_send` (or `cancel_pending`), and the dispatcher
+Every handler runs inside one unit of work and never calls a supplier: it records new
+supplier orders as `sending` under this process's lease (handed to its dispatcher once
+committed) and cancellations as `cancel_pending`; the dispatcher
 (`services.supplier.dispatcher`) makes the calls outside any transaction, with the
-supplier order id as the idempotency key, then records the outcome here.
+supplier order id as the idempotency key, then records the outcome here. Supplier
+orders the supplier took but never called back about are checked on by the reconciler
+(`services.supplier.reconciler`), whose findings go through the same callback handler.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from services.supplier.adapter import Outcome, OutOfStock, Received, Rejected
-from services.supplier.domain import Line, Weights, plan
-from services.supplier.store import SupplierUnitOfWork, aware
+from prometheus_client import Counter
+
+from services.supplier.adapter import Outcome, OutOfStock, Received, Rejected, SupplierStatus
+from services.supplier.domain import Line, Plan, Weights, plan
+from services.supplier.store import NewSupplierOrder, StockConflict, SupplierUnitOfWork, aware
 from shared.events import (
     ConfirmedLine,
     DelayReason,
@@ -34,9 +40,16 @@ from shared.events import (
 )
 from shared.uow import UnitOfWork
 
+log = logging.getLogger(__name__)
 WEIGHTS = Weights()
-SCANS = 0
-"""SLA scans run by this process (observability and tests)."""
+SLA_SCANS = Counter("dropship_supplier_sla_scans", "SLA clock scans run by this process.")
+STATUS_CHECKS = Counter(
+    "dropship_supplier_status_checks",
+    "Undecided supplier orders whose status was fetched from the supplier, by what it said.",
+    ["outcome"],
+)
+REPLANS = 3
+"""Routing plans again at most this often when a concurrent order took the stock it planned on."""
 
 
 def _now() -> datetime:
@@ -45,121 +58,181 @@ def _now() -> datetime:
 
 async def on_order_placed(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
     assert isinstance(data, OrderPlaced) and isinstance(uow, SupplierUnitOfWork)
-    fresh = await uow.add_request(
+    lines = [
         {
-            "order_id": data.order_id,
-            "currency": data.currency,
-            "lines": [
-                {
-                    "line_id": ln.line_id,
-                    "sku": ln.sku,
-                    "quantity": ln.quantity,
-                    "unit_price": str(ln.unit_price),
-                }
-                for ln in data.lines
-            ],
-            "ship_country": data.shipping_country,
-            "ship_postal_code": data.shipping_postal_code,
-            "placed_at": data.placed_at,
-            "received_at": _now(),
+            "line_id": ln.line_id,
+            "sku": ln.sku,
+            "quantity": ln.quantity,
+            "unit_price": str(ln.unit_price),
         }
-    )
-    if fresh and not await uow.was_cancelled(data.order_id):
-        request = await uow.request(data.order_id)
-        await route(uow, data.order_id, data.currency, uow.lines_of(request), {})
+        for ln in data.lines
+    ]
+    request = {
+        "order_id": data.order_id,
+        "currency": data.currency,
+        "lines": lines,
+        "ship_country": data.shipping_country,
+        "ship_postal_code": data.shipping_postal_code,
+        "placed_at": data.placed_at,
+        "received_at": _now(),
+    }
+    if await uow.add_request(request) and not await uow.was_cancelled(data.order_id):
+        order = _Order(
+            data.order_id, data.currency, data.shipping_country, data.shipping_postal_code
+        )
+        await route(
+            uow,
+            order,
+            [Line(ln.line_id, ln.sku, ln.quantity, ln.unit_price) for ln in data.lines],
+            {},
+        )
+
+
+class _Order:
+    """What routing needs of an order besides its lines."""
+
+    __slots__ = ("currency", "id", "ship_country", "ship_postal_code")
+
+    def __init__(self, order_id: str, currency: str, country: str, postal_code: str) -> None:
+        self.id, self.currency = order_id, currency
+        self.ship_country, self.ship_postal_code = country, postal_code
+
+    @classmethod
+    def of(cls, request: Any) -> _Order:
+        return cls(
+            request.order_id, request.currency, request.ship_country, request.ship_postal_code
+        )
 
 
 async def route(
     uow: SupplierUnitOfWork,
-    order_id: str,
-    currency: str,
+    order: _Order,
     lines: list[Line],
     excluded: dict[str, frozenset[str]],
-) -> list[str]:
-    """Plan lines onto suppliers, reserve stock, queue supplier orders; returns unroutable lines."""
+    *,
+    release: list[tuple[str, str, int]] | None = None,
+    all_or_nothing: bool = False,
+) -> Plan | None:
+    """Plan lines onto suppliers, reserve stock, record supplier orders to send.
+
+    `release` is stock to give back in the same pass (a failed supplier's allocation).
+    With `all_or_nothing`, nothing happens (None) unless every line finds a supplier;
+    otherwise unroutable lines are reported with `order-routing-failed`.
+    """
     if not lines:
-        return []
-    offers = await uow.offers_for({ln.sku for ln in lines}, currency)
-    suppliers = await uow.supplier_infos({o.supplier_id for o in offers})
-    result = plan(lines, offers, suppliers, currency, WEIGHTS, excluded)
+        return Plan()
+    for attempt in range(REPLANS + 1):
+        offers = await uow.offers_for({ln.sku for ln in lines}, order.currency)
+        suppliers = await uow.supplier_infos({o.supplier_id for o in offers})
+        result = plan(lines, offers, suppliers, order.currency, WEIGHTS, excluded)
+        if all_or_nothing and result.failed:
+            return None
+        take = [
+            (supplier_id, p.line.sku, p.line.quantity)
+            for supplier_id, picks in result.by_supplier.items()
+            for p in picks
+        ]
+        try:
+            await uow.move_stock(take=take, give=release or ())
+            break
+        except StockConflict:
+            if attempt == REPLANS:
+                raise
+            log.info("stock taken meanwhile, planning again", extra={"order_id": order.id})
+    await _record(uow, order, result)
+    return result
+
+
+async def _record(uow: SupplierUnitOfWork, order: _Order, result: Plan) -> None:
     now = _now()
+    orders, allocations, sends = [], [], []
     for supplier_id, picks in result.by_supplier.items():
         so_id = f"so_{uuid.uuid4().hex}"
-        await uow.add_supplier_order(
-            {
-                "id": so_id,
-                "order_id": order_id,
-                "supplier_id": supplier_id,
-                "state": "to_send",
-                "created_at": now,
-            },
-            [
-                {
-                    "supplier_order_id": so_id,
-                    "order_id": order_id,
-                    "line_id": p.line.line_id,
-                    "sku": p.line.sku,
-                    "supplier_sku": p.offer.supplier_sku,
-                    "quantity": p.line.quantity,
-                    "unit_cost": p.offer.unit_cost,
-                    "unit_price": p.line.unit_price,
-                    "currency": currency,
-                }
-                for p in picks
-            ],
+        orders.append(
+            {"id": so_id, "order_id": order.id, "supplier_id": supplier_id, "created_at": now}
         )
-        for p in sorted(picks, key=lambda p: p.line.sku):  # stable lock order: no deadlocks
-            await uow.adjust_stock(supplier_id, p.line.sku, -p.line.quantity)
+        allocations += [
+            {
+                "supplier_order_id": so_id,
+                "order_id": order.id,
+                "line_id": p.line.line_id,
+                "sku": p.line.sku,
+                "supplier_sku": p.offer.supplier_sku,
+                "quantity": p.line.quantity,
+                "unit_cost": p.offer.unit_cost,
+                "unit_price": p.line.unit_price,
+                "currency": order.currency,
+            }
+            for p in picks
+        ]
+        sends.append(
+            NewSupplierOrder(
+                so_id,
+                order.id,
+                supplier_id,
+                tuple((p.offer.supplier_sku, p.line.quantity) for p in picks),
+                order.ship_country,
+                order.ship_postal_code,
+            )
+        )
+    await uow.add_supplier_orders(orders, allocations, sends)
     by_reason: dict[RoutingFailureReason, list[str]] = defaultdict(list)
     for line_id, reason in result.failed.items():
         by_reason[reason].append(line_id)
     for reason, line_ids in by_reason.items():
-        uow.emit(OrderRoutingFailed(order_id=order_id, line_ids=line_ids, reason=reason))
-    return list(result.failed)
+        uow.emit(OrderRoutingFailed(order_id=order.id, line_ids=line_ids, reason=reason))
 
 
-async def fail_over(uow: SupplierUnitOfWork, so: Any, *, restock: bool = True) -> list[str]:
-    """Give the lines of a failed supplier order to the next-ranked suppliers."""
+async def fail_over(
+    uow: SupplierUnitOfWork, so: Any, *, restock: bool = True, all_or_nothing: bool = False
+) -> bool:
+    """Give the lines of a failed supplier order to the next-ranked suppliers.
+
+    False when nothing moved: the order was cancelled, or (`all_or_nothing`) some line
+    has no other supplier.
+    """
     request = await uow.request(so.order_id)
     if request is None or request.cancelled_at is not None:
-        return []
+        return False
     allocs = await uow.allocations_of(so.id)
-    if restock:
-        for a in allocs:
-            await uow.adjust_stock(so.supplier_id, a.sku, a.quantity)
     failed_ids = {a.line_id for a in allocs}
     lines = [ln for ln in uow.lines_of(request) if ln.line_id in failed_ids]
-    excluded = await uow.failed_suppliers_by_line(so.order_id)
-    return await route(uow, so.order_id, request.currency, lines, excluded)
+    history = await uow.failed_suppliers_by_line(so.order_id)
+    excluded = {ln.line_id: history.get(ln.line_id, frozenset()) | {so.supplier_id} for ln in lines}
+    release = [(so.supplier_id, a.sku, a.quantity) for a in allocs] if restock else []
+    moved = await route(
+        uow, _Order.of(request), lines, excluded, release=release, all_or_nothing=all_or_nothing
+    )
+    return moved is not None
+
+
+async def record_sent(uow: SupplierUnitOfWork, sent: list[tuple[str, str]]) -> None:
+    """Supplier orders the suppliers took (id, their ref), recorded in one statement."""
+    async with uow:
+        await uow.mark_received(sent)
+        await uow.commit()
 
 
 async def record_send(uow: SupplierUnitOfWork, so_id: str, outcome: Outcome) -> None:
     """The dispatcher's result of placing a supplier order."""
+    if isinstance(outcome, Received):
+        await record_sent(uow, [(so_id, outcome.supplier_order_ref)])
+        return
     async with uow:
         so = await uow.supplier_order(so_id, for_update=True)
         if so is None or so.state != "sending":
             return  # a callback or a cancel got there first
-        if isinstance(outcome, Received):
-            await uow.set_state(
-                so_id,
-                state="received",
-                supplier_order_ref=outcome.supplier_order_ref,
-                sent_at=_now(),
-                lease_until=None,
-            )
-        else:
-            state = {OutOfStock: "out_of_stock", Rejected: "rejected"}.get(
-                type(outcome), "unavailable"
-            )
-            await uow.set_state(so_id, state=state, failure=_describe(outcome), lease_until=None)
-            if isinstance(outcome, OutOfStock):
-                skus = [
-                    a.sku for a in await uow.allocations_of(so_id) if a.supplier_sku in outcome.skus
-                ]
-                await uow.set_stock(so.supplier_id, skus, 0)  # learn: the supplier has none
-            if isinstance(outcome, Rejected):
-                await uow.count(so.supplier_id, decided=1)
-            await fail_over(uow, so, restock=not isinstance(outcome, OutOfStock))
+        state = {OutOfStock: "out_of_stock", Rejected: "rejected"}.get(type(outcome), "unavailable")
+        await uow.set_state(so_id, state=state, failure=_describe(outcome), lease_until=None)
+        if isinstance(outcome, OutOfStock):
+            # learn: the supplier has none of these (its stock is set to 0, not given back)
+            skus = [
+                a.sku for a in await uow.allocations_of(so_id) if a.supplier_sku in outcome.skus
+            ]
+            await uow.move_stock(empty=[(so.supplier_id, sku) for sku in skus])
+        if isinstance(outcome, Rejected):
+            uow.count(so.supplier_id, decided=1)
+        await fail_over(uow, so, restock=not isinstance(outcome, OutOfStock))
         await uow.commit()
 
 
@@ -198,6 +271,7 @@ async def on_order_cancelled(envelope: Envelope, data: EventData, uow: UnitOfWor
     request = await uow.request(data.order_id, for_update=True)
     if request is None:
         return
+    release: list[tuple[str, str, int]] = []
     for so in await uow.orders_of(data.order_id):
         if so.state in ("to_send",):
             await uow.set_state(so.id, state="cancelled")
@@ -205,8 +279,8 @@ async def on_order_cancelled(envelope: Envelope, data: EventData, uow: UnitOfWor
             await uow.set_state(so.id, state="cancel_pending")
         else:
             continue
-        for a in await uow.allocations_of(so.id):
-            await uow.adjust_stock(so.supplier_id, a.sku, a.quantity)
+        release += [(so.supplier_id, a.sku, a.quantity) for a in await uow.allocations_of(so.id)]
+    await uow.move_stock(give=release)
 
 
 async def on_callback(uow: SupplierUnitOfWork, supplier_id: str, body: dict[str, Any]) -> str:
@@ -214,82 +288,34 @@ async def on_callback(uow: SupplierUnitOfWork, supplier_id: str, body: dict[str,
     so = await uow.supplier_order(str(body.get("reference", "")), for_update=True)
     if so is None or so.supplier_id != supplier_id:
         return "unknown_order"
-    kind, now = body["type"], _now()
-    active = so.state in ("sending", "received", "accepted", "backordered")
+    kind = body["type"]
+    ref = body.get("supplier_order_ref") or so.supplier_order_ref
     if kind in ("accepted", "dispatched") and so.state in ("unavailable", "cancelled"):
         # we gave up on this supplier (timeouts) or the customer cancelled, yet it took the
         # order after all: call it off, so the goods are never bought twice
-        await uow.set_state(
-            so.id,
-            state="cancel_pending",
-            supplier_order_ref=body.get("supplier_order_ref") or so.supplier_order_ref,
-        )
+        await uow.set_state(so.id, state="cancel_pending", supplier_order_ref=ref)
         return "cancelling_late_acceptance"
     if kind == "accepted" and so.state in ("sending", "received", "backordered"):
-        row = await uow.supplier_row(supplier_id)
-        ship_by = now + timedelta(hours=float(row.ship_sla_hours))
-        await uow.set_state(
-            so.id,
-            state="accepted",
-            supplier_order_ref=body.get("supplier_order_ref") or so.supplier_order_ref,
-            confirmed_at=now,
-            ship_by=ship_by,
-            sla_hours=float(row.ship_sla_hours),
-            lease_until=None,
-        )
-        if so.state != "backordered":  # a backorder was already counted as a decision
-            await uow.count(supplier_id, decided=1, accepted=1)
-        allocs = await uow.allocations_of(so.id)
-        uow.emit(
-            SupplierConfirmed(
-                order_id=so.order_id,
-                supplier_id=supplier_id,
-                supplier_order_ref=body.get("supplier_order_ref") or so.supplier_order_ref or so.id,
-                lines=[
-                    ConfirmedLine(
-                        line_id=a.line_id, quantity=a.quantity, unit_cost=Decimal(a.unit_cost)
-                    )
-                    for a in allocs
-                ],
-                currency=allocs[0].currency,
-                ship_by=ship_by,
-            )
-        )
+        await _accept(uow, so, ref)
         return "accepted"
-    if kind == "rejected" and active and so.state != "accepted":
+    if kind == "rejected" and so.state in ("sending", "received", "backordered"):
         await uow.set_state(
             so.id, state="rejected", failure=str(body.get("reason", ""))[:200], lease_until=None
         )
-        await uow.count(supplier_id, decided=1)
+        uow.count(supplier_id, decided=1)
         await fail_over(uow, so)
         return "rejected"
     if kind == "backordered" and so.state in ("sending", "received"):
-        await uow.count(supplier_id, decided=1)
-        request = await uow.request(so.order_id)
-        allocs = await uow.allocations_of(so.id)
-        lines = [ln for ln in uow.lines_of(request) if ln.line_id in {a.line_id for a in allocs}]
-        excluded = await uow.failed_suppliers_by_line(so.order_id)
-        excluded = {
-            ln.line_id: excluded.get(ln.line_id, frozenset()) | {supplier_id} for ln in lines
-        }
-        offers = await uow.offers_for({ln.sku for ln in lines}, request.currency)
-        alternatives = plan(
-            lines,
-            offers,
-            await uow.supplier_infos({o.supplier_id for o in offers}),
-            request.currency,
-            WEIGHTS,
-            excluded,
-        )
-        if not alternatives.failed:  # someone else can take every line: move them
+        uow.count(supplier_id, decided=1)
+        if await fail_over(uow, so, all_or_nothing=True):  # someone else takes every line
             await uow.set_state(so.id, state="cancel_pending", failure="backordered")
-            await fail_over(uow, so)
             return "failed_over"
         await uow.set_state(
             so.id,
             state="backordered",
-            supplier_order_ref=body.get("supplier_order_ref"),
+            supplier_order_ref=ref,
             lease_until=None,
+            next_check_at=_now() + uow.check_after,
         )
         uow.emit(
             ShipmentDelayed(
@@ -302,18 +328,24 @@ async def on_callback(uow: SupplierUnitOfWork, supplier_id: str, body: dict[str,
         )
         return "backordered"
     if kind == "dispatched" and so.state in ("sending", "received", "accepted", "backordered"):
-        tracking, carrier = (
-            str(body.get("tracking_number") or ""),
-            str(body.get("carrier") or "unknown"),
-        )
+        tracking = str(body.get("tracking_number") or "")
         if not tracking:
             raise ValueError("dispatched callback without tracking_number")
-        deadline = aware(so.ship_by)
-        on_time = 1 if deadline is None or now <= deadline else 0
+        ship_by = aware(so.ship_by)
+        if so.state != "accepted":  # shipping is taking it: confirm first, then dispatch
+            ship_by = await _accept(uow, so, ref)
+        now = _now()
+        carrier = str(body.get("carrier") or "unknown")
+        on_time = 1 if ship_by is None or now <= ship_by else 0
         await uow.set_state(
-            so.id, state="dispatched", carrier=carrier, tracking_number=tracking, dispatched_at=now
+            so.id,
+            state="dispatched",
+            carrier=carrier,
+            tracking_number=tracking,
+            dispatched_at=now,
+            lease_until=None,
         )
-        await uow.count(supplier_id, shipped=1, shipped_on_time=on_time)
+        uow.count(supplier_id, shipped=1, shipped_on_time=on_time)
         allocs = await uow.allocations_of(so.id)
         uow.emit(
             ShipmentDispatched(
@@ -328,13 +360,82 @@ async def on_callback(uow: SupplierUnitOfWork, supplier_id: str, body: dict[str,
     return "ignored"
 
 
+async def _accept(uow: SupplierUnitOfWork, so: Any, ref: str | None) -> datetime:
+    """Confirm a supplier order: start its SLA clock and emit `supplier-confirmed`."""
+    entry = await uow.supplier(so.supplier_id)
+    sla_hours = entry.ship_sla_hours if entry is not None else 48.0
+    now = _now()
+    ship_by = now + timedelta(hours=sla_hours)
+    await uow.set_state(
+        so.id,
+        state="accepted",
+        supplier_order_ref=ref,
+        confirmed_at=now,
+        ship_by=ship_by,
+        sla_hours=sla_hours,
+        lease_until=None,
+        next_check_at=None,
+    )
+    if so.state != "backordered":  # a backorder was already counted as a decision
+        uow.count(so.supplier_id, decided=1, accepted=1)
+    allocs = await uow.allocations_of(so.id)
+    uow.emit(
+        SupplierConfirmed(
+            order_id=so.order_id,
+            supplier_id=so.supplier_id,
+            supplier_order_ref=ref or so.id,
+            lines=[
+                ConfirmedLine(
+                    line_id=a.line_id, quantity=a.quantity, unit_cost=Decimal(a.unit_cost)
+                )
+                for a in allocs
+            ],
+            currency=allocs[0].currency,
+            ship_by=ship_by,
+        )
+    )
+    return ship_by
+
+
+async def record_status(
+    uow: SupplierUnitOfWork, supplier_id: str, so_id: str, status: SupplierStatus
+) -> str:
+    """What the supplier says of an order we have no decision for, applied like its callbacks.
+
+    The callbacks' state guards make this safe to race with a late callback: whichever
+    commits first decides, the other changes nothing.
+    """
+    body: dict[str, Any] = {
+        "reference": so_id,
+        "supplier_order_ref": status.supplier_order_ref,
+        "reason": status.reason,
+        "carrier": status.carrier,
+        "tracking_number": status.tracking_number,
+    }
+    steps = {
+        "accepted": ["accepted"],
+        "rejected": ["rejected"],
+        "cancelled": ["rejected"],  # we never asked: as good as a rejection
+        "backordered": ["backordered"],
+        "dispatched": ["dispatched"],
+        "delivered": ["dispatched"],
+    }.get(status.status, [])
+    outcome = "undecided"
+    async with uow:
+        for kind in steps:
+            outcome = await on_callback(uow, supplier_id, {**body, "type": kind})
+        await uow.commit()
+    STATUS_CHECKS.labels(outcome).inc()
+    return outcome
+
+
 async def on_tracking(uow: SupplierUnitOfWork, body: dict[str, Any]) -> str:
     so = await uow.by_tracking(str(body["tracking_number"]))
     if so is None:
         return "unknown_tracking_number"
     status = body["status"]
     if status == "exception" and so.state == "dispatched":
-        await uow.count(so.supplier_id, exceptions=1)
+        uow.count(so.supplier_id, exceptions=1)
         uow.emit(
             ShipmentDelayed(
                 order_id=so.order_id,
@@ -367,10 +468,9 @@ def _parse_time(value: object) -> datetime | None:
 
 async def scan_sla(uow: SupplierUnitOfWork, now: datetime | None = None) -> int:
     """Emit at_risk / no_tracking_by_deadline / major for untracked accepted orders, once each."""
-    global SCANS
     now = now or _now()
     fired = 0
-    SCANS += 1
+    SLA_SCANS.inc()
     async with uow:
         for so in await uow.sla_due(now):
             confirmed, ship_by = aware(so.confirmed_at), aware(so.ship_by)

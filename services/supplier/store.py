@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,10 +28,12 @@ from services.supplier.tables import (
 )
 from shared.uow import UnitOfWork
 
-__all__ = ["SupplierUnitOfWork", "metadata"]
+__all__ = ["SupplierDirectory", "SupplierUnitOfWork", "metadata"]
 
 ACTIVE_STATES = ("to_send", "sending", "received", "accepted", "backordered", "dispatched")
 FAILED_STATES = ("rejected", "out_of_stock", "unavailable")
+UNDECIDED_STATES = ("received", "backordered")
+"""Placed at the supplier, waiting for its decision: checked on if no callback comes."""
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -60,6 +64,95 @@ class Sealer:
         return Credentials(data.get("api_key", ""), data.get("webhook_secret", ""))
 
 
+@dataclass(frozen=True)
+class SupplierEntry:
+    """What routing, the dispatcher and the webhooks need of a supplier, credentials unsealed."""
+
+    id: str
+    supplier_key: str
+    api_base_url: str
+    credentials: Credentials
+    priority: int
+    ship_sla_hours: float
+    active: bool
+    rate_limit_per_s: float | None
+    track: Track
+
+    @property
+    def info(self) -> SupplierInfo:
+        return SupplierInfo(self.id, self.active, self.priority, self.track)
+
+
+class SupplierDirectory:
+    """Supplier rows cached for `ttl_s` seconds, so hot paths do not read them per order.
+
+    Changes made through this process's admin API invalidate the entry at once; other
+    replicas see them within `ttl_s` (and the measured reliability lags by as much).
+    """
+
+    def __init__(self, sealer: Sealer, ttl_s: float = 2.0) -> None:
+        self.sealer = sealer
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, SupplierEntry | None]] = {}
+
+    def invalidate(self, supplier_id: str | None = None) -> None:
+        if supplier_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(supplier_id, None)
+
+    def cached(self, supplier_id: str) -> tuple[bool, SupplierEntry | None]:
+        hit = self._entries.get(supplier_id)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def remember(self, supplier_id: str, row: Any) -> SupplierEntry | None:
+        entry = None
+        if row is not None:
+            entry = SupplierEntry(
+                row.id,
+                row.supplier_key,
+                row.api_base_url,
+                self.sealer.load(row.credentials),
+                row.priority,
+                float(row.ship_sla_hours),
+                row.active,
+                row.rate_limit_per_s,
+                Track(row.decided, row.accepted, row.shipped, row.shipped_on_time),
+            )
+        self._entries[supplier_id] = (time.monotonic() + self.ttl_s, entry)
+        return entry
+
+
+@dataclass(frozen=True)
+class NewSupplierOrder:
+    """A supplier order committed as `sending` under this process's lease: the dispatcher
+    places it straight from memory (no claim round trip); if this process dies, the lease
+    expires and any replica sends it again with the same idempotency key."""
+
+    id: str
+    order_id: str
+    supplier_id: str
+    lines: tuple[tuple[str, int], ...]  # (supplier_sku, quantity)
+    ship_country: str
+    ship_postal_code: str
+
+
+@dataclass
+class _Tally:
+    """Supplier counter increments, written last and in supplier order at commit (hot rows)."""
+
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def add(self, supplier_id: str, increments: dict[str, int]) -> None:
+        self.counts.setdefault(supplier_id, Counter()).update(increments)
+
+
+class StockConflict(Exception):
+    """Stock read for planning was taken by a concurrent order; plan again."""
+
+
 class SupplierUnitOfWork(UnitOfWork):
     def __init__(
         self,
@@ -67,23 +160,50 @@ class SupplierUnitOfWork(UnitOfWork):
         on_commit: Callable[[], None] | None = None,
         notify_others: Callable[[], bool] = lambda: True,
         *,
-        sealer: Sealer,
+        directory: SupplierDirectory,
+        hand_off: Callable[[list[NewSupplierOrder]], None] = lambda _: None,
         wake_dispatcher: Callable[[], None] = lambda: None,
+        lease: timedelta = timedelta(seconds=60),
+        check_after: timedelta = timedelta(seconds=30),
     ) -> None:
         super().__init__(sessions, on_commit, notify_others)
-        self.sealer = sealer
+        self.directory = directory
+        self.sealer = directory.sealer
+        self.lease = lease
+        self.check_after = check_after
+        self._hand_off = hand_off
         self._wake_dispatcher = wake_dispatcher
         self.work_queued = False
+        self.new_orders: list[NewSupplierOrder] = []
+        self._tally = _Tally()
 
     async def __aenter__(self) -> SupplierUnitOfWork:
         await super().__aenter__()
         self.work_queued = False
+        self.new_orders = []
+        self._tally = _Tally()
         return self
 
     async def commit(self) -> None:
+        for supplier_id in sorted(self._tally.counts):  # hot rows: last, in a stable order
+            increments = self._tally.counts[supplier_id]
+            await self.session.execute(
+                update(supplier)
+                .where(supplier.c.id == supplier_id)
+                .values({supplier.c[k]: supplier.c[k] + v for k, v in increments.items()})
+            )
+        self._tally = _Tally()
         await super().commit()
+        if self.new_orders:
+            fresh, self.new_orders = self.new_orders, []
+            self._hand_off(fresh)
         if self.work_queued:
             self._wake_dispatcher()
+
+    async def rollback(self) -> None:
+        self.new_orders = []
+        self._tally = _Tally()
+        await super().rollback()
 
     def _insert(self) -> Any:
         return (postgresql if self.dialect == "postgresql" else sqlite).insert
@@ -94,17 +214,48 @@ class SupplierUnitOfWork(UnitOfWork):
             await self.session.execute(select(supplier).where(supplier.c.id == supplier_id))
         ).first()
 
+    async def supplier(self, supplier_id: str) -> SupplierEntry | None:
+        """The supplier from the directory cache, read (in this transaction) on a miss."""
+        return (await self.suppliers({supplier_id})).get(supplier_id)
+
+    async def suppliers(self, ids: Iterable[str]) -> dict[str, SupplierEntry]:
+        found: dict[str, SupplierEntry] = {}
+        missing: set[str] = set()
+        for supplier_id in set(ids):
+            hit, entry = self.directory.cached(supplier_id)
+            if not hit:
+                missing.add(supplier_id)
+            elif entry is not None:
+                found[supplier_id] = entry
+        if missing:
+            rows = {
+                r.id: r
+                for r in await self.session.execute(
+                    select(supplier).where(supplier.c.id.in_(missing))
+                )
+            }
+            for supplier_id in missing:
+                entry = self.directory.remember(supplier_id, rows.get(supplier_id))
+                if entry is not None:
+                    found[supplier_id] = entry
+        return found
+
     async def supplier_infos(self, ids: set[str]) -> dict[str, SupplierInfo]:
-        rows = await self.session.execute(select(supplier).where(supplier.c.id.in_(ids)))
-        return {
-            r.id: SupplierInfo(
-                r.id,
-                r.active,
-                r.priority,
-                Track(r.decided, r.accepted, r.shipped, r.shipped_on_time),
+        return {k: v.info for k, v in (await self.suppliers(ids)).items()}
+
+    async def upsert_offers(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
+        """Insert or replace offers by (supplier_id, sku); `values` are the offer's columns."""
+        now = datetime.now(UTC)
+        for supplier_id, values in rows:
+            changes = {**{k: v for k, v in values.items() if k != "sku"}, "updated_at": now}
+            stmt = self._insert()(offer).values(
+                supplier_id=supplier_id, sku=values["sku"], **changes
             )
-            for r in rows
-        }
+            await self.session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[offer.c.supplier_id, offer.c.sku], set_=changes
+                )
+            )
 
     async def offers_for(self, skus: set[str], currency: str) -> list[Offer]:
         rows = await self.session.execute(
@@ -123,30 +274,53 @@ class SupplierUnitOfWork(UnitOfWork):
             for r in rows
         ]
 
-    async def adjust_stock(self, supplier_id: str, sku: str, delta: int) -> None:
-        await self.session.execute(
-            update(offer)
-            .where(offer.c.supplier_id == supplier_id, offer.c.sku == sku)
-            .values(
-                stock=func.max(offer.c.stock + delta, 0)
-                if self.dialect == "sqlite"
-                else func.greatest(offer.c.stock + delta, 0)
-            )
-        )
+    async def move_stock(
+        self,
+        *,
+        take: Iterable[tuple[str, str, int]] = (),
+        give: Iterable[tuple[str, str, int]] = (),
+        empty: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Reserve (`take`), release (`give`) and zero (`empty`) offer stock in one pass.
 
-    async def set_stock(self, supplier_id: str, skus: list[str], stock: int) -> None:
-        await self.session.execute(
-            update(offer)
-            .where(offer.c.supplier_id == supplier_id, offer.c.sku.in_(skus))
-            .values(stock=stock)
-        )
+        Offer rows are hot, so every change of one transaction is applied here, in one
+        global (supplier, sku) order: two transactions can never lock them crosswise. A
+        reservation only succeeds if enough is left; otherwise what this call already
+        changed is undone and `StockConflict` is raised, so two orders racing for the
+        last units can never both get them.
+        """
+        delta: Counter[tuple[str, str]] = Counter()
+        for supplier_id, sku, quantity in take:
+            delta[(supplier_id, sku)] -= quantity
+        for supplier_id, sku, quantity in give:
+            delta[(supplier_id, sku)] += quantity
+        zero = set(empty)
+        done: list[tuple[tuple[str, str], int]] = []
+        for key in sorted(set(delta) | zero):
+            where = (offer.c.supplier_id == key[0], offer.c.sku == key[1])
+            if key in zero:
+                await self.session.execute(update(offer).where(*where).values(stock=0))
+                continue
+            change = delta[key]
+            if change == 0:
+                continue
+            stmt = update(offer).where(*where)
+            if change < 0:
+                stmt = stmt.where(offer.c.stock >= -change)
+            result = await self.session.execute(stmt.values(stock=offer.c.stock + change))
+            if change < 0 and getattr(result, "rowcount", 0) != 1:
+                for (supplier_id, sku), undo in done:
+                    await self.session.execute(
+                        update(offer)
+                        .where(offer.c.supplier_id == supplier_id, offer.c.sku == sku)
+                        .values(stock=offer.c.stock - undo)
+                    )
+                raise StockConflict(f"{key[0]}/{key[1]}")
+            done.append((key, change))
 
-    async def count(self, supplier_id: str, **increments: int) -> None:
-        await self.session.execute(
-            update(supplier)
-            .where(supplier.c.id == supplier_id)
-            .values({supplier.c[k]: supplier.c[k] + v for k, v in increments.items()})
-        )
+    def count(self, supplier_id: str, **increments: int) -> None:
+        """Add to a supplier's counters; written at commit (see `commit`)."""
+        self._tally.add(supplier_id, increments)
 
     # -- routing requests -----------------------------------------------------------------
     async def add_request(self, values: dict[str, Any]) -> bool:
@@ -194,12 +368,25 @@ class SupplierUnitOfWork(UnitOfWork):
         return [r.order_id for r in rows]
 
     # -- supplier orders ------------------------------------------------------------------
-    async def add_supplier_order(
-        self, values: dict[str, Any], allocations: list[dict[str, Any]]
+    async def add_supplier_orders(
+        self,
+        orders: list[dict[str, Any]],
+        allocations: list[dict[str, Any]],
+        sends: list[NewSupplierOrder],
     ) -> None:
-        await self.session.execute(supplier_order.insert().values(**values))
+        """New supplier orders, leased to this process and handed to its dispatcher at commit."""
+        if not orders:
+            return
+        now = datetime.now(UTC)
+        await self.session.execute(
+            supplier_order.insert(),
+            [
+                {**o, "state": "sending", "attempts": 1, "lease_until": now + self.lease}
+                for o in orders
+            ],
+        )
         await self.session.execute(allocation.insert(), allocations)
-        self.work_queued = True
+        self.new_orders += sends
 
     async def supplier_order(self, so_id: str, *, for_update: bool = False) -> Any:
         query = select(supplier_order).where(supplier_order.c.id == so_id)
@@ -221,6 +408,31 @@ class SupplierUnitOfWork(UnitOfWork):
         )
         if values.get("state") in ("to_send", "cancel_pending"):
             self.work_queued = True
+
+    async def mark_received(self, sent: list[tuple[str, str]]) -> None:
+        """(supplier order id, supplier_order_ref) placed at the supplier: one statement.
+
+        Only orders still `sending` change: a callback or a cancel may have got there first.
+        """
+        if not sent:
+            return
+        now = datetime.now(UTC)
+        await self.session.execute(
+            update(supplier_order)
+            .where(supplier_order.c.id == bindparam("so_id"), supplier_order.c.state == "sending")
+            .values(
+                state="received",
+                supplier_order_ref=bindparam("ref"),
+                sent_at=now,
+                lease_until=None,
+                next_check_at=bindparam("check_at"),
+            )
+            .execution_options(synchronize_session=False),
+            [
+                {"so_id": so_id, "ref": ref, "check_at": now + self.check_after}
+                for so_id, ref in sent
+            ],
+        )
 
     async def orders_of(self, order_id: str) -> list[Any]:
         rows = await self.session.execute(
@@ -295,6 +507,30 @@ class SupplierUnitOfWork(UnitOfWork):
                 update(supplier_order)
                 .where(supplier_order.c.id == row.id)
                 .values(state=busy, lease_until=now + lease, attempts=supplier_order.c.attempts + 1)
+            )
+        return rows
+
+    async def due_checks(self, limit: int) -> list[Any]:
+        """Take undecided supplier orders whose check is due, and push their next check back."""
+        now = datetime.now(UTC)
+        query = (
+            select(supplier_order)
+            .where(
+                supplier_order.c.state.in_(UNDECIDED_STATES),
+                supplier_order.c.next_check_at.is_not(None),
+                supplier_order.c.next_check_at <= now,
+            )
+            .order_by(supplier_order.c.next_check_at)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        rows = list(await self.session.execute(query))
+        if rows:
+            await self.session.execute(
+                update(supplier_order)
+                .where(supplier_order.c.id.in_([r.id for r in rows]))
+                .values(next_check_at=now + self.check_after)
             )
         return rows
 

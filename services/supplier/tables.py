@@ -93,8 +93,11 @@ supplier_order = Table(
     Column("tracking_number", String(128), nullable=True, index=True),
     Column("dispatched_at", DateTime(timezone=True), nullable=True),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
+    # when to ask the supplier for the order's status if no decision has been called back
+    Column("next_check_at", DateTime(timezone=True), nullable=True),
     Index("ix_supplier_order_state", "state"),
     Index("ix_supplier_order_sla", "state", "ship_by"),
+    Index("ix_supplier_order_check", "state", "next_check_at"),
 )
 
 allocation = Table(

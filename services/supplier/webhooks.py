@@ -2,20 +2,85 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
+import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.supplier import handlers
 from services.supplier.api import UoW, runtime_of, settings_of
-from shared.http import Unauthorized, Unprocessable
+from services.supplier.store import SupplierUnitOfWork
+from shared.http import Unauthorized, Unprocessable, error_body
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+log = logging.getLogger(__name__)
+SHED = Counter(
+    "dropship_supplier_webhooks_shed",
+    "Callbacks answered 503 (busy: no slot or database connection in time); senders retry.",
+)
+RETRY_AFTER_S = 1
+
+
+class Busy(Exception):
+    """No capacity to take a callback now: answered 503 with Retry-After, nothing changed."""
+
+
+@contextlib.asynccontextmanager
+async def capacity(request: Request, uow: SupplierUnitOfWork) -> AsyncIterator[None]:
+    """A callback slot and a database connection within `webhook_wait_s`, or `Busy`.
+
+    Callbacks are retried by their senders, so under overload it is better to say so at
+    once than to hold the sender until a pool timeout; the slots also keep callbacks from
+    taking every connection the consumer and the dispatcher need.
+    """
+    slots: asyncio.Semaphore = request.app.state.webhook_slots
+    wait_s = settings_of(runtime_of(request)).webhook_wait_s
+    try:
+        async with asyncio.timeout(wait_s):
+            await slots.acquire()
+    except TimeoutError as exc:
+        raise Busy("no callback slot free") from exc
+    try:
+        try:
+            async with asyncio.timeout(wait_s):
+                await uow.session.connection()  # checks out a connection, begins
+        except (TimeoutError, PoolTimeout) as exc:
+            raise Busy("no database connection free") from exc
+        yield
+    except (OperationalError, DBAPIError) as exc:
+        if not _contended(exc):
+            raise
+        raise Busy("database busy") from exc
+    finally:
+        slots.release()
+
+
+def _contended(exc: DBAPIError) -> bool:
+    """SQLite's writer lock held past busy_timeout, or a PostgreSQL deadlock victim."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in ("40P01", "40001") or "database is locked" in str(exc).lower()
+
+
+def busy(exc: Busy) -> JSONResponse:
+    SHED.inc()
+    log.warning("callback shed: %s", exc)
+    return JSONResponse(
+        error_body("unavailable", f"busy ({exc}); retry later"),
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 class CallbackIn(BaseModel):
@@ -71,9 +136,15 @@ def _delivery(value: str | None, header: str) -> str:
     return value
 
 
+BUSY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "busy: retry after `Retry-After` seconds; nothing changed"}
+}
+
+
 @router.post(
     "/suppliers/{supplier_id}",
     summary="Supplier callback: accepted, rejected, backordered, dispatched",
+    responses=BUSY,
 )
 async def supplier_callback(
     supplier_id: str,
@@ -81,11 +152,11 @@ async def supplier_callback(
     uow: UoW,
     x_supplier_signature: Annotated[str | None, Header()] = None,
     x_supplier_delivery_id: Annotated[str | None, Header()] = None,
-) -> dict[str, Any]:
+) -> Any:
     raw = await request.body()
     async with uow:
-        row = await uow.supplier_row(supplier_id)
-        secret = uow.sealer.load(row.credentials).webhook_secret if row is not None else ""
+        entry = await uow.supplier(supplier_id)  # the directory cache: rarely a query
+    secret = entry.credentials.webhook_secret if entry is not None else ""
     if not _signed(raw, x_supplier_signature, secret):
         raise Unauthorized("invalid or missing X-Supplier-Signature")
     delivery = _delivery(x_supplier_delivery_id, "X-Supplier-Delivery-Id")
@@ -97,30 +168,40 @@ async def supplier_callback(
                 {"field": "body.tracking_number", "reason": "required when type is dispatched"}
             ],
         )
-    async with uow:
-        if not await uow.first_delivery(f"supplier:{supplier_id}", delivery):
-            return {"status": "duplicate"}
-        outcome = await handlers.on_callback(uow, supplier_id, body.model_dump(mode="json"))
-        await uow.commit()
+    try:
+        async with uow, capacity(request, uow):
+            if not await uow.first_delivery(f"supplier:{supplier_id}", delivery):
+                return {"status": "duplicate"}
+            outcome = await handlers.on_callback(uow, supplier_id, body.model_dump(mode="json"))
+            await uow.commit()
+    except Busy as exc:
+        return busy(exc)
     return {"status": outcome}
 
 
-@router.post("/tracking", summary="Carrier tracking update: in_transit, exception, delivered")
+@router.post(
+    "/tracking",
+    summary="Carrier tracking update: in_transit, exception, delivered",
+    responses=BUSY,
+)
 async def tracking(
     request: Request,
     uow: UoW,
     x_tracking_signature: Annotated[str | None, Header()] = None,
     x_tracking_delivery_id: Annotated[str | None, Header()] = None,
-) -> dict[str, Any]:
+) -> Any:
     raw = await request.body()
     settings = settings_of(runtime_of(request))
     if not _signed(raw, x_tracking_signature, settings.tracking_secret.get_secret_value()):
         raise Unauthorized("invalid or missing X-Tracking-Signature")
     delivery = _delivery(x_tracking_delivery_id, "X-Tracking-Delivery-Id")
     body: TrackingIn = _parse(TrackingIn, raw)
-    async with uow:
-        if not await uow.first_delivery("tracking", delivery):
-            return {"status": "duplicate"}
-        outcome = await handlers.on_tracking(uow, body.model_dump(mode="json"))
-        await uow.commit()
+    try:
+        async with uow, capacity(request, uow):
+            if not await uow.first_delivery("tracking", delivery):
+                return {"status": "duplicate"}
+            outcome = await handlers.on_tracking(uow, body.model_dump(mode="json"))
+            await uow.commit()
+    except Busy as exc:
+        return busy(exc)
     return {"status": outcome}

@@ -9,6 +9,7 @@ import time
 from datetime import datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.supplier.app import create_app
 from services.supplier.settings import SupplierSettings
@@ -74,10 +75,8 @@ async def _quiet_period_proves_nothing_more(bootstrap, svc) -> None:
         await consume(bootstrap, "shipment-delayed", 4, within=1)
 
 
-async def _scan_count(svc) -> int:
-    from services.supplier import handlers
-
-    return handlers.SCANS
+async def _scan_count(svc) -> float:
+    return REGISTRY.get_sample_value("dropship_supplier_sla_scans_total") or 0.0
 
 
 async def _more_scans(svc, n: int) -> bool:

@@ -18,6 +18,7 @@ from services.supplier.simulator.models import (
     ControlPatch,
     ControlView,
     OrderList,
+    OrderStatus,
     PlaceOrderRequest,
     PlaceOrderResponse,
 )
@@ -98,6 +99,18 @@ async def place_order(
 ) -> dict[str, str]:
     await simulator.gate(supplier)
     return simulator.place_order(supplier, idempotency_key, body).response()
+
+
+@supplier_api.get(
+    "/{supplier_key}/orders/{supplier_order_ref}",
+    response_model=OrderStatus,
+    responses=_ERRORS,
+)
+async def order_status(
+    simulator: Sim, supplier: AuthedSupplier, supplier_order_ref: str
+) -> dict[str, Any]:
+    await simulator.gate(supplier)
+    return simulator.order(supplier, supplier_order_ref).status()
 
 
 @supplier_api.post(

@@ -68,6 +68,24 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def lost(channel: Channel, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The record of a delivery that was never made (`lose_callbacks`)."""
+    now = utc_now()
+    return {
+        "kind": channel.kind,
+        "type": str(payload.get("type") or payload.get("status")),
+        "delivery_id": str(uuid.uuid4()),
+        "url": url,
+        "payload": payload,
+        "status": "lost",
+        "attempts": 0,
+        "http_status": None,
+        "error": "lose_callbacks: not delivered",
+        "occurred_at": now,
+        "completed_at": now,
+    }
+
+
 class Deliverer:
     """POSTs one signed body until it is taken (2xx), refused (other 4xx) or attempts run out.
 

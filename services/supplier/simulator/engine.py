@@ -17,6 +17,7 @@ from services.supplier.simulator.callbacks import (
     TRACKING_UPDATE,
     Deliverer,
     RetryPolicy,
+    lost,
     utc_now,
 )
 from services.supplier.simulator.errors import (
@@ -134,10 +135,14 @@ class Simulator:
                 self._spawn(supplier, self._run(supplier, order), order.supplier_order_ref)
         return order
 
-    def cancel(self, supplier: Supplier, ref: str) -> SimOrder:
+    def order(self, supplier: Supplier, ref: str) -> SimOrder:
         order = supplier.orders.get(ref)
         if order is None:
             raise UnknownOrder(reason=f"no order {ref!r}")
+        return order
+
+    def cancel(self, supplier: Supplier, ref: str) -> SimOrder:
+        order = self.order(supplier, ref)
         if not supplier.advance(order, CANCELLABLE, OrderState.CANCELLED):
             raise NotCancellable(reason=f"order is {order.state.value}", state=order.state.value)
         return order
@@ -197,9 +202,16 @@ class Simulator:
             **{k: v for k, v in fields.items() if k != "type"},
             "occurred_at": utc_now(),
         }
-        secret = supplier.control.webhook_secret
+        control = supplier.control
+        if control.callback_delay_s:
+            await asyncio.sleep(control.callback_delay_s)
+        if control.lose_callbacks:  # as if every delivery attempt had failed
+            order.events.append(lost(SUPPLIER_CALLBACK, order.callback_url, payload))
+            return
         order.events.append(
-            await self._outbound().deliver(SUPPLIER_CALLBACK, order.callback_url, payload, secret)
+            await self._outbound().deliver(
+                SUPPLIER_CALLBACK, order.callback_url, payload, control.webhook_secret
+            )
         )
 
     async def _tracking(

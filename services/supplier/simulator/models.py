@@ -73,6 +73,8 @@ class SupplierControl(BaseModel):
     ship_after_s: float = Field(1.0, ge=0, le=MAX_DELAY_S)
     deliver_after_s: float | None = Field(2.0, ge=0, le=MAX_DELAY_S)
     seed: int | None = None
+    callback_delay_s: float = Field(0.0, ge=0, le=MAX_DELAY_S)
+    lose_callbacks: bool = False
 
     @classmethod
     def defaults(cls, supplier_key: str) -> SupplierControl:
@@ -99,6 +101,8 @@ class ControlPatch(BaseModel):
     ship_after_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
     deliver_after_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
     seed: int | None = None
+    callback_delay_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
+    lose_callbacks: bool | None = None
 
     @field_validator(
         "api_key",
@@ -110,6 +114,8 @@ class ControlPatch(BaseModel):
         "out_of_stock_skus",
         "never_ship",
         "ship_after_s",
+        "callback_delay_s",
+        "lose_callbacks",
         mode="before",
     )
     @classmethod
@@ -155,6 +161,18 @@ class OrderView(BaseModel):
     carrier: str | None
     tracking_number: str | None
     events: list[OrderEvent]
+
+
+class OrderStatus(BaseModel):
+    """`GET /{supplier_key}/orders/{ref}`: what became of an order, for callers that missed
+    (or never got) its callbacks."""
+
+    supplier_order_ref: str
+    reference: str
+    status: str
+    reason: str | None = None
+    carrier: str | None = None
+    tracking_number: str | None = None
 
 
 class OrderList(BaseModel):

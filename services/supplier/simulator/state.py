@@ -85,6 +85,20 @@ class SimOrder:
     def response(self) -> dict[str, str]:
         return {"supplier_order_ref": self.supplier_order_ref, "status": "received"}
 
+    def status(self) -> dict[str, Any]:
+        reason = {
+            OrderState.REJECTED: "simulated rejection",
+            OrderState.BACKORDERED: "simulated backorder",
+        }.get(self.state)
+        return {
+            "supplier_order_ref": self.supplier_order_ref,
+            "reference": self.request.reference,
+            "status": self.state.value,
+            "reason": reason,
+            "carrier": self.carrier,
+            "tracking_number": self.tracking_number,
+        }
+
     def view(self) -> dict[str, Any]:
         return {
             "supplier_order_ref": self.supplier_order_ref,

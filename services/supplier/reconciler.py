@@ -1,0 +1,90 @@
+"""The reconciler: asks suppliers about orders they took but never called back about.
+
+A supplier's decision arrives as a callback; if every delivery of it failed (we were
+down, or answered 503 while overloaded, past the supplier's own retries), the supplier
+order would stay `received` forever: never confirmed, no SLA clock. So an undecided
+order (`received` or `backordered`) whose `next_check_at` has passed is claimed (its
+next check pushed back by `DROPSHIP_SUPPLIER_CHECK_AFTER_S`; `FOR UPDATE SKIP LOCKED` on
+PostgreSQL, so replicas share the work), its status is fetched with
+`GET {api_base_url}/orders/{ref}` and applied through the callback handler, whose state
+guards make a late callback and a check racing each other decide exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.supplier import handlers
+from services.supplier.adapter import SupplierClient, SupplierEndpoint, SupplierStatus
+from services.supplier.store import SupplierUnitOfWork
+from shared.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        runtime: ServiceRuntime[SupplierUnitOfWork],
+        client: SupplierClient,
+        *,
+        interval_s: float,
+        batch: int = 100,
+        concurrency: int = 8,
+    ) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.interval_s = interval_s
+        self.batch = batch
+        self.limit = asyncio.Semaphore(concurrency)
+
+    async def run(self) -> None:
+        while True:
+            checked = await self.check_due()
+            if checked < self.batch:
+                await asyncio.sleep(self.interval_s)
+
+    async def check_due(self) -> int:
+        """Check one batch of due orders; returns how many were claimed."""
+        async with self.runtime.uow() as uow:
+            rows = await uow.due_checks(self.batch)
+            suppliers = await uow.suppliers({r.supplier_id for r in rows})
+            await uow.commit()
+        checks = []
+        for so in rows:
+            entry = suppliers.get(so.supplier_id)
+            if entry is None or not so.supplier_order_ref:
+                continue
+            endpoint = SupplierEndpoint(
+                entry.id, entry.api_base_url, entry.credentials.api_key, entry.rate_limit_per_s
+            )
+            checks.append(self._check(endpoint, so.id, so.supplier_order_ref))
+        await asyncio.gather(*checks)
+        return len(rows)
+
+    async def _check(self, endpoint: SupplierEndpoint, so_id: str, ref: str) -> None:
+        async with self.limit:
+            try:
+                status = await self.client.order_status(endpoint, ref)
+                if not isinstance(status, SupplierStatus):
+                    log.warning(
+                        "supplier order status unavailable: %s",
+                        getattr(status, "reason", status),
+                        extra={"supplier_id": endpoint.supplier_id, "supplier_order": so_id},
+                    )
+                    return  # checked again after DROPSHIP_SUPPLIER_CHECK_AFTER_S
+                outcome = await handlers.record_status(
+                    self.runtime.uow(), endpoint.supplier_id, so_id, status
+                )
+                level = logging.INFO if outcome == "undecided" else logging.WARNING
+                log.log(
+                    level,
+                    "supplier order %s is %s at the supplier: %s",
+                    so_id,
+                    status.status,
+                    outcome,
+                    extra={"supplier_id": endpoint.supplier_id, "supplier_order": so_id},
+                )
+            except Exception:
+                log.exception("supplier order check failed", extra={"supplier_order": so_id})
