@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PG_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: up down status test lint typecheck importlint bench bench-intake lock asyncapi clean sysdeps
+.PHONY: up down status test lint typecheck importlint bench bench-intake bench-metrics rebuild-metrics lock asyncapi clean sysdeps
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -62,6 +62,14 @@ bench: $(STAMP) sysdeps
 
 bench-intake: $(STAMP) sysdeps
 	$(PY) -m deploy.testenv -- $(PY) bench/intake.py
+
+bench-metrics: $(STAMP) sysdeps
+	$(PY) -m deploy.testenv -- $(PY) bench/metrics.py
+
+# Replay every event topic into the metrics database from scratch (stop the metrics
+# service first, or set DROPSHIP_METRICS_DATABASE_URL to a fresh database).
+rebuild-metrics: $(STAMP)
+	$(PY) -m services.metrics.rebuild --reset
 
 lock:
 	$(PY) -m pip install -q uv

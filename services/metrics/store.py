@@ -73,7 +73,7 @@ class MetricsUnitOfWork(UnitOfWork):
 
     async def tallies(self) -> dict[str, int]:
         rows = await self.session.execute(select(t.event_tally.c.event_type, t.event_tally.c.count))
-        return {event_type: int(n) for event_type, n in rows.tuples()}
+        return {event_type: int(n) for event_type, n in rows}
 
     async def reset(self, consumer: str) -> None:
         """Empty every fact table and the consumer's inbox, for a rebuild from the topics."""

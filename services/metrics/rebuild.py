@@ -1,0 +1,146 @@
+"""Rebuild the KPI facts by replaying every event topic from the beginning.
+
+    python -m services.metrics.rebuild [--reset] [--database-url URL] [--bootstrap HOST:PORT]
+
+Reads each partition of every event topic from offset 0 up to its end at the start of
+the run (no consumer group: the live service's offsets are untouched) and applies the
+events through the same inbox and batch handler as the live consumer, so the facts,
+and the KPIs computed from them, come out exactly the same. `--reset` first empties the
+facts and the metrics inbox in one transaction (stop the service first, or rebuild
+into a fresh database and point the service at it). Messages that cannot be applied
+were dead-lettered by the live consumer already; here they are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.metrics.app import MIGRATIONS
+from services.metrics.handlers import HANDLERS, apply_batch
+from services.metrics.settings import MetricsSettings
+from services.metrics.store import MetricsUnitOfWork
+from shared.bus import EVENT_TOPICS, OutgoingMessage
+from shared.consumer import MessageProcessor, RetryingDelivery
+from shared.db import create_engine, migrate_async, session_factory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RebuildStats:
+    read: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.read / self.seconds if self.seconds else 0.0
+
+
+class _Skipped:
+    """Stands in for the DLQ: the live consumer has dead-lettered these already."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.count += len(messages)
+
+
+async def rebuild(
+    settings: MetricsSettings, *, reset: bool = False, batch_size: int | None = None
+) -> RebuildStats:
+    """Replay every event topic into `settings`' database; returns what was done."""
+    started = time.perf_counter()
+    engine = create_engine(settings.db_url)
+    sessions = session_factory(engine)
+    skipped = _Skipped()
+    stats = RebuildStats()
+    try:
+        if settings.migrate_on_start:
+            await migrate_async(MIGRATIONS, settings.db_url)
+        if reset:
+            async with MetricsUnitOfWork(sessions) as uow:
+                await uow.reset(settings.service_name)
+                await uow.commit()
+        processor = MessageProcessor(
+            settings.service_name,
+            HANDLERS,
+            lambda: MetricsUnitOfWork(sessions),
+            batch_handler=apply_batch,
+        )
+        delivery = RetryingDelivery(
+            processor,
+            skipped,
+            max_attempts=settings.consumer_max_attempts,
+            backoff=settings.consumer_retry_backoff_s,
+        )
+        size = batch_size or settings.consumer_batch_size
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=size * 8,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in EVENT_TOPICS
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = {tp: off for tp, off in (await consumer.end_offsets(partitions)).items() if off}
+            remaining = dict(ends)
+            while remaining:
+                batches = await consumer.getmany(*remaining, timeout_ms=500)
+                for tp, fetched in batches.items():
+                    records = [r for r in fetched if r.offset < ends[tp]]
+                    for start in range(0, len(records), size):
+                        outcomes = await delivery.deliver_many(records[start : start + size])
+                        stats.read += len(outcomes)
+                        stats.applied += outcomes.count("processed")
+                        stats.duplicates += outcomes.count("duplicate")
+                    if fetched and fetched[-1].offset + 1 >= ends[tp]:
+                        remaining.pop(tp, None)
+        finally:
+            await consumer.stop()
+    finally:
+        await engine.dispose()
+    stats.skipped = skipped.count
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reset", action="store_true", help="empty the facts first")
+    parser.add_argument("--database-url", help="default: DROPSHIP_METRICS_DATABASE_URL")
+    parser.add_argument("--bootstrap", help="default: DROPSHIP_KAFKA_BOOTSTRAP")
+    parser.add_argument("--batch-size", type=int, help="events per transaction")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    overrides = {
+        k: v
+        for k, v in (("database_url", args.database_url), ("kafka_bootstrap", args.bootstrap))
+        if v
+    }
+    settings = MetricsSettings(**overrides)
+    stats = asyncio.run(rebuild(settings, reset=args.reset, batch_size=args.batch_size))
+    print(json.dumps({**asdict(stats), "events_per_s": round(stats.rate, 1)}))
+
+
+if __name__ == "__main__":
+    main()
