@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any
 
 from shared.money import minor_units
@@ -127,7 +128,7 @@ def percentile(samples: Sequence[float], q: float) -> float | None:
     if not samples:
         return None
     ordered = sorted(samples)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    rank = max(1, math.ceil(Fraction(str(q)) * len(ordered) / 100))  # exact, no float rounding
     return ordered[rank - 1]
 
 
