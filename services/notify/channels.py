@@ -92,10 +92,10 @@ def build_email(
     message["Date"] = format_datetime(datetime.now(UTC))
     # stable per notification: a resend after a crash is recognisably the same message
     message["Message-ID"] = f"<{message_id}@{domain}>"
-    message["Content-Language"] = rendered.locale
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(rendered.text, charset="utf-8")
     message.add_alternative(rendered.html, subtype="html", charset="utf-8")
+    message["Content-Language"] = rendered.locale  # after set_content, which clears Content-*
     return message
 
 

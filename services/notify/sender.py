@@ -47,7 +47,7 @@ from shared.events import NotificationSent
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(seconds=120)
+
 
 SENT = Counter(
     "dropship_notifications_total",
@@ -132,7 +132,9 @@ class Sender:
 
     async def _claim(self, limit: int) -> list[Any]:
         async with self.runtime.uow() as uow:
-            rows = await uow.claim_due(datetime.now(UTC), LEASE, limit)
+            rows = await uow.claim_due(
+                datetime.now(UTC), timedelta(seconds=self.settings.send_lease_s), limit
+            )
             await uow.commit()
         return rows
 
@@ -218,9 +220,14 @@ class Sender:
                 raise Skip("daily_cap", Status.SUPPRESSED)
 
     async def _context(self, row: Any, kind: Kind) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = list(row.details.get("parts", []))
         async with self.runtime.uow() as uow:
             fact = await uow.order_fact(row.order_id)
-        parts: list[dict[str, Any]] = list(row.details.get("parts", []))
+            for part in parts:
+                # supplier-confirmed travels on another topic and may have come after the delay
+                if not part.get("line_ids") and part.get("supplier_id"):
+                    found = await uow.share_lines(row.order_id, part["supplier_id"])
+                    part["line_ids"] = found or []
         lines = {line["line_id"]: line for line in (fact.lines if fact else [])}
         line_ids: list[str] = []
         for part in parts:

@@ -68,6 +68,8 @@ class NotifySettings(ServiceSettings):
     send_backoff_max_s: float = Field(600.0, gt=0)
     send_timeout_s: float = Field(10.0, gt=0)
     sender_poll_s: float = Field(1.0, gt=0)
+    send_lease_s: float = Field(120.0, gt=0)
+    """A send not finished within this long (the sender crashed) is taken up again."""
     sender_concurrency: int = Field(16, ge=1)
 
     alert_target_normal_s: float = Field(24 * 3600, gt=0)

@@ -357,7 +357,7 @@ class NotifyUnitOfWork(UnitOfWork):
     # -- DLQ watch ------------------------------------------------------------------------
     async def watch_values(self) -> dict[str, int]:
         rows = await self.session.execute(select(watch_state.c.topic, watch_state.c.depth))
-        return {topic: int(depth) for topic, depth in rows.tuples()}
+        return {topic: int(depth) for topic, depth in rows.all()}
 
     async def set_watch_value(self, topic: str, depth: int) -> None:
         now = datetime.now(UTC)
@@ -366,4 +366,3 @@ class NotifyUnitOfWork(UnitOfWork):
             index_elements=[watch_state.c.topic], set_={"depth": depth, "updated_at": now}
         )
         await self.session.execute(stmt)
-
