@@ -1,4 +1,4 @@
-"""JSON logging with order id / event id context taken from context variables; never PII."""
+"""JSON logging with order id / event id / trace id context from context variables; never PII."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
 
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 order_id_var: ContextVar[str | None] = ContextVar("order_id", default=None)
@@ -20,6 +21,8 @@ class _ContextFilter(logging.Filter):
         record.service = _service_name
         record.order_id = order_id_var.get()
         record.event_id = event_id_var.get()
+        span = trace.get_current_span().get_span_context()
+        record.trace_id = f"{span.trace_id:032x}" if span.is_valid else None
         return True
 
 
@@ -33,7 +36,7 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
         handler.setFormatter(
             JsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s "
-                "%(service)s %(order_id)s %(event_id)s",
+                "%(service)s %(order_id)s %(event_id)s %(trace_id)s",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             )
         )

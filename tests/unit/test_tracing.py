@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -88,3 +90,16 @@ def test_the_endpoint_is_a_collector_base_url():
     assert tracing._traces_url("http://otel:4318") == "http://otel:4318/v1/traces"
     assert tracing._traces_url("http://otel:4318/v1/traces") == "http://otel:4318/v1/traces"
     assert tracing._traces_url(None) is None
+
+
+def test_log_records_carry_the_trace_id_of_the_span_they_are_written_in():
+    from shared.logging import _ContextFilter
+
+    def trace_id_of_a_record() -> str | None:
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "msg", None, None)
+        _ContextFilter().filter(record)
+        return record.trace_id
+
+    with tracing.Tracing("order").span("GET", SpanKind.SERVER, CALLER):
+        assert trace_id_of_a_record() == CALLER.split("-")[1]
+    assert trace_id_of_a_record() is None
