@@ -41,7 +41,7 @@ def at(day: int, hour: int, minute: int = 0) -> datetime:
     )
 
 
-def _placed(order_id: str, channel: str, currency: str, when: datetime, *lines) -> Envelope:
+def placed(order_id: str, channel: str, currency: str, when: datetime, *lines) -> Envelope:
     data = OrderPlaced(
         order_id=order_id,
         channel=channel,
@@ -71,7 +71,7 @@ def _confirmed(order_id, supplier, when, ship_by, *lines, currency="USD") -> Env
 
 def history() -> list[Envelope]:
     """Every envelope in publish order, duplicates included."""
-    a_placed = _placed(
+    a_placed = placed(
         "ord_A", "storefront", "USD", at(1, 10), ("a1", 2, "12.50"), ("a2", 1, "5.00")
     )
     a_conf = _confirmed("ord_A", S1, at(1, 10, 10), at(2, 10), ("a1", 2, "8.00"), ("a2", 1, "3.00"))
@@ -89,7 +89,7 @@ def history() -> list[Envelope]:
         ShipmentDelivered(order_id="ord_A", tracking_number="T-A", delivered_at=at(3, 10)),
         time=at(3, 10, 5),
     )
-    b_placed = _placed("ord_B", "shopify", "USD", at(1, 12), ("b1", 1, "40.00"))
+    b_placed = placed("ord_B", "shopify", "USD", at(1, 12), ("b1", 1, "40.00"))
     b_conf = _confirmed("ord_B", S2, at(1, 13), at(2, 12), ("b1", 1, "30.1234"))
     b_late = new_envelope(
         ShipmentDelayed(
@@ -100,7 +100,7 @@ def history() -> list[Envelope]:
         ),
         time=at(2, 12),
     )
-    c_placed = _placed("ord_C", "storefront", "EUR", at(2, 9), ("c1", 3, "10.00"))
+    c_placed = placed("ord_C", "storefront", "EUR", at(2, 9), ("c1", 3, "10.00"))
     c_failed = new_envelope(
         OrderRoutingFailed(order_id="ord_C", line_ids=["c1"], reason=RoutingFailureReason.NO_OFFER),
         time=at(2, 9, 1),
@@ -118,7 +118,7 @@ def history() -> list[Envelope]:
         ),
         time=at(2, 9, 31),
     )
-    d_placed = _placed("ord_D", "storefront", "USD", at(2, 15), ("d1", 1, "20.00"))
+    d_placed = placed("ord_D", "storefront", "USD", at(2, 15), ("d1", 1, "20.00"))
     d_conf = _confirmed("ord_D", S1, at(2, 15, 30), at(3, 15), ("d1", 1, "15.00"))
     d_risk = new_envelope(
         ShipmentDelayed(
@@ -132,8 +132,8 @@ def history() -> list[Envelope]:
         ),
         time=at(3, 16),
     )
-    e_placed = _placed("ord_E", "storefront", "USD", at(1, 23, 59), ("e1", 1, "10.00"))
-    f_placed = _placed("ord_F", "storefront", "USD", at(0, 12), ("f1", 1, "99.00"))
+    e_placed = placed("ord_E", "storefront", "USD", at(1, 23, 59), ("e1", 1, "10.00"))
+    f_placed = placed("ord_F", "storefront", "USD", at(0, 12), ("f1", 1, "99.00"))
     return [
         a_conf,
         a_disp,
