@@ -298,9 +298,15 @@ class Sender:
     ) -> None:
         async with self.runtime.uow() as uow:
             if not await uow.finish(
-                row.id, status, error=error, locale=locale, recipient_hash=recipient_hash
+                row.id,
+                status,
+                attempt=row.attempts + 1,  # the claim counted this attempt
+                error=error,
+                locale=locale,
+                recipient_hash=recipient_hash,
             ):
-                return  # our lease expired and another sender took over
+                log.warning("send outcome dropped: lease lost", extra={"notification": row.id})
+                return
             uow.emit(
                 NotificationSent(
                     order_id=row.order_id or f"alert:{row.alert_id}",
@@ -327,7 +333,7 @@ class Sender:
             )
             return
         async with self.runtime.uow() as uow:
-            await uow.reschedule(row.id, at, error)
+            await uow.reschedule(row.id, attempts, at, error)
             await uow.commit()
 
 

@@ -188,11 +188,16 @@ class NotifyUnitOfWork(UnitOfWork):
         notification_id: str,
         status: Status,
         *,
+        attempt: int,
         error: str | None = None,
         locale: str | None = None,
         recipient_hash: str | None = None,
     ) -> bool:
-        """Record a terminal outcome; False if the row was no longer being sent by us."""
+        """Record a terminal outcome; False if the row was no longer being sent by us.
+
+        `attempt` fences the write: if our lease expired and another sender claimed the
+        row (bumping `attempts`), our late outcome is dropped instead of overwriting its.
+        """
         now = datetime.now(UTC)
         values: dict[str, Any] = {
             "status": status.value,
@@ -211,17 +216,21 @@ class NotifyUnitOfWork(UnitOfWork):
             .where(
                 notification.c.id == notification_id,
                 notification.c.status == Status.SENDING.value,
+                notification.c.attempts == attempt,
             )
             .values(**values)
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
-    async def reschedule(self, notification_id: str, at: datetime, error: str) -> None:
+    async def reschedule(
+        self, notification_id: str, attempt: int, at: datetime, error: str
+    ) -> None:
         await self.session.execute(
             update(notification)
             .where(
                 notification.c.id == notification_id,
                 notification.c.status == Status.SENDING.value,
+                notification.c.attempts == attempt,
             )
             .values(
                 status=Status.PENDING.value,
