@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -88,33 +88,28 @@ class UnitOfWork:
         return bool(getattr(result, "rowcount", 0) == 1)
 
     async def claim_many(self, consumer: str, envelopes: Sequence[Envelope]) -> list[bool]:
-        """Claim a batch with two statements; per envelope, False if already processed.
+        """Claim a batch in one statement; per envelope, False if already processed.
 
-        An id repeated inside the batch is fresh only the first time. A concurrent claim
-        of the same id by another process fails this transaction on the primary key, and
-        the consumer then retries message by message through `claim`.
+        `INSERT ... ON CONFLICT DO NOTHING RETURNING` reports exactly the ids this
+        transaction claimed, so a concurrent claim of the same id elsewhere is a
+        duplicate here, never an error. An id repeated inside the batch is fresh only
+        the first time.
         """
-        seen = set(
-            await self.session.scalars(
-                select(inbox_table.c.event_id).where(
-                    inbox_table.c.consumer == consumer,
-                    inbox_table.c.event_id.in_({e.id for e in envelopes}),
-                )
-            )
-        )
+        if not envelopes:
+            return []
         now = datetime.now(UTC)
-        fresh: list[bool] = []
-        rows: list[dict[str, Any]] = []
+        rows: dict[str, dict[str, Any]] = {}
         for e in envelopes:
-            new = e.id not in seen
-            fresh.append(new)
-            if new:
-                seen.add(e.id)
-                rows.append(
-                    {"consumer": consumer, "event_id": e.id, "topic": e.type, "processed_at": now}
-                )
-        if rows:
-            await self.session.execute(insert(inbox_table), rows)
+            rows.setdefault(
+                e.id, {"consumer": consumer, "event_id": e.id, "topic": e.type, "processed_at": now}
+            )
+        module = postgresql if self.dialect == "postgresql" else sqlite
+        stmt = module.insert(inbox_table).on_conflict_do_nothing().returning(inbox_table.c.event_id)
+        claimed = set((await self.session.scalars(stmt, list(rows.values()))).all())
+        fresh: list[bool] = []
+        for e in envelopes:
+            fresh.append(e.id in claimed)
+            claimed.discard(e.id)
         return fresh
 
     async def commit(self) -> None:

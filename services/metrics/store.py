@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from services.metrics import domain
 from services.metrics import tables as t
+from services.metrics.bulk import insert_rows
 from services.metrics.tables import metadata
 from shared.db import inbox_table
 from shared.uow import UnitOfWork
@@ -58,10 +59,9 @@ class MetricsUnitOfWork(UnitOfWork):
     async def add_facts(
         self, rows: Mapping[Table, Sequence[dict[str, Any]]], tally: Mapping[str, int]
     ) -> None:
-        """Insert fact rows, one multi-row statement per table; a fact already there stays."""
+        """Insert fact rows, one statement per table; a fact already there stays."""
         for table, batch in rows.items():
-            if batch:
-                await self.session.execute(self._insert(table).on_conflict_do_nothing(), batch)
+            await insert_rows(self.session, table, batch)
         for event_type, n in sorted(tally.items()):
             stmt = self._insert(t.event_tally).values(event_type=event_type, count=n)
             await self.session.execute(

@@ -1,0 +1,362 @@
+"""Metrics service benchmark: event ingestion rate into the KPI facts, rebuild time, KPI query.
+
+    python -m deploy.testenv -- .venv/bin/python bench/metrics.py            # sqlite + postgresql
+    .venv/bin/python bench/metrics.py --events 50000 --backends sqlite         # quick look
+
+Prints figures, asserts nothing. Per backend, on a fresh database:
+
+1. **ingest**: `--events` pre-serialised events of a realistic mix (order placed,
+   supplier confirmed, dispatched, delivered, some delays, cancellations, routing
+   failures, notices; ~4.6 events per order, spread over 30 days) go through the live
+   consumer's own path, `MessageProcessor.process_many` with the metrics batch handler
+   (envelope parsing and validation, bulk inbox claim, set-based fact inserts, one
+   transaction per `--batch` events of one topic), with no broker in the way.
+2. **rebuild**: the same events are published to an embedded tansu broker (8 partitions
+   per topic) and `services.metrics.rebuild` replays every topic from offset 0 into a
+   second empty database, as `make rebuild-metrics` does. The time for 1 million events
+   is extrapolated linearly from `--events` unless `--events 1000000` is run.
+3. **query**: `GET /v1/kpis`' work (load facts + compute) for the 30-day window, by day
+   and by supplier, over what was ingested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from services.metrics import domain, queries
+from services.metrics.app import MIGRATIONS
+from services.metrics.handlers import HANDLERS, apply_batch
+from services.metrics.rebuild import rebuild
+from services.metrics.settings import MetricsSettings
+from services.metrics.store import MetricsUnitOfWork
+from shared.bus import EVENT_TOPICS, BusConfig, ensure_topics
+from shared.consumer import MessageProcessor
+from shared.db import create_engine, migrate_async, session_factory
+from shared.events import (
+    ConfirmedLine,
+    DelayReason,
+    Envelope,
+    NotificationSent,
+    OrderCancelled,
+    OrderPlaced,
+    OrderRoutingFailed,
+    PlacedLine,
+    RoutingFailureReason,
+    Severity,
+    ShipmentDelayed,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    SupplierConfirmed,
+    new_envelope,
+)
+from shared.infra import EmbeddedBroker
+
+perf = time.perf_counter
+SUPPLIERS = [f"sup_{n}" for n in range(12)]
+CHANNELS = ["storefront", "shopify", "woocommerce"]
+
+
+def history(events: int, seed: int = 1) -> list[Envelope]:
+    """About `events` envelopes of a plausible month, in a plausible publish order."""
+    rnd = random.Random(seed)
+    out: list[Envelope] = []
+    end = datetime.now(UTC).replace(microsecond=0)
+    n = 0
+    while len(out) < events:
+        n += 1
+        oid = f"ord_{n:08d}"
+        placed_at = end - timedelta(seconds=rnd.randrange(30 * 86400))
+        lines = [
+            PlacedLine(
+                line_id=f"{oid}-{k}",
+                sku=f"SKU-{rnd.randrange(1000)}",
+                quantity=rnd.randint(1, 3),
+                unit_price=Decimal(rnd.randrange(500, 20000)) / 100,
+            )
+            for k in range(rnd.randint(1, 3))
+        ]
+        placed = OrderPlaced(
+            order_id=oid,
+            channel=rnd.choice(CHANNELS),
+            currency="USD",
+            lines=lines,
+            shipping_country="US",
+            shipping_postal_code="10001",
+            placed_at=placed_at,
+        )
+        out.append(new_envelope(placed, time=placed_at))
+        if rnd.random() < 0.03:
+            out.append(
+                new_envelope(
+                    OrderRoutingFailed(
+                        order_id=oid,
+                        line_ids=[ln.line_id for ln in lines],
+                        reason=RoutingFailureReason.NO_OFFER,
+                    ),
+                    time=placed_at + timedelta(seconds=5),
+                )
+            )
+            continue
+        supplier = rnd.choice(SUPPLIERS)
+        confirmed_at = placed_at + timedelta(seconds=rnd.randrange(30, 3600))
+        ship_by = confirmed_at + timedelta(hours=48)
+        out.append(
+            new_envelope(
+                SupplierConfirmed(
+                    order_id=oid,
+                    supplier_id=supplier,
+                    supplier_order_ref=f"ref-{oid}",
+                    lines=[
+                        ConfirmedLine(
+                            line_id=ln.line_id,
+                            quantity=ln.quantity,
+                            unit_cost=(ln.unit_price * Decimal("0.6")).quantize(Decimal("0.0001")),
+                        )
+                        for ln in lines
+                    ],
+                    currency="USD",
+                    ship_by=ship_by,
+                ),
+                time=confirmed_at,
+            )
+        )
+        if rnd.random() < 0.03:
+            out.append(
+                new_envelope(
+                    OrderCancelled(order_id=oid, reason="customer_request"),
+                    time=confirmed_at + timedelta(minutes=10),
+                )
+            )
+            continue
+        dispatched_at = confirmed_at + timedelta(hours=rnd.uniform(2, 60))
+        if dispatched_at > ship_by or rnd.random() < 0.05:
+            out.append(
+                new_envelope(
+                    ShipmentDelayed(
+                        order_id=oid,
+                        supplier_id=supplier,
+                        reason=DelayReason.NO_TRACKING_BY_DEADLINE,
+                        severity=Severity.URGENT,
+                    ),
+                    time=ship_by,
+                )
+            )
+            out.append(
+                new_envelope(
+                    NotificationSent(
+                        order_id=oid,
+                        kind="delay",
+                        channel="email",
+                        recipient_kind="customer",
+                        status="sent",
+                    ),
+                    time=ship_by + timedelta(seconds=3),
+                )
+            )
+        tracking = f"TRK{n:010d}"
+        out.append(
+            new_envelope(
+                ShipmentDispatched(
+                    order_id=oid,
+                    supplier_id=supplier,
+                    carrier="ups",
+                    tracking_number=tracking,
+                    line_ids=[ln.line_id for ln in lines],
+                ),
+                time=dispatched_at,
+            )
+        )
+        delivered_at = dispatched_at + timedelta(hours=rnd.uniform(24, 120))
+        out.append(
+            new_envelope(
+                ShipmentDelivered(
+                    order_id=oid, tracking_number=tracking, delivered_at=delivered_at
+                ),
+                time=delivered_at,
+            )
+        )
+    return out[:events]
+
+
+@contextlib.asynccontextmanager
+async def databases(backend: str, names: Sequence[str]) -> AsyncIterator[dict[str, str]]:
+    """Fresh empty database URLs, one per name, dropped/removed afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="dropship-bench-") as tmp:
+            yield {n: f"sqlite+aiosqlite:///{Path(tmp) / (n + '.db')}" for n in names}
+        return
+    server = os.environ.get("DROPSHIP_TEST_PG_URL", "")
+    if not server:
+        raise SystemExit("postgresql backend needs DROPSHIP_TEST_PG_URL (run under deploy.testenv)")
+    dsn = server.replace("postgresql+asyncpg://", "postgresql://")
+    base = server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    created = {n: f"bench_{uuid.uuid4().hex[:10]}_{n}" for n in names}
+    conn = await asyncpg.connect(dsn)
+    try:
+        for db in created.values():
+            await conn.execute(f'CREATE DATABASE "{db}"')
+    finally:
+        await conn.close()
+    try:
+        yield {n: f"{base}/{db}" for n, db in created.items()}
+    finally:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for db in created.values():
+                await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def ingest(url: str, envelopes: list[Envelope], batch: int) -> tuple[float, float]:
+    """Wall and CPU seconds (this process) to apply every event through the consumer's path."""
+    await migrate_async(MIGRATIONS, url)
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    processor = MessageProcessor(
+        "metrics", HANDLERS, lambda: MetricsUnitOfWork(sessions), batch_handler=apply_batch
+    )
+    by_topic: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+    for e in envelopes:
+        by_topic[e.type].append((e.type, e.to_bytes()))
+    chunks = [msgs[i : i + batch] for msgs in by_topic.values() for i in range(0, len(msgs), batch)]
+    random.Random(2).shuffle(chunks)  # topics interleave, as partitions do
+    try:
+        started, cpu = perf(), time.process_time()
+        for chunk in chunks:
+            await processor.process_many(chunk)
+        return perf() - started, time.process_time() - cpu
+    finally:
+        await engine.dispose()
+
+
+async def query(url: str) -> dict[str, float]:
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    today = datetime.now(UTC).date()
+    window = queries.Window(today - timedelta(days=29), today)
+    out = {}
+    try:
+        for group in (domain.GroupBy.DAY, domain.GroupBy.SUPPLIER):
+            started = perf()
+            await queries.report(MetricsUnitOfWork(sessions), window, group)
+            out[group.value] = perf() - started
+    finally:
+        await engine.dispose()
+    return out
+
+
+async def publish(bootstrap: str, envelopes: list[Envelope]) -> float:
+    await ensure_topics(
+        BusConfig(bootstrap=bootstrap, client_id="bench", partitions=8), EVENT_TOPICS
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    started = perf()
+    try:
+        futures = [await producer.send(e.type, e.to_bytes(), key=e.key) for e in envelopes]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return perf() - started
+
+
+async def run_backend(backend: str, envelopes: list[Envelope], args: argparse.Namespace) -> dict:
+    result: dict = {"backend": backend, "events": len(envelopes)}
+    async with databases(backend, ["ingest", "rebuild"]) as urls:
+        seconds, cpu = await ingest(urls["ingest"], envelopes, args.batch)
+        result["ingest_s"] = round(seconds, 2)
+        result["ingest_events_per_s"] = round(len(envelopes) / seconds)
+        result["ingest_cpu_s"] = round(cpu, 2)
+        print(
+            f"{backend:10} ingest   {len(envelopes):>9} events  {seconds:8.2f} s  "
+            f"{len(envelopes) / seconds:>9,.0f} events/s  ({cpu:.2f} s CPU in this process: "
+            f"{len(envelopes) / cpu:,.0f} events per CPU-second)",
+            flush=True,
+        )
+        q = await query(urls["ingest"])
+        result["query_s"] = {k: round(v, 3) for k, v in q.items()}
+        print(
+            f"{backend:10} query    30 days, by day {q['day']:.3f} s, by supplier "
+            f"{q['supplier']:.3f} s",
+            flush=True,
+        )
+        if args.skip_rebuild:
+            return result
+        broker = EmbeddedBroker(log_path=Path(args.broker_log) if args.broker_log else None).start()
+        try:
+            published = await publish(broker.bootstrap, envelopes)
+            print(
+                f"{backend:10} publish  {len(envelopes):>9} events  {published:8.2f} s  "
+                f"(to tansu, not part of the rebuild)",
+                flush=True,
+            )
+            settings = MetricsSettings(
+                environment="test",
+                database_url=urls["rebuild"],
+                kafka_bootstrap=broker.bootstrap,
+                consumer_batch_size=args.batch,
+                log_json=False,
+            )
+            stats = await rebuild(settings)
+        finally:
+            broker.stop()
+        per_million = stats.seconds * 1_000_000 / max(stats.read, 1)
+        result.update(
+            rebuild_s=round(stats.seconds, 2),
+            rebuild_events_per_s=round(stats.rate),
+            rebuild_applied=stats.applied,
+            rebuild_1m_s=round(per_million, 1),
+        )
+        print(
+            f"{backend:10} rebuild  {stats.read:>9} events  {stats.seconds:8.2f} s  "
+            f"{stats.rate:>9,.0f} events/s  -> 1M events: {per_million:,.0f} s"
+            + ("" if stats.read >= 1_000_000 else " (extrapolated)"),
+            flush=True,
+        )
+    return result
+
+
+async def main() -> None:
+    default_backends = "sqlite,postgresql" if os.environ.get("DROPSHIP_TEST_PG_URL") else "sqlite"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--backends", default=default_backends)
+    parser.add_argument("--batch", type=int, default=500, help="events per transaction")
+    parser.add_argument("--skip-rebuild", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--broker-log")
+    args = parser.parse_args()
+    started = perf()
+    envelopes = history(args.events)
+    print(
+        f"{len(envelopes)} events generated in {perf() - started:.1f} s "
+        f"({len({e.subject for e in envelopes})} orders, batch {args.batch}, "
+        f"{os.cpu_count()} cpus, {date.today()})",
+        flush=True,
+    )
+    results = [await run_backend(b, envelopes, args) for b in args.backends.split(",")]
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,78 @@
+"""Set-based inserts of fact rows: one statement per table and batch, whatever its size.
+
+SQLAlchemy's executemany builds and type-processes every row in Python, which costs
+more than the rest of ingestion together. Here PostgreSQL gets one
+`INSERT ... SELECT * FROM unnest(<one array per column>)` (a fixed statement, prepared
+once, arrays sent binary) and SQLite one driver-level `executemany` of plain tuples.
+A row whose key is already there is skipped (`ON CONFLICT DO NOTHING` / `OR IGNORE`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Integer, String, Table, TextClause, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+_PG_ARRAY = (
+    (BigInteger, "bigint[]"),
+    (Integer, "integer[]"),
+    (DateTime, "timestamptz[]"),
+    (String, "text[]"),
+)
+SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+"""How SQLAlchemy stores a DateTime on SQLite (naive UTC); range queries compare these."""
+
+
+def _pg_array(column: Any) -> str:
+    for sql_type, array in _PG_ARRAY:
+        if isinstance(column.type, sql_type):
+            return array
+    raise TypeError(f"no array type for {column}")
+
+
+@cache
+def _pg_statement(table: Table) -> TextClause:
+    names = [c.name for c in table.columns]
+    arrays = ", ".join(
+        f"CAST(:{n} AS {_pg_array(c)})" for n, c in zip(names, table.columns, strict=True)
+    )
+    columns = ", ".join(f'"{n}"' for n in names)
+    # names come from our own table definitions, never from input
+    return text(
+        f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({arrays}) '  # noqa: S608
+        "ON CONFLICT DO NOTHING"
+    )
+
+
+@cache
+def _sqlite_statement(table: Table) -> tuple[str, tuple[str, ...], frozenset[str]]:
+    names = tuple(c.name for c in table.columns)
+    moments = frozenset(c.name for c in table.columns if isinstance(c.type, DateTime))
+    columns = ", ".join(f'"{n}"' for n in names)
+    marks = ", ".join("?" for _ in names)
+    sql = f'INSERT OR IGNORE INTO "{table.name}" ({columns}) VALUES ({marks})'  # noqa: S608
+    return sql, names, moments
+
+
+def _sqlite_moment(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).replace(tzinfo=None).strftime(SQLITE_DATETIME)
+
+
+async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert `rows` (dicts with every column of `table`) in one statement."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        params = {c.name: [r[c.name] for r in rows] for c in table.columns}
+        await session.execute(_pg_statement(table), params)
+        return
+    sql, names, moments = _sqlite_statement(table)
+    tuples = [tuple(_sqlite_moment(r[n]) if n in moments else r[n] for n in names) for r in rows]
+    connection = await session.connection()
+    await connection.exec_driver_sql(sql, tuples)
