@@ -385,7 +385,8 @@ async def allocations(
 @router.get("/suppliers/{supplier_id}/scorecard", summary="A supplier's measured performance")
 async def scorecard(supplier_id: str, uow: UoW, _: Admin) -> dict[str, Any]:
     async with uow:
-        row = await _supplier_or_404(uow, supplier_id)
+        await _supplier_or_404(uow, supplier_id)
+        counts = (await uow.counters([supplier_id]))[supplier_id]
         times = await uow.session.execute(
             select(supplier_order.c.created_at, supplier_order.c.confirmed_at)
             .where(
@@ -404,11 +405,15 @@ async def scorecard(supplier_id: str, uow: UoW, _: Admin) -> dict[str, Any]:
     return {
         "supplier_id": supplier_id,
         "orders": int(orders or 0),
-        "decided": row.decided,
-        "accepted": row.accepted,
-        "confirmation_rate": round(row.accepted / row.decided, 4) if row.decided else None,
+        "decided": counts["decided"],
+        "accepted": counts["accepted"],
+        "confirmation_rate": (
+            round(counts["accepted"] / counts["decided"], 4) if counts["decided"] else None
+        ),
         "median_confirm_seconds": round(statistics.median(confirm_s), 3) if confirm_s else None,
-        "shipped": row.shipped,
-        "on_time_ship_rate": round(row.shipped_on_time / row.shipped, 4) if row.shipped else None,
-        "exceptions": row.exceptions,
+        "shipped": counts["shipped"],
+        "on_time_ship_rate": (
+            round(counts["shipped_on_time"] / counts["shipped"], 4) if counts["shipped"] else None
+        ),
+        "exceptions": counts["exceptions"],
     }

@@ -68,7 +68,10 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     async def supplier_calls(runtime: ServiceRuntime[Any]) -> None:
         """Dispatcher and reconciler share one client: one rate limit and breaker per supplier."""
         async with httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
+            # few idle connections: httpcore scans every pooled connection on each request
+            limits=httpx.Limits(
+                max_connections=settings.dispatcher_concurrency, max_keepalive_connections=16
+            )
         ) as http:
             client = SupplierClient(
                 http,

@@ -185,9 +185,11 @@ class Dispatcher:
 
 
 async def sla_clock(runtime: ServiceRuntime[SupplierUnitOfWork], interval_s: float) -> None:
-    """Scan for late supplier orders every `interval_s` (deadlines live in the database)."""
+    """Scan for late supplier orders every `interval_s` (deadlines live in the database);
+    then fold the suppliers' counter increments into their rows."""
     while True:
         fired = await handlers.scan_sla(runtime.uow())
         if fired:
             log.info("SLA events emitted", extra={"count": fired})
+        await handlers.fold_tallies(runtime.uow())
         await asyncio.sleep(interval_s)

@@ -132,20 +132,28 @@ async def route(
             for supplier_id, picks in result.by_supplier.items()
             for p in picks
         ]
-        try:
+        created = await _record(uow, order, result)
+        try:  # offer rows are the hottest: locked last, just before the commit
             await uow.move_stock(take=take, give=release or ())
             break
         except StockConflict:
+            await uow.drop_supplier_orders(created)
             if attempt == REPLANS:
                 raise
             log.info("stock taken meanwhile, planning again", extra={"order_id": order.id})
-    await _record(uow, order, result)
+    by_reason: dict[RoutingFailureReason, list[str]] = defaultdict(list)
+    for line_id, reason in result.failed.items():
+        by_reason[reason].append(line_id)
+    for reason, line_ids in by_reason.items():
+        uow.emit(OrderRoutingFailed(order_id=order.id, line_ids=line_ids, reason=reason))
     return result
 
 
-async def _record(uow: SupplierUnitOfWork, order: _Order, result: Plan) -> None:
+async def _record(uow: SupplierUnitOfWork, order: _Order, result: Plan) -> list[str]:
     now = _now()
-    orders, allocations, sends = [], [], []
+    orders: list[dict[str, Any]] = []
+    allocations: list[dict[str, Any]] = []
+    sends: list[NewSupplierOrder] = []
     for supplier_id, picks in result.by_supplier.items():
         so_id = f"so_{uuid.uuid4().hex}"
         orders.append(
@@ -176,11 +184,7 @@ async def _record(uow: SupplierUnitOfWork, order: _Order, result: Plan) -> None:
             )
         )
     await uow.add_supplier_orders(orders, allocations, sends)
-    by_reason: dict[RoutingFailureReason, list[str]] = defaultdict(list)
-    for line_id, reason in result.failed.items():
-        by_reason[reason].append(line_id)
-    for reason, line_ids in by_reason.items():
-        uow.emit(OrderRoutingFailed(order_id=order.id, line_ids=line_ids, reason=reason))
+    return [str(o["id"]) for o in orders]
 
 
 async def fail_over(
@@ -500,3 +504,11 @@ async def scan_sla(uow: SupplierUnitOfWork, now: datetime | None = None) -> int:
                 await uow.set_state(so.id, **{flag: True for flag, _, _ in steps})
         await uow.commit()
     return fired
+
+
+async def fold_tallies(uow: SupplierUnitOfWork) -> int:
+    """Fold supplier counter increments into the suppliers' rows (housekeeping)."""
+    async with uow:
+        folded = await uow.fold_tallies()
+        await uow.commit()
+    return folded

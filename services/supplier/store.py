@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +25,7 @@ from services.supplier.tables import (
     routing_request,
     supplier,
     supplier_order,
+    supplier_tally,
 )
 from shared.uow import UnitOfWork
 
@@ -33,6 +34,7 @@ __all__ = ["SupplierDirectory", "SupplierUnitOfWork", "metadata"]
 ACTIVE_STATES = ("to_send", "sending", "received", "accepted", "backordered", "dispatched")
 FAILED_STATES = ("rejected", "out_of_stock", "unavailable")
 UNDECIDED_STATES = ("received", "backordered")
+COUNTERS = ("decided", "accepted", "shipped", "shipped_on_time", "exceptions")
 """Placed at the supplier, waiting for its decision: checked on if no callback comes."""
 
 
@@ -107,9 +109,10 @@ class SupplierDirectory:
             return False, None
         return True, hit[1]
 
-    def remember(self, supplier_id: str, row: Any) -> SupplierEntry | None:
+    def remember(self, supplier_id: str, row: Any, counts: dict[str, int]) -> SupplierEntry | None:
         entry = None
         if row is not None:
+            c = {k: counts.get(k, 0) for k in ("decided", "accepted", "shipped", "shipped_on_time")}
             entry = SupplierEntry(
                 row.id,
                 row.supplier_key,
@@ -119,7 +122,7 @@ class SupplierDirectory:
                 float(row.ship_sla_hours),
                 row.active,
                 row.rate_limit_per_s,
-                Track(row.decided, row.accepted, row.shipped, row.shipped_on_time),
+                Track(c["decided"], c["accepted"], c["shipped"], c["shipped_on_time"]),
             )
         self._entries[supplier_id] = (time.monotonic() + self.ttl_s, entry)
         return entry
@@ -149,6 +152,32 @@ class _Tally:
         self.counts.setdefault(supplier_id, Counter()).update(increments)
 
 
+@dataclass(frozen=True, slots=True)
+class _Allocation:
+    line_id: str
+    sku: str
+    supplier_sku: str
+    quantity: int
+    unit_cost: Decimal
+    currency: str
+
+
+_SO_WITH_LINES = (
+    select(
+        supplier_order,
+        allocation.c.line_id.label("a_line_id"),
+        allocation.c.sku.label("a_sku"),
+        allocation.c.supplier_sku.label("a_supplier_sku"),
+        allocation.c.quantity.label("a_quantity"),
+        allocation.c.unit_cost.label("a_unit_cost"),
+        allocation.c.currency.label("a_currency"),
+    )
+    .outerjoin(allocation, allocation.c.supplier_order_id == supplier_order.c.id)
+    .where(supplier_order.c.id == bindparam("so_id"))
+    .order_by(allocation.c.id)
+)
+
+
 class StockConflict(Exception):
     """Stock read for planning was taken by a concurrent order; plan again."""
 
@@ -176,21 +205,24 @@ class SupplierUnitOfWork(UnitOfWork):
         self.work_queued = False
         self.new_orders: list[NewSupplierOrder] = []
         self._tally = _Tally()
+        self._lines: dict[str, list[_Allocation]] = {}
 
     async def __aenter__(self) -> SupplierUnitOfWork:
         await super().__aenter__()
         self.work_queued = False
         self.new_orders = []
         self._tally = _Tally()
+        self._lines = {}
         return self
 
     async def commit(self) -> None:
-        for supplier_id in sorted(self._tally.counts):  # hot rows: last, in a stable order
-            increments = self._tally.counts[supplier_id]
+        if self._tally.counts:  # appended, not updated: the supplier row is not locked
             await self.session.execute(
-                update(supplier)
-                .where(supplier.c.id == supplier_id)
-                .values({supplier.c[k]: supplier.c[k] + v for k, v in increments.items()})
+                supplier_tally.insert(),
+                [
+                    {**dict.fromkeys(COUNTERS, 0), **increments, "supplier_id": supplier_id}
+                    for supplier_id, increments in sorted(self._tally.counts.items())
+                ],
             )
         self._tally = _Tally()
         await super().commit()
@@ -234,8 +266,11 @@ class SupplierUnitOfWork(UnitOfWork):
                     select(supplier).where(supplier.c.id.in_(missing))
                 )
             }
+            counts = await self.counters(rows)
             for supplier_id in missing:
-                entry = self.directory.remember(supplier_id, rows.get(supplier_id))
+                entry = self.directory.remember(
+                    supplier_id, rows.get(supplier_id), counts.get(supplier_id, {})
+                )
                 if entry is not None:
                     found[supplier_id] = entry
         return found
@@ -319,8 +354,62 @@ class SupplierUnitOfWork(UnitOfWork):
             done.append((key, change))
 
     def count(self, supplier_id: str, **increments: int) -> None:
-        """Add to a supplier's counters; written at commit (see `commit`)."""
+        """Add to a supplier's counters; appended to `supplier_tally` at commit."""
         self._tally.add(supplier_id, increments)
+
+    async def counters(self, ids: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Suppliers' counters: their row plus the tallies not yet folded into it."""
+        wanted = list(set(ids))
+        rows = await self.session.execute(
+            select(supplier.c.id, *(supplier.c[k] for k in COUNTERS)).where(
+                supplier.c.id.in_(wanted)
+            )
+        )
+        out = {r.id: {k: int(getattr(r, k)) for k in COUNTERS} for r in rows}
+        pending = await self.session.execute(
+            select(
+                supplier_tally.c.supplier_id,
+                *(func.sum(supplier_tally.c[k]).label(k) for k in COUNTERS),
+            )
+            .where(supplier_tally.c.supplier_id.in_(wanted))
+            .group_by(supplier_tally.c.supplier_id)
+        )
+        for r in pending:
+            if r.supplier_id in out:
+                for k in COUNTERS:
+                    out[r.supplier_id][k] += int(getattr(r, k) or 0)
+        return out
+
+    async def fold_tallies(self, limit: int = 5000) -> int:
+        """Move appended tallies into the suppliers' counters; returns how many were folded.
+
+        `DELETE … RETURNING` takes exactly the rows it adds up, so a tally committed
+        meanwhile is neither lost nor counted twice.
+        """
+        last = await self.session.scalar(
+            select(supplier_tally.c.id).order_by(supplier_tally.c.id).offset(limit - 1).limit(1)
+        ) or await self.session.scalar(select(func.max(supplier_tally.c.id)))
+        if last is None:
+            return 0
+        taken = list(
+            await self.session.execute(
+                delete(supplier_tally)
+                .where(supplier_tally.c.id <= last)
+                .returning(supplier_tally.c.supplier_id, *(supplier_tally.c[k] for k in COUNTERS))
+            )
+        )
+        sums: dict[str, Counter[str]] = {}
+        for r in taken:
+            sums.setdefault(r.supplier_id, Counter()).update(
+                {k: int(getattr(r, k) or 0) for k in COUNTERS}
+            )
+        for supplier_id in sorted(sums):
+            await self.session.execute(
+                update(supplier)
+                .where(supplier.c.id == supplier_id)
+                .values({supplier.c[k]: supplier.c[k] + v for k, v in sums[supplier_id].items()})
+            )
+        return len(taken)
 
     # -- routing requests -----------------------------------------------------------------
     async def add_request(self, values: dict[str, Any]) -> bool:
@@ -388,11 +477,31 @@ class SupplierUnitOfWork(UnitOfWork):
         await self.session.execute(allocation.insert(), allocations)
         self.new_orders += sends
 
+    async def drop_supplier_orders(self, ids: list[str]) -> None:
+        """Undo `add_supplier_orders` within this transaction (their stock was not had)."""
+        if not ids:
+            return
+        await self.session.execute(
+            delete(allocation).where(allocation.c.supplier_order_id.in_(ids))
+        )
+        await self.session.execute(delete(supplier_order).where(supplier_order.c.id.in_(ids)))
+        self.new_orders = [o for o in self.new_orders if o.id not in ids]
+
     async def supplier_order(self, so_id: str, *, for_update: bool = False) -> Any:
-        query = select(supplier_order).where(supplier_order.c.id == so_id)
-        if for_update:
-            query = query.with_for_update()
-        return (await self.session.execute(query)).first()
+        """The supplier order (locked with `for_update`), its allocations read in the same
+        statement and kept for `allocations_of`."""
+        query = _SO_WITH_LINES.with_for_update(of=supplier_order) if for_update else _SO_WITH_LINES
+        rows = list(await self.session.execute(query, {"so_id": so_id}))
+        if not rows:
+            return None
+        self._lines[so_id] = [
+            _Allocation(
+                r.a_line_id, r.a_sku, r.a_supplier_sku, r.a_quantity, r.a_unit_cost, r.a_currency
+            )
+            for r in rows
+            if r.a_line_id is not None
+        ]
+        return rows[0]
 
     async def by_tracking(self, tracking_number: str) -> Any:
         query = (
@@ -443,6 +552,8 @@ class SupplierUnitOfWork(UnitOfWork):
         return list(rows)
 
     async def allocations_of(self, so_id: str) -> list[Any]:
+        if so_id in self._lines:
+            return list(self._lines[so_id])
         return list(
             await self.session.execute(
                 select(allocation).where(allocation.c.supplier_order_id == so_id)

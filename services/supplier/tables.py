@@ -133,3 +133,17 @@ callback_delivery = Table(
     Column("delivery_id", String(128), primary_key=True),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
+
+supplier_tally = Table(
+    "supplier_tally",
+    metadata,
+    # counter increments of one transaction, appended (no hot-row lock on `supplier`);
+    # folded into the supplier's counters by `SupplierUnitOfWork.fold_tallies`
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("supplier_id", String(64), nullable=False),
+    Column("decided", Integer, nullable=False, default=0),
+    Column("accepted", Integer, nullable=False, default=0),
+    Column("shipped", Integer, nullable=False, default=0),
+    Column("shipped_on_time", Integer, nullable=False, default=0),
+    Column("exceptions", Integer, nullable=False, default=0),
+)

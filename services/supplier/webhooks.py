@@ -154,22 +154,24 @@ async def supplier_callback(
     x_supplier_delivery_id: Annotated[str | None, Header()] = None,
 ) -> Any:
     raw = await request.body()
-    async with uow:
-        entry = await uow.supplier(supplier_id)  # the directory cache: rarely a query
-    secret = entry.credentials.webhook_secret if entry is not None else ""
-    if not _signed(raw, x_supplier_signature, secret):
-        raise Unauthorized("invalid or missing X-Supplier-Signature")
-    delivery = _delivery(x_supplier_delivery_id, "X-Supplier-Delivery-Id")
-    body: CallbackIn = _parse(CallbackIn, raw)
-    if body.type == "dispatched" and not body.tracking_number:
-        raise Unprocessable(
-            "a dispatched callback needs tracking_number",
-            details=[
-                {"field": "body.tracking_number", "reason": "required when type is dispatched"}
-            ],
-        )
     try:
         async with uow, capacity(request, uow):
+            entry = await uow.supplier(supplier_id)  # the directory cache: rarely a query
+            secret = entry.credentials.webhook_secret if entry is not None else ""
+            if not _signed(raw, x_supplier_signature, secret):
+                raise Unauthorized("invalid or missing X-Supplier-Signature")
+            delivery = _delivery(x_supplier_delivery_id, "X-Supplier-Delivery-Id")
+            body: CallbackIn = _parse(CallbackIn, raw)
+            if body.type == "dispatched" and not body.tracking_number:
+                raise Unprocessable(
+                    "a dispatched callback needs tracking_number",
+                    details=[
+                        {
+                            "field": "body.tracking_number",
+                            "reason": "required when type is dispatched",
+                        }
+                    ],
+                )
             if not await uow.first_delivery(f"supplier:{supplier_id}", delivery):
                 return {"status": "duplicate"}
             outcome = await handlers.on_callback(uow, supplier_id, body.model_dump(mode="json"))

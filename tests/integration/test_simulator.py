@@ -163,6 +163,21 @@ async def test_accepted_dispatched_delivered_over_real_http(
             return list(items) if done else []
 
         [order] = await eventually(delivered, timeout=20, interval=0.05, what="delivery")
+        # the order's status, for a caller that missed its callbacks
+        status = await client.get(f"/{KEY}/orders/{ref}", headers=headers)
+        assert status.status_code == 200, status.text
+        assert status.json() == {
+            "supplier_order_ref": ref,
+            "reference": "so_1",
+            "status": "delivered",
+            "reason": None,
+            "carrier": order["carrier"],
+            "tracking_number": order["tracking_number"],
+        }
+        assert (await client.get(f"/{KEY}/orders/SIM-NOPE", headers=headers)).status_code == 404
+        assert (await client.get(f"/{KEY}/orders/{ref}")).status_code == 401
+        log = (await client.get(f"/_control/{KEY}/requests")).json()["items"]
+        assert len(log) == 4, "two placements, two status requests (the refused one not counted)"
 
     assert order["supplier_order_ref"] == ref and order["idempotency_key"] == "so_1"
     assert [(e["kind"], e["type"], e["status"], e["attempts"]) for e in order["events"]] == [

@@ -84,6 +84,14 @@ async def test_a_failing_supplier_is_failed_over_to_the_next(supplier, broker, f
         "cancelled",
     )
     assert len(await sim_orders(supplier, "backup")) == 1
+
+    async def stock(supplier_id: str) -> int:
+        url = f"/v1/suppliers/{supplier_id}/offers"
+        return (await supplier.client.get(url, headers=ADMIN)).json()["items"][0]["stock"]
+
+    # the failed supplier's reservation is given back, unless it said it has none
+    assert await stock(best) == (0 if failure == "out_of_stock" else 100)
+    assert await stock(backup) == 99
     if failure == "timeout":  # the slow supplier took the order in the end: it is called off
         await control(supplier, "cheap", latency_ms=0)
 

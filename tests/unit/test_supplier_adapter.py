@@ -20,6 +20,7 @@ from services.supplier.adapter import (
     Rejected,
     SupplierClient,
     SupplierEndpoint,
+    SupplierStatus,
     Unavailable,
 )
 from services.supplier.breaker import BreakerState, CircuitBreaker
@@ -294,3 +295,27 @@ async def test_logs_name_the_supplier_but_never_the_body(
     assert all(getattr(r, "supplier_id", None) == "sup_acme" for r in ours)
     assert "ZZ-SECRET-9" not in caplog.text
     assert all("ZZ-SECRET-9" not in repr(r.__dict__) for r in caplog.records)
+
+
+async def test_order_status_is_fetched_with_get_and_retried_on_5xx(make_client: Any) -> None:
+    answer = {
+        "supplier_order_ref": "SIM-9",
+        "status": "dispatched",
+        "carrier": "ups",
+        "tracking_number": "1Z9",
+        "reason": None,
+    }
+    transport = Recorder(httpx.Response(503), httpx.Response(200, json=answer))
+    outcome = await make_client(transport).order_status(ENDPOINT, "SIM-9")
+    assert outcome == SupplierStatus("SIM-9", "dispatched", None, "ups", "1Z9", attempts=2)
+    assert [(r.method, str(r.url)) for r in transport.requests] == [
+        ("GET", "http://sim.test/acme/orders/SIM-9")
+    ] * 2
+    assert transport.requests[0].headers["Authorization"] == "Bearer sim-key-acme"
+
+
+async def test_an_unusable_status_answer_is_unavailable(make_client: Any) -> None:
+    client = make_client(Recorder(httpx.Response(200, json={"nothing": "useful"})))
+    assert isinstance(await client.order_status(ENDPOINT, "SIM-9"), Unavailable)
+    client = make_client(Recorder(httpx.Response(404)))
+    assert isinstance(await client.order_status(ENDPOINT, "SIM-9"), Unavailable)

@@ -21,6 +21,7 @@ from services.supplier.simulator.models import (
     OrderStatus,
     PlaceOrderRequest,
     PlaceOrderResponse,
+    RequestLog,
 )
 from services.supplier.simulator.state import Supplier
 from shared.http import field_errors
@@ -156,6 +157,12 @@ async def reset_supplier(simulator: Sim, supplier_key: ControlKey) -> ControlVie
 async def list_orders(simulator: Sim, supplier_key: ControlKey) -> OrderList:
     orders = simulator.supplier(supplier_key).orders.values()
     return OrderList.model_validate({"items": [o.view() for o in orders]})
+
+
+@control.get("/{supplier_key}/requests", response_model=RequestLog)
+async def list_requests(simulator: Sim, supplier_key: ControlKey) -> RequestLog:
+    """When each supplier API request arrived (authenticated ones, failed ones included)."""
+    return RequestLog(items=list(simulator.supplier(supplier_key).requests))
 
 
 health = APIRouter()

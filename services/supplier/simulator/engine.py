@@ -114,6 +114,7 @@ class Simulator:
 
     async def gate(self, supplier: Supplier) -> None:
         """Answer late (`latency_ms`), sometimes fail (`fail_http_rate`), before anything else."""
+        supplier.requests.append(utc_now())  # every request, failed ones too
         if supplier.control.latency_ms:
             await asyncio.sleep(supplier.control.latency_ms / 1000)
         if supplier.roll(supplier.control.fail_http_rate):

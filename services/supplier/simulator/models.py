@@ -178,3 +178,9 @@ class OrderStatus(BaseModel):
 class OrderList(BaseModel):
     items: list[OrderView]
     next_cursor: str | None = None
+
+
+class RequestLog(BaseModel):
+    """Arrival times (RFC 3339 UTC) of a supplier's API requests, oldest first."""
+
+    items: list[str]

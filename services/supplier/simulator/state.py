@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import string
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -21,6 +22,8 @@ from services.supplier.simulator.errors import IdempotencyKeyReused, OutOfStock
 from services.supplier.simulator.models import PlaceOrderRequest, SupplierControl
 
 CARRIERS = ("ups", "fedex", "dhl", "usps")
+REQUEST_LOG = 10_000
+"""Arrival times of the newest supplier API requests kept per supplier."""
 
 
 class OrderState(StrEnum):
@@ -132,6 +135,7 @@ class Supplier:
         self.reseed()
         self.orders: dict[str, SimOrder] = {}
         self.by_idempotency_key: dict[str, SimOrder] = {}
+        self.requests: deque[str] = deque(maxlen=REQUEST_LOG)  # when each API request came
         self.tasks: set[asyncio.Task[None]] = set()
 
     def reseed(self) -> None:

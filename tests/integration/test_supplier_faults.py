@@ -1,0 +1,147 @@
+"""Lost and refused supplier callbacks: the order is still confirmed, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from services.supplier.app import create_app
+from services.supplier.settings import SupplierSettings
+from shared.db import outbox_table
+from shared.infra import free_port
+from shared.testing import eventually
+from tests.support.kafka import publish_envelopes
+from tests.support.services import served
+from tests.support.supplier import add_supplier, allocations, control, placed, sim_orders, states
+
+
+@contextlib.asynccontextmanager
+async def supplier_service(database_url, settings_for, simulator, **overrides):
+    port = free_port()
+    settings = settings_for(
+        SupplierSettings,
+        await database_url("supplier"),
+        port=port,
+        dispatcher_poll_s=0.2,
+        webhook_wait_s=0.5,
+        **overrides,
+    )
+    async with served(create_app, settings, port) as svc:
+        await svc.runtime.bus.wait_connected()
+        svc.simulator = simulator
+        yield svc
+
+
+@pytest.fixture
+async def checking_supplier(database_url, settings_for, simulator):
+    """The supplier service asking about undecided orders after 0.3 s (default 30 s)."""
+    async with supplier_service(
+        database_url, settings_for, simulator, check_after_s=0.3, reconcile_interval_s=0.1
+    ) as svc:
+        yield svc
+
+
+@pytest.fixture
+async def patient_supplier(database_url, settings_for, simulator):
+    """The supplier service asking about undecided orders only after an hour."""
+    async with supplier_service(database_url, settings_for, simulator, check_after_s=3600) as svc:
+        yield svc
+
+
+async def confirmations(svc, order_id: str) -> int:
+    """supplier-confirmed events committed (to the outbox) for one order."""
+    async with svc.runtime.uow() as uow:
+        count = await uow.session.scalar(
+            select(func.count())
+            .select_from(outbox_table)
+            .where(outbox_table.c.topic == "supplier-confirmed", outbox_table.c.key == order_id)
+        )
+    return int(count or 0)
+
+
+async def test_an_order_whose_callbacks_are_lost_or_late_is_confirmed_exactly_once(
+    checking_supplier, broker
+):
+    svc = checking_supplier
+    await add_supplier(svc, "mute", offers=[("MUG", "3.00", 100, 24)])
+    await add_supplier(svc, "late", offers=[("TEA", "1.00", 100, 24)])
+    await control(svc, "mute", lose_callbacks=True, never_ship=True)
+    await control(svc, "late", callback_delay_s=3.0, never_ship=True)
+    lost, late = placed(("MUG", 1, "12.50")), placed(("TEA", 1, "4.00"))
+    await publish_envelopes(broker.bootstrap, [lost, late])
+
+    # no callback ever reaches us for `lost`: asking the supplier confirms it
+    [alloc] = await states(svc, lost.subject, "accepted")
+    [order] = await sim_orders(svc, "mute")
+    assert [(e["type"], e["status"]) for e in order["events"]] == [("accepted", "lost")]
+    assert alloc["supplier_order_ref"] == order["supplier_order_ref"]
+    # `late` is confirmed by asking, then its callback arrives after all and changes nothing
+    await states(svc, late.subject, "accepted")
+
+    async def late_callback_taken():
+        [o] = await sim_orders(svc, "late")
+        return [e for e in o["events"] if e["status"] == "sent"]
+
+    [delivered] = await eventually(late_callback_taken, what="the late callback delivered")
+    assert delivered["type"] == "accepted" and delivered["http_status"] == 200
+    assert await confirmations(svc, lost.subject) == 1
+    assert await confirmations(svc, late.subject) == 1
+    assert len(await sim_orders(svc, "mute")) == 1, "the supplier was asked, not sent it again"
+
+
+async def _hold_every_connection(engine) -> list:
+    """Check out connections until the service's pool has none left."""
+    held = []
+    while True:
+        try:
+            held.append(await asyncio.wait_for(engine.connect(), 1.0))
+        except TimeoutError:
+            return held
+
+
+async def test_a_callback_gets_503_while_the_database_pool_is_exhausted_and_counts_once_later(
+    patient_supplier, broker
+):
+    svc = patient_supplier
+    sid = await add_supplier(svc, "busy", offers=[("MUG", "3.00", 100, 24)])
+    await control(svc, "busy", lose_callbacks=True, never_ship=True)
+    event = placed(("MUG", 1, "12.50"))
+    await publish_envelopes(broker.bootstrap, [event])
+    [alloc] = await states(svc, event.subject, "received")
+    body = json.dumps(
+        {
+            "type": "accepted",
+            "reference": alloc["supplier_order_id"],
+            "supplier_order_ref": alloc["supplier_order_ref"] or "SIM-X",
+        }
+    ).encode()
+    headers = {
+        "X-Supplier-Signature": hmac.new(b"sim-secret-busy", body, hashlib.sha256).hexdigest(),
+        "X-Supplier-Delivery-Id": str(uuid.uuid4()),
+    }
+    held = await _hold_every_connection(svc.runtime.engine)
+    try:
+        refused = await svc.client.post(
+            f"/v1/webhooks/suppliers/{sid}", content=body, headers=headers
+        )
+    finally:
+        for conn in held:
+            await conn.close()
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"].isdigit()
+    assert refused.json()["error"]["code"] == "unavailable"
+
+    retried = await svc.client.post(f"/v1/webhooks/suppliers/{sid}", content=body, headers=headers)
+    assert retried.json() == {"status": "accepted"}
+    again = await svc.client.post(f"/v1/webhooks/suppliers/{sid}", content=body, headers=headers)
+    assert again.json() == {"status": "duplicate"}
+    [after] = await allocations(svc, event.subject)
+    assert after["state"] == "accepted"
+    assert await confirmations(svc, event.subject) == 1
