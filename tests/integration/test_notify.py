@@ -457,6 +457,40 @@ async def test_a_growing_dead_letter_queue_pages_ops(database_url, settings_for,
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_supplier_breaker_opening_pages_ops_once_per_opening(
+    database_url, settings_for, broker
+):
+    async with webhook_sink() as sink:
+        hooks = [{"kind": "slack", "url": sink.endpoint("slack")}]
+        gauge = 'dropship_supplier_breaker_open{{supplier_id="sup-a"}} {}\n'
+        sink.metrics = gauge.format("1.0")
+        async with stack(
+            database_url,
+            settings_for,
+            broker,
+            ops_webhooks=json.dumps(hooks),
+            supplier_url=sink.url,
+        ) as s:
+            await until(lambda: len(sink.of("slack")) == 1, what="breaker alert")
+            assert "Supplier sup-a is failing" in sink.of("slack")[0].body["text"]
+
+            async def watch_state() -> int:
+                async with s.notify.runtime.uow() as uow:
+                    return (await uow.watch_values()).get("breaker:sup-a", 0)
+
+            sink.metrics = gauge.format("0.0")  # it recovers...
+            await eventually(lambda: _equals(watch_state(), 2), what="breaker closed seen")
+            sink.metrics = gauge.format("1.0")  # ...and opens again: a new alert
+            await until(lambda: len(sink.of("slack")) == 2, what="second breaker alert")
+            alerts = (await s.notify.client.get("/v1/alerts", headers=API_KEY)).json()["items"]
+            assert [a["kind"] for a in alerts] == ["supplier_breaker_open"] * 2
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_notify_api_rejects_bad_input_by_name(database_url, settings_for, broker):
     async with stack(database_url, settings_for, broker, consumers_enabled=False) as s:
         c = s.notify.client

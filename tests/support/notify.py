@@ -89,6 +89,8 @@ class Sink:
     received: list[Hook] = field(default_factory=list)
     script: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
     """Per kind, canned (status, headers) answers to give before answering normally."""
+    metrics: str = ""
+    """What `GET /metrics` serves (a supplier service's Prometheus exposition)."""
 
     def of(self, kind: str) -> list[Hook]:
         return [hook for hook in self.received if hook.kind == kind]
@@ -99,6 +101,12 @@ class Sink:
     def app(self) -> FastAPI:
         app = FastAPI()
         app.state.runtime = None
+
+        @app.get("/metrics")
+        async def metrics() -> Any:
+            from fastapi.responses import PlainTextResponse
+
+            return PlainTextResponse(self.metrics)
 
         @app.post("/{kind}")
         async def receive(kind: str, request: Request) -> Any:
