@@ -88,6 +88,12 @@ def for_event() -> str:
     return current() or new_traceparent()
 
 
+def outgoing_headers() -> dict[str, str]:
+    """Headers that continue the current trace in a service this one calls over HTTP."""
+    traceparent = current()
+    return {"traceparent": traceparent} if traceparent else {}
+
+
 def _parent_context(traceparent: str | None) -> Context:
     """A context whose parent is `traceparent`, or an empty one (a new trace)."""
     remote = parse_traceparent(traceparent)

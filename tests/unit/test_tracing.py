@@ -103,3 +103,11 @@ def test_log_records_carry_the_trace_id_of_the_span_they_are_written_in():
     with tracing.Tracing("order").span("GET", SpanKind.SERVER, CALLER):
         assert trace_id_of_a_record() == CALLER.split("-")[1]
     assert trace_id_of_a_record() is None
+
+
+def test_calls_to_other_services_continue_the_current_trace():
+    assert tracing.outgoing_headers() == {}
+    with tracing.Tracing("notify").span("shipment-delayed process", SpanKind.CONSUMER, CALLER):
+        headers = tracing.outgoing_headers()
+        assert headers == {"traceparent": tracing.current()}
+    assert headers["traceparent"].split("-")[1] == CALLER.split("-")[1]
