@@ -88,6 +88,9 @@ def up() -> int:
         "DROPSHIP_SIMULATOR_TRACKING_URL",
         f"http://127.0.0.1:{port_of('supplier')}/v1/webhooks/tracking",
     )
+    # notify reads contacts from the order service and breaker states from the supplier's
+    env.setdefault("DROPSHIP_ORDER_URL", f"http://127.0.0.1:{port_of('order')}")
+    env.setdefault("DROPSHIP_SUPPLIER_URL", f"http://127.0.0.1:{port_of('supplier')}")
     broker: EmbeddedBroker | None = None
     children: list[Child] = []
     stopping = False

@@ -82,6 +82,27 @@ def test_local_stack_runs_an_order_through_and_stops_cleanly_twice(stack_env, tm
                     break
                 time.sleep(0.2)
             assert status in ("confirmed", "shipped", "delivered"), f"run {run}: order is {status}"
+            # the demo supplier ships after a second; with no SMTP configured the customer's
+            # dispatch notice is written as an .eml file in the data folder
+            order_id = placed.json()["id"]
+            mails: list[Path] = []
+            while time.monotonic() < deadline:
+                mails = [
+                    p
+                    for p in (tmp_path / "var" / "mail").glob("*.eml")
+                    if order_id in p.read_text(errors="replace")
+                ]
+                if mails:
+                    break
+                time.sleep(0.2)
+            assert len(mails) == 1, f"run {run}: no dispatch notice for {order_id}"
+            notices = httpx.get(
+                urls["notify"] + "/v1/notifications",
+                params={"order_id": order_id},
+                headers=API_KEY,
+                timeout=5,
+            ).json()["items"]
+            assert [(n["kind"], n["status"]) for n in notices] == [("shipment_dispatched", "sent")]
         finally:
             launcher.send_signal(signal.SIGINT)
             assert launcher.wait(60) == 0, log.read_text()[-3000:]
