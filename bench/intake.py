@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -23,12 +22,10 @@ import platform
 import random
 import resource
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -47,19 +44,33 @@ if __package__ in (None, ""):  # run as a script: make `bench.*` importable as w
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import bare_app
+from bench._common import (  # bench/notify.py imports some of these from here
+    ASGI_LEAVES,
+    DB_LEAVES,
+    LIBRARIES,
+    REPO,
+    TICK,
+    UvicornApp,
+    busy_cores,
+    fmt_ms,
+    leaf_label,
+    machine_busy_ticks,
+    perf,
+    postmaster_pid,
+    proc_ticks,
+    py_spy,
+    read_collapsed,
+)
 from bench.loadgen import order_body
 from bench.pipeline import databases, server_version
 from services.order.app import MIGRATIONS
 from services.order.pii import generate_key
 from shared.db import migrate
-from shared.infra import EmbeddedBroker, free_port
+from shared.infra import EmbeddedBroker
 
-REPO = Path(__file__).resolve().parents[1]
 LUA = REPO / "bench" / "intake_order.lua"
 LOADGEN = REPO / "bench" / "loadgen.py"
 API_KEY = "dev-api-key"
-TICK = os.sysconf("SC_CLK_TCK")
-perf = time.perf_counter
 
 
 # --------------------------------------------------------------------------- results
@@ -93,14 +104,6 @@ class Row:
         return data
 
 
-def fmt_ms(v: float | None, timeout: float) -> str:
-    if v is None:
-        return "-"
-    if math.isinf(v):
-        return f">{timeout * 1000:.0f}"
-    return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
-
-
 def print_table(rows: list[Row], timeout: float) -> None:
     header = (
         f"{'target':<15}{'load':<17}{'offered':>8}{'sent/s':>8}{'201/s':>8}"
@@ -126,45 +129,6 @@ def print_table(rows: list[Row], timeout: float) -> None:
 
 
 # --------------------------------------------------------------------------- cpu accounting
-
-
-def proc_ticks() -> dict[int, tuple[str, int, int, int]]:
-    """Command name, parent pid, utime+stime and stime (clock ticks) of every live process."""
-    out: dict[int, tuple[str, int, int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        close = raw.rfind(b")")
-        comm = raw[raw.find(b"(") + 1 : close].decode(errors="replace")
-        fields = raw[close + 2 :].split()
-        utime, stime = int(fields[11]), int(fields[12])
-        out[int(entry.name)] = (comm, int(fields[1]), utime + stime, stime)
-    return out
-
-
-def machine_busy_ticks() -> int:
-    """Ticks all CPUs spent not idle, since boot (/proc/stat)."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return sum(values[:8]) - values[3] - values[4]  # minus idle and iowait
-
-
-def postmaster_pid(url: str) -> int | None:
-    """The PostgreSQL server listening on the URL's port (its backends are its children)."""
-    port = make_url(url).port
-    for pid, (comm, *_) in proc_ticks().items():
-        if comm != "postgres":
-            continue
-        with contextlib.suppress(OSError):
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"-p" in args and args[args.index(b"-p") + 1] == str(port).encode():
-                return pid
-    return None
 
 
 @dataclass(frozen=True)
@@ -245,80 +209,10 @@ class CpuMeter:
 
 
 @dataclass
-class Target:
-    """A uvicorn app with 2 workers in its own process group."""
+class Target(UvicornApp):
+    """The order service or the bare app, answering storefront orders."""
 
-    name: str
-    spec: str
-    env: dict[str, str]
-    workers: int
-    log: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    worker_pids: list[int] = field(default_factory=list)
     ok_total: int = 0  # every 201 this target gave, all phases
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            self.spec,
-            "--workers",
-            str(self.workers),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--no-access-log",
-        ]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=REPO,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    async def wait_ready(self, within: float = 90.0) -> None:
-        """/readyz 200 on fresh connections several times in a row (both workers up)."""
-        deadline = perf() + within
-        streak = 0
-        while streak < 8:
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
-            if perf() > deadline:
-                raise RuntimeError(f"{self.name} not ready after {within:.0f}s:\n{self.log_tail()}")
-            try:
-                async with httpx.AsyncClient(timeout=2.0) as client:
-                    ok = (await client.get(self.base + "/readyz")).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            streak = streak + 1 if ok else 0
-            await asyncio.sleep(0.05 if ok else 0.25)
-        self.worker_pids = self._children()
-        if len(self.worker_pids) != self.workers:
-            raise RuntimeError(
-                f"{self.name}: expected {self.workers} workers, found {self.worker_pids}"
-            )
-
-    def _children(self) -> list[int]:
-        assert self.proc is not None
-        pid = self.proc.pid
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        workers = []
-        for k in kids:
-            with contextlib.suppress(OSError):
-                if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes():
-                    workers.append(int(k))
-        return sorted(workers)
 
     async def sanity(self) -> None:
         """One order must give 201, or nothing that follows means anything."""
@@ -329,25 +223,6 @@ class Target:
         if r.status_code != 201:
             raise RuntimeError(f"{self.name}: sample order got {r.status_code}: {r.text[:500]}")
         self.ok_total += 1
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.proc = None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 # --------------------------------------------------------------------------- databases
@@ -557,54 +432,11 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("db:", ("asyncpg/", "sqlalchemy/", "greenlet")),
     ("handler: domain, uow, events (ours)", ("create_order (services/order/api.py",)),
 )
-DB_LEAVES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("db: asyncpg driver", ("asyncpg/",)),
-    ("db: SQLAlchemy statement build/compile/cache key", ("sqlalchemy/sql/",)),
-    ("db: SQLAlchemy session/engine/result/greenlet", ("sqlalchemy/", "greenlet")),
-)
-ASGI_LEAVES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ASGI: BaseHTTPMiddleware (trace) + anyio", ("starlette/middleware/base.py", "anyio/")),
-    ("ASGI: uvicorn + httptools", ("uvicorn/",)),
-    ("ASGI: Starlette/FastAPI routing, middleware", ("starlette/", "fastapi/", "shared/http.py")),
-    ("event loop, asyncio", ("asyncio/", "uvloop/")),
-)
-LIBRARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # the leaf-most frame that belongs to one of these packages names the sample
-    ("asyncpg", ("asyncpg/",)),
-    ("sqlalchemy", ("sqlalchemy/",)),
-    ("pydantic", ("pydantic/", "pydantic_core/")),
-    ("email_validator", ("email_validator/",)),
-    ("pycountry", ("pycountry/",)),
-    ("cryptography, hmac", ("cryptography/", "hmac.py")),
-    ("json (stdlib)", ("json/",)),
-    ("aiokafka", ("aiokafka/",)),
-    ("anyio", ("anyio/",)),
-    ("starlette", ("starlette/",)),
-    ("fastapi", ("fastapi/",)),
-    ("uvicorn", ("uvicorn/",)),
-    ("logging", ("logging/", "pythonjsonlogger/")),
-    ("threading", ("threading.py", "queue.py")),
-    ("asyncio", ("asyncio/",)),
-    ("services/ + shared/ (ours)", ("services/", "shared/")),
-)
-
-
-def leaf_label(frames: list[str], rules: tuple[tuple[str, tuple[str, ...]], ...]) -> str | None:
-    for frame in reversed(frames):
-        hit = next((n for n, keys in rules if any(k in frame for k in keys)), None)
-        if hit:
-            return hit
-    return None
 
 
 def summarise_profile(path: Path, top: int = 12) -> list[str]:
     """Percentages from py-spy's collapsed stacks (`--format raw`) of one worker."""
-    stacks: list[tuple[list[str], int]] = []
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if count.isdigit():
-            stacks.append(([f for f in stack.split(";") if f], int(count)))
-    total = sum(c for _, c in stacks)
+    stacks, total = read_collapsed(path)
     if not total:
         return ["  (no samples)"]
     phases: Counter[str] = Counter()
@@ -633,11 +465,6 @@ def summarise_profile(path: Path, top: int = 12) -> list[str]:
     out += ["", f"  top {top} functions by self time:"]
     out += [f"    {pct(n)}  {frame[:100]}" for frame, n in leaves.most_common(top)]
     return out
-
-
-def py_spy() -> str | None:
-    beside = Path(sys.executable).parent / "py-spy"
-    return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
 async def run_profile(
@@ -849,13 +676,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if shutil.which("wrk") is None:
         ap.error("wrk not found (apt-get install wrk)")
     return args
-
-
-async def busy_cores(seconds: float) -> float:
-    """Cores the whole machine kept busy over `seconds` (this process sleeps meanwhile)."""
-    b0, t0 = machine_busy_ticks(), perf()
-    await asyncio.sleep(seconds)
-    return (machine_busy_ticks() - b0) / TICK / (perf() - t0)
 
 
 def tool_version(cmd: list[str]) -> str:

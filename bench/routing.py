@@ -3,12 +3,12 @@
     python -m deploy.testenv -- .venv/bin/python bench/routing.py
 
 Per backend (SQLite, and PostgreSQL under deploy.testenv) the supplier service runs as
-deployed (one uvicorn worker: consumer, dispatcher, webhooks and outbox relay in one
-process) against the supplier simulator (its own process, 20 ms answer latency) and a
-fresh tansu broker. `order-placed` events are published on a fixed timetable (open
-model) and latency runs from each event's scheduled publish time to the last
-`supplier-confirmed` of its order reaching a consumer here. Prints figures, asserts
-nothing. See bench/README.md for how to read them.
+deployed (by default one uvicorn worker: consumer, dispatcher, webhooks and outbox relay
+in one process; `--workers N` runs N replicas sharing the consumer group) against the
+supplier simulator (its own process, 20 ms answer latency) and a fresh tansu broker.
+`order-placed` events are published on a fixed timetable (open model) and latency runs
+from each event's scheduled publish time to the last `supplier-confirmed` of its order
+reaching a consumer here. Prints figures, asserts nothing. See bench/README.md for how to read them.
 """
 
 from __future__ import annotations
@@ -47,21 +47,25 @@ from sqlalchemy import select
 if __package__ in (None, ""):  # run as a script: make `bench.*` importable as with -m
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.intake import (
+from bench._common import (
     ASGI_LEAVES,
     DB_LEAVES,
     LIBRARIES,
     TICK,
-    Target,
+    UvicornApp,
     busy_cores,
     fmt_ms,
     leaf_label,
     machine_busy_ticks,
+    paced,
+    percentile,
+    perf,
     postmaster_pid,
     proc_ticks,
     py_spy,
+    read_collapsed,
 )
-from bench.pipeline import databases, percentile, server_version, stop_tasks, wait_until
+from bench.pipeline import databases, server_version, stop_tasks, wait_until
 from services.supplier.app import MIGRATIONS
 from services.supplier.store import aware
 from services.supplier.tables import routing_request, supplier_order
@@ -78,7 +82,6 @@ CONFIRMED = "supplier-confirmed"
 FAILED = "order-routing-failed"
 PARTITIONS = 8
 GOAL_P99_MS = 250.0
-perf = time.perf_counter
 
 # Two simulated suppliers. SKUs 1-3 go to alpha, 4-6 to beta (3 and 4 are offered by both,
 # each cheaper at one), so an order with lines on both sides is split in two supplier orders.
@@ -186,7 +189,7 @@ def print_stages(rows: list[Row]) -> None:
 
 
 @dataclass
-class Service(Target):
+class Service(UvicornApp):
     """One uvicorn process with a single worker: the app runs in the process itself."""
 
     health: str = "/readyz"
@@ -240,9 +243,14 @@ class CpuMeter:
                 return 0.0
             return max(0, after[pid][index] - self.before.get(pid, ("", 0, 0, 0))[index]) / TICK
 
-        out = {name: used(pid) / wall for name, pid in self.pids.items()}
-        supplier_s = used(self.pids.get("supplier"))
-        self.supplier_sys = used(self.pids.get("supplier"), 3) / supplier_s if supplier_s else 0.0
+        def tree(pid: int | None, index: int = 2) -> float:
+            """A process and its direct children (uvicorn's workers)."""
+            kids = [p for p, (_, ppid, *_) in after.items() if pid is not None and ppid == pid]
+            return used(pid, index) + sum(used(k, index) for k in kids)
+
+        out = {name: tree(pid) / wall for name, pid in self.pids.items()}
+        supplier_s = tree(self.pids.get("supplier"))
+        self.supplier_sys = tree(self.pids.get("supplier"), 3) / supplier_s if supplier_s else 0.0
         if self.db_root is not None:
             root = self.db_root
             db = [p for p, (_, ppid, *_) in after.items() if p == root or ppid == root]
@@ -366,13 +374,10 @@ async def publish(producer: AIOKafkaProducer, orders: list[Order], rate: float) 
     """Send order i at start + i/rate whatever happened before; returns lateness per send (s)."""
     late: list[float] = []
     futures = []
-    start = perf() + 0.02
-    for i, o in enumerate(orders):
-        o.scheduled = start + i / rate
-        wait = o.scheduled - perf()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        late.append(perf() - o.scheduled)
+    async for i, due in paced(len(orders), rate):
+        o = orders[i]
+        o.scheduled = due
+        late.append(perf() - due)
         futures.append(await producer.send(PLACED, o.value, key=o.key))
     await asyncio.gather(*futures)
     return late
@@ -665,12 +670,7 @@ SUPPLIER_LIBRARIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def summarise_supplier_profile(path: Path, top: int = 15) -> list[str]:
     """Percentages from py-spy's collapsed stacks (`--format raw`) of the supplier service."""
-    stacks: list[tuple[list[str], int]] = []
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if count.isdigit():
-            stacks.append(([f for f in stack.split(";") if f], int(count)))
-    total = sum(c for _, c in stacks)
+    stacks, total = read_collapsed(path)
     if not total:
         return ["  (no samples)"]
     components: Counter[str] = Counter()
@@ -724,7 +724,7 @@ async def record_profile(pid: int, seconds: int, out: Path, delay: float) -> Non
         raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
     await asyncio.sleep(delay)
     cmd = [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "100"]
-    cmd += ["--gil", "--format", "raw", "--output", str(out)]
+    cmd += ["--gil", "--format", "raw", "--output", str(out), "--subprocesses"]
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
@@ -804,7 +804,7 @@ async def run_backend(
                     "supplier service",
                     "services.supplier.app:create_app",
                     {},
-                    1,
+                    args.workers,
                     Path(tmp) / "supplier.log",
                 )
                 simulator = Service(
@@ -956,6 +956,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rates", default="100,200", help="open-model arrival rates, orders/s (default 100,200)"
     )
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per measured rate")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="supplier service uvicorn workers (replicas sharing the consumer group; default 1)",
+    )
     ap.add_argument("--latency-ms", type=float, default=20.0, help="simulator answer latency")
     ap.add_argument(
         "--timeout",
@@ -1031,7 +1037,8 @@ async def main(argv: list[str] | None = None) -> int:
         f"timeout={args.timeout:g}s partitions={PARTITIONS} backends={','.join(args.backends)}"
     )
     print(
-        "  one machine: supplier service (1 worker), simulator, broker, database and this "
+        f"  one machine: supplier service ({args.workers} worker(s)), simulator, broker, "
+        "database and this "
         "publisher share the cores; cpu columns are cores used"
     )
     background = await busy_cores(1.0)
