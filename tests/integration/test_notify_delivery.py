@@ -173,6 +173,8 @@ async def test_notify_killed_mid_send_sends_the_notice_once(
         finally:
             notify.stop()
     assert [r["status"] for r in rows] == ["sent"] and rows[0]["attempts"] == 2
+    logged = notify.log_path.read_text()
+    assert order_id in logged and "ann@example.com" not in logged  # contacts are never logged
     if failpoint == "notify.before_send":
         assert len(mailbox.raw) == 1
     else:
