@@ -60,7 +60,7 @@ class PermanentError(Exception):
 class MessageProcessor:
     """Runs messages through envelope validation, the inbox and their handler.
 
-    With a `batch_handler`, a batch is claimed in the inbox with two statements and its
+    With a `batch_handler`, a batch is claimed in the inbox with one statement and its
     fresh events go to that one call (in order), for consumers that write set-based;
     `handlers` then only name the topics.
     """

@@ -2,8 +2,9 @@
 
     python -m services.metrics.rebuild [--reset] [--database-url URL] [--bootstrap HOST:PORT]
 
-Reads each partition of every event topic from offset 0 up to its end at the start of
-the run (no consumer group: the live service's offsets are untouched) and applies the
+Reads each partition of every event topic from offset 0 until it has caught up with
+the partition's high watermark (no consumer group: the live service's offsets are
+untouched) and applies the
 events through the same inbox and batch handler as the live consumer, so the facts,
 and the KPIs computed from them, come out exactly the same. `--reset` first empties the
 facts and the metrics inbox in one transaction (stop the service first, or rebuild
@@ -21,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from services.metrics.app import MIGRATIONS
 from services.metrics.handlers import HANDLERS, apply_batch
@@ -95,6 +96,7 @@ async def rebuild(
         )
         await consumer.start()
         try:
+            await consumer.topics()  # loads the metadata partitions_for_topic reads
             partitions = [
                 TopicPartition(topic, p)
                 for topic in EVENT_TOPICS
@@ -102,19 +104,25 @@ async def rebuild(
             ]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            ends = {tp: off for tp, off in (await consumer.end_offsets(partitions)).items() if off}
-            remaining = dict(ends)
-            while remaining:
-                batches = await consumer.getmany(*remaining, timeout_ms=500)
-                for tp, fetched in batches.items():
-                    records = [r for r in fetched if r.offset < ends[tp]]
-                    for start in range(0, len(records), size):
-                        outcomes = await delivery.deliver_many(records[start : start + size])
-                        stats.read += len(outcomes)
-                        stats.applied += outcomes.count("processed")
-                        stats.duplicates += outcomes.count("duplicate")
-                    if fetched and fetched[-1].offset + 1 >= ends[tp]:
-                        remaining.pop(tp, None)
+            pending = set(partitions)
+            while pending:
+                batches = await consumer.getmany(*pending, timeout_ms=500)
+                # facts do not depend on the order events arrive in, so one transaction
+                # may take events of several partitions (each partition's stay in order)
+                records: list[ConsumerRecord[bytes, bytes]] = []
+                for fetched in batches.values():
+                    records.extend(fetched)
+                for start in range(0, len(records), size):
+                    outcomes = await delivery.deliver_many(records[start : start + size])
+                    stats.read += len(outcomes)
+                    stats.applied += outcomes.count("processed")
+                    stats.duplicates += outcomes.count("duplicate")
+                for tp in list(pending):
+                    # caught up with the high watermark of the last fetch (ListOffsets is
+                    # not relied on: tansu answers it per record batch, not per record)
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None and await consumer.position(tp) >= highwater:
+                        pending.discard(tp)
         finally:
             await consumer.stop()
     finally:

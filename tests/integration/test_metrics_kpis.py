@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from services.metrics.app import create_app
 from services.metrics.settings import MetricsSettings
@@ -108,13 +109,24 @@ def _rebuild_cli(settings: MetricsSettings, *extra: str) -> dict[str, object]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+async def _publish_batched(bootstrap: str, envelopes) -> None:
+    """Publish without waiting for each ack, so the broker stores multi-record batches."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=50)
+    await producer.start()
+    try:
+        sent = [await producer.send(e.type, e.to_bytes(), key=e.key) for e in envelopes]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
 async def test_a_replay_into_an_empty_database_rebuilds_the_same_kpis(
     database_url, settings_for, broker
 ):
     live_settings = settings_for(MetricsSettings, await database_url("metrics"))
     async with in_process(create_app, live_settings) as live:
         await live.runtime.bus.wait_connected()
-        await publish_envelopes(broker.bootstrap, h.history())
+        await _publish_batched(broker.bootstrap, h.history())
         await eventually(lambda: _applied(live.client, h.DISTINCT_EVENTS), what="events applied")
         expected = await _reports(live.client)
 
