@@ -183,6 +183,9 @@ def test_base_runs_the_service_probed_limited_and_unprivileged(name: str) -> Non
     assert command[command.index("--host") + 1] == "0.0.0.0"
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
     assert ports == {"http": SERVICES[name]}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == str(SERVICES[name])
     assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
 
