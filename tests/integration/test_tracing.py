@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -26,7 +27,7 @@ from shared.events import Envelope
 from shared.testing import eventually
 from tests.support.data import API_KEY, order_body
 from tests.support.kafka import consume
-from tests.support.services import in_process
+from tests.support.services import in_process, service_process
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -193,3 +194,51 @@ async def test_by_default_nothing_is_exported_but_the_trace_id_still_travels(
     envelope = await _place_one_order(settings)
     assert collector.requests == 0 and collector.spans == []
     assert envelope.traceparent is not None and envelope.traceparent.split("-")[1] == TRACE_ID
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_separate_processes_export_one_trace_to_the_collector(
+    database_url, broker, collector, tmp_path
+):
+    """Configured by environment, as deployed: two uvicorn processes, one trace over OTLP."""
+    common = {
+        "DROPSHIP_ENVIRONMENT": "test",
+        "DROPSHIP_DATA_DIR": str(tmp_path),
+        "DROPSHIP_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "DROPSHIP_OTEL_EXPORTER": "otlp",
+        "DROPSHIP_OTEL_ENDPOINT": collector.url,
+        "DROPSHIP_LOG_JSON": "false",
+    }
+    order = service_process(
+        "order", {**common, "DROPSHIP_ORDER_DATABASE_URL": await database_url("order")}, tmp_path
+    )
+    supplier = service_process(
+        "supplier",
+        {**common, "DROPSHIP_SUPPLIER_DATABASE_URL": await database_url("supplier")},
+        tmp_path,
+    )
+    try:
+        order.start()
+        supplier.start()
+        async with httpx.AsyncClient(base_url=order.url, timeout=10) as client:
+            response = await client.post(
+                "/v1/orders",
+                json=order_body(sku="NOBODY-SELLS-THIS"),
+                headers={**API_KEY, "traceparent": CALLER},
+            )
+            assert response.status_code == 201, response.text
+            wanted = {
+                ("order", "POST /v1/orders", TRACE_ID),
+                ("order", "order-placed publish", TRACE_ID),
+                ("supplier", "order-placed process", TRACE_ID),
+                ("supplier", "order-routing-failed publish", TRACE_ID),
+                ("order", "order-routing-failed process", TRACE_ID),
+            }
+
+            async def exported():
+                return wanted <= set(collector.spans)
+
+            await eventually(exported, timeout=45, what=f"{wanted} at the collector")
+    finally:
+        order.stop()
+        supplier.stop()
