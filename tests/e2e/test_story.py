@@ -1,0 +1,323 @@
+"""The dropship story, told by the system `make up` starts: separate processes, real HTTP,
+the embedded broker, PostgreSQL (and once the SQLite default), a real SMTP server and a
+real ops webhook sink.
+
+A storefront order (a Chinese customer) and a signed Shopify order come in. The first
+splits across two suppliers; the second's cheapest supplier rejects it and the line
+fails over. Confirmations arrive. One supplier never ships: the customer gets an
+at-risk notice, then a delay notice, in Chinese, and ops get an urgent alert. The
+other supplier ships and delivers. The timelines and the KPIs show exactly that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.infra import free_port
+from shared.testing import eventually
+from tests.support.data import API_KEY
+from tests.support.notify import smtp_server, webhook_sink
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "shopify"
+SERVICES = ("order", "supplier", "notify", "metrics", "simulator")
+SHOPIFY_SECRET = "shpss_story_secret"
+SLA_HOURS = 12 / 3600  # 12 s: at risk after 9 s, late after 12 s
+
+
+@contextlib.asynccontextmanager
+async def system(env: dict[str, str], log: Path) -> AsyncIterator[dict[str, str]]:
+    """`python -m deploy.local up` (what `make up` runs), stopped with Ctrl-C at the end."""
+    urls = {n: f"http://127.0.0.1:{env[f'DROPSHIP_{n.upper()}_PORT']}" for n in SERVICES}
+    with log.open("ab") as out:
+        launcher = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "deploy.local",
+            "up",
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            for name, url in urls.items():
+                probe = "/healthz" if name == "simulator" else "/readyz"
+
+                async def ready(url: str = url, probe: str = probe) -> bool:
+                    if launcher.returncode is not None:
+                        raise AssertionError(log.read_text()[-3000:])  # noqa: ASYNC240
+                    with contextlib.suppress(httpx.HTTPError):
+                        return (await client.get(url + probe)).status_code == 200
+                    return False
+
+                await eventually(ready, timeout=120, what=f"{name} ready")
+            await eventually(
+                lambda: _seeded(client, urls["supplier"]), timeout=60, what="demo data seeded"
+            )
+        yield urls
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(launcher.wait(), 60)
+        assert code == 0, log.read_text()[-3000:]  # noqa: ASYNC240
+
+
+async def _seeded(client: httpx.AsyncClient, supplier_url: str) -> bool:
+    response = await client.get(supplier_url + "/v1/suppliers", headers=API_KEY)
+    return response.status_code == 200 and len(response.json()["items"]) >= 3
+
+
+async def add_supplier(
+    client: httpx.AsyncClient, urls: dict[str, str], key: str, priority: int, offers: dict[str, str]
+) -> str:
+    body = {
+        "name": key.title(),
+        "supplier_key": key,
+        "api_base_url": f"{urls['simulator']}/{key}",
+        "credentials": {"api_key": f"sim-key-{key}", "webhook_secret": f"sim-secret-{key}"},
+        "priority": priority,
+        "ship_sla_hours": SLA_HOURS,
+    }
+    created = await client.post(urls["supplier"] + "/v1/suppliers", json=body, headers=API_KEY)
+    assert created.status_code == 201, created.text
+    supplier_id = str(created.json()["id"])
+    items = [
+        {
+            "sku": sku,
+            "supplier_sku": f"{key}-{sku}",
+            "unit_cost": cost,
+            "currency": "USD",
+            "stock": 100,
+            "lead_time_hours": 24,
+        }
+        for sku, cost in offers.items()
+    ]
+    put = await client.put(
+        f"{urls['supplier']}/v1/suppliers/{supplier_id}/offers", json=items, headers=API_KEY
+    )
+    assert put.status_code == 200, put.text
+    return supplier_id
+
+
+def shopify_order() -> tuple[bytes, dict[str, str]]:
+    order = json.loads((FIXTURES / "orders_create.json").read_text())
+    order["id"] = 7_000_000_000_000 + uuid.uuid4().int % 1_000_000
+    order["name"] = "#2001"
+    order["line_items"] = [
+        {**order["line_items"][0], "sku": "STORY-C", "quantity": 2, "price": "9.00"}
+    ]
+    body = json.dumps(order).encode()
+    mac = hmac.new(SHOPIFY_SECRET.encode(), body, hashlib.sha256).digest()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": "orders/create",
+        "X-Shopify-Hmac-Sha256": base64.b64encode(mac).decode(),
+        "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+        "X-Shopify-Shop-Domain": "maple-and-pine-goods.myshopify.com",
+    }
+    return body, headers
+
+
+def subject(message: Any) -> str:
+    return str(make_header(decode_header(message["Subject"])))
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_the_dropship_story(backend, database_url, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    env |= {
+        "DROPSHIP_DATA_DIR": str(tmp_path / "var"),
+        "DROPSHIP_EMBEDDED_KAFKA_PORT": str(free_port()),
+        "DROPSHIP_SHOPIFY_SECRET": SHOPIFY_SECRET,
+        "DROPSHIP_SLA_SCAN_INTERVAL_S": "0.5",
+        "DROPSHIP_DIGEST_WINDOW_S": "0.5",
+        "DROPSHIP_SENDER_POLL_S": "0.2",
+    }
+    for name in SERVICES:
+        env[f"DROPSHIP_{name.upper()}_PORT"] = str(free_port())
+    if backend == "postgresql":
+        for name in SERVICES[:4]:
+            env[f"DROPSHIP_{name.upper()}_DATABASE_URL"] = await database_url(name)
+
+    async with webhook_sink() as sink:
+        env["DROPSHIP_OPS_WEBHOOKS"] = json.dumps(
+            [{"kind": "slack", "url": sink.endpoint("slack")}]
+        )
+        with smtp_server() as (mailbox, smtp_port):
+            env["DROPSHIP_SMTP_URL"] = f"smtp://127.0.0.1:{smtp_port}"
+            async with (
+                system(env, tmp_path / "up.log") as urls,
+                httpx.AsyncClient(timeout=10) as c,
+            ):
+                facts = await tell_the_story(c, urls, sink, mailbox)
+    check_the_record(facts, sink, mailbox)
+
+
+async def tell_the_story(
+    c: httpx.AsyncClient, urls: dict[str, str], sink: Any, mailbox: Any
+) -> dict[str, Any]:
+    north = await add_supplier(c, urls, "story-north", 1, {"STORY-A": "4.00"})
+    south = await add_supplier(c, urls, "story-south", 5, {"STORY-B": "6.00", "STORY-C": "3.50"})
+    east = await add_supplier(c, urls, "story-east", 1, {"STORY-C": "3.00"})  # cheapest for C
+    sim = urls["simulator"]
+    assert (
+        await c.put(f"{sim}/_control/story-north", json={"never_ship": True})
+    ).status_code == 200
+    assert (await c.put(f"{sim}/_control/story-east", json={"reject_rate": 1.0})).status_code == 200
+
+    storefront = await c.post(
+        urls["order"] + "/v1/orders",
+        headers={**API_KEY, "Idempotency-Key": "story-1"},
+        json={
+            "channel": "storefront",
+            "external_id": "WEB-1001",
+            "currency": "USD",
+            "customer": {"name": "张三", "email": "zhang@example.com", "locale": "zh-CN"},
+            "shipping_address": {
+                "line1": "人民路 1 号",
+                "city": "上海",
+                "postal_code": "200000",
+                "country": "CN",
+            },
+            "lines": [
+                {"sku": "STORY-A", "quantity": 1, "unit_price": "10.00"},
+                {"sku": "STORY-B", "quantity": 2, "unit_price": "15.00"},
+            ],
+        },
+    )
+    assert storefront.status_code == 201, storefront.text
+    body, headers = shopify_order()
+    shop = await c.post(urls["order"] + "/v1/webhooks/shopify", content=body, headers=headers)
+    assert shop.status_code in (200, 201), shop.text
+    first = storefront.json()["id"]
+    listed = await c.get(
+        urls["order"] + "/v1/orders", params={"channel": "shopify"}, headers=API_KEY
+    )
+    second = listed.json()["items"][0]["id"]
+
+    async def order(order_id: str) -> dict[str, Any]:
+        return dict((await c.get(f"{urls['order']}/v1/orders/{order_id}", headers=API_KEY)).json())
+
+    async def delivered_and_late() -> bool:
+        a, b = await order(first), await order(second)
+        # line A is stuck with the north, line B shipped: the order as a whole is confirmed
+        return b["status"] == "delivered" and a["delayed"] and a["status"] == "confirmed"
+
+    await eventually(delivered_and_late, timeout=90, what="second delivered, first late")
+
+    def alerted() -> bool:
+        return any("no_tracking_by_deadline" in h.body["text"] for h in sink.of("slack"))
+
+    async def notices_done() -> bool:
+        log = await c.get(
+            urls["notify"] + "/v1/notifications", params={"order_id": first}, headers=API_KEY
+        )
+        rows = log.json()["items"]
+        return alerted() and len(rows) >= 3 and all(r["status"] == "sent" for r in rows)
+
+    await eventually(notices_done, timeout=60, what="customer notices and the ops alert sent")
+
+    async def kpis_caught_up() -> dict[str, Any] | None:
+        today = datetime.now(UTC).date().isoformat()
+        report = await c.get(
+            urls["metrics"] + "/v1/kpis",
+            params={"from": today, "to": today, "group_by": "supplier"},
+        )
+        body = report.json()
+        by_supplier = {i["key"]: i for i in body["items"]}
+        done = (
+            body["total"]["orders"] == 2
+            and by_supplier.get(north, {}).get("delayed_supplier_orders") == 1
+            and by_supplier.get(south, {}).get("shipped_on_time") == 2
+        )
+        return body if done else None
+
+    kpis = await eventually(kpis_caught_up, timeout=60, what="KPIs caught up")
+    timeline = (await c.get(f"{urls['order']}/v1/orders/{first}/timeline", headers=API_KEY)).json()
+    sim_orders = {
+        key: (await c.get(f"{sim}/_control/{key}/orders")).json()["items"]
+        for key in ("story-north", "story-south", "story-east")
+    }
+    allocations = (
+        await c.get(
+            urls["supplier"] + "/v1/allocations", params={"order_id": second}, headers=API_KEY
+        )
+    ).json()["items"]
+    return {
+        "first": first,
+        "second": second,
+        "north": north,
+        "south": south,
+        "east": east,
+        "kpis": kpis,
+        "timeline": timeline,
+        "sim": sim_orders,
+        "allocations": allocations,
+        "orders": (await order(first), await order(second)),
+    }
+
+
+def check_the_record(f: dict[str, Any], sink: Any, mailbox: Any) -> None:
+    first, second = f["orders"]
+    # the split: line A went north, line B south; the Shopify line failed over east -> south
+    assert {a["supplier_id"] for a in first["allocations"]} == {f["north"], f["south"]}
+    assert [a["supplier_id"] for a in f["allocations"] if a["state"] != "rejected"] == [f["south"]]
+    assert len(f["sim"]["story-east"]) == 1  # asked once, rejected
+    keys = [o["idempotency_key"] for orders in f["sim"].values() for o in orders]
+    assert len(keys) == len(set(keys)) == 4  # north 1, south 2, east 1: nothing bought twice
+
+    # the Chinese customer heard first that it was at risk, then that it was late, in Chinese
+    to_zhang = [
+        m
+        for m, rcpt in zip(mailbox.messages, mailbox.recipients, strict=True)
+        if rcpt == ["zhang@example.com"]
+    ]
+    subjects = sorted(subject(m) for m in to_zhang)
+    assert "您的订单 WEB-1001 最新进展" in subjects
+    assert "非常抱歉，您的订单 WEB-1001 发货延迟" in subjects
+    assert "您的订单 WEB-1001 已发货" in subjects  # line B, from the south
+    assert len(to_zhang) == 3
+    to_emily = [
+        m
+        for m, rcpt in zip(mailbox.messages, mailbox.recipients, strict=True)
+        if rcpt == ["emily.carter@example.com"]
+    ]
+    assert [subject(m) for m in to_emily] == [f"Your order {second['external_id']} is on its way"]
+    # ops were paged once, urgently, about the late supplier
+    late = [h.body["text"] for h in sink.of("slack") if "no_tracking_by_deadline" in h.body["text"]]
+    urgent = [text for text in late if "[URGENT]" in text]
+    assert len(urgent) == 1 and f["first"] in urgent[0]
+    assert len(late) - len(urgent) <= 1  # at twice the window it may page again, as MAJOR
+
+    types = [e["type"] for e in f["timeline"]["items"]]
+    assert types[0] == "order-placed" and types.count("supplier-confirmed") == 2
+    assert "shipment-delayed" in types and "shipment-dispatched" in types
+    assert second["status"] == "delivered" and not second["delayed"]
+
+    kpis = f["kpis"]
+    assert kpis["total"]["orders"] == 2
+    assert kpis["total"]["gmv"] == {"USD": "58.00"}  # 10 + 2 x 15 + 2 x 9
+    by_supplier = {i["key"]: i for i in kpis["items"]}
+    assert by_supplier[f["north"]]["on_time_rate"] == 0.0
+    assert by_supplier[f["north"]]["delay_rate"] == 1.0
+    assert by_supplier[f["south"]]["on_time_rate"] == 1.0
+    assert by_supplier[f["south"]]["delay_rate"] == 0.0
