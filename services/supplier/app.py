@@ -85,6 +85,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 runtime,
                 client,
                 wakeup,
+                directory,
                 callback_base=settings.public_url,
                 poll_s=settings.dispatcher_poll_s,
                 concurrency=settings.dispatcher_concurrency,

@@ -26,7 +26,7 @@ from services.supplier.adapter import (
     SupplierClient,
     SupplierEndpoint,
 )
-from services.supplier.store import NewSupplierOrder, SupplierUnitOfWork
+from services.supplier.store import NewSupplierOrder, SupplierDirectory, SupplierUnitOfWork
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class Dispatcher:
         runtime: ServiceRuntime[SupplierUnitOfWork],
         client: SupplierClient,
         wakeup: Wakeup,
+        directory: SupplierDirectory,
         *,
         callback_base: str,
         poll_s: float,
@@ -73,6 +74,7 @@ class Dispatcher:
         self.runtime = runtime
         self.client = client
         self.wakeup = wakeup
+        self.directory = directory
         self.callback_base = callback_base.rstrip("/")
         self.poll_s = poll_s
         self.limit = asyncio.Semaphore(concurrency)
@@ -130,8 +132,10 @@ class Dispatcher:
         return Job(so.id, so.supplier_id, "place", order, None)
 
     async def _endpoint(self, supplier_id: str) -> SupplierEndpoint:
-        async with self.runtime.uow() as uow:
-            entry = await uow.supplier(supplier_id)  # the directory cache: rarely a query
+        hit, entry = self.directory.cached(supplier_id)
+        if not hit:
+            async with self.runtime.uow() as uow:
+                entry = await uow.supplier(supplier_id)
         if entry is None:
             raise LookupError(f"supplier {supplier_id} is gone")
         return SupplierEndpoint(

@@ -217,7 +217,7 @@ class SupplierUnitOfWork(UnitOfWork):
 
     async def commit(self) -> None:
         if self._tally.counts:  # appended, not updated: the supplier row is not locked
-            await self.session.execute(
+            await self._run(
                 supplier_tally.insert(),
                 [
                     {**dict.fromkeys(COUNTERS, 0), **increments, "supplier_id": supplier_id}
@@ -237,14 +237,22 @@ class SupplierUnitOfWork(UnitOfWork):
         self._tally = _Tally()
         await super().rollback()
 
+    async def _run(self, statement: Any, params: Any = None) -> Any:
+        """Execute on the transaction's connection: Core, without the ORM session's overhead."""
+        conn = await self.session.connection()
+        if params is None:
+            return await conn.execute(statement)
+        return await conn.execute(statement, params)
+
+    async def _scalar(self, statement: Any) -> Any:
+        return (await self._run(statement)).scalar()
+
     def _insert(self) -> Any:
         return (postgresql if self.dialect == "postgresql" else sqlite).insert
 
     # -- suppliers and offers -------------------------------------------------------------
     async def supplier_row(self, supplier_id: str) -> Any:
-        return (
-            await self.session.execute(select(supplier).where(supplier.c.id == supplier_id))
-        ).first()
+        return (await self._run(select(supplier).where(supplier.c.id == supplier_id))).first()
 
     async def supplier(self, supplier_id: str) -> SupplierEntry | None:
         """The supplier from the directory cache, read (in this transaction) on a miss."""
@@ -261,10 +269,7 @@ class SupplierUnitOfWork(UnitOfWork):
                 found[supplier_id] = entry
         if missing:
             rows = {
-                r.id: r
-                for r in await self.session.execute(
-                    select(supplier).where(supplier.c.id.in_(missing))
-                )
+                r.id: r for r in await self._run(select(supplier).where(supplier.c.id.in_(missing)))
             }
             counts = await self.counters(rows)
             for supplier_id in missing:
@@ -286,14 +291,14 @@ class SupplierUnitOfWork(UnitOfWork):
             stmt = self._insert()(offer).values(
                 supplier_id=supplier_id, sku=values["sku"], **changes
             )
-            await self.session.execute(
+            await self._run(
                 stmt.on_conflict_do_update(
                     index_elements=[offer.c.supplier_id, offer.c.sku], set_=changes
                 )
             )
 
     async def offers_for(self, skus: set[str], currency: str) -> list[Offer]:
-        rows = await self.session.execute(
+        rows = await self._run(
             select(offer).where(offer.c.sku.in_(skus), offer.c.currency == currency)
         )
         return [
@@ -334,7 +339,7 @@ class SupplierUnitOfWork(UnitOfWork):
         for key in sorted(set(delta) | zero):
             where = (offer.c.supplier_id == key[0], offer.c.sku == key[1])
             if key in zero:
-                await self.session.execute(update(offer).where(*where).values(stock=0))
+                await self._run(update(offer).where(*where).values(stock=0))
                 continue
             change = delta[key]
             if change == 0:
@@ -342,10 +347,10 @@ class SupplierUnitOfWork(UnitOfWork):
             stmt = update(offer).where(*where)
             if change < 0:
                 stmt = stmt.where(offer.c.stock >= -change)
-            result = await self.session.execute(stmt.values(stock=offer.c.stock + change))
+            result = await self._run(stmt.values(stock=offer.c.stock + change))
             if change < 0 and getattr(result, "rowcount", 0) != 1:
                 for (supplier_id, sku), undo in done:
-                    await self.session.execute(
+                    await self._run(
                         update(offer)
                         .where(offer.c.supplier_id == supplier_id, offer.c.sku == sku)
                         .values(stock=offer.c.stock - undo)
@@ -360,13 +365,13 @@ class SupplierUnitOfWork(UnitOfWork):
     async def counters(self, ids: Iterable[str]) -> dict[str, dict[str, int]]:
         """Suppliers' counters: their row plus the tallies not yet folded into it."""
         wanted = list(set(ids))
-        rows = await self.session.execute(
+        rows = await self._run(
             select(supplier.c.id, *(supplier.c[k] for k in COUNTERS)).where(
                 supplier.c.id.in_(wanted)
             )
         )
         out = {r.id: {k: int(getattr(r, k)) for k in COUNTERS} for r in rows}
-        pending = await self.session.execute(
+        pending = await self._run(
             select(
                 supplier_tally.c.supplier_id,
                 *(func.sum(supplier_tally.c[k]).label(k) for k in COUNTERS),
@@ -386,13 +391,13 @@ class SupplierUnitOfWork(UnitOfWork):
         `DELETE … RETURNING` takes exactly the rows it adds up, so a tally committed
         meanwhile is neither lost nor counted twice.
         """
-        last = await self.session.scalar(
+        last = await self._scalar(
             select(supplier_tally.c.id).order_by(supplier_tally.c.id).offset(limit - 1).limit(1)
-        ) or await self.session.scalar(select(func.max(supplier_tally.c.id)))
+        ) or await self._scalar(select(func.max(supplier_tally.c.id)))
         if last is None:
             return 0
         taken = list(
-            await self.session.execute(
+            await self._run(
                 delete(supplier_tally)
                 .where(supplier_tally.c.id <= last)
                 .returning(supplier_tally.c.supplier_id, *(supplier_tally.c[k] for k in COUNTERS))
@@ -404,7 +409,7 @@ class SupplierUnitOfWork(UnitOfWork):
                 {k: int(getattr(r, k) or 0) for k in COUNTERS}
             )
         for supplier_id in sorted(sums):
-            await self.session.execute(
+            await self._run(
                 update(supplier)
                 .where(supplier.c.id == supplier_id)
                 .values({supplier.c[k]: supplier.c[k] + v for k, v in sums[supplier_id].items()})
@@ -413,7 +418,7 @@ class SupplierUnitOfWork(UnitOfWork):
 
     # -- routing requests -----------------------------------------------------------------
     async def add_request(self, values: dict[str, Any]) -> bool:
-        result = await self.session.execute(
+        result = await self._run(
             self._insert()(routing_request).values(**values).on_conflict_do_nothing()
         )
         return getattr(result, "rowcount", 0) == 1
@@ -422,7 +427,7 @@ class SupplierUnitOfWork(UnitOfWork):
         query = select(routing_request).where(routing_request.c.order_id == order_id)
         if for_update:
             query = query.with_for_update()
-        return (await self.session.execute(query)).first()
+        return (await self._run(query)).first()
 
     @staticmethod
     def lines_of(request: Any) -> list[Line]:
@@ -433,25 +438,25 @@ class SupplierUnitOfWork(UnitOfWork):
 
     async def remember_cancellation(self, order_id: str, reason: str) -> None:
         now = datetime.now(UTC)
-        await self.session.execute(
+        await self._run(
             self._insert()(order_cancellation)
             .values(order_id=order_id, reason=reason[:500], cancelled_at=now)
             .on_conflict_do_nothing()
         )
-        await self.session.execute(
+        await self._run(
             update(routing_request)
             .where(routing_request.c.order_id == order_id, routing_request.c.cancelled_at.is_(None))
             .values(cancelled_at=now)
         )
 
     async def was_cancelled(self, order_id: str) -> bool:
-        found = await self.session.scalar(
+        found = await self._scalar(
             select(order_cancellation.c.order_id).where(order_cancellation.c.order_id == order_id)
         )
         return found is not None
 
     async def received_orders(self) -> list[str]:
-        rows = await self.session.execute(
+        rows = await self._run(
             select(routing_request.c.order_id).order_by(routing_request.c.received_at)
         )
         return [r.order_id for r in rows]
@@ -467,31 +472,29 @@ class SupplierUnitOfWork(UnitOfWork):
         if not orders:
             return
         now = datetime.now(UTC)
-        await self.session.execute(
+        await self._run(
             supplier_order.insert(),
             [
                 {**o, "state": "sending", "attempts": 1, "lease_until": now + self.lease}
                 for o in orders
             ],
         )
-        await self.session.execute(allocation.insert(), allocations)
+        await self._run(allocation.insert(), allocations)
         self.new_orders += sends
 
     async def drop_supplier_orders(self, ids: list[str]) -> None:
         """Undo `add_supplier_orders` within this transaction (their stock was not had)."""
         if not ids:
             return
-        await self.session.execute(
-            delete(allocation).where(allocation.c.supplier_order_id.in_(ids))
-        )
-        await self.session.execute(delete(supplier_order).where(supplier_order.c.id.in_(ids)))
+        await self._run(delete(allocation).where(allocation.c.supplier_order_id.in_(ids)))
+        await self._run(delete(supplier_order).where(supplier_order.c.id.in_(ids)))
         self.new_orders = [o for o in self.new_orders if o.id not in ids]
 
     async def supplier_order(self, so_id: str, *, for_update: bool = False) -> Any:
         """The supplier order (locked with `for_update`), its allocations read in the same
         statement and kept for `allocations_of`."""
         query = _SO_WITH_LINES.with_for_update(of=supplier_order) if for_update else _SO_WITH_LINES
-        rows = list(await self.session.execute(query, {"so_id": so_id}))
+        rows = list(await self._run(query, {"so_id": so_id}))
         if not rows:
             return None
         self._lines[so_id] = [
@@ -509,12 +512,10 @@ class SupplierUnitOfWork(UnitOfWork):
             .where(supplier_order.c.tracking_number == tracking_number)
             .with_for_update()
         )
-        return (await self.session.execute(query)).first()
+        return (await self._run(query)).first()
 
     async def set_state(self, so_id: str, **values: Any) -> None:
-        await self.session.execute(
-            update(supplier_order).where(supplier_order.c.id == so_id).values(**values)
-        )
+        await self._run(update(supplier_order).where(supplier_order.c.id == so_id).values(**values))
         if values.get("state") in ("to_send", "cancel_pending"):
             self.work_queued = True
 
@@ -526,7 +527,7 @@ class SupplierUnitOfWork(UnitOfWork):
         if not sent:
             return
         now = datetime.now(UTC)
-        await self.session.execute(
+        await self._run(
             update(supplier_order)
             .where(supplier_order.c.id == bindparam("so_id"), supplier_order.c.state == "sending")
             .values(
@@ -544,7 +545,7 @@ class SupplierUnitOfWork(UnitOfWork):
         )
 
     async def orders_of(self, order_id: str) -> list[Any]:
-        rows = await self.session.execute(
+        rows = await self._run(
             select(supplier_order)
             .where(supplier_order.c.order_id == order_id)
             .order_by(supplier_order.c.created_at)
@@ -555,13 +556,11 @@ class SupplierUnitOfWork(UnitOfWork):
         if so_id in self._lines:
             return list(self._lines[so_id])
         return list(
-            await self.session.execute(
-                select(allocation).where(allocation.c.supplier_order_id == so_id)
-            )
+            await self._run(select(allocation).where(allocation.c.supplier_order_id == so_id))
         )
 
     async def allocations_for_order(self, order_id: str) -> list[Any]:
-        rows = await self.session.execute(
+        rows = await self._run(
             select(
                 allocation,
                 supplier_order.c.state,
@@ -575,7 +574,7 @@ class SupplierUnitOfWork(UnitOfWork):
         return list(rows)
 
     async def failed_suppliers_by_line(self, order_id: str) -> dict[str, frozenset[str]]:
-        rows = await self.session.execute(
+        rows = await self._run(
             select(allocation.c.line_id, supplier_order.c.supplier_id)
             .join(supplier_order, supplier_order.c.id == allocation.c.supplier_order_id)
             .where(
@@ -611,10 +610,10 @@ class SupplierUnitOfWork(UnitOfWork):
         )
         if self.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        rows = list(await self.session.execute(query))
+        rows = list(await self._run(query))
         for row in rows:
             busy = "cancelling" if row.state in ("cancel_pending", "cancelling") else "sending"
-            await self.session.execute(
+            await self._run(
                 update(supplier_order)
                 .where(supplier_order.c.id == row.id)
                 .values(state=busy, lease_until=now + lease, attempts=supplier_order.c.attempts + 1)
@@ -636,9 +635,9 @@ class SupplierUnitOfWork(UnitOfWork):
         )
         if self.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        rows = list(await self.session.execute(query))
+        rows = list(await self._run(query))
         if rows:
-            await self.session.execute(
+            await self._run(
                 update(supplier_order)
                 .where(supplier_order.c.id.in_([r.id for r in rows]))
                 .values(next_check_at=now + self.check_after)
@@ -654,7 +653,7 @@ class SupplierUnitOfWork(UnitOfWork):
         )
         if self.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        return list(await self.session.execute(query))
+        return list(await self._run(query))
 
     # -- webhooks -------------------------------------------------------------------------
     async def first_delivery(self, source: str, delivery_id: str) -> bool:
@@ -663,5 +662,5 @@ class SupplierUnitOfWork(UnitOfWork):
             .values(source=source, delivery_id=delivery_id, received_at=datetime.now(UTC))
             .on_conflict_do_nothing()
         )
-        result = await self.session.execute(stmt)
+        result = await self._run(stmt)
         return getattr(result, "rowcount", 0) == 1
