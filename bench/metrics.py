@@ -255,7 +255,8 @@ async def query(url: str) -> dict[str, float]:
     try:
         for group in (domain.GroupBy.DAY, domain.GroupBy.SUPPLIER):
             started = perf()
-            await queries.report(MetricsUnitOfWork(sessions), window, group)
+            cache = queries.FactsCache(lambda: MetricsUnitOfWork(sessions), ttl_s=0)
+            await queries.report(cache, window, group)
             out[group.value] = perf() - started
     finally:
         await engine.dispose()
@@ -348,12 +349,17 @@ async def main() -> None:
     started = perf()
     envelopes = history(args.events)
     print(
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cpus "
+        "(well above 0: other work competes, the rates are lower than the machine can do)"
+    )
+    print(
         f"{len(envelopes)} events generated in {perf() - started:.1f} s "
         f"({len({e.subject for e in envelopes})} orders, batch {args.batch}, "
         f"{os.cpu_count()} cpus, {date.today()})",
         flush=True,
     )
     results = [await run_backend(b, envelopes, args) for b in args.backends.split(",")]
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
         print(json.dumps(results))
 

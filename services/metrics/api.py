@@ -27,7 +27,13 @@ async def new_uow(request: Request) -> MetricsUnitOfWork:
     return runtime.uow()
 
 
+async def facts_cache(request: Request) -> queries.FactsCache:
+    cache: queries.FactsCache = request.app.state.facts
+    return cache
+
+
 UoW = Annotated[MetricsUnitOfWork, Depends(new_uow)]
+Facts = Annotated[queries.FactsCache, Depends(facts_cache)]
 Money = Annotated[
     dict[str, str], Field(description='Decimal strings by ISO-4217 currency, e.g. {"USD": "12.50"}')
 ]
@@ -140,11 +146,11 @@ Window = Annotated[queries.Window, Depends(window)]
     "for which event time each KPI is counted by). Money is a decimal string per currency.",
 )
 async def kpis(
-    uow: UoW,
+    facts: Facts,
     days: Window,
     group_by: Annotated[GroupBy, Query(description="day, supplier or channel")] = GroupBy.DAY,
 ) -> dict[str, object]:
-    return await queries.report(uow, days, group_by)
+    return await queries.report(facts, days, group_by)
 
 
 @router.get(
@@ -152,8 +158,8 @@ async def kpis(
     response_model=SupplierRanking,
     summary="Suppliers ranked by on-time rate, then delay rate, over a window of days",
 )
-async def supplier_ranking(uow: UoW, days: Window) -> dict[str, object]:
-    return await queries.supplier_ranking(uow, days)
+async def supplier_ranking(facts: Facts, days: Window) -> dict[str, object]:
+    return await queries.supplier_ranking(facts, days)
 
 
 @router.get("/events/counts", summary="How many events of each type have been applied")

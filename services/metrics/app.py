@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.metrics import api, dashboard
 from services.metrics.handlers import HANDLERS, apply_batch
+from services.metrics.queries import FactsCache
 from services.metrics.settings import MetricsSettings
 from services.metrics.store import MetricsUnitOfWork
 from shared.runtime import ServiceRuntime, build_app
@@ -26,6 +27,7 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         description="KPIs rebuilt exactly from the event stream: orders, GMV, margin, "
         "supplier confirmation, on-time shipping, delays, cycle time, notices.",
     )
+    app.state.facts = FactsCache(runtime.uow, settings.kpi_cache_s)
     app.include_router(api.router)
     dashboard.install(app)
     return app

@@ -21,7 +21,7 @@ supplier confirmed); the others are null. Percentiles are nearest-rank on every 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -53,14 +53,6 @@ class Sale:
 
 
 @dataclass(frozen=True)
-class SaleLine:
-    order_id: str
-    line_id: str
-    quantity: int
-    unit_price_micros: int
-
-
-@dataclass(frozen=True)
 class ConfirmedLine:
     order_id: str
     line_id: str
@@ -68,6 +60,8 @@ class ConfirmedLine:
     currency: str
     quantity: int
     unit_cost_micros: int
+    unit_price_micros: int
+    """The sale price of the line (from its order-placed event)."""
     confirmed_at: datetime
     event_id: str
 
@@ -114,7 +108,6 @@ class Facts:
     """The facts a window's KPIs are computed from (the store loads them)."""
 
     sales: list[Sale] = field(default_factory=list)
-    sale_lines: list[SaleLine] = field(default_factory=list)
     confirmed_lines: list[ConfirmedLine] = field(default_factory=list)
     supplier_orders: list[SupplierOrder] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
@@ -198,119 +191,133 @@ def kpis(
     keys: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """KPI items for the window [start, end), one per key; `keys` are always present."""
-    buckets: dict[str, _Bucket] = defaultdict(_Bucket)
-    for given in keys:
-        buckets[given] = _Bucket()  # present even when empty (a day without orders)
+    tally = _Tally(group_by, start, end, keys)
+    tally.sales(facts)
+    tally.supplier_orders(facts.supplier_orders)
+    if group_by is not GroupBy.SUPPLIER:
+        tally.occurrences(facts)
+    tally.deliveries(facts.deliveries)
+    return tally.items()
 
-    def inside(moment: datetime | None) -> bool:
-        return moment is not None and start <= moment < end
 
-    def key_of(moment: datetime, channel: str, supplier_id: str | None) -> str | None:
-        if group_by is None:
-            return TOTAL
-        if group_by is GroupBy.DAY:
-            return _day(moment)
-        if group_by is GroupBy.CHANNEL:
-            return channel
-        return supplier_id
+class _Tally:
+    """Adds facts to the bucket of their key (day, supplier, channel or the total)."""
 
-    sales = {s.order_id: s for s in facts.sales}
-    lines = {(sl.order_id, sl.line_id): sl for sl in facts.sale_lines}
-    latest: dict[tuple[str, str], ConfirmedLine] = {}
-    for cl in facts.confirmed_lines:
-        seen = latest.get((cl.order_id, cl.line_id))
-        if seen is None or (cl.confirmed_at, cl.event_id) > (seen.confirmed_at, seen.event_id):
-            latest[(cl.order_id, cl.line_id)] = cl
+    def __init__(
+        self, group_by: GroupBy | None, start: datetime, end: datetime, keys: Iterable[str]
+    ) -> None:
+        self.group_by = group_by
+        self.start, self.end = start, end
+        self.buckets: dict[str, _Bucket] = {k: _Bucket() for k in keys}
 
-    if group_by is GroupBy.SUPPLIER:
-        for (order_id, line_id), cl in latest.items():
-            sale, sold = sales.get(order_id), lines.get((order_id, line_id))
-            if sale is None or sold is None or not inside(sale.placed_at):
+    def inside(self, moment: datetime | None) -> bool:
+        return moment is not None and self.start <= moment < self.end
+
+    def bucket(self, moment: datetime, channel: str, supplier_id: str | None) -> _Bucket | None:
+        """The bucket of a fact that happened at `moment`; None: not in this grouping."""
+        if self.group_by is None:
+            key: str | None = TOTAL
+        elif self.group_by is GroupBy.DAY:
+            key = _day(moment)
+        elif self.group_by is GroupBy.CHANNEL:
+            key = channel
+        else:
+            key = supplier_id
+        if key is None:
+            return None
+        return self.buckets.setdefault(key, _Bucket())
+
+    def sales(self, facts: Facts) -> None:
+        """Orders, GMV and margin, in the bucket of the day the order was placed."""
+        sales = {s.order_id: s for s in facts.sales}
+        latest: dict[tuple[str, str], ConfirmedLine] = {}
+        for cl in facts.confirmed_lines:
+            seen = latest.get((cl.order_id, cl.line_id))
+            if seen is None or (cl.confirmed_at, cl.event_id) > (seen.confirmed_at, seen.event_id):
+                latest[(cl.order_id, cl.line_id)] = cl
+        per_supplier = self.group_by is GroupBy.SUPPLIER
+        if not per_supplier:
+            for placed in facts.sales:
+                b = self.bucket(placed.placed_at, placed.channel, None)
+                if b is not None and self.inside(placed.placed_at):
+                    b.orders.add(placed.order_id)
+                    b.orders_by_currency[placed.currency] += 1
+                    b.gmv[placed.currency] += placed.total_micros
+        for (order_id, _), cl in latest.items():
+            sale = sales.get(order_id)
+            if sale is None or not self.inside(sale.placed_at):
                 continue
-            b = buckets[cl.supplier_id]
-            if order_id not in b.orders:
-                b.orders.add(order_id)
-                b.orders_by_currency[sale.currency] += 1
-            b.gmv[sale.currency] += cl.quantity * sold.unit_price_micros
+            b = self.bucket(sale.placed_at, sale.channel, cl.supplier_id)
+            if b is None:
+                continue
+            if per_supplier:  # what the supplier was given to ship
+                if order_id not in b.orders:
+                    b.orders.add(order_id)
+                    b.orders_by_currency[sale.currency] += 1
+                b.gmv[sale.currency] += cl.quantity * cl.unit_price_micros
             if cl.currency == sale.currency:
                 b.margin[sale.currency] += cl.quantity * (
-                    sold.unit_price_micros - cl.unit_cost_micros
-                )
-    else:
-        for sale in facts.sales:
-            if not inside(sale.placed_at):
-                continue
-            b = buckets[key_of(sale.placed_at, sale.channel, None) or UNKNOWN]
-            b.orders.add(sale.order_id)
-            b.orders_by_currency[sale.currency] += 1
-            b.gmv[sale.currency] += sale.total_micros
-        for (order_id, line_id), cl in latest.items():
-            sale, sold = sales.get(order_id), lines.get((order_id, line_id))
-            if sale is None or sold is None or cl.currency != sale.currency:
-                continue
-            if inside(sale.placed_at):
-                b = buckets[key_of(sale.placed_at, sale.channel, None) or UNKNOWN]
-                b.margin[sale.currency] += cl.quantity * (
-                    sold.unit_price_micros - cl.unit_cost_micros
+                    cl.unit_price_micros - cl.unit_cost_micros
                 )
 
-    key: str | None
-    first_confirmed: dict[str, SupplierOrder] = {}
-    for so in facts.supplier_orders:
-        seen_so = first_confirmed.get(so.order_id)
-        if seen_so is None or so.confirmed_at < seen_so.confirmed_at:
-            first_confirmed[so.order_id] = so
-        if inside(so.confirmed_at):
-            key = key_of(so.confirmed_at, so.channel, so.supplier_id)
-            if key is not None and so.placed_at is not None:
-                buckets[key].latency.append(_seconds(so.confirmed_at, so.placed_at))
-        if inside(so.ship_by):
-            key = key_of(so.ship_by, so.channel, so.supplier_id)
-            assert key is not None
-            b = buckets[key]
-            b.due += 1
+    def supplier_orders(self, supplier_orders: Sequence[SupplierOrder]) -> None:
+        """Latency by confirmation day; on-time and delays by due day; confirmed orders."""
+        first: dict[str, SupplierOrder] = {}
+        for so in supplier_orders:
+            if so.order_id not in first or so.confirmed_at < first[so.order_id].confirmed_at:
+                first[so.order_id] = so
+            confirmed = self.bucket(so.confirmed_at, so.channel, so.supplier_id)
+            if confirmed is not None and self.inside(so.confirmed_at) and so.placed_at:
+                confirmed.latency.append(_seconds(so.confirmed_at, so.placed_at))
+            due = self.bucket(so.ship_by, so.channel, so.supplier_id)
+            if due is None or not self.inside(so.ship_by):
+                continue
+            due.due += 1
             if so.dispatched_at is not None and so.dispatched_at <= so.ship_by:
-                b.on_time += 1
+                due.on_time += 1
             elif so.dispatched_at is not None or "no_tracking_by_deadline" in so.delay_reasons:
-                b.late += 1
+                due.late += 1
             if so.delay_reasons:
-                b.delayed += 1
-                b.delayed_by_reason.update(so.delay_reasons)
-    if group_by is not GroupBy.SUPPLIER:
-        for so in first_confirmed.values():
-            if inside(so.confirmed_at):
-                buckets[key_of(so.confirmed_at, so.channel, None) or UNKNOWN].confirmed_orders.add(
-                    so.order_id
-                )
+                due.delayed += 1
+                due.delayed_by_reason.update(so.delay_reasons)
+        if self.group_by is not GroupBy.SUPPLIER:
+            for so in first.values():
+                b = self.bucket(so.confirmed_at, so.channel, None)
+                if b is not None and self.inside(so.confirmed_at):
+                    b.confirmed_orders.add(so.order_id)
+
+    def occurrences(self, facts: Facts) -> None:
+        """Routing failures, cancellations and notices, by the day they happened."""
         for rf in facts.routing_failures:
-            if inside(rf.at):
-                b = buckets[key_of(rf.at, rf.channel, None) or UNKNOWN]
+            b = self.bucket(rf.at, rf.channel, None)
+            if b is not None and self.inside(rf.at):
                 b.failed_orders.add(rf.order_id)
                 b.routing_failures[rf.reason] += 1
         for c in facts.cancellations:
-            if inside(c.at):
-                buckets[key_of(c.at, c.channel, None) or UNKNOWN].cancellations[c.reason] += 1
+            b = self.bucket(c.at, c.channel, None)
+            if b is not None and self.inside(c.at):
+                b.cancellations[c.reason] += 1
         for n in facts.notices:
-            if inside(n.at):
-                buckets[key_of(n.at, n.channel, None) or UNKNOWN].notices[
-                    (n.kind, n.notice_channel, n.status)
-                ] += 1
+            b = self.bucket(n.at, n.channel, None)
+            if b is not None and self.inside(n.at):
+                b.notices[(n.kind, n.notice_channel, n.status)] += 1
 
-    seen_shipments: set[tuple[str, str]] = set()
-    for d in sorted(facts.deliveries, key=lambda d: d.delivered_at):
-        if (d.order_id, d.tracking_number) in seen_shipments or not inside(d.delivered_at):
-            continue
-        seen_shipments.add((d.order_id, d.tracking_number))
-        key = key_of(d.delivered_at, d.channel, d.supplier_id)
-        if key is None:
-            continue
-        b = buckets[key]
-        b.deliveries += 1
-        if d.placed_at is not None:
-            b.cycle.append(_seconds(d.delivered_at, d.placed_at))
+    def deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Cycle time by delivery day; a shipment reported delivered twice counts once."""
+        seen: set[tuple[str, str]] = set()
+        for d in sorted(deliveries, key=lambda d: d.delivered_at):
+            if (d.order_id, d.tracking_number) in seen or not self.inside(d.delivered_at):
+                continue
+            seen.add((d.order_id, d.tracking_number))
+            b = self.bucket(d.delivered_at, d.channel, d.supplier_id)
+            if b is not None:
+                b.deliveries += 1
+                if d.placed_at is not None:
+                    b.cycle.append(_seconds(d.delivered_at, d.placed_at))
 
-    per_supplier = group_by is GroupBy.SUPPLIER
-    return [_render(k, buckets[k], per_supplier) for k in sorted(buckets)]
+    def items(self) -> list[dict[str, Any]]:
+        per_supplier = self.group_by is GroupBy.SUPPLIER
+        return [_render(k, self.buckets[k], per_supplier) for k in sorted(self.buckets)]
 
 
 def _pcts(samples: list[float]) -> dict[str, Any]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock
 from typing import Any
 
 from services.metrics import domain
@@ -19,19 +23,47 @@ class Window:
 
     @property
     def start(self) -> datetime:
-        return datetime.combine(self.first, time(), UTC)
+        return datetime.combine(self.first, clock(), UTC)
 
     @property
     def end(self) -> datetime:
-        return datetime.combine(self.last + timedelta(days=1), time(), UTC)
+        return datetime.combine(self.last + timedelta(days=1), clock(), UTC)
 
 
-async def report(
-    uow: MetricsUnitOfWork, window: Window, group_by: domain.GroupBy
-) -> dict[str, Any]:
+class FactsCache:
+    """The facts of a window, loaded once per `ttl_s` and shared by concurrent requests.
+
+    The dashboard asks for a window's KPIs and its supplier ranking on every refresh,
+    and several people may watch it: one load serves them all. Answers are at most
+    `ttl_s` seconds behind the database (0: every request loads).
+    """
+
+    def __init__(self, uows: Callable[[], MetricsUnitOfWork], ttl_s: float) -> None:
+        self._uows = uows
+        self._ttl_s = ttl_s
+        self._loads: dict[Window, tuple[float, asyncio.Task[domain.Facts]]] = {}
+
+    async def _load(self, window: Window) -> domain.Facts:
+        async with self._uows() as uow:
+            return await uow.load_facts(window.start, window.end)
+
+    async def facts(self, window: Window) -> domain.Facts:
+        if self._ttl_s <= 0:
+            return await self._load(window)
+        now = time.monotonic()
+        for key, (started, task) in list(self._loads.items()):
+            if task.done() and (
+                now - started > self._ttl_s or task.cancelled() or task.exception() is not None
+            ):
+                del self._loads[key]
+        if window not in self._loads:
+            self._loads[window] = (now, asyncio.create_task(self._load(window)))
+        return await asyncio.shield(self._loads[window][1])
+
+
+async def report(cache: FactsCache, window: Window, group_by: domain.GroupBy) -> dict[str, Any]:
     """`{"from", "to", "group_by", "items", "total"}`; every day is an item when by day."""
-    async with uow:
-        facts = await uow.load_facts(window.start, window.end)
+    facts = await cache.facts(window)
     keys = domain.days_between(window.first, window.last) if group_by is domain.GroupBy.DAY else ()
     items = domain.kpis(facts, group_by, window.start, window.end, keys=keys)
     (total,) = domain.kpis(facts, None, window.start, window.end, keys=[domain.TOTAL])
@@ -44,9 +76,8 @@ async def report(
     }
 
 
-async def supplier_ranking(uow: MetricsUnitOfWork, window: Window) -> dict[str, Any]:
-    async with uow:
-        facts = await uow.load_facts(window.start, window.end)
+async def supplier_ranking(cache: FactsCache, window: Window) -> dict[str, Any]:
+    facts = await cache.facts(window)
     items = domain.kpis(facts, domain.GroupBy.SUPPLIER, window.start, window.end)
     ranked = [
         {"rank": n, "supplier_id": item["key"], **item}

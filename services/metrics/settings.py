@@ -19,3 +19,5 @@ class MetricsSettings(ServiceSettings):
         500, ge=1, validation_alias="DROPSHIP_METRICS_CONSUMER_BATCH_SIZE"
     )
     """Events of a partition applied per transaction: facts are written set-based."""
+    kpi_cache_s: float = Field(5.0, ge=0, validation_alias="DROPSHIP_METRICS_KPI_CACHE_S")
+    """Seconds a window's facts are reused by KPI requests (0: load on every request)."""

@@ -109,18 +109,27 @@ class MetricsUnitOfWork(UnitOfWork):
             facts.sales.append(
                 domain.Sale(r.order_id, r.channel, r.currency, r.total_micros, _at(r.placed_at))
             )
-        sold = select(s.c.order_id).where(within(s.c.placed_at))
-        for r in await self.session.execute(
-            select(t.sale_line).where(t.sale_line.c.order_id.in_(sold))
-        ):
-            facts.sale_lines.append(
-                domain.SaleLine(r.order_id, r.line_id, r.quantity, r.unit_price_micros)
+        sl = t.sale_line
+        confirmed_lines = (
+            select(
+                cl.c.order_id,
+                cl.c.line_id,
+                cl.c.quantity,
+                cl.c.unit_cost_micros,
+                cl.c.event_id,
+                c.c.supplier_id,
+                c.c.currency,
+                c.c.confirmed_at,
+                sl.c.unit_price_micros,
             )
-        for r in await self.session.execute(
-            select(cl, c.c.supplier_id, c.c.currency, c.c.confirmed_at)
-            .join(c, c.c.event_id == cl.c.event_id)
-            .where(cl.c.order_id.in_(sold))
-        ):
+            .select_from(
+                cl.join(c, c.c.event_id == cl.c.event_id)
+                .join(sl, and_(sl.c.order_id == cl.c.order_id, sl.c.line_id == cl.c.line_id))
+                .join(s, s.c.order_id == cl.c.order_id)
+            )
+            .where(within(s.c.placed_at))
+        )
+        for r in await self.session.execute(confirmed_lines):
             facts.confirmed_lines.append(
                 domain.ConfirmedLine(
                     r.order_id,
@@ -129,6 +138,7 @@ class MetricsUnitOfWork(UnitOfWork):
                     r.currency,
                     r.quantity,
                     r.unit_cost_micros,
+                    r.unit_price_micros,
                     _at(r.confirmed_at),
                     r.event_id,
                 )
