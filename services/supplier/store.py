@@ -178,6 +178,19 @@ _SO_WITH_LINES = (
 )
 
 
+_MARK_RECEIVED = (
+    update(supplier_order)
+    .where(supplier_order.c.id == bindparam("so_id"), supplier_order.c.state == "sending")
+    .values(
+        state="received",
+        supplier_order_ref=bindparam("ref"),
+        sent_at=bindparam("sent"),
+        lease_until=None,
+        next_check_at=bindparam("check_at"),
+    )
+)
+
+
 class StockConflict(Exception):
     """Stock read for planning was taken by a concurrent order; plan again."""
 
@@ -520,26 +533,33 @@ class SupplierUnitOfWork(UnitOfWork):
             self.work_queued = True
 
     async def mark_received(self, sent: list[tuple[str, str]]) -> None:
-        """(supplier order id, supplier_order_ref) placed at the supplier: one statement.
+        """(supplier order id, supplier_order_ref) placed at the supplier, in one batch.
 
-        Only orders still `sending` change: a callback or a cancel may have got there first.
+        Only orders still `sending` change: a callback or a cancel may have got there
+        first. On PostgreSQL a row a callback holds locked is skipped rather than waited
+        for (that callback is deciding it), so one slow callback cannot hold up the batch
+        and every callback behind it.
         """
+        if self.dialect == "postgresql" and sent:
+            free = {
+                r.id
+                for r in await self._run(
+                    select(supplier_order.c.id)
+                    .where(
+                        supplier_order.c.id.in_([so_id for so_id, _ in sent]),
+                        supplier_order.c.state == "sending",
+                    )
+                    .with_for_update(skip_locked=True)
+                )
+            }
+            sent = [(so_id, ref) for so_id, ref in sent if so_id in free]
         if not sent:
             return
         now = datetime.now(UTC)
         await self._run(
-            update(supplier_order)
-            .where(supplier_order.c.id == bindparam("so_id"), supplier_order.c.state == "sending")
-            .values(
-                state="received",
-                supplier_order_ref=bindparam("ref"),
-                sent_at=now,
-                lease_until=None,
-                next_check_at=bindparam("check_at"),
-            )
-            .execution_options(synchronize_session=False),
+            _MARK_RECEIVED,
             [
-                {"so_id": so_id, "ref": ref, "check_at": now + self.check_after}
+                {"so_id": so_id, "ref": ref, "sent": now, "check_at": now + self.check_after}
                 for so_id, ref in sent
             ],
         )
