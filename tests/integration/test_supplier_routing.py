@@ -187,7 +187,10 @@ async def test_cancelling_calls_off_the_supplier_order(supplier, broker):
     await publish_envelopes(
         broker.bootstrap, [new_envelope(OrderCancelled(order_id=event.subject, reason="customer"))]
     )
-    await states(supplier, event.subject, "cancelled")
+    [cancelled] = await states(supplier, event.subject, "cancelled")
+    offers = f"/v1/suppliers/{cancelled['supplier_id']}/offers"
+    [offer] = (await supplier.client.get(offers, headers=ADMIN)).json()["items"]
+    assert offer["stock"] == 100, "a cancelled allocation gives its stock back"
 
     async def cancelled_at_supplier():
         orders = await sim_orders(supplier, "calm")
@@ -235,3 +238,19 @@ async def test_when_every_supplier_fails_the_order_is_reported_unroutable(suppli
     assert failed.data["reason"] == "all_suppliers_failed"
     assert failed.data["line_ids"] == [f"{event.subject}-1"]
     assert {a["state"] for a in await allocations(supplier, event.subject)} == {"rejected"}
+
+
+async def test_concurrent_orders_never_take_more_stock_than_there_is(supplier, broker):
+    scarce = await add_supplier(supplier, "scarce", offers=[("MUG", "3.00", 3, 24)])
+    plenty = await add_supplier(supplier, "plenty", offers=[("MUG", "5.00", 100, 24)])
+    events = [placed(("MUG", 1, "12.50")) for _ in range(10)]  # keyed over all partitions
+    await publish_envelopes(broker.bootstrap, events)
+    for e in events:
+        await states(supplier, e.subject, "accepted")
+    winners = [a["supplier_id"] for e in events for a in await allocations(supplier, e.subject)]
+    assert winners.count(scarce) == 3 and winners.count(plenty) == 7
+    assert len(await sim_orders(supplier, "scarce")) == 3, "never more than the supplier has"
+    [offer] = (await supplier.client.get(f"/v1/suppliers/{scarce}/offers", headers=ADMIN)).json()[
+        "items"
+    ]
+    assert offer["stock"] == 0
