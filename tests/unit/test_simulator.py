@@ -388,3 +388,38 @@ async def test_shutdown_cancels_pending_lifecycles() -> None:
 async def test_healthz(sim: Sim) -> None:
     response = await sim.client.get("/healthz")
     assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+async def test_lost_callbacks_are_recorded_and_the_status_still_tells(sim: Sim) -> None:
+    await sim.control(lose_callbacks=True, never_ship=True)
+    ref = (await sim.place()).json()["supplier_order_ref"]
+    [order] = await sim.settled()
+    assert [(e["type"], e["status"]) for e in order["events"]] == [("accepted", "lost")]
+    assert sim.sink.requests == [], "nothing was delivered"
+    status = await sim.client.get(f"/{KEY}/orders/{ref}", headers=AUTH)
+    assert status.json()["status"] == "accepted" and status.json()["reference"] == "so_1"
+
+
+async def test_a_rejected_order_reports_its_reason_and_unknown_ones_are_404(sim: Sim) -> None:
+    await sim.control(reject_rate=1.0)
+    ref = (await sim.place()).json()["supplier_order_ref"]
+    await sim.settled()
+    status = (await sim.client.get(f"/{KEY}/orders/{ref}", headers=AUTH)).json()
+    assert (status["status"], status["reason"]) == ("rejected", "simulated rejection")
+    assert (await sim.client.get(f"/{KEY}/orders/SIM-0", headers=AUTH)).status_code == 404
+
+
+async def test_delayed_callbacks_wait_and_every_request_is_logged(sim: Sim) -> None:
+    await sim.control(callback_delay_s=3600, never_ship=True, fail_http_rate=1.0)
+    assert (await sim.place()).status_code == 500  # a simulated failure is still a request
+    await sim.control(fail_http_rate=0.0)
+    assert (await sim.place()).status_code == 202
+
+    async def decided() -> list[dict[str, Any]]:
+        orders = await sim.orders()
+        return orders if orders and orders[0]["state"] == "accepted" else []
+
+    [order] = await eventually(decided, timeout=5, interval=0.01, what="the decision")
+    assert order["events"] == [] and sim.sink.requests == [], "its callback has not left yet"
+    log = (await sim.client.get(f"/_control/{KEY}/requests")).json()["items"]
+    assert len(log) == 2
