@@ -162,7 +162,8 @@ async def supplier_ranking(facts: Facts, days: Window) -> dict[str, object]:
     return await queries.supplier_ranking(facts, days)
 
 
-@router.get("/events/counts", summary="How many events of each type have been applied")
-async def event_counts(uow: UoW) -> dict[str, int]:
+@router.get("/events/counts", summary="How many distinct events of each type have been applied")
+async def event_counts(request: Request, uow: UoW) -> dict[str, int]:
+    runtime: ServiceRuntime[MetricsUnitOfWork] = request.app.state.runtime
     async with uow:
-        return await uow.tallies()
+        return await uow.tallies(runtime.name)

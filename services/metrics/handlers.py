@@ -7,7 +7,7 @@ with one multi-row INSERT. Nothing here depends on the order events arrive in.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -174,7 +174,7 @@ async def apply_batch(events: Sequence[tuple[Envelope, EventData]], uow: UnitOfW
     rows: Rows = defaultdict(list)
     for envelope, data in events:
         fact_rows(envelope, data, rows)
-    await uow.add_facts(rows, Counter(envelope.type for envelope, _ in events))
+    await uow.add_facts(rows)
     uow.after_commit(lambda: exposition.observe(rows))
 
 

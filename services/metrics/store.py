@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, and_, delete, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from services.metrics import domain
 from services.metrics import tables as t
@@ -68,28 +67,24 @@ class MetricsUnitOfWork(UnitOfWork):
             claimed.discard(e.id)
         return fresh
 
-    def _insert(self, table: Table) -> Any:
-        module = postgresql if self.dialect == "postgresql" else sqlite
-        return module.insert(table)
+    async def add_facts(self, rows: Mapping[Table, Sequence[dict[str, Any]]]) -> None:
+        """Insert fact rows, one statement per table; a fact already there stays.
 
-    async def add_facts(
-        self, rows: Mapping[Table, Sequence[dict[str, Any]]], tally: Mapping[str, int]
-    ) -> None:
-        """Insert fact rows, one statement per table; a fact already there stays."""
+        No shared counter row is updated here: partitions are applied concurrently, and
+        a row every transaction updates would serialise them.
+        """
         for table, batch in rows.items():
             await insert_rows(self.session, table, batch)
-        for event_type, n in sorted(tally.items()):
-            stmt = self._insert(t.event_tally).values(event_type=event_type, count=n)
-            await self.session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[t.event_tally.c.event_type],
-                    set_={"count": t.event_tally.c.count + n},
-                )
-            )
 
-    async def tallies(self) -> dict[str, int]:
-        rows = await self.session.execute(select(t.event_tally.c.event_type, t.event_tally.c.count))
-        return {event_type: int(n) for event_type, n in rows}
+    async def tallies(self, consumer: str) -> dict[str, int]:
+        """Events applied, by type: the consumer's inbox rows (one per distinct event)."""
+        inbox = inbox_table
+        rows = await self.session.execute(
+            select(inbox.c.topic, func.count())
+            .where(inbox.c.consumer == consumer)
+            .group_by(inbox.c.topic)
+        )
+        return {topic: int(n) for topic, n in rows}
 
     async def reset(self, consumer: str) -> None:
         """Empty every fact table and the consumer's inbox, for a rebuild from the topics."""

@@ -16,13 +16,6 @@ from shared.db import new_metadata
 
 metadata = new_metadata()
 
-event_tally = Table(
-    "event_tally",
-    metadata,
-    Column("event_type", String(64), primary_key=True),
-    Column("count", BigInteger, nullable=False),
-)
-
 sale = Table(
     "sale",
     metadata,
@@ -140,6 +133,5 @@ FACT_TABLES = (
     cancellation,
     routing_failure,
     notice,
-    event_tally,
 )
 """Everything a rebuild empties (with the metrics consumer's inbox rows)."""
