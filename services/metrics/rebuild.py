@@ -30,7 +30,7 @@ from services.metrics.settings import MetricsSettings
 from services.metrics.store import MetricsUnitOfWork
 from shared.bus import EVENT_TOPICS, OutgoingMessage
 from shared.consumer import MessageProcessor, RetryingDelivery
-from shared.db import create_engine, migrate_async, session_factory
+from shared.db import create_engine, is_sqlite, migrate_async, session_factory
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,17 @@ class _Skipped:
 
 
 async def rebuild(
-    settings: MetricsSettings, *, reset: bool = False, batch_size: int | None = None
+    settings: MetricsSettings,
+    *,
+    reset: bool = False,
+    batch_size: int | None = None,
+    concurrency: int | None = None,
 ) -> RebuildStats:
-    """Replay every event topic into `settings`' database; returns what was done."""
+    """Replay every event topic into `settings`' database; returns what was done.
+
+    `concurrency` transactions run at once (default: 1 on SQLite, which has one writer,
+    4 on PostgreSQL); facts do not depend on the order they are written in.
+    """
     started = time.perf_counter()
     engine = create_engine(settings.db_url)
     sessions = session_factory(engine)
@@ -87,6 +95,7 @@ async def rebuild(
             backoff=settings.consumer_retry_backoff_s,
         )
         size = batch_size or settings.consumer_batch_size
+        workers = concurrency or (1 if is_sqlite(settings.db_url) else 4)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             enable_auto_commit=False,
@@ -112,11 +121,14 @@ async def rebuild(
                 records: list[ConsumerRecord[bytes, bytes]] = []
                 for fetched in batches.values():
                     records.extend(fetched)
-                for start in range(0, len(records), size):
-                    outcomes = await delivery.deliver_many(records[start : start + size])
-                    stats.read += len(outcomes)
-                    stats.applied += outcomes.count("processed")
-                    stats.duplicates += outcomes.count("duplicate")
+                chunks = [records[i : i + size] for i in range(0, len(records), size)]
+                for start in range(0, len(chunks), workers):
+                    for outcomes in await asyncio.gather(
+                        *(delivery.deliver_many(chunk) for chunk in chunks[start : start + workers])
+                    ):
+                        stats.read += len(outcomes)
+                        stats.applied += outcomes.count("processed")
+                        stats.duplicates += outcomes.count("duplicate")
                 for tp in list(pending):
                     # caught up with the high watermark of the last fetch (ListOffsets is
                     # not relied on: tansu answers it per record batch, not per record)
@@ -138,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--database-url", help="default: DROPSHIP_METRICS_DATABASE_URL")
     parser.add_argument("--bootstrap", help="default: DROPSHIP_KAFKA_BOOTSTRAP")
     parser.add_argument("--batch-size", type=int, help="events per transaction")
+    parser.add_argument(
+        "--concurrency", type=int, help="transactions at once (default: 1 SQLite, 4 PostgreSQL)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     overrides = {
@@ -146,7 +161,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if v
     }
     settings = MetricsSettings(**overrides)
-    stats = asyncio.run(rebuild(settings, reset=args.reset, batch_size=args.batch_size))
+    stats = asyncio.run(
+        rebuild(
+            settings, reset=args.reset, batch_size=args.batch_size, concurrency=args.concurrency
+        )
+    )
     print(json.dumps({**asdict(stats), "events_per_s": round(stats.rate, 1)}))
 
 
