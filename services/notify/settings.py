@@ -79,6 +79,11 @@ class NotifySettings(ServiceSettings):
     dlq_watch_s: float = Field(30.0, gt=0)
     """How often DLQ depths are read from the broker; growth raises an alert."""
 
+    @field_validator("smtp_url", "sms_webhook_url", "supplier_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("ops_webhooks")
     @classmethod
     def _valid_webhooks(cls, value: str) -> str:

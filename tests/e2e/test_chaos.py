@@ -1,0 +1,340 @@
+"""Chaos with a checker: the whole system under a steady stream of orders while every
+process is killed with SIGKILL in turn, a supplier fails half its calls for a while,
+and marketplace webhooks arrive twice and out of order. Then the system settles and the
+history is checked against the databases, the simulator and the mailbox.
+
+Seeded and reproducible: `DROPSHIP_CHAOS_SEED` picks the orders, the duplicates and
+the fault schedule; `DROPSHIP_CHAOS_SECONDS` how long the storm lasts (30 s in
+`make test`, 300 s in `make chaos`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.infra import free_port
+from shared.testing import eventually
+from tests.e2e.test_story import SERVICES, SHOPIFY_SECRET, add_supplier, system
+from tests.support.data import API_KEY
+from tests.support.notify import smtp_server
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "shopify"
+SECONDS = float(os.environ.get("DROPSHIP_CHAOS_SECONDS", "30"))
+SEED = int(os.environ.get("DROPSHIP_CHAOS_SEED", "20261123"))
+SKUS = {"CHAOS-A": Decimal("10.00"), "CHAOS-B": Decimal("7.50")}
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The uvicorn child serving `port` (its command line carries `--port <port>`)."""
+    needle = f"--port\0{port}\0".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+    return None
+
+
+def shopify(order_id: int, sku: str, quantity: int) -> tuple[bytes, dict[str, str]]:
+    order = json.loads((FIXTURES / "orders_create.json").read_text())
+    order["id"] = order_id
+    order["name"] = f"#{order_id % 100000}"
+    line = {**order["line_items"][0], "sku": sku, "quantity": quantity, "price": str(SKUS[sku])}
+    order["line_items"] = [line]
+    body = json.dumps(order).encode()
+    mac = base64.b64encode(hmac.new(SHOPIFY_SECRET.encode(), body, hashlib.sha256).digest())
+    return body, {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": "orders/create",
+        "X-Shopify-Hmac-Sha256": mac.decode(),
+        "X-Shopify-Webhook-Id": f"wh-{order_id}",
+        "X-Shopify-Shop-Domain": "maple-and-pine-goods.myshopify.com",
+    }
+
+
+class Storm:
+    """Places orders at a steady rate and records what the outside world was told."""
+
+    def __init__(self, c: httpx.AsyncClient, urls: dict[str, str], rng: random.Random) -> None:
+        self.c, self.urls, self.rng = c, urls, rng
+        self.accepted: dict[str, Decimal] = {}  # storefront external id -> total
+        self.shopify: dict[int, Decimal] = {}  # marketplace id -> total
+        self.redeliver: list[tuple[bytes, dict[str, str]]] = []
+        self.sim_seen: dict[str, set[str]] = {}
+        self.errors: Counter[str] = Counter()
+        self.retry: list[tuple[str, bytes, dict[str, str], str | None]] = []
+
+    async def place_one(self, n: int) -> None:
+        sku = self.rng.choice(sorted(SKUS))
+        quantity = self.rng.randint(1, 3)
+        total = SKUS[sku] * quantity
+        if self.rng.random() < 0.3:
+            marketplace_id = 8_000_000_000_000 + n
+            body, headers = shopify(marketplace_id, sku, quantity)
+            self.shopify[marketplace_id] = total
+            if self.rng.random() < 0.5:  # delivered again, later, after other orders
+                self.redeliver.append((body, headers))
+            request = ("/v1/webhooks/shopify", body, headers, None)
+        else:
+            key = f"chaos-{SEED}-{n}"
+            order = {
+                "channel": "storefront",
+                "external_id": key,
+                "currency": "USD",
+                "customer": {"name": "Li Wei", "email": f"li{n}@example.com", "locale": "zh-CN"},
+                "shipping_address": {
+                    "line1": "1 Road",
+                    "city": "Hangzhou",
+                    "postal_code": "310000",
+                    "country": "CN",
+                },
+                "lines": [{"sku": sku, "quantity": quantity, "unit_price": str(SKUS[sku])}],
+            }
+            self.accepted[key] = total
+            headers = {**API_KEY, "Idempotency-Key": key, "Content-Type": "application/json"}
+            request = ("/v1/orders", json.dumps(order).encode(), headers, key)
+        if not await self.submit(request):
+            self.retry.append(request)
+
+    async def submit(self, request: tuple[str, bytes, dict[str, str], str | None]) -> bool:
+        """One delivery; like a real client (or Shopify) we retry until we get an answer."""
+        path, body, headers, _ = request
+        try:
+            r = await self.c.post(self.urls["order"] + path, content=body, headers=headers)
+        except httpx.HTTPError as exc:  # the order service is down right now
+            self.errors[type(exc).__name__] += 1
+            return False
+        if r.status_code >= 500 or r.status_code == 429:
+            self.errors[f"HTTP {r.status_code}"] += 1
+            return False
+        assert r.status_code in (200, 201), r.text
+        return True
+
+    async def drain_retries(self) -> None:
+        pending, self.retry = self.retry, []
+        for request in pending:
+            if not await self.submit(request):
+                self.retry.append(request)
+
+    async def snapshot_simulator(self) -> None:
+        """The simulator forgets on restart: keep every idempotency key it ever reported."""
+        for key in ("chaos-a", "chaos-b"):
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                r = await self.c.get(f"{self.urls['simulator']}/_control/{key}/orders")
+                seen = [o["idempotency_key"] for o in r.json()["items"]]
+                assert len(seen) == len(set(seen)), f"{key} received an order twice"
+                self.sim_seen.setdefault(key, set()).update(seen)
+
+
+async def rows(url: str, sql: str) -> list[Any]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return list(await conn.execute(text(sql)))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url, tmp_path):
+    rng = random.Random(SEED)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    env |= {
+        "DROPSHIP_DATA_DIR": str(tmp_path / "var"),
+        "DROPSHIP_EMBEDDED_KAFKA_PORT": str(free_port()),
+        "DROPSHIP_SHOPIFY_SECRET": SHOPIFY_SECRET,
+        "DROPSHIP_SLA_SCAN_INTERVAL_S": "0.5",
+        "DROPSHIP_DIGEST_WINDOW_S": "0.2",
+        "DROPSHIP_SENDER_POLL_S": "0.2",
+        "DROPSHIP_SEND_LEASE_S": "5",
+        "DROPSHIP_SEND_BACKOFF_S": "0.2",
+        "DROPSHIP_SEND_BACKOFF_MAX_S": "2",
+        # a killed simulator opens every supplier's breaker; a short cool-down lets the
+        # storm go on routing instead of failing every order for 30 s
+        "DROPSHIP_BREAKER_COOLDOWN_S": "2",
+    }
+    for name in SERVICES:
+        env[f"DROPSHIP_{name.upper()}_PORT"] = str(free_port())
+    dbs = {name: await database_url(name) for name in SERVICES[:4]}
+    for name, url in dbs.items():
+        env[f"DROPSHIP_{name.upper()}_DATABASE_URL"] = url
+
+    with smtp_server() as (mailbox, smtp_port):
+        env["DROPSHIP_SMTP_URL"] = f"smtp://127.0.0.1:{smtp_port}"
+        async with system(env, tmp_path / "up.log") as urls, httpx.AsyncClient(timeout=10) as c:
+            # two suppliers offer both SKUs; the slow one never ships within its 6 s window
+            await add_supplier(c, urls, "chaos-a", 1, {s: "3.00" for s in SKUS}, sla_hours=1.0)
+            await add_supplier(c, urls, "chaos-b", 2, {s: "3.50" for s in SKUS}, sla_hours=6 / 3600)
+            await c.put(f"{urls['simulator']}/_control/chaos-b", json={"never_ship": True})
+            storm = Storm(c, urls, rng)
+            victims = list(SERVICES)
+            rng.shuffle(victims)
+            fault_at = {SECONDS * (i + 1) / (len(victims) + 1): v for i, v in enumerate(victims)}
+            flaky = (SECONDS * 0.2, SECONDS * 0.6)  # chaos-a fails half its calls meanwhile
+            start, n, flaky_on = time.monotonic(), 0, False
+            while (elapsed := time.monotonic() - start) < SECONDS:
+                for at in [a for a in fault_at if a <= elapsed]:
+                    victim = fault_at.pop(at)
+                    if victim == "simulator":
+                        await storm.snapshot_simulator()
+                    pid = pid_listening_on(int(env[f"DROPSHIP_{victim.upper()}_PORT"]))
+                    if pid:
+                        os.kill(pid, signal.SIGKILL)
+                if not flaky_on and flaky[0] <= elapsed < flaky[1]:
+                    flaky_on = True
+                    with contextlib.suppress(httpx.HTTPError):
+                        await c.put(
+                            f"{urls['simulator']}/_control/chaos-a", json={"fail_http_rate": 0.5}
+                        )
+                elif flaky_on and elapsed >= flaky[1]:
+                    flaky_on = False
+                    with contextlib.suppress(httpx.HTTPError):
+                        await c.put(
+                            f"{urls['simulator']}/_control/chaos-a", json={"fail_http_rate": 0.0}
+                        )
+                await asyncio.gather(*(storm.place_one(n + i) for i in range(2)))
+                n += 2
+                await storm.drain_retries()
+                if storm.redeliver and rng.random() < 0.3:
+                    body, headers = storm.redeliver.pop(rng.randrange(len(storm.redeliver)))
+                    with contextlib.suppress(httpx.HTTPError):
+                        await c.post(
+                            urls["order"] + "/v1/webhooks/shopify", content=body, headers=headers
+                        )
+                await asyncio.sleep(0.4)
+            for body, headers in storm.redeliver:  # the rest of the duplicates, at the end
+                with contextlib.suppress(httpx.HTTPError):
+                    await c.post(
+                        urls["order"] + "/v1/webhooks/shopify", content=body, headers=headers
+                    )
+
+            async def all_answered() -> bool:
+                await storm.drain_retries()
+                return not storm.retry
+
+            await eventually(all_answered, timeout=60, interval=0.5, what="every order answered")
+            await settle(c, urls, dbs, storm)
+            await storm.snapshot_simulator()
+            kpis = (
+                await c.get(urls["metrics"] + "/v1/kpis", params={"group_by": "supplier"})
+            ).json()
+    await check(dbs, storm, mailbox, kpis)
+
+
+async def settle(
+    c: httpx.AsyncClient, urls: dict[str, str], dbs: dict[str, str], storm: Storm
+) -> None:
+    expected = len(storm.accepted) + len(storm.shopify)
+
+    state: dict[str, Any] = {}
+
+    async def quiet() -> bool:
+        state["outbox backlog"] = [
+            (await rows(url, "SELECT count(*) FROM outbox_event WHERE published_at IS NULL"))[0][0]
+            for url in dbs.values()
+        ]
+        orders = await rows(dbs["order"], "SELECT status FROM customer_order")
+        state["orders"] = Counter(s for (s,) in orders)
+        state["expected orders"] = expected
+        state["supplier orders"] = dict(
+            await rows(dbs["supplier"], "SELECT state, count(*) FROM supplier_order GROUP BY state")
+        )
+        state["notifications"] = dict(
+            await rows(dbs["notify"], "SELECT status, count(*) FROM notification GROUP BY status")
+        )
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            state["kpi orders"] = (await c.get(urls["metrics"] + "/v1/kpis")).json()["total"][
+                "orders"
+            ]
+        return (
+            not any(state["outbox backlog"])
+            and len(orders) == expected
+            and not any(s in ("placed", "routed") for (s,) in orders)
+            and not set(state["supplier orders"]) & {"to_send", "sending", "received"}
+            and not set(state["notifications"]) & {"pending", "sending"}
+            and state.get("kpi orders") == expected
+        )
+
+    try:
+        await eventually(quiet, timeout=180, interval=0.5, what="the system to settle")
+    except AssertionError as exc:
+        raise AssertionError(f"did not settle: {state}") from exc
+
+
+async def check(dbs: dict[str, str], storm: Storm, mailbox: Any, kpis: dict[str, Any]) -> None:
+    # every accepted order exists exactly once (webhook duplicates created nothing)
+    orders = await rows(dbs["order"], "SELECT id, channel, external_id FROM customer_order")
+    storefront = {o.external_id for o in orders if o.channel == "storefront"}
+    marketplace = Counter(o.external_id for o in orders if o.channel == "shopify")
+    assert storefront == set(storm.accepted)
+    assert set(marketplace) == {str(i) for i in storm.shopify} and set(marketplace.values()) == {1}
+
+    # every line of every order went to exactly one live supplier order; nothing bought twice
+    live = await rows(
+        dbs["supplier"],
+        "SELECT a.order_id, a.line_id, so.id AS so_id, so.supplier_id, a.quantity, a.unit_cost, "
+        "a.unit_price FROM allocation a JOIN supplier_order so ON so.id = a.supplier_order_id "
+        "WHERE so.state IN ('accepted', 'dispatched', 'delivered')",
+    )
+    per_line = Counter((r.order_id, r.line_id) for r in live)
+    assert set(per_line.values()) <= {1}, "a line was bought twice"
+    lines = await rows(
+        dbs["order"],
+        "SELECT l.order_id, l.id, o.status FROM order_line l "
+        "JOIN customer_order o ON o.id = l.order_id",
+    )
+    unrouted = [(r.order_id, r.id) for r in lines if (r.order_id, r.id) not in per_line]
+    statuses = {r.order_id: r.status for r in lines}
+    # a line without a supplier order is one routing gave up on, visibly (needs_attention)
+    assert all(statuses[order_id] == "needs_attention" for order_id, _ in unrouted)
+    assert len(unrouted) < len(lines) / 2, f"most orders failed routing: {len(unrouted)}"
+    seen = set().union(*storm.sim_seen.values())
+    assert {r.so_id for r in live} <= seen  # the simulator really has every live order
+    every = {r.so_id for r in await rows(dbs["supplier"], "SELECT id AS so_id FROM supplier_order")}
+    assert seen <= every  # and none we do not know of
+
+    # every delay notice was e-mailed exactly once (a copy after a crash keeps its Message-ID)
+    sent = await rows(
+        dbs["notify"],
+        "SELECT id, order_id, reason FROM notification WHERE kind = 'shipment_delayed' "
+        "AND channel = 'email' AND status = 'sent'",
+    )
+    assert sent, "the never-shipping supplier caused delay notices"
+    copies = Counter(m["Message-ID"].strip("<>").split("@")[0] for m in mailbox.messages)
+    assert all(copies[row.id] >= 1 for row in sent)
+    # one message per notice: a second copy exists only with the same Message-ID, after a
+    # crash between SMTP's acceptance and our commit
+    resent = sum(n - 1 for n in copies.values())
+    unsent = await rows(dbs["notify"], "SELECT count(*) FROM notification WHERE status = 'dead'")
+    assert unsent[0][0] == 0
+
+    # the KPIs equal the truth recomputed from the sources
+    gmv = sum(storm.accepted.values()) + sum(storm.shopify.values())
+    margin = sum((r.unit_price - r.unit_cost) * r.quantity for r in live)
+    total = kpis["total"]
+    assert total["orders"] == len(orders)
+    assert Decimal(total["gmv"]["USD"]) == gmv
+    assert Decimal(total["gross_margin"]["USD"]) == margin.quantize(Decimal("0.01"))
+    print(
+        f"chaos seed {SEED}: {len(orders)} orders ({len(unrouted)} lines failed routing), "
+        f"{len(sent)} delay notices, "
+        f"{resent} same-Message-ID resends, errors while services were down: {dict(storm.errors)}"
+    )
