@@ -87,7 +87,12 @@ async def _seeded(client: httpx.AsyncClient, supplier_url: str) -> bool:
 
 
 async def add_supplier(
-    client: httpx.AsyncClient, urls: dict[str, str], key: str, priority: int, offers: dict[str, str]
+    client: httpx.AsyncClient,
+    urls: dict[str, str],
+    key: str,
+    priority: int,
+    offers: dict[str, str],
+    sla_hours: float = SLA_HOURS,
 ) -> str:
     body = {
         "name": key.title(),
@@ -95,7 +100,7 @@ async def add_supplier(
         "api_base_url": f"{urls['simulator']}/{key}",
         "credentials": {"api_key": f"sim-key-{key}", "webhook_secret": f"sim-secret-{key}"},
         "priority": priority,
-        "ship_sla_hours": SLA_HOURS,
+        "ship_sla_hours": sla_hours,
     }
     created = await client.post(urls["supplier"] + "/v1/suppliers", json=body, headers=API_KEY)
     assert created.status_code == 201, created.text
