@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, or_, select
+from sqlalchemy import String, Table, and_, delete, func, or_, select, type_coerce
 
 from services.metrics import domain
 from services.metrics import tables as t
@@ -20,14 +20,16 @@ from shared.uow import UnitOfWork
 __all__ = ["MetricsUnitOfWork", "metadata"]
 
 
-def aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive UTC datetimes; PostgreSQL aware ones."""
+def aware(moment: datetime | str | None) -> datetime | None:
+    """A UTC datetime from what the database hands back (see `MetricsUnitOfWork._moment`)."""
     if moment is None:
         return None
+    if isinstance(moment, str):  # SQLite, read raw: "2026-03-01 10:00:00.000000"
+        return datetime.fromisoformat(moment).replace(tzinfo=UTC)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _at(moment: datetime | None) -> datetime:
+def _at(moment: datetime | str | None) -> datetime:
     value = aware(moment)
     assert value is not None
     return value
@@ -92,6 +94,13 @@ class MetricsUnitOfWork(UnitOfWork):
             await self.session.execute(delete(table))
         await self.session.execute(delete(inbox_table).where(inbox_table.c.consumer == consumer))
 
+    def _moment(self, column: Any, name: str | None = None) -> Any:
+        """A datetime column to select; SQLite's raw text is parsed by `aware`, which is
+        several times faster than SQLAlchemy's regex-based result processing."""
+        if self.dialect == "sqlite":
+            column = type_coerce(column, String)
+        return column.label(name or column.name)
+
     async def load_facts(self, start: datetime, end: datetime) -> domain.Facts:
         """Every fact the KPIs of [start, end) depend on, joined to the sale it belongs to."""
         facts = domain.Facts()
@@ -100,7 +109,16 @@ class MetricsUnitOfWork(UnitOfWork):
         def within(column: Any) -> Any:
             return and_(column >= start, column < end)
 
-        for r in await self.session.execute(select(s).where(within(s.c.placed_at))):
+        m = self._moment
+        for r in await self.session.execute(
+            select(
+                s.c.order_id,
+                s.c.channel,
+                s.c.currency,
+                s.c.total_micros,
+                m(s.c.placed_at, "placed_at"),
+            ).where(within(s.c.placed_at))
+        ):
             facts.sales.append(
                 domain.Sale(r.order_id, r.channel, r.currency, r.total_micros, _at(r.placed_at))
             )
@@ -114,7 +132,7 @@ class MetricsUnitOfWork(UnitOfWork):
                 cl.c.event_id,
                 c.c.supplier_id,
                 c.c.currency,
-                c.c.confirmed_at,
+                m(c.c.confirmed_at, "confirmed_at"),
                 sl.c.unit_price_micros,
             )
             .select_from(
@@ -124,18 +142,18 @@ class MetricsUnitOfWork(UnitOfWork):
             )
             .where(within(s.c.placed_at))
         )
-        for r in await self.session.execute(confirmed_lines):
+        for line in await self.session.execute(confirmed_lines):
             facts.confirmed_lines.append(
                 domain.ConfirmedLine(
-                    r.order_id,
-                    r.line_id,
-                    r.supplier_id,
-                    r.currency,
-                    r.quantity,
-                    r.unit_cost_micros,
-                    r.unit_price_micros,
-                    _at(r.confirmed_at),
-                    r.event_id,
+                    line.order_id,
+                    line.line_id,
+                    line.supplier_id,
+                    line.currency,
+                    line.quantity,
+                    line.unit_cost_micros,
+                    line.unit_price_micros,
+                    _at(line.confirmed_at),
+                    line.event_id,
                 )
             )
         await self._load_supplier_orders(facts, within)
@@ -150,15 +168,15 @@ class MetricsUnitOfWork(UnitOfWork):
             select(
                 c.c.order_id,
                 c.c.supplier_id,
-                func.min(c.c.confirmed_at).label("confirmed_at"),
-                func.min(c.c.ship_by).label("ship_by"),
+                self._moment(func.min(c.c.confirmed_at), "confirmed_at"),
+                self._moment(func.min(c.c.ship_by), "ship_by"),
             )
             .where(c.c.order_id.in_(candidates))
             .group_by(c.c.order_id, c.c.supplier_id)
             .subquery()
         )
         first_dispatch = (
-            select(func.min(d.c.dispatched_at))
+            select(self._moment(func.min(d.c.dispatched_at), "first"))
             .where(d.c.order_id == pairs.c.order_id, d.c.supplier_id == pairs.c.supplier_id)
             .scalar_subquery()
         )
@@ -170,9 +188,12 @@ class MetricsUnitOfWork(UnitOfWork):
         ):
             reasons[(r.order_id, r.supplier_id)].add(r.reason)
         for r in await self.session.execute(
-            select(pairs, first_dispatch.label("dispatched_at"), s.c.placed_at, s.c.channel).join(
-                s, s.c.order_id == pairs.c.order_id, isouter=True
-            )
+            select(
+                pairs,
+                first_dispatch.label("dispatched_at"),
+                self._moment(s.c.placed_at, "placed_at"),
+                s.c.channel,
+            ).join(s, s.c.order_id == pairs.c.order_id, isouter=True)
         ):
             facts.supplier_orders.append(
                 domain.SupplierOrder(
@@ -195,7 +216,14 @@ class MetricsUnitOfWork(UnitOfWork):
             .scalar_subquery()
         )
         for r in await self.session.execute(
-            select(dv, shipper.label("supplier_id"), s.c.placed_at, s.c.channel)
+            select(
+                dv.c.order_id,
+                dv.c.tracking_number,
+                self._moment(dv.c.delivered_at, "delivered_at"),
+                shipper.label("supplier_id"),
+                self._moment(s.c.placed_at, "placed_at"),
+                s.c.channel,
+            )
             .join(s, s.c.order_id == dv.c.order_id, isouter=True)
             .where(within(dv.c.delivered_at))
         ):
@@ -215,7 +243,7 @@ class MetricsUnitOfWork(UnitOfWork):
 
         async def load(table: Table, at: Any, *columns: Any) -> list[Any]:
             result = await self.session.execute(
-                select(table.c.order_id, at.label("at"), s.c.channel, *columns)
+                select(table.c.order_id, self._moment(at, "at"), s.c.channel, *columns)
                 .join(s, s.c.order_id == table.c.order_id, isouter=True)
                 .where(within(at))
             )
