@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
 from typing import Any
 
@@ -10,7 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import Counter
 from pydantic import BaseModel
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -126,6 +130,16 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(_: Request, exc: PoolTimeout) -> JSONResponse:
+        SHED.inc()
+        log.warning("no database connection in time: answered 503")
+        return JSONResponse(
+            error_body("overloaded", "no database connection free; retry after Retry-After"),
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
@@ -183,6 +197,71 @@ class TraceMiddleware:
 
 def install_trace_middleware(app: FastAPI, tracer: tracing.Tracing | None = None) -> None:
     app.add_middleware(TraceMiddleware, tracer=tracer)
+
+
+SHED = Counter(
+    "dropship_http_requests_shed_total",
+    "Requests answered 503 + Retry-After because too many were in flight.",
+)
+
+
+class LoadShedMiddleware:
+    """Admission control: at most `max_inflight` requests at once, the rest answered fast.
+
+    Past capacity a service that queues every request only gets slower until clients
+    time out, and timed-out clients retry into the same queue. Instead a request that
+    cannot get a slot within `wait_s` is answered `503` with `Retry-After` at once, and
+    changes nothing, so well-behaved clients back off and the service keeps its latency
+    for the requests it does take; it recovers as soon as the load drops. Probes and
+    `/metrics` are never shed (an overloaded service is still alive).
+    """
+
+    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(
+        self, app: ASGIApp, max_inflight: int = 256, wait_s: float = 0.25, retry_after_s: int = 1
+    ) -> None:
+        self.app = app
+        self.slots = asyncio.Semaphore(max_inflight)
+        self.wait_s = wait_s
+        self.retry_after = str(retry_after_s).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await self.slots.acquire()
+        except TimeoutError:
+            SHED.inc()
+            await self._overloaded(send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.slots.release()
+
+    async def _overloaded(self, send: Send) -> None:
+        body = json.dumps(
+            error_body("overloaded", "too many requests in flight; retry after Retry-After")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"retry-after", self.retry_after),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def install_load_shedding(app: FastAPI, max_inflight: int, wait_s: float) -> None:
+    app.add_middleware(LoadShedMiddleware, max_inflight=max_inflight, wait_s=wait_s)
 
 
 def check_api_key(presented: str | None, accepted: frozenset[str]) -> None:

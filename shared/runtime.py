@@ -25,7 +25,12 @@ from shared.consumer import (
     RetryingDelivery,
 )
 from shared.db import create_engine, migrate_async, session_factory
-from shared.http import ERROR_RESPONSES, install_error_handlers, install_trace_middleware
+from shared.http import (
+    ERROR_RESPONSES,
+    install_error_handlers,
+    install_load_shedding,
+    install_trace_middleware,
+)
 from shared.logging import configure_logging
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
@@ -229,5 +234,8 @@ def build_app(runtime: ServiceRuntime[Any], *, title: str, description: str) -> 
     app.state.runtime = runtime
     install_error_handlers(app)
     install_trace_middleware(app, runtime.tracing)
+    # added last, so it runs first: a shed request costs no tracing and no handler
+    settings = runtime.settings
+    install_load_shedding(app, settings.max_inflight_requests, settings.shed_wait_s)
     app.include_router(health_router(runtime))
     return app

@@ -270,3 +270,46 @@ async def test_a_deadlock_victim_is_retried_without_using_up_its_attempts():
     await bus.drain()
     assert store["effects"] == {"ord_1"}, "four deadlocks with max_attempts=2, still applied"
     assert bus.messages("order-placed.dlq") == []
+
+
+async def test_past_capacity_requests_are_shed_with_retry_after_and_service_recovers():
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+
+    from shared.http import LoadShedMiddleware, install_error_handlers
+    from shared.testing import eventually
+
+    gate = asyncio.Event()
+    inside: list[int] = []
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/work")
+    async def work() -> dict[str, str]:
+        inside.append(1)
+        await gate.wait()
+        return {"done": "yes"}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(LoadShedMiddleware, max_inflight=2, wait_s=0.05)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        busy = [asyncio.create_task(client.get("/work")) for _ in range(2)]
+
+        async def both_inside() -> bool:
+            return len(inside) == 2
+
+        await eventually(both_inside, timeout=5, interval=0.005, what="two requests in flight")
+        shed = await asyncio.gather(*(client.get("/work") for _ in range(3)))
+        assert [r.status_code for r in shed] == [503, 503, 503]
+        assert shed[0].headers["retry-after"] == "1"
+        assert shed[0].json()["error"]["code"] == "overloaded"
+        assert (await client.get("/healthz")).status_code == 200  # probes are never shed
+        gate.set()
+        assert [(await t).status_code for t in busy] == [200, 200]
+        assert (await client.get("/work")).status_code == 200  # and it recovers
