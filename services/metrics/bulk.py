@@ -76,32 +76,3 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[s
     tuples = [tuple(_sqlite_moment(r[n]) if n in moments else r[n] for n in names) for r in rows]
     connection = await session.connection()
     await connection.exec_driver_sql(sql, tuples)
-
-
-_SQLITE_MAX_PARAMS = 30_000  # below SQLITE_MAX_VARIABLE_NUMBER (32766 since 3.32)
-
-
-async def insert_returning(
-    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], key: str
-) -> set[Any]:
-    """Insert `rows`, skipping existing keys; returns the `key` values actually inserted."""
-    if not rows:
-        return set()
-    if session.get_bind().dialect.name == "postgresql":
-        params = {c.name: [r[c.name] for r in rows] for c in table.columns}
-        statement = text(f"{_pg_statement(table).text} RETURNING {key}")
-        return set((await session.execute(statement, params)).scalars())
-    _, names, moments = _sqlite_statement(table)
-    columns = ", ".join(f'"{n}"' for n in names)
-    row_marks = f"({', '.join('?' for _ in names)})"
-    per_statement = max(1, _SQLITE_MAX_PARAMS // len(names))
-    connection = await session.connection()
-    inserted: set[Any] = set()
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        values = ", ".join(row_marks for _ in chunk)
-        flat = [_sqlite_moment(r[n]) if n in moments else r[n] for r in chunk for n in names]
-        sql = f'INSERT OR IGNORE INTO "{table.name}" ({columns}) VALUES {values} RETURNING "{key}"'  # noqa: S608
-        result = await connection.exec_driver_sql(sql, tuple(flat))
-        inserted.update(row[0] for row in result.fetchall())
-    return inserted

@@ -42,10 +42,10 @@ def micros(amount: Decimal, field: str) -> int:
     """An amount as integer micro-units; refuses what cannot be stored exactly."""
     scaled = amount.scaleb(MICROS)
     if scaled != scaled.to_integral_value():
-        raise PermanentError(f"{field}={amount} has more than {MICROS} decimals")
+        raise PermanentError(f"{field}={amount:f} has more than {MICROS} decimals")
     value = int(scaled)
     if abs(value) > _MAX_MICROS:
-        raise PermanentError(f"{field}={amount} is out of range")
+        raise PermanentError(f"{field}={amount:f} is out of range")
     return value
 
 

@@ -11,10 +11,9 @@ from sqlalchemy import String, Table, and_, delete, func, or_, select, type_coer
 
 from services.metrics import domain
 from services.metrics import tables as t
-from services.metrics.bulk import insert_returning, insert_rows
+from services.metrics.bulk import insert_rows
 from services.metrics.tables import metadata
 from shared.db import inbox_table
-from shared.events import Envelope
 from shared.uow import UnitOfWork
 
 __all__ = ["MetricsUnitOfWork", "metadata"]
@@ -53,21 +52,6 @@ class MetricsUnitOfWork(UnitOfWork):
         callbacks, self._after = self._after, []
         for callback in callbacks:
             callback()
-
-    async def claim_many(self, consumer: str, envelopes: Sequence[Envelope]) -> list[bool]:
-        """The platform's bulk claim, with the set-based insert of the fact tables."""
-        now = datetime.now(UTC)
-        rows: dict[str, dict[str, Any]] = {}
-        for e in envelopes:
-            rows.setdefault(
-                e.id, {"consumer": consumer, "event_id": e.id, "topic": e.type, "processed_at": now}
-            )
-        claimed = await insert_returning(self.session, inbox_table, list(rows.values()), "event_id")
-        fresh: list[bool] = []
-        for e in envelopes:
-            fresh.append(e.id in claimed)
-            claimed.discard(e.id)
-        return fresh
 
     async def add_facts(self, rows: Mapping[Table, Sequence[dict[str, Any]]]) -> None:
         """Insert fact rows, one statement per table; a fact already there stays.

@@ -137,3 +137,19 @@ def test_a_delivery_reported_twice_is_one_sample():
     (item,) = domain.kpis(Facts(deliveries=[again, d]), None, START, END)
     assert item["deliveries"] == 1
     assert item["cycle_time_s"] == {"p50": 172800.0, "p95": 172800.0, "count": 1}
+
+
+def test_an_amount_that_cannot_be_stored_exactly_is_refused_not_rounded():
+    from decimal import Decimal
+
+    import pytest
+
+    from services.metrics.handlers import micros
+    from shared.consumer import PermanentError
+
+    assert micros(Decimal("30.1234"), "unit_cost") == 30_123_400
+    assert micros(Decimal("-0.000001"), "unit_cost") == -1
+    with pytest.raises(PermanentError, match=r"unit_cost=0\.0000001 has more than 6 decimals"):
+        micros(Decimal("0.0000001"), "unit_cost")
+    with pytest.raises(PermanentError, match="out of range"):
+        micros(Decimal("1e20"), "unit_price")
