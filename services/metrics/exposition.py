@@ -7,6 +7,7 @@ Prometheus' `rate()` and `increase()` absorb.
 
 from __future__ import annotations
 
+from collections import Counter as TallyOf
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,21 +42,23 @@ NOTIFICATIONS = Counter(
 
 
 def observe(rows: Mapping[Table, Sequence[dict[str, Any]]]) -> None:
-    """Count the facts of a committed batch."""
+    """Count the facts of a committed batch (one increment per label set)."""
+    gmv: TallyOf[str] = TallyOf()
     for r in rows.get(t.sale, ()):
-        ORDERS.labels(r["channel"], r["currency"]).inc()
-        GMV.labels(r["currency"]).inc(r["total_micros"] / 1_000_000)
-    for r in rows.get(t.confirmation, ()):
-        CONFIRMATIONS.labels(r["supplier_id"]).inc()
-    for r in rows.get(t.dispatch, ()):
-        DISPATCHES.labels(r["supplier_id"]).inc()
-    for r in rows.get(t.delay, ()):
-        DELAYS.labels(r["supplier_id"], r["reason"]).inc()
-    if rows.get(t.delivery):
-        DELIVERIES.inc(len(rows[t.delivery]))
-    if rows.get(t.cancellation):
-        CANCELLATIONS.inc(len(rows[t.cancellation]))
-    for r in rows.get(t.routing_failure, ()):
-        ROUTING_FAILURES.labels(r["reason"]).inc()
-    for r in rows.get(t.notice, ()):
-        NOTIFICATIONS.labels(r["kind"], r["channel"], r["status"]).inc()
+        gmv[r["currency"]] += r["total_micros"]
+    for currency, amount in gmv.items():
+        GMV.labels(currency).inc(amount / 1_000_000)
+    counted: tuple[tuple[Counter, Table, tuple[str, ...]], ...] = (
+        (ORDERS, t.sale, ("channel", "currency")),
+        (CONFIRMATIONS, t.confirmation, ("supplier_id",)),
+        (DISPATCHES, t.dispatch, ("supplier_id",)),
+        (DELAYS, t.delay, ("supplier_id", "reason")),
+        (DELIVERIES, t.delivery, ()),
+        (CANCELLATIONS, t.cancellation, ()),
+        (ROUTING_FAILURES, t.routing_failure, ("reason",)),
+        (NOTIFICATIONS, t.notice, ("kind", "channel", "status")),
+    )
+    for counter, table, labels in counted:
+        per_labels = TallyOf(tuple(r[name] for name in labels) for r in rows.get(table, ()))
+        for values, n in per_labels.items():
+            (counter.labels(*values) if labels else counter).inc(n)

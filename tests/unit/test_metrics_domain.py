@@ -153,3 +153,31 @@ def test_an_amount_that_cannot_be_stored_exactly_is_refused_not_rounded():
         micros(Decimal("0.0000001"), "unit_cost")
     with pytest.raises(PermanentError, match="out of range"):
         micros(Decimal("1e20"), "unit_price")
+
+
+def test_prometheus_counters_count_each_applied_fact():
+    from prometheus_client import REGISTRY
+
+    from services.metrics import exposition
+    from services.metrics import tables as t
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (
+        sample("dropship_kpi_orders_total", channel="unit", currency="USD"),
+        sample("dropship_kpi_gmv_total", currency="USD"),
+        sample("dropship_kpi_delays_total", supplier_id="s-unit", reason="at_risk"),
+    )
+    exposition.observe(
+        {
+            t.sale: [{"channel": "unit", "currency": "USD", "total_micros": 1_500_000}] * 3,
+            t.delay: [{"supplier_id": "s-unit", "reason": "at_risk"}],
+        }
+    )
+    after = (
+        sample("dropship_kpi_orders_total", channel="unit", currency="USD"),
+        sample("dropship_kpi_gmv_total", currency="USD"),
+        sample("dropship_kpi_delays_total", supplier_id="s-unit", reason="at_risk"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3.0, 4.5, 1.0]
