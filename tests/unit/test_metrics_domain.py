@@ -181,3 +181,19 @@ def test_prometheus_counters_count_each_applied_fact():
         sample("dropship_kpi_delays_total", supplier_id="s-unit", reason="at_risk"),
     )
     assert [a - b for a, b in zip(after, before, strict=True)] == [3.0, 4.5, 1.0]
+
+
+def test_facts_of_an_order_not_seen_yet_count_under_the_unknown_channel():
+    later = T0 + timedelta(days=1)
+    facts = Facts(
+        cancellations=[domain.Occurrence("ghost", domain.UNKNOWN, later, "customer_request")],
+        notices=[
+            domain.Occurrence(
+                "ghost", domain.UNKNOWN, later, kind="delay", notice_channel="sms", status="sent"
+            )
+        ],
+    )
+    (item,) = domain.kpis(facts, GroupBy.CHANNEL, START, END)
+    assert item["key"] == "unknown"
+    assert item["cancellations"] == 1 and item["notices_sent"] == 1
+    assert item["orders"] == 0 and item["gmv"] == {}
