@@ -28,7 +28,7 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.money import minor_units
 
@@ -43,8 +43,7 @@ class GroupBy(StrEnum):
     CHANNEL = "channel"
 
 
-@dataclass(frozen=True)
-class Sale:
+class Sale(NamedTuple):
     order_id: str
     channel: str
     currency: str
@@ -52,8 +51,7 @@ class Sale:
     placed_at: datetime
 
 
-@dataclass(frozen=True)
-class ConfirmedLine:
+class ConfirmedLine(NamedTuple):
     order_id: str
     line_id: str
     supplier_id: str
@@ -66,8 +64,7 @@ class ConfirmedLine:
     event_id: str
 
 
-@dataclass(frozen=True)
-class SupplierOrder:
+class SupplierOrder(NamedTuple):
     """What one supplier was asked to ship for one order, and how it went."""
 
     order_id: str
@@ -80,8 +77,7 @@ class SupplierOrder:
     channel: str
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     order_id: str
     tracking_number: str
     supplier_id: str | None
@@ -90,8 +86,7 @@ class Delivery:
     channel: str
 
 
-@dataclass(frozen=True)
-class Occurrence:
+class Occurrence(NamedTuple):
     """A cancellation, routing failure or notice: something that happened to an order."""
 
     order_id: str
@@ -214,7 +209,8 @@ class _Tally:
         return moment is not None and self.start <= moment < self.end
 
     def bucket(self, moment: datetime, channel: str, supplier_id: str | None) -> _Bucket | None:
-        """The bucket of a fact that happened at `moment`; None: not in this grouping."""
+        """The bucket of a fact that happened at `moment` (inside the window; callers check,
+        since asking creates it); None: the fact has no key in this grouping."""
         if self.group_by is None:
             key: str | None = TOTAL
         elif self.group_by is GroupBy.DAY:
@@ -225,7 +221,10 @@ class _Tally:
             key = supplier_id
         if key is None:
             return None
-        return self.buckets.setdefault(key, _Bucket())
+        found = self.buckets.get(key)
+        if found is None:
+            found = self.buckets[key] = _Bucket()
+        return found
 
     def sales(self, facts: Facts) -> None:
         """Orders, GMV and margin, in the bucket of the day the order was placed."""
@@ -238,8 +237,12 @@ class _Tally:
         per_supplier = self.group_by is GroupBy.SUPPLIER
         if not per_supplier:
             for placed in facts.sales:
-                b = self.bucket(placed.placed_at, placed.channel, None)
-                if b is not None and self.inside(placed.placed_at):
+                b = (
+                    self.bucket(placed.placed_at, placed.channel, None)
+                    if self.inside(placed.placed_at)
+                    else None
+                )
+                if b is not None:
                     b.orders.add(placed.order_id)
                     b.orders_by_currency[placed.currency] += 1
                     b.gmv[placed.currency] += placed.total_micros
@@ -266,11 +269,16 @@ class _Tally:
         for so in supplier_orders:
             if so.order_id not in first or so.confirmed_at < first[so.order_id].confirmed_at:
                 first[so.order_id] = so
-            confirmed = self.bucket(so.confirmed_at, so.channel, so.supplier_id)
-            if confirmed is not None and self.inside(so.confirmed_at) and so.placed_at:
-                confirmed.latency.append(_seconds(so.confirmed_at, so.placed_at))
-            due = self.bucket(so.ship_by, so.channel, so.supplier_id)
-            if due is None or not self.inside(so.ship_by):
+            if self.inside(so.confirmed_at) and so.placed_at is not None:
+                confirmed = self.bucket(so.confirmed_at, so.channel, so.supplier_id)
+                if confirmed is not None:
+                    confirmed.latency.append(_seconds(so.confirmed_at, so.placed_at))
+            due = (
+                self.bucket(so.ship_by, so.channel, so.supplier_id)
+                if self.inside(so.ship_by)
+                else None
+            )
+            if due is None:
                 continue
             due.due += 1
             if so.dispatched_at is not None and so.dispatched_at <= so.ship_by:
@@ -282,24 +290,28 @@ class _Tally:
                 due.delayed_by_reason.update(so.delay_reasons)
         if self.group_by is not GroupBy.SUPPLIER:
             for so in first.values():
-                b = self.bucket(so.confirmed_at, so.channel, None)
-                if b is not None and self.inside(so.confirmed_at):
+                b = (
+                    self.bucket(so.confirmed_at, so.channel, None)
+                    if self.inside(so.confirmed_at)
+                    else None
+                )
+                if b is not None:
                     b.confirmed_orders.add(so.order_id)
 
     def occurrences(self, facts: Facts) -> None:
         """Routing failures, cancellations and notices, by the day they happened."""
         for rf in facts.routing_failures:
-            b = self.bucket(rf.at, rf.channel, None)
-            if b is not None and self.inside(rf.at):
+            b = self.bucket(rf.at, rf.channel, None) if self.inside(rf.at) else None
+            if b is not None:
                 b.failed_orders.add(rf.order_id)
                 b.routing_failures[rf.reason] += 1
         for c in facts.cancellations:
-            b = self.bucket(c.at, c.channel, None)
-            if b is not None and self.inside(c.at):
+            b = self.bucket(c.at, c.channel, None) if self.inside(c.at) else None
+            if b is not None:
                 b.cancellations[c.reason] += 1
         for n in facts.notices:
-            b = self.bucket(n.at, n.channel, None)
-            if b is not None and self.inside(n.at):
+            b = self.bucket(n.at, n.channel, None) if self.inside(n.at) else None
+            if b is not None:
                 b.notices[(n.kind, n.notice_channel, n.status)] += 1
 
     def deliveries(self, deliveries: Sequence[Delivery]) -> None:

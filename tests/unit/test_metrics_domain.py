@@ -197,3 +197,16 @@ def test_facts_of_an_order_not_seen_yet_count_under_the_unknown_channel():
     assert item["key"] == "unknown"
     assert item["cancellations"] == 1 and item["notices_sent"] == 1
     assert item["orders"] == 0 and item["gmv"] == {}
+
+
+def test_a_supplier_order_confirmed_before_the_window_counts_only_where_it_is_due():
+    before = START - timedelta(days=2)
+    so = SupplierOrder(
+        "o1", "s1", before, START + timedelta(hours=5), START, frozenset(), before, "web"
+    )
+    days = domain.days_between(START.date(), (END - timedelta(days=1)).date())
+    items = domain.kpis(Facts(supplier_orders=[so]), GroupBy.DAY, START, END, keys=days)
+    assert [i["key"] for i in items] == days
+    assert items[0]["supplier_orders_due"] == 1 and items[0]["shipped_on_time"] == 1
+    assert all(i["confirmation_latency_s"]["count"] == 0 for i in items)
+    assert sum(i["confirmed_orders"] for i in items) == 0
