@@ -57,7 +57,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         hand_off=wakeup.hand_off,
         wake_dispatcher=wakeup,
         lease=LEASE,
-        check_after=timedelta(seconds=settings.check_after_s),
+        check_after=timedelta(seconds=settings.supplier_check_after_s),
     )
     breaker = CircuitBreaker(
         failure_rate=settings.breaker_failure_rate,
@@ -90,7 +90,9 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 poll_s=settings.dispatcher_poll_s,
                 concurrency=settings.dispatcher_concurrency,
             )
-            reconciler = Reconciler(runtime, client, interval_s=settings.reconcile_interval_s)
+            reconciler = Reconciler(
+                runtime, client, interval_s=settings.supplier_reconcile_interval_s
+            )
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(dispatcher.run(), name="supplier:dispatcher")
                 tasks.create_task(reconciler.run(), name="supplier:reconciler")
@@ -112,7 +114,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     )
     app.state.breaker = breaker
     app.state.directory = directory
-    app.state.webhook_slots = asyncio.Semaphore(settings.webhook_concurrency)
+    app.state.webhook_slots = asyncio.Semaphore(settings.supplier_webhook_concurrency)
     app.include_router(api.router)
     app.include_router(webhooks.router)
     return app

@@ -35,16 +35,16 @@ class SupplierSettings(ServiceSettings):
     supplier_backoff_s: float = Field(0.2, ge=0)
     breaker_failure_rate: float = Field(0.5, gt=0, le=1)
     breaker_cooldown_s: float = Field(30.0, gt=0)
-    check_after_s: float = Field(30.0, gt=0)
+    supplier_check_after_s: float = Field(30.0, gt=0)
     """An order the supplier took but has not decided on is asked about after this long
     (and as often again while undecided): its callbacks may all have been lost."""
-    reconcile_interval_s: float = Field(5.0, gt=0)
+    supplier_reconcile_interval_s: float = Field(5.0, gt=0)
     """How often the reconciler looks for orders whose check is due."""
     supplier_cache_ttl_s: float = Field(2.0, ge=0)
     """Supplier rows (credentials, SLA, counters for ranking) are cached this long."""
-    webhook_concurrency: int = Field(8, ge=1)
-    """Callbacks handled at once; the rest wait up to `webhook_wait_s`, then get a 503."""
-    webhook_wait_s: float = Field(2.0, gt=0)
+    supplier_webhook_concurrency: int = Field(8, ge=1)
+    """Callbacks handled at once; the rest wait up to `supplier_webhook_wait_s`, then get a 503."""
+    supplier_webhook_wait_s: float = Field(2.0, gt=0)
     """How long a callback waits for a slot and a database connection before a 503."""
 
     @model_validator(mode="after")

@@ -39,14 +39,14 @@ class Busy(Exception):
 
 @contextlib.asynccontextmanager
 async def capacity(request: Request, uow: SupplierUnitOfWork) -> AsyncIterator[None]:
-    """A callback slot and a database connection within `webhook_wait_s`, or `Busy`.
+    """A callback slot and a database connection within `supplier_webhook_wait_s`, or `Busy`.
 
     Callbacks are retried by their senders, so under overload it is better to say so at
     once than to hold the sender until a pool timeout; the slots also keep callbacks from
     taking every connection the consumer and the dispatcher need.
     """
     slots: asyncio.Semaphore = request.app.state.webhook_slots
-    wait_s = settings_of(runtime_of(request)).webhook_wait_s
+    wait_s = settings_of(runtime_of(request)).supplier_webhook_wait_s
     try:
         async with asyncio.timeout(wait_s):
             await slots.acquire()

@@ -30,7 +30,7 @@ async def supplier_service(database_url, settings_for, simulator, **overrides):
         await database_url("supplier"),
         port=port,
         dispatcher_poll_s=0.2,
-        webhook_wait_s=0.5,
+        supplier_webhook_wait_s=0.5,
         **overrides,
     )
     async with served(create_app, settings, port) as svc:
@@ -43,7 +43,11 @@ async def supplier_service(database_url, settings_for, simulator, **overrides):
 async def checking_supplier(database_url, settings_for, simulator):
     """The supplier service asking about undecided orders after 0.3 s (default 30 s)."""
     async with supplier_service(
-        database_url, settings_for, simulator, check_after_s=0.3, reconcile_interval_s=0.1
+        database_url,
+        settings_for,
+        simulator,
+        supplier_check_after_s=0.3,
+        supplier_reconcile_interval_s=0.1,
     ) as svc:
         yield svc
 
@@ -51,7 +55,9 @@ async def checking_supplier(database_url, settings_for, simulator):
 @pytest.fixture
 async def patient_supplier(database_url, settings_for, simulator):
     """The supplier service asking about undecided orders only after an hour."""
-    async with supplier_service(database_url, settings_for, simulator, check_after_s=3600) as svc:
+    async with supplier_service(
+        database_url, settings_for, simulator, supplier_check_after_s=3600
+    ) as svc:
         yield svc
 
 

@@ -57,15 +57,17 @@ class SupplierApiRoute(APIRoute):
         return handle
 
 
-def simulator_of(request: Request) -> Simulator:
+async def simulator_of(request: Request) -> Simulator:
     simulator: Simulator = request.app.state.simulator
     return simulator
 
 
 Sim = Annotated[Simulator, Depends(simulator_of)]
+# dependencies are async so they run on the event loop: a sync one would run in the
+# threadpool, and concurrent first requests for a new supplier key would each create it
 
 
-def authenticated(
+async def authenticated(
     simulator: Sim,
     supplier_key: str,
     authorization: Annotated[str | None, Header(description="`Bearer <api_key>`")] = None,

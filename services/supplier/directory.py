@@ -1,0 +1,95 @@
+"""The supplier directory: supplier rows cached for the hot paths, credentials sealed at rest."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from services.supplier.domain import SupplierInfo, Track
+
+
+@dataclass(frozen=True)
+class Credentials:
+    api_key: str
+    webhook_secret: str
+
+
+class Sealer:
+    """Encrypts supplier credentials at rest (AES-GCM); the key comes from settings."""
+
+    def __init__(self, seal: Callable[[str], str], unseal: Callable[[str], str]) -> None:
+        self.seal, self.unseal = seal, unseal
+
+    def dump(self, creds: Credentials) -> str:
+        return self.seal(
+            json.dumps({"api_key": creds.api_key, "webhook_secret": creds.webhook_secret})
+        )
+
+    def load(self, token: str | None) -> Credentials:
+        data = json.loads(self.unseal(token)) if token else {}
+        return Credentials(data.get("api_key", ""), data.get("webhook_secret", ""))
+
+
+@dataclass(frozen=True)
+class SupplierEntry:
+    """What routing, the dispatcher and the webhooks need of a supplier, credentials unsealed."""
+
+    id: str
+    supplier_key: str
+    api_base_url: str
+    credentials: Credentials
+    priority: int
+    ship_sla_hours: float
+    active: bool
+    rate_limit_per_s: float | None
+    track: Track
+
+    @property
+    def info(self) -> SupplierInfo:
+        return SupplierInfo(self.id, self.active, self.priority, self.track)
+
+
+class SupplierDirectory:
+    """Supplier rows cached for `ttl_s` seconds, so hot paths do not read them per order.
+
+    Changes made through this process's admin API invalidate the entry at once; other
+    replicas see them within `ttl_s` (and the measured reliability lags by as much).
+    """
+
+    def __init__(self, sealer: Sealer, ttl_s: float = 2.0) -> None:
+        self.sealer = sealer
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, SupplierEntry | None]] = {}
+
+    def invalidate(self, supplier_id: str | None = None) -> None:
+        if supplier_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(supplier_id, None)
+
+    def cached(self, supplier_id: str) -> tuple[bool, SupplierEntry | None]:
+        hit = self._entries.get(supplier_id)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def remember(self, supplier_id: str, row: Any, counts: dict[str, int]) -> SupplierEntry | None:
+        entry = None
+        if row is not None:
+            c = {k: counts.get(k, 0) for k in ("decided", "accepted", "shipped", "shipped_on_time")}
+            entry = SupplierEntry(
+                row.id,
+                row.supplier_key,
+                row.api_base_url,
+                self.sealer.load(row.credentials),
+                row.priority,
+                float(row.ship_sla_hours),
+                row.active,
+                row.rate_limit_per_s,
+                Track(c["decided"], c["accepted"], c["shipped"], c["shipped_on_time"]),
+            )
+        self._entries[supplier_id] = (time.monotonic() + self.ttl_s, entry)
+        return entry
