@@ -2,7 +2,7 @@
 
 The platform consumer hands over the events of one partition that the inbox has not
 seen (claimed in bulk), and `apply_batch` turns them into rows and writes each table
-with one multi-row INSERT. Nothing here depends on the order events arrive in.
+with one statement (`bulk`). Nothing here depends on the order events arrive in.
 """
 
 from __future__ import annotations
