@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from services.metrics.app import MIGRATIONS
 from services.metrics.handlers import HANDLERS, apply_batch
@@ -103,7 +104,11 @@ async def rebuild(
             max_poll_records=size * 8,
             fetch_max_bytes=64 * 1024 * 1024,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
         try:
             await consumer.topics()  # loads the metadata partitions_for_topic reads
             partitions = [
@@ -161,11 +166,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         if v
     }
     settings = MetricsSettings(**overrides)
-    stats = asyncio.run(
-        rebuild(
-            settings, reset=args.reset, batch_size=args.batch_size, concurrency=args.concurrency
+    try:
+        stats = asyncio.run(
+            rebuild(
+                settings,
+                reset=args.reset,
+                batch_size=args.batch_size,
+                concurrency=args.concurrency,
+            )
         )
-    )
+    except KafkaError as exc:
+        raise SystemExit(
+            f"cannot read the topics at {settings.kafka_bootstrap} ({exc!r}): is the broker up?"
+        ) from exc
     print(json.dumps({**asdict(stats), "events_per_s": round(stats.rate, 1)}))
 
 
