@@ -43,9 +43,10 @@ class SupplierSettings(ServiceSettings):
     supplier_cache_ttl_s: float = Field(2.0, ge=0)
     """Supplier rows (credentials, SLA, counters for ranking) are cached this long."""
     supplier_webhook_concurrency: int = Field(8, ge=1)
-    """Callbacks handled at once; the rest wait up to `supplier_webhook_wait_s`, then get a 503."""
+    """Callbacks handled at once; the rest wait up to `supplier_webhook_wait_s`, then get a 503
+    (as does a callback that finds every database connection taken)."""
     supplier_webhook_wait_s: float = Field(2.0, gt=0)
-    """How long a callback waits for a slot and a database connection before a 503."""
+    """How long a callback waits for a slot before a 503."""
 
     @model_validator(mode="after")
     def _keys(self) -> SupplierSettings:

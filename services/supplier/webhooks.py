@@ -18,10 +18,10 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import Pool, QueuePool
 
 from services.supplier import handlers
 from services.supplier.api import UoW, runtime_of, settings_of
-from services.supplier.store import SupplierUnitOfWork
 from shared.http import Unauthorized, Unprocessable, error_body
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -38,33 +38,43 @@ class Busy(Exception):
 
 
 @contextlib.asynccontextmanager
-async def capacity(request: Request, uow: SupplierUnitOfWork) -> AsyncIterator[None]:
-    """A callback slot and a database connection within `supplier_webhook_wait_s`, or `Busy`.
+async def capacity(request: Request) -> AsyncIterator[None]:
+    """A callback slot within `supplier_webhook_wait_s` and a free database connection, or
+    `Busy`.
 
     Callbacks are retried by their senders, so under overload it is better to say so at
     once than to hold the sender until a pool timeout; the slots also keep callbacks from
-    taking every connection the consumer and the dispatcher need.
+    taking every connection the consumer and the dispatcher need. The pool is probed, not
+    waited on with a deadline: cancelling a checkout that is already beginning a
+    transaction could leave SQLite's write lock held by a connection nobody uses.
     """
     slots: asyncio.Semaphore = request.app.state.webhook_slots
-    wait_s = settings_of(runtime_of(request)).supplier_webhook_wait_s
+    runtime = runtime_of(request)
     try:
-        async with asyncio.timeout(wait_s):
+        async with asyncio.timeout(settings_of(runtime).supplier_webhook_wait_s):
             await slots.acquire()
     except TimeoutError as exc:
         raise Busy("no callback slot free") from exc
     try:
-        try:
-            async with asyncio.timeout(wait_s):
-                await uow.session.connection()  # checks out a connection, begins
-        except (TimeoutError, PoolTimeout) as exc:
-            raise Busy("no database connection free") from exc
+        if _exhausted(runtime.engine.pool):
+            raise Busy("no database connection free")
         yield
+    except PoolTimeout as exc:
+        raise Busy("no database connection free") from exc
     except (OperationalError, DBAPIError) as exc:
         if not _contended(exc):
             raise
         raise Busy("database busy") from exc
     finally:
         slots.release()
+
+
+def _exhausted(pool: Pool) -> bool:
+    """Every connection of a bounded pool is checked out and no more may be opened."""
+    if not isinstance(pool, QueuePool):
+        return False
+    limit = getattr(pool, "_max_overflow", -1)  # QueuePool keeps no public accessor for it
+    return pool.checkedin() == 0 and limit >= 0 and pool.overflow() >= limit
 
 
 def _contended(exc: DBAPIError) -> bool:
@@ -155,7 +165,7 @@ async def supplier_callback(
 ) -> Any:
     raw = await request.body()
     try:
-        async with uow, capacity(request, uow):
+        async with uow, capacity(request):
             entry = await uow.supplier(supplier_id)  # the directory cache: rarely a query
             secret = entry.credentials.webhook_secret if entry is not None else ""
             if not _signed(raw, x_supplier_signature, secret):
@@ -199,7 +209,7 @@ async def tracking(
     delivery = _delivery(x_tracking_delivery_id, "X-Tracking-Delivery-Id")
     body: TrackingIn = _parse(TrackingIn, raw)
     try:
-        async with uow, capacity(request, uow):
+        async with uow, capacity(request):
             if not await uow.first_delivery("tracking", delivery):
                 return {"status": "duplicate"}
             outcome = await handlers.on_tracking(uow, body.model_dump(mode="json"))
