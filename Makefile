@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PG_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: up down status test lint typecheck importlint bench bench-intake bench-metrics rebuild-metrics lock asyncapi clean sysdeps
+.PHONY: up down status test lint typecheck importlint bench bench-intake bench-notify bench-metrics rebuild-metrics lock asyncapi clean sysdeps
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -62,6 +62,9 @@ bench: $(STAMP) sysdeps
 
 bench-intake: $(STAMP) sysdeps
 	$(PY) -m deploy.testenv -- $(PY) bench/intake.py
+
+bench-notify: $(STAMP) sysdeps
+	$(PY) -m deploy.testenv -- $(PY) bench/notify.py
 
 bench-metrics: $(STAMP) sysdeps
 	$(PY) -m deploy.testenv -- $(PY) bench/metrics.py
