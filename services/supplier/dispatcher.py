@@ -89,10 +89,12 @@ class Dispatcher:
         try:
             while True:
                 self.wakeup.event.clear()
+                # hand-offs may put more in flight than `concurrency` (they queue on the
+                # semaphore), so `free` can be negative: then there is nothing to claim
                 free = self.concurrency - len(self._inflight)
                 jobs = await self._claim(free) if free > 0 else []
                 self.start(jobs)
-                if len(jobs) < free or free == 0:
+                if free <= 0 or len(jobs) < free:  # else more may be due: claim again at once
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wakeup.event.wait(), self.poll_s)
         finally:
