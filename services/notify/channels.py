@@ -9,6 +9,7 @@ an error code in the body (DingTalk, WeCom, Feishu) are read, not trusted blindl
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -142,10 +143,7 @@ class SmtpMailer(Mailer):
         )
 
     async def send(self, message: EmailMessage, notification_id: str) -> None:
-        context = ssl.create_default_context()
-        if not self.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        tls = self.use_tls or self.start_tls
         try:
             await aiosmtplib.send(
                 message,
@@ -155,7 +153,7 @@ class SmtpMailer(Mailer):
                 password=self.password,
                 use_tls=self.use_tls,
                 start_tls=self.start_tls,
-                tls_context=context if (self.use_tls or self.start_tls) else None,
+                tls_context=_tls_context(self.verify) if tls else None,
                 timeout=self.timeout_s,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -171,6 +169,16 @@ class SmtpMailer(Mailer):
             raise TransientSendError(f"SMTP {exc.code}: {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TransientSendError(f"SMTP unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+@functools.cache
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    """Made once: loading the system CA bundle costs ~30 ms of CPU and blocks the loop."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,8 @@ class Sender:
             await self._retry_later(row, f"internal error: {type(exc).__name__}", None)
         else:
             await self._finish(row, Status.SENT, locale=locale, recipient_hash=recipient)
+        finally:
+            self.wakeup()  # a slot is free: claim the next due send now, not at the next poll
 
     # -- customers --------------------------------------------------------------------------
     async def _customer(self, row: Any) -> tuple[str, str]:
