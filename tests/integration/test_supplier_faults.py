@@ -151,3 +151,19 @@ async def test_a_callback_gets_503_while_the_database_pool_is_exhausted_and_coun
     [after] = await allocations(svc, event.subject)
     assert after["state"] == "accepted"
     assert await confirmations(svc, event.subject) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_more_orders_than_the_dispatcher_runs_at_once_are_all_placed(
+    database_url, settings_for, simulator, broker
+):
+    async with supplier_service(
+        database_url, settings_for, simulator, dispatcher_concurrency=1
+    ) as svc:
+        await add_supplier(svc, "queue", offers=[("MUG", "3.00", 100, 24)])
+        await control(svc, "queue", latency_ms=100, never_ship=True)
+        events = [placed(("MUG", 1, "12.50")) for _ in range(6)]
+        await publish_envelopes(broker.bootstrap, events)
+        for e in events:
+            await states(svc, e.subject, "accepted")
+        assert len(await sim_orders(svc, "queue")) == 6
