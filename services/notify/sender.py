@@ -177,9 +177,10 @@ class Sender:
             raise Skip("no_email" if row.channel == "email" else "no_phone")
         recipient = self._recipient_hash(contact.email or contact.phone or "")
         kind = Kind(row.kind)
-        context = await self._context(row, kind)
-        if kind in CAPPED_KINDS:
-            await self._check_cap(recipient, row.dedupe_key)
+        async with self.runtime.uow() as uow:  # one read for the cap and the facts
+            if kind in CAPPED_KINDS:
+                await self._check_cap(uow, recipient, row.dedupe_key)
+            context = await self._context(uow, row, kind)
         context["customer_name"] = contact.name
         rendered = self.renderer.render(kind, contact.locale, context)
         faults.crash_point("notify.before_send")
@@ -210,26 +211,21 @@ class Sender:
         """A keyed hash of the customer's address: caps count per customer, no PII stored."""
         return hmac.new(self._hash_key, identity.strip().lower().encode(), "sha256").hexdigest()
 
-    async def _check_cap(self, recipient: str, dedupe_key: str) -> None:
+    async def _check_cap(self, uow: NotifyUnitOfWork, recipient: str, dedupe_key: str) -> None:
         since = datetime.now(UTC) - timedelta(days=1)
-        async with self.runtime.uow() as uow:
-            if await uow.notice_sent_to(recipient, dedupe_key):
-                return  # the e-mail of this notice went out; its SMS is the same notice
-            if (
-                await uow.sent_to_recipient_since(recipient, since)
-                >= self.settings.customer_daily_cap
-            ):
-                raise Skip("daily_cap", Status.SUPPRESSED)
+        if await uow.notice_sent_to(recipient, dedupe_key):
+            return  # the e-mail of this notice went out; its SMS is the same notice
+        if await uow.sent_to_recipient_since(recipient, since) >= self.settings.customer_daily_cap:
+            raise Skip("daily_cap", Status.SUPPRESSED)
 
-    async def _context(self, row: Any, kind: Kind) -> dict[str, Any]:
+    async def _context(self, uow: NotifyUnitOfWork, row: Any, kind: Kind) -> dict[str, Any]:
         parts: list[dict[str, Any]] = list(row.details.get("parts", []))
-        async with self.runtime.uow() as uow:
-            fact = await uow.order_fact(row.order_id)
-            for part in parts:
-                # supplier-confirmed travels on another topic and may have come after the delay
-                if not part.get("line_ids") and part.get("supplier_id"):
-                    found = await uow.share_lines(row.order_id, part["supplier_id"])
-                    part["line_ids"] = found or []
+        fact = await uow.order_fact(row.order_id)
+        for part in parts:
+            # supplier-confirmed travels on another topic and may have come after the delay
+            if not part.get("line_ids") and part.get("supplier_id"):
+                found = await uow.share_lines(row.order_id, part["supplier_id"])
+                part["line_ids"] = found or []
         lines = {line["line_id"]: line for line in (fact.lines if fact else [])}
         line_ids: list[str] = []
         for part in parts:
