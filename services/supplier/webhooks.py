@@ -22,6 +22,7 @@ from sqlalchemy.pool import Pool, QueuePool
 
 from services.supplier import handlers
 from services.supplier.api import UoW, runtime_of, settings_of
+from services.supplier.store import StockConflict
 from shared.http import Unauthorized, Unprocessable, error_body
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -61,6 +62,8 @@ async def capacity(request: Request) -> AsyncIterator[None]:
         yield
     except PoolTimeout as exc:
         raise Busy("no database connection free") from exc
+    except StockConflict as exc:  # failing over raced other orders for the same stock
+        raise Busy("stock contended") from exc
     except (OperationalError, DBAPIError) as exc:
         if not _contended(exc):
             raise
