@@ -17,7 +17,7 @@ from services.supplier import api, webhooks
 from services.supplier.adapter import SupplierClient
 from services.supplier.breaker import BreakerState, CircuitBreaker
 from services.supplier.consumers import HANDLERS
-from services.supplier.dispatcher import LEASE, Dispatcher, Wakeup, sla_clock
+from services.supplier.dispatcher import Dispatcher, Wakeup, sla_clock
 from services.supplier.reconciler import Reconciler
 from services.supplier.settings import SupplierSettings
 from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
@@ -50,13 +50,14 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         lambda token: cipher.decrypt(token, "supplier_credentials") or "",
     )
     wakeup = Wakeup()
+    lease = timedelta(seconds=settings.supplier_lease_s)
     directory = SupplierDirectory(sealer, settings.supplier_cache_ttl_s)
     uow_class = functools.partial(
         SupplierUnitOfWork,
         directory=directory,
         hand_off=wakeup.hand_off,
         wake_dispatcher=wakeup,
-        lease=LEASE,
+        lease=lease,
         check_after=timedelta(seconds=settings.supplier_check_after_s),
     )
     breaker = CircuitBreaker(
@@ -89,6 +90,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 callback_base=settings.public_url,
                 poll_s=settings.dispatcher_poll_s,
                 concurrency=settings.dispatcher_concurrency,
+                lease=lease,
             )
             reconciler = Reconciler(
                 runtime, client, interval_s=settings.supplier_reconcile_interval_s

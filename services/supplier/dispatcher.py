@@ -70,8 +70,10 @@ class Dispatcher:
         callback_base: str,
         poll_s: float,
         concurrency: int,
+        lease: timedelta = LEASE,
     ) -> None:
         self.runtime = runtime
+        self.lease = lease
         self.client = client
         self.wakeup = wakeup
         self.directory = directory
@@ -112,7 +114,7 @@ class Dispatcher:
     async def _claim(self, limit: int) -> list[Job]:
         jobs: list[Job] = []
         async with self.runtime.uow() as uow:
-            for so in await uow.claim_work(("to_send", "cancel_pending"), LEASE, limit):
+            for so in await uow.claim_work(("to_send", "cancel_pending"), self.lease, limit):
                 jobs.append(await self._job(uow, so))
             await uow.commit()
         return jobs

@@ -35,6 +35,9 @@ class SupplierSettings(ServiceSettings):
     supplier_backoff_s: float = Field(0.2, ge=0)
     breaker_failure_rate: float = Field(0.5, gt=0, le=1)
     breaker_cooldown_s: float = Field(30.0, gt=0)
+    supplier_lease_s: float = Field(60.0, gt=0)
+    """A supplier call not recorded within this long (its replica died) is made again,
+    with the same idempotency key, by any replica."""
     supplier_check_after_s: float = Field(30.0, gt=0)
     """An order the supplier took but has not decided on is asked about after this long
     (and as often again while undecided): its callbacks may all have been lost."""

@@ -107,6 +107,8 @@ async def test_two_replicas_split_the_stream_and_a_killed_one_leaves_nothing_don
         "DROPSHIP_ENVIRONMENT": "test",
         "DROPSHIP_DATA_DIR": str(tmp_path),
         "DROPSHIP_SUPPLIER_DATABASE_URL": database,
+        # the killed replica's leased supplier calls are taken over after 5 s, not 60
+        "DROPSHIP_SUPPLIER_LEASE_S": "5",
         "DROPSHIP_KAFKA_BOOTSTRAP": broker.bootstrap,
         "DROPSHIP_PII_KEY": generate_key(),  # one key: either replica reads what the other sealed
         # suppliers call back through one address, as through a Kubernetes Service; here it
