@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PG_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: up down status test lint typecheck importlint bench bench-intake bench-notify bench-metrics rebuild-metrics lock asyncapi clean sysdeps
+.PHONY: up down status test lint typecheck importlint bench bench-intake bench-notify bench-metrics rebuild-metrics lock asyncapi clean sysdeps chaos
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,6 +24,7 @@ sysdeps:
 	[ -n "$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null)" ] || missing="$$missing postgresql"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v kubectl >/dev/null || missing="$$missing kubectl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (apt-get)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -68,6 +69,12 @@ bench-notify: $(STAMP) sysdeps
 
 bench-metrics: $(STAMP) sysdeps
 	$(PY) -m deploy.testenv -- $(PY) bench/metrics.py
+
+# The long chaos run: every process SIGKILLed in turn under a steady order stream, a
+# supplier failing half its calls, webhooks twice and out of order; then the checker.
+chaos: $(STAMP) sysdeps
+	DROPSHIP_CHAOS_SECONDS=$${DROPSHIP_CHAOS_SECONDS:-300} $(PY) -m deploy.testenv -- \
+	  $(PY) -m pytest tests/e2e/test_chaos.py -s -p no:cacheprovider --timeout 1800
 
 # Replay every event topic into the metrics database from scratch (stop the metrics
 # service first, or set DROPSHIP_METRICS_DATABASE_URL to a fresh database).
