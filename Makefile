@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PG_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: up down status test lint typecheck importlint bench bench-intake bench-notify bench-metrics rebuild-metrics lock asyncapi clean sysdeps chaos
+.PHONY: up down status test lint typecheck importlint bench bench-intake bench-notify bench-metrics bench-stack rebuild-metrics lock asyncapi clean sysdeps chaos
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -69,6 +69,11 @@ bench-notify: $(STAMP) sysdeps
 
 bench-metrics: $(STAMP) sysdeps
 	$(PY) -m deploy.testenv -- $(PY) bench/metrics.py
+
+# The whole stack (`deploy.local up` on PostgreSQL) at fixed arrival rates, then the
+# bare baselines; writes nothing unless STACK_ARGS has --results FILE.
+bench-stack: $(STAMP) sysdeps
+	$(PY) -m deploy.testenv -- $(PY) bench/stack.py $(STACK_ARGS)
 
 # The long chaos run: every process SIGKILLed in turn under a steady order stream, a
 # supplier failing half its calls, webhooks twice and out of order; then the checker.
