@@ -170,6 +170,7 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
         # a killed simulator opens every supplier's breaker; a short cool-down lets the
         # storm go on routing instead of failing every order for 30 s
         "DROPSHIP_BREAKER_COOLDOWN_S": "2",
+        "DROPSHIP_METRICS_KPI_CACHE_S": "0",  # the checker compares against fresh KPIs
     }
     for name in SERVICES:
         env[f"DROPSHIP_{name.upper()}_PORT"] = str(free_port())
@@ -239,6 +240,48 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
     await check(dbs, storm, mailbox, kpis)
 
 
+CONSUMES = {
+    "order": (
+        "supplier-confirmed",
+        "order-routing-failed",
+        "shipment-dispatched",
+        "shipment-delayed",
+        "shipment-delivered",
+    ),
+    "supplier": ("order-placed", "order-cancelled"),
+    "notify": (
+        "order-placed",
+        "supplier-confirmed",
+        "shipment-delayed",
+        "shipment-dispatched",
+        "order-cancelled",
+        "order-routing-failed",
+    ),
+    "metrics": None,  # every topic
+}
+
+
+async def unconsumed(dbs: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Per service and topic, events produced (any outbox) but not applied (its inbox)."""
+    produced: Counter[str] = Counter()
+    for url in dbs.values():
+        for topic, n in await rows(url, "SELECT topic, count(*) FROM outbox_event GROUP BY topic"):
+            produced[topic] += n
+    missing: dict[str, dict[str, int]] = {}
+    for service, topics in CONSUMES.items():
+        applied = dict(
+            await rows(dbs[service], "SELECT topic, count(*) FROM inbox_event GROUP BY topic")
+        )
+        gaps = {
+            t: n - applied.get(t, 0)
+            for t, n in produced.items()
+            if (topics is None or t in topics) and n != applied.get(t, 0)
+        }
+        if gaps:
+            missing[service] = gaps
+    return missing
+
+
 async def settle(
     c: httpx.AsyncClient, urls: dict[str, str], dbs: dict[str, str], storm: Storm
 ) -> None:
@@ -264,8 +307,11 @@ async def settle(
             state["kpi orders"] = (await c.get(urls["metrics"] + "/v1/kpis")).json()["total"][
                 "orders"
             ]
+        # no event is stuck: every event any service produced was applied by each consumer
+        state["unconsumed"] = await unconsumed(dbs)
         return (
-            not any(state["outbox backlog"])
+            not state["unconsumed"]
+            and not any(state["outbox backlog"])
             and len(orders) == expected
             and not any(s in ("placed", "routed") for (s,) in orders)
             and not set(state["supplier orders"]) & {"to_send", "sending", "received"}
