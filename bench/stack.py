@@ -797,19 +797,21 @@ def step_tables(steps: list[Step], args: argparse.Namespace) -> list[str]:
     out.append(
         "| step | "
         + " | ".join(f"{p} cpu" for p in procs)
-        + " | generator cpu | machine busy | load1 | "
+        + " | generator cpu | machine busy | other | load1 | "
         + " | ".join(f"{p} RSS" for p in (*SERVICES, "broker"))
         + " | "
         + " | ".join(f"{p} ev/s" for p in CONSUMERS)
         + " |"
     )
-    out.append("|---|" + "---:|" * (len(procs) + 3 + len(SERVICES) + 1 + len(CONSUMERS)))
+    out.append("|---|" + "---:|" * (len(procs) + 4 + len(SERVICES) + 1 + len(CONSUMERS)))
     for s in steps:
+        gen = s.load["gen_cpu_s"] / max(s.load["wall_s"], 1e-9)
+        ours = sum(s.cpu.get(p, 0.0) for p in procs) + gen
         out.append(
             f"| {s.label} | "
             + " | ".join(f"{s.cpu.get(p, 0.0):.2f}" for p in procs)
-            + f" | {s.load['gen_cpu_s'] / max(s.load['wall_s'], 1e-9):.2f}"
-            + f" | {s.cpu['machine']:.2f} | {s.load1[1]:.2f} | "
+            + f" | {gen:.2f} | {s.cpu['machine']:.2f} | {max(0.0, s.cpu['machine'] - ours):.2f}"
+            + f" | {s.load1[1]:.2f} | "
             + " | ".join(f"{s.rss_kb.get(p, 0) / 1024:.0f}" for p in (*SERVICES, "broker"))
             + " | "
             + " | ".join(
@@ -920,6 +922,17 @@ async def run(args: argparse.Namespace) -> int:
             join = await conf.start()
             print(f"  bench consumer joined in {join:.1f}s")
             pg_root = postmaster_pid(pg_server)
+            if args.idle > 0:  # what the stack costs with no orders at all
+                await asyncio.sleep(2)
+                a = await snapshot(stack.urls)
+                await asyncio.sleep(args.idle)
+                b = await snapshot(stack.urls)
+                idle = cpu_cores(a, b, stack.pids, pg_root)
+                notes.append(
+                    f"idle, no orders, {args.idle:g} s before the warm-up: cores "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in idle.items())
+                )
+                print(f"  {notes[-1]}")
             if args.warmup > 0:
                 w = await run_step(
                     stack, conf, "warm-up", args.warmup_rate, args.warmup, args, pg_root, 30
@@ -1096,6 +1109,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pause", type=float, default=2.0, help="seconds between steps")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds of unreported warm-up")
     ap.add_argument("--warmup-rate", type=float, default=20.0)
+    ap.add_argument(
+        "--idle", type=float, default=10.0, help="seconds of CPU measured with no orders first"
+    )
     ap.add_argument(
         "--probe-rate", type=float, default=20.0, help="recovery probe after the overload"
     )
