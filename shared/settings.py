@@ -47,7 +47,7 @@ class ServiceSettings(BaseSettings):
     """Events of a partition applied per transaction (a failing batch goes one by one)."""
     kafka_fetch_max_wait_ms: int = Field(100, ge=0)
     db_pool_pre_ping: bool = False
-    max_inflight_requests: int = Field(256, ge=1)
+    max_inflight_requests: int = Field(64, ge=1)
     """HTTP requests one process serves at once; the rest wait up to `shed_wait_s`, then 503."""
     shed_wait_s: float = Field(0.25, ge=0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from services.notify.store import NotifyUnitOfWork
 from shared.runtime import ServiceRuntime, build_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
 
 
 def mailer_for(settings: NotifySettings) -> Mailer:
@@ -38,6 +40,10 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         targets=settings.response_targets,
     )
     uow_class = functools.partial(NotifyUnitOfWork, policy=policy, wake_sender=wakeup)
+    if not policy.ops_channels:
+        log.warning(
+            "DROPSHIP_OPS_WEBHOOKS is empty: alerts are recorded (GET /v1/alerts) but sent nowhere"
+        )
 
     async def send(runtime: ServiceRuntime[Any]) -> None:
         async with httpx.AsyncClient(timeout=settings.send_timeout_s) as http:

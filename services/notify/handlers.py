@@ -233,8 +233,6 @@ async def raise_alert(
     if not fresh:
         return None
     await _queue_alert(uow, alert_id, kind.value, severity, order_id, escalations=0)
-    if not uow.policy.ops_channels:
-        log.warning("alert raised with no ops channel configured", extra={"alert_id": alert_id})
     return alert_id
 
 
