@@ -1070,7 +1070,7 @@ def report(
         f"simulator ship_after_s {ship}, "
         f"intake timeout {args.timeout:g} s, generator {args.gen_procs} procs / "
         f"{args.max_conns} conns max, log level {args.log_level or 'default (INFO)'}, "
-        f"max in-flight {args.max_inflight or 'default (256)'}",
+        f"max in-flight {args.max_inflight or 'default (64)'}",
         "",
         *step_tables(steps, args),
         "",
