@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
@@ -67,6 +69,18 @@ inbox_table = Table(
     Column("topic", String(128), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False),
 )
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; every stored time is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def dialect_insert(dialect: str) -> Any:
+    """`insert` of the dialect, for `ON CONFLICT` clauses (PostgreSQL and SQLite agree)."""
+    return (postgresql if dialect == "postgresql" else sqlite).insert
 
 
 def new_metadata() -> MetaData:

@@ -8,11 +8,10 @@ from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import insert, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import faults, tracing
-from shared.db import inbox_table, outbox_table
+from shared.db import dialect_insert, inbox_table, outbox_table
 from shared.events import Envelope, EventData, new_envelope
 
 OUTBOX_CHANNEL = "dropship_outbox"
@@ -82,8 +81,7 @@ class UnitOfWork:
             "topic": topic,
             "processed_at": datetime.now(UTC),
         }
-        module = postgresql if self.dialect == "postgresql" else sqlite
-        stmt = module.insert(inbox_table).values(**values).on_conflict_do_nothing()
+        stmt = dialect_insert(self.dialect)(inbox_table).values(**values).on_conflict_do_nothing()
         result = await self.session.execute(stmt)
         return bool(getattr(result, "rowcount", 0) == 1)
 
@@ -103,8 +101,11 @@ class UnitOfWork:
             rows.setdefault(
                 e.id, {"consumer": consumer, "event_id": e.id, "topic": e.type, "processed_at": now}
             )
-        module = postgresql if self.dialect == "postgresql" else sqlite
-        stmt = module.insert(inbox_table).on_conflict_do_nothing().returning(inbox_table.c.event_id)
+        stmt = (
+            dialect_insert(self.dialect)(inbox_table)
+            .on_conflict_do_nothing()
+            .returning(inbox_table.c.event_id)
+        )
         claimed = set((await self.session.scalars(stmt, list(rows.values()))).all())
         fresh: list[bool] = []
         for e in envelopes:

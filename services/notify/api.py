@@ -16,7 +16,8 @@ from services.notify import handlers
 from services.notify.domain import LOCALES, Kind, Status
 from services.notify.rendering import SAMPLES, Renderer
 from services.notify.settings import NotifySettings
-from services.notify.store import NotifyUnitOfWork, aware
+from services.notify.store import NotifyUnitOfWork
+from shared.db import aware
 from shared.http import Conflict, NotFound, Unprocessable, check_api_key
 from shared.runtime import ServiceRuntime
 

@@ -40,9 +40,10 @@ from services.notify.contacts import ContactBook, OrderUnknown
 from services.notify.domain import CAPPED_KINDS, Kind, Status
 from services.notify.rendering import Renderer
 from services.notify.settings import NotifySettings, OpsWebhook
-from services.notify.store import NotifyUnitOfWork, aware
+from services.notify.store import NotifyUnitOfWork
 from shared import faults
 from shared.bus import DLQ_SUFFIX, EVENT_TOPICS
+from shared.db import aware
 from shared.events import NotificationSent
 from shared.runtime import ServiceRuntime
 

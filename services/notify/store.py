@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify.domain import Policy, Status
@@ -20,16 +19,10 @@ from services.notify.tables import (
     supplier_share,
     watch_state,
 )
+from shared.db import dialect_insert
 from shared.uow import UnitOfWork
 
-__all__ = ["NotifyUnitOfWork", "aware", "metadata"]
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; every time here is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+__all__ = ["NotifyUnitOfWork", "metadata"]
 
 
 class NotifyUnitOfWork(UnitOfWork):
@@ -54,7 +47,7 @@ class NotifyUnitOfWork(UnitOfWork):
         self._queued = False
 
     def _insert(self) -> Any:
-        return (postgresql if self.dialect == "postgresql" else sqlite).insert
+        return dialect_insert(self.dialect)
 
     # -- facts from events ---------------------------------------------------------------
     async def record_order(self, values: dict[str, Any]) -> None:

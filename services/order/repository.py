@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.order.domain import (
@@ -32,20 +31,10 @@ from services.order.tables import (
     shipment,
     webhook_delivery,
 )
+from shared.db import aware, dialect_insert
 from shared.events import Envelope
 
 REDACTED = "[redacted]"
-
-
-def _insert(dialect: str) -> Any:
-    return (postgresql if dialect == "postgresql" else sqlite).insert
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 class InvalidCursor(ValueError):
@@ -70,7 +59,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
         created = datetime.fromisoformat(data["c"])
-        return (_aware(created) or created), str(data["i"])
+        return (aware(created) or created), str(data["i"])
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidCursor("cursor is not one this API returned") from exc
 
@@ -150,7 +139,7 @@ class OrderRepository:
                     routing_failed=ln.routing_failed,
                 )
             )
-        insert = _insert(self.dialect)
+        insert = dialect_insert(self.dialect)
         for a in order.allocations:
             await self.session.execute(
                 insert(allocation)
@@ -314,8 +303,8 @@ class OrderRepository:
                 )
                 for ln in lines
             ],
-            created_at=_aware(row.created_at) or row.created_at,
-            cancelled_at=_aware(row.cancelled_at),
+            created_at=aware(row.created_at) or row.created_at,
+            cancelled_at=aware(row.cancelled_at),
             cancel_reason=row.cancel_reason,
             delayed=row.delayed,
             delayed_suppliers=set(state.get("delayed_suppliers", [])),
@@ -329,8 +318,8 @@ class OrderRepository:
                     a.supplier_order_ref,
                     list(a.line_ids),
                     a.currency,
-                    _aware(a.ship_by) or a.ship_by,
-                    _aware(a.confirmed_at) or a.confirmed_at,
+                    aware(a.ship_by) or a.ship_by,
+                    aware(a.confirmed_at) or a.confirmed_at,
                 )
                 for a in allocs
             ],
@@ -340,8 +329,8 @@ class OrderRepository:
                     s.carrier,
                     s.tracking_number,
                     list(s.line_ids),
-                    _aware(s.dispatched_at) or s.dispatched_at,
-                    _aware(s.delivered_at),
+                    aware(s.dispatched_at) or s.dispatched_at,
+                    aware(s.delivered_at),
                 )
                 for s in ships
             ],
@@ -385,7 +374,7 @@ class Timeline:
             .order_by(order_timeline.c.time, order_timeline.c.id)
         )
         return [
-            TimelineEntry(r.type, _aware(r.time) or r.time, r.source, r.data, r.note) for r in rows
+            TimelineEntry(r.type, aware(r.time) or r.time, r.source, r.data, r.note) for r in rows
         ]
 
 
@@ -409,7 +398,7 @@ class IdempotencyKeys:
         self, scope: str, key: str, request_hash: str, response: Any
     ) -> StoredResponse | None:
         """Reserve the key with the response it will answer; the earlier use if there was one."""
-        stmt = _insert(self.dialect)(idempotency_key).on_conflict_do_nothing()
+        stmt = dialect_insert(self.dialect)(idempotency_key).on_conflict_do_nothing()
         result = await self.session.execute(
             stmt,
             {
@@ -448,7 +437,7 @@ class WebhookDeliveries:
     async def first_time(self, source: str, delivery_id: str, topic: str) -> bool:
         """Record a delivery id; False when it was seen before (a redelivery)."""
         stmt = (
-            _insert(self.dialect)(webhook_delivery)
+            dialect_insert(self.dialect)(webhook_delivery)
             .values(
                 source=source, delivery_id=delivery_id, topic=topic, received_at=datetime.now(UTC)
             )

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
 from sqlalchemy import delete, func, select, update
 
 from services.supplier.settings import SupplierSettings
-from services.supplier.store import Credentials, SupplierUnitOfWork, aware
+from services.supplier.store import Credentials, SupplierUnitOfWork
 from services.supplier.tables import offer, supplier, supplier_order
+from shared.db import aware
 from shared.http import Conflict, NotFound, Unprocessable, check_api_key
 from shared.money import minor_units
 from shared.runtime import ServiceRuntime

@@ -21,7 +21,8 @@ from prometheus_client import Counter
 from services.supplier.adapter import Outcome, OutOfStock, Received, Rejected, SupplierStatus
 from services.supplier.domain import Line
 from services.supplier.routing import RouteOrder, fail_over, route
-from services.supplier.store import SupplierUnitOfWork, aware
+from services.supplier.store import SupplierUnitOfWork
+from shared.db import aware
 from shared.events import (
     ConfirmedLine,
     DelayReason,

@@ -481,20 +481,17 @@ async def test_a_supplier_breaker_opening_pages_ops_once_per_opening(
             await until(lambda: len(sink.of("slack")) == 1, what="breaker alert")
             assert "Supplier sup-a is failing" in sink.of("slack")[0].body["text"]
 
-            async def watch_state() -> int:
+            async def closed_seen() -> bool:
+                """The watch recorded the breaker closing (episode 2: opened, then closed)."""
                 async with s.notify.runtime.uow() as uow:
-                    return (await uow.watch_values()).get("breaker:sup-a", 0)
+                    return (await uow.watch_values()).get("breaker:sup-a") == 2
 
             sink.metrics = gauge.format("0.0")  # it recovers...
-            await eventually(lambda: _equals(watch_state(), 2), what="breaker closed seen")
+            await eventually(closed_seen, what="breaker closed seen")
             sink.metrics = gauge.format("1.0")  # ...and opens again: a new alert
             await until(lambda: len(sink.of("slack")) == 2, what="second breaker alert")
             alerts = (await s.notify.client.get("/v1/alerts", headers=API_KEY)).json()["items"]
             assert [a["kind"] for a in alerts] == ["supplier_breaker_open"] * 2
-
-
-async def _equals(value: Any, expected: Any) -> bool:
-    return bool(await value == expected)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

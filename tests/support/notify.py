@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from shared.infra import free_port
 from shared.testing import eventually
@@ -104,8 +104,6 @@ class Sink:
 
         @app.get("/metrics")
         async def metrics() -> Any:
-            from fastapi.responses import PlainTextResponse
-
             return PlainTextResponse(self.metrics)
 
         @app.post("/{kind}")

@@ -10,7 +10,6 @@ from services.supplier.store.base import (
     UNDECIDED_STATES,
     NewSupplierOrder,
     StockConflict,
-    aware,
 )
 from services.supplier.store.catalogue import CatalogueRepository
 from services.supplier.store.orders import OrderRepository
@@ -28,7 +27,6 @@ __all__ = [
     "SupplierDirectory",
     "SupplierEntry",
     "SupplierUnitOfWork",
-    "aware",
     "metadata",
 ]
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Self
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.supplier.directory import SupplierDirectory
 from services.supplier.tables import (
     supplier_tally,
 )
+from shared.db import dialect_insert
 from shared.uow import UnitOfWork
 
 ACTIVE_STATES = ("to_send", "sending", "received", "accepted", "backordered", "dispatched")
@@ -22,12 +22,6 @@ FAILED_STATES = ("rejected", "out_of_stock", "unavailable")
 UNDECIDED_STATES = ("received", "backordered")
 COUNTERS = ("decided", "accepted", "shipped", "shipped_on_time", "exceptions")
 """Placed at the supplier, waiting for its decision: checked on if no callback comes."""
-
-
-def aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 @dataclass(frozen=True)
@@ -126,4 +120,4 @@ class UnitOfWorkBase(UnitOfWork):
         return (await self._run(statement)).scalar()
 
     def _insert(self) -> Any:
-        return (postgresql if self.dialect == "postgresql" else sqlite).insert
+        return dialect_insert(self.dialect)
