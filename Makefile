@@ -45,7 +45,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy shared services deploy
+	$(VENV)/bin/mypy shared services deploy rigs
 
 importlint: $(STAMP)
 	$(VENV)/bin/lint-imports

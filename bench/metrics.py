@@ -50,7 +50,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.metrics import domain, queries
 from services.metrics.app import MIGRATIONS
-from services.metrics.handlers import HANDLERS, apply_batch
+from services.metrics.consumers import BATCH, CONSUMERS
 from services.metrics.rebuild import rebuild
 from services.metrics.settings import MetricsSettings
 from services.metrics.store import MetricsUnitOfWork
@@ -241,7 +241,7 @@ async def ingest(
     engine = create_engine(url)
     sessions = session_factory(engine)
     processor = MessageProcessor(
-        "metrics", HANDLERS, lambda: MetricsUnitOfWork(sessions), batch_handler=apply_batch
+        "metrics", CONSUMERS, lambda: MetricsUnitOfWork(sessions), batch_handler=BATCH
     )
     by_topic: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
     for e in envelopes:

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import tracing
 from shared.bus import ALL_TOPICS, BusConfig, KafkaBus, OutgoingMessage, ensure_topics
-from shared.consumer import ConsumerRunner, MessageProcessor, RetryingDelivery
+from shared.consumer import ConsumerRunner, MessageProcessor, RetryingDelivery, on, subscriptions
 from shared.db import create_engine, new_metadata, session_factory
 from shared.events import Envelope, EventData, OrderPlaced, PlacedLine, new_envelope
 from shared.infra import EmbeddedBroker
@@ -305,7 +305,7 @@ async def bench_pipeline(
         received.setdefault(envelope.id, perf())
 
     processor = MessageProcessor(
-        GROUP, {"order-placed": handler}, lambda: UnitOfWork(cons_sessions)
+        GROUP, subscriptions(on(OrderPlaced, handler)), lambda: UnitOfWork(cons_sessions)
     )
     runner = ConsumerRunner(cons_bus, RetryingDelivery(processor, cons_bus))
     relay_task = asyncio.create_task(relay.run(), name="bench-relay")

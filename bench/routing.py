@@ -809,7 +809,7 @@ async def run_backend(
                 )
                 simulator = Service(
                     "simulator",
-                    "services.supplier.simulator.app:create_app",
+                    "rigs.supplier_simulator.app:create_app",
                     {
                         **base_env,
                         "DROPSHIP_SIMULATOR_SEED": "1",

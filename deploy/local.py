@@ -32,7 +32,7 @@ from shared.infra import EmbeddedBroker, wait_for_port
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {"order": 8001, "supplier": 8002, "notify": 8003, "metrics": 8004, "simulator": 8010}
 APPS = {name: f"services.{name}.app:create_app" for name in SERVICES}
-APPS["simulator"] = "services.supplier.simulator.app:create_app"
+APPS["simulator"] = "rigs.supplier_simulator.app:create_app"
 MIGRATED = ("order", "supplier", "notify", "metrics")
 
 

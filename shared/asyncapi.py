@@ -38,6 +38,7 @@ FLOWS: Final[dict[str, Flow]] = {
     "shipment-delayed": Flow("supplier", ("order", "notify", "metrics")),
     "shipment-delivered": Flow("supplier", ("order", "metrics")),
     "notification-sent": Flow("notify", ("metrics",)),
+    "supplier-status-changed": Flow("supplier", ("notify",)),
 }
 """Which service sends each topic and which receive it (DESIGN §1); metrics reads every topic."""
 
@@ -122,7 +123,10 @@ def _event_channel(topic: str, model: type[EventData]) -> Schema:
         "contentType": "application/json",
         "correlationId": {"location": "$message.payload#/subject"},
         "payload": envelope_schema(model),
-        "bindings": _key_binding("The order id (envelope `subject`): one partition per order."),
+        "bindings": _key_binding(
+            "The envelope `subject`: the order id (one partition per order), or the"
+            " supplier id for supplier-status-changed."
+        ),
     }
     return {
         "address": topic,

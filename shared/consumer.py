@@ -18,8 +18,9 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -36,9 +37,49 @@ from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Envelope, EventData, UnitOfWork], Awaitable[None]]
-BatchHandler = Callable[[Sequence[tuple[Envelope, EventData]], UnitOfWork], Awaitable[None]]
+E = TypeVar("E", bound=EventData)
+U = TypeVar("U", bound=UnitOfWork)
+
+Handler = Callable[[Envelope, E, U], Awaitable[None]]
+"""A typed event handler: `async def h(envelope, event: OrderPlaced, uow: MyUnitOfWork)`."""
+
+BatchHandler = Callable[[Sequence[tuple[Envelope, EventData]], U], Awaitable[None]]
 """Applies the fresh events of one batch at once (set-based writes); see `MessageProcessor`."""
+
+
+@dataclass(frozen=True)
+class Subscription(Generic[U]):
+    """One topic wired to its handler; made by `on()`, which checks the types once."""
+
+    topic: str
+    model: type[EventData]
+    apply: Callable[[Envelope, EventData, U], Awaitable[None]]
+
+
+def on(model: type[E], handler: Callable[[Envelope, E, U], Awaitable[None]]) -> Subscription[U]:
+    """Subscribe `handler` to the topic of `model`; the handler receives that model, typed.
+
+    The topic is the model's `event_type`, so a handler can never be wired to a topic
+    whose payload it does not understand.
+    """
+
+    async def apply(envelope: Envelope, data: EventData, uow: U) -> None:
+        if not isinstance(data, model):  # the envelope's type picked another model
+            raise InvalidEvent(f"{envelope.type} carries {type(data).__name__}, not {model}")
+        await handler(envelope, data, uow)
+
+    return Subscription(model.event_type, model, apply)
+
+
+def subscriptions(*subs: Subscription[U]) -> dict[str, Subscription[U]]:
+    """A service's consumer table, topic -> subscription; one subscription per topic."""
+    table: dict[str, Subscription[U]] = {}
+    for sub in subs:
+        if sub.topic in table:
+            raise ValueError(f"two handlers for topic {sub.topic!r}")
+        table[sub.topic] = sub
+    return table
+
 
 CONSUMED = Counter(
     "dropship_events_consumed_total",
@@ -57,9 +98,13 @@ class PermanentError(Exception):
     """Raised by a handler for a message that will never succeed: dead-letter it now."""
 
 
-class MessageProcessor:
+_Apply = Callable[[Envelope, EventData, U], Awaitable[None]]
+
+
+class MessageProcessor(Generic[U]):
     """Runs messages through envelope validation, the inbox and their handler.
 
+    `handlers` is the service's consumer table (`subscriptions(on(Model, handler), ...)`).
     With a `batch_handler`, a batch is claimed in the inbox with one statement and its
     fresh events go to that one call (in order), for consumers that write set-based;
     `handlers` then only name the topics.
@@ -68,9 +113,9 @@ class MessageProcessor:
     def __init__(
         self,
         group: str,
-        handlers: Mapping[str, Handler],
-        uow_factory: Callable[[], UnitOfWork],
-        batch_handler: BatchHandler | None = None,
+        handlers: Mapping[str, Subscription[U]],
+        uow_factory: Callable[[], U],
+        batch_handler: BatchHandler[U] | None = None,
         tracer: tracing.Tracing | None = None,
     ) -> None:
         self.group = group
@@ -79,15 +124,15 @@ class MessageProcessor:
         self.batch_handler = batch_handler
         self.tracer = tracer or tracing.DISABLED
 
-    def _parse(self, topic: str, raw: bytes | None) -> tuple[Envelope, EventData, Handler]:
+    def _parse(self, topic: str, raw: bytes | None) -> tuple[Envelope, EventData, _Apply[U]]:
         envelope = Envelope.from_bytes(raw)
         if envelope.type != topic:
             raise InvalidEvent(f"event type {envelope.type!r} does not belong on topic {topic!r}")
         data = envelope.payload()
-        handler = self.handlers.get(topic)
-        if handler is None:
+        sub = self.handlers.get(topic)
+        if sub is None:
             raise PermanentError(f"no handler for topic {topic!r} in group {self.group!r}")
-        return envelope, data, handler
+        return envelope, data, sub.apply
 
     async def process(self, topic: str, raw: bytes | None) -> bool:
         """Apply one message once; returns False when it was a duplicate."""
@@ -119,7 +164,9 @@ class MessageProcessor:
         return fresh
 
     async def _process_batch(
-        self, parsed: Sequence[tuple[Envelope, EventData, Handler]], batch_handler: BatchHandler
+        self,
+        parsed: Sequence[tuple[Envelope, EventData, _Apply[U]]],
+        batch_handler: BatchHandler[U],
     ) -> list[bool]:
         spans = [
             span
@@ -187,7 +234,7 @@ class RetryingDelivery:
 
     def __init__(
         self,
-        processor: MessageProcessor,
+        processor: MessageProcessor[Any],
         publisher: Publisher,
         *,
         max_attempts: int = 5,
@@ -448,5 +495,8 @@ __all__ = [
     "PermanentError",
     "Record",
     "RetryingDelivery",
+    "Subscription",
     "dead_letter_headers",
+    "on",
+    "subscriptions",
 ]

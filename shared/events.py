@@ -25,6 +25,7 @@ __all__ = [
     "EventData",
     "InvalidEvent",
     "Money",
+    "OrderEvent",
     "data_model",
     "new_envelope",
 ]
@@ -59,14 +60,31 @@ class InvalidEvent(ValueError):
 
 
 class EventData(BaseModel):
-    """Base of every event payload; `event_type` names the topic, `version` the schema."""
+    """Base of every event payload; `event_type` names the topic, `version` the schema.
+
+    `subject` is what the envelope's subject and the Kafka key are: the order id for
+    order events (every event of one order on one partition, in order), the supplier id
+    for a supplier's own events.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     event_type: ClassVar[str]
     version: ClassVar[int] = 1
     source_service: ClassVar[str]
 
+    @property
+    def subject(self) -> str:
+        raise NotImplementedError
+
+
+class OrderEvent(EventData):
+    """An event about one order: keyed by its id."""
+
     order_id: str = Field(min_length=1, max_length=64)
+
+    @property
+    def subject(self) -> str:
+        return self.order_id
 
 
 class PlacedLine(BaseModel):
@@ -77,7 +95,7 @@ class PlacedLine(BaseModel):
     unit_price: Money
 
 
-class OrderPlaced(EventData):
+class OrderPlaced(OrderEvent):
     event_type: ClassVar[str] = "order-placed"
     source_service: ClassVar[str] = "order"
     channel: str
@@ -89,7 +107,7 @@ class OrderPlaced(EventData):
     placed_at: AwareDatetime
 
 
-class OrderCancelled(EventData):
+class OrderCancelled(OrderEvent):
     event_type: ClassVar[str] = "order-cancelled"
     source_service: ClassVar[str] = "order"
     reason: str
@@ -102,7 +120,7 @@ class ConfirmedLine(BaseModel):
     unit_cost: Money
 
 
-class SupplierConfirmed(EventData):
+class SupplierConfirmed(OrderEvent):
     event_type: ClassVar[str] = "supplier-confirmed"
     source_service: ClassVar[str] = "supplier"
     supplier_id: str
@@ -119,14 +137,14 @@ class RoutingFailureReason(StrEnum):
     NEGATIVE_MARGIN = "negative_margin"
 
 
-class OrderRoutingFailed(EventData):
+class OrderRoutingFailed(OrderEvent):
     event_type: ClassVar[str] = "order-routing-failed"
     source_service: ClassVar[str] = "supplier"
     line_ids: list[str] = Field(min_length=1)
     reason: RoutingFailureReason
 
 
-class ShipmentDispatched(EventData):
+class ShipmentDispatched(OrderEvent):
     event_type: ClassVar[str] = "shipment-dispatched"
     source_service: ClassVar[str] = "supplier"
     supplier_id: str
@@ -148,7 +166,7 @@ class Severity(StrEnum):
     MAJOR = "major"
 
 
-class ShipmentDelayed(EventData):
+class ShipmentDelayed(OrderEvent):
     event_type: ClassVar[str] = "shipment-delayed"
     source_service: ClassVar[str] = "supplier"
     supplier_id: str
@@ -157,20 +175,44 @@ class ShipmentDelayed(EventData):
     expected_by: AwareDatetime | None = None
 
 
-class ShipmentDelivered(EventData):
+class ShipmentDelivered(OrderEvent):
     event_type: ClassVar[str] = "shipment-delivered"
     source_service: ClassVar[str] = "supplier"
     tracking_number: str
     delivered_at: AwareDatetime
 
 
-class NotificationSent(EventData):
+class NotificationSent(OrderEvent):
     event_type: ClassVar[str] = "notification-sent"
     source_service: ClassVar[str] = "notify"
     kind: str
     channel: str
     recipient_kind: Literal["customer", "ops"]
     status: str
+
+
+class SupplierAvailability(StrEnum):
+    AVAILABLE = "available"
+    UNAVAILABLE = "unavailable"
+
+
+class SupplierStatusChanged(EventData):
+    """A supplier became unavailable (its circuit breaker opened) or available again.
+
+    Keyed by supplier id. Notify alerts ops on `unavailable`; later work re-routes
+    waiting lines on `available`.
+    """
+
+    event_type: ClassVar[str] = "supplier-status-changed"
+    source_service: ClassVar[str] = "supplier"
+    supplier_id: str = Field(min_length=1, max_length=64)
+    status: SupplierAvailability
+    reason: str = Field(default="", max_length=500, description="why, e.g. breaker_open")
+    changed_at: AwareDatetime
+
+    @property
+    def subject(self) -> str:
+        return self.supplier_id
 
 
 EVENT_TYPES: dict[str, type[EventData]] = {
@@ -184,6 +226,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         ShipmentDelayed,
         ShipmentDelivered,
         NotificationSent,
+        SupplierStatusChanged,
     )
 }
 """Every event type; the topic of each is named exactly after the type."""
@@ -209,7 +252,9 @@ class Envelope(BaseModel):
     id: str = Field(min_length=1, max_length=64)
     type: str
     source: str
-    subject: str = Field(description="The order id; also the Kafka message key")
+    subject: str = Field(
+        description="The order id (the supplier id for supplier-status-changed); the Kafka key"
+    )
     time: AwareDatetime
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str = Field(description="<type>/v<version>")
@@ -256,7 +301,7 @@ def new_envelope(
         id=str(uuid.uuid4()),
         type=data.event_type,
         source=data.source_service,
-        subject=data.order_id,
+        subject=data.subject,
         time=time or _utcnow(),
         dataschema=f"{data.event_type}/v{data.version}",
         traceparent=traceparent,

@@ -20,9 +20,9 @@ from shared.bus import BusConfig, KafkaBus
 from shared.consumer import (
     BatchHandler,
     ConsumerRunner,
-    Handler,
     MessageProcessor,
     RetryingDelivery,
+    Subscription,
 )
 from shared.db import create_engine, migrate_async, session_factory
 from shared.http import (
@@ -53,9 +53,9 @@ class ServiceRuntime(Generic[U]):
         settings: ServiceSettings,
         migrations_dir: Path,
         uow_class: Callable[..., U],
-        handlers: Mapping[str, Handler] | None = None,
+        handlers: Mapping[str, Subscription[U]] | None = None,
         background: Mapping[str, Callable[[ServiceRuntime[U]], Awaitable[None]]] | None = None,
-        batch_handler: BatchHandler | None = None,
+        batch_handler: BatchHandler[U] | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.service_name

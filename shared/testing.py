@@ -7,7 +7,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from shared.bus import OutgoingMessage
 from shared.consumer import MessageProcessor, RetryingDelivery
@@ -43,7 +43,7 @@ class InMemoryBus:
             log = self.topics[m.topic]
             log.append(MemoryRecord(m.topic, 0, len(log), m.key, m.value, tuple(m.headers)))
 
-    def subscribe(self, processor: MessageProcessor, *, max_attempts: int = 3) -> None:
+    def subscribe(self, processor: MessageProcessor[Any], *, max_attempts: int = 3) -> None:
         delivery = RetryingDelivery(
             processor, self, max_attempts=max_attempts, backoff=0, backoff_max=0
         )

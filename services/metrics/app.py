@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.metrics import api, dashboard
-from services.metrics.handlers import HANDLERS, apply_batch
+from services.metrics.consumers import BATCH, CONSUMERS
 from services.metrics.queries import FactsCache
 from services.metrics.settings import MetricsSettings
 from services.metrics.store import MetricsUnitOfWork
@@ -19,7 +19,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def create_app(settings: MetricsSettings | None = None) -> FastAPI:
     settings = settings or MetricsSettings()
     runtime = ServiceRuntime(
-        settings, MIGRATIONS, MetricsUnitOfWork, handlers=HANDLERS, batch_handler=apply_batch
+        settings, MIGRATIONS, MetricsUnitOfWork, handlers=CONSUMERS, batch_handler=BATCH
     )
     app = build_app(
         runtime,

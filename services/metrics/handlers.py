@@ -18,9 +18,8 @@ from sqlalchemy import Table
 from services.metrics import exposition
 from services.metrics import tables as t
 from services.metrics.store import MetricsUnitOfWork
-from shared.consumer import Handler, PermanentError
+from shared.consumer import PermanentError
 from shared.events import (
-    EVENT_TYPES,
     Envelope,
     EventData,
     NotificationSent,
@@ -32,7 +31,6 @@ from shared.events import (
     ShipmentDispatched,
     SupplierConfirmed,
 )
-from shared.uow import UnitOfWork
 
 MICROS = 6
 _MAX_MICROS = 2**63 - 1
@@ -168,9 +166,8 @@ def fact_rows(envelope: Envelope, data: EventData, rows: Rows) -> None:
         )
 
 
-async def apply_batch(events: Sequence[tuple[Envelope, EventData]], uow: UnitOfWork) -> None:
+async def apply_batch(events: Sequence[tuple[Envelope, EventData]], uow: MetricsUnitOfWork) -> None:
     """Write the facts of a batch of fresh events (the unit of work commits)."""
-    assert isinstance(uow, MetricsUnitOfWork)
     rows: Rows = defaultdict(list)
     for envelope, data in events:
         fact_rows(envelope, data, rows)
@@ -178,9 +175,5 @@ async def apply_batch(events: Sequence[tuple[Envelope, EventData]], uow: UnitOfW
     uow.after_commit(lambda: exposition.observe(rows))
 
 
-async def apply_one(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
+async def apply_one(envelope: Envelope, data: EventData, uow: MetricsUnitOfWork) -> None:
     await apply_batch([(envelope, data)], uow)
-
-
-HANDLERS: dict[str, Handler] = {topic: apply_one for topic in EVENT_TYPES}
-"""Every topic; `apply_batch` does the work when the consumer batches."""

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.metrics.app import MIGRATIONS
-from services.metrics.handlers import HANDLERS, apply_batch
+from services.metrics.consumers import BATCH, CONSUMERS
 from services.metrics.settings import MetricsSettings
 from services.metrics.store import MetricsUnitOfWork
 from shared.bus import EVENT_TOPICS, OutgoingMessage
@@ -85,9 +85,9 @@ async def rebuild(
                 await uow.commit()
         processor = MessageProcessor(
             settings.service_name,
-            HANDLERS,
+            CONSUMERS,
             lambda: MetricsUnitOfWork(sessions),
-            batch_handler=apply_batch,
+            batch_handler=BATCH,
         )
         delivery = RetryingDelivery(
             processor,

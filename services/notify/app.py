@@ -13,8 +13,8 @@ from fastapi import FastAPI
 
 from services.notify import api
 from services.notify.channels import EmlMailer, Mailer, SmtpMailer
+from services.notify.consumers import CONSUMERS
 from services.notify.domain import Policy
-from services.notify.handlers import HANDLERS
 from services.notify.sender import Sender, Wakeup, escalation_loop, watch
 from services.notify.settings import NotifySettings
 from services.notify.store import NotifyUnitOfWork
@@ -60,7 +60,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         settings,
         MIGRATIONS,
         uow_class,
-        handlers=HANDLERS,
+        handlers=CONSUMERS,
         background={"sender": send, "escalation": escalate, "watch": watch_broker},
     )
     app = build_app(

@@ -24,7 +24,6 @@ from services.notify.domain import (
 from services.notify.store import NotifyUnitOfWork
 from shared.events import (
     Envelope,
-    EventData,
     OrderCancelled,
     OrderPlaced,
     OrderRoutingFailed,
@@ -33,14 +32,8 @@ from shared.events import (
     ShipmentDispatched,
     SupplierConfirmed,
 )
-from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
-
-
-def _uow(uow: UnitOfWork) -> NotifyUnitOfWork:
-    assert isinstance(uow, NotifyUnitOfWork)
-    return uow
 
 
 # -- customer notices -----------------------------------------------------------------------
@@ -89,9 +82,8 @@ async def queue_notice(
     return queued
 
 
-async def on_order_placed(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
-    assert isinstance(data, OrderPlaced)
-    await _uow(uow).record_order(
+async def on_order_placed(envelope: Envelope, data: OrderPlaced, uow: NotifyUnitOfWork) -> None:
+    await uow.record_order(
         {
             "order_id": data.order_id,
             "external_id": data.external_id,
@@ -106,16 +98,18 @@ async def on_order_placed(envelope: Envelope, data: EventData, uow: UnitOfWork) 
     )
 
 
-async def on_supplier_confirmed(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
-    assert isinstance(data, SupplierConfirmed)
-    await _uow(uow).record_share(
+async def on_supplier_confirmed(
+    envelope: Envelope, data: SupplierConfirmed, uow: NotifyUnitOfWork
+) -> None:
+    await uow.record_share(
         data.order_id, data.supplier_id, [line.line_id for line in data.lines], data.ship_by
     )
 
 
-async def on_shipment_delayed(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
-    assert isinstance(data, ShipmentDelayed)
-    store = _uow(uow)
+async def on_shipment_delayed(
+    envelope: Envelope, data: ShipmentDelayed, uow: NotifyUnitOfWork
+) -> None:
+    store = uow
     line_ids = await store.share_lines(data.order_id, data.supplier_id) or []
     expected = data.expected_by.isoformat() if data.expected_by else None
     part = {"supplier_id": data.supplier_id, "line_ids": line_ids, "expected_by": expected}
@@ -148,29 +142,28 @@ async def on_shipment_delayed(envelope: Envelope, data: EventData, uow: UnitOfWo
         )
 
 
-async def on_shipment_dispatched(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
-    assert isinstance(data, ShipmentDispatched)
+async def on_shipment_dispatched(
+    envelope: Envelope, data: ShipmentDispatched, uow: NotifyUnitOfWork
+) -> None:
     part = {
         "supplier_id": data.supplier_id,
         "line_ids": data.line_ids,
         "carrier": data.carrier,
         "tracking_number": data.tracking_number,
     }
-    await queue_notice(
-        _uow(uow), data.order_id, Kind.SHIPMENT_DISPATCHED, data.tracking_number, part
-    )
+    await queue_notice(uow, data.order_id, Kind.SHIPMENT_DISPATCHED, data.tracking_number, part)
 
 
-async def on_order_cancelled(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
-    assert isinstance(data, OrderCancelled)
-    await queue_notice(
-        _uow(uow), data.order_id, Kind.ORDER_CANCELLED, "", {"cancel_reason": data.reason}
-    )
+async def on_order_cancelled(
+    envelope: Envelope, data: OrderCancelled, uow: NotifyUnitOfWork
+) -> None:
+    await queue_notice(uow, data.order_id, Kind.ORDER_CANCELLED, "", {"cancel_reason": data.reason})
 
 
-async def on_order_routing_failed(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
-    assert isinstance(data, OrderRoutingFailed)
-    store = _uow(uow)
+async def on_order_routing_failed(
+    envelope: Envelope, data: OrderRoutingFailed, uow: NotifyUnitOfWork
+) -> None:
+    store = uow
     part = {"line_ids": data.line_ids, "routing_reason": data.reason.value}
     await queue_notice(store, data.order_id, Kind.ORDER_ROUTING_FAILED, "", part)
     await raise_alert(
@@ -188,16 +181,6 @@ async def on_order_routing_failed(envelope: Envelope, data: EventData, uow: Unit
             "or an offer for the SKUs, or confirm the refund.",
         ],
     )
-
-
-HANDLERS = {
-    "order-placed": on_order_placed,
-    "supplier-confirmed": on_supplier_confirmed,
-    "shipment-delayed": on_shipment_delayed,
-    "shipment-dispatched": on_shipment_dispatched,
-    "order-cancelled": on_order_cancelled,
-    "order-routing-failed": on_order_routing_failed,
-}
 
 
 # -- ops alerts ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.order import api, handlers, webhooks
-from services.order.consumers import HANDLERS
+from services.order.consumers import CONSUMERS
 from services.order.settings import OrderSettings
 from services.order.store import OrderUnitOfWork
 from shared.runtime import ServiceRuntime, build_app
@@ -36,7 +36,7 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
         settings,
         MIGRATIONS,
         uow_class,
-        handlers=HANDLERS,
+        handlers=CONSUMERS,
         background={"purge-idempotency-keys": purge_expired_keys},
     )
     app = build_app(

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from services.order.handlers import apply_supply_event
-from shared.consumer import Handler
+from services.order.store import OrderUnitOfWork
+from shared.consumer import Subscription, on, subscriptions
+from shared.events import (
+    OrderRoutingFailed,
+    ShipmentDelayed,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    SupplierConfirmed,
+)
 
-HANDLERS: dict[str, Handler] = {
-    topic: apply_supply_event
-    for topic in (
-        "supplier-confirmed",
-        "order-routing-failed",
-        "shipment-dispatched",
-        "shipment-delayed",
-        "shipment-delivered",
-    )
-}
+CONSUMERS: dict[str, Subscription[OrderUnitOfWork]] = subscriptions(
+    on(SupplierConfirmed, apply_supply_event),
+    on(OrderRoutingFailed, apply_supply_event),
+    on(ShipmentDispatched, apply_supply_event),
+    on(ShipmentDelayed, apply_supply_event),
+    on(ShipmentDelivered, apply_supply_event),
+)

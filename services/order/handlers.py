@@ -18,8 +18,7 @@ from services.order.domain import (
 from services.order.repository import OrderFilter, TimelineEntry, rotate_pii_batch
 from services.order.store import OrderUnitOfWork
 from shared.consumer import PermanentError
-from shared.events import Envelope, EventData
-from shared.uow import UnitOfWork
+from shared.events import Envelope, OrderEvent
 
 Render = Callable[[Order], dict[str, Any]]
 
@@ -190,9 +189,8 @@ async def delivery_seen(source: str, delivery_id: str, uow: OrderUnitOfWork) -> 
         return await uow.webhooks.seen(source, delivery_id)
 
 
-async def apply_supply_event(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
+async def apply_supply_event(envelope: Envelope, data: OrderEvent, uow: OrderUnitOfWork) -> None:
     """Consumer handler for the supplier service's events (the runner owns the transaction)."""
-    assert isinstance(uow, OrderUnitOfWork)
     order = await uow.orders.get(data.order_id, for_update=True)
     if order is None:
         raise PermanentError(f"{envelope.type} for unknown order {data.order_id}")

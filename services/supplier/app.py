@@ -16,7 +16,7 @@ from prometheus_client import Gauge
 from services.supplier import api, webhooks
 from services.supplier.adapter import SupplierClient
 from services.supplier.breaker import BreakerState, CircuitBreaker
-from services.supplier.consumers import HANDLERS
+from services.supplier.consumers import CONSUMERS
 from services.supplier.dispatcher import Dispatcher, Wakeup, sla_clock
 from services.supplier.reconciler import Reconciler
 from services.supplier.settings import SupplierSettings
@@ -106,7 +106,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         settings,
         MIGRATIONS,
         uow_class,
-        handlers=HANDLERS,
+        handlers=CONSUMERS,
         background={"supplier-calls": supplier_calls, "sla-clock": sla},
     )
     app = build_app(

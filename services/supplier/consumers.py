@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from services.supplier.handlers import on_order_cancelled, on_order_placed
-from shared.consumer import Handler
+from services.supplier.store import SupplierUnitOfWork
+from shared.consumer import Subscription, on, subscriptions
+from shared.events import OrderCancelled, OrderPlaced
 
-HANDLERS: dict[str, Handler] = {
-    "order-placed": on_order_placed,
-    "order-cancelled": on_order_cancelled,
-}
+CONSUMERS: dict[str, Subscription[SupplierUnitOfWork]] = subscriptions(
+    on(OrderPlaced, on_order_placed),
+    on(OrderCancelled, on_order_cancelled),
+)

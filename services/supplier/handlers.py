@@ -27,7 +27,6 @@ from shared.events import (
     ConfirmedLine,
     DelayReason,
     Envelope,
-    EventData,
     OrderCancelled,
     OrderPlaced,
     Severity,
@@ -36,7 +35,6 @@ from shared.events import (
     ShipmentDispatched,
     SupplierConfirmed,
 )
-from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 SLA_SCANS = Counter("dropship_supplier_sla_scans", "SLA clock scans run by this process.")
@@ -51,8 +49,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def on_order_placed(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
-    assert isinstance(data, OrderPlaced) and isinstance(uow, SupplierUnitOfWork)
+async def on_order_placed(envelope: Envelope, data: OrderPlaced, uow: SupplierUnitOfWork) -> None:
     lines = [
         {
             "line_id": ln.line_id,
@@ -140,8 +137,9 @@ async def record_cancel(uow: SupplierUnitOfWork, so_id: str, cancelled: bool) ->
         await uow.commit()
 
 
-async def on_order_cancelled(envelope: Envelope, data: EventData, uow: UnitOfWork) -> None:
-    assert isinstance(data, OrderCancelled) and isinstance(uow, SupplierUnitOfWork)
+async def on_order_cancelled(
+    envelope: Envelope, data: OrderCancelled, uow: SupplierUnitOfWork
+) -> None:
     # topics are per event type: the cancellation may be consumed before the order itself,
     # so it is remembered and an order-placed arriving later is never routed
     await uow.remember_cancellation(data.order_id, data.reason)

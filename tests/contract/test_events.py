@@ -39,8 +39,14 @@ DESIGN_FIELDS: dict[str, tuple[str, ...]] = {
     "shipment-delayed": ("order_id", "supplier_id", "reason", "severity", "expected_by"),
     "shipment-delivered": ("order_id", "tracking_number", "delivered_at"),
     "notification-sent": ("order_id", "kind", "channel", "recipient_kind", "status"),
+    # not in DESIGN §2: added to the catalogue by the structure issue (#11)
+    "supplier-status-changed": ("supplier_id", "status", "reason", "changed_at"),
 }  # fmt: skip
-OPTIONAL_FIELDS = {("order-placed", "external_id"), ("shipment-delayed", "expected_by")}
+OPTIONAL_FIELDS = {
+    ("order-placed", "external_id"),
+    ("shipment-delayed", "expected_by"),
+    ("supplier-status-changed", "reason"),
+}
 LINE_FIELDS = {
     "order-placed": ("line_id", "sku", "quantity", "unit_price"),
     "supplier-confirmed": ("line_id", "quantity", "unit_cost"),
@@ -64,14 +70,15 @@ SERVICE_TABLE = {
     ),
     "supplier": (
         {"supplier-confirmed", "order-routing-failed", "shipment-dispatched",
-         "shipment-delayed", "shipment-delivered"},
+         "shipment-delayed", "shipment-delivered", "supplier-status-changed"},
         {"order-placed", "order-cancelled"},
     ),
     "notify": (
         {"notification-sent"},
-        {"shipment-delayed", "order-routing-failed", "order-cancelled", "shipment-dispatched"},
+        {"shipment-delayed", "order-routing-failed", "order-cancelled", "shipment-dispatched",
+         "supplier-status-changed"},
     ),
-    "metrics": (set(), set(DESIGN_FIELDS)),
+    "metrics": (set(), set(DESIGN_FIELDS) - {"supplier-status-changed"}),
 }  # fmt: skip
 PII = {"email", "phone", "street", "line1", "line2", "name", "customer", "address"}
 MONEY_FIELDS = {"unit_price", "unit_cost"}

@@ -25,7 +25,7 @@ import yaml
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
-from services.supplier.simulator.settings import SimulatorSettings
+from rigs.supplier_simulator.settings import SimulatorSettings
 from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -342,7 +342,7 @@ def test_dev_overlay_runs_one_simulator_and_its_own_broker_and_databases(
     assert container["command"][:3] == [
         "uvicorn",
         "--factory",
-        "services.supplier.simulator.app:create_app",
+        "rigs.supplier_simulator.app:create_app",
     ]
     env = {e["name"] for e in container["env"]}
     assert env <= _env_names(SimulatorSettings)

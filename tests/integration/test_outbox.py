@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from shared.bus import BusConfig, KafkaBus, OutgoingMessage, ensure_topics
-from shared.consumer import ConsumerRunner, MessageProcessor, RetryingDelivery
+from shared.consumer import ConsumerRunner, MessageProcessor, RetryingDelivery, on, subscriptions
 from shared.db import create_engine, new_metadata, session_factory
 from shared.events import OrderCancelled
 from shared.outbox import OutboxRelay
@@ -48,7 +48,9 @@ async def test_events_of_one_order_arrive_in_commit_order(database_url, broker):
     async def record(envelope, data, uow):
         seen.append(data.reason)
 
-    consumer = await _start_consumer(bus, {"order-cancelled": record}, tmp_db=consumer_db)
+    consumer = await _start_consumer(
+        bus, subscriptions(on(OrderCancelled, record)), tmp_db=consumer_db
+    )
     relay_task = asyncio.create_task(relay.run())
     try:
         expected = [f"step-{i:02d}" for i in range(40)]

@@ -26,6 +26,7 @@ from shared.events import (
     ShipmentDelivered,
     ShipmentDispatched,
     SupplierConfirmed,
+    SupplierStatusChanged,
     new_envelope,
 )
 
@@ -74,6 +75,9 @@ SAMPLES: dict[str, EventData] = {
     "shipment-delivered": ShipmentDelivered(order_id="o-1", tracking_number="1Z9", delivered_at=T0),
     "notification-sent": NotificationSent(
         order_id="o-1", kind="delay", channel="email", recipient_kind="customer", status="sent"
+    ),
+    "supplier-status-changed": SupplierStatusChanged(
+        supplier_id="sup-1", status="unavailable", reason="breaker_open", changed_at=T0
     ),
 }
 
@@ -199,8 +203,9 @@ def test_new_envelope_fills_the_cloudevents_attributes(event_type: str) -> None:
     envelope = new_envelope(data)
     assert envelope.specversion == "1.0"
     assert envelope.type == event_type
-    assert envelope.subject == data.order_id == "o-1"
-    assert envelope.key == b"o-1"
+    expected = "sup-1" if event_type == "supplier-status-changed" else "o-1"
+    assert envelope.subject == data.subject == expected
+    assert envelope.key == expected.encode()
     assert envelope.dataschema == f"{event_type}/v1"
     assert envelope.source == EVENT_TYPES[event_type].source_service
     assert envelope.datacontenttype == "application/json"
@@ -219,6 +224,7 @@ def test_new_envelope_sources_follow_the_service_table() -> None:
         "shipment-delayed": "supplier",
         "shipment-delivered": "supplier",
         "notification-sent": "notify",
+        "supplier-status-changed": "supplier",
     }
 
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from shared import tracing
 from shared.bus import OutgoingMessage
-from shared.consumer import MessageProcessor, PermanentError
+from shared.consumer import MessageProcessor, PermanentError, on, subscriptions
 from shared.events import OrderPlaced, PlacedLine, new_envelope
 from shared.money import format_amount
 from shared.settings import ServiceSettings
@@ -66,7 +66,7 @@ def make_bus(handler, *, max_attempts: int = 3):
     store: dict[str, set[str]] = {"inbox": set(), "effects": set()}
     bus = InMemoryBus()
     processor = MessageProcessor(
-        "supplier", {"order-placed": handler}, lambda: FakeUnitOfWork(store)
+        "supplier", subscriptions(on(OrderPlaced, handler)), lambda: FakeUnitOfWork(store)
     )
     bus.subscribe(processor, max_attempts=max_attempts)
     return bus, store

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from services.supplier.simulator.app import create_app
-from services.supplier.simulator.engine import Simulator
-from services.supplier.simulator.settings import SimulatorSettings
+from rigs.supplier_simulator.app import create_app
+from rigs.supplier_simulator.engine import Simulator
+from rigs.supplier_simulator.settings import SimulatorSettings
 from shared.testing import eventually
 
 KEY = "acme"

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from services.supplier.simulator.callbacks import (
+from rigs.supplier_simulator.callbacks import (
     SUPPLIER_CALLBACK,
     TRACKING_UPDATE,
     Deliverer,
@@ -20,20 +20,20 @@ from services.supplier.simulator.callbacks import (
     lost,
     utc_now,
 )
-from services.supplier.simulator.errors import (
+from rigs.supplier_simulator.errors import (
     InvalidCredentials,
     NotCancellable,
     SimulatedFailure,
     UnknownOrder,
     UnknownSupplier,
 )
-from services.supplier.simulator.models import (
+from rigs.supplier_simulator.models import (
     SUPPLIER_KEY_PATTERN,
     PlaceOrderRequest,
     SupplierControl,
 )
-from services.supplier.simulator.settings import SimulatorSettings
-from services.supplier.simulator.state import (
+from rigs.supplier_simulator.settings import SimulatorSettings
+from rigs.supplier_simulator.state import (
     CANCELLABLE,
     SHIPPABLE,
     OrderState,

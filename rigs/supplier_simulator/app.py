@@ -1,4 +1,4 @@
-"""Simulator app factory: `uvicorn --factory services.supplier.simulator.app:create_app`."""
+"""Simulator app factory: `uvicorn --factory rigs.supplier_simulator.app:create_app`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from services.supplier.simulator.api import control, health, supplier_api
-from services.supplier.simulator.engine import Simulator
-from services.supplier.simulator.settings import SimulatorSettings
+from rigs.supplier_simulator.api import control, health, supplier_api
+from rigs.supplier_simulator.engine import Simulator
+from rigs.supplier_simulator.settings import SimulatorSettings
 from shared.http import install_error_handlers
 from shared.logging import configure_logging
 

@@ -10,9 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from services.supplier.simulator.engine import Simulator
-from services.supplier.simulator.errors import SupplierApiError
-from services.supplier.simulator.models import (
+from rigs.supplier_simulator.engine import Simulator
+from rigs.supplier_simulator.errors import SupplierApiError
+from rigs.supplier_simulator.models import (
     SUPPLIER_KEY_PATTERN,
     CancelResponse,
     ControlPatch,
@@ -23,7 +23,7 @@ from services.supplier.simulator.models import (
     PlaceOrderResponse,
     RequestLog,
 )
-from services.supplier.simulator.state import Supplier
+from rigs.supplier_simulator.state import Supplier
 from shared.http import field_errors
 
 

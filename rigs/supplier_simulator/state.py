@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from services.supplier.simulator.callbacks import utc_now
-from services.supplier.simulator.errors import IdempotencyKeyReused, OutOfStock
-from services.supplier.simulator.models import PlaceOrderRequest, SupplierControl
+from rigs.supplier_simulator.callbacks import utc_now
+from rigs.supplier_simulator.errors import IdempotencyKeyReused, OutOfStock
+from rigs.supplier_simulator.models import PlaceOrderRequest, SupplierControl
 
 CARRIERS = ("ups", "fedex", "dhl", "usps")
 REQUEST_LOG = 10_000

@@ -1,11 +1,11 @@
-"""`python -m services.supplier.simulator`: serve on `DROPSHIP_SIMULATOR_HOST`/`_PORT`."""
+"""`python -m rigs.supplier_simulator`: serve on `DROPSHIP_SIMULATOR_HOST`/`_PORT`."""
 
 from __future__ import annotations
 
 import uvicorn
 
-from services.supplier.simulator.app import create_app
-from services.supplier.simulator.settings import SimulatorSettings
+from rigs.supplier_simulator.app import create_app
+from rigs.supplier_simulator.settings import SimulatorSettings
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Test and demo rigs: simulated suppliers and marketplaces. Never imported by services."""

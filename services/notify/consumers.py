@@ -1,0 +1,31 @@
+"""Notify service consumers: the facts that turn into customer notices and ops alerts."""
+
+from __future__ import annotations
+
+from services.notify.handlers import (
+    on_order_cancelled,
+    on_order_placed,
+    on_order_routing_failed,
+    on_shipment_delayed,
+    on_shipment_dispatched,
+    on_supplier_confirmed,
+)
+from services.notify.store import NotifyUnitOfWork
+from shared.consumer import Subscription, on, subscriptions
+from shared.events import (
+    OrderCancelled,
+    OrderPlaced,
+    OrderRoutingFailed,
+    ShipmentDelayed,
+    ShipmentDispatched,
+    SupplierConfirmed,
+)
+
+CONSUMERS: dict[str, Subscription[NotifyUnitOfWork]] = subscriptions(
+    on(OrderPlaced, on_order_placed),
+    on(SupplierConfirmed, on_supplier_confirmed),
+    on(ShipmentDelayed, on_shipment_delayed),
+    on(ShipmentDispatched, on_shipment_dispatched),
+    on(OrderCancelled, on_order_cancelled),
+    on(OrderRoutingFailed, on_order_routing_failed),
+)
