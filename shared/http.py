@@ -6,6 +6,8 @@ import asyncio
 import hmac
 import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -100,6 +102,44 @@ def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
             loc.append(str(ctx["field"]))
         out.append({"field": ".".join(loc), "reason": str(err.get("msg", "invalid"))})
     return out
+
+
+@dataclass(frozen=True)
+class ErrorMapping:
+    """How one domain error reads over HTTP: its status and stable machine code."""
+
+    status: int
+    code: str
+    headers: Mapping[str, str] | None = None
+
+
+def install_domain_errors(app: FastAPI, table: Mapping[type[Exception], ErrorMapping]) -> None:
+    """Map a service's domain errors to the error shape, once, for every route.
+
+    Routes let domain errors propagate; the most specific class in `table` wins (the
+    error's MRO is walked). The message is `str(exc)`; `exc.details`, when the error has
+    one, becomes `details`. A domain error never needs an `except` in a route.
+    """
+
+    def lookup(exc: Exception) -> ErrorMapping | None:
+        for cls in type(exc).__mro__:
+            if cls in table:
+                return table[cls]
+        return None
+
+    async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+        mapping = lookup(exc)
+        if mapping is None:  # pragma: no cover - registered only for mapped classes
+            raise exc
+        details = getattr(exc, "details", None)
+        return JSONResponse(
+            error_body(mapping.code, str(exc), details),
+            status_code=mapping.status,
+            headers=dict(mapping.headers) if mapping.headers else None,
+        )
+
+    for cls in table:
+        app.add_exception_handler(cls, _domain_error)
 
 
 def install_error_handlers(app: FastAPI) -> None:
