@@ -9,14 +9,14 @@ import pytest
 from services.supplier.app import create_app
 from services.supplier.settings import SupplierSettings
 from shared.infra import free_port
-from tests.support.services import ServiceProcess, served
+from tests.support.services import SIMULATOR_APP, ServiceProcess, served
 
 
 @pytest.fixture
 def simulator(tmp_path: Path):
     port = free_port()
     proc = ServiceProcess(
-        "supplier.simulator",
+        "simulator",
         {
             "DROPSHIP_SIMULATOR_SEED": "7",
             "DROPSHIP_LOG_JSON": "false",
@@ -24,6 +24,7 @@ def simulator(tmp_path: Path):
         },
         port,
         tmp_path / "simulator.log",
+        app=SIMULATOR_APP,
     ).start()
     try:
         yield proc

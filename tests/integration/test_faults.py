@@ -20,6 +20,7 @@ from services.supplier.app import create_app as supplier_app
 from services.supplier.consumers import on_order_placed
 from services.supplier.settings import SupplierSettings
 from shared import dlq
+from shared.consumer import on
 from shared.events import OrderPlaced, PlacedLine, new_envelope
 from shared.infra import EmbeddedBroker, free_port
 from shared.testing import eventually
@@ -219,7 +220,8 @@ async def test_exhausted_retries_dead_letter_and_replay_after_the_fix(
 
     app = supplier_app(settings)
     runtime = app.state.runtime
-    runtime.handlers["order-placed"] = flaky  # a handler with a bug that the test "fixes"
+    # a handler with a bug that the test "fixes"
+    runtime.handlers["order-placed"] = on(OrderPlaced, flaky)
     event = new_envelope(placed("ord_flaky"))
     async with in_process(lambda _: app, settings) as supplier:
         await supplier.runtime.bus.wait_connected()

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request, Response
 
 from shared.infra import free_port
 from shared.testing import eventually
-from tests.support.services import ServiceProcess
+from tests.support.services import SIMULATOR_APP, ServiceProcess
 
 KEY = "acme"
 SECRET = f"sim-secret-{KEY}"
@@ -109,7 +109,7 @@ async def simulator(sink: Sink, tmp_path: Path) -> AsyncIterator[ServiceProcess]
         "DROPSHIP_SIMULATOR_CALLBACK_BACKOFF_S": "0.05",
         "DROPSHIP_SIMULATOR_LOG_JSON": "false",
     }
-    process = ServiceProcess("supplier.simulator", env, port, tmp_path / "simulator.log")
+    process = ServiceProcess("simulator", env, port, tmp_path / "simulator.log", app=SIMULATOR_APP)
     process.start(wait=False)
 
     async def healthy() -> bool:

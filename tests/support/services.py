@@ -40,6 +40,9 @@ async def in_process(
             yield InProcessService(app, client, app.state.runtime)
 
 
+SIMULATOR_APP = "rigs.supplier_simulator.app:create_app"
+
+
 @dataclass
 class ServiceProcess:
     """A service in its own uvicorn process, as `make up` runs it."""
@@ -49,6 +52,8 @@ class ServiceProcess:
     port: int
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    app: str | None = None
+    """The ASGI factory; `services.<name>.app:create_app` unless given (rigs live elsewhere)."""
 
     @property
     def url(self) -> str:
@@ -63,7 +68,7 @@ class ServiceProcess:
                     "-m",
                     "uvicorn",
                     "--factory",
-                    f"services.{self.name}.app:create_app",
+                    self.app or f"services.{self.name}.app:create_app",
                     "--host",
                     "127.0.0.1",
                     "--port",
