@@ -6,7 +6,6 @@ import functools
 import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -15,9 +14,13 @@ from services.notify import api
 from services.notify.channels import EmlMailer, Mailer, SmtpMailer
 from services.notify.consumers import CONSUMERS
 from services.notify.domain import Policy
-from services.notify.sender import Sender, Wakeup, escalation_loop, watch
+from services.notify.errors import HTTP_ERRORS
+from services.notify.rendering import Renderer
+from services.notify.sender import Sender, Wakeup
 from services.notify.settings import NotifySettings
 from services.notify.store import NotifyUnitOfWork
+from services.notify.watch import dlq_watch, escalation_loop
+from shared.http import install_domain_errors
 from shared.runtime import ServiceRuntime, build_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -30,43 +33,50 @@ def mailer_for(settings: NotifySettings) -> Mailer:
     return SmtpMailer.from_url(settings.smtp_url.get_secret_value(), settings.send_timeout_s)
 
 
-def create_app(settings: NotifySettings | None = None) -> FastAPI:
-    settings = settings or NotifySettings()
-    wakeup = Wakeup()
-    policy = Policy(
+def policy_for(settings: NotifySettings) -> Policy:
+    return Policy(
         digest_window=timedelta(seconds=settings.digest_window_s),
         sms_enabled=bool(settings.sms_webhook_url),
         ops_channels=tuple((hook.kind, hook.name or hook.kind) for hook in settings.ops_channels),
         targets=settings.response_targets,
     )
+
+
+def create_app(settings: NotifySettings | None = None) -> FastAPI:
+    settings = settings or NotifySettings()
+    wakeup = Wakeup()
+    renderer = Renderer()
+    policy = policy_for(settings)
     uow_class = functools.partial(NotifyUnitOfWork, policy=policy, wake_sender=wakeup)
     if not policy.ops_channels:
         log.warning(
             "DROPSHIP_OPS_WEBHOOKS is empty: alerts are recorded (GET /v1/alerts) but sent nowhere"
         )
 
-    async def send(runtime: ServiceRuntime[Any]) -> None:
+    async def send(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
         async with httpx.AsyncClient(timeout=settings.send_timeout_s) as http:
-            await Sender(runtime, settings, http, mailer_for(settings), wakeup).run()
+            mailer = mailer_for(settings)
+            await Sender(runtime.uow, settings, http, mailer, wakeup, renderer).run()
 
-    async def escalate(runtime: ServiceRuntime[Any]) -> None:
-        await escalation_loop(runtime, settings.escalation_scan_s)
+    async def escalate(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
+        await escalation_loop(runtime.uow, settings.escalation_scan_s)
 
-    async def watch_broker(runtime: ServiceRuntime[Any]) -> None:
-        async with httpx.AsyncClient(timeout=5.0) as http:
-            await watch(runtime, http, settings.dlq_watch_s)
+    async def watch_dlqs(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
+        await dlq_watch(runtime, settings.dlq_watch_s)
 
     runtime = ServiceRuntime(
         settings,
         MIGRATIONS,
         uow_class,
         handlers=CONSUMERS,
-        background={"sender": send, "escalation": escalate, "watch": watch_broker},
+        background={"sender": send, "escalation": escalate, "watch": watch_dlqs},
     )
     app = build_app(
         runtime,
         title="Dropship notify service",
         description="Customer notices and ops alerts, each sent once and logged.",
     )
+    app.state.api = api.ApiDeps(runtime=runtime, settings=settings, renderer=renderer)
+    install_domain_errors(app, HTTP_ERRORS)
     app.include_router(api.router)
     return app

@@ -17,20 +17,19 @@ import os
 import re
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 import httpx
 
+from services.notify.channel_config import OpsWebhook, SmtpConfig
 from services.notify.rendering import Rendered
-from services.notify.settings import OpsWebhook
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 _PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
@@ -109,51 +108,26 @@ class Mailer:
 class SmtpMailer(Mailer):
     """SMTP per `DROPSHIP_SMTP_URL`: `smtp://` plain, `smtp+starttls://`, `smtps://`."""
 
-    hostname: str
-    port: int
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    use_tls: bool = False
-    start_tls: bool = False
-    verify: bool = True
+    config: SmtpConfig
     timeout_s: float = 10.0
 
     @classmethod
     def from_url(cls, url: str, timeout_s: float = 10.0) -> SmtpMailer:
-        parts = urlsplit(url)
-        schemes = {"smtp": (False, False, 25), "smtp+starttls": (False, True, 587)}
-        schemes["smtps"] = (True, False, 465)
-        if parts.scheme not in schemes:
-            raise ValueError(
-                "DROPSHIP_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://"
-            )
-        if not parts.hostname:
-            raise ValueError("DROPSHIP_SMTP_URL has no host")
-        use_tls, start_tls, default_port = schemes[parts.scheme]
-        query = parse_qs(parts.query)
-        return cls(
-            hostname=parts.hostname,
-            port=parts.port or default_port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            use_tls=use_tls,
-            start_tls=start_tls,
-            verify=query.get("verify", ["true"])[0].lower() not in ("false", "0", "no"),
-            timeout_s=timeout_s,
-        )
+        return cls(SmtpConfig.from_url(url), timeout_s)
 
     async def send(self, message: EmailMessage, notification_id: str) -> None:
-        tls = self.use_tls or self.start_tls
+        c = self.config
+        tls = c.use_tls or c.start_tls
         try:
             await aiosmtplib.send(
                 message,
-                hostname=self.hostname,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                use_tls=self.use_tls,
-                start_tls=self.start_tls,
-                tls_context=_tls_context(self.verify) if tls else None,
+                hostname=c.hostname,
+                port=c.port,
+                username=c.username,
+                password=c.password,
+                use_tls=c.use_tls,
+                start_tls=c.start_tls,
+                tls_context=_tls_context(c.verify) if tls else None,
                 timeout=self.timeout_s,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from services.notify.handlers import (
+from services.notify.handlers.events import (
     on_order_cancelled,
     on_order_placed,
     on_order_routing_failed,
     on_shipment_delayed,
     on_shipment_dispatched,
     on_supplier_confirmed,
+    on_supplier_status_changed,
 )
 from services.notify.store import NotifyUnitOfWork
 from shared.consumer import Subscription, on, subscriptions
@@ -19,6 +20,7 @@ from shared.events import (
     ShipmentDelayed,
     ShipmentDispatched,
     SupplierConfirmed,
+    SupplierStatusChanged,
 )
 
 CONSUMERS: dict[str, Subscription[NotifyUnitOfWork]] = subscriptions(
@@ -28,4 +30,5 @@ CONSUMERS: dict[str, Subscription[NotifyUnitOfWork]] = subscriptions(
     on(ShipmentDispatched, on_shipment_dispatched),
     on(OrderCancelled, on_order_cancelled),
     on(OrderRoutingFailed, on_order_routing_failed),
+    on(SupplierStatusChanged, on_supplier_status_changed),
 )

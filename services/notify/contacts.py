@@ -55,7 +55,7 @@ class ContactBook:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential_jitter(0.2, max=2.0),
+                wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
                 retry=retry_if_exception_type(_Retryable),
                 reraise=True,
             ):

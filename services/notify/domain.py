@@ -1,9 +1,16 @@
-"""What to tell whom, and when: the notify service's rules, free of I/O.
+"""What to tell whom, and when: the notify service's rules and records, free of I/O.
 
 A *notice* goes to a customer (e-mail, SMS); an *alert* goes to the ops team (chat
 webhooks). Both become rows in the notification log, one per channel, keyed so that
 the same (order, kind, reason) is never sent twice on a channel however often the
 event that caused it arrives.
+
+Errors (mapped to HTTP once, in `errors.py`):
+
+- `NotifyError`: the root of every error below.
+  - `NotificationNotFound`, `AlertNotFound`: no such id.
+  - `NotDead`: only a dead notification can be sent again by hand.
+  - `InvalidCursor`: a page cursor this service did not issue.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any, Literal
 
-from shared.events import DelayReason, Severity
+from shared.events import DelayReason, Severity, SupplierAvailability
 
 LOCALES = ("en", "zh-CN")
 DEFAULT_LOCALE = "en"
@@ -145,3 +153,144 @@ class Policy:
     ops_channels: tuple[tuple[str, str], ...] = ()
     """(kind, name) of every configured ops webhook."""
     targets: ResponseTargets = field(default_factory=ResponseTargets)
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+class NotifyError(Exception):
+    """Root of the notify service's errors."""
+
+    details: Any = None
+
+
+class NotificationNotFound(NotifyError):
+    def __init__(self, notification_id: str) -> None:
+        super().__init__(f"notification {notification_id} not found")
+
+
+class AlertNotFound(NotifyError):
+    def __init__(self, alert_id: str) -> None:
+        super().__init__(f"alert {alert_id} not found")
+
+
+class NotDead(NotifyError):
+    def __init__(self, status: Status) -> None:
+        super().__init__(f"notification is {status}; only dead notifications are retried")
+
+
+class InvalidCursor(NotifyError):
+    def __init__(self) -> None:
+        super().__init__("cursor is not one this API issued")
+        self.details = [{"field": "query.cursor", "reason": "not a cursor from a previous page"}]
+
+
+# -- records --------------------------------------------------------------------------------
+
+RecipientKind = Literal["customer", "ops"]
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One send on one channel, as the notification log holds it."""
+
+    id: str
+    dedupe_key: str
+    channel: str
+    """email, sms, or an ops webhook kind (slack, dingtalk, wecom, feishu, generic)."""
+    target: str
+    """`customer`, or the ops channel's name."""
+    recipient_kind: RecipientKind
+    order_id: str | None
+    kind: str
+    """A `Kind` for a customer notice, an `AlertKind` for an ops alert."""
+    reason: str
+    alert_id: str | None
+    severity: str | None
+    template: str
+    locale: str | None
+    status: Status
+    attempts: int
+    """Attempts so far; a claimed send counts the attempt under way (its fencing token)."""
+    next_attempt_at: datetime
+    last_error: str | None
+    details: dict[str, Any]
+    created_at: datetime
+    sent_at: datetime | None
+
+    @property
+    def final(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class NotificationFilter:
+    order_id: str | None = None
+    status: Status | None = None
+    recipient_kind: RecipientKind | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something ops must act on; it escalates until someone acknowledges it."""
+
+    id: str
+    dedupe_key: str
+    kind: AlertKind
+    severity: Severity
+    order_id: str | None
+    title: str
+    lines: list[str]
+    raised_at: datetime
+    due_at: datetime
+    escalations: int = 0
+    acked_at: datetime | None = None
+    acked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class FactLine:
+    line_id: str
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class OrderFact:
+    """What notify keeps of a placed order: enough to say which items a notice is about."""
+
+    order_id: str
+    external_id: str | None
+    channel: str
+    currency: str
+    placed_at: datetime
+    lines: list[FactLine]
+
+
+@dataclass
+class SupplierWatch:
+    """A supplier's availability as its `supplier-status-changed` events told it."""
+
+    supplier_id: str
+    available: bool = True
+    outages: int = 0
+    """How many times it became unavailable; numbers each outage so ops hear once per outage."""
+    changed_at: datetime | None = None
+
+    def record(self, status: SupplierAvailability, changed_at: datetime) -> bool:
+        """Apply a status change; True when it starts a new outage.
+
+        A change older than the last one applied is stale (it was overtaken) and is
+        ignored; `unavailable` while already unavailable is the same outage.
+        """
+        if self.changed_at is not None and changed_at < self.changed_at:
+            return False
+        self.changed_at = changed_at
+        if status is SupplierAvailability.AVAILABLE:
+            self.available = True
+            return False
+        if not self.available:
+            return False
+        self.available = False
+        self.outages += 1
+        return True

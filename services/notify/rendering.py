@@ -1,4 +1,5 @@
-"""Templates: one set per notice kind and locale, HTML autoescaped, text never escaped."""
+"""Templates: one set per notice kind and locale, HTML autoescaped, text never escaped;
+and what a notice fills them with."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from jinja2 import (
     select_autoescape,
 )
 
-from services.notify.domain import DEFAULT_LOCALE, LOCALES, Kind, normalise_locale
+from services.notify.domain import (
+    DEFAULT_LOCALE,
+    LOCALES,
+    Kind,
+    Notification,
+    OrderFact,
+    normalise_locale,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -84,6 +92,49 @@ class Renderer:
         return self.env.get_template(f"{locale}/{kind.value}.{suffix}").render(values)
 
 
+def notice_context(
+    kind: Kind,
+    notice: Notification,
+    parts: list[dict[str, Any]],
+    fact: OrderFact | None,
+    *,
+    merchant: str,
+    support_email: str,
+) -> dict[str, Any]:
+    """What a notice's templates are filled with (all but the customer's name).
+
+    `parts` are what happened (digested: several suppliers' delays in one notice);
+    `fact` is the order as it was placed, for the items and the shop's order number.
+    """
+    lines = {line.line_id: line for line in (fact.lines if fact else [])}
+    line_ids: list[str] = []
+    for part in parts:
+        line_ids.extend(i for i in part.get("line_ids", []) if i not in line_ids)
+    context: dict[str, Any] = {
+        "merchant": merchant,
+        "support_email": support_email,
+        "order_ref": (fact.external_id if fact and fact.external_id else notice.order_id),
+        "reason": notice.reason,
+        "items": [
+            {"sku": lines[i].sku, "quantity": lines[i].quantity} for i in line_ids if i in lines
+        ],
+        "all_lines": bool(lines) and set(lines) <= set(line_ids),
+    }
+    if kind is Kind.SHIPMENT_DELAYED:
+        dates = [datetime.fromisoformat(p["expected_by"]) for p in parts if p.get("expected_by")]
+        context["expected_by"] = max(dates) if dates else None
+    elif kind is Kind.SHIPMENT_DISPATCHED:
+        context["carrier"] = parts[0]["carrier"]
+        context["tracking_number"] = parts[0]["tracking_number"]
+    elif kind is Kind.ORDER_CANCELLED:
+        context["cancel_reason"] = parts[0].get("cancel_reason") if parts else None
+    elif kind is Kind.ORDER_ROUTING_FAILED:
+        context["routing_reason"] = parts[0].get("routing_reason") if parts else None
+        if not lines:
+            context["all_lines"] = True
+    return context
+
+
 SAMPLES: dict[Kind, dict[str, Any]] = {
     Kind.SHIPMENT_DELAYED: {
         "reason": "no_tracking_by_deadline",
@@ -103,3 +154,14 @@ SAMPLES: dict[Kind, dict[str, Any]] = {
     },
 }
 """What the preview endpoint fills a template with."""
+
+
+def sample_context(kind: Kind, locale: str) -> dict[str, Any]:
+    """The whole context a preview renders `kind` with."""
+    return {
+        "merchant": "Dropship Demo Store",
+        "support_email": "support@dropship.example",
+        "order_ref": "#1042",
+        "customer_name": "Alex Doe" if not locale.lower().startswith("zh") else "张三",
+        **SAMPLES[kind],
+    }

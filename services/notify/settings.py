@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import ClassVar
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from services.notify.channel_config import OpsWebhook, SmtpConfig, parse_ops_webhooks
 from services.notify.domain import ResponseTargets, RetryPolicy
 from shared.settings import ServiceSettings
-
-
-class OpsWebhook(BaseModel):
-    """One ops alert channel from `DROPSHIP_OPS_WEBHOOKS`."""
-
-    kind: Literal["slack", "dingtalk", "wecom", "feishu", "generic"]
-    url: str
-    secret: SecretStr | None = None
-    name: str | None = Field(None, max_length=64)
-    """Shown in the delivery log; defaults to `<kind>-<position>`."""
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http(s) URL")
-        return value
 
 
 class NotifySettings(ServiceSettings):
@@ -47,10 +29,6 @@ class NotifySettings(ServiceSettings):
     """JSON list of `{"kind", "url", "secret"?, "name"?}`, see `OpsWebhook`."""
     order_url: str = Field("http://127.0.0.1:8001", validation_alias="DROPSHIP_ORDER_URL")
     """Where the order service answers `GET /v1/orders/{id}/contact`."""
-    supplier_url: str | None = Field(
-        "http://127.0.0.1:8002", validation_alias="DROPSHIP_SUPPLIER_URL"
-    )
-    """Whose `/metrics` are read for open circuit breakers (unset: not watched)."""
     public_url: str | None = Field(None, validation_alias="DROPSHIP_NOTIFY_PUBLIC_URL")
     """Base URL of this service as ops reach it, for the acknowledge link in alerts."""
 
@@ -79,7 +57,7 @@ class NotifySettings(ServiceSettings):
     dlq_watch_s: float = Field(30.0, gt=0)
     """How often DLQ depths are read from the broker; growth raises an alert."""
 
-    @field_validator("smtp_url", "sms_webhook_url", "supplier_url", mode="before")
+    @field_validator("smtp_url", "sms_webhook_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -93,7 +71,7 @@ class NotifySettings(ServiceSettings):
             raise ValueError(f"DROPSHIP_OPS_WEBHOOKS is not JSON: {exc.msg}") from exc
         if not isinstance(raw, list):
             raise ValueError("DROPSHIP_OPS_WEBHOOKS must be a JSON list")
-        names = [w.name for w in _parse(raw)]
+        names = [w.name for w in parse_ops_webhooks(raw)]
         if len(set(names)) != len(names):
             raise ValueError("DROPSHIP_OPS_WEBHOOKS channel names must be unique")
         return value
@@ -103,14 +81,12 @@ class NotifySettings(ServiceSettings):
         if self.public_url is None:
             self.public_url = f"http://127.0.0.1:{self.http_port}"
         if self.smtp_url is not None:
-            from services.notify.channels import SmtpMailer
-
-            SmtpMailer.from_url(self.smtp_url.get_secret_value())  # fail at start, not at send
+            SmtpConfig.from_url(self.smtp_url.get_secret_value())  # fail at start, not at send
         return self
 
     @property
     def ops_channels(self) -> list[OpsWebhook]:
-        return _parse(json.loads(self.ops_webhooks or "[]"))
+        return parse_ops_webhooks(json.loads(self.ops_webhooks or "[]"))
 
     @property
     def response_targets(self) -> ResponseTargets:
@@ -127,11 +103,3 @@ class NotifySettings(ServiceSettings):
             initial=timedelta(seconds=self.send_backoff_s),
             maximum=timedelta(seconds=self.send_backoff_max_s),
         )
-
-
-def _parse(raw: list[Any]) -> list[OpsWebhook]:
-    hooks = [OpsWebhook.model_validate(item) for item in raw]
-    return [
-        hook if hook.name else hook.model_copy(update={"name": f"{hook.kind}-{i}"})
-        for i, hook in enumerate(hooks)
-    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -94,4 +95,13 @@ watch_state = Table(
     Column("topic", String(128), primary_key=True),
     Column("depth", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+supplier_status = Table(
+    "supplier_status",
+    metadata,
+    Column("supplier_id", String(64), primary_key=True),
+    Column("available", Boolean, nullable=False),
+    Column("outages", Integer, nullable=False),  # numbers each outage: one alert per outage
+    Column("changed_at", DateTime(timezone=True), nullable=True),
 )

@@ -145,7 +145,6 @@ async def test_notify_killed_mid_send_sends_the_notice_once(
             "DROPSHIP_DATA_DIR": str(tmp_path),
             "DROPSHIP_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
             "DROPSHIP_ORDER_URL": f"http://127.0.0.1:{order_port}",
-            "DROPSHIP_SUPPLIER_URL": "",
             "DROPSHIP_DIGEST_WINDOW_S": "0",
             "DROPSHIP_SENDER_POLL_S": "0.2",
             "DROPSHIP_SEND_LEASE_S": "2",

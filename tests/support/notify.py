@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 
 from shared.infra import free_port
 from shared.testing import eventually
@@ -89,8 +89,6 @@ class Sink:
     received: list[Hook] = field(default_factory=list)
     script: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
     """Per kind, canned (status, headers) answers to give before answering normally."""
-    metrics: str = ""
-    """What `GET /metrics` serves (a supplier service's Prometheus exposition)."""
 
     def of(self, kind: str) -> list[Hook]:
         return [hook for hook in self.received if hook.kind == kind]
@@ -101,10 +99,6 @@ class Sink:
     def app(self) -> FastAPI:
         app = FastAPI()
         app.state.runtime = None
-
-        @app.get("/metrics")
-        async def metrics() -> Any:
-            return PlainTextResponse(self.metrics)
 
         @app.post("/{kind}")
         async def receive(kind: str, request: Request) -> Any:

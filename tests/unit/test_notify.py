@@ -177,7 +177,8 @@ def test_alert_text_says_severity_escalation_and_how_to_ack():
 )
 def test_smtp_url_forms(url, tls, starttls, port, user, verify):
     mailer = SmtpMailer.from_url(url)
-    assert (mailer.use_tls, mailer.start_tls, mailer.port, mailer.username, mailer.verify) == (
+    c = mailer.config
+    assert (c.use_tls, c.start_tls, c.port, c.username, c.verify) == (
         tls,
         starttls,
         port,

@@ -1,0 +1,7 @@
+"""Notify repositories on the unit of work; each returns records from `domain`, never rows."""
+
+from services.notify.repository.alerts import Alerts
+from services.notify.repository.facts import DlqDepths, OrderFacts, SupplierWatches
+from services.notify.repository.notifications import Notifications
+
+__all__ = ["Alerts", "DlqDepths", "Notifications", "OrderFacts", "SupplierWatches"]

@@ -1,0 +1,134 @@
+"""What notify knows of the world: order facts, DLQ depths and supplier availability."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notify.domain import FactLine, OrderFact, SupplierWatch
+from services.notify.tables import order_fact, supplier_share, supplier_status, watch_state
+from shared.db import aware, dialect_insert
+
+
+class OrderFacts:
+    """Orders as their events described them, and which lines each supplier took."""
+
+    def __init__(self, session: AsyncSession, dialect: str) -> None:
+        self.session = session
+        self.dialect = dialect
+
+    async def add(self, fact: OrderFact) -> None:
+        """Record a placed order (once: a redelivery changes nothing)."""
+        stmt = (
+            dialect_insert(self.dialect)(order_fact)
+            .values(
+                order_id=fact.order_id,
+                external_id=fact.external_id,
+                channel=fact.channel,
+                currency=fact.currency,
+                placed_at=fact.placed_at,
+                lines=[
+                    {"line_id": line.line_id, "sku": line.sku, "quantity": line.quantity}
+                    for line in fact.lines
+                ],
+            )
+            .on_conflict_do_nothing()
+        )
+        await self.session.execute(stmt)
+
+    async def get(self, order_id: str) -> OrderFact | None:
+        query = select(order_fact).where(order_fact.c.order_id == order_id)
+        row = (await self.session.execute(query)).first()
+        if row is None:
+            return None
+        return OrderFact(
+            order_id=row.order_id,
+            external_id=row.external_id,
+            channel=row.channel,
+            currency=row.currency,
+            placed_at=aware(row.placed_at) or row.placed_at,
+            lines=[FactLine(ln["line_id"], ln["sku"], int(ln["quantity"])) for ln in row.lines],
+        )
+
+    async def record_share(
+        self, order_id: str, supplier_id: str, line_ids: list[str], ship_by: datetime
+    ) -> None:
+        """The lines a supplier confirmed (its latest confirmation wins)."""
+        stmt = (
+            dialect_insert(self.dialect)(supplier_share)
+            .values(order_id=order_id, supplier_id=supplier_id, line_ids=line_ids, ship_by=ship_by)
+            .on_conflict_do_update(
+                index_elements=[supplier_share.c.order_id, supplier_share.c.supplier_id],
+                set_={"line_ids": line_ids, "ship_by": ship_by},
+            )
+        )
+        await self.session.execute(stmt)
+
+    async def share_lines(self, order_id: str, supplier_id: str) -> list[str] | None:
+        """The lines a supplier confirmed; None before its confirmation arrived."""
+        query = select(supplier_share.c.line_ids).where(
+            supplier_share.c.order_id == order_id, supplier_share.c.supplier_id == supplier_id
+        )
+        found = (await self.session.execute(query)).scalar_one_or_none()
+        return None if found is None else [str(line_id) for line_id in found]
+
+
+class DlqDepths:
+    """The depth of each dead-letter queue at the last reading."""
+
+    def __init__(self, session: AsyncSession, dialect: str) -> None:
+        self.session = session
+        self.dialect = dialect
+
+    async def all(self) -> dict[str, int]:
+        rows = await self.session.execute(select(watch_state.c.topic, watch_state.c.depth))
+        return {topic: int(depth) for topic, depth in rows.all()}
+
+    async def set(self, topic: str, depth: int) -> None:
+        now = datetime.now(UTC)
+        stmt = dialect_insert(self.dialect)(watch_state).values(
+            topic=topic, depth=depth, updated_at=now
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[watch_state.c.topic], set_={"depth": depth, "updated_at": now}
+        )
+        await self.session.execute(stmt)
+
+
+class SupplierWatches:
+    """Each supplier's availability, as its status events told it."""
+
+    def __init__(self, session: AsyncSession, dialect: str) -> None:
+        self.session = session
+        self.dialect = dialect
+
+    async def get(self, supplier_id: str) -> SupplierWatch:
+        """The supplier's watch, locked for update; a fresh (available) one if never seen."""
+        query = select(supplier_status).where(supplier_status.c.supplier_id == supplier_id)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).first()
+        if row is None:
+            return SupplierWatch(supplier_id)
+        return SupplierWatch(
+            supplier_id=row.supplier_id,
+            available=row.available,
+            outages=row.outages,
+            changed_at=aware(row.changed_at),
+        )
+
+    async def save(self, watch: SupplierWatch) -> None:
+        values = {
+            "available": watch.available,
+            "outages": watch.outages,
+            "changed_at": watch.changed_at,
+        }
+        stmt = dialect_insert(self.dialect)(supplier_status).values(
+            supplier_id=watch.supplier_id, **values
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[supplier_status.c.supplier_id], set_=values
+        )
+        await self.session.execute(stmt)

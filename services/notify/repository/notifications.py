@@ -1,0 +1,298 @@
+"""The notification log: queued sends, their leases and outcomes, and pages of the log."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notify.domain import InvalidCursor, Notification, NotificationFilter, Status
+from services.notify.tables import notification
+from shared.db import aware, dialect_insert
+
+
+def encode_cursor(created_at: datetime, notification_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), notification_id])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created), str(last_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidCursor() from exc
+
+
+def _notification(row: Row[Any]) -> Notification:
+    return Notification(
+        id=row.id,
+        dedupe_key=row.dedupe_key,
+        channel=row.channel,
+        target=row.target,
+        recipient_kind=row.recipient_kind,
+        order_id=row.order_id,
+        kind=row.kind,
+        reason=row.reason,
+        alert_id=row.alert_id,
+        severity=row.severity,
+        template=row.template,
+        locale=row.locale,
+        status=Status(row.status),
+        attempts=row.attempts,
+        next_attempt_at=aware(row.next_attempt_at) or row.next_attempt_at,
+        last_error=row.last_error,
+        details=dict(row.details),
+        created_at=aware(row.created_at) or row.created_at,
+        sent_at=aware(row.sent_at),
+    )
+
+
+class Notifications:
+    """The notification log: one row per send per channel, unique per (dedupe key, channel,
+    target), claimed by senders under a lease fenced by the attempt number."""
+
+    def __init__(self, session: AsyncSession, dialect: str, on_queued: Callable[[], None]) -> None:
+        self.session = session
+        self.dialect = dialect
+        self._on_queued = on_queued
+
+    async def queue(
+        self,
+        *,
+        dedupe_key: str,
+        channel: str,
+        target: str,
+        recipient_kind: str,
+        order_id: str | None,
+        kind: str,
+        reason: str,
+        template: str,
+        details: dict[str, Any],
+        not_before: datetime,
+        alert_id: str | None = None,
+        severity: str | None = None,
+    ) -> bool:
+        """Queue one send; False if this (dedupe key, channel, target) was queued before."""
+        now = datetime.now(UTC)
+        stmt = (
+            dialect_insert(self.dialect)(notification)
+            .values(
+                id=str(uuid.uuid4()),
+                dedupe_key=dedupe_key,
+                channel=channel,
+                target=target,
+                recipient_kind=recipient_kind,
+                order_id=order_id,
+                kind=kind,
+                reason=reason,
+                alert_id=alert_id,
+                severity=severity,
+                template=template,
+                status=Status.PENDING.value,
+                attempts=0,
+                next_attempt_at=not_before,
+                details=details,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+        )
+        result = await self.session.execute(stmt)
+        fresh = bool(getattr(result, "rowcount", 0) == 1)
+        if fresh:
+            self._on_queued()
+        return fresh
+
+    async def waiting_with_key(self, dedupe_key: str) -> list[Notification]:
+        """Sends of a notice still waiting to go out (their details can still grow)."""
+        query = select(notification).where(
+            notification.c.dedupe_key == dedupe_key,
+            notification.c.status == Status.PENDING.value,
+            notification.c.attempts == 0,
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        return [_notification(row) for row in await self.session.execute(query)]
+
+    async def set_details(self, notification_id: str, details: dict[str, Any]) -> None:
+        await self.session.execute(
+            update(notification)
+            .where(notification.c.id == notification_id)
+            .values(details=details, updated_at=datetime.now(UTC))
+        )
+
+    async def claim_due(self, now: datetime, lease: timedelta, limit: int) -> list[Notification]:
+        """Take due sends (pending and due, or sending with an expired lease) under a lease.
+
+        Each comes back as claimed: `sending`, its `attempts` counting this attempt, the
+        number a later `finish` or `reschedule` must present.
+        """
+        query = (
+            select(notification)
+            .where(
+                or_(
+                    and_(
+                        notification.c.status == Status.PENDING.value,
+                        notification.c.next_attempt_at <= now,
+                    ),
+                    and_(
+                        notification.c.status == Status.SENDING.value,
+                        notification.c.lease_until < now,
+                    ),
+                )
+            )
+            .order_by(notification.c.next_attempt_at)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        due = [_notification(row) for row in await self.session.execute(query)]
+        if due:
+            await self.session.execute(
+                update(notification)
+                .where(notification.c.id.in_([n.id for n in due]))
+                .values(
+                    status=Status.SENDING.value,
+                    lease_until=now + lease,
+                    attempts=notification.c.attempts + 1,
+                    updated_at=now,
+                )
+            )
+        return [replace(n, status=Status.SENDING, attempts=n.attempts + 1) for n in due]
+
+    async def finish(
+        self,
+        claimed: Notification,
+        status: Status,
+        *,
+        error: str | None = None,
+        locale: str | None = None,
+        recipient_hash: str | None = None,
+    ) -> bool:
+        """Record a terminal outcome; False if the row was no longer being sent by us.
+
+        The claim's attempt number fences the write: if our lease expired and another
+        sender claimed the row (bumping `attempts`), our late outcome is dropped instead
+        of overwriting its.
+        """
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {
+            "status": status.value,
+            "lease_until": None,
+            "last_error": error,
+            "updated_at": now,
+        }
+        if status is Status.SENT:
+            values["sent_at"] = now
+        if locale is not None:
+            values["locale"] = locale
+        if recipient_hash is not None:
+            values["recipient_hash"] = recipient_hash
+        result = await self.session.execute(
+            update(notification)
+            .where(
+                notification.c.id == claimed.id,
+                notification.c.status == Status.SENDING.value,
+                notification.c.attempts == claimed.attempts,
+            )
+            .values(**values)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def reschedule(self, claimed: Notification, at: datetime, error: str) -> None:
+        """Back to pending until `at` (fenced like `finish`)."""
+        await self.session.execute(
+            update(notification)
+            .where(
+                notification.c.id == claimed.id,
+                notification.c.status == Status.SENDING.value,
+                notification.c.attempts == claimed.attempts,
+            )
+            .values(
+                status=Status.PENDING.value,
+                next_attempt_at=at,
+                lease_until=None,
+                last_error=error,
+                updated_at=datetime.now(UTC),
+            )
+        )
+
+    async def sent_to_recipient_since(self, recipient_hash: str, since: datetime) -> int:
+        """Distinct notices sent to one customer since `since` (e-mail + SMS of one notice = 1)."""
+        query = select(func.count(func.distinct(notification.c.dedupe_key))).where(
+            notification.c.recipient_hash == recipient_hash,
+            notification.c.status == Status.SENT.value,
+            notification.c.sent_at >= since,
+            notification.c.recipient_kind == "customer",
+        )
+        return int((await self.session.execute(query)).scalar_one())
+
+    async def notice_sent_to(self, recipient_hash: str, dedupe_key: str) -> bool:
+        """Whether another channel of this notice already reached this customer."""
+        query = select(func.count()).where(
+            notification.c.recipient_hash == recipient_hash,
+            notification.c.dedupe_key == dedupe_key,
+            notification.c.status == Status.SENT.value,
+        )
+        return bool((await self.session.execute(query)).scalar_one())
+
+    async def get(self, notification_id: str) -> Notification | None:
+        query = select(notification).where(notification.c.id == notification_id)
+        row = (await self.session.execute(query)).first()
+        return None if row is None else _notification(row)
+
+    async def page(
+        self, flt: NotificationFilter, limit: int, cursor: str | None
+    ) -> tuple[list[Notification], str | None]:
+        """One page, oldest first, and the cursor of the next page (None on the last)."""
+        query = select(notification)
+        if flt.order_id is not None:
+            query = query.where(notification.c.order_id == flt.order_id)
+        if flt.status is not None:
+            query = query.where(notification.c.status == flt.status.value)
+        if flt.recipient_kind is not None:
+            query = query.where(notification.c.recipient_kind == flt.recipient_kind)
+        if cursor is not None:
+            created, last_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    notification.c.created_at > created,
+                    and_(notification.c.created_at == created, notification.c.id > last_id),
+                )
+            )
+        query = query.order_by(notification.c.created_at, notification.c.id).limit(limit + 1)
+        rows = [_notification(row) for row in await self.session.execute(query)]
+        page = rows[:limit]
+        more = len(rows) > limit
+        return page, encode_cursor(page[-1].created_at, page[-1].id) if more else None
+
+    async def requeue(self, notification_id: str) -> bool:
+        """Send a dead notification again, from a fresh attempt budget; False unless dead."""
+        now = datetime.now(UTC)
+        result = await self.session.execute(
+            update(notification)
+            .where(
+                notification.c.id == notification_id,
+                notification.c.status == Status.DEAD.value,
+            )
+            .values(
+                status=Status.PENDING.value,
+                attempts=0,
+                next_attempt_at=now,
+                last_error=None,
+                updated_at=now,
+            )
+        )
+        fresh = bool(getattr(result, "rowcount", 0) == 1)
+        if fresh:
+            self._on_queued()
+        return fresh

@@ -1,0 +1,61 @@
+"""Background loops beside the sender: escalation of unacknowledged alerts, and the DLQ watch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.notify.handlers import alerts
+from services.notify.store import NotifyUnitOfWork
+from shared.bus import DLQ_SUFFIX, EVENT_TOPICS
+from shared.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+async def escalation_loop(uows: Callable[[], NotifyUnitOfWork], interval_s: float) -> None:
+    while True:
+        await alerts.escalate_overdue(uows())
+        await asyncio.sleep(interval_s)
+
+
+async def read_dlq_depths(consumer: AIOKafkaConsumer) -> dict[str, int]:
+    """Messages currently held by each `<topic>.dlq` (end minus beginning offsets)."""
+    topics = [topic + DLQ_SUFFIX for topic in EVENT_TOPICS]
+    await consumer._client.force_metadata_update()
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    if not partitions:
+        return {}
+    ends = await consumer.end_offsets(partitions)
+    starts = await consumer.beginning_offsets(partitions)
+    depths: dict[str, int] = {}
+    for tp in partitions:
+        depths[tp.topic] = depths.get(tp.topic, 0) + ends[tp] - starts[tp]
+    return depths
+
+
+async def dlq_watch(runtime: ServiceRuntime[NotifyUnitOfWork], interval_s: float) -> None:
+    """Alert when a dead-letter queue grows."""
+    await runtime.bus.wait_connected()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=runtime.settings.kafka_bootstrap, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        while True:
+            try:
+                depths = await read_dlq_depths(consumer)
+            except Exception:
+                log.warning("could not read DLQ depths", exc_info=True)
+            else:
+                await alerts.record_dlq_depths(runtime.uow(), depths)
+            await asyncio.sleep(interval_s)
+    finally:
+        await consumer.stop()
