@@ -90,7 +90,6 @@ def up() -> int:
     )
     # notify reads contacts from the order service and breaker states from the supplier's
     env.setdefault("DROPSHIP_ORDER_URL", f"http://127.0.0.1:{port_of('order')}")
-    env.setdefault("DROPSHIP_SUPPLIER_URL", f"http://127.0.0.1:{port_of('supplier')}")
     broker: EmbeddedBroker | None = None
     children: list[Child] = []
     stopping = False
