@@ -22,8 +22,15 @@ EARLIEST = date(2000, 1, 1)
 LATEST = date(2999, 12, 31)
 
 
-async def new_uow(request: Request) -> MetricsUnitOfWork:
+async def _runtime(request: Request) -> ServiceRuntime[MetricsUnitOfWork]:
     runtime: ServiceRuntime[MetricsUnitOfWork] = request.app.state.runtime
+    return runtime
+
+
+Runtime = Annotated[ServiceRuntime[MetricsUnitOfWork], Depends(_runtime)]
+
+
+async def new_uow(runtime: Runtime) -> MetricsUnitOfWork:
     return runtime.uow()
 
 
@@ -163,7 +170,5 @@ async def supplier_ranking(facts: Facts, days: Window) -> dict[str, object]:
 
 
 @router.get("/events/counts", summary="How many distinct events of each type have been applied")
-async def event_counts(request: Request, uow: UoW) -> dict[str, int]:
-    runtime: ServiceRuntime[MetricsUnitOfWork] = request.app.state.runtime
-    async with uow:
-        return await uow.tallies(runtime.name)
+async def event_counts(runtime: Runtime, uow: UoW) -> dict[str, int]:
+    return await queries.event_counts(runtime.name, uow)

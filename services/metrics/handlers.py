@@ -1,17 +1,18 @@
-"""Metrics consumer: a batch of fresh events becomes fact rows, written set-based in one go.
+"""Metrics handlers: a batch of fresh events becomes fact rows, written set-based in one go.
 
 The platform consumer hands over the events of one partition that the inbox has not
-seen (claimed in bulk), and `apply_batch` turns them into rows and writes each table
-with one statement (`bulk`). Nothing here depends on the order events arrive in.
+seen (claimed in bulk), and `apply_batch` turns them into rows (one small function per
+event type, wired in `FACTS`) and writes each table with one statement (`bulk`).
+Nothing here depends on the order events arrive in.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table
 
@@ -31,6 +32,8 @@ from shared.events import (
     ShipmentDispatched,
     SupplierConfirmed,
 )
+
+E = TypeVar("E", bound=EventData)
 
 MICROS = 6
 _MAX_MICROS = 2**63 - 1
@@ -54,116 +57,159 @@ def utc(moment: datetime) -> datetime:
 Rows = dict[Table, list[dict[str, Any]]]
 
 
+FactRows = Callable[[Envelope, E, Rows], None]
+"""Appends the fact rows of one event of type `E` to `rows` (by table)."""
+
+
+def _sale(envelope: Envelope, data: OrderPlaced, rows: Rows) -> None:
+    total = 0
+    for line in data.lines:
+        price = micros(line.unit_price, f"lines[{line.line_id}].unit_price")
+        total += price * line.quantity
+        rows[t.sale_line].append(
+            {
+                "order_id": data.order_id,
+                "line_id": line.line_id,
+                "quantity": line.quantity,
+                "unit_price_micros": price,
+            }
+        )
+    rows[t.sale].append(
+        {
+            "order_id": data.order_id,
+            "event_id": envelope.id,
+            "channel": data.channel,
+            "currency": data.currency,
+            "total_micros": total,
+            "units": sum(line.quantity for line in data.lines),
+            "placed_at": utc(data.placed_at),
+        }
+    )
+
+
+def _confirmation(envelope: Envelope, data: SupplierConfirmed, rows: Rows) -> None:
+    rows[t.confirmation].append(
+        {
+            "event_id": envelope.id,
+            "order_id": data.order_id,
+            "supplier_id": data.supplier_id,
+            "currency": data.currency,
+            "confirmed_at": utc(envelope.time),
+            "ship_by": utc(data.ship_by),
+        }
+    )
+    for cl in data.lines:
+        rows[t.confirmation_line].append(
+            {
+                "event_id": envelope.id,
+                "line_id": cl.line_id,
+                "order_id": data.order_id,
+                "quantity": cl.quantity,
+                "unit_cost_micros": micros(cl.unit_cost, f"lines[{cl.line_id}].unit_cost"),
+            }
+        )
+
+
+def _dispatch(envelope: Envelope, data: ShipmentDispatched, rows: Rows) -> None:
+    rows[t.dispatch].append(
+        {
+            "event_id": envelope.id,
+            "order_id": data.order_id,
+            "supplier_id": data.supplier_id,
+            "tracking_number": data.tracking_number,
+            "dispatched_at": utc(envelope.time),
+        }
+    )
+
+
+def _delay(envelope: Envelope, data: ShipmentDelayed, rows: Rows) -> None:
+    rows[t.delay].append(
+        {
+            "event_id": envelope.id,
+            "order_id": data.order_id,
+            "supplier_id": data.supplier_id,
+            "reason": data.reason.value,
+            "severity": data.severity.value,
+            "delayed_at": utc(envelope.time),
+        }
+    )
+
+
+def _delivery(envelope: Envelope, data: ShipmentDelivered, rows: Rows) -> None:
+    rows[t.delivery].append(
+        {
+            "event_id": envelope.id,
+            "order_id": data.order_id,
+            "tracking_number": data.tracking_number,
+            "delivered_at": utc(data.delivered_at),
+        }
+    )
+
+
+def _cancellation(envelope: Envelope, data: OrderCancelled, rows: Rows) -> None:
+    rows[t.cancellation].append(
+        {
+            "event_id": envelope.id,
+            "order_id": data.order_id,
+            "reason": data.reason[:200],
+            "cancelled_at": utc(envelope.time),
+        }
+    )
+
+
+def _routing_failure(envelope: Envelope, data: OrderRoutingFailed, rows: Rows) -> None:
+    rows[t.routing_failure].append(
+        {
+            "event_id": envelope.id,
+            "order_id": data.order_id,
+            "reason": data.reason.value,
+            "lines": len(data.line_ids),
+            "failed_at": utc(envelope.time),
+        }
+    )
+
+
+def _notice(envelope: Envelope, data: NotificationSent, rows: Rows) -> None:
+    rows[t.notice].append(
+        {
+            "event_id": envelope.id,
+            "order_id": data.order_id,
+            "kind": data.kind,
+            "channel": data.channel,
+            "recipient_kind": data.recipient_kind,
+            "status": data.status,
+            "sent_at": utc(envelope.time),
+        }
+    )
+
+
+def _facts(model: type[E], rows_of: FactRows[E]) -> tuple[type[EventData], FactRows[EventData]]:
+    # sound: `fact_rows` looks the function up by the event's exact type, so it is only
+    # ever called with an instance of `model`
+    return model, cast(FactRows[EventData], rows_of)
+
+
+FACTS: Mapping[type[EventData], FactRows[EventData]] = dict(
+    (
+        _facts(OrderPlaced, _sale),
+        _facts(SupplierConfirmed, _confirmation),
+        _facts(ShipmentDispatched, _dispatch),
+        _facts(ShipmentDelayed, _delay),
+        _facts(ShipmentDelivered, _delivery),
+        _facts(OrderCancelled, _cancellation),
+        _facts(OrderRoutingFailed, _routing_failure),
+        _facts(NotificationSent, _notice),
+    )
+)
+"""Event model -> the function that turns one such event into fact rows."""
+
+
 def fact_rows(envelope: Envelope, data: EventData, rows: Rows) -> None:
     """Append the fact rows of one event to `rows` (by table)."""
-    when = utc(envelope.time)
-    eid = envelope.id
-    if isinstance(data, OrderPlaced):
-        total = 0
-        for line in data.lines:
-            price = micros(line.unit_price, f"lines[{line.line_id}].unit_price")
-            total += price * line.quantity
-            rows[t.sale_line].append(
-                {
-                    "order_id": data.order_id,
-                    "line_id": line.line_id,
-                    "quantity": line.quantity,
-                    "unit_price_micros": price,
-                }
-            )
-        rows[t.sale].append(
-            {
-                "order_id": data.order_id,
-                "event_id": eid,
-                "channel": data.channel,
-                "currency": data.currency,
-                "total_micros": total,
-                "units": sum(line.quantity for line in data.lines),
-                "placed_at": utc(data.placed_at),
-            }
-        )
-    elif isinstance(data, SupplierConfirmed):
-        rows[t.confirmation].append(
-            {
-                "event_id": eid,
-                "order_id": data.order_id,
-                "supplier_id": data.supplier_id,
-                "currency": data.currency,
-                "confirmed_at": when,
-                "ship_by": utc(data.ship_by),
-            }
-        )
-        for cl in data.lines:
-            rows[t.confirmation_line].append(
-                {
-                    "event_id": eid,
-                    "line_id": cl.line_id,
-                    "order_id": data.order_id,
-                    "quantity": cl.quantity,
-                    "unit_cost_micros": micros(cl.unit_cost, f"lines[{cl.line_id}].unit_cost"),
-                }
-            )
-    elif isinstance(data, ShipmentDispatched):
-        rows[t.dispatch].append(
-            {
-                "event_id": eid,
-                "order_id": data.order_id,
-                "supplier_id": data.supplier_id,
-                "tracking_number": data.tracking_number,
-                "dispatched_at": when,
-            }
-        )
-    elif isinstance(data, ShipmentDelayed):
-        rows[t.delay].append(
-            {
-                "event_id": eid,
-                "order_id": data.order_id,
-                "supplier_id": data.supplier_id,
-                "reason": data.reason.value,
-                "severity": data.severity.value,
-                "delayed_at": when,
-            }
-        )
-    elif isinstance(data, ShipmentDelivered):
-        rows[t.delivery].append(
-            {
-                "event_id": eid,
-                "order_id": data.order_id,
-                "tracking_number": data.tracking_number,
-                "delivered_at": utc(data.delivered_at),
-            }
-        )
-    elif isinstance(data, OrderCancelled):
-        rows[t.cancellation].append(
-            {
-                "event_id": eid,
-                "order_id": data.order_id,
-                "reason": data.reason[:200],
-                "cancelled_at": when,
-            }
-        )
-    elif isinstance(data, OrderRoutingFailed):
-        rows[t.routing_failure].append(
-            {
-                "event_id": eid,
-                "order_id": data.order_id,
-                "reason": data.reason.value,
-                "lines": len(data.line_ids),
-                "failed_at": when,
-            }
-        )
-    elif isinstance(data, NotificationSent):
-        rows[t.notice].append(
-            {
-                "event_id": eid,
-                "order_id": data.order_id,
-                "kind": data.kind,
-                "channel": data.channel,
-                "recipient_kind": data.recipient_kind,
-                "status": data.status,
-                "sent_at": when,
-            }
-        )
+    rows_of = FACTS.get(type(data))
+    if rows_of is None:
+        raise PermanentError(f"no facts are kept for {envelope.type}")
+    rows_of(envelope, data, rows)
 
 
 async def apply_batch(events: Sequence[tuple[Envelope, EventData]], uow: MetricsUnitOfWork) -> None:
@@ -171,9 +217,17 @@ async def apply_batch(events: Sequence[tuple[Envelope, EventData]], uow: Metrics
     rows: Rows = defaultdict(list)
     for envelope, data in events:
         fact_rows(envelope, data, rows)
-    await uow.add_facts(rows)
+    await uow.facts.add(rows)
     uow.after_commit(lambda: exposition.observe(rows))
 
 
 async def apply_one(envelope: Envelope, data: EventData, uow: MetricsUnitOfWork) -> None:
     await apply_batch([(envelope, data)], uow)
+
+
+async def reset(consumer: str, uow: MetricsUnitOfWork) -> None:
+    """Forget every fact and every applied event, for a rebuild from the topics."""
+    async with uow:
+        await uow.facts.clear()
+        await uow.applied.forget(consumer)
+        await uow.commit()

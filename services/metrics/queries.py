@@ -1,4 +1,4 @@
-"""Read side: the KPI report and the supplier ranking of a window of UTC days."""
+"""Read side: the KPI report and supplier ranking of a window of UTC days, event counts."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class FactsCache:
 
     async def _load(self, window: Window) -> domain.Facts:
         async with self._uows() as uow:
-            return await uow.load_facts(window.start, window.end)
+            return await uow.facts.load(window.start, window.end)
 
     async def facts(self, window: Window) -> domain.Facts:
         if self._ttl_s <= 0:
@@ -84,3 +84,9 @@ async def supplier_ranking(cache: FactsCache, window: Window) -> dict[str, Any]:
         for n, item in enumerate(domain.ranking(items), start=1)
     ]
     return {"from": window.first, "to": window.last, "items": ranked, "next_cursor": None}
+
+
+async def event_counts(consumer: str, uow: MetricsUnitOfWork) -> dict[str, int]:
+    """How many distinct events of each type `consumer` has applied."""
+    async with uow:
+        return await uow.applied.counts(consumer)

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from services.metrics import handlers
 from services.metrics.app import MIGRATIONS
 from services.metrics.consumers import BATCH, CONSUMERS
 from services.metrics.settings import MetricsSettings
@@ -80,9 +81,7 @@ async def rebuild(
         if settings.migrate_on_start:
             await migrate_async(MIGRATIONS, settings.db_url)
         if reset:
-            async with MetricsUnitOfWork(sessions) as uow:
-                await uow.reset(settings.service_name)
-                await uow.commit()
+            await handlers.reset(settings.service_name, MetricsUnitOfWork(sessions))
         processor = MessageProcessor(
             settings.service_name,
             CONSUMERS,

@@ -1,4 +1,9 @@
-"""Order service HTTP API: requests to commands, domain errors to statuses; nothing else."""
+"""Order service HTTP API: requests to commands, results to responses, domain errors to statuses.
+
+Routes translate and handlers decide: a route builds the command, calls one handler and
+renders its result; domain errors propagate to `DOMAIN_ERRORS`, mapped once for every
+route (webhooks included) by `shared.http.install_domain_errors`.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,16 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from services.order import handlers
-from services.order.domain import CannotCancel, OrderNotFound, Status
-from services.order.repository import InvalidCursor, OrderFilter
+from services.order.domain import Status
+from services.order.errors import (
+    CannotCancel,
+    DuplicateExternalOrder,
+    IdempotencyConflict,
+    InvalidCursor,
+    InvalidMarketplaceOrder,
+    OrderNotFound,
+)
+from services.order.repository import OrderFilter
 from services.order.schemas import (
     CancelIn,
     Channel,
@@ -28,8 +41,18 @@ from services.order.schemas import (
 )
 from services.order.settings import OrderSettings
 from services.order.store import OrderUnitOfWork
-from shared.http import Conflict, NotFound, Unprocessable, check_api_key, check_bearer
+from shared.http import ErrorMapping, Unprocessable, check_api_key, check_bearer
 from shared.runtime import ServiceRuntime
+
+DOMAIN_ERRORS: dict[type[Exception], ErrorMapping] = {
+    OrderNotFound: ErrorMapping(404, "not_found"),
+    CannotCancel: ErrorMapping(409, "already_shipped"),
+    IdempotencyConflict: ErrorMapping(409, "idempotency_key_reused"),
+    DuplicateExternalOrder: ErrorMapping(409, "duplicate_external_id"),
+    InvalidCursor: ErrorMapping(422, "validation_error"),
+    InvalidMarketplaceOrder: ErrorMapping(422, "validation_error"),
+}
+"""Every order-service domain error (`services.order.errors`) as the error shape."""
 
 router = APIRouter(prefix="/v1")
 
@@ -77,10 +100,6 @@ ApiKey = Annotated[str, Depends(api_key)]
 ServiceToken = Annotated[None, Depends(service_token)]
 
 
-def _order_or_404(exc: OrderNotFound) -> NotFound:
-    return NotFound(str(exc), details={"order_id": exc.order_id})
-
-
 @router.post(
     "/orders",
     status_code=201,
@@ -103,17 +122,12 @@ async def create_order(
             json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()
         ).hexdigest()
         scope = hashlib.sha256(key.encode()).hexdigest()[:32]
-        idem = handlers.Idempotency(scope, idempotency_key, fingerprint)
-    try:
-        outcome = await handlers.place_order(body.to_command(), uow, render_order, idempotency=idem)
-    except handlers.IdempotencyConflict as exc:
-        raise Conflict(str(exc), code="idempotency_key_reused") from exc
-    except handlers.DuplicateExternalOrder as exc:
-        raise Conflict(
-            str(exc), code="duplicate_external_id", details={"order_id": exc.order_id}
-        ) from exc
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
-    return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)
+        idem = handlers.Idempotency(scope, idempotency_key, fingerprint, snapshot=render_order)
+    match await handlers.place_order(body.to_command(), uow, idempotency=idem):
+        case handlers.Replayed(snapshot):
+            return JSONResponse(snapshot, status_code=201, headers={"Idempotent-Replayed": "true"})
+        case handlers.Placed(order):
+            return JSONResponse(render_order(order), status_code=201)
 
 
 @router.get(
@@ -143,12 +157,7 @@ async def list_orders(
             details=[{"field": "query.created_from", "reason": "date out of range"}],
         ) from exc
     flt = OrderFilter(status.value if status else None, channel, *window)
-    try:
-        orders, next_cursor = await handlers.list_orders(flt, limit, cursor, uow)
-    except InvalidCursor as exc:
-        raise Unprocessable(
-            str(exc), details=[{"field": "query.cursor", "reason": str(exc)}]
-        ) from exc
+    orders, next_cursor = await handlers.list_orders(flt, limit, cursor, uow)
     return {"items": [render_order(o) for o in orders], "next_cursor": next_cursor}
 
 
@@ -158,10 +167,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 @router.get("/orders/{order_id}", response_model=OrderOut, tags=["orders"], summary="One order")
 async def read_order(order_id: str, uow: UoW, _: ApiKey) -> dict[str, Any]:
-    try:
-        return render_order(await handlers.get_order(order_id, uow))
-    except OrderNotFound as exc:
-        raise _order_or_404(exc) from exc
+    return render_order(await handlers.get_order(order_id, uow))
 
 
 @router.get(
@@ -171,10 +177,7 @@ async def read_order(order_id: str, uow: UoW, _: ApiKey) -> dict[str, Any]:
     summary="Every event that touched the order, in event order",
 )
 async def read_timeline(order_id: str, uow: UoW, _: ApiKey) -> dict[str, Any]:
-    try:
-        return render_timeline(await handlers.timeline(order_id, uow))
-    except OrderNotFound as exc:
-        raise _order_or_404(exc) from exc
+    return render_timeline(await handlers.timeline(order_id, uow))
 
 
 @router.post(
@@ -187,12 +190,7 @@ async def cancel(
     order_id: str, uow: UoW, _: ApiKey, body: Annotated[CancelIn | None, Body()] = None
 ) -> dict[str, Any]:
     reason = (body or CancelIn()).reason
-    try:
-        return render_order(await handlers.cancel_order(order_id, reason, uow))
-    except OrderNotFound as exc:
-        raise _order_or_404(exc) from exc
-    except CannotCancel as exc:
-        raise Conflict(str(exc), code="already_shipped") from exc
+    return render_order(await handlers.cancel_order(order_id, reason, uow))
 
 
 @router.get(
@@ -202,10 +200,7 @@ async def cancel(
     summary="Customer contact details (service token only; never logged)",
 )
 async def read_contact(order_id: str, uow: UoW, _: ServiceToken) -> dict[str, Any]:
-    try:
-        customer, redacted = await handlers.contact(order_id, uow)
-    except OrderNotFound as exc:
-        raise _order_or_404(exc) from exc
+    customer, redacted = await handlers.contact(order_id, uow)
     if redacted:
         return {
             "order_id": order_id,

@@ -14,6 +14,7 @@ from services.order import api, handlers, webhooks
 from services.order.consumers import CONSUMERS
 from services.order.settings import OrderSettings
 from services.order.store import OrderUnitOfWork
+from shared.http import install_domain_errors
 from shared.runtime import ServiceRuntime, build_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -44,6 +45,7 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
         title="Dropship order service",
         description="Storefront and marketplace orders: lifecycle, timeline, customer privacy.",
     )
+    install_domain_errors(app, api.DOMAIN_ERRORS)
     app.include_router(api.router)
     app.include_router(webhooks.router)
     return app

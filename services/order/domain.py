@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import IntEnum, StrEnum
 
+from services.order.errors import CannotCancel
 from shared.events import (
     EventData,
     OrderCancelled,
@@ -30,20 +31,6 @@ from shared.events import (
     ShipmentDispatched,
     SupplierConfirmed,
 )
-
-
-class OrderError(Exception):
-    """Root of the order service's domain errors."""
-
-
-class OrderNotFound(OrderError):
-    def __init__(self, order_id: str) -> None:
-        super().__init__(f"order {order_id} not found")
-        self.order_id = order_id
-
-
-class CannotCancel(OrderError):
-    """The order has shipped (or been delivered): it can no longer be cancelled."""
 
 
 class Status(StrEnum):

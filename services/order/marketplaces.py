@@ -11,17 +11,18 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs
 
+from services.order.errors import InvalidMarketplaceOrder
 from shared.money import minor_units
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _LOCALE = re.compile(r"^([A-Za-z]{2,3})(?:[-_]([A-Za-z]{4}))?(?:[-_]([A-Za-z]{2}|[0-9]{3}))?$")
 
 
-class MarketplacePayloadError(ValueError):
+class MarketplacePayloadError(InvalidMarketplaceOrder, ValueError):
     """A marketplace payload that cannot be mapped; `field` is a dotted path into it."""
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
+        super().__init__(f"{field}: {reason}", [{"field": f"body.{field}", "reason": reason}])
         self.field = field
         self.reason = reason
 

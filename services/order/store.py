@@ -15,7 +15,12 @@ __all__ = ["OrderUnitOfWork", "metadata"]
 
 
 class OrderUnitOfWork(UnitOfWork):
-    """The order service's transaction: orders, timeline, idempotency keys, webhook log."""
+    """The order service's transaction; its repositories are bound when it is entered."""
+
+    orders: OrderRepository
+    timeline: Timeline
+    idempotency: IdempotencyKeys
+    webhooks: WebhookDeliveries
 
     def __init__(
         self,
@@ -30,8 +35,9 @@ class OrderUnitOfWork(UnitOfWork):
 
     async def __aenter__(self) -> OrderUnitOfWork:
         await super().__aenter__()
-        self.orders = OrderRepository(self.session, self.cipher, self.dialect)
-        self.timeline = Timeline(self.session)
-        self.idempotency = IdempotencyKeys(self.session, self.dialect)
-        self.webhooks = WebhookDeliveries(self.session, self.dialect)
+        session, dialect = self.session, self.dialect
+        self.orders = OrderRepository(session, dialect, cipher=self.cipher)
+        self.timeline = Timeline(session, dialect)
+        self.idempotency = IdempotencyKeys(session, dialect)
+        self.webhooks = WebhookDeliveries(session, dialect)
         return self

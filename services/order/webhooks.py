@@ -1,9 +1,9 @@
-"""Marketplace webhooks (Shopify, WooCommerce): verify, dedupe, map, hand to the handlers.
+"""Marketplace webhook routes (Shopify, WooCommerce): verify, parse, hand over, render.
 
-Each delivery is acknowledged as soon as the order (and its outbox row) is committed;
-everything slower happens behind the outbox. A delivery id seen before is answered
-`duplicate` without effect; the effects are idempotent on their own too (one order per
-external id, cancelling twice is a no-op), so a retry after a crash is harmless.
+What a topic means and the transactions behind it live in `handlers.webhooks`; here are
+only the HTTP concerns: the signature, the delivery headers, WooCommerce's unsigned URL
+check, and the JSON answer. Each delivery is acknowledged as soon as its effect (and
+its outbox row) is committed; everything slower happens behind the outbox.
 """
 
 from __future__ import annotations
@@ -11,35 +11,23 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
-from pydantic import ValidationError
+from pydantic import SecretStr
 
 from services.order import handlers, marketplaces
 from services.order.api import Runtime, UoW, settings_of
-from services.order.domain import CannotCancel
-from services.order.schemas import OrderIn, render_order
-from services.order.store import OrderUnitOfWork
+from services.order.handlers.webhooks import (
+    CancelAccepted,
+    CustomerRedacted,
+    Duplicate,
+    Ignored,
+    Marketplace,
+    NotCancellable,
+    OrderAccepted,
+    UnknownOrder,
+)
 from shared.http import Unauthorized, Unprocessable
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
-
-
-def _mapped(body: dict[str, Any], source: str) -> OrderIn:
-    try:
-        return OrderIn.model_validate(body)
-    except ValidationError as exc:
-        details = [
-            {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()
-        ]
-        raise Unprocessable(
-            f"{source} order cannot be accepted: {details[0]['field']}: {details[0]['reason']}",
-            details=details,
-        ) from exc
-
-
-def _payload_error(exc: marketplaces.MarketplacePayloadError) -> Unprocessable:
-    return Unprocessable(
-        f"{exc.field}: {exc.reason}", details=[{"field": f"body.{exc.field}", "reason": exc.reason}]
-    )
 
 
 def _require(value: str | None, header: str, max_length: int = 128) -> str:
@@ -52,28 +40,34 @@ def _require(value: str | None, header: str, max_length: int = 128) -> str:
     return value
 
 
-async def _place(body: dict[str, Any], source: str, uow: OrderUnitOfWork) -> dict[str, Any]:
-    order_in = _mapped(body, source)
-    outcome = await handlers.place_order(
-        order_in.to_command(), uow, render_order, existing_external="return"
-    )
-    return {
-        "status": "accepted",
-        "order_id": outcome.body["id"],
-        "created": outcome.status_code == 201,
-    }
+def _verify(raw: bytes, signature: str | None, secret: SecretStr | None, header: str) -> None:
+    if not marketplaces.verify(raw, signature, secret.get_secret_value() if secret else None):
+        raise Unauthorized(f"invalid or missing {header}")
 
 
-async def _cancel(
-    channel: str, external_id: str, reason: str, uow: OrderUnitOfWork
+def _render(outcome: handlers.WebhookOutcome) -> dict[str, Any]:
+    match outcome:
+        case Duplicate():
+            return {"status": "duplicate"}
+        case OrderAccepted(order_id, created):
+            return {"status": "accepted", "order_id": order_id, "created": created}
+        case CancelAccepted(order_id):
+            return {"status": "accepted", "order_id": order_id}
+        case NotCancellable():
+            return {"status": "not_cancellable", "reason": "already shipped"}
+        case UnknownOrder():
+            return {"status": "ignored", "reason": "no such order"}
+        case CustomerRedacted(orders):
+            return {"status": "accepted", "redacted": orders}
+        case Ignored(topic):
+            return {"status": "ignored", "reason": f"topic {topic} is not handled"}
+
+
+async def _deliver(
+    source: Marketplace, raw: bytes, delivery_id: str, topic: str, uow: UoW
 ) -> dict[str, Any]:
-    try:
-        order = await handlers.cancel_external(channel, external_id, reason, uow)
-    except CannotCancel:
-        return {"status": "not_cancellable", "reason": "already shipped"}
-    if order is None:
-        return {"status": "ignored", "reason": "no such order"}
-    return {"status": "accepted", "order_id": order.id}
+    webhook = handlers.MarketplaceWebhook(source, delivery_id, topic, marketplaces.load_json(raw))
+    return _render(await handlers.handle_marketplace_webhook(webhook, uow))
 
 
 @router.post(
@@ -89,31 +83,10 @@ async def shopify(
 ) -> dict[str, Any]:
     raw = await request.body()
     secret = settings_of(runtime).shopify_secret
-    if not marketplaces.verify(
-        raw, x_shopify_hmac_sha256, secret.get_secret_value() if secret else None
-    ):
-        raise Unauthorized("invalid or missing X-Shopify-Hmac-Sha256")
+    _verify(raw, x_shopify_hmac_sha256, secret, "X-Shopify-Hmac-Sha256")
     delivery = _require(x_shopify_webhook_id, "X-Shopify-Webhook-Id")
     topic = _require(x_shopify_topic, "X-Shopify-Topic", 64)
-    if await handlers.delivery_seen("shopify", delivery, uow):
-        return {"status": "duplicate"}
-    try:
-        payload = marketplaces.load_json(raw)
-        if topic == "orders/create":
-            result = await _place(marketplaces.shopify_order(payload), "Shopify", uow)
-        elif topic == "orders/cancelled":
-            external = marketplaces.shopify_cancelled_id(payload)
-            result = await _cancel("shopify", external, "cancelled in Shopify", uow)
-        elif topic == "customers/redact":
-            email = marketplaces.shopify_redact_email(payload)
-            count = await handlers.redact_customer(email, uow) if email else 0
-            result = {"status": "accepted", "redacted": count}
-        else:
-            result = {"status": "ignored", "reason": f"topic {topic} is not handled"}
-    except marketplaces.MarketplacePayloadError as exc:
-        raise _payload_error(exc) from exc
-    await handlers.first_delivery("shopify", delivery, topic, uow)
-    return result
+    return await _deliver("shopify", raw, delivery, topic, uow)
 
 
 @router.post("/woocommerce", summary="WooCommerce webhooks: ping, order.created, order.updated")
@@ -129,28 +102,9 @@ async def woocommerce(
     if x_wc_webhook_signature is None and marketplaces.is_woocommerce_ping(raw):
         return {"status": "pong"}  # WooCommerce checks the URL with an unsigned form ping
     secret = settings_of(runtime).woocommerce_secret
-    if not marketplaces.verify(
-        raw, x_wc_webhook_signature, secret.get_secret_value() if secret else None
-    ):
-        raise Unauthorized("invalid or missing X-WC-Webhook-Signature")
+    _verify(raw, x_wc_webhook_signature, secret, "X-WC-Webhook-Signature")
     if marketplaces.is_woocommerce_ping(raw):
         return {"status": "pong"}
     delivery = _require(x_wc_webhook_delivery_id, "X-WC-Webhook-Delivery-ID")
     topic = _require(x_wc_webhook_topic, "X-WC-Webhook-Topic", 64)
-    if await handlers.delivery_seen("woocommerce", delivery, uow):
-        return {"status": "duplicate"}
-    try:
-        payload = marketplaces.load_json(raw)
-        if topic in ("order.created", "order.updated") and marketplaces.woocommerce_is_cancelled(
-            payload
-        ):
-            external = marketplaces.woocommerce_id(payload)
-            result = await _cancel("woocommerce", external, "cancelled in WooCommerce", uow)
-        elif topic == "order.created":
-            result = await _place(marketplaces.woocommerce_order(payload), "WooCommerce", uow)
-        else:
-            result = {"status": "ignored", "reason": f"topic {topic} is not handled"}
-    except marketplaces.MarketplacePayloadError as exc:
-        raise _payload_error(exc) from exc
-    await handlers.first_delivery("woocommerce", delivery, topic, uow)
-    return result
+    return await _deliver("woocommerce", raw, delivery, topic, uow)

@@ -210,3 +210,21 @@ def test_a_supplier_order_confirmed_before_the_window_counts_only_where_it_is_du
     assert items[0]["supplier_orders_due"] == 1 and items[0]["shipped_on_time"] == 1
     assert all(i["confirmation_latency_s"]["count"] == 0 for i in items)
     assert sum(i["confirmed_orders"] for i in items) == 0
+
+
+def test_every_order_event_has_facts_and_the_consumer_takes_exactly_those():
+    import pytest
+
+    from services.metrics.consumers import CONSUMERS
+    from services.metrics.handlers import FACTS, fact_rows
+    from shared.consumer import PermanentError
+    from shared.events import EVENT_TYPES, OrderEvent, SupplierStatusChanged, new_envelope
+
+    order_events = {m for m in EVENT_TYPES.values() if issubclass(m, OrderEvent)}
+    assert set(FACTS) == order_events
+    assert set(CONSUMERS) == {m.event_type for m in order_events}
+    status = SupplierStatusChanged(
+        supplier_id="s-1", status="unavailable", reason="maintenance", changed_at=T0
+    )
+    with pytest.raises(PermanentError, match="no facts are kept for supplier-status-changed"):
+        fact_rows(new_envelope(status), status, {})

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from services.order.domain import (
     Address,
-    CannotCancel,
     Contact,
     LineInput,
     LineStage,
@@ -20,6 +19,7 @@ from services.order.domain import (
     PlaceOrder,
     Status,
 )
+from services.order.errors import CannotCancel
 from shared.events import (
     ConfirmedLine,
     DelayReason,

@@ -1,0 +1,48 @@
+"""Order service handlers: they decide and return domain results; routes and consumers translate.
+
+- `commands`: place, cancel, redact, housekeeping (one unit of work each);
+- `queries`: reads of orders, timelines and contact details;
+- `events`: the supplier service's events applied to the order (consumer handlers);
+- `webhooks`: what a marketplace delivery means, carried out once per delivery.
+"""
+
+from services.order.handlers.commands import (
+    Idempotency,
+    Placed,
+    Replayed,
+    accept_order,
+    cancel_external,
+    cancel_order,
+    place_order,
+    purge_expired,
+    redact_customer,
+    rotate_pii,
+)
+from services.order.handlers.events import apply_supply_event
+from services.order.handlers.queries import contact, get_order, list_orders, timeline
+from services.order.handlers.webhooks import (
+    MarketplaceWebhook,
+    WebhookOutcome,
+    handle_marketplace_webhook,
+)
+
+__all__ = [
+    "Idempotency",
+    "MarketplaceWebhook",
+    "Placed",
+    "Replayed",
+    "WebhookOutcome",
+    "accept_order",
+    "apply_supply_event",
+    "cancel_external",
+    "cancel_order",
+    "contact",
+    "get_order",
+    "handle_marketplace_webhook",
+    "list_orders",
+    "place_order",
+    "purge_expired",
+    "redact_customer",
+    "rotate_pii",
+    "timeline",
+]

@@ -1,0 +1,17 @@
+"""Order event handlers: the supplier service's events move the order along its lifecycle."""
+
+from __future__ import annotations
+
+from services.order.store import OrderUnitOfWork
+from shared.consumer import PermanentError
+from shared.events import Envelope, OrderEvent
+
+
+async def apply_supply_event(envelope: Envelope, data: OrderEvent, uow: OrderUnitOfWork) -> None:
+    """Consumer handler for the supplier service's events (the runner owns the transaction)."""
+    order = await uow.orders.get(data.order_id, for_update=True)
+    if order is None:
+        raise PermanentError(f"{envelope.type} for unknown order {data.order_id}")
+    note = order.apply(data, envelope.time)
+    await uow.orders.save(order)
+    await uow.timeline.add(envelope, note)

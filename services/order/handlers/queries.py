@@ -1,0 +1,37 @@
+"""Order reads: one order, a page of orders, a timeline, a customer's contact details."""
+
+from __future__ import annotations
+
+from services.order.domain import Contact, Order
+from services.order.errors import OrderNotFound
+from services.order.repository import OrderFilter, TimelineEntry
+from services.order.store import OrderUnitOfWork
+
+
+async def get_order(order_id: str, uow: OrderUnitOfWork) -> Order:
+    async with uow:
+        order = await uow.orders.get(order_id)
+    if order is None:
+        raise OrderNotFound(order_id)
+    return order
+
+
+async def list_orders(
+    flt: OrderFilter, limit: int, cursor: str | None, uow: OrderUnitOfWork
+) -> tuple[list[Order], str | None]:
+    """A page of orders, newest first, and the cursor of the next page (`InvalidCursor`)."""
+    async with uow:
+        return await uow.orders.list(flt, limit, cursor)
+
+
+async def timeline(order_id: str, uow: OrderUnitOfWork) -> list[TimelineEntry]:
+    async with uow:
+        if await uow.orders.get(order_id) is None:
+            raise OrderNotFound(order_id)
+        return await uow.timeline.of(order_id)
+
+
+async def contact(order_id: str, uow: OrderUnitOfWork) -> tuple[Contact, bool]:
+    """The customer's contact details and whether they were redacted."""
+    order = await get_order(order_id, uow)
+    return order.customer, order.redacted

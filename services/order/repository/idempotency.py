@@ -1,0 +1,69 @@
+"""Idempotency-key repository: each key with the first result it answered (kept >= 24 h)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.order.tables import idempotency_key
+from shared.db import dialect_insert
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """What a key was first used for: the request's fingerprint and the result it got."""
+
+    request_hash: str
+    result: Any
+
+
+class IdempotencyKeys:
+    """`Idempotency-Key`s per merchant scope and the first result given for each."""
+
+    RETENTION = timedelta(hours=48)
+
+    def __init__(self, session: AsyncSession, dialect: str) -> None:
+        self.session = session
+        self.dialect = dialect
+
+    async def claim(
+        self, scope: str, key: str, request_hash: str, result: dict[str, Any]
+    ) -> StoredResult | None:
+        """Reserve the key with the result it will answer; the earlier use if there was one.
+
+        One statement: a concurrent twin waits on the key's unique index, then finds this
+        claim (and its result) instead of creating a second order.
+        """
+        stmt = dialect_insert(self.dialect)(idempotency_key).on_conflict_do_nothing()
+        inserted = await self.session.execute(
+            stmt,
+            {
+                "scope": scope,
+                "key": key,
+                "request_hash": request_hash,
+                "response": result,
+                "created_at": datetime.now(UTC),
+            },
+        )
+        if getattr(inserted, "rowcount", 0) == 1:
+            return None
+        row = (
+            await self.session.execute(
+                select(idempotency_key.c.request_hash, idempotency_key.c.response).where(
+                    idempotency_key.c.scope == scope, idempotency_key.c.key == key
+                )
+            )
+        ).one()
+        return StoredResult(row.request_hash, row.response)
+
+    async def purge(self) -> int:
+        """Forget keys past their retention; how many were forgotten."""
+        cutoff = datetime.now(UTC) - self.RETENTION
+        result = await self.session.execute(
+            delete(idempotency_key).where(idempotency_key.c.created_at < cutoff)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,231 @@
+"""Orders repository: load, add, save, list, redact and re-encrypt Order aggregates."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.order.domain import Order
+from services.order.errors import InvalidCursor
+from services.order.pii import PiiCipher
+from services.order.repository.rows import (
+    PII_COLUMNS,
+    line_values,
+    order_from_rows,
+    order_values,
+    reencrypted,
+    state_values,
+)
+from services.order.tables import allocation, customer_order, order_line, shipment
+from shared.db import aware, dialect_insert
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    status: str | None = None
+    channel: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+def encode_cursor(created_at: datetime, order_id: str) -> str:
+    raw = json.dumps({"c": created_at.isoformat(), "i": order_id}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        created = datetime.fromisoformat(data["c"])
+        return (aware(created) or created), str(data["i"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidCursor() from exc
+
+
+class OrderRepository:
+    """Order aggregates in `customer_order` and its child tables (PII encrypted at rest)."""
+
+    def __init__(self, session: AsyncSession, dialect: str, *, cipher: PiiCipher) -> None:
+        self.session = session
+        self.dialect = dialect
+        self.cipher = cipher
+
+    # -- writing ------------------------------------------------------------------------
+    async def add(self, order: Order) -> None:
+        await self.session.execute(customer_order.insert(), order_values(order, self.cipher))
+        await self.session.execute(order_line.insert(), line_values(order))
+
+    async def save(self, order: Order) -> None:
+        """Write back what the aggregate changed (it was loaded with `get(for_update=True)`)."""
+        await self.session.execute(
+            update(customer_order)
+            .where(customer_order.c.id == order.id)
+            .values(
+                status=order.status.value,
+                delayed=order.delayed,
+                state=state_values(order),
+                cancelled_at=order.cancelled_at,
+                cancel_reason=order.cancel_reason,
+                updated_at=datetime.now(UTC),
+            )
+        )
+        for ln in order.lines:
+            await self.session.execute(
+                update(order_line)
+                .where(order_line.c.id == ln.line_id)
+                .values(
+                    stage=int(ln.stage),
+                    supplier_id=ln.supplier_id,
+                    unit_cost=ln.unit_cost,
+                    routing_failed=ln.routing_failed,
+                )
+            )
+        insert = dialect_insert(self.dialect)
+        for a in order.allocations:
+            await self.session.execute(
+                insert(allocation)
+                .values(
+                    order_id=order.id,
+                    supplier_id=a.supplier_id,
+                    supplier_order_ref=a.supplier_order_ref,
+                    line_ids=a.line_ids,
+                    currency=a.currency,
+                    ship_by=a.ship_by,
+                    confirmed_at=a.confirmed_at,
+                )
+                .on_conflict_do_nothing()
+            )
+        for sh in order.shipments:
+            stmt = insert(shipment).values(
+                order_id=order.id,
+                supplier_id=sh.supplier_id,
+                carrier=sh.carrier,
+                tracking_number=sh.tracking_number,
+                line_ids=sh.line_ids,
+                dispatched_at=sh.dispatched_at,
+                delivered_at=sh.delivered_at,
+            )
+            await self.session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[shipment.c.order_id, shipment.c.tracking_number],
+                    set_={"delivered_at": stmt.excluded.delivered_at},
+                )
+            )
+
+    async def redact(self, email: str) -> int:
+        """Erase name, e-mail, phone and street of every order of this customer."""
+        indexes = self.cipher.email_indexes(email)
+        result = await self.session.execute(
+            update(customer_order)
+            .where(customer_order.c.email_index.in_(indexes))
+            .values(
+                customer_name=None,
+                email=None,
+                email_index=None,
+                phone=None,
+                ship_line1=None,
+                ship_line2=None,
+                redacted_at=datetime.now(UTC),
+            )
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def reencrypt_stale(self, limit: int) -> int:
+        """Re-encrypt up to `limit` orders whose PII is not under the active key."""
+        prefix = f"v1.{self.cipher.active_kid}.%"
+        stale = or_(
+            *(
+                and_(customer_order.c[col].is_not(None), customer_order.c[col].not_like(prefix))
+                for col in PII_COLUMNS
+            )
+        )
+        rows = (
+            await self.session.execute(
+                select(customer_order.c.id, *(customer_order.c[c] for c in PII_COLUMNS))
+                .where(stale)
+                .limit(limit)
+                .with_for_update()
+            )
+        ).all()
+        for row in rows:
+            await self.session.execute(
+                update(customer_order)
+                .where(customer_order.c.id == row.id)
+                .values(**reencrypted(row, self.cipher))
+            )
+        return len(rows)
+
+    # -- reading ------------------------------------------------------------------------
+    async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
+        return await self._one(customer_order.c.id == order_id, for_update)
+
+    async def get_by_external(
+        self, channel: str, external_id: str, *, for_update: bool = False
+    ) -> Order | None:
+        return await self._one(
+            and_(customer_order.c.channel == channel, customer_order.c.external_id == external_id),
+            for_update,
+        )
+
+    async def list(
+        self, flt: OrderFilter, limit: int, cursor: str | None
+    ) -> tuple[list[Order], str | None]:
+        """Newest first, `limit` at most, after `cursor`; the cursor of the next page or None."""
+        conditions: list[ColumnElement[bool]] = []
+        if flt.status:
+            conditions.append(customer_order.c.status == flt.status)
+        if flt.channel:
+            conditions.append(customer_order.c.channel == flt.channel)
+        if flt.created_from:
+            conditions.append(customer_order.c.created_at >= flt.created_from)
+        if flt.created_to:
+            conditions.append(customer_order.c.created_at < flt.created_to)
+        if cursor:
+            created, last_id = decode_cursor(cursor)
+            conditions.append(
+                or_(
+                    customer_order.c.created_at < created,
+                    and_(customer_order.c.created_at == created, customer_order.c.id < last_id),
+                )
+            )
+        query = select(customer_order)
+        if conditions:
+            query = query.where(*conditions)
+        query = query.order_by(
+            customer_order.c.created_at.desc(), customer_order.c.id.desc()
+        ).limit(limit + 1)
+        rows = (await self.session.execute(query)).all()
+        orders = [await self._load(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = orders[-1]
+            next_cursor = encode_cursor(last.created_at, last.id)
+        return orders, next_cursor
+
+    async def _one(self, where: ColumnElement[bool], for_update: bool) -> Order | None:
+        query = select(customer_order).where(where)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).first()
+        return None if row is None else await self._load(row)
+
+    async def _load(self, row: Any) -> Order:
+        lines = await self.session.execute(
+            select(order_line)
+            .where(order_line.c.order_id == row.id)
+            .order_by(order_line.c.position)
+        )
+        allocs = await self.session.execute(
+            select(allocation).where(allocation.c.order_id == row.id).order_by(allocation.c.id)
+        )
+        ships = await self.session.execute(
+            select(shipment).where(shipment.c.order_id == row.id).order_by(shipment.c.id)
+        )
+        return order_from_rows(row, lines.all(), allocs.all(), ships.all(), self.cipher)

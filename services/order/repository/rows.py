@@ -1,0 +1,169 @@
+"""The Order aggregate to and from its rows: PII encrypted on the way in, decrypted (or
+shown redacted) on the way out. No queries here; `orders.OrderRepository` runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from services.order.domain import (
+    Address,
+    Allocation,
+    Contact,
+    LineStage,
+    Order,
+    OrderLine,
+    Shipment,
+)
+from services.order.pii import PiiCipher
+from shared.db import aware
+
+REDACTED = "[redacted]"
+
+PII_COLUMNS = ("customer_name", "email", "phone", "ship_line1", "ship_line2")
+"""The encrypted columns of `customer_order`."""
+
+
+def order_values(order: Order, cipher: PiiCipher) -> dict[str, Any]:
+    """The `customer_order` row of a new order."""
+    c, s, enc = order.customer, order.shipping, cipher.encrypt
+    return dict(
+        id=order.id,
+        channel=order.channel,
+        external_id=order.external_id,
+        currency=order.currency,
+        status=order.status.value,
+        delayed=order.delayed,
+        customer_name=enc(c.name, "customer_name"),
+        email=enc(c.email, "email"),
+        email_index=cipher.email_index(c.email),
+        phone=enc(c.phone, "phone"),
+        locale=c.locale,
+        ship_line1=enc(s.line1, "ship_line1"),
+        ship_line2=enc(s.line2, "ship_line2"),
+        ship_city=s.city,
+        ship_region=s.region,
+        ship_postal_code=s.postal_code,
+        ship_country=s.country,
+        state=state_values(order),
+        created_at=order.created_at,
+        updated_at=order.created_at,
+    )
+
+
+def line_values(order: Order) -> list[dict[str, Any]]:
+    """The `order_line` rows of a new order, in position order."""
+    return [
+        {
+            "id": ln.line_id,
+            "order_id": order.id,
+            "position": i,
+            "sku": ln.sku,
+            "quantity": ln.quantity,
+            "unit_price": ln.unit_price,
+            "stage": int(ln.stage),
+        }
+        for i, ln in enumerate(order.lines, start=1)
+    ]
+
+
+def state_values(order: Order) -> dict[str, Any]:
+    """The aggregate's bookkeeping that has no column of its own (the `state` JSON)."""
+    return {
+        "delayed_suppliers": sorted(order.delayed_suppliers),
+        "early_deliveries": {k: v.isoformat() for k, v in order.early_deliveries.items()},
+        "released_suppliers": sorted(order.released_suppliers),
+    }
+
+
+def reencrypted(row: Any, cipher: PiiCipher) -> dict[str, Any]:
+    """The PII columns of `row` under the cipher's active key (and a fresh e-mail index)."""
+    plain = {col: cipher.decrypt(getattr(row, col), col) for col in PII_COLUMNS}
+    values: dict[str, Any] = {col: cipher.encrypt(plain[col], col) for col in PII_COLUMNS}
+    if plain["email"] is not None:
+        values["email_index"] = cipher.email_index(plain["email"])
+    return values
+
+
+def _moment(value: datetime) -> datetime:
+    return aware(value) or value
+
+
+def order_from_rows(
+    row: Any,
+    lines: Sequence[Any],
+    allocations: Sequence[Any],
+    shipments: Sequence[Any],
+    cipher: PiiCipher,
+) -> Order:
+    """The aggregate from its `customer_order` row and child rows."""
+    dec = cipher.decrypt
+    state = row.state or {}
+    redacted = row.redacted_at is not None
+    return Order(
+        id=row.id,
+        channel=row.channel,
+        external_id=row.external_id,
+        currency=row.currency,
+        customer=Contact(
+            name=REDACTED if redacted else (dec(row.customer_name, "customer_name") or ""),
+            email=REDACTED if redacted else (dec(row.email, "email") or ""),
+            phone=None if redacted else dec(row.phone, "phone"),
+            locale=row.locale,
+        ),
+        shipping=Address(
+            line1=REDACTED if redacted else (dec(row.ship_line1, "ship_line1") or ""),
+            line2=None if redacted else dec(row.ship_line2, "ship_line2"),
+            city=row.ship_city,
+            region=row.ship_region,
+            postal_code=row.ship_postal_code,
+            country=row.ship_country,
+        ),
+        lines=[
+            OrderLine(
+                line_id=ln.id,
+                sku=ln.sku,
+                quantity=ln.quantity,
+                unit_price=Decimal(ln.unit_price),
+                stage=LineStage(ln.stage),
+                supplier_id=ln.supplier_id,
+                unit_cost=None if ln.unit_cost is None else Decimal(ln.unit_cost),
+                routing_failed=ln.routing_failed,
+            )
+            for ln in lines
+        ],
+        created_at=_moment(row.created_at),
+        cancelled_at=aware(row.cancelled_at),
+        cancel_reason=row.cancel_reason,
+        delayed=row.delayed,
+        delayed_suppliers=set(state.get("delayed_suppliers", [])),
+        released_suppliers=set(state.get("released_suppliers", [])),
+        early_deliveries={
+            k: datetime.fromisoformat(v) for k, v in state.get("early_deliveries", {}).items()
+        },
+        allocations=[
+            Allocation(
+                a.supplier_id,
+                a.supplier_order_ref,
+                list(a.line_ids),
+                a.currency,
+                _moment(a.ship_by),
+                _moment(a.confirmed_at),
+            )
+            for a in allocations
+        ],
+        shipments=[
+            Shipment(
+                s.supplier_id,
+                s.carrier,
+                s.tracking_number,
+                list(s.line_ids),
+                _moment(s.dispatched_at),
+                aware(s.delivered_at),
+            )
+            for s in shipments
+        ],
+        redacted=redacted,
+    )

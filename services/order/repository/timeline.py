@@ -1,0 +1,55 @@
+"""Timeline repository: every event that touched an order, in event-time order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.order.tables import order_timeline
+from shared.db import aware
+from shared.events import Envelope
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    type: str
+    time: datetime
+    source: str
+    data: dict[str, Any]
+    note: str | None
+
+
+class Timeline:
+    """One row per event an order emitted or received, with a note when it was unusual."""
+
+    def __init__(self, session: AsyncSession, dialect: str) -> None:
+        self.session = session
+        self.dialect = dialect
+
+    async def add(self, envelope: Envelope, note: str | None = None) -> None:
+        await self.session.execute(
+            order_timeline.insert(),
+            dict(
+                order_id=envelope.subject,
+                event_id=envelope.id,
+                type=envelope.type,
+                time=envelope.time,
+                source=envelope.source,
+                data=envelope.data,
+                note=note,
+            ),
+        )
+
+    async def of(self, order_id: str) -> list[TimelineEntry]:
+        rows = await self.session.execute(
+            select(order_timeline)
+            .where(order_timeline.c.order_id == order_id)
+            .order_by(order_timeline.c.time, order_timeline.c.id)
+        )
+        return [
+            TimelineEntry(r.type, aware(r.time) or r.time, r.source, r.data, r.note) for r in rows
+        ]
