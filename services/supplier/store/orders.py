@@ -53,12 +53,10 @@ def _values(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v.value if isinstance(v, State) else v for k, v in values.items()}
 
 
+[_SENDING] = SOURCES[Action.RECEIVE]  # one state: `=`, as an executemany cannot expand IN
 _MARK_RECEIVED = (
     update(supplier_order)
-    .where(
-        supplier_order.c.id == bindparam("so_id"),
-        supplier_order.c.state.in_(_in(SOURCES[Action.RECEIVE])),
-    )
+    .where(supplier_order.c.id == bindparam("so_id"), supplier_order.c.state == _SENDING.value)
     .values(
         state=State.RECEIVED.value,
         supplier_order_ref=bindparam("ref"),
@@ -136,7 +134,7 @@ class SupplierOrderRepository:
         for r in rows:
             so = out.get(r.id)
             if so is None:
-                so = out[r.id] = self._track(r, [])
+                so = out[r.id] = self._load(r, [])
             if r.a_line_id is not None:
                 so.lines.append(_line({k: getattr(r, f"a_{k}") for k in _LINE_COLUMNS}))
         return list(out.values())
@@ -152,9 +150,9 @@ class SupplierOrderRepository:
             .order_by(allocation.c.id)
         ):
             lines[a.supplier_order_id].append(_line({k: getattr(a, k) for k in _LINE_COLUMNS}))
-        return [self._track(r, lines[r.id]) for r in rows]
+        return [self._load(r, lines[r.id]) for r in rows]
 
-    def _track(self, row: Row[Any], lines: list[AllocatedLine]) -> SupplierOrder:
+    def _load(self, row: Row[Any], lines: list[AllocatedLine]) -> SupplierOrder:
         stored = {k: getattr(row, k) for k in _STORED}
         for k in _TIMES:
             stored[k] = aware(stored[k])
@@ -224,7 +222,7 @@ class SupplierOrderRepository:
                     select(supplier_order.c.id)
                     .where(
                         supplier_order.c.id.in_([so_id for so_id, _ in sent]),
-                        supplier_order.c.state.in_(_in(SOURCES[Action.RECEIVE])),
+                        supplier_order.c.state == _SENDING.value,
                     )
                     .with_for_update(skip_locked=True)
                 )
