@@ -14,7 +14,6 @@ from shared.events import SupplierAvailability, SupplierStatusChanged
 from shared.testing import eventually
 from tests.unit.supplier_fakes import FakeUnitOfWork
 
-pytestmark = pytest.mark.unit
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 
 

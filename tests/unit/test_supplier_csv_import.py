@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
-
 from services.supplier.csv_import import CsvProblem, parse_offers
 
-pytestmark = pytest.mark.unit
 HEADER = "sku,supplier_id,supplier_sku,unit_cost,currency,stock,lead_time_hours\n"
 KNOWN = {"sup_a", "sup_b"}
 

@@ -27,7 +27,6 @@ from shared.events import (
 )
 from tests.unit.supplier_fakes import FakeUnitOfWork, entry
 
-pytestmark = pytest.mark.unit
 CHEAP, BACKUP = "sup_cheap", "sup_backup"
 
 

@@ -27,7 +27,6 @@ from shared.events import (
     SupplierConfirmed,
 )
 
-pytestmark = pytest.mark.unit
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 LINES = [
     AllocatedLine("ord_1-1", "MUG", "ACME-MUG", 2, Decimal("4.00"), Decimal("12.50"), "USD"),
