@@ -7,39 +7,25 @@ import functools
 import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from prometheus_client import Gauge
 
 from services.supplier import api, webhooks
 from services.supplier.adapter import SupplierClient
-from services.supplier.breaker import BreakerState, CircuitBreaker
+from services.supplier.availability import AvailabilityReporter
+from services.supplier.breaker import CircuitBreaker
 from services.supplier.consumers import CONSUMERS
 from services.supplier.dispatcher import Dispatcher, Wakeup, sla_clock
+from services.supplier.errors import DOMAIN_ERRORS
 from services.supplier.reconciler import Reconciler
 from services.supplier.settings import SupplierSettings
 from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
+from shared.http import install_domain_errors
 from shared.runtime import ServiceRuntime, build_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
-
-
-BREAKER_OPEN = Gauge(
-    "dropship_supplier_breaker_open",
-    "1 while a supplier's circuit breaker is open.",
-    ["supplier_id"],
-)
-
-
-def _on_breaker(supplier_id: str, old: BreakerState, new: BreakerState) -> None:
-    BREAKER_OPEN.labels(supplier_id).set(1 if new is BreakerState.OPEN else 0)
-    level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
-    log.log(
-        level, "supplier circuit breaker %s -> %s", old, new, extra={"supplier_id": supplier_id}
-    )
 
 
 def create_app(settings: SupplierSettings | None = None) -> FastAPI:
@@ -60,13 +46,14 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         lease=lease,
         check_after=timedelta(seconds=settings.supplier_check_after_s),
     )
+    availability = AvailabilityReporter()
     breaker = CircuitBreaker(
         failure_rate=settings.breaker_failure_rate,
         cooldown_s=settings.breaker_cooldown_s,
-        on_change=_on_breaker,
+        on_change=availability,
     )
 
-    async def supplier_calls(runtime: ServiceRuntime[Any]) -> None:
+    async def supplier_calls(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
         """Dispatcher and reconciler share one client: one rate limit and breaker per supplier."""
         async with httpx.AsyncClient(
             # few idle connections: httpcore scans every pooled connection on each request
@@ -99,22 +86,33 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 tasks.create_task(dispatcher.run(), name="supplier:dispatcher")
                 tasks.create_task(reconciler.run(), name="supplier:reconciler")
 
-    async def sla(runtime: ServiceRuntime[Any]) -> None:
+    async def sla(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
         await sla_clock(runtime, settings.sla_scan_interval_s)
+
+    async def supplier_status(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
+        await availability.run(runtime.uow)
 
     runtime = ServiceRuntime(
         settings,
         MIGRATIONS,
         uow_class,
         handlers=CONSUMERS,
-        background={"supplier-calls": supplier_calls, "sla-clock": sla},
+        background={
+            "supplier-calls": supplier_calls,
+            "sla-clock": sla,
+            "supplier-status": supplier_status,
+        },
     )
     app = build_app(
         runtime,
         title="Dropship supplier service",
         description="Suppliers, offers, routing with failover, supplier orders, SLA clocks.",
     )
+    install_domain_errors(app, DOMAIN_ERRORS)
+    app.add_exception_handler(webhooks.Busy, webhooks.busy)
+    app.state.settings = settings
     app.state.breaker = breaker
+    app.state.availability = availability
     app.state.directory = directory
     app.state.webhook_slots = asyncio.Semaphore(settings.supplier_webhook_concurrency)
     app.include_router(api.router)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.supplier.handlers import on_order_cancelled, on_order_placed
+from services.supplier.handlers.events import on_order_cancelled, on_order_placed
 from services.supplier.store import SupplierUnitOfWork
 from shared.consumer import Subscription, on, subscriptions
 from shared.events import OrderCancelled, OrderPlaced

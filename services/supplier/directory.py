@@ -8,13 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.supplier.domain import SupplierInfo, Track
+from sqlalchemy import Row
 
+from services.supplier.domain import COUNTERS, Credentials, SupplierInfo, Track
 
-@dataclass(frozen=True)
-class Credentials:
-    api_key: str
-    webhook_secret: str
+__all__ = ["Credentials", "Sealer", "SupplierDirectory", "SupplierEntry"]
 
 
 class Sealer:
@@ -76,10 +74,12 @@ class SupplierDirectory:
             return False, None
         return True, hit[1]
 
-    def remember(self, supplier_id: str, row: Any, counts: dict[str, int]) -> SupplierEntry | None:
+    def remember(
+        self, supplier_id: str, row: Row[Any] | None, counts: dict[str, int]
+    ) -> SupplierEntry | None:
         entry = None
         if row is not None:
-            c = {k: counts.get(k, 0) for k in ("decided", "accepted", "shipped", "shipped_on_time")}
+            c = {k: counts.get(k, 0) for k in COUNTERS}
             entry = SupplierEntry(
                 row.id,
                 row.supplier_key,

@@ -16,9 +16,8 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Literal
 
-from services.supplier import handlers
 from services.supplier.adapter import (
     OrderLine,
     PlaceOrderRequest,
@@ -26,6 +25,8 @@ from services.supplier.adapter import (
     SupplierClient,
     SupplierEndpoint,
 )
+from services.supplier.handlers import dispatch
+from services.supplier.handlers.dispatch import Cancellation
 from services.supplier.store import NewSupplierOrder, SupplierDirectory, SupplierUnitOfWork
 from shared.runtime import ServiceRuntime
 
@@ -37,7 +38,7 @@ LEASE = timedelta(seconds=60)
 class Job:
     so_id: str
     supplier_id: str
-    kind: str  # "place" | "cancel"
+    kind: Literal["place", "cancel"]
     order: NewSupplierOrder | None
     supplier_order_ref: str | None
 
@@ -112,34 +113,18 @@ class Dispatcher:
             task.add_done_callback(self._inflight.discard)
 
     async def _claim(self, limit: int) -> list[Job]:
-        jobs: list[Job] = []
-        async with self.runtime.uow() as uow:
-            for so in await uow.claim_work(("to_send", "cancel_pending"), self.lease, limit):
-                jobs.append(await self._job(uow, so))
-            await uow.commit()
-        return jobs
-
-    @staticmethod
-    async def _job(uow: SupplierUnitOfWork, so: Any) -> Job:
-        if so.state in ("cancel_pending", "cancelling"):
-            return Job(so.id, so.supplier_id, "cancel", None, so.supplier_order_ref)
-        request = await uow.request(so.order_id)
-        allocs = await uow.allocations_of(so.id)
-        order = NewSupplierOrder(
-            so.id,
-            so.order_id,
-            so.supplier_id,
-            tuple((a.supplier_sku, a.quantity) for a in allocs),
-            request.ship_country,
-            request.ship_postal_code,
-        )
-        return Job(so.id, so.supplier_id, "place", order, None)
+        return [
+            Job(w.so_id, w.supplier_id, "cancel", None, w.supplier_order_ref)
+            if isinstance(w, Cancellation)
+            else Job(w.id, w.supplier_id, "place", w, None)
+            for w in await dispatch.claim_work(self.runtime.uow(), limit)
+        ]
 
     async def _endpoint(self, supplier_id: str) -> SupplierEndpoint:
         hit, entry = self.directory.cached(supplier_id)
         if not hit:
             async with self.runtime.uow() as uow:
-                entry = await uow.supplier(supplier_id)
+                entry = await uow.suppliers.entry(supplier_id)
         if entry is None:
             raise LookupError(f"supplier {supplier_id} is gone")
         return SupplierEndpoint(
@@ -168,12 +153,12 @@ class Dispatcher:
                         self._received.append((job.so_id, outcome.supplier_order_ref))
                         self._recorded.set()
                     else:
-                        await handlers.record_send(self.runtime.uow(), job.so_id, outcome)
+                        await dispatch.record_send(self.runtime.uow(), job.so_id, outcome)
                 else:
                     done = True
                     if job.supplier_order_ref:
                         done = await self.client.cancel_order(endpoint, job.supplier_order_ref)
-                    await handlers.record_cancel(self.runtime.uow(), job.so_id, done)
+                    await dispatch.record_cancel(self.runtime.uow(), job.so_id, done)
             except Exception:
                 # the lease expires and the job is retried with the same idempotency key
                 log.exception("supplier job failed", extra={"supplier_order": job.so_id})
@@ -185,7 +170,7 @@ class Dispatcher:
             self._recorded.clear()
             batch, self._received = self._received, []
             try:
-                await handlers.record_sent(self.runtime.uow(), batch)
+                await dispatch.record_sent(self.runtime.uow(), batch)
             except Exception:
                 # still `sending`: the lease expires, they are sent again with the same key
                 # and the supplier answers with the orders it already has
@@ -196,8 +181,8 @@ async def sla_clock(runtime: ServiceRuntime[SupplierUnitOfWork], interval_s: flo
     """Scan for late supplier orders every `interval_s` (deadlines live in the database);
     then fold the suppliers' counter increments into their rows."""
     while True:
-        fired = await handlers.scan_sla(runtime.uow())
+        fired = await dispatch.scan_sla(runtime.uow())
         if fired:
             log.info("SLA events emitted", extra={"count": fired})
-        await handlers.fold_tallies(runtime.uow())
+        await dispatch.fold_tallies(runtime.uow())
         await asyncio.sleep(interval_s)

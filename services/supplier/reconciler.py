@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.supplier import handlers
 from services.supplier.adapter import SupplierClient, SupplierEndpoint, SupplierStatus
+from services.supplier.handlers import callbacks, dispatch
 from services.supplier.store import SupplierUnitOfWork
 from shared.runtime import ServiceRuntime
 
@@ -47,21 +47,17 @@ class Reconciler:
 
     async def check_due(self) -> int:
         """Check one batch of due orders; returns how many were claimed."""
-        async with self.runtime.uow() as uow:
-            rows = await uow.due_checks(self.batch)
-            suppliers = await uow.suppliers({r.supplier_id for r in rows})
-            await uow.commit()
+        due = await dispatch.due_status_checks(self.runtime.uow(), self.batch)
         checks = []
-        for so in rows:
-            entry = suppliers.get(so.supplier_id)
-            if entry is None or not so.supplier_order_ref:
+        for check, entry in due:
+            if entry is None or not check.supplier_order_ref:
                 continue
             endpoint = SupplierEndpoint(
                 entry.id, entry.api_base_url, entry.credentials.api_key, entry.rate_limit_per_s
             )
-            checks.append(self._check(endpoint, so.id, so.supplier_order_ref))
+            checks.append(self._check(endpoint, check.so_id, check.supplier_order_ref))
         await asyncio.gather(*checks)
-        return len(rows)
+        return len(due)
 
     async def _check(self, endpoint: SupplierEndpoint, so_id: str, ref: str) -> None:
         async with self.limit:
@@ -74,10 +70,10 @@ class Reconciler:
                         extra={"supplier_id": endpoint.supplier_id, "supplier_order": so_id},
                     )
                     return  # checked again after DROPSHIP_SUPPLIER_CHECK_AFTER_S
-                outcome = await handlers.record_status(
+                outcome = await callbacks.record_status(
                     self.runtime.uow(), endpoint.supplier_id, so_id, status
                 )
-                level = logging.INFO if outcome == "undecided" else logging.WARNING
+                level = logging.INFO if outcome is callbacks.Outcome.UNDECIDED else logging.WARNING
                 log.log(
                     level,
                     "supplier order %s is %s at the supplier: %s",

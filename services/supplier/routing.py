@@ -1,7 +1,8 @@
 """Routing: plan order lines onto suppliers, reserve stock, record supplier orders to send.
 
-The ranking policy itself is pure (`services.supplier.domain`); this module applies a
-plan inside a unit of work, planning again if a concurrent order took the stock first.
+The ranking policy itself is pure (`services.supplier.domain.routing_policy`); this module
+applies a plan inside a unit of work, planning again if a concurrent order took the stock
+first. It never commits: the calling handler's unit of work does.
 """
 
 from __future__ import annotations
@@ -9,11 +10,17 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from services.supplier.domain import Line, Plan, Weights, plan
+from services.supplier.domain import (
+    AllocatedLine,
+    Line,
+    Plan,
+    RoutingRequest,
+    SupplierOrder,
+    Weights,
+    plan,
+)
 from services.supplier.store import NewSupplierOrder, StockConflict, SupplierUnitOfWork
 from shared.events import OrderRoutingFailed, RoutingFailureReason
 
@@ -23,25 +30,9 @@ REPLANS = 3
 """Routing plans again at most this often when a concurrent order took the stock it planned on."""
 
 
-@dataclass(frozen=True, slots=True)
-class RouteOrder:
-    """What routing needs of an order besides its lines."""
-
-    id: str
-    currency: str
-    ship_country: str
-    ship_postal_code: str
-
-    @classmethod
-    def of(cls, request: Any) -> RouteOrder:
-        return cls(
-            request.order_id, request.currency, request.ship_country, request.ship_postal_code
-        )
-
-
 async def route(
     uow: SupplierUnitOfWork,
-    order: RouteOrder,
+    order: RoutingRequest,
     lines: list[Line],
     excluded: dict[str, frozenset[str]],
     *,
@@ -57,8 +48,8 @@ async def route(
     if not lines:
         return Plan()
     for attempt in range(REPLANS + 1):
-        offers = await uow.offers_for({ln.sku for ln in lines}, order.currency)
-        suppliers = await uow.supplier_infos({o.supplier_id for o in offers})
+        offers = await uow.offers.for_skus({ln.sku for ln in lines}, order.currency)
+        suppliers = await uow.suppliers.infos({o.supplier_id for o in offers})
         result = plan(lines, offers, suppliers, order.currency, WEIGHTS, excluded)
         if all_or_nothing and result.failed:
             return None
@@ -69,77 +60,84 @@ async def route(
         ]
         created = await _record(uow, order, result)
         try:  # offer rows are the hottest: locked last, just before the commit
-            await uow.move_stock(take=take, give=release or ())
+            await uow.offers.move_stock(take=take, give=release or ())
             break
         except StockConflict:
-            await uow.drop_supplier_orders(created)
+            await uow.supplier_orders.remove(created)
+            uow.withdraw(created)
             if attempt == REPLANS:
                 raise
-            log.info("stock taken meanwhile, planning again", extra={"order_id": order.id})
+            log.info("stock taken meanwhile, planning again", extra={"order_id": order.order_id})
     by_reason: dict[RoutingFailureReason, list[str]] = defaultdict(list)
     for line_id, reason in result.failed.items():
         by_reason[reason].append(line_id)
     for reason, line_ids in by_reason.items():
-        uow.emit(OrderRoutingFailed(order_id=order.id, line_ids=line_ids, reason=reason))
+        uow.emit(OrderRoutingFailed(order_id=order.order_id, line_ids=line_ids, reason=reason))
     return result
 
 
-async def _record(uow: SupplierUnitOfWork, order: RouteOrder, result: Plan) -> list[str]:
+async def _record(uow: SupplierUnitOfWork, order: RoutingRequest, result: Plan) -> list[str]:
+    """A supplier order per supplier of the plan, sent by this process once committed."""
     now = datetime.now(UTC)
-    orders: list[dict[str, Any]] = []
-    allocations: list[dict[str, Any]] = []
-    sends: list[NewSupplierOrder] = []
-    for supplier_id, picks in result.by_supplier.items():
-        so_id = f"so_{uuid.uuid4().hex}"
-        orders.append(
-            {"id": so_id, "order_id": order.id, "supplier_id": supplier_id, "created_at": now}
+    orders = [
+        SupplierOrder.place(
+            f"so_{uuid.uuid4().hex}",
+            order.order_id,
+            supplier_id,
+            [
+                AllocatedLine(
+                    p.line.line_id,
+                    p.line.sku,
+                    p.offer.supplier_sku,
+                    p.line.quantity,
+                    p.offer.unit_cost,
+                    p.line.unit_price,
+                    order.currency,
+                )
+                for p in picks
+            ],
+            now=now,
+            lease_until=now + uow.lease,
         )
-        allocations += [
-            {
-                "supplier_order_id": so_id,
-                "order_id": order.id,
-                "line_id": p.line.line_id,
-                "sku": p.line.sku,
-                "supplier_sku": p.offer.supplier_sku,
-                "quantity": p.line.quantity,
-                "unit_cost": p.offer.unit_cost,
-                "unit_price": p.line.unit_price,
-                "currency": order.currency,
-            }
-            for p in picks
-        ]
-        sends.append(
-            NewSupplierOrder(
-                so_id,
-                order.id,
-                supplier_id,
-                tuple((p.offer.supplier_sku, p.line.quantity) for p in picks),
-                order.ship_country,
-                order.ship_postal_code,
-            )
-        )
-    await uow.add_supplier_orders(orders, allocations, sends)
-    return [str(o["id"]) for o in orders]
+        for supplier_id, picks in result.by_supplier.items()
+    ]
+    await uow.supplier_orders.add_all(orders)
+    uow.dispatch_after_commit([to_send(so, order) for so in orders])
+    return [so.id for so in orders]
+
+
+def to_send(so: SupplierOrder, order: RoutingRequest) -> NewSupplierOrder:
+    """What the dispatcher needs to place `so` at its supplier."""
+    return NewSupplierOrder(
+        so.id,
+        so.order_id,
+        so.supplier_id,
+        tuple((a.supplier_sku, a.quantity) for a in so.lines),
+        order.ship_country,
+        order.ship_postal_code,
+    )
 
 
 async def fail_over(
-    uow: SupplierUnitOfWork, so: Any, *, restock: bool = True, all_or_nothing: bool = False
+    uow: SupplierUnitOfWork,
+    so: SupplierOrder,
+    *,
+    restock: bool = True,
+    all_or_nothing: bool = False,
 ) -> bool:
     """Give the lines of a failed supplier order to the next-ranked suppliers.
 
     False when nothing moved: the order was cancelled, or (`all_or_nothing`) some line
     has no other supplier.
     """
-    request = await uow.request(so.order_id)
+    request = await uow.routing_requests.get(so.order_id)
     if request is None or request.cancelled_at is not None:
         return False
-    allocs = await uow.allocations_of(so.id)
-    failed_ids = {a.line_id for a in allocs}
-    lines = [ln for ln in uow.lines_of(request) if ln.line_id in failed_ids]
-    history = await uow.failed_suppliers_by_line(so.order_id)
+    lines = request.lines_named({a.line_id for a in so.lines})
+    history = await uow.supplier_orders.passed_over(so.order_id)
     excluded = {ln.line_id: history.get(ln.line_id, frozenset()) | {so.supplier_id} for ln in lines}
-    release = [(so.supplier_id, a.sku, a.quantity) for a in allocs] if restock else []
+    release = [(so.supplier_id, a.sku, a.quantity) for a in so.lines] if restock else []
     moved = await route(
-        uow, RouteOrder.of(request), lines, excluded, release=release, all_or_nothing=all_or_nothing
+        uow, request, lines, excluded, release=release, all_or_nothing=all_or_nothing
     )
     return moved is not None

@@ -9,19 +9,20 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import Pool, QueuePool
 
-from services.supplier import handlers
-from services.supplier.api import UoW, runtime_of, settings_of
+from services.supplier.api import runtime_of, settings_of
+from services.supplier.handlers import callbacks
+from services.supplier.handlers.callbacks import SupplierCallback, TrackingUpdate
+from services.supplier.schemas import CallbackIn, TrackingIn
 from services.supplier.store import StockConflict
 from shared.http import Unauthorized, Unprocessable, error_body
 
@@ -32,6 +33,7 @@ SHED = Counter(
     "Callbacks answered 503 (busy: no slot or database connection in time); senders retry.",
 )
 RETRY_AFTER_S = 1
+M = TypeVar("M", bound=BaseModel)
 
 
 class Busy(Exception):
@@ -52,7 +54,7 @@ async def capacity(request: Request) -> AsyncIterator[None]:
     slots: asyncio.Semaphore = request.app.state.webhook_slots
     runtime = runtime_of(request)
     try:
-        async with asyncio.timeout(settings_of(runtime).supplier_webhook_wait_s):
+        async with asyncio.timeout(settings_of(request).supplier_webhook_wait_s):
             await slots.acquire()
     except TimeoutError as exc:
         raise Busy("no callback slot free") from exc
@@ -86,7 +88,8 @@ def _contended(exc: DBAPIError) -> bool:
     return code in ("40P01", "40001") or "database is locked" in str(exc).lower()
 
 
-def busy(exc: Busy) -> JSONResponse:
+async def busy(_: Request, exc: Exception) -> JSONResponse:
+    """`Busy` anywhere in a callback: 503 with Retry-After (installed on the app)."""
     SHED.inc()
     log.warning("callback shed: %s", exc)
     return JSONResponse(
@@ -96,26 +99,6 @@ def busy(exc: Busy) -> JSONResponse:
     )
 
 
-class CallbackIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: Literal["accepted", "rejected", "backordered", "dispatched"]
-    reference: Annotated[str, Field(min_length=1, max_length=64)]
-    supplier_order_ref: Annotated[str, Field(max_length=128)] | None = None
-    reason: Annotated[str, Field(max_length=500)] | None = None
-    carrier: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    tracking_number: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    occurred_at: datetime | None = None
-
-
-class TrackingIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    carrier: Annotated[str, Field(max_length=64)] = "unknown"
-    tracking_number: Annotated[str, Field(min_length=1, max_length=128)]
-    status: Literal["in_transit", "exception", "delivered"]
-    occurred_at: datetime | None = None
-    detail: Annotated[str, Field(max_length=500)] | None = None
-
-
 def _signed(raw: bytes, signature: str | None, secret: str) -> bool:
     if not signature or not secret:
         return False
@@ -123,7 +106,7 @@ def _signed(raw: bytes, signature: str | None, secret: str) -> bool:
     return hmac.compare_digest(expected, signature.strip().lower())
 
 
-def _parse(model: type[BaseModel], raw: bytes) -> Any:
+def _parse(model: type[M], raw: bytes) -> M:
     try:
         return model.model_validate(json.loads(raw))
     except (ValueError, ValidationError) as exc:
@@ -154,6 +137,15 @@ BUSY: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def _webhook_secret(request: Request, supplier_id: str) -> str:
+    """The supplier's callback signing secret: the directory cache, read on a miss."""
+    hit, entry = request.app.state.directory.cached(supplier_id)
+    if not hit:
+        async with runtime_of(request).uow() as uow:
+            entry = await uow.suppliers.entry(supplier_id)
+    return entry.credentials.webhook_secret if entry is not None else ""
+
+
 @router.post(
     "/suppliers/{supplier_id}",
     summary="Supplier callback: accepted, rejected, backordered, dispatched",
@@ -162,36 +154,34 @@ BUSY: dict[int | str, dict[str, Any]] = {
 async def supplier_callback(
     supplier_id: str,
     request: Request,
-    uow: UoW,
     x_supplier_signature: Annotated[str | None, Header()] = None,
     x_supplier_delivery_id: Annotated[str | None, Header()] = None,
-) -> Any:
+) -> dict[str, str]:
     raw = await request.body()
-    try:
-        async with uow, capacity(request):
-            entry = await uow.supplier(supplier_id)  # the directory cache: rarely a query
-            secret = entry.credentials.webhook_secret if entry is not None else ""
-            if not _signed(raw, x_supplier_signature, secret):
-                raise Unauthorized("invalid or missing X-Supplier-Signature")
-            delivery = _delivery(x_supplier_delivery_id, "X-Supplier-Delivery-Id")
-            body: CallbackIn = _parse(CallbackIn, raw)
-            if body.type == "dispatched" and not body.tracking_number:
-                raise Unprocessable(
-                    "a dispatched callback needs tracking_number",
-                    details=[
-                        {
-                            "field": "body.tracking_number",
-                            "reason": "required when type is dispatched",
-                        }
-                    ],
-                )
-            if not await uow.first_delivery(f"supplier:{supplier_id}", delivery):
-                return {"status": "duplicate"}
-            outcome = await handlers.on_callback(uow, supplier_id, body.model_dump(mode="json"))
-            await uow.commit()
-    except Busy as exc:
-        return busy(exc)
-    return {"status": outcome}
+    async with capacity(request):
+        if not _signed(raw, x_supplier_signature, await _webhook_secret(request, supplier_id)):
+            raise Unauthorized("invalid or missing X-Supplier-Signature")
+        delivery = _delivery(x_supplier_delivery_id, "X-Supplier-Delivery-Id")
+        body = _parse(CallbackIn, raw)
+        if body.type == "dispatched" and not body.tracking_number:
+            raise Unprocessable(
+                "a dispatched callback needs tracking_number",
+                details=[
+                    {"field": "body.tracking_number", "reason": "required when type is dispatched"}
+                ],
+            )
+        callback = SupplierCallback(
+            body.type,
+            body.reference,
+            body.supplier_order_ref,
+            body.reason,
+            body.carrier,
+            body.tracking_number,
+        )
+        outcome = await callbacks.supplier_callback(
+            runtime_of(request).uow(), supplier_id, delivery, callback
+        )
+    return {"status": outcome.value}
 
 
 @router.post(
@@ -201,22 +191,16 @@ async def supplier_callback(
 )
 async def tracking(
     request: Request,
-    uow: UoW,
     x_tracking_signature: Annotated[str | None, Header()] = None,
     x_tracking_delivery_id: Annotated[str | None, Header()] = None,
-) -> Any:
+) -> dict[str, str]:
     raw = await request.body()
-    settings = settings_of(runtime_of(request))
-    if not _signed(raw, x_tracking_signature, settings.tracking_secret.get_secret_value()):
+    secret = settings_of(request).tracking_secret.get_secret_value()
+    if not _signed(raw, x_tracking_signature, secret):
         raise Unauthorized("invalid or missing X-Tracking-Signature")
     delivery = _delivery(x_tracking_delivery_id, "X-Tracking-Delivery-Id")
-    body: TrackingIn = _parse(TrackingIn, raw)
-    try:
-        async with uow, capacity(request):
-            if not await uow.first_delivery("tracking", delivery):
-                return {"status": "duplicate"}
-            outcome = await handlers.on_tracking(uow, body.model_dump(mode="json"))
-            await uow.commit()
-    except Busy as exc:
-        return busy(exc)
-    return {"status": outcome}
+    body = _parse(TrackingIn, raw)
+    update = TrackingUpdate(body.tracking_number, body.status, body.occurred_at)
+    async with capacity(request):
+        outcome = await callbacks.tracking_update(runtime_of(request).uow(), delivery, update)
+    return {"status": outcome.value}

@@ -15,9 +15,10 @@ from sqlalchemy import func, select
 from services.supplier.app import create_app
 from services.supplier.settings import SupplierSettings
 from shared.db import outbox_table
+from shared.events import Envelope
 from shared.infra import free_port
 from shared.testing import eventually
-from tests.support.kafka import publish_envelopes
+from tests.support.kafka import consume, publish_envelopes
 from tests.support.services import served
 from tests.support.supplier import add_supplier, allocations, control, placed, sim_orders, states
 
@@ -167,3 +168,63 @@ async def test_more_orders_than_the_dispatcher_runs_at_once_are_all_placed(
         for e in events:
             await states(svc, e.subject, "accepted")
         assert len(await sim_orders(svc, "queue")) == 6
+
+
+async def status_changes(svc) -> int:
+    """supplier-status-changed events committed (to the outbox)."""
+    async with svc.runtime.uow() as uow:
+        count = await uow.session.scalar(
+            select(func.count())
+            .select_from(outbox_table)
+            .where(outbox_table.c.topic == "supplier-status-changed")
+        )
+    return int(count or 0)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_supplier_whose_breaker_opens_is_announced_unavailable_then_available(
+    database_url, settings_for, simulator, broker
+):
+    async with supplier_service(
+        database_url,
+        settings_for,
+        simulator,
+        breaker_cooldown_s=1.0,
+        supplier_timeout_s=1.0,
+        supplier_backoff_s=0.05,
+        supplier_max_attempts=3,
+    ) as svc:
+        flaky = await add_supplier(svc, "flaky", offers=[("MUG", "3.00", 1000, 24)])
+        steady = await add_supplier(svc, "steady", offers=[("MUG", "5.00", 1000, 24)])
+        await control(svc, "flaky", fail_http_rate=1.0, never_ship=True)
+        await control(svc, "steady", never_ship=True)
+        failing = [placed(("MUG", 1, "12.50")) for _ in range(3)]
+        await publish_envelopes(broker.bootstrap, failing)
+        for e in failing:
+            items = await states(svc, e.subject, "accepted")
+            assert any(i["supplier_id"] == steady for i in items), "failed over meanwhile"
+
+        [down] = await consume(broker.bootstrap, "supplier-status-changed", 1)
+        assert down.key == flaky.encode()
+        event = Envelope.from_bytes(down.value)
+        assert (event.source, event.subject) == ("supplier", flaky)
+        assert (event.data["status"], event.data["reason"]) == ("unavailable", "breaker_open")
+
+        # the supplier recovers: after the cool-down, the next order is a probe that succeeds
+        await control(svc, "flaky", fail_http_rate=0.0)
+
+        async def probing():
+            return svc.app.state.breaker.state(flaky) == "half_open"
+
+        await eventually(probing, what="the breaker's cool-down")
+        recovered = placed(("MUG", 1, "12.50"))
+        await publish_envelopes(broker.bootstrap, [recovered])
+        [alloc] = await states(svc, recovered.subject, "accepted")
+        assert alloc["supplier_id"] == flaky
+        records = await consume(broker.bootstrap, "supplier-status-changed", 2)
+        changes = [Envelope.from_bytes(r.value).data for r in records]
+        assert [(c["supplier_id"], c["status"], c["reason"]) for c in changes] == [
+            (flaky, "unavailable", "breaker_open"),
+            (flaky, "available", "breaker_closed"),
+        ]
+        assert await status_changes(svc) == 2, "once per move, through the outbox"

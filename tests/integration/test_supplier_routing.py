@@ -208,14 +208,14 @@ async def test_a_cancellation_consumed_before_its_order_means_it_is_never_bought
 
     async def remembered():
         async with supplier.runtime.uow() as uow:
-            return await uow.was_cancelled(event.subject)
+            return await uow.routing_requests.was_cancelled(event.subject)
 
     await eventually(remembered, what="cancellation recorded")
     await publish_envelopes(broker.bootstrap, [event])
 
     async def received():
         async with supplier.runtime.uow() as uow:
-            return event.subject in await uow.received_orders()
+            return event.subject in await uow.routing_requests.received_orders()
 
     await eventually(received, what="order recorded")
     assert await allocations(supplier, event.subject) == []

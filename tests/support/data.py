@@ -34,7 +34,7 @@ def order_body(
 async def supplier_received(runtime: ServiceRuntime[Any]) -> list[str]:
     """Order ids the supplier service has recorded, in arrival order."""
     async with runtime.uow() as uow:
-        return list(await uow.received_orders())
+        return list(await uow.routing_requests.received_orders())
 
 
 async def inbox_count(runtime: ServiceRuntime[Any]) -> int:

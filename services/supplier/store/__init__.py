@@ -1,28 +1,37 @@
-"""Supplier service unit of work and repositories (suppliers, offers, supplier orders)."""
+"""Supplier service unit of work: one transaction, its repositories, what it hands on at commit.
+
+    uow.suppliers         suppliers (cached entries for hot paths, counters, tallies)
+    uow.offers            offers and their stock
+    uow.supplier_orders   the `SupplierOrder` aggregate, its allocations, work queues
+    uow.routing_requests  orders kept from `order-placed`, cancellations
+    uow.deliveries        callback delivery ids (dedupe)
+
+Only the unit of work commits. At commit it appends the supplier counter increments
+(last: those rows are hot), then, once committed, hands new supplier orders to this
+process's dispatcher and wakes it for queued work.
+"""
 
 from __future__ import annotations
 
-from services.supplier.directory import Credentials, Sealer, SupplierDirectory, SupplierEntry
-from services.supplier.store.base import (
-    ACTIVE_STATES,
-    COUNTERS,
-    FAILED_STATES,
-    UNDECIDED_STATES,
-    NewSupplierOrder,
-    StockConflict,
-)
-from services.supplier.store.catalogue import CatalogueRepository
-from services.supplier.store.orders import OrderRepository
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Self
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.supplier.directory import Sealer, SupplierDirectory, SupplierEntry
+from services.supplier.store.base import AfterCommit, NewSupplierOrder, Sql, StockConflict
+from services.supplier.store.catalogue import OfferRepository, SupplierRepository
+from services.supplier.store.orders import AllocationView, StatusCheck, SupplierOrderRepository
+from services.supplier.store.requests import CallbackDeliveries, RoutingRequests
 from services.supplier.tables import metadata
+from shared.uow import UnitOfWork
 
 __all__ = [
-    "ACTIVE_STATES",
-    "COUNTERS",
-    "FAILED_STATES",
-    "UNDECIDED_STATES",
-    "Credentials",
+    "AllocationView",
     "NewSupplierOrder",
     "Sealer",
+    "StatusCheck",
     "StockConflict",
     "SupplierDirectory",
     "SupplierEntry",
@@ -31,5 +40,63 @@ __all__ = [
 ]
 
 
-class SupplierUnitOfWork(CatalogueRepository, OrderRepository):
+class SupplierUnitOfWork(UnitOfWork):
     """One transaction over the supplier service's database, with its repositories."""
+
+    suppliers: SupplierRepository
+    offers: OfferRepository
+    supplier_orders: SupplierOrderRepository
+    routing_requests: RoutingRequests
+    deliveries: CallbackDeliveries
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        on_commit: Callable[[], None] | None = None,
+        notify_others: Callable[[], bool] = lambda: True,
+        *,
+        directory: SupplierDirectory,
+        hand_off: Callable[[list[NewSupplierOrder]], None] = lambda _: None,
+        wake_dispatcher: Callable[[], None] = lambda: None,
+        lease: timedelta = timedelta(seconds=60),
+        check_after: timedelta = timedelta(seconds=30),
+    ) -> None:
+        super().__init__(sessions, on_commit, notify_others)
+        self.directory = directory
+        self.lease = lease
+        self.check_after = check_after
+        self._hand_off = hand_off
+        self._wake_dispatcher = wake_dispatcher
+        self._after = AfterCommit()
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self._after = AfterCommit()
+        sql = Sql(self.session, self.dialect)
+        self.suppliers = SupplierRepository(sql, self.directory)
+        self.offers = OfferRepository(sql)
+        self.supplier_orders = SupplierOrderRepository(sql, self._after, self.emit, self.lease)
+        self.routing_requests = RoutingRequests(sql)
+        self.deliveries = CallbackDeliveries(sql)
+        return self
+
+    def dispatch_after_commit(self, orders: list[NewSupplierOrder]) -> None:
+        """Hand these (committed as `sending` under this process's lease) to the dispatcher."""
+        self._after.new_orders += orders
+
+    def withdraw(self, so_ids: list[str]) -> None:
+        """Take back orders not to be sent after all (their stock was not had)."""
+        self._after.new_orders = [o for o in self._after.new_orders if o.id not in so_ids]
+
+    async def commit(self) -> None:
+        after = self._after.take()
+        await self.suppliers.append_tallies(after.tally)
+        await super().commit()
+        if after.new_orders:
+            self._hand_off(after.new_orders)
+        if after.wake_dispatcher:
+            self._wake_dispatcher()
+
+    async def rollback(self) -> None:
+        self._after.take()
+        await super().rollback()

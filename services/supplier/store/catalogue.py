@@ -1,4 +1,4 @@
-"""Suppliers, offers and stock, supplier counters: the catalogue side of the unit of work."""
+"""Suppliers (cached for hot paths, counters appended as tallies) and offers with their stock."""
 
 from __future__ import annotations
 
@@ -8,27 +8,85 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, delete, func, select, update
 
-from services.supplier.directory import SupplierEntry
-from services.supplier.domain import Offer, SupplierInfo
-from services.supplier.store.base import COUNTERS, StockConflict, UnitOfWorkBase
-from services.supplier.tables import (
-    offer,
-    supplier,
-    supplier_tally,
+from services.supplier.directory import Sealer, SupplierDirectory, SupplierEntry
+from services.supplier.domain import (
+    COUNTERS,
+    NewSupplier,
+    Offer,
+    Supplier,
+    SupplierChanges,
+    SupplierInfo,
 )
+from services.supplier.store.base import Sql, StockConflict, rowcount
+from services.supplier.tables import offer, supplier, supplier_tally
+from shared.db import aware
 
 
-class CatalogueRepository(UnitOfWorkBase):
-    async def supplier_row(self, supplier_id: str) -> Any:
-        return (await self._run(select(supplier).where(supplier.c.id == supplier_id))).first()
+class SupplierRepository:
+    def __init__(self, sql: Sql, directory: SupplierDirectory) -> None:
+        self._sql = sql
+        self.directory = directory
+        self.sealer: Sealer = directory.sealer
 
-    async def supplier(self, supplier_id: str) -> SupplierEntry | None:
+    # -- the admin view ---------------------------------------------------------------
+    async def get(self, supplier_id: str) -> Supplier | None:
+        row = (await self._sql.run(select(supplier).where(supplier.c.id == supplier_id))).first()
+        return _supplier(row) if row is not None else None
+
+    async def list(self) -> list[Supplier]:
+        rows = await self._sql.run(select(supplier).order_by(supplier.c.priority, supplier.c.id))
+        return [_supplier(r) for r in rows]
+
+    async def ids(self) -> set[str]:
+        return {r.id for r in await self._sql.run(select(supplier.c.id))}
+
+    async def id_for_key(self, supplier_key: str) -> str | None:
+        found = await self._sql.scalar(
+            select(supplier.c.id).where(supplier.c.supplier_key == supplier_key)
+        )
+        return str(found) if found is not None else None
+
+    async def add(self, supplier_id: str, new: NewSupplier, now: datetime) -> None:
+        await self._sql.run(
+            supplier.insert().values(
+                id=supplier_id,
+                supplier_key=new.supplier_key,
+                name=new.name,
+                api_base_url=new.api_base_url,
+                credentials=self.sealer.dump(new.credentials),
+                priority=new.priority,
+                ship_sla_hours=new.ship_sla_hours,
+                active=new.active,
+                rate_limit_per_s=new.rate_limit_per_s,
+                **dict.fromkeys(COUNTERS, 0),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def change(self, supplier_id: str, changes: SupplierChanges, now: datetime) -> None:
+        values: dict[str, Any] = {f: getattr(changes, f) for f in changes.fields}
+        if changes.credentials is not None:
+            values["credentials"] = self.sealer.dump(changes.credentials)
+        if values:
+            await self._sql.run(
+                update(supplier)
+                .where(supplier.c.id == supplier_id)
+                .values(**values, updated_at=now)
+            )
+
+    def forget(self, supplier_id: str) -> None:
+        """Drop the cached entry (call once the change is committed)."""
+        self.directory.invalidate(supplier_id)
+
+    # -- the hot paths: cached entries ------------------------------------------------
+    async def entry(self, supplier_id: str) -> SupplierEntry | None:
         """The supplier from the directory cache, read (in this transaction) on a miss."""
-        return (await self.suppliers({supplier_id})).get(supplier_id)
+        return (await self.entries({supplier_id})).get(supplier_id)
 
-    async def suppliers(self, ids: Iterable[str]) -> dict[str, SupplierEntry]:
+    async def entries(self, ids: Iterable[str]) -> dict[str, SupplierEntry]:
         found: dict[str, SupplierEntry] = {}
         missing: set[str] = set()
         for supplier_id in set(ids):
@@ -39,7 +97,8 @@ class CatalogueRepository(UnitOfWorkBase):
                 found[supplier_id] = entry
         if missing:
             rows = {
-                r.id: r for r in await self._run(select(supplier).where(supplier.c.id.in_(missing)))
+                r.id: r
+                for r in await self._sql.run(select(supplier).where(supplier.c.id.in_(missing)))
             }
             counts = await self.counters(rows)
             for supplier_id in missing:
@@ -50,39 +109,145 @@ class CatalogueRepository(UnitOfWorkBase):
                     found[supplier_id] = entry
         return found
 
-    async def supplier_infos(self, ids: set[str]) -> dict[str, SupplierInfo]:
-        return {k: v.info for k, v in (await self.suppliers(ids)).items()}
+    async def infos(self, ids: set[str]) -> dict[str, SupplierInfo]:
+        return {k: v.info for k, v in (await self.entries(ids)).items()}
 
-    async def upsert_offers(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
-        """Insert or replace offers by (supplier_id, sku); `values` are the offer's columns."""
-        now = datetime.now(UTC)
-        for supplier_id, values in rows:
-            changes = {**{k: v for k, v in values.items() if k != "sku"}, "updated_at": now}
-            stmt = self._insert()(offer).values(
-                supplier_id=supplier_id, sku=values["sku"], **changes
+    # -- counters ---------------------------------------------------------------------
+    async def counters(self, ids: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Suppliers' counters: their row plus the tallies not yet folded into it."""
+        wanted = list(set(ids))
+        rows = await self._sql.run(
+            select(supplier.c.id, *(supplier.c[k] for k in COUNTERS)).where(
+                supplier.c.id.in_(wanted)
             )
-            await self._run(
+        )
+        out = {r.id: {k: int(getattr(r, k)) for k in COUNTERS} for r in rows}
+        pending = await self._sql.run(
+            select(
+                supplier_tally.c.supplier_id,
+                *(func.sum(supplier_tally.c[k]).label(k) for k in COUNTERS),
+            )
+            .where(supplier_tally.c.supplier_id.in_(wanted))
+            .group_by(supplier_tally.c.supplier_id)
+        )
+        for r in pending:
+            if r.supplier_id in out:
+                for k in COUNTERS:
+                    out[r.supplier_id][k] += int(getattr(r, k) or 0)
+        return out
+
+    async def append_tallies(self, tally: dict[str, Counter[str]]) -> None:
+        """Counter increments appended, not updated: the supplier rows are not locked."""
+        if tally:
+            await self._sql.run(
+                supplier_tally.insert(),
+                [
+                    {**dict.fromkeys(COUNTERS, 0), **increments, "supplier_id": supplier_id}
+                    for supplier_id, increments in sorted(tally.items())
+                ],
+            )
+
+    async def fold_tallies(self, limit: int = 5000) -> int:
+        """Move appended tallies into the suppliers' counters; returns how many were folded.
+
+        `DELETE … RETURNING` takes exactly the rows it adds up, so a tally committed
+        meanwhile is neither lost nor counted twice.
+        """
+        last = await self._sql.scalar(
+            select(supplier_tally.c.id).order_by(supplier_tally.c.id).offset(limit - 1).limit(1)
+        ) or await self._sql.scalar(select(func.max(supplier_tally.c.id)))
+        if last is None:
+            return 0
+        taken = list(
+            await self._sql.run(
+                delete(supplier_tally)
+                .where(supplier_tally.c.id <= last)
+                .returning(supplier_tally.c.supplier_id, *(supplier_tally.c[k] for k in COUNTERS))
+            )
+        )
+        sums: dict[str, Counter[str]] = {}
+        for r in taken:
+            sums.setdefault(r.supplier_id, Counter()).update(
+                {k: int(getattr(r, k) or 0) for k in COUNTERS}
+            )
+        for supplier_id in sorted(sums):
+            await self._sql.run(
+                update(supplier)
+                .where(supplier.c.id == supplier_id)
+                .values({supplier.c[k]: supplier.c[k] + v for k, v in sums[supplier_id].items()})
+            )
+        return len(taken)
+
+
+def _supplier(row: Row[Any]) -> Supplier:
+    created = aware(row.created_at)
+    assert created is not None
+    return Supplier(
+        id=row.id,
+        supplier_key=row.supplier_key,
+        name=row.name,
+        api_base_url=row.api_base_url,
+        priority=row.priority,
+        ship_sla_hours=row.ship_sla_hours,
+        active=row.active,
+        rate_limit_per_s=row.rate_limit_per_s,
+        has_credentials=bool(row.credentials),
+        created_at=created,
+    )
+
+
+def _offer(row: Row[Any]) -> Offer:
+    return Offer(
+        row.supplier_id,
+        row.sku,
+        row.supplier_sku,
+        Decimal(row.unit_cost),
+        row.currency,
+        row.stock,
+        row.lead_time_hours,
+    )
+
+
+class OfferRepository:
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+
+    async def upsert(self, offers: Iterable[Offer]) -> None:
+        """Insert or replace offers by (supplier_id, sku)."""
+        now = datetime.now(UTC)
+        for o in offers:
+            changes = {
+                "supplier_sku": o.supplier_sku,
+                "unit_cost": o.unit_cost,
+                "currency": o.currency,
+                "stock": o.stock,
+                "lead_time_hours": o.lead_time_hours,
+                "updated_at": now,
+            }
+            stmt = self._sql.insert()(offer).values(supplier_id=o.supplier_id, sku=o.sku, **changes)
+            await self._sql.run(
                 stmt.on_conflict_do_update(
                     index_elements=[offer.c.supplier_id, offer.c.sku], set_=changes
                 )
             )
 
-    async def offers_for(self, skus: set[str], currency: str) -> list[Offer]:
-        rows = await self._run(
+    async def for_skus(self, skus: set[str], currency: str) -> list[Offer]:
+        rows = await self._sql.run(
             select(offer).where(offer.c.sku.in_(skus), offer.c.currency == currency)
         )
-        return [
-            Offer(
-                r.supplier_id,
-                r.sku,
-                r.supplier_sku,
-                Decimal(r.unit_cost),
-                r.currency,
-                r.stock,
-                r.lead_time_hours,
-            )
-            for r in rows
-        ]
+        return [_offer(r) for r in rows]
+
+    async def of_supplier(self, supplier_id: str) -> list[Offer]:
+        rows = await self._sql.run(
+            select(offer).where(offer.c.supplier_id == supplier_id).order_by(offer.c.sku)
+        )
+        return [_offer(r) for r in rows]
+
+    async def delete(self, supplier_id: str, sku: str) -> bool:
+        result = await self._sql.run(
+            delete(offer).where(offer.c.supplier_id == supplier_id, offer.c.sku == sku)
+        )
+        return rowcount(result) > 0
 
     async def move_stock(
         self,
@@ -109,7 +274,7 @@ class CatalogueRepository(UnitOfWorkBase):
         for key in sorted(set(delta) | zero):
             where = (offer.c.supplier_id == key[0], offer.c.sku == key[1])
             if key in zero:
-                await self._run(update(offer).where(*where).values(stock=0))
+                await self._sql.run(update(offer).where(*where).values(stock=0))
                 continue
             change = delta[key]
             if change == 0:
@@ -117,71 +282,13 @@ class CatalogueRepository(UnitOfWorkBase):
             stmt = update(offer).where(*where)
             if change < 0:
                 stmt = stmt.where(offer.c.stock >= -change)
-            result = await self._run(stmt.values(stock=offer.c.stock + change))
-            if change < 0 and getattr(result, "rowcount", 0) != 1:
+            result = await self._sql.run(stmt.values(stock=offer.c.stock + change))
+            if change < 0 and rowcount(result) != 1:
                 for (supplier_id, sku), undo in done:
-                    await self._run(
+                    await self._sql.run(
                         update(offer)
                         .where(offer.c.supplier_id == supplier_id, offer.c.sku == sku)
                         .values(stock=offer.c.stock - undo)
                     )
                 raise StockConflict(f"{key[0]}/{key[1]}")
             done.append((key, change))
-
-    def count(self, supplier_id: str, **increments: int) -> None:
-        """Add to a supplier's counters; appended to `supplier_tally` at commit."""
-        self._tally.add(supplier_id, increments)
-
-    async def counters(self, ids: Iterable[str]) -> dict[str, dict[str, int]]:
-        """Suppliers' counters: their row plus the tallies not yet folded into it."""
-        wanted = list(set(ids))
-        rows = await self._run(
-            select(supplier.c.id, *(supplier.c[k] for k in COUNTERS)).where(
-                supplier.c.id.in_(wanted)
-            )
-        )
-        out = {r.id: {k: int(getattr(r, k)) for k in COUNTERS} for r in rows}
-        pending = await self._run(
-            select(
-                supplier_tally.c.supplier_id,
-                *(func.sum(supplier_tally.c[k]).label(k) for k in COUNTERS),
-            )
-            .where(supplier_tally.c.supplier_id.in_(wanted))
-            .group_by(supplier_tally.c.supplier_id)
-        )
-        for r in pending:
-            if r.supplier_id in out:
-                for k in COUNTERS:
-                    out[r.supplier_id][k] += int(getattr(r, k) or 0)
-        return out
-
-    async def fold_tallies(self, limit: int = 5000) -> int:
-        """Move appended tallies into the suppliers' counters; returns how many were folded.
-
-        `DELETE … RETURNING` takes exactly the rows it adds up, so a tally committed
-        meanwhile is neither lost nor counted twice.
-        """
-        last = await self._scalar(
-            select(supplier_tally.c.id).order_by(supplier_tally.c.id).offset(limit - 1).limit(1)
-        ) or await self._scalar(select(func.max(supplier_tally.c.id)))
-        if last is None:
-            return 0
-        taken = list(
-            await self._run(
-                delete(supplier_tally)
-                .where(supplier_tally.c.id <= last)
-                .returning(supplier_tally.c.supplier_id, *(supplier_tally.c[k] for k in COUNTERS))
-            )
-        )
-        sums: dict[str, Counter[str]] = {}
-        for r in taken:
-            sums.setdefault(r.supplier_id, Counter()).update(
-                {k: int(getattr(r, k) or 0) for k in COUNTERS}
-            )
-        for supplier_id in sorted(sums):
-            await self._run(
-                update(supplier)
-                .where(supplier.c.id == supplier_id)
-                .values({supplier.c[k]: supplier.c[k] + v for k, v in sums[supplier_id].items()})
-            )
-        return len(taken)

@@ -1,61 +1,64 @@
-"""Routing requests, supplier orders and allocations, work queues, webhook deliveries."""
+"""Supplier orders (the aggregate to and from rows, with their allocations) and work queues."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import Row, Select, bindparam, delete, func, or_, select, update
 
-from services.supplier.domain import Line
-from services.supplier.store.base import (
-    FAILED_STATES,
-    UNDECIDED_STATES,
-    NewSupplierOrder,
-    UnitOfWorkBase,
+from services.supplier.domain import (
+    PASSED_OVER,
+    QUEUED,
+    SOURCES,
+    WAITING_FOR_DECISION,
+    Action,
+    AllocatedLine,
+    State,
+    SupplierOrder,
 )
-from services.supplier.tables import (
-    allocation,
-    callback_delivery,
-    order_cancellation,
-    routing_request,
-    supplier_order,
+from services.supplier.store.base import AfterCommit, Sql
+from services.supplier.tables import allocation, supplier_order
+from shared.db import aware
+from shared.events import EventData
+
+_LINE_COLUMNS = (
+    "line_id",
+    "sku",
+    "supplier_sku",
+    "quantity",
+    "unit_cost",
+    "unit_price",
+    "currency",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class _Allocation:
-    line_id: str
-    sku: str
-    supplier_sku: str
-    quantity: int
-    unit_cost: Decimal
-    currency: str
-
-
-_SO_WITH_LINES = (
-    select(
-        supplier_order,
-        allocation.c.line_id.label("a_line_id"),
-        allocation.c.sku.label("a_sku"),
-        allocation.c.supplier_sku.label("a_supplier_sku"),
-        allocation.c.quantity.label("a_quantity"),
-        allocation.c.unit_cost.label("a_unit_cost"),
-        allocation.c.currency.label("a_currency"),
-    )
-    .outerjoin(allocation, allocation.c.supplier_order_id == supplier_order.c.id)
-    .where(supplier_order.c.id == bindparam("so_id"))
-    .order_by(allocation.c.id)
+_WITH_LINES = select(
+    supplier_order, *(allocation.c[k].label(f"a_{k}") for k in _LINE_COLUMNS)
+).outerjoin(allocation, allocation.c.supplier_order_id == supplier_order.c.id)
+_BY_ID = _WITH_LINES.where(supplier_order.c.id == bindparam("so_id")).order_by(allocation.c.id)
+_STORED = tuple(f.name for f in fields(SupplierOrder) if f.name not in ("lines", "events", "tally"))
+_TIMES = frozenset(
+    f.name for f in fields(SupplierOrder) if f.name.endswith(("_at", "_until", "ship_by"))
 )
 
 
+def _in(states: Iterable[State]) -> list[str]:
+    return sorted(s.value for s in states)
+
+
+def _values(values: dict[str, Any]) -> dict[str, Any]:
+    """Column values as the drivers want them (a state as its plain string)."""
+    return {k: v.value if isinstance(v, State) else v for k, v in values.items()}
+
+
+[_SENDING] = SOURCES[Action.RECEIVE]  # one state: `=`, as an executemany cannot expand IN
 _MARK_RECEIVED = (
     update(supplier_order)
-    .where(supplier_order.c.id == bindparam("so_id"), supplier_order.c.state == "sending")
+    .where(supplier_order.c.id == bindparam("so_id"), supplier_order.c.state == _SENDING.value)
     .values(
-        state="received",
+        state=State.RECEIVED.value,
         supplier_order_ref=bindparam("ref"),
         sent_at=bindparam("sent"),
         lease_until=None,
@@ -64,111 +67,147 @@ _MARK_RECEIVED = (
 )
 
 
-class OrderRepository(UnitOfWorkBase):
-    # -- routing requests -----------------------------------------------------------------
-    async def add_request(self, values: dict[str, Any]) -> bool:
-        result = await self._run(
-            self._insert()(routing_request).values(**values).on_conflict_do_nothing()
-        )
-        return getattr(result, "rowcount", 0) == 1
+@dataclass(frozen=True, slots=True)
+class StatusCheck:
+    """An undecided supplier order whose status is to be asked of its supplier."""
 
-    async def request(self, order_id: str, *, for_update: bool = False) -> Any:
-        query = select(routing_request).where(routing_request.c.order_id == order_id)
-        if for_update:
-            query = query.with_for_update()
-        return (await self._run(query)).first()
+    so_id: str
+    supplier_id: str
+    supplier_order_ref: str | None
 
-    @staticmethod
-    def lines_of(request: Any) -> list[Line]:
-        return [
-            Line(x["line_id"], x["sku"], int(x["quantity"]), Decimal(x["unit_price"]))
-            for x in request.lines
-        ]
 
-    async def remember_cancellation(self, order_id: str, reason: str) -> None:
-        now = datetime.now(UTC)
-        await self._run(
-            self._insert()(order_cancellation)
-            .values(order_id=order_id, reason=reason[:500], cancelled_at=now)
-            .on_conflict_do_nothing()
-        )
-        await self._run(
-            update(routing_request)
-            .where(routing_request.c.order_id == order_id, routing_request.c.cancelled_at.is_(None))
-            .values(cancelled_at=now)
-        )
+@dataclass(frozen=True, slots=True)
+class AllocationView:
+    """Who got which line of an order, at what cost, in what state."""
 
-    async def was_cancelled(self, order_id: str) -> bool:
-        found = await self._scalar(
-            select(order_cancellation.c.order_id).where(order_cancellation.c.order_id == order_id)
-        )
-        return found is not None
+    order_id: str
+    line_id: str
+    sku: str
+    quantity: int
+    supplier_id: str
+    supplier_order_id: str
+    supplier_order_ref: str | None
+    supplier_sku: str
+    unit_cost: Decimal
+    currency: str
+    state: str
 
-    async def received_orders(self) -> list[str]:
-        rows = await self._run(
-            select(routing_request.c.order_id).order_by(routing_request.c.received_at)
-        )
-        return [r.order_id for r in rows]
 
-    # -- supplier orders ------------------------------------------------------------------
-    async def add_supplier_orders(
-        self,
-        orders: list[dict[str, Any]],
-        allocations: list[dict[str, Any]],
-        sends: list[NewSupplierOrder],
+class SupplierOrderRepository:
+    """Loads and saves `SupplierOrder`s: `save` writes only what changed since loading,
+    records the events (outbox) and counter increments, and wakes the dispatcher when an
+    order was queued for it."""
+
+    def __init__(
+        self, sql: Sql, after: AfterCommit, emit: Callable[[EventData], object], lease: timedelta
     ) -> None:
-        """New supplier orders, leased to this process and handed to its dispatcher at commit."""
+        self._sql = sql
+        self._after = after
+        self._emit = emit
+        self._lease = lease
+        self._loaded: dict[str, dict[str, Any]] = {}
+
+    # -- loading ----------------------------------------------------------------------
+    async def get(self, so_id: str, *, for_update: bool = False) -> SupplierOrder | None:
+        """The supplier order and its allocations in one statement (locked with `for_update`)."""
+        query = _BY_ID.with_for_update(of=supplier_order) if for_update else _BY_ID
+        found = self._from_joined(list(await self._sql.run(query, {"so_id": so_id})))
+        return found[0] if found else None
+
+    async def by_tracking(self, tracking_number: str) -> SupplierOrder | None:
+        query = (
+            _WITH_LINES.where(supplier_order.c.tracking_number == tracking_number)
+            .order_by(supplier_order.c.created_at, allocation.c.id)
+            .with_for_update(of=supplier_order)
+        )
+        found = self._from_joined(list(await self._sql.run(query)))
+        return found[0] if found else None
+
+    async def of_order(self, order_id: str) -> list[SupplierOrder]:
+        query = _WITH_LINES.where(supplier_order.c.order_id == order_id).order_by(
+            supplier_order.c.created_at, supplier_order.c.id, allocation.c.id
+        )
+        return self._from_joined(list(await self._sql.run(query)))
+
+    def _from_joined(self, rows: list[Row[Any]]) -> list[SupplierOrder]:
+        out: dict[str, SupplierOrder] = {}
+        for r in rows:
+            so = out.get(r.id)
+            if so is None:
+                so = out[r.id] = self._load(r, [])
+            if r.a_line_id is not None:
+                so.lines.append(_line({k: getattr(r, f"a_{k}") for k in _LINE_COLUMNS}))
+        return list(out.values())
+
+    async def _with_lines(self, rows: list[Row[Any]]) -> list[SupplierOrder]:
+        """Aggregates of `rows`, their allocations read in one more statement."""
+        if not rows:
+            return []
+        lines: dict[str, list[AllocatedLine]] = {r.id: [] for r in rows}
+        for a in await self._sql.run(
+            select(allocation)
+            .where(allocation.c.supplier_order_id.in_(list(lines)))
+            .order_by(allocation.c.id)
+        ):
+            lines[a.supplier_order_id].append(_line({k: getattr(a, k) for k in _LINE_COLUMNS}))
+        return [self._load(r, lines[r.id]) for r in rows]
+
+    def _load(self, row: Row[Any], lines: list[AllocatedLine]) -> SupplierOrder:
+        stored = {k: getattr(row, k) for k in _STORED}
+        for k in _TIMES:
+            stored[k] = aware(stored[k])
+        stored["state"] = State(stored["state"])
+        stored["attempts"] = stored["attempts"] or 0
+        for flag in ("at_risk_sent", "deadline_sent", "major_sent"):
+            stored[flag] = bool(stored[flag])
+        self._loaded[row.id] = dict(stored)
+        return SupplierOrder(**stored, lines=lines)
+
+    # -- writing ----------------------------------------------------------------------
+    async def add_all(self, orders: list[SupplierOrder]) -> None:
         if not orders:
             return
-        now = datetime.now(UTC)
-        await self._run(
+        await self._sql.run(
             supplier_order.insert(),
+            [_values({k: getattr(so, k) for k in _STORED}) for so in orders],
+        )
+        await self._sql.run(
+            allocation.insert(),
             [
-                {**o, "state": "sending", "attempts": 1, "lease_until": now + self.lease}
-                for o in orders
+                {"supplier_order_id": so.id, "order_id": so.order_id, **_line_row(a)}
+                for so in orders
+                for a in so.lines
             ],
         )
-        await self._run(allocation.insert(), allocations)
-        self.new_orders += sends
+        for so in orders:
+            self._loaded[so.id] = {k: getattr(so, k) for k in _STORED}
 
-    async def drop_supplier_orders(self, ids: list[str]) -> None:
-        """Undo `add_supplier_orders` within this transaction (their stock was not had)."""
-        if not ids:
-            return
-        await self._run(delete(allocation).where(allocation.c.supplier_order_id.in_(ids)))
-        await self._run(delete(supplier_order).where(supplier_order.c.id.in_(ids)))
-        self.new_orders = [o for o in self.new_orders if o.id not in ids]
+    async def remove(self, ids: list[str]) -> None:
+        """Undo `add_all` within this transaction."""
+        if ids:
+            await self._sql.run(delete(allocation).where(allocation.c.supplier_order_id.in_(ids)))
+            await self._sql.run(delete(supplier_order).where(supplier_order.c.id.in_(ids)))
 
-    async def supplier_order(self, so_id: str, *, for_update: bool = False) -> Any:
-        """The supplier order (locked with `for_update`), its allocations read in the same
-        statement and kept for `allocations_of`."""
-        query = _SO_WITH_LINES.with_for_update(of=supplier_order) if for_update else _SO_WITH_LINES
-        rows = list(await self._run(query, {"so_id": so_id}))
-        if not rows:
-            return None
-        self._lines[so_id] = [
-            _Allocation(
-                r.a_line_id, r.a_sku, r.a_supplier_sku, r.a_quantity, r.a_unit_cost, r.a_currency
+    async def save(self, so: SupplierOrder) -> None:
+        before = self._loaded.get(so.id, {})
+        changes = {k: v for k in _STORED if (v := getattr(so, k)) != before.get(k)}
+        if changes:
+            await self._sql.run(
+                update(supplier_order)
+                .where(supplier_order.c.id == so.id)
+                .values(**_values(changes))
             )
-            for r in rows
-            if r.a_line_id is not None
-        ]
-        return rows[0]
+            self._loaded[so.id] = {**before, **changes}
+            if "state" in changes and so.state in QUEUED:
+                self._after.wake_dispatcher = True
+        for event in so.events:
+            self._emit(event)
+        so.events.clear()
+        self._after.count(so.supplier_id, so.tally)
+        so.tally.clear()
 
-    async def by_tracking(self, tracking_number: str) -> Any:
-        query = (
-            select(supplier_order)
-            .where(supplier_order.c.tracking_number == tracking_number)
-            .with_for_update()
-        )
-        return (await self._run(query)).first()
-
-    async def set_state(self, so_id: str, **values: Any) -> None:
-        await self._run(update(supplier_order).where(supplier_order.c.id == so_id).values(**values))
-        if values.get("state") in ("to_send", "cancel_pending"):
-            self.work_queued = True
-
-    async def mark_received(self, sent: list[tuple[str, str]]) -> None:
+    # -- set-based moves --------------------------------------------------------------
+    async def mark_received(self, sent: list[tuple[str, str]], check_after: timedelta) -> None:
         """(supplier order id, supplier_order_ref) placed at the supplier, in one batch.
 
         Only orders still `sending` change: a callback or a cancel may have got there
@@ -176,14 +215,14 @@ class OrderRepository(UnitOfWorkBase):
         for (that callback is deciding it), so one slow callback cannot hold up the batch
         and every callback behind it.
         """
-        if self.dialect == "postgresql" and sent:
+        if self._sql.dialect == "postgresql" and sent:
             free = {
                 r.id
-                for r in await self._run(
+                for r in await self._sql.run(
                     select(supplier_order.c.id)
                     .where(
                         supplier_order.c.id.in_([so_id for so_id, _ in sent]),
-                        supplier_order.c.state == "sending",
+                        supplier_order.c.state == _SENDING.value,
                     )
                     .with_for_update(skip_locked=True)
                 )
@@ -192,31 +231,113 @@ class OrderRepository(UnitOfWorkBase):
         if not sent:
             return
         now = datetime.now(UTC)
-        await self._run(
+        await self._sql.run(
             _MARK_RECEIVED,
             [
-                {"so_id": so_id, "ref": ref, "sent": now, "check_at": now + self.check_after}
+                {"so_id": so_id, "ref": ref, "sent": now, "check_at": now + check_after}
                 for so_id, ref in sent
             ],
         )
 
-    async def orders_of(self, order_id: str) -> list[Any]:
-        rows = await self._run(
+    async def claim(self, limit: int) -> list[SupplierOrder]:
+        """Take due work for this dispatcher under a lease: orders queued to send or cancel,
+        and those whose lease ran out (their process died mid-call). Returned as claimed:
+        `sending` to place, `cancelling` to call off."""
+        now = datetime.now(UTC)
+        queued = supplier_order.c.state.in_(_in(QUEUED)) & (
+            supplier_order.c.lease_until.is_(None) | (supplier_order.c.lease_until < now)
+        )
+        expired = supplier_order.c.state.in_(_in((State.SENDING, State.CANCELLING))) & (
+            supplier_order.c.lease_until < now
+        )
+        query = (
             select(supplier_order)
-            .where(supplier_order.c.order_id == order_id)
+            .where(or_(queued, expired))
             .order_by(supplier_order.c.created_at)
+            .limit(limit)
         )
-        return list(rows)
+        rows = list(await self._sql.run(self._skip_locked(query)))
+        for row in rows:
+            cancel = State(row.state) in SOURCES[Action.CLAIM_CANCEL]
+            await self._sql.run(
+                update(supplier_order)
+                .where(supplier_order.c.id == row.id)
+                .values(
+                    state=(State.CANCELLING if cancel else State.SENDING).value,
+                    lease_until=now + self._lease,
+                    attempts=supplier_order.c.attempts + 1,
+                )
+            )
+        claimed = await self._with_lines(rows)
+        for so in claimed:  # as the row now reads
+            cancel = so.state in SOURCES[Action.CLAIM_CANCEL]
+            so.state = State.CANCELLING if cancel else State.SENDING
+            so.lease_until, so.attempts = now + self._lease, so.attempts + 1
+            self._loaded[so.id].update(
+                state=so.state, lease_until=so.lease_until, attempts=so.attempts
+            )
+        return claimed
 
-    async def allocations_of(self, so_id: str) -> list[Any]:
-        if so_id in self._lines:
-            return list(self._lines[so_id])
-        return list(
-            await self._run(select(allocation).where(allocation.c.supplier_order_id == so_id))
+    async def due_checks(self, limit: int, check_after: timedelta) -> list[StatusCheck]:
+        """Take undecided supplier orders whose check is due, and push their next check back."""
+        now = datetime.now(UTC)
+        query = (
+            select(
+                supplier_order.c.id,
+                supplier_order.c.supplier_id,
+                supplier_order.c.supplier_order_ref,
+            )
+            .where(
+                supplier_order.c.state.in_(_in(WAITING_FOR_DECISION)),
+                supplier_order.c.next_check_at.is_not(None),
+                supplier_order.c.next_check_at <= now,
+            )
+            .order_by(supplier_order.c.next_check_at)
+            .limit(limit)
         )
+        rows = list(await self._sql.run(self._skip_locked(query)))
+        if rows:
+            await self._sql.run(
+                update(supplier_order)
+                .where(supplier_order.c.id.in_([r.id for r in rows]))
+                .values(next_check_at=now + check_after)
+            )
+        return [StatusCheck(r.id, r.supplier_id, r.supplier_order_ref) for r in rows]
 
-    async def allocations_for_order(self, order_id: str) -> list[Any]:
-        rows = await self._run(
+    async def sla_due(self, limit: int = 500) -> list[SupplierOrder]:
+        """Accepted orders whose SLA clock may still fire, earliest deadline first."""
+        query = (
+            select(supplier_order)
+            .where(
+                supplier_order.c.state.in_(_in(SOURCES[Action.CHECK_SLA])),
+                supplier_order.c.major_sent.is_(False),
+            )
+            .order_by(supplier_order.c.ship_by)
+            .limit(limit)
+        )
+        return await self._with_lines(list(await self._sql.run(self._skip_locked(query))))
+
+    def _skip_locked(self, query: Select[Any]) -> Select[Any]:
+        """PostgreSQL: rows another replica holds are left to it."""
+        if self._sql.dialect == "postgresql":
+            return query.with_for_update(skip_locked=True)
+        return query
+
+    # -- reading ----------------------------------------------------------------------
+    async def passed_over(self, order_id: str) -> dict[str, frozenset[str]]:
+        """Per line of the order, the suppliers that failed it (not to be offered it again)."""
+        rows = await self._sql.run(
+            select(allocation.c.line_id, supplier_order.c.supplier_id)
+            .join(supplier_order, supplier_order.c.id == allocation.c.supplier_order_id)
+            .where(allocation.c.order_id == order_id, supplier_order.c.state.in_(_in(PASSED_OVER)))
+        )
+        out: dict[str, set[str]] = {}
+        for r in rows:
+            out.setdefault(r.line_id, set()).add(r.supplier_id)
+        return {k: frozenset(v) for k, v in out.items()}
+
+    async def allocations(self, order_id: str) -> list[AllocationView]:
+        rows = await self._sql.run(
             select(
                 allocation,
                 supplier_order.c.state,
@@ -227,96 +348,63 @@ class OrderRepository(UnitOfWorkBase):
             .where(allocation.c.order_id == order_id)
             .order_by(allocation.c.id)
         )
-        return list(rows)
-
-    async def failed_suppliers_by_line(self, order_id: str) -> dict[str, frozenset[str]]:
-        rows = await self._run(
-            select(allocation.c.line_id, supplier_order.c.supplier_id)
-            .join(supplier_order, supplier_order.c.id == allocation.c.supplier_order_id)
-            .where(
-                allocation.c.order_id == order_id,
-                supplier_order.c.state.in_(
-                    (*FAILED_STATES, "backordered", "cancel_pending", "cancelled")
-                ),
+        return [
+            AllocationView(
+                r.order_id,
+                r.line_id,
+                r.sku,
+                r.quantity,
+                r.supplier_id,
+                r.supplier_order_id,
+                r.supplier_order_ref,
+                r.supplier_sku,
+                Decimal(r.unit_cost),
+                r.currency,
+                r.state,
             )
+            for r in rows
+        ]
+
+    async def count_for(self, supplier_id: str) -> int:
+        return int(
+            await self._sql.scalar(
+                select(func.count())
+                .select_from(supplier_order)
+                .where(supplier_order.c.supplier_id == supplier_id)
+            )
+            or 0
         )
-        out: dict[str, set[str]] = {}
-        for line_id, supplier_id in rows:
-            out.setdefault(line_id, set()).add(supplier_id)
-        return {k: frozenset(v) for k, v in out.items()}
 
-    async def claim_work(self, states: tuple[str, ...], lease: timedelta, limit: int) -> list[Any]:
-        """Take due work (rows in `states`, or whose lease expired) for this dispatcher."""
-        now = datetime.now(UTC)
-        query = (
-            select(supplier_order)
+    async def confirm_seconds(self, supplier_id: str, limit: int = 5000) -> list[float]:
+        """How long the supplier took to confirm, for its latest `limit` confirmed orders."""
+        rows = await self._sql.run(
+            select(supplier_order.c.created_at, supplier_order.c.confirmed_at)
             .where(
-                or_(
-                    supplier_order.c.state.in_(states)
-                    & (
-                        supplier_order.c.lease_until.is_(None)
-                        | (supplier_order.c.lease_until < now)
-                    ),
-                    (supplier_order.c.state.in_(("sending", "cancelling")))
-                    & (supplier_order.c.lease_until < now),
-                )
+                supplier_order.c.supplier_id == supplier_id,
+                supplier_order.c.confirmed_at.is_not(None),
             )
-            .order_by(supplier_order.c.created_at)
+            .order_by(supplier_order.c.confirmed_at.desc())
             .limit(limit)
         )
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        rows = list(await self._run(query))
-        for row in rows:
-            busy = "cancelling" if row.state in ("cancel_pending", "cancelling") else "sending"
-            await self._run(
-                update(supplier_order)
-                .where(supplier_order.c.id == row.id)
-                .values(state=busy, lease_until=now + lease, attempts=supplier_order.c.attempts + 1)
-            )
-        return rows
+        return [
+            (
+                (aware(r.confirmed_at) or r.confirmed_at) - (aware(r.created_at) or r.created_at)
+            ).total_seconds()
+            for r in rows
+        ]
 
-    async def due_checks(self, limit: int) -> list[Any]:
-        """Take undecided supplier orders whose check is due, and push their next check back."""
-        now = datetime.now(UTC)
-        query = (
-            select(supplier_order)
-            .where(
-                supplier_order.c.state.in_(UNDECIDED_STATES),
-                supplier_order.c.next_check_at.is_not(None),
-                supplier_order.c.next_check_at <= now,
-            )
-            .order_by(supplier_order.c.next_check_at)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        rows = list(await self._run(query))
-        if rows:
-            await self._run(
-                update(supplier_order)
-                .where(supplier_order.c.id.in_([r.id for r in rows]))
-                .values(next_check_at=now + self.check_after)
-            )
-        return rows
 
-    async def sla_due(self, now: datetime, limit: int = 500) -> list[Any]:
-        query = (
-            select(supplier_order)
-            .where(supplier_order.c.state == "accepted", supplier_order.c.major_sent.is_(False))
-            .order_by(supplier_order.c.ship_by)
-            .limit(limit)
-        )
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        return list(await self._run(query))
+def _line(values: dict[str, Any]) -> AllocatedLine:
+    return AllocatedLine(
+        values["line_id"],
+        values["sku"],
+        values["supplier_sku"],
+        int(values["quantity"]),
+        Decimal(values["unit_cost"]),
+        Decimal(values["unit_price"]),
+        values["currency"],
+    )
 
-    # -- webhooks -------------------------------------------------------------------------
-    async def first_delivery(self, source: str, delivery_id: str) -> bool:
-        stmt = (
-            self._insert()(callback_delivery)
-            .values(source=source, delivery_id=delivery_id, received_at=datetime.now(UTC))
-            .on_conflict_do_nothing()
-        )
-        result = await self._run(stmt)
-        return getattr(result, "rowcount", 0) == 1
+
+def _line_row(a: AllocatedLine) -> dict[str, Any]:
+    return {k: getattr(a, k) for k in _LINE_COLUMNS}

@@ -21,13 +21,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from shared.events import RoutingFailureReason
-
-
-class SupplierError(Exception):
-    """Root of the supplier service's domain errors."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +84,23 @@ class Line:
     sku: str
     quantity: int
     unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class RoutingRequest:
+    """An order as routing needs it: kept from `order-placed` so lines can be failed over."""
+
+    order_id: str
+    currency: str
+    lines: list[Line]
+    ship_country: str
+    ship_postal_code: str
+    placed_at: datetime
+    received_at: datetime
+    cancelled_at: datetime | None = None
+
+    def lines_named(self, line_ids: set[str]) -> list[Line]:
+        return [ln for ln in self.lines if ln.line_id in line_ids]
 
 
 @dataclass(frozen=True)

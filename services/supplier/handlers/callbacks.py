@@ -1,0 +1,196 @@
+"""Supplier and carrier callbacks, and the reconciler's status checks, applied to supplier orders.
+
+A callback the supplier order's lifecycle does not allow (a late or repeated one) is
+answered `ignored` and changes nothing; routes verify signatures and parse bodies first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from prometheus_client import Counter
+
+from services.supplier.adapter import SupplierStatus
+from services.supplier.domain import Action, IllegalTransition, SupplierOrder
+from services.supplier.routing import fail_over
+from services.supplier.store import SupplierUnitOfWork
+
+STATUS_CHECKS = Counter(
+    "dropship_supplier_status_checks",
+    "Undecided supplier orders whose status was fetched from the supplier, by what it said.",
+    ["outcome"],
+)
+DEFAULT_SLA_HOURS = 48.0
+CallbackType = Literal["accepted", "rejected", "backordered", "dispatched"]
+
+
+class Outcome(StrEnum):
+    """What a callback came to, as the caller is told."""
+
+    DUPLICATE = "duplicate"
+    UNKNOWN_ORDER = "unknown_order"
+    UNKNOWN_TRACKING_NUMBER = "unknown_tracking_number"
+    IGNORED = "ignored"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    BACKORDERED = "backordered"
+    FAILED_OVER = "failed_over"
+    DISPATCHED = "dispatched"
+    CANCELLING_LATE_ACCEPTANCE = "cancelling_late_acceptance"
+    EXCEPTION = "exception"
+    DELIVERED = "delivered"
+    RECORDED = "recorded"
+    UNDECIDED = "undecided"
+
+
+@dataclass(frozen=True)
+class SupplierCallback:
+    type: CallbackType
+    reference: str  # our supplier order id
+    supplier_order_ref: str | None = None
+    reason: str | None = None
+    carrier: str | None = None
+    tracking_number: str | None = None
+
+
+@dataclass(frozen=True)
+class TrackingUpdate:
+    tracking_number: str
+    status: Literal["in_transit", "exception", "delivered"]
+    occurred_at: datetime | None = None
+
+
+async def supplier_callback(
+    uow: SupplierUnitOfWork, supplier_id: str, delivery_id: str, callback: SupplierCallback
+) -> Outcome:
+    """A supplier's signed callback, once per delivery id."""
+    async with uow:
+        if not await uow.deliveries.first(f"supplier:{supplier_id}", delivery_id):
+            return Outcome.DUPLICATE
+        outcome = await apply_callback(uow, supplier_id, callback)
+        await uow.commit()
+    return outcome
+
+
+async def apply_callback(
+    uow: SupplierUnitOfWork, supplier_id: str, callback: SupplierCallback
+) -> Outcome:
+    """Apply one supplier decision inside the caller's unit of work."""
+    so = await uow.supplier_orders.get(callback.reference, for_update=True)
+    if so is None or so.supplier_id != supplier_id:
+        return Outcome.UNKNOWN_ORDER
+    try:
+        return await _decide(uow, so, callback)
+    except IllegalTransition:
+        return Outcome.IGNORED
+
+
+async def _decide(
+    uow: SupplierUnitOfWork, so: SupplierOrder, callback: SupplierCallback
+) -> Outcome:
+    ref, now, orders = callback.supplier_order_ref, datetime.now(UTC), uow.supplier_orders
+    if callback.type in ("accepted", "dispatched") and so.given_up:
+        # we gave up on this supplier (timeouts) or the customer cancelled, yet it took the
+        # order after all: call it off, so the goods are never bought twice
+        so.call_off_late_acceptance(ref)
+        await orders.save(so)
+        return Outcome.CANCELLING_LATE_ACCEPTANCE
+    if callback.type == "accepted":
+        so.accept(ref, await _sla_hours(uow, so), now)
+        await orders.save(so)
+        return Outcome.ACCEPTED
+    if callback.type == "rejected":
+        so.reject(callback.reason or "")
+        await orders.save(so)
+        await fail_over(uow, so)
+        return Outcome.REJECTED
+    if callback.type == "backordered":
+        so.ensure(Action.BACKORDER)
+        moved = await fail_over(uow, so, all_or_nothing=True)  # someone else takes every line?
+        so.backorder(ref, now + uow.check_after, moved=moved)
+        await orders.save(so)
+        return Outcome.FAILED_OVER if moved else Outcome.BACKORDERED
+    so.dispatch(
+        callback.carrier or "unknown",
+        callback.tracking_number or "",
+        ref,
+        await _sla_hours(uow, so),
+        now,
+    )
+    await orders.save(so)
+    return Outcome.DISPATCHED
+
+
+async def _sla_hours(uow: SupplierUnitOfWork, so: SupplierOrder) -> float:
+    entry = await uow.suppliers.entry(so.supplier_id)
+    return entry.ship_sla_hours if entry is not None else DEFAULT_SLA_HOURS
+
+
+_STATUS_STEPS: dict[str, list[CallbackType]] = {
+    "accepted": ["accepted"],
+    "rejected": ["rejected"],
+    "cancelled": ["rejected"],  # we never asked: as good as a rejection
+    "backordered": ["backordered"],
+    "dispatched": ["dispatched"],
+    "delivered": ["dispatched"],
+}
+
+
+async def record_status(
+    uow: SupplierUnitOfWork, supplier_id: str, so_id: str, status: SupplierStatus
+) -> Outcome:
+    """What the supplier says of an order we have no decision for, applied like its callbacks.
+
+    The lifecycle's guards make this safe to race with a late callback: whichever
+    commits first decides, the other changes nothing.
+    """
+    outcome = Outcome.UNDECIDED
+    async with uow:
+        for kind in _STATUS_STEPS.get(status.status, []):
+            callback = SupplierCallback(
+                kind,
+                so_id,
+                status.supplier_order_ref,
+                status.reason,
+                status.carrier,
+                status.tracking_number,
+            )
+            outcome = await apply_callback(uow, supplier_id, callback)
+        await uow.commit()
+    STATUS_CHECKS.labels(outcome.value).inc()
+    return outcome
+
+
+async def tracking_update(
+    uow: SupplierUnitOfWork, delivery_id: str, update: TrackingUpdate
+) -> Outcome:
+    """A carrier's tracking update, once per delivery id."""
+    async with uow:
+        if not await uow.deliveries.first("tracking", delivery_id):
+            return Outcome.DUPLICATE
+        outcome = await _track(uow, update)
+        await uow.commit()
+    return outcome
+
+
+async def _track(uow: SupplierUnitOfWork, update: TrackingUpdate) -> Outcome:
+    so = await uow.supplier_orders.by_tracking(update.tracking_number)
+    if so is None:
+        return Outcome.UNKNOWN_TRACKING_NUMBER
+    try:
+        if update.status == "exception":
+            so.report_exception()
+            outcome = Outcome.EXCEPTION
+        elif update.status == "delivered":
+            when = update.occurred_at or datetime.now(UTC)
+            so.deliver(when if when.tzinfo else when.replace(tzinfo=UTC))
+            outcome = Outcome.DELIVERED
+        else:
+            return Outcome.RECORDED
+    except IllegalTransition:
+        return Outcome.RECORDED  # not (or no longer) on its way: noted, nothing changes
+    await uow.supplier_orders.save(so)
+    return outcome

@@ -1,0 +1,141 @@
+"""What supplier calls came to (placing, cancelling, availability), the SLA clock, housekeeping.
+
+The dispatcher and the reconciler make the calls outside any transaction; each outcome
+is recorded here in a unit of work of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prometheus_client import Counter
+
+from services.supplier.adapter import Outcome, OutOfStock, Received, Rejected
+from services.supplier.directory import SupplierEntry
+from services.supplier.domain import Action, State
+from services.supplier.routing import fail_over, to_send
+from services.supplier.store import NewSupplierOrder, StatusCheck, SupplierUnitOfWork
+from shared.events import SupplierStatusChanged
+
+log = logging.getLogger(__name__)
+SLA_SCANS = Counter("dropship_supplier_sla_scans", "SLA clock scans run by this process.")
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """A supplier order to call off at its supplier (no ref: it never got there)."""
+
+    so_id: str
+    supplier_id: str
+    supplier_order_ref: str | None
+
+
+Work = NewSupplierOrder | Cancellation
+
+
+async def claim_work(uow: SupplierUnitOfWork, limit: int) -> list[Work]:
+    """Due work for this process's dispatcher, taken under a lease."""
+    work: list[Work] = []
+    async with uow:
+        for so in await uow.supplier_orders.claim(limit):
+            if so.state is State.CANCELLING:
+                work.append(Cancellation(so.id, so.supplier_id, so.supplier_order_ref))
+                continue
+            request = await uow.routing_requests.get(so.order_id)
+            if request is None:  # cannot happen: routing kept it; left for its lease to expire
+                log.error("supplier order without its order", extra={"supplier_order": so.id})
+                continue
+            work.append(to_send(so, request))
+        await uow.commit()
+    return work
+
+
+async def record_sent(uow: SupplierUnitOfWork, sent: list[tuple[str, str]]) -> None:
+    """Supplier orders the suppliers took (id, their ref), recorded in one statement."""
+    async with uow:
+        await uow.supplier_orders.mark_received(sent, uow.check_after)
+        await uow.commit()
+
+
+async def record_send(uow: SupplierUnitOfWork, so_id: str, outcome: Outcome) -> None:
+    """The dispatcher's result of placing a supplier order."""
+    if isinstance(outcome, Received):
+        await record_sent(uow, [(so_id, outcome.supplier_order_ref)])
+        return
+    failed = {OutOfStock: State.OUT_OF_STOCK, Rejected: State.REJECTED}.get(
+        type(outcome), State.UNAVAILABLE
+    )
+    async with uow:
+        so = await uow.supplier_orders.get(so_id, for_update=True)
+        if so is None or not so.can(Action.FAIL):
+            return  # a callback or a cancel got there first
+        so.placing_failed(failed, _describe(outcome))
+        await uow.supplier_orders.save(so)
+        if isinstance(outcome, OutOfStock):
+            # learn: the supplier has none of these (its stock is set to 0, not given back)
+            empty = [(so.supplier_id, a.sku) for a in so.lines if a.supplier_sku in outcome.skus]
+            await uow.offers.move_stock(empty=empty)
+        await fail_over(uow, so, restock=not isinstance(outcome, OutOfStock))
+        await uow.commit()
+
+
+def _describe(outcome: Outcome) -> str:
+    detail = outcome.skus if isinstance(outcome, OutOfStock) else getattr(outcome, "reason", "")
+    return f"{type(outcome).__name__}: {str(detail)[:180]}"
+
+
+async def record_cancel(uow: SupplierUnitOfWork, so_id: str, cancelled: bool) -> None:
+    """The outcome of calling a supplier order off: done, or tried again later."""
+    async with uow:
+        so = await uow.supplier_orders.get(so_id, for_update=True)
+        if so is None or not so.can(Action.FINISH_CANCEL):
+            return  # another replica recorded it first
+        if cancelled:
+            so.cancel_confirmed()
+        else:
+            so.cancel_refused(datetime.now(UTC))
+        await uow.supplier_orders.save(so)
+        await uow.commit()
+
+
+async def due_status_checks(
+    uow: SupplierUnitOfWork, limit: int
+) -> list[tuple[StatusCheck, SupplierEntry | None]]:
+    """Undecided supplier orders to ask their supplier about (their next check pushed
+    back), with who to ask (None: the supplier is gone)."""
+    async with uow:
+        checks = await uow.supplier_orders.due_checks(limit, uow.check_after)
+        suppliers = await uow.suppliers.entries({c.supplier_id for c in checks})
+        await uow.commit()
+    return [(c, suppliers.get(c.supplier_id)) for c in checks]
+
+
+async def scan_sla(uow: SupplierUnitOfWork, now: datetime | None = None) -> int:
+    """Emit at_risk / no_tracking_by_deadline / major for untracked accepted orders, once each."""
+    now = now or datetime.now(UTC)
+    fired = 0
+    SLA_SCANS.inc()
+    async with uow:
+        for so in await uow.supplier_orders.sla_due():
+            fired += so.check_sla(now)
+            await uow.supplier_orders.save(so)
+        await uow.commit()
+    return fired
+
+
+async def fold_tallies(uow: SupplierUnitOfWork) -> int:
+    """Fold supplier counter increments into the suppliers' rows (housekeeping)."""
+    async with uow:
+        folded = await uow.suppliers.fold_tallies()
+        await uow.commit()
+    return folded
+
+
+async def record_availability(uow: SupplierUnitOfWork, change: SupplierStatusChanged) -> None:
+    """A supplier became unavailable or available again: `supplier-status-changed`, via the
+    outbox."""
+    async with uow:
+        uow.emit(change)
+        await uow.commit()

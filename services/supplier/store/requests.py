@@ -1,0 +1,112 @@
+"""Routing requests (orders kept from `order-placed`), cancellations, callback deliveries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, select, update
+
+from services.supplier.domain import Line, RoutingRequest
+from services.supplier.store.base import Sql, rowcount
+from services.supplier.tables import callback_delivery, order_cancellation, routing_request
+from shared.db import aware
+
+
+class RoutingRequests:
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+
+    async def add(self, request: RoutingRequest) -> bool:
+        """Keep the order; False if it was already kept (a redelivered `order-placed`)."""
+        lines = [
+            {
+                "line_id": ln.line_id,
+                "sku": ln.sku,
+                "quantity": ln.quantity,
+                "unit_price": str(ln.unit_price),
+            }
+            for ln in request.lines
+        ]
+        stmt = (
+            self._sql.insert()(routing_request)
+            .values(
+                order_id=request.order_id,
+                currency=request.currency,
+                lines=lines,
+                ship_country=request.ship_country,
+                ship_postal_code=request.ship_postal_code,
+                placed_at=request.placed_at,
+                received_at=request.received_at,
+            )
+            .on_conflict_do_nothing()
+        )
+        return rowcount(await self._sql.run(stmt)) == 1
+
+    async def get(self, order_id: str, *, for_update: bool = False) -> RoutingRequest | None:
+        query = select(routing_request).where(routing_request.c.order_id == order_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._sql.run(query)).first()
+        return _request(row) if row is not None else None
+
+    async def remember_cancellation(self, order_id: str, reason: str) -> None:
+        """Remembered even before the order arrives: an order-placed consumed later is never
+        routed (topics are per event type, so their order is not guaranteed)."""
+        now = datetime.now(UTC)
+        await self._sql.run(
+            self._sql.insert()(order_cancellation)
+            .values(order_id=order_id, reason=reason[:500], cancelled_at=now)
+            .on_conflict_do_nothing()
+        )
+        await self._sql.run(
+            update(routing_request)
+            .where(routing_request.c.order_id == order_id, routing_request.c.cancelled_at.is_(None))
+            .values(cancelled_at=now)
+        )
+
+    async def was_cancelled(self, order_id: str) -> bool:
+        found = await self._sql.scalar(
+            select(order_cancellation.c.order_id).where(order_cancellation.c.order_id == order_id)
+        )
+        return found is not None
+
+    async def received_orders(self) -> list[str]:
+        rows = await self._sql.run(
+            select(routing_request.c.order_id).order_by(routing_request.c.received_at)
+        )
+        return [r.order_id for r in rows]
+
+
+def _request(row: Row[Any]) -> RoutingRequest:
+    placed, received = aware(row.placed_at), aware(row.received_at)
+    assert placed is not None and received is not None
+    return RoutingRequest(
+        order_id=row.order_id,
+        currency=row.currency,
+        lines=[
+            Line(x["line_id"], x["sku"], int(x["quantity"]), Decimal(x["unit_price"]))
+            for x in row.lines
+        ],
+        ship_country=row.ship_country,
+        ship_postal_code=row.ship_postal_code,
+        placed_at=placed,
+        received_at=received,
+        cancelled_at=aware(row.cancelled_at),
+    )
+
+
+class CallbackDeliveries:
+    """Delivery ids of signed callbacks already handled: a redelivery changes nothing."""
+
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+
+    async def first(self, source: str, delivery_id: str) -> bool:
+        stmt = (
+            self._sql.insert()(callback_delivery)
+            .values(source=source, delivery_id=delivery_id, received_at=datetime.now(UTC))
+            .on_conflict_do_nothing()
+        )
+        return rowcount(await self._sql.run(stmt)) == 1

@@ -1,0 +1,232 @@
+"""An in-memory supplier unit of work: the repositories the handlers use, with no I/O."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+from services.supplier.directory import SupplierEntry
+from services.supplier.domain import (
+    PASSED_OVER,
+    Action,
+    Credentials,
+    Offer,
+    RoutingRequest,
+    State,
+    Supplier,
+    SupplierInfo,
+    SupplierOrder,
+    Track,
+)
+from services.supplier.store import NewSupplierOrder, StockConflict
+from shared.events import EventData
+
+
+class FakeSupplierOrders:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self.uow = uow
+        self.rows: dict[str, SupplierOrder] = {}
+
+    def _copy(self, so: SupplierOrder) -> SupplierOrder:
+        return copy.deepcopy(so)
+
+    async def get(self, so_id: str, *, for_update: bool = False) -> SupplierOrder | None:
+        so = self.rows.get(so_id)
+        return self._copy(so) if so is not None else None
+
+    async def by_tracking(self, tracking_number: str) -> SupplierOrder | None:
+        found = [so for so in self.rows.values() if so.tracking_number == tracking_number]
+        return self._copy(found[0]) if found else None
+
+    async def of_order(self, order_id: str) -> list[SupplierOrder]:
+        return [self._copy(so) for so in self.rows.values() if so.order_id == order_id]
+
+    async def add_all(self, orders: list[SupplierOrder]) -> None:
+        for so in orders:
+            self.rows[so.id] = self._copy(so)
+
+    async def remove(self, ids: list[str]) -> None:
+        for so_id in ids:
+            self.rows.pop(so_id, None)
+
+    async def save(self, so: SupplierOrder) -> None:
+        for event in so.events:
+            self.uow.emit(event)
+        so.events.clear()
+        self.uow.tally.setdefault(so.supplier_id, Counter()).update(so.tally)
+        so.tally.clear()
+        self.rows[so.id] = self._copy(so)
+
+    async def passed_over(self, order_id: str) -> dict[str, frozenset[str]]:
+        out: dict[str, set[str]] = {}
+        for so in self.rows.values():
+            if so.order_id == order_id and so.state in PASSED_OVER:
+                for a in so.lines:
+                    out.setdefault(a.line_id, set()).add(so.supplier_id)
+        return {k: frozenset(v) for k, v in out.items()}
+
+    async def sla_due(self, limit: int = 500) -> list[SupplierOrder]:
+        return [
+            self._copy(so)
+            for so in self.rows.values()
+            if so.can(Action.CHECK_SLA) and not so.major_sent
+        ]
+
+    def in_state(self, order_id: str, state: State) -> list[SupplierOrder]:
+        return [so for so in self.rows.values() if so.order_id == order_id and so.state is state]
+
+
+class FakeOffers:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], Offer] = {}
+
+    def stock(self, supplier_id: str, sku: str) -> int:
+        return self.rows[(supplier_id, sku)].stock
+
+    async def upsert(self, offers: list[Offer]) -> None:
+        for o in offers:
+            self.rows[(o.supplier_id, o.sku)] = o
+
+    async def for_skus(self, skus: set[str], currency: str) -> list[Offer]:
+        return [o for o in self.rows.values() if o.sku in skus and o.currency == currency]
+
+    async def move_stock(
+        self,
+        *,
+        take: Any = (),
+        give: Any = (),
+        empty: Any = (),
+    ) -> None:
+        delta: Counter[tuple[str, str]] = Counter()
+        for supplier_id, sku, quantity in take:
+            delta[(supplier_id, sku)] -= quantity
+        for supplier_id, sku, quantity in give:
+            delta[(supplier_id, sku)] += quantity
+        for key, change in delta.items():
+            if self.rows[key].stock + change < 0:
+                raise StockConflict(f"{key}")
+        for key, change in delta.items():
+            self.rows[key] = replace(self.rows[key], stock=self.rows[key].stock + change)
+        for key in empty:
+            self.rows[key] = replace(self.rows[key], stock=0)
+
+
+def entry(supplier_id: str, *, sla: float = 48.0, priority: int = 5) -> SupplierEntry:
+    return SupplierEntry(
+        supplier_id,
+        supplier_id,
+        f"http://sim/{supplier_id}",
+        Credentials("key", "secret-123"),
+        priority,
+        sla,
+        True,
+        None,
+        Track(),
+    )
+
+
+class FakeSuppliers:
+    def __init__(self) -> None:
+        self.entries_by_id: dict[str, SupplierEntry] = {}
+
+    async def entry(self, supplier_id: str) -> SupplierEntry | None:
+        return self.entries_by_id.get(supplier_id)
+
+    async def infos(self, ids: set[str]) -> dict[str, SupplierInfo]:
+        return {k: v.info for k, v in self.entries_by_id.items() if k in ids}
+
+    async def ids(self) -> set[str]:
+        return set(self.entries_by_id)
+
+    async def get(self, supplier_id: str) -> Supplier | None:
+        return None
+
+
+class FakeRoutingRequests:
+    def __init__(self) -> None:
+        self.rows: dict[str, RoutingRequest] = {}
+        self.cancelled: set[str] = set()
+
+    async def add(self, request: RoutingRequest) -> bool:
+        if request.order_id in self.rows:
+            return False
+        self.rows[request.order_id] = request
+        return True
+
+    async def get(self, order_id: str, *, for_update: bool = False) -> RoutingRequest | None:
+        return self.rows.get(order_id)
+
+    async def remember_cancellation(self, order_id: str, reason: str) -> None:
+        self.cancelled.add(order_id)
+        if (request := self.rows.get(order_id)) is not None:
+            self.rows[order_id] = replace(request, cancelled_at=request.placed_at)
+
+    async def was_cancelled(self, order_id: str) -> bool:
+        return order_id in self.cancelled
+
+
+class FakeDeliveries:
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+
+    async def first(self, source: str, delivery_id: str) -> bool:
+        if (source, delivery_id) in self.seen:
+            return False
+        self.seen.add((source, delivery_id))
+        return True
+
+
+@dataclass
+class FakeUnitOfWork:
+    """Events recorded with `emit` are `committed` only by `commit`, as the outbox's are."""
+
+    lease: timedelta = timedelta(seconds=60)
+    check_after: timedelta = timedelta(seconds=30)
+    committed: list[EventData] = field(default_factory=list)
+    pending: list[EventData] = field(default_factory=list)
+    tally: dict[str, Counter[str]] = field(default_factory=dict)
+    handed_off: list[NewSupplierOrder] = field(default_factory=list)
+    commits: int = 0
+
+    def __post_init__(self) -> None:
+        self.supplier_orders = FakeSupplierOrders(self)
+        self.offers = FakeOffers()
+        self.suppliers = FakeSuppliers()
+        self.routing_requests = FakeRoutingRequests()
+        self.deliveries = FakeDeliveries()
+        self._to_hand_off: list[NewSupplierOrder] = []
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        self.pending, self._to_hand_off = [], []
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.pending = []
+
+    def emit(self, data: EventData) -> None:
+        self.pending.append(data)
+
+    def dispatch_after_commit(self, orders: list[NewSupplierOrder]) -> None:
+        self._to_hand_off += orders
+
+    def withdraw(self, so_ids: list[str]) -> None:
+        self._to_hand_off = [o for o in self._to_hand_off if o.id not in so_ids]
+
+    async def commit(self) -> None:
+        self.committed += self.pending
+        self.pending = []
+        self.handed_off += self._to_hand_off
+        self._to_hand_off = []
+        self.commits += 1
+
+    def of_type(self, kind: type[EventData]) -> list[Any]:
+        return [e for e in self.committed + self.pending if isinstance(e, kind)]
