@@ -1,0 +1,8 @@
+"""The benchmarks, one small module each; `SCENARIOS` is what `python -m bench` offers."""
+
+from bench.harness.cli import Scenario
+from bench.scenarios import intake, metrics, pipeline
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s for s in (pipeline.SCENARIO, intake.SCENARIO, metrics.SCENARIO)
+}
