@@ -93,3 +93,57 @@ def main(scenarios: Mapping[str, Scenario], argv: Sequence[str] | None = None) -
     args = parser(scenarios).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return asyncio.run(scenarios[args.scenario].run(args))
+
+
+def add_rates(
+    ap: argparse.ArgumentParser,
+    *,
+    rates: str,
+    unit: str,
+    duration: float,
+    warmup: float,
+    warmup_rate: float,
+    timeout: float,
+    timeout_help: str,
+) -> None:
+    """The open-model options: arrival rates, seconds per rate, warm-up, timeout."""
+    ap.add_argument(
+        "--rates",
+        type=floats,
+        default=floats(rates),
+        help=f"open-model arrival rates, {unit}/s, run in this order (default {rates})",
+    )
+    ap.add_argument(
+        "--duration", type=float, default=duration, help=f"seconds per rate (default {duration:g})"
+    )
+    ap.add_argument("--timeout", type=float, default=timeout, help=timeout_help)
+    ap.add_argument("--warmup", type=float, default=warmup, help="seconds of unreported warm-up")
+    ap.add_argument("--warmup-rate", type=float, default=warmup_rate, help=f"warm-up {unit}/s")
+
+
+def add_profile(ap: argparse.ArgumentParser, *, seconds: int, what: str) -> None:
+    """`--profile DIR` (py-spy; stacks go to DIR) and `--profile-seconds`."""
+    ap.add_argument(
+        "--profile", type=Path, default=None, metavar="DIR", help=f"{what}; stacks go to DIR"
+    )
+    ap.add_argument(
+        "--profile-seconds", type=int, default=seconds, help=f"py-spy duration (default {seconds})"
+    )
+
+
+def add_logs(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--logs", type=Path, default=None, metavar="DIR", help="keep the services' logs in DIR"
+    )
+
+
+def prepare_dirs(args: argparse.Namespace) -> None:
+    """Create `--logs` and `--profile` folders; refuse `--profile` without py-spy."""
+    from bench.harness.profile import py_spy
+
+    for name in ("logs", "profile"):
+        folder = getattr(args, name, None)
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "profile", None) is not None and py_spy() is None:
+        raise SystemExit("--profile needs py-spy (.venv/bin/pip install py-spy)")

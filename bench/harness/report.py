@@ -137,3 +137,50 @@ def noisy_warning(out: Output, cpus: Iterable[Mapping[str, float]], extra: str =
             f"WARNING: other processes kept up to {noisy:.2f} cores busy during a run (column "
             f"'other'): throughput and latency understate this machine{extra}"
         )
+
+
+Stages = dict[str, dict[str, float | None]]
+
+
+def stage_table(
+    out: Output,
+    rows: Sequence[tuple[str, Stages]],
+    stages: Sequence[tuple[str, str]],
+    *,
+    label: int = 18,
+    cell: int = 30,
+) -> None:
+    """Where the latency goes: p50 / p99 per stage per load, then what each stage holds."""
+    if not any(s for _, s in rows):
+        return
+    lines = []
+    for load, by_stage in rows:
+        cells = []
+        for name, _ in stages:
+            qs = by_stage.get(name, {})
+            p50, p99 = qs.get("p50"), qs.get("p99")
+            text = "-" if p50 is None or p99 is None else f"{p50:.1f} / {p99:.1f} ms"
+            cells.append(f"{text:>{cell}}")
+        lines.append(f"{load:<{label}}" + "".join(cells))
+    header = f"{'load':<{label}}" + "".join(f"{n + ' p50/p99':>{cell}}" for n, _ in stages)
+    out(header, "-" * len(header), *lines)
+    out(*(f"  {name}: {meaning}" for name, meaning in stages), "")
+
+
+async def header(out: Output, title: str, info: Mapping[str, str], *settings: str) -> None:
+    """Title, machine line, the run's settings, and how busy the machine was before."""
+    out(title, "  " + "  ".join(f"{k}={v}" for k, v in info.items()), *settings)
+    await background_load(out)
+
+
+def flags(*, late_p99_ms: float, achieved: float, rate: float, left: int, what: str) -> list[str]:
+    """Warnings that open a row's note: backlog at the start, a lagging publisher, a
+    rate below what was offered; then how late the publisher was."""
+    note = []
+    if achieved < 0.97 * rate:
+        note.append("BELOW OFFERED")
+    if late_p99_ms > 5:
+        note.append("PUBLISHER LAGGED")
+    if left:
+        note.append(f"STARTED WITH {left} EARLIER {what}")
+    return [*note, f"late p99 {late_p99_ms:.1f} ms"]
