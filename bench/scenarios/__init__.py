@@ -1,15 +1,11 @@
-"""The benchmarks, one small module each; `SCENARIOS` is what `python -m bench` offers."""
+"""The benchmarks, one module each; `SCENARIOS` is what `python -m bench` offers.
+
+Modules starting with `_` hold a scenario's larger parts (its rig, its report).
+"""
 
 from bench.harness.cli import Scenario
-from bench.scenarios import intake, metrics, notify, pipeline, routing
+from bench.scenarios import intake, metrics, notify, pipeline, routing, stack
 
 SCENARIOS: dict[str, Scenario] = {
-    s.name: s
-    for s in (
-        pipeline.SCENARIO,
-        intake.SCENARIO,
-        routing.SCENARIO,
-        notify.SCENARIO,
-        metrics.SCENARIO,
-    )
+    s.SCENARIO.name: s.SCENARIO for s in (pipeline, intake, routing, notify, metrics, stack)
 }
