@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.harness.dbs import BACKENDS, pg_server
 
@@ -19,7 +20,7 @@ class Scenario:
     name: str
     doc: str
     options: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], Awaitable[int]]
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
     @property
     def summary(self) -> str:

@@ -233,20 +233,21 @@ async def run_phase(
     wall = time.time() - perf()  # the mailbox notes time.time()
     with CpuMeter() as meter:
         t0 = perf()
+        late: list[float] = []
         if rate is None:
-            due, late = await kafka.publish_all(rig.producer, DELAYED, messages), []
+            due = await kafka.publish_all(rig.producer, DELAYED, messages)
         else:
             due, late = await kafka.publish_paced(rig.producer, DELAYED, messages, rate)
         sent_per_s = len(orders) / max(perf() - (t0 if rate is None else due[0]), 1e-9)
-        for o, t in zip(orders, due, strict=True):
-            o.scheduled = wall + t
+        for o, sent in zip(orders, due, strict=True):
+            o.scheduled = wall + sent
         deadline = perf() + (orders[-1].scheduled + within - time.time())
         await wait_until(lambda: rig.delivered(orders) >= len(orders), deadline, 0.02)
     # an e-mail later than `within` after its event's scheduled time counts as missing
     arrivals = {o.order_id: mailbox.first(o.email) for o in orders}
     for o in orders:
-        t = arrivals[o.order_id]
-        if t is not None and t - o.scheduled > within:
+        arrived = arrivals[o.order_id]
+        if arrived is not None and arrived - o.scheduled > within:
             arrivals[o.order_id] = None
     latencies = [
         (t - o.scheduled) * 1000 if (t := arrivals[o.order_id]) is not None else math.inf

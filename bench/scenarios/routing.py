@@ -313,12 +313,12 @@ async def stage_breakdown(url: str, phases: list[Phase], seen: Confirmations) ->
     for phase in phases:
         spans: dict[str, list[float]] = {name: [] for name, _ in STAGES}
         for o in phase.orders:
-            sos = [s for s in orders.get(o.order_id, []) if s.confirmed_at is not None]
+            sos = [(t, s) for s in orders.get(o.order_id, []) if (t := aware(s.confirmed_at))]
             seen_at = seen.confirmed_at(o.order_id, o.line_ids)
             if seen_at is None or not sos:
                 continue
-            last = max(sos, key=lambda s: aware(s.confirmed_at))
-            confirmed, sent = aware(last.confirmed_at), aware(last.sent_at)
+            confirmed, last = max(sos, key=lambda pair: pair[0])
+            sent = aware(last.sent_at)
             received = requests.get(o.order_id)
             values = (
                 ms(clock(o.scheduled), received),
