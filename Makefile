@@ -45,7 +45,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy shared services deploy rigs
+	$(VENV)/bin/mypy shared services deploy rigs bench
 
 importlint: $(STAMP)
 	$(VENV)/bin/lint-imports
@@ -59,21 +59,21 @@ test: $(STAMP) sysdeps lint typecheck importlint
 	$(PY) -m deploy.testenv -- $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) sysdeps
-	$(PY) -m deploy.testenv -- $(PY) bench/pipeline.py
+	$(PY) -m deploy.testenv -- $(PY) -m bench pipeline
 
 bench-intake: $(STAMP) sysdeps
-	$(PY) -m deploy.testenv -- $(PY) bench/intake.py
+	$(PY) -m deploy.testenv -- $(PY) -m bench intake
 
 bench-notify: $(STAMP) sysdeps
-	$(PY) -m deploy.testenv -- $(PY) bench/notify.py
+	$(PY) -m deploy.testenv -- $(PY) -m bench notify
 
 bench-metrics: $(STAMP) sysdeps
-	$(PY) -m deploy.testenv -- $(PY) bench/metrics.py
+	$(PY) -m deploy.testenv -- $(PY) -m bench metrics
 
 # The whole stack (`deploy.local up` on PostgreSQL) at fixed arrival rates, then the
 # bare baselines; writes nothing unless STACK_ARGS has --results FILE.
 bench-stack: $(STAMP) sysdeps
-	$(PY) -m deploy.testenv -- $(PY) bench/stack.py $(STACK_ARGS)
+	$(PY) -m deploy.testenv -- $(PY) -m bench stack $(STACK_ARGS)
 
 # The long chaos run: every process SIGKILLed in turn under a steady order stream, a
 # supplier failing half its calls, webhooks twice and out of order; then the checker.

@@ -1,4 +1,4 @@
-"""The floor for bench/intake.py: a bare FastAPI endpoint doing one INSERT per order.
+"""The floor for the intake benchmark: a bare FastAPI endpoint doing one INSERT per order.
 
     BENCH_BARE_DATABASE_URL=postgresql+asyncpg://... \
         python -m uvicorn --factory bench.bare_app:create_app --workers 2 --no-access-log
@@ -8,7 +8,7 @@ know are ignored), inserts one row with SQLAlchemy Core (async), commits and ans
 201 with the new id. No auth, no outbox, no broker, no encryption, no middleware.
 The engine comes from `shared.db.create_engine` so the database settings (SQLite WAL
 and `BEGIN IMMEDIATE`, PostgreSQL pool size) are the order service's.
-The table must exist: bench/intake.py creates it with `create_table(url)` first.
+The table must exist: the intake scenario creates it with `create_table(url)` first.
 """
 
 from __future__ import annotations

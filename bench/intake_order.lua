@@ -1,12 +1,12 @@
--- wrk script for bench/intake.py: POST a valid, varied order to /v1/orders.
+-- wrk script for `python -m bench intake`: POST a valid, varied order to /v1/orders.
 --
 --   wrk -t2 -c64 -d15s --timeout 5s -s bench/intake_order.lua http://127.0.0.1:8001 -- RUNID
 --
 -- Every request is a new order: 1-3 distinct SKUs, varied customer, address and
--- country (the shape bench/loadgen.py sends) with a unique Idempotency-Key
+-- country (the shape bench.harness.generator.order_body sends) with a unique Idempotency-Key
 -- (RUNID-thread-counter) and the dev API key; a second argument "no-idempotency-key"
 -- leaves that header out. Responses are counted per status code; `done` prints one
--- line "BENCH-JSON {...}" that bench/intake.py reads.
+-- line "BENCH-JSON {...}" that bench.harness.load.run_wrk reads.
 
 local threads = {}
 local next_tid = 0

@@ -1,53 +1,43 @@
-"""Metrics service benchmark: event ingestion rate into the KPI facts, rebuild time, KPI query.
+"""Metrics service: event ingestion into the KPI facts, rebuild from the broker, KPI query.
 
-    python -m deploy.testenv -- .venv/bin/python bench/metrics.py            # sqlite + postgresql
-    .venv/bin/python bench/metrics.py --events 50000 --backends sqlite         # quick look
-    python -m deploy.testenv -- .venv/bin/python bench/metrics.py --events 1000000 \
-        --backends postgresql --skip-ingest                                     # a real 1M rebuild
+    python -m deploy.testenv -- .venv/bin/python -m bench metrics          # sqlite + postgresql
+    .venv/bin/python -m bench metrics --events 50000 --backends sqlite      # quick look
+    python -m deploy.testenv -- .venv/bin/python -m bench metrics --events 1000000 \
+        --backends postgresql --skip-ingest                                 # a real 1M rebuild
 
-Prints figures, asserts nothing. Per backend, on a fresh database:
+Per backend, on a fresh database:
 
-1. **ingest**: `--events` pre-serialised events of a realistic mix (order placed,
-   supplier confirmed, dispatched, delivered, some delays, cancellations, routing
-   failures, notices; ~4.6 events per order, spread over 30 days) go through the live
-   consumer's own path, `MessageProcessor.process_many` with the metrics batch handler
-   (envelope parsing and validation, bulk inbox claim, set-based fact inserts, one
-   transaction per `--batch` events of one topic), with no broker in the way.
-2. **rebuild**: the same events are published to an embedded tansu broker (8 partitions
-   per topic) and `services.metrics.rebuild` replays every topic from offset 0 into a
-   second empty database, as `make rebuild-metrics` does. The time for 1 million events
-   is extrapolated linearly from `--events` unless `--events 1000000` is run.
-3. **query**: `GET /v1/kpis`' work (load facts + compute) for the 30-day window, by day
-   and by supplier, over what was ingested (the service caches it for
-   `DROPSHIP_METRICS_KPI_CACHE_S`; this is the uncached cost).
+1. ingest: `--events` pre-serialised events of a realistic mix (~4.6 events per order over
+   30 days) through the live consumer's own path, `MessageProcessor.process_many` with the
+   metrics batch handler, one transaction per `--batch` events of one topic, no broker.
+2. rebuild: the same events published to an embedded tansu broker (8 partitions per
+   topic), then `services.metrics.rebuild` replays every topic from offset 0 into a second
+   empty database, as `make rebuild-metrics` does (1M events extrapolated linearly).
+3. query: `GET /v1/kpis`' uncached work for the 30-day window, by day and by supplier.
 
 `--concurrency` (default 1 on SQLite, 4 on PostgreSQL) runs that many transactions at
-once, as the live consumer works partitions concurrently. "events per CPU-second" is
-the rate this process's CPU time allows (SQLite's work runs in it; PostgreSQL's does
-not): it moves less than the wall rate when other work competes for the cores, which
-the load average printed first and last shows.
+once, as the live consumer works partitions. "events per CPU-second" is the rate this
+process's CPU time allows (SQLite's work runs in it; PostgreSQL's does not).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import random
-import tempfile
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
+from typing import Any
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from bench.harness.cli import Scenario, add_backends
+from bench.harness.clock import perf
+from bench.harness.dbs import databases
+from bench.harness.report import Output
 from services.metrics import domain, queries
 from services.metrics.app import MIGRATIONS
 from services.metrics.consumers import BATCH, CONSUMERS
@@ -76,7 +66,6 @@ from shared.events import (
 )
 from shared.infra import EmbeddedBroker
 
-perf = time.perf_counter
 SUPPLIERS = [f"sup_{n}" for n in range(12)]
 CHANNELS = ["storefront", "shopify", "woocommerce"]
 
@@ -203,36 +192,6 @@ def history(events: int, seed: int = 1) -> list[Envelope]:
     return out[:events]
 
 
-@contextlib.asynccontextmanager
-async def databases(backend: str, names: Sequence[str]) -> AsyncIterator[dict[str, str]]:
-    """Fresh empty database URLs, one per name, dropped/removed afterwards."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="dropship-bench-") as tmp:
-            yield {n: f"sqlite+aiosqlite:///{Path(tmp) / (n + '.db')}" for n in names}
-        return
-    server = os.environ.get("DROPSHIP_TEST_PG_URL", "")
-    if not server:
-        raise SystemExit("postgresql backend needs DROPSHIP_TEST_PG_URL (run under deploy.testenv)")
-    dsn = server.replace("postgresql+asyncpg://", "postgresql://")
-    base = server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    created = {n: f"bench_{uuid.uuid4().hex[:10]}_{n}" for n in names}
-    conn = await asyncpg.connect(dsn)
-    try:
-        for db in created.values():
-            await conn.execute(f'CREATE DATABASE "{db}"')
-    finally:
-        await conn.close()
-    try:
-        yield {n: f"{base}/{db}" for n, db in created.items()}
-    finally:
-        conn = await asyncpg.connect(dsn)
-        try:
-            for db in created.values():
-                await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
 async def ingest(
     url: str, envelopes: list[Envelope], batch: int, concurrency: int = 1
 ) -> tuple[float, float]:
@@ -300,8 +259,10 @@ async def publish(bootstrap: str, envelopes: list[Envelope]) -> float:
     return perf() - started
 
 
-async def run_backend(backend: str, envelopes: list[Envelope], args: argparse.Namespace) -> dict:
-    result: dict = {"backend": backend, "events": len(envelopes)}
+async def run_backend(
+    out: Output, backend: str, envelopes: list[Envelope], args: argparse.Namespace
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"backend": backend, "events": len(envelopes)}
     async with databases(backend, ["ingest", "rebuild"]) as urls:
         workers = args.concurrency or (1 if backend == "sqlite" else 4)
         if not args.skip_ingest:
@@ -309,28 +270,25 @@ async def run_backend(backend: str, envelopes: list[Envelope], args: argparse.Na
             result["ingest_s"] = round(seconds, 2)
             result["ingest_events_per_s"] = round(len(envelopes) / seconds)
             result["ingest_cpu_s"] = round(cpu, 2)
-            print(
+            out(
                 f"{backend:10} ingest   {len(envelopes):>9} events  {seconds:8.2f} s  "
                 f"{len(envelopes) / seconds:>9,.0f} events/s  x{workers}  ({cpu:.2f} s CPU here: "
                 f"{len(envelopes) / cpu:,.0f} events per CPU-second)",
-                flush=True,
             )
             q = await query(urls["ingest"])
             result["query_s"] = {k: round(v, 3) for k, v in q.items()}
-            print(
+            out(
                 f"{backend:10} query    30 days, by day {q['day']:.3f} s, by supplier "
                 f"{q['supplier']:.3f} s",
-                flush=True,
             )
         if args.skip_rebuild:
             return result
-        broker = EmbeddedBroker(log_path=Path(args.broker_log) if args.broker_log else None).start()
+        broker = EmbeddedBroker(log_path=args.broker_log).start()
         try:
             published = await publish(broker.bootstrap, envelopes)
-            print(
+            out(
                 f"{backend:10} publish  {len(envelopes):>9} events  {published:8.2f} s  "
                 f"(to tansu, not part of the rebuild)",
-                flush=True,
             )
             settings = MetricsSettings(
                 environment="test",
@@ -349,48 +307,46 @@ async def run_backend(backend: str, envelopes: list[Envelope], args: argparse.Na
             rebuild_applied=stats.applied,
             rebuild_1m_s=round(per_million, 1),
         )
-        print(
+        out(
             f"{backend:10} rebuild  {stats.read:>9} events  {stats.seconds:8.2f} s  "
             f"{stats.rate:>9,.0f} events/s  -> 1M events: {per_million:,.0f} s"
             + ("" if stats.read >= 1_000_000 else " (extrapolated)"),
-            flush=True,
         )
     return result
 
 
-async def main() -> None:
-    default_backends = "sqlite,postgresql" if os.environ.get("DROPSHIP_TEST_PG_URL") else "sqlite"
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--backends", default=default_backends)
-    parser.add_argument("--batch", type=int, default=500, help="events per transaction")
-    parser.add_argument(
+def options(ap: argparse.ArgumentParser) -> None:
+    add_backends(ap)
+    ap.add_argument("--events", type=int, default=100_000, help="events (default 100000)")
+    ap.add_argument("--batch", type=int, default=500, help="events per transaction")
+    ap.add_argument(
         "--concurrency",
         type=int,
         help="transactions at once, as the live consumer runs partitions (1 sqlite, 4 pg)",
     )
-    parser.add_argument("--skip-rebuild", action="store_true")
-    parser.add_argument("--skip-ingest", action="store_true", help="only publish and rebuild")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--broker-log")
-    args = parser.parse_args()
+    ap.add_argument("--skip-rebuild", action="store_true")
+    ap.add_argument("--skip-ingest", action="store_true", help="only publish and rebuild")
+
+
+async def run(args: argparse.Namespace) -> int:
+    out = Output(args.results)
     started = perf()
     envelopes = history(args.events)
-    print(
+    out(
         f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cpus "
         "(well above 0: other work competes, the rates are lower than the machine can do)"
     )
-    print(
+    out(
         f"{len(envelopes)} events generated in {perf() - started:.1f} s "
         f"({len({e.subject for e in envelopes})} orders, batch {args.batch}, "
-        f"{os.cpu_count()} cpus, {date.today()})",
-        flush=True,
+        f"{os.cpu_count()} cpus, {date.today()})"
     )
-    results = [await run_backend(b, envelopes, args) for b in args.backends.split(",")]
-    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    results = [await run_backend(out, b, envelopes, args) for b in args.backends]
+    out(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
-        print(json.dumps(results))
+        out.json({"cpus": os.cpu_count()}, results)
+    out.save()
+    return 0
 
 
-if __name__ == "__main__":
-    asyncio.run(main())
+SCENARIO = Scenario("metrics", __doc__ or "", options, run)

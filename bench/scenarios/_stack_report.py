@@ -1,0 +1,193 @@
+"""The whole-stack benchmark's markdown: step tables, resources, callbacks, goals."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bench.harness.load import LoadResult
+from bench.harness.stats import fmt_ms, percentile
+
+SERVICES = ("order", "supplier", "notify", "metrics", "simulator")
+CONSUMERS = ("order", "supplier", "notify", "metrics")
+
+
+@dataclass
+class Step:
+    """One arrival rate on the running stack: what the generator, /proc and /metrics saw."""
+
+    label: str
+    rate: float
+    seconds: float
+    load: LoadResult
+    cpu: dict[str, float]
+    rss_kb: dict[str, int]
+    events: dict[str, float | None]
+    wall_from: datetime
+    wall_to: datetime
+    load1: tuple[float, float]
+    confirm_ms: list[float] = field(default_factory=list)
+    unsettled: int = 0
+    routing_failed: int = 0
+    drain_s: float | None = None
+    topics: dict[str, dict[str, float]] = field(default_factory=dict)
+    webhook: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def fmt(v: float | None, limit_s: float | None = None) -> str:
+    return fmt_ms(v, limit_s, limit_in_s=True)
+
+
+def step_tables(steps: list[Step], args: argparse.Namespace) -> list[str]:
+    out = [
+        "| step | offered/s | sent/s | 201/s | 201 in time | 429 | 503 (Retry-After) | other | "
+        "timeouts (late 201) | "
+        "intake p50 ms | intake p99 ms | confirmed | placed→confirmed p50 ms | p99 ms | "
+        "not confirmed | drained after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in steps:
+        st, ld = s.load.statuses, s.load
+        other = {k: v for k, v in st.items() if k not in (201, 429, 503)}
+        conf = [x for x in s.confirm_ms if not math.isinf(x)]
+        out.append(
+            f"| {s.label} | {s.rate:g} | {ld.sent_per_s:.0f} | {ld.ok_per_s:.0f} | "
+            f"{ld.ok} | {st.get(429, 0)} | {st.get(503, 0)} ({ld.retry_after.get(503, 0)}) | "
+            f"{sum(other.values()) or '-'}{' ' + str(other) if other else ''} | "
+            f"{ld.failed} ({st.get(201, 0) - ld.ok}) | "
+            f"{fmt(ld.p50_ms, args.timeout)} | {fmt(ld.p99_ms, args.timeout)} | "
+            f"{len(conf)} | {fmt(percentile(s.confirm_ms, 50), args.drain)} | "
+            f"{fmt(percentile(s.confirm_ms, 99), args.drain)} | "
+            f"{s.unsettled + s.routing_failed} | "
+            f"{'-' if s.drain_s is None else f'{s.drain_s:.1f} s'} |"
+        )
+    out += [
+        "",
+        "Resources during each step's load window (cores = CPU seconds per second; RSS = peak "
+        "MB during the step; events/s = `dropship_events_consumed_total` delta over the window):",
+        "",
+    ]
+    procs = [*SERVICES, "broker", "postgres", "launcher"]
+    out.append(
+        "| step | "
+        + " | ".join(f"{p} cpu" for p in procs)
+        + " | generator cpu | machine busy | other | load1 | "
+        + " | ".join(f"{p} RSS" for p in (*SERVICES, "broker"))
+        + " | "
+        + " | ".join(f"{p} ev/s" for p in CONSUMERS)
+        + " |"
+    )
+    out.append("|---|" + "---:|" * (len(procs) + 4 + len(SERVICES) + 1 + len(CONSUMERS)))
+    for s in steps:
+        gen = s.load.gen_cpu_s / max(s.load.wall_s, 1e-9)
+        ours = sum(s.cpu.get(p, 0.0) for p in procs) + gen
+        events = (("?" if s.events.get(p) is None else f"{s.events[p]:.0f}") for p in CONSUMERS)
+        out.append(
+            f"| {s.label} | "
+            + " | ".join(f"{s.cpu.get(p, 0.0):.2f}" for p in procs)
+            + f" | {gen:.2f} | {s.cpu['machine']:.2f} | {max(0.0, s.cpu['machine'] - ours):.2f}"
+            + f" | {s.load1[1]:.2f} | "
+            + " | ".join(f"{s.rss_kb.get(p, 0) / 1024:.0f}" for p in (*SERVICES, "broker"))
+            + " | "
+            + " | ".join(events)
+            + " |"
+        )
+    out += [
+        "",
+        "Supplier callback (webhook) acknowledgement, as the simulator timed its POSTs:",
+        "",
+    ]
+    out.append("| step | kind | deliveries | first-try p50 ms | p99 ms | retried | failed |")
+    out.append("|---|---|---:|---:|---:|---:|---:|")
+    for s in steps:
+        for kind, w in s.webhook.items():
+            out.append(
+                f"| {s.label} | {kind} | {w['n']} | {fmt(w['p50'])} | {fmt(w['p99'])} | "
+                f"{w['retried']} | {w['failed']} |"
+            )
+    return out
+
+
+def overload_lines(steps: list[Step]) -> list[str]:
+    out = []
+    for s in steps:
+        if not s.label.startswith(("overload", "probe")):
+            continue
+        per = s.load.by_second
+        cells = []
+        for sec in sorted({sec for sec, _ in per}):
+            counts = {st: n for (x, st), n in per.items() if x == sec}
+            cells.append(f"{sec}s:" + "/".join(f"{st}x{n}" for st, n in sorted(counts.items())))
+        out.append(
+            f"- {s.label}, answers by second of the timetable: "
+            + (", ".join(cells) or "none answered")
+        )
+    return out
+
+
+def goal_lines(steps: list[Step]) -> list[str]:
+    """Issue 7's goals next to this run's figures."""
+    if not steps:
+        return []
+    best = max(steps, key=lambda s: s.load.ok_per_s)
+    at200 = next((s for s in steps if s.rate == 200), None)
+    out = [
+        "| goal (issue 7) | this run | met |",
+        "|---|---|---|",
+        f"| intake ≥ 700 orders/s on PostgreSQL | {best.load.ok_per_s:.0f} 201/s in time "
+        f"(step {best.label}) | {'yes' if best.load.ok_per_s >= 700 else 'no'} |",
+    ]
+    if at200 is None:
+        return [*out, "| (no 200/s step: the other goals are not measured) | | |"]
+    p99 = percentile(at200.confirm_ms, 99)
+    out.append(
+        f"| p99 placed→supplier-confirmed ≤ 250 ms at 200 orders/s | {fmt(p99)} ms "
+        f"| {'yes' if p99 is not None and p99 <= 250 else 'no'} |"
+    )
+    ack = at200.webhook.get("callback")
+    if ack:
+        worse = ack["retried"] + ack["failed"]
+        ok = ack["p99"] is not None and ack["p99"] <= 50 and not worse
+        out.append(
+            f"| webhook acknowledgement p99 ≤ 50 ms at 200/s | {fmt(ack['p99'])} ms first try, "
+            f"{ack['retried']} retried of {ack['n']} | {'yes' if ok else 'no'} |"
+        )
+    return out
+
+
+def markdown(
+    args: argparse.Namespace,
+    machine: dict[str, str],
+    command: str,
+    steps: list[Step],
+    base_rows: list[tuple[str, str, str]],
+    notes: list[str],
+    span: tuple[datetime, datetime],
+) -> list[str]:
+    ship = "default (1 s)" if args.ship_after_s is None else f"{args.ship_after_s:g} s"
+    out = [
+        f"run {span[0]:%Y-%m-%d %H:%M}-{span[1]:%H:%M} UTC; "
+        + "; ".join(f"{k} {v}" for k, v in machine.items()),
+        f"command: `{command}`",
+        f"settings: {args.seconds:g} s per rate, simulator latency {args.latency_ms:g} ms, "
+        f"simulator ship_after_s {ship}, "
+        f"intake timeout {args.timeout:g} s, generator {args.gen_procs} procs / "
+        f"{args.max_conns} conns max, log level {args.log_level or 'default (INFO)'}, "
+        f"max in-flight {args.max_inflight or 'default (64)'}",
+        "",
+        *step_tables(steps, args),
+        "",
+        *overload_lines(steps),
+        "",
+        *goal_lines(steps),
+    ]
+    if base_rows:
+        out += ["", "Baselines, same run, stack stopped:", "", "| baseline | throughput | detail |"]
+        out.append("|---|---:|---|")
+        out += [f"| {a} | {b} | {c} |" for a, b, c in base_rows]
+    if notes:
+        out += ["", "notes: " + "; ".join(notes)]
+    return out
