@@ -135,6 +135,8 @@ class RoutingFailureReason(StrEnum):
     OUT_OF_STOCK = "out_of_stock"
     ALL_SUPPLIERS_FAILED = "all_suppliers_failed"
     NEGATIVE_MARGIN = "negative_margin"
+    UNMAPPED_SKU = "unmapped_sku"
+    BAD_ADDRESS = "bad_address"
 
 
 class OrderRoutingFailed(OrderEvent):
@@ -158,6 +160,8 @@ class DelayReason(StrEnum):
     CARRIER_EXCEPTION = "carrier_exception"
     SUPPLIER_BACKORDER = "supplier_backorder"
     AT_RISK = "at_risk"
+    NOT_ACCEPTED_IN_TIME = "not_accepted_in_time"
+    LOST_IN_TRANSIT = "lost_in_transit"
 
 
 class Severity(StrEnum):
@@ -189,6 +193,55 @@ class NotificationSent(OrderEvent):
     channel: str
     recipient_kind: Literal["customer", "ops"]
     status: str
+
+
+class HoldReason(StrEnum):
+    ADDRESS_INVALID = "address_invalid"
+    HIGH_VALUE = "high_value"
+    MANUAL = "manual"
+
+
+class OrderHeld(OrderEvent):
+    """An order was put on hold: it is not routed until `order-released`.
+
+    An order held at intake is not placed at all (no `order-placed`) until released; a
+    hold after placement reaches the supplier service, which routes nothing more for it.
+    """
+
+    event_type: ClassVar[str] = "order-held"
+    source_service: ClassVar[str] = "order"
+    reason: HoldReason
+    note: str = Field(default="", max_length=1000, description="no PII: the field and rule")
+    held_at: AwareDatetime
+
+
+class OrderReleased(OrderEvent):
+    """Every hold of an order is lifted; it may be routed."""
+
+    event_type: ClassVar[str] = "order-released"
+    source_service: ClassVar[str] = "order"
+    released_at: AwareDatetime
+
+
+class WaitingReason(StrEnum):
+    BREAKER_OPEN = "breaker_open"
+    TIMEOUT = "timeout"
+    SERVER_ERROR = "server_error"
+    RATE_LIMITED = "rate_limited"
+
+
+class OrderLinesWaiting(OrderEvent):
+    """Lines whose candidate suppliers are all temporarily unavailable: `waiting_supplier`.
+
+    They are routed again by themselves when a supplier recovers (`supplier-confirmed`
+    or, if waiting cannot fix it after all, `order-routing-failed` follows).
+    """
+
+    event_type: ClassVar[str] = "order-lines-waiting"
+    source_service: ClassVar[str] = "supplier"
+    line_ids: list[str] = Field(min_length=1)
+    reason: WaitingReason
+    since: AwareDatetime
 
 
 class SupplierAvailability(StrEnum):
@@ -227,6 +280,9 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         ShipmentDelivered,
         NotificationSent,
         SupplierStatusChanged,
+        OrderHeld,
+        OrderReleased,
+        OrderLinesWaiting,
     )
 }
 """Every event type; the topic of each is named exactly after the type."""

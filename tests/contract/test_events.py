@@ -41,11 +41,16 @@ DESIGN_FIELDS: dict[str, tuple[str, ...]] = {
     "notification-sent": ("order_id", "kind", "channel", "recipient_kind", "status"),
     # not in DESIGN §2: added to the catalogue by the structure issue (#11)
     "supplier-status-changed": ("supplier_id", "status", "reason", "changed_at"),
+    # DESIGN §6 (second wave)
+    "order-held": ("order_id", "reason", "note", "held_at"),
+    "order-released": ("order_id", "released_at"),
+    "order-lines-waiting": ("order_id", "line_ids", "reason", "since"),
 }  # fmt: skip
 OPTIONAL_FIELDS = {
     ("order-placed", "external_id"),
     ("shipment-delayed", "expected_by"),
     ("supplier-status-changed", "reason"),
+    ("order-held", "note"),
 }
 LINE_FIELDS = {
     "order-placed": ("line_id", "sku", "quantity", "unit_price"),
@@ -54,9 +59,11 @@ LINE_FIELDS = {
 ENUMS = {
     ("order-routing-failed", "reason"): {
         "no_offer", "out_of_stock", "all_suppliers_failed", "negative_margin",
+        "unmapped_sku", "bad_address",  # DESIGN §6
     },
     ("shipment-delayed", "reason"): {
         "no_tracking_by_deadline", "carrier_exception", "supplier_backorder", "at_risk",
+        "not_accepted_in_time", "lost_in_transit",  # DESIGN §6
     },
     ("shipment-delayed", "severity"): {"normal", "urgent", "major"},
     ("notification-sent", "recipient_kind"): {"customer", "ops"},
@@ -64,21 +71,26 @@ ENUMS = {
 # DESIGN §1: service -> (produces, consumes); metrics consumes every topic.
 SERVICE_TABLE = {
     "order": (
-        {"order-placed", "order-cancelled"},
+        {"order-placed", "order-cancelled", "order-held", "order-released"},
         {"supplier-confirmed", "order-routing-failed", "shipment-dispatched",
-         "shipment-delayed", "shipment-delivered"},
+         "shipment-delayed", "shipment-delivered", "order-lines-waiting"},
     ),
     "supplier": (
         {"supplier-confirmed", "order-routing-failed", "shipment-dispatched",
-         "shipment-delayed", "shipment-delivered", "supplier-status-changed"},
-        {"order-placed", "order-cancelled"},
+         "shipment-delayed", "shipment-delivered", "supplier-status-changed",
+         "order-lines-waiting"},
+        {"order-placed", "order-cancelled", "order-held", "order-released"},
     ),
     "notify": (
         {"notification-sent"},
         {"shipment-delayed", "order-routing-failed", "order-cancelled", "shipment-dispatched",
-         "supplier-status-changed"},
+         "supplier-status-changed", "order-held", "order-released", "order-lines-waiting"},
     ),
-    "metrics": (set(), set(DESIGN_FIELDS) - {"supplier-status-changed"}),
+    "metrics": (
+        set(),
+        set(DESIGN_FIELDS)
+        - {"supplier-status-changed", "order-held", "order-released", "order-lines-waiting"},
+    ),
 }  # fmt: skip
 PII = {"email", "phone", "street", "line1", "line2", "name", "customer", "address"}
 MONEY_FIELDS = {"unit_price", "unit_cost"}

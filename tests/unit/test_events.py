@@ -20,7 +20,10 @@ from shared.events import (
     InvalidEvent,
     NotificationSent,
     OrderCancelled,
+    OrderHeld,
+    OrderLinesWaiting,
     OrderPlaced,
+    OrderReleased,
     OrderRoutingFailed,
     ShipmentDelayed,
     ShipmentDelivered,
@@ -78,6 +81,11 @@ SAMPLES: dict[str, EventData] = {
     ),
     "supplier-status-changed": SupplierStatusChanged(
         supplier_id="sup-1", status="unavailable", reason="breaker_open", changed_at=T0
+    ),
+    "order-held": OrderHeld(order_id="o-1", reason="address_invalid", note="x", held_at=T0),
+    "order-released": OrderReleased(order_id="o-1", released_at=T0),
+    "order-lines-waiting": OrderLinesWaiting(
+        order_id="o-1", line_ids=["l1"], reason="breaker_open", since=T0
     ),
 }
 
@@ -225,6 +233,9 @@ def test_new_envelope_sources_follow_the_service_table() -> None:
         "shipment-delivered": "supplier",
         "notification-sent": "notify",
         "supplier-status-changed": "supplier",
+        "order-held": "order",
+        "order-released": "order",
+        "order-lines-waiting": "supplier",
     }
 
 
