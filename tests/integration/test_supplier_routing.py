@@ -81,6 +81,7 @@ async def test_a_failing_supplier_is_failed_over_to_the_next(supplier, broker, f
         "out_of_stock",
         "unavailable",
         "cancel_pending",
+        "cancelling",
         "cancelled",
     )
     assert len(await sim_orders(supplier, "backup")) == 1
