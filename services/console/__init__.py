@@ -1,0 +1,1 @@
+"""The ops console: a server-rendered web app over the four services' HTTP APIs."""

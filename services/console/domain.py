@@ -1,0 +1,144 @@
+"""Console users: roles, password and TOTP checks, recovery codes and lock-out. No I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+ISSUER = "Dropship console"
+LOCALES = ("en", "zh")
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def can_act(self) -> bool:
+        """Operators and admins change things; viewers only look."""
+        return self is not Role.VIEWER
+
+
+class ConsoleError(Exception):
+    """Root of the console's own errors."""
+
+
+class Forbidden(ConsoleError):
+    """The signed-in user's role may not do this."""
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def password_matches(stored_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(stored_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def totp_uri(secret: str, email: str) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
+
+
+def totp_matches(secret: str, code: str, at: datetime | None = None) -> bool:
+    """A 6-digit code of this 30-second step or its neighbours (clock drift)."""
+    code = code.strip().replace(" ", "")
+    if not (len(code) == 6 and code.isdigit()):
+        return False
+    return pyotp.TOTP(secret).verify(code, for_time=at or datetime.now(UTC), valid_window=1)
+
+
+def _digest(code: str) -> str:
+    return hashlib.sha256(code.strip().lower().replace("-", "").encode()).hexdigest()
+
+
+def new_recovery_codes(count: int = 10) -> tuple[list[str], list[str]]:
+    """Codes shown once to the user, and their digests (all that is stored)."""
+    codes = [f"{secrets.token_hex(4)}-{secrets.token_hex(4)}" for _ in range(count)]
+    return codes, [_digest(c) for c in codes]
+
+
+@dataclass
+class User:
+    id: str
+    email: str
+    password_hash: str
+    role: Role
+    created_at: datetime
+    totp_secret: str | None = None
+    totp_enrolled: bool = False
+    recovery_digests: list[str] = field(default_factory=list)
+    failed_attempts: int = 0
+    locked_until: datetime | None = None
+    locale: str = "en"
+    session_epoch: int = 0
+
+    def locked(self, now: datetime) -> bool:
+        return self.locked_until is not None and now < self.locked_until
+
+    def record_failure(self, now: datetime, max_failures: int, lockout: timedelta) -> bool:
+        """Count a failed password or code; returns True when this failure locks the user."""
+        if self.locked_until is not None and now >= self.locked_until:
+            self.failed_attempts, self.locked_until = 0, None
+        self.failed_attempts += 1
+        if self.failed_attempts >= max_failures:
+            self.locked_until = now + lockout
+            self.failed_attempts = 0
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self.failed_attempts, self.locked_until = 0, None
+
+    def second_factor_matches(self, code: str, now: datetime) -> bool:
+        """A TOTP code, or an unused recovery code (which is then spent)."""
+        if self.totp_secret and totp_matches(self.totp_secret, code, now):
+            return True
+        digest = _digest(code)
+        for stored in self.recovery_digests:
+            if hmac.compare_digest(stored, digest):
+                self.recovery_digests.remove(stored)
+                return True
+        return False
+
+    def enrol(self, secret: str) -> list[str]:
+        """Turn TOTP on with `secret`; returns fresh recovery codes to show once."""
+        self.totp_secret, self.totp_enrolled = secret, True
+        codes, self.recovery_digests = new_recovery_codes()
+        return codes
+
+
+def require_action(role: Role) -> None:
+    if not role.can_act:
+        raise Forbidden("viewers cannot act")
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str
+    result: str
+    detail: str = ""

@@ -1,0 +1,122 @@
+"""The console's words in English and Chinese; `t(key)` in templates picks the user's language."""
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation on purpose
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+WORDS: dict[str, tuple[str, str]] = {
+    "app": ("Dropship ops console", "Dropship 运营控制台"),
+    "inbox": ("Exceptions", "异常收件箱"),
+    "orders": ("Orders", "订单"),
+    "suppliers": ("Suppliers", "供应商"),
+    "alerts": ("Alerts", "告警"),
+    "kpis": ("KPIs", "关键指标"),
+    "audit": ("Audit log", "审计日志"),
+    "sign_in": ("Sign in", "登录"),
+    "sign_out": ("Sign out", "退出"),
+    "email": ("E-mail", "电子邮件"),
+    "password": ("Password", "密码"),
+    "code": ("Authentication code", "验证码"),
+    "code_hint": (
+        "6-digit code from your authenticator app, or a recovery code",
+        "身份验证器中的 6 位验证码，或一个恢复码",
+    ),
+    "continue": ("Continue", "继续"),
+    "bad_login": ("Wrong e-mail or password.", "电子邮件或密码错误。"),
+    "bad_code": ("Wrong code.", "验证码错误。"),
+    "locked": (
+        "Too many failed attempts: try again in 15 minutes.",
+        "失败次数过多：请 15 分钟后再试。",
+    ),
+    "enrol": ("Set up two-factor authentication", "设置双因素认证"),
+    "enrol_hint": (
+        "Scan the QR code with an authenticator app (or type the secret), then enter a code.",
+        "用身份验证器扫描二维码（或输入密钥），然后输入验证码。",
+    ),
+    "secret": ("Secret", "密钥"),
+    "recovery": ("Recovery codes", "恢复码"),
+    "recovery_hint": (
+        "Each code signs you in once without your phone. Keep them safe: they are shown once.",
+        "每个恢复码可在没有手机时登录一次。请妥善保存：只显示这一次。",
+    ),
+    "language": ("Language", "语言"),
+    "needs_attention": ("Orders needing attention", "需要处理的订单"),
+    "on_hold": ("Held orders", "暂停的订单"),
+    "open_alerts": ("Open alerts", "未确认的告警"),
+    "nothing": ("Nothing here.", "暂无内容。"),
+    "order": ("Order", "订单"),
+    "status": ("Status", "状态"),
+    "created": ("Created", "创建时间"),
+    "customer": ("Customer", "客户"),
+    "total": ("Total", "金额"),
+    "actions": ("Actions", "操作"),
+    "severity": ("Severity", "级别"),
+    "title": ("Title", "标题"),
+    "due": ("Response due", "响应期限"),
+    "ack": ("Acknowledge", "确认"),
+    "cancel": ("Cancel order", "取消订单"),
+    "hold": ("Hold", "暂停"),
+    "release": ("Release", "放行"),
+    "fix_address": ("Fix the address", "修正地址"),
+    "reroute": ("Re-route line", "重新分配"),
+    "resend": ("Resend", "重新发送"),
+    "search": ("Search", "搜索"),
+    "from": ("From", "从"),
+    "to": ("To", "到"),
+    "any": ("any", "全部"),
+    "timeline": ("Timeline", "时间线"),
+    "allocations": ("Allocations", "分配"),
+    "notices": ("Notices", "通知"),
+    "lines": ("Lines", "商品行"),
+    "supplier": ("Supplier", "供应商"),
+    "priority": ("Priority", "优先级"),
+    "sla": ("Ship SLA (hours)", "发货时限（小时）"),
+    "active": ("Active", "启用"),
+    "save": ("Save", "保存"),
+    "offers": ("Offers", "报价"),
+    "scorecard": ("Scorecard", "评分卡"),
+    "upload_csv": ("Upload offers (CSV)", "上传报价（CSV）"),
+    "upload": ("Upload", "上传"),
+    "csv_errors": ("The file was not imported; fix these rows:", "文件未导入，请修正以下行："),
+    "line": ("Line", "行"),
+    "column": ("Column", "列"),
+    "reason": ("Reason", "原因"),
+    "when": ("When", "时间"),
+    "who": ("Who", "操作人"),
+    "what": ("What", "操作"),
+    "target": ("Target", "对象"),
+    "result": ("Result", "结果"),
+    "detail": ("Detail", "详情"),
+    "done": ("Done.", "已完成。"),
+    "failed": ("Failed", "失败"),
+    "viewer_note": ("You have read-only access.", "您只有只读权限。"),
+    "kind": ("Kind", "类型"),
+    "acked": ("Acknowledged", "已确认"),
+    "overdue": ("overdue", "已超时"),
+    "day": ("Day", "日期"),
+    "group_by": ("Group by", "分组"),
+    "note": ("Note", "备注"),
+    "line1": ("Address line 1", "地址第一行"),
+    "line2": ("Address line 2", "地址第二行"),
+    "city": ("City", "城市"),
+    "region": ("Region", "省/州"),
+    "postal_code": ("Postal code", "邮编"),
+    "country": ("Country (ISO code)", "国家（ISO 代码）"),
+    "phone": ("Phone", "电话"),
+    "name": ("Name", "名称"),
+    "unknown_order": ("No such order.", "没有该订单。"),
+    "forbidden": ("Your role may not do this.", "您的角色无权执行此操作。"),
+    "csrf": ("The form expired: reload the page and try again.", "表单已过期：请刷新页面重试。"),
+    "main_nav": ("Main", "主导航"),
+}
+
+
+def translator(locale: str) -> Callable[[str], str]:
+    index = 1 if locale == "zh" else 0
+
+    def t(key: str) -> str:
+        pair = WORDS.get(key)
+        return pair[index] if pair else key
+
+    return t
