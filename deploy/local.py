@@ -1,4 +1,4 @@
-"""The local stack behind `make up`: embedded broker, migrated SQLite databases, four services.
+"""The local stack behind `make up`: embedded broker, migrated SQLite databases, the services.
 
     python -m deploy.local up       # start everything in the foreground; Ctrl-C stops it
     python -m deploy.local down     # stop a stack started elsewhere
@@ -7,6 +7,8 @@
 Every service runs as its own uvicorn process on its DESIGN port. A service that
 dies is restarted. Set `DROPSHIP_KAFKA_BOOTSTRAP` to use an existing broker instead
 of the embedded one (which keeps topics in memory: it is recreated at every start).
+Every start also (re)creates a one-time development admin of the ops console and
+prints its e-mail, password and TOTP secret (dev environment only).
 """
 
 from __future__ import annotations
@@ -25,15 +27,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.seed import seed
+from services.console.domain import Role
+from services.console.users import create_user
 from shared.bus import ALL_TOPICS, BusConfig, ensure_topics
 from shared.db import migrate
 from shared.infra import EmbeddedBroker, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"order": 8001, "supplier": 8002, "notify": 8003, "metrics": 8004, "simulator": 8010}
+SERVICES = {
+    "order": 8001,
+    "supplier": 8002,
+    "notify": 8003,
+    "metrics": 8004,
+    "console": 8005,
+    "simulator": 8010,
+}
 APPS = {name: f"services.{name}.app:create_app" for name in SERVICES}
 APPS["simulator"] = "rigs.supplier_simulator.app:create_app"
-MIGRATED = ("order", "supplier", "notify", "metrics")
+MIGRATED = ("order", "supplier", "notify", "metrics", "console")
+DEV_ADMIN = "admin@dropship.local"
 
 
 @dataclass
@@ -90,6 +102,8 @@ def up() -> int:
     )
     # notify reads contacts from the order service and breaker states from the supplier's
     env.setdefault("DROPSHIP_ORDER_URL", f"http://127.0.0.1:{port_of('order')}")
+    for name in ("supplier", "notify", "metrics"):  # the console works through their APIs
+        env.setdefault(f"DROPSHIP_{name.upper()}_URL", f"http://127.0.0.1:{port_of(name)}")
     broker: EmbeddedBroker | None = None
     children: list[Child] = []
     stopping = False
@@ -115,6 +129,7 @@ def up() -> int:
         for name in MIGRATED:
             migrate(ROOT / "services" / name / "migrations", _database_url(name, folder, env))
         print("databases migrated")
+        admin = _dev_admin(folder, env)
         for name in SERVICES:
             port = port_of(name)
             child = Child(
@@ -148,7 +163,14 @@ def up() -> int:
             print(f"demo suppliers created: {', '.join(created)}")
         print("\nDropship is up:")
         for name in SERVICES:
-            print(f"  {name:9} http://127.0.0.1:{port_of(name)}   (docs: /docs)")
+            docs = "" if name == "console" else "   (docs: /docs)"
+            print(f"  {name:9} http://127.0.0.1:{port_of(name)}{docs}")
+        if admin:
+            print(
+                f"\nconsole development admin (one-time, replaced at the next start):\n"
+                f"  e-mail {admin['email']}\n  password {admin['password']}\n"
+                f"  TOTP secret {admin['totp_secret']}  (add it to an authenticator app)"
+            )
         print(f"logs in {folder / 'logs'}; Ctrl-C (or `make down`) stops everything\n", flush=True)
         while not stopping:
             for child in children:
@@ -185,6 +207,14 @@ def up() -> int:
             broker.stop()
         pidfile.unlink(missing_ok=True)
         print("stopped", flush=True)
+
+
+def _dev_admin(folder: Path, env: dict[str, str]) -> dict[str, object] | None:
+    """A fresh console admin for this run (dev only): new password and TOTP secret each start."""
+    if env.get("DROPSHIP_ENVIRONMENT", "dev") != "dev":
+        return None
+    url = _database_url("console", folder, env)
+    return asyncio.run(create_user(url, DEV_ADMIN, Role.ADMIN, with_totp=True, replace=True))
 
 
 def _database_url(name: str, folder: Path, env: dict[str, str]) -> str:
