@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,14 +67,16 @@ def data_dir() -> Path:
 def dev_secrets(folder: Path) -> dict[str, str]:
     """Development secrets, generated once and kept in `<data>/dev-secrets.json`."""
     path = folder / "dev-secrets.json"
-    if path.exists():
-        stored: dict[str, str] = json.loads(path.read_text())
-    else:
-        stored = {
-            "DROPSHIP_PII_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-            "DROPSHIP_SHOPIFY_SECRET": secrets.token_hex(16),
-            "DROPSHIP_WOOCOMMERCE_SECRET": secrets.token_hex(16),
-        }
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    wanted: dict[str, Callable[[], str]] = {
+        "DROPSHIP_PII_KEY": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "DROPSHIP_SHOPIFY_SECRET": lambda: secrets.token_hex(16),
+        "DROPSHIP_WOOCOMMERCE_SECRET": lambda: secrets.token_hex(16),
+        "DROPSHIP_CONSOLE_SESSION_SECRET": lambda: secrets.token_urlsafe(32),
+    }
+    missing = {name: make() for name, make in wanted.items() if name not in stored}
+    if missing:  # a folder from an older version gains the new secrets, keeps the old ones
+        stored.update(missing)
         path.write_text(json.dumps(stored, indent=2))
         path.chmod(0o600)
     return {k: v for k, v in stored.items() if k not in os.environ}
