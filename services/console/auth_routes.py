@@ -153,6 +153,8 @@ async def enrol(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     await checked_form(request)
     user = await current_user(request)
+    user.session_epoch += 1  # every cookie issued to this user so far stops working
+    await console_of(request).store.save_user(user)
     await audit(request, user, "sign-out", user.email, "ok")
     session_of(request).sign_out()
     return RedirectResponse("/login", status_code=303)

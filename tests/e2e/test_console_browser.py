@@ -205,7 +205,10 @@ async def test_operator_and_viewer_work_the_console_in_a_browser(stack):
                     problems[path] = found
                 if shots and path.startswith("/orders/"):
                     await page.screenshot(path=f"{shots}/console-order.png", full_page=True)
+                if shots and path == "/kpis":
+                    await page.screenshot(path=f"{shots}/console-kpis.png", full_page=True)
             assert not problems, problems
+            assert not script_errors, script_errors
             # the viewer sees no action buttons, and the server refuses the action anyway
             viewer_page = await (await browser.new_context()).new_page()
             await _sign_in(viewer_page, base, viewer)

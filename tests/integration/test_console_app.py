@@ -90,6 +90,26 @@ class FakeServices:
                     }
                 },
             )
+        if path == "/v1/kpis":
+            item = {
+                "key": "2026-12-02",
+                "orders": 7,
+                "gmv": {"USD": "70.00"},
+                "confirmation_rate": 0.5,
+                "on_time_rate": None,
+                "delay_rate": 0.25,
+                "cancellations": 1,
+            }
+            return httpx.Response(
+                200,
+                json={
+                    "from": "2026-12-02",
+                    "to": "2026-12-02",
+                    "group_by": "day",
+                    "items": [item],
+                    "total": {**item, "key": "all"},
+                },
+            )
         if path == "/v1/suppliers":
             return httpx.Response(200, json={"items": [], "next_cursor": None})
         return httpx.Response(404, json={"error": {"code": "not_found", "message": "nope"}})
@@ -274,3 +294,73 @@ async def test_csv_upload_shows_every_bad_row_by_line_and_column(console):
     assert upload.status_code == 422
     assert re.search(r"<td>3</td><td>unit_cost</td><td>must be a decimal</td>", upload.text)
     assert "import offers" in await console.audit()
+
+
+async def test_operator_actions_reach_the_right_api_with_the_right_body(console):
+    creds = await console.user(Role.OPERATOR)
+    await console.sign_in(creds)
+    token = CSRF.search((await console.client.get("/")).text).group(1)  # type: ignore[union-attr]
+    posts = {
+        "/orders/ord_1/hold": {"note": "customer called"},
+        "/orders/ord_1/release": {},
+        "/orders/ord_1/address": {
+            "line1": "2 High St",
+            "city": "Leeds",
+            "postal_code": "LS1 1AA",
+            "country": "gb",
+            "line2": "",
+        },
+        "/orders/ord_1/lines/ord_1-1/route": {"supplier_id": "sup_9"},
+        "/notifications/ntf_1/retry": {},
+        "/suppliers/sup_9": {"priority": "4", "ship_sla_hours": "36", "active": "on"},
+    }
+    for path, data in posts.items():
+        done = await console.client.post(path, data={"csrf": token, **data})
+        assert done.status_code == 303, path
+    sent = [(m, p, b) for _, m, p, b in console.services.calls if m != "GET"]
+    assert sent == [
+        ("POST", "/v1/orders/ord_1/hold", {"reason": "manual", "note": "customer called"}),
+        ("POST", "/v1/orders/ord_1/release", b""),
+        (
+            "PUT",
+            "/v1/orders/ord_1/shipping-address",
+            {"line1": "2 High St", "city": "Leeds", "postal_code": "LS1 1AA", "country": "GB"},
+        ),
+        ("POST", "/v1/orders/ord_1/lines/ord_1-1/route", {"supplier_id": "sup_9"}),
+        ("POST", "/v1/notifications/ntf_1/retry", b""),
+        ("PATCH", "/v1/suppliers/sup_9", {"active": True, "priority": 4, "ship_sla_hours": 36}),
+    ]
+    log = await console.audit()
+    for action in (
+        "hold order",
+        "release order",
+        "fix address",
+        "re-route line",
+        "resend notice",
+        "edit supplier",
+    ):
+        assert action in log
+    assert "404: nope" in log  # the fake answers 404: the service's message is kept
+
+
+async def test_signing_out_ends_every_session_of_the_user(console):
+    creds = await console.user(Role.OPERATOR)
+    await console.sign_in(creds)
+    stolen = dict(console.client.cookies)
+    token = CSRF.search((await console.client.get("/")).text).group(1)  # type: ignore[union-attr]
+    await console.client.post("/logout", data={"csrf": token})
+    console.client.cookies.clear()
+    console.client.cookies.update(stolen)
+    assert (await console.client.get("/")).headers["location"] == "/login"
+
+
+async def test_kpis_page_charts_the_metrics_report_and_pages_read_in_chinese(console):
+    creds = await console.user(Role.VIEWER)
+    await console.sign_in(creds)
+    page = await console.client.get("/kpis", params={"days": 1, "group_by": "day"})
+    assert page.status_code == 200
+    assert re.search(r"<td>2026-12-02</td><td>7</td><td>70.00 USD", page.text)
+    assert "50%" in page.text and "25%" in page.text and 'id="kpi-chart"' in page.text
+    token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+    await console.client.post("/locale", data={"csrf": token, "locale": "zh", "next": "/kpis"})
+    assert "关键指标" in (await console.client.get("/kpis")).text
