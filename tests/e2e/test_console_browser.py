@@ -163,6 +163,8 @@ async def test_operator_and_viewer_work_the_console_in_a_browser(stack):
             page = await (
                 await browser.new_context(viewport={"width": 1280, "height": 900})
             ).new_page()
+            script_errors: list[str] = []
+            page.on("pageerror", lambda exc: script_errors.append(str(exc)))
             await _sign_in(page, base, operator)
             assert await page.locator(f'tr[data-alert="{alert_id}"]').count() == 1
             assert await page.locator(f'tr[data-order="{to_cancel}"]').count() == 1

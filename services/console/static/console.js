@@ -23,7 +23,7 @@
       scales: { x: { time: false } },
       axes: [{ values: function (u, ticks) { return ticks.map(function (t) { return labels[t] || ""; }); } },
              { label: "orders" }, { side: 1, scale: "%", label: "%", grid: { show: false } }],
-      series: [{}, { label: "orders", stroke: "#0b5cad", width: 2 },
+      series: [{ label: "day", value: function (u, v) { return v == null ? "--" : labels[v]; } }, { label: "orders", stroke: "#0b5cad", width: 2 },
                { label: "on time %", scale: "%", stroke: "#1b6e20" },
                { label: "delay %", scale: "%", stroke: "#a4161a" }],
     }, [xs, report.items.map(function (i) { return i.orders; }),
