@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import secrets
 from datetime import UTC, datetime, timedelta
 
 import segno
@@ -12,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from services.console.domain import (
     LOCALES,
     User,
+    hash_password,
     new_totp_secret,
     password_matches,
     totp_matches,
@@ -27,6 +29,7 @@ from services.console.web import (
 )
 
 router = APIRouter()
+UNKNOWN_USER_HASH = hash_password(secrets.token_urlsafe(16))
 
 
 def _field(form: object, name: str) -> str:
@@ -66,7 +69,8 @@ async def login(request: Request) -> Response:
     if user is not None and user.locked(now):
         await audit(request, user, "sign-in password", user.email, "locked")
         return render(request, "login.html", status_code=429, error="locked")
-    if user is None or not password_matches(user.password_hash, _field(form, "password")):
+    stored = user.password_hash if user else UNKNOWN_USER_HASH  # same work for unknown e-mails
+    if not password_matches(stored, _field(form, "password")) or user is None:
         return await _failure(request, user, "password")
     session = session_of(request)
     session.pending, session.uid, session.changed = user.id, None, True
