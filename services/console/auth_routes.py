@@ -16,7 +16,7 @@ from services.console.domain import (
     hash_password,
     new_totp_secret,
     password_matches,
-    totp_matches,
+    totp_step,
     totp_uri,
 )
 from services.console.web import (
@@ -134,7 +134,8 @@ async def enrol(request: Request) -> Response:
     user = await _pending(request)
     if user is None or user.totp_enrolled or not user.totp_secret:
         return RedirectResponse("/login", status_code=303)
-    if not totp_matches(user.totp_secret, _field(form, "code")):
+    step = totp_step(user.totp_secret, _field(form, "code"))
+    if step is None:
         uri = totp_uri(user.totp_secret, user.email)
         return render(
             request,
@@ -145,6 +146,7 @@ async def enrol(request: Request) -> Response:
             qr=_qr_svg(uri),
         )
     codes = user.enrol(user.totp_secret)
+    user.totp_last_step = step
     user.record_success()
     await console_of(request).store.save_user(user)
     session_of(request).sign_in(user.id, user.session_epoch)

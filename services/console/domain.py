@@ -60,12 +60,21 @@ def totp_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
 
 
-def totp_matches(secret: str, code: str, at: datetime | None = None) -> bool:
-    """A 6-digit code of this 30-second step or its neighbours (clock drift)."""
+def totp_step(secret: str, code: str, at: datetime | None = None) -> int | None:
+    """The 30-second step (this one or a neighbour, for clock drift) whose code this is."""
     code = code.strip().replace(" ", "")
     if not (len(code) == 6 and code.isdigit()):
-        return False
-    return pyotp.TOTP(secret).verify(code, for_time=at or datetime.now(UTC), valid_window=1)
+        return None
+    totp = pyotp.TOTP(secret)
+    now = int((at or datetime.now(UTC)).timestamp()) // totp.interval
+    for step in (now - 1, now, now + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
+
+
+def totp_matches(secret: str, code: str, at: datetime | None = None) -> bool:
+    return totp_step(secret, code, at) is not None
 
 
 def _digest(code: str) -> str:
@@ -92,6 +101,8 @@ class User:
     locked_until: datetime | None = None
     locale: str = "en"
     session_epoch: int = 0
+    totp_last_step: int = 0
+    """The newest step whose code was accepted: a code is never accepted twice (no replay)."""
 
     def locked(self, now: datetime) -> bool:
         return self.locked_until is not None and now < self.locked_until
@@ -111,8 +122,12 @@ class User:
         self.failed_attempts, self.locked_until = 0, None
 
     def second_factor_matches(self, code: str, now: datetime) -> bool:
-        """A TOTP code, or an unused recovery code (which is then spent)."""
-        if self.totp_secret and totp_matches(self.totp_secret, code, now):
+        """A TOTP code not used before, or an unused recovery code (which is then spent)."""
+        step = totp_step(self.totp_secret, code, now) if self.totp_secret else None
+        if step is not None:
+            if step <= self.totp_last_step:
+                return False
+            self.totp_last_step = step
             return True
         digest = _digest(code)
         for stored in self.recovery_digests:

@@ -29,6 +29,7 @@ def _user(row: Any) -> User:
         locked_until=aware(row.locked_until),
         locale=row.locale,
         session_epoch=row.session_epoch,
+        totp_last_step=row.totp_last_step,
     )
 
 
@@ -44,6 +45,7 @@ def _values(user: User) -> dict[str, Any]:
         "locked_until": user.locked_until,
         "locale": user.locale,
         "session_epoch": user.session_epoch,
+        "totp_last_step": user.totp_last_step,
     }
 
 

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 from shared.db import NAMING, Id
 
@@ -22,6 +33,7 @@ console_user = Table(
     Column("locked_until", DateTime(timezone=True), nullable=True),
     Column("locale", String(8), nullable=False, default="en"),
     Column("session_epoch", Integer, nullable=False, default=0),
+    Column("totp_last_step", BigInteger, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,14 +131,16 @@ class Harness:
         assert found, page.text[:500]
         return found.group(1)
 
-    async def sign_in(self, creds: dict[str, Any]) -> httpx.Response:
+    async def sign_in(self, creds: dict[str, Any], later: int = 0) -> httpx.Response:
+        """`later`: use the code of a later 30-second step (a code is accepted only once)."""
         token = await self.csrf()
         step1 = await self.client.post(
             "/login", data={"csrf": token, "email": creds["email"], "password": creds["password"]}
         )
         assert step1.status_code == 303 and step1.headers["location"] == "/login/totp"
         token = await self.csrf("/login/totp")
-        code = pyotp.TOTP(creds["totp_secret"]).now()
+        totp = pyotp.TOTP(creds["totp_secret"])
+        code = totp.at(int(time.time()) + 30 * later)
         return await self.client.post("/login/totp", data={"csrf": token, "code": code})
 
     async def audit(self) -> str:
@@ -278,7 +281,7 @@ async def test_language_switch_is_remembered_for_the_user(console):
     token = CSRF.search((await console.client.get("/")).text).group(1)  # type: ignore[union-attr]
     await console.client.post("/locale", data={"csrf": token, "locale": "zh", "next": "/"})
     console.client.cookies.clear()  # a new browser: the choice lives on the user
-    await console.sign_in(creds)
+    await console.sign_in(creds, later=1)
     assert "异常收件箱" in (await console.client.get("/")).text
 
 

@@ -101,3 +101,14 @@ def test_every_word_has_english_and_chinese():
     assert translator("zh")("orders") == "订单"
     assert translator("en")("orders") == "Orders"
     assert translator("zh")("no-such-key") == "no-such-key"
+
+
+def test_a_totp_code_is_accepted_once_and_never_an_older_one_after_it():
+    user = new_user("r@example.com", Role.OPERATOR, "x")
+    secret = new_totp_secret()
+    user.enrol(secret)
+    totp = pyotp.TOTP(secret)
+    assert user.second_factor_matches(totp.at(NOW), NOW)
+    assert not user.second_factor_matches(totp.at(NOW), NOW)  # replayed
+    assert not user.second_factor_matches(totp.at(NOW - timedelta(seconds=30)), NOW)
+    assert user.second_factor_matches(totp.at(NOW + timedelta(seconds=30)), NOW)

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("locale", sa.String(length=8), nullable=False),
         sa.Column("session_epoch", sa.Integer(), nullable=False),
+        sa.Column("totp_last_step", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_console_user")),
         sa.UniqueConstraint("email", name=op.f("uq_console_user_email")),
