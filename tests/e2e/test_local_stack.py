@@ -17,7 +17,7 @@ from shared.infra import free_port
 from tests.support.data import API_KEY, order_body
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("order", "supplier", "notify", "metrics", "simulator")
+SERVICES = ("order", "supplier", "notify", "metrics", "simulator", "console")
 
 
 def _wait_ready(url: str, deadline: float, probe: str = "/readyz") -> None:
