@@ -19,23 +19,31 @@ from pydantic import AwareDatetime
 from services.order import handlers
 from services.order.domain import Status
 from services.order.errors import (
+    AddressFixRequired,
     CannotCancel,
     DuplicateExternalOrder,
     IdempotencyConflict,
+    InvalidAddress,
     InvalidCursor,
     InvalidMarketplaceOrder,
+    NotOnHold,
+    OrderClosed,
     OrderNotFound,
+    SupplierHasOrder,
 )
 from services.order.repository import OrderFilter
 from services.order.schemas import (
     CancelIn,
     Channel,
     ContactOut,
+    HoldIn,
     OrderIn,
     OrderOut,
     OrderPage,
     RedactIn,
+    ShippingAddressIn,
     TimelineOut,
+    render_contact,
     render_order,
     render_timeline,
 )
@@ -49,6 +57,11 @@ DOMAIN_ERRORS: dict[type[Exception], ErrorMapping] = {
     CannotCancel: ErrorMapping(409, "already_shipped"),
     IdempotencyConflict: ErrorMapping(409, "idempotency_key_reused"),
     DuplicateExternalOrder: ErrorMapping(409, "duplicate_external_id"),
+    OrderClosed: ErrorMapping(409, "order_closed"),
+    SupplierHasOrder: ErrorMapping(409, "supplier_has_order"),
+    NotOnHold: ErrorMapping(409, "not_on_hold"),
+    AddressFixRequired: ErrorMapping(409, "address_fix_required"),
+    InvalidAddress: ErrorMapping(422, "validation_error"),
     InvalidCursor: ErrorMapping(422, "validation_error"),
     InvalidMarketplaceOrder: ErrorMapping(422, "validation_error"),
 }
@@ -193,31 +206,56 @@ async def cancel(
     return render_order(await handlers.cancel_order(order_id, reason, uow))
 
 
+@router.post(
+    "/orders/{order_id}/hold",
+    response_model=OrderOut,
+    tags=["orders"],
+    summary="Hold an order by hand: not routed until released",
+    responses={409: {"description": "cancelled, or a supplier already has the order"}},
+)
+async def hold(order_id: str, body: HoldIn, uow: UoW, _: ApiKey) -> dict[str, Any]:
+    return render_order(await handlers.hold_order(order_id, body.note, uow))
+
+
+@router.post(
+    "/orders/{order_id}/release",
+    response_model=OrderOut,
+    tags=["orders"],
+    summary="Lift the manual and high-value holds",
+    responses={409: {"description": "not on hold, or only a valid address can lift its hold"}},
+)
+async def release(order_id: str, uow: UoW, _: ApiKey) -> dict[str, Any]:
+    return render_order(await handlers.release_order(order_id, uow))
+
+
+@router.put(
+    "/orders/{order_id}/shipping-address",
+    response_model=OrderOut,
+    tags=["orders"],
+    summary="Correct the shipping address (and phone); a valid one lifts address_invalid",
+    responses={
+        409: {"description": "cancelled, or a supplier already has the order"},
+        422: {"description": "breaks the destination country's rules (field and rule named)"},
+    },
+)
+async def change_shipping_address(
+    order_id: str, body: ShippingAddressIn, uow: UoW, _: ApiKey
+) -> dict[str, Any]:
+    address = body.to_address()
+    return render_order(await handlers.change_address(order_id, address, body.phone, uow))
+
+
 @router.get(
     "/orders/{order_id}/contact",
     response_model=ContactOut,
     tags=["service-to-service"],
-    summary="Customer contact details (service token only; never logged)",
+    summary="Customer contact details and ship-to (service token only; never logged)",
+    description="`ship_to` is the whole destination a supplier order carries. For a "
+    "redacted customer the answer is still 200 with `redacted: true`, `ship_to: null` and "
+    '`ship_to_unavailable: "customer_redacted"`.',
 )
 async def read_contact(order_id: str, uow: UoW, _: ServiceToken) -> dict[str, Any]:
-    customer, redacted = await handlers.contact(order_id, uow)
-    if redacted:
-        return {
-            "order_id": order_id,
-            "name": None,
-            "email": None,
-            "phone": None,
-            "locale": customer.locale,
-            "redacted": True,
-        }
-    return {
-        "order_id": order_id,
-        "name": customer.name,
-        "email": customer.email,
-        "phone": customer.phone,
-        "locale": customer.locale,
-        "redacted": False,
-    }
+    return render_contact(await handlers.contact(order_id, uow))
 
 
 @router.post(

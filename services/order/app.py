@@ -32,7 +32,9 @@ async def purge_expired_keys(runtime: ServiceRuntime[Any]) -> None:
 
 def create_app(settings: OrderSettings | None = None) -> FastAPI:
     settings = settings or OrderSettings()
-    uow_class = functools.partial(OrderUnitOfWork, cipher=settings.cipher())
+    uow_class = functools.partial(
+        OrderUnitOfWork, cipher=settings.cipher(), intake=settings.intake()
+    )
     runtime = ServiceRuntime(
         settings,
         MIGRATIONS,

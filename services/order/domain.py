@@ -4,26 +4,44 @@ Status is derived from the lines, so events applied in any order give the same a
 each line only moves forward (pending < confirmed < shipped < delivered), and
 
 - `cancelled` and `needs_attention` (a line could not be routed) are exits;
+- `on_hold` while any hold (`address_invalid`, `high_value`, `manual`) stands: the order
+  is not routed (an order held at intake is not even placed: `order-held` instead of
+  `order-placed`, which follows its release);
 - `delivered` / `shipped` / `confirmed` when every line has reached that stage;
 - `routed` when some lines are confirmed and the rest are still being routed;
 - `placed` before any supplier confirmed anything.
 
 `delayed` is set by a delay for lines not yet shipped and cleared when those ship.
+A line whose suppliers are all temporarily unavailable is `waiting` (shown as
+`waiting_supplier`) until a supplier confirms it or routing fails; the order's status is
+not changed by waiting (still `placed` or `routed`).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import IntEnum, StrEnum
+from typing import Any
 
-from services.order.errors import CannotCancel
+from services.order.errors import (
+    AddressFixRequired,
+    CannotCancel,
+    NotOnHold,
+    OrderClosed,
+    SupplierHasOrder,
+)
 from shared.events import (
     EventData,
+    HoldReason,
     OrderCancelled,
+    OrderHeld,
+    OrderLinesWaiting,
     OrderPlaced,
+    OrderReleased,
     OrderRoutingFailed,
     PlacedLine,
     ShipmentDelayed,
@@ -41,6 +59,7 @@ class Status(StrEnum):
     DELIVERED = "delivered"
     CANCELLED = "cancelled"
     NEEDS_ATTENTION = "needs_attention"
+    ON_HOLD = "on_hold"
 
 
 class LineStage(IntEnum):
@@ -95,6 +114,25 @@ class OrderLine:
     supplier_id: str | None = None
     unit_cost: Decimal | None = None
     routing_failed: str | None = None
+    waiting: str | None = None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why an order is not routed, since when; `note` names the field and rule (no PII)."""
+
+    reason: HoldReason
+    note: str
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Note:
+    """A change with no event of its own (a hold lifted, an address changed), for the timeline."""
+
+    type: str
+    data: dict[str, Any]
+    at: datetime
 
 
 @dataclass
@@ -136,11 +174,22 @@ class Order:
     allocations: list[Allocation] = field(default_factory=list)
     shipments: list[Shipment] = field(default_factory=list)
     redacted: bool = False
+    holds: list[Hold] = field(default_factory=list)
+    placed: bool = True
+    """Whether `order-placed` was emitted (not yet for an order held since intake)."""
     events: list[EventData] = field(default_factory=list, repr=False)
+    notes: list[Note] = field(default_factory=list, repr=False)
 
     # -- creation ---------------------------------------------------------------------
     @classmethod
-    def place(cls, cmd: PlaceOrder, now: datetime | None = None) -> Order:
+    def place(
+        cls,
+        cmd: PlaceOrder,
+        now: datetime | None = None,
+        *,
+        holds: Sequence[tuple[HoldReason, str]] = (),
+    ) -> Order:
+        """A new order; with `holds` it starts `on_hold` and emits `order-held`, not placed."""
         order_id = f"ord_{uuid.uuid4().hex}"
         created = now or datetime.now(UTC)
         lines = [
@@ -156,34 +205,41 @@ class Order:
             shipping=cmd.shipping,
             lines=lines,
             created_at=created,
+            placed=not holds,
         )
-        order.events.append(
-            OrderPlaced(
-                order_id=order_id,
-                channel=cmd.channel,
-                external_id=cmd.external_id,
-                currency=cmd.currency,
-                lines=[
-                    PlacedLine(
-                        line_id=ln.line_id,
-                        sku=ln.sku,
-                        quantity=ln.quantity,
-                        unit_price=ln.unit_price,
-                    )
-                    for ln in lines
-                ],
-                shipping_country=cmd.shipping.country,
-                shipping_postal_code=cmd.shipping.postal_code,
-                placed_at=created,
-            )
-        )
+        for reason, note in holds:
+            order._hold(reason, note, created)
+        if order.placed:
+            order.events.append(order._placed_event(created))
         return order
+
+    def _placed_event(self, at: datetime) -> OrderPlaced:
+        return OrderPlaced(
+            order_id=self.id,
+            channel=self.channel,
+            external_id=self.external_id,
+            currency=self.currency,
+            lines=[
+                PlacedLine(
+                    line_id=ln.line_id,
+                    sku=ln.sku,
+                    quantity=ln.quantity,
+                    unit_price=ln.unit_price,
+                )
+                for ln in self.lines
+            ],
+            shipping_country=self.shipping.country,
+            shipping_postal_code=self.shipping.postal_code,
+            placed_at=at,
+        )
 
     # -- derived state ----------------------------------------------------------------
     @property
     def status(self) -> Status:
         if self.cancelled_at is not None:
             return Status.CANCELLED
+        if self.holds:
+            return Status.ON_HOLD
         if any(ln.routing_failed for ln in self.lines):
             return Status.NEEDS_ATTENTION
         lowest = min(ln.stage for ln in self.lines)
@@ -205,6 +261,13 @@ class Order:
     def has_shipped(self) -> bool:
         return any(ln.stage >= LineStage.SHIPPED for ln in self.lines)
 
+    @property
+    def supplier_has_it(self) -> bool:
+        """A supplier confirmed (or shipped) a line: holding it can no longer stop it."""
+        return bool(self.allocations or self.shipments) or any(
+            ln.stage > LineStage.PENDING for ln in self.lines
+        )
+
     def _lines(self, line_ids: list[str]) -> list[OrderLine]:
         wanted = set(line_ids)
         return [ln for ln in self.lines if ln.line_id in wanted]
@@ -225,6 +288,82 @@ class Order:
         self.events.append(OrderCancelled(order_id=self.id, reason=reason))
         return True
 
+    def hold(self, note: str, now: datetime | None = None) -> bool:
+        """Hold by hand (`manual`); False if a manual hold stands already (nothing new).
+
+        `OrderClosed` once cancelled, `SupplierHasOrder` once a supplier confirmed a line.
+        """
+        self._still_ours("held")
+        if any(h.reason is HoldReason.MANUAL for h in self.holds):
+            return False
+        self._hold(HoldReason.MANUAL, note, now or datetime.now(UTC))
+        return True
+
+    def release(self, now: datetime | None = None) -> None:
+        """Lift the `manual` and `high_value` holds; released when no hold remains.
+
+        `NotOnHold` without a hold; `AddressFixRequired` when only `address_invalid`
+        stands (a valid shipping address lifts that one).
+        """
+        if self.cancelled_at is not None or not self.holds:
+            raise NotOnHold(f"order {self.id} is not on hold")
+        liftable = {HoldReason.MANUAL, HoldReason.HIGH_VALUE}
+        if not any(h.reason in liftable for h in self.holds):
+            raise AddressFixRequired(
+                f"order {self.id} is held for its address: send a valid shipping address"
+            )
+        self._lift(liftable, now or datetime.now(UTC), why="released by merchant")
+
+    def change_address(
+        self, address: Address, phone: str | None, now: datetime | None = None
+    ) -> None:
+        """Ship to `address` (a valid one: checked before); lifts `address_invalid`."""
+        self._still_ours("re-addressed")
+        at = now or datetime.now(UTC)
+        self.shipping = address
+        if phone is not None:
+            self.customer = replace(self.customer, phone=phone)
+        self.notes.append(
+            Note(
+                "shipping-address-changed",
+                {
+                    "city": address.city,
+                    "region": address.region,
+                    "postal_code": address.postal_code,
+                    "country": address.country,
+                    "phone_changed": phone is not None,
+                },
+                at,
+            )
+        )
+        self._lift({HoldReason.ADDRESS_INVALID}, at, why="the shipping address was corrected")
+
+    def _still_ours(self, action: str) -> None:
+        if self.cancelled_at is not None:
+            raise OrderClosed(f"order {self.id} is cancelled and can no longer be {action}")
+        if self.supplier_has_it:
+            raise SupplierHasOrder(
+                f"a supplier already has order {self.id}: it can no longer be {action}"
+            )
+
+    def _hold(self, reason: HoldReason, note: str, at: datetime) -> None:
+        self.holds.append(Hold(reason, note, at))
+        self.events.append(OrderHeld(order_id=self.id, reason=reason, note=note, held_at=at))
+
+    def _lift(self, reasons: set[HoldReason], at: datetime, *, why: str) -> None:
+        """Lift holds of these reasons; released (and placed if need be) when none remains."""
+        lifted = [h.reason.value for h in self.holds if h.reason in reasons]
+        if not lifted:
+            return
+        self.holds = [h for h in self.holds if h.reason not in reasons]
+        if self.holds:
+            self.notes.append(Note("hold-lifted", {"reasons": lifted, "why": why}, at))
+            return
+        self.events.append(OrderReleased(order_id=self.id, released_at=at))
+        if not self.placed:
+            self.placed = True
+            self.events.append(self._placed_event(at))
+
     # -- supply-chain events; each returns a note for the timeline when it was unusual --
     def apply(self, event: EventData, at: datetime) -> str | None:
         if isinstance(event, SupplierConfirmed):
@@ -233,6 +372,12 @@ class Order:
             for line in self._lines(event.line_ids):
                 if line.stage == LineStage.PENDING:
                     line.routing_failed = event.reason.value
+                    line.waiting = None
+            return self._after_cancel_note()
+        if isinstance(event, OrderLinesWaiting):
+            for line in self._lines(event.line_ids):
+                if line.stage == LineStage.PENDING and not line.routing_failed:
+                    line.waiting = event.reason.value
             return self._after_cancel_note()
         if isinstance(event, ShipmentDispatched):
             return self._dispatched(event, at)
@@ -268,8 +413,12 @@ class Order:
             line.supplier_id = event.supplier_id
             line.unit_cost = costs[line.line_id]
             line.routing_failed = None  # a later supplier took the line over
+            line.waiting = None
         self._advance(line_ids, LineStage.CONFIRMED)
         self._refresh_delay()
+        if self.holds and self.cancelled_at is None:
+            self._lift(set(HoldReason), at, why="the supplier already had it")
+            return "the supplier already had it: the hold is lifted"
         return self._after_cancel_note()
 
     def _dispatched(self, event: ShipmentDispatched, at: datetime) -> str | None:

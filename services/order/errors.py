@@ -5,6 +5,11 @@
     ├── CannotCancel               the order has shipped             (409 already_shipped)
     ├── IdempotencyConflict        key reused with another body      (409 idempotency_key_reused)
     ├── DuplicateExternalOrder     channel + external_id exists      (409 duplicate_external_id)
+    ├── OrderClosed                the order is cancelled            (409 order_closed)
+    ├── SupplierHasOrder           a supplier confirmed a line       (409 supplier_has_order)
+    ├── NotOnHold                  release of an order not on hold   (409 not_on_hold)
+    ├── AddressFixRequired         only address_invalid holds it     (409 address_fix_required)
+    ├── InvalidAddress             fails the country's address rules (422 validation_error)
     ├── InvalidCursor              not a cursor this API returned    (422 validation_error)
     └── InvalidMarketplaceOrder    a webhook payload cannot be an order (422 validation_error)
         └── marketplaces.MarketplacePayloadError   a field of the raw payload is unusable
@@ -49,6 +54,33 @@ class DuplicateExternalOrder(OrderError):
         super().__init__(f"an order with this channel and external_id exists: {order_id}")
         self.order_id = order_id
         self.details = {"order_id": order_id}
+
+
+class OrderClosed(OrderError):
+    """The order is cancelled: it can no longer be held or re-addressed."""
+
+
+class SupplierHasOrder(OrderError):
+    """A supplier has confirmed (or shipped) a line: too late to hold or re-address."""
+
+
+class NotOnHold(OrderError):
+    """A release for an order with no hold standing."""
+
+
+class AddressFixRequired(OrderError):
+    """Only `address_invalid` holds the order: a valid shipping address lifts it, not release."""
+
+
+class InvalidAddress(OrderError):
+    """A shipping address (or phone) that breaks the destination country's rules."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__(
+            "shipping address breaks the country's rules: "
+            + "; ".join(f"{field}: {rule}" for field, rule in problems)
+        )
+        self.details = [{"field": field, "reason": rule} for field, rule in problems]
 
 
 class InvalidCursor(OrderError):

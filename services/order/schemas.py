@@ -15,13 +15,21 @@ from __future__ import annotations
 import unicodedata
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pycountry
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from services.order.domain import Address, Contact, LineInput, Order, PlaceOrder
+from services.order.domain import (
+    Address,
+    Contact,
+    LineInput,
+    LineStage,
+    Order,
+    OrderLine,
+    PlaceOrder,
+)
 from services.order.repository import TimelineEntry
 from shared.money import format_amount, minor_units
 
@@ -78,6 +86,28 @@ class AddressIn(BaseModel):
     postal_code: Text20
     country: CountryCode
 
+    def to_address(self) -> Address:
+        return Address(
+            line1=self.line1,
+            line2=self.line2,
+            city=self.city,
+            region=self.region,
+            postal_code=self.postal_code,
+            country=self.country,
+        )
+
+
+class ShippingAddressIn(AddressIn):
+    """`PUT /v1/orders/{id}/shipping-address`: the create body's address plus a phone."""
+
+    phone: Phone | None = None
+
+
+class HoldIn(BaseModel):
+    model_config = _strict
+    reason: Literal["manual"] = Field(description="only `manual` may be set by hand")
+    note: Text500 = "held by merchant"
+
 
 class LineIn(BaseModel):
     model_config = _strict
@@ -126,14 +156,7 @@ class OrderIn(BaseModel):
             external_id=self.external_id,
             currency=self.currency,
             customer=Contact(name=c.name, email=str(c.email), phone=c.phone, locale=c.locale),
-            shipping=Address(
-                line1=a.line1,
-                line2=a.line2,
-                city=a.city,
-                region=a.region,
-                postal_code=a.postal_code,
-                country=a.country,
-            ),
+            shipping=a.to_address(),
             lines=tuple(LineInput(ln.sku, ln.quantity, ln.unit_price) for ln in self.lines),
         )
 
@@ -155,6 +178,14 @@ def rfc3339(value: datetime | None) -> str | None:
 _LINE_STATE = {0: "pending", 1: "confirmed", 2: "shipped", 3: "delivered"}
 
 
+def _line_state(line: OrderLine) -> str:
+    if line.routing_failed:
+        return "routing_failed"
+    if line.waiting and line.stage == LineStage.PENDING:
+        return "waiting_supplier"
+    return _LINE_STATE[int(line.stage)]
+
+
 def render_order(order: Order) -> dict[str, Any]:
     """The order as the API shows it (no customer PII; see `/contact` for services)."""
     cur = order.currency
@@ -172,9 +203,10 @@ def render_order(order: Order) -> dict[str, Any]:
                 "sku": ln.sku,
                 "quantity": ln.quantity,
                 "unit_price": format_amount(ln.unit_price, cur),
-                "state": "routing_failed" if ln.routing_failed else _LINE_STATE[int(ln.stage)],
+                "state": _line_state(ln),
                 "supplier_id": ln.supplier_id,
                 "routing_failure": ln.routing_failed,
+                "waiting_reason": ln.waiting,
             }
             for ln in order.lines
         ],
@@ -205,6 +237,10 @@ def render_order(order: Order) -> dict[str, Any]:
             "postal_code": order.shipping.postal_code,
             "country": order.shipping.country,
         },
+        "holds": [
+            {"reason": h.reason.value, "note": h.note, "since": rfc3339(h.since)}
+            for h in order.holds
+        ],
         "locale": order.customer.locale,
         "created_at": rfc3339(order.created_at),
         "cancelled_at": rfc3339(order.cancelled_at),
@@ -258,6 +294,20 @@ class TimelineOut(BaseModel):
     next_cursor: str | None
 
 
+class ShipToOut(BaseModel):
+    """The whole destination, as a supplier order carries it."""
+
+    name: str
+    phone: str | None
+    email: str
+    line1: str
+    line2: str | None
+    city: str
+    region: str | None
+    postal_code: str
+    country: str
+
+
 class ContactOut(BaseModel):
     order_id: str
     name: str | None
@@ -265,3 +315,43 @@ class ContactOut(BaseModel):
     phone: str | None
     locale: str | None
     redacted: bool
+    ship_to: ShipToOut | None = Field(
+        None, description="null when the customer was redacted (see ship_to_unavailable)"
+    )
+    ship_to_unavailable: Literal["customer_redacted"] | None = None
+
+
+def render_contact(order: Order) -> dict[str, Any]:
+    """What notify (the customer's contact) and supplier (the ship-to) read; PII."""
+    c, s = order.customer, order.shipping
+    if order.redacted:
+        return {
+            "order_id": order.id,
+            "name": None,
+            "email": None,
+            "phone": None,
+            "locale": c.locale,
+            "redacted": True,
+            "ship_to": None,
+            "ship_to_unavailable": "customer_redacted",
+        }
+    return {
+        "order_id": order.id,
+        "name": c.name,
+        "email": c.email,
+        "phone": c.phone,
+        "locale": c.locale,
+        "redacted": False,
+        "ship_to": {
+            "name": c.name,
+            "phone": c.phone,
+            "email": c.email,
+            "line1": s.line1,
+            "line2": s.line2,
+            "city": s.city,
+            "region": s.region,
+            "postal_code": s.postal_code,
+            "country": s.country,
+        },
+        "ship_to_unavailable": None,
+    }

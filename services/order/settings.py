@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import ClassVar
 
-from pydantic import Field, SecretStr, model_validator
+import pycountry
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from services.order.intake import IntakePolicy
 from services.order.pii import PiiCipher, generate_key
 from shared.settings import ServiceSettings
 
@@ -25,6 +28,18 @@ class OrderSettings(ServiceSettings):
     shopify_secret: SecretStr | None = None
     woocommerce_secret: SecretStr | None = None
     orders_page_max: int = Field(200, ge=1)
+    high_value_limits: dict[str, Decimal] = Field(default_factory=dict)
+    """`DROPSHIP_HIGH_VALUE_LIMITS`: JSON `{"USD": "1000"}`; orders above are held `high_value`."""
+
+    @field_validator("high_value_limits")
+    @classmethod
+    def _limits_per_currency(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for currency, limit in value.items():
+            if pycountry.currencies.get(alpha_3=currency) is None:
+                raise ValueError(f"{currency!r} is not an ISO-4217 currency code")
+            if not limit.is_finite() or limit < 0:
+                raise ValueError(f"the {currency} limit must be a non-negative amount")
+        return value
 
     @model_validator(mode="after")
     def _pii_key_required_in_production(self) -> OrderSettings:
@@ -37,6 +52,9 @@ class OrderSettings(ServiceSettings):
             self.pii_key = SecretStr(generate_key())
         PiiCipher(self.pii_key.get_secret_value())  # refuse a malformed key at start-up
         return self
+
+    def intake(self) -> IntakePolicy:
+        return IntakePolicy(dict(self.high_value_limits))
 
     def cipher(self) -> PiiCipher:
         assert self.pii_key is not None

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.order.intake import IntakePolicy
 from services.order.pii import PiiCipher
 from services.order.repository import IdempotencyKeys, OrderRepository, Timeline, WebhookDeliveries
 from services.order.tables import metadata
@@ -29,9 +30,12 @@ class OrderUnitOfWork(UnitOfWork):
         notify_others: Callable[[], bool] = lambda: True,
         *,
         cipher: PiiCipher,
+        intake: IntakePolicy | None = None,
     ) -> None:
         super().__init__(sessions, on_commit, notify_others)
         self.cipher = cipher
+        self.intake = intake or IntakePolicy()
+        """Which holds a new order starts with (address rules, high-value limits)."""
 
     async def __aenter__(self) -> OrderUnitOfWork:
         await super().__aenter__()

@@ -47,6 +47,7 @@ customer_order = Table(
     Column("cancelled_at", DateTime(timezone=True), nullable=True),
     Column("cancel_reason", String(500), nullable=True),
     Column("redacted_at", DateTime(timezone=True), nullable=True),
+    Column("holds", JSON, nullable=True),  # [{reason, note, since}]: no PII
     UniqueConstraint("channel", "external_id"),
     Index("ix_customer_order_created", "created_at", "id"),
     Index("ix_customer_order_status_created", "status", "created_at"),
@@ -65,6 +66,7 @@ order_line = Table(
     Column("supplier_id", String(64), nullable=True),
     Column("unit_cost", Numeric(18, 4), nullable=True),
     Column("routing_failed", String(32), nullable=True),
+    Column("waiting", String(32), nullable=True),  # why it waits for a supplier
 )
 
 allocation = Table(

@@ -148,6 +148,18 @@ async def test_chinese_customer_and_address_are_accepted_and_kept(order):
         "phone": "+86 138 0013 8000",
         "locale": "zh-CN",
         "redacted": False,
+        "ship_to": {
+            "name": "王小明",
+            "phone": "+86 138 0013 8000",
+            "email": "xiaoming@example.cn",
+            "line1": "天河区天河路 385 号",
+            "line2": "太古汇 2 座 18 楼",
+            "city": "广州市",
+            "region": "广东省",
+            "postal_code": "510620",
+            "country": "CN",
+        },
+        "ship_to_unavailable": None,
     }
 
 

@@ -22,6 +22,7 @@ def order_body(
         "shipping_address": {
             "line1": "1 Main St",
             "city": "Springfield",
+            "region": "NY",
             "postal_code": "10001",
             "country": "US",
         },

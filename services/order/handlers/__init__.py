@@ -1,6 +1,6 @@
 """Order service handlers: they decide and return domain results; routes and consumers translate.
 
-- `commands`: place, cancel, redact, housekeeping (one unit of work each);
+- `commands`: place, cancel, hold, release, re-address, redact, housekeeping (a unit of work each);
 - `queries`: reads of orders, timelines and contact details;
 - `events`: the supplier service's events applied to the order (consumer handlers);
 - `webhooks`: what a marketplace delivery means, carried out once per delivery.
@@ -13,9 +13,12 @@ from services.order.handlers.commands import (
     accept_order,
     cancel_external,
     cancel_order,
+    change_address,
+    hold_order,
     place_order,
     purge_expired,
     redact_customer,
+    release_order,
     rotate_pii,
 )
 from services.order.handlers.events import apply_supply_event
@@ -36,13 +39,16 @@ __all__ = [
     "apply_supply_event",
     "cancel_external",
     "cancel_order",
+    "change_address",
     "contact",
     "get_order",
     "handle_marketplace_webhook",
+    "hold_order",
     "list_orders",
     "place_order",
     "purge_expired",
     "redact_customer",
+    "release_order",
     "rotate_pii",
     "timeline",
 ]

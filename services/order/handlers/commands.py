@@ -1,4 +1,5 @@
-"""Order commands: place, cancel, redact, housekeeping; one unit of work each, domain results."""
+"""Order commands: place, cancel, hold, release, re-address, redact, housekeeping; one unit of
+work each, domain results."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
-from services.order.domain import Order, PlaceOrder
-from services.order.errors import DuplicateExternalOrder, IdempotencyConflict, OrderNotFound
+from services.order.addresses import address_problems
+from services.order.domain import Address, Order, PlaceOrder
+from services.order.errors import (
+    DuplicateExternalOrder,
+    IdempotencyConflict,
+    InvalidAddress,
+    OrderNotFound,
+)
 from services.order.store import OrderUnitOfWork
+from shared.events import OrderPlaced
 
 R = TypeVar("R")
 
@@ -55,7 +63,8 @@ async def place_order(
     """
 
     async def attempt() -> Placed | Replayed:
-        order = Order.place(cmd)  # in memory: its first result is known before any write
+        # in memory: its first result is known before any write
+        order = Order.place(cmd, holds=uow.intake.holds_for(cmd))
         async with uow:
             if idempotency is not None:
                 # one statement reserves the key and stores the result; a concurrent twin
@@ -83,7 +92,7 @@ async def accept_order(cmd: PlaceOrder, uow: OrderUnitOfWork) -> Placed:
     """Create a marketplace order once: the existing order when its external id is known."""
 
     async def attempt() -> Placed:
-        order = Order.place(cmd)
+        order = Order.place(cmd, holds=uow.intake.holds_for(cmd))
         async with uow:
             existing = await _existing(cmd, uow)
             if existing is not None:
@@ -118,13 +127,65 @@ async def _add(order: Order, uow: OrderUnitOfWork) -> None:
 
 
 async def _record_events(order: Order, uow: OrderUnitOfWork) -> None:
-    """The aggregate's new events to the outbox (via `emit`) and the order's timeline."""
+    await record_changes(order, uow)
+
+
+async def record_changes(order: Order, uow: OrderUnitOfWork) -> None:
+    """The aggregate's new events to the outbox (via `emit`), them and its notes to the timeline."""
+    for note in order.notes:
+        await uow.timeline.record(order.id, note)
+    order.notes.clear()
     for event in order.events:
-        envelope = uow.emit(
-            event, time=order.created_at if event.event_type == "order-placed" else None
-        )
+        envelope = uow.emit(event, time=event.placed_at if isinstance(event, OrderPlaced) else None)
         await uow.timeline.add(envelope)
     order.events.clear()
+
+
+async def hold_order(order_id: str, note: str, uow: OrderUnitOfWork) -> Order:
+    """Hold by hand (`manual`): not routed until released; repeating it changes nothing."""
+    async with uow:
+        order = await _for_update(order_id, uow)
+        if order.hold(note):
+            await uow.orders.save(order)
+            await record_changes(order, uow)
+            await uow.commit()
+    return order
+
+
+async def release_order(order_id: str, uow: OrderUnitOfWork) -> Order:
+    """Lift the `manual` and `high_value` holds (`NotOnHold`, `AddressFixRequired`)."""
+    async with uow:
+        order = await _for_update(order_id, uow)
+        order.release()
+        await uow.orders.save(order)
+        await record_changes(order, uow)
+        await uow.commit()
+    return order
+
+
+async def change_address(
+    order_id: str, address: Address, phone: str | None, uow: OrderUnitOfWork
+) -> Order:
+    """Ship to a new address: `InvalidAddress` (nothing changed) unless the country's rules
+    accept it; a valid one lifts the `address_invalid` hold."""
+    problems = address_problems(address, phone)
+    if problems:
+        raise InvalidAddress([(p.field, p.rule) for p in problems])
+    async with uow:
+        order = await _for_update(order_id, uow)
+        order.change_address(address, phone)
+        await uow.orders.save(order)
+        await uow.orders.save_address(order)
+        await record_changes(order, uow)
+        await uow.commit()
+    return order
+
+
+async def _for_update(order_id: str, uow: OrderUnitOfWork) -> Order:
+    order = await uow.orders.get(order_id, for_update=True)
+    if order is None:
+        raise OrderNotFound(order_id)
+    return order
 
 
 async def cancel_order(order_id: str, reason: str, uow: OrderUnitOfWork) -> Order:

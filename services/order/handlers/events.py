@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.order.handlers.commands import record_changes
 from services.order.store import OrderUnitOfWork
 from shared.consumer import PermanentError
 from shared.events import Envelope, OrderEvent
@@ -15,3 +16,4 @@ async def apply_supply_event(envelope: Envelope, data: OrderEvent, uow: OrderUni
     note = order.apply(data, envelope.time)
     await uow.orders.save(order)
     await uow.timeline.add(envelope, note)
+    await record_changes(order, uow)  # e.g. `order-released` when the supplier had it

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.order.domain import Contact, Order
+from services.order.domain import Order
 from services.order.errors import OrderNotFound
 from services.order.repository import OrderFilter, TimelineEntry
 from services.order.store import OrderUnitOfWork
@@ -31,7 +31,6 @@ async def timeline(order_id: str, uow: OrderUnitOfWork) -> list[TimelineEntry]:
         return await uow.timeline.of(order_id)
 
 
-async def contact(order_id: str, uow: OrderUnitOfWork) -> tuple[Contact, bool]:
-    """The customer's contact details and whether they were redacted."""
-    order = await get_order(order_id, uow)
-    return order.customer, order.redacted
+async def contact(order_id: str, uow: OrderUnitOfWork) -> Order:
+    """The order whose contact details and ship-to are asked for (`order.redacted` says)."""
+    return await get_order(order_id, uow)

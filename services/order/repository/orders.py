@@ -16,6 +16,8 @@ from services.order.errors import InvalidCursor
 from services.order.pii import PiiCipher
 from services.order.repository.rows import (
     PII_COLUMNS,
+    address_values,
+    hold_values,
     line_values,
     order_from_rows,
     order_values,
@@ -71,6 +73,7 @@ class OrderRepository:
                 status=order.status.value,
                 delayed=order.delayed,
                 state=state_values(order),
+                holds=hold_values(order),
                 cancelled_at=order.cancelled_at,
                 cancel_reason=order.cancel_reason,
                 updated_at=datetime.now(UTC),
@@ -85,6 +88,7 @@ class OrderRepository:
                     supplier_id=ln.supplier_id,
                     unit_cost=ln.unit_cost,
                     routing_failed=ln.routing_failed,
+                    waiting=ln.waiting,
                 )
             )
         insert = dialect_insert(self.dialect)
@@ -118,6 +122,14 @@ class OrderRepository:
                     set_={"delivered_at": stmt.excluded.delivered_at},
                 )
             )
+
+    async def save_address(self, order: Order) -> None:
+        """Write the order's (changed) shipping address and phone."""
+        await self.session.execute(
+            update(customer_order)
+            .where(customer_order.c.id == order.id)
+            .values(**address_values(order, self.cipher))
+        )
 
     async def redact(self, email: str) -> int:
         """Erase name, e-mail, phone and street of every order of this customer."""

@@ -12,6 +12,7 @@ from services.order.domain import (
     Address,
     Allocation,
     Contact,
+    Hold,
     LineStage,
     Order,
     OrderLine,
@@ -19,6 +20,7 @@ from services.order.domain import (
 )
 from services.order.pii import PiiCipher
 from shared.db import aware
+from shared.events import HoldReason
 
 REDACTED = "[redacted]"
 
@@ -48,6 +50,7 @@ def order_values(order: Order, cipher: PiiCipher) -> dict[str, Any]:
         ship_postal_code=s.postal_code,
         ship_country=s.country,
         state=state_values(order),
+        holds=hold_values(order),
         created_at=order.created_at,
         updated_at=order.created_at,
     )
@@ -75,7 +78,30 @@ def state_values(order: Order) -> dict[str, Any]:
         "delayed_suppliers": sorted(order.delayed_suppliers),
         "early_deliveries": {k: v.isoformat() for k, v in order.early_deliveries.items()},
         "released_suppliers": sorted(order.released_suppliers),
+        "placed": order.placed,
     }
+
+
+def hold_values(order: Order) -> list[dict[str, str]]:
+    """The `holds` JSON column: the holds standing, oldest first."""
+    return [
+        {"reason": h.reason.value, "note": h.note, "since": h.since.isoformat()}
+        for h in order.holds
+    ]
+
+
+def address_values(order: Order, cipher: PiiCipher) -> dict[str, Any]:
+    """The shipping address and phone columns (street and phone encrypted)."""
+    s, enc = order.shipping, cipher.encrypt
+    return dict(
+        phone=enc(order.customer.phone, "phone"),
+        ship_line1=enc(s.line1, "ship_line1"),
+        ship_line2=enc(s.line2, "ship_line2"),
+        ship_city=s.city,
+        ship_region=s.region,
+        ship_postal_code=s.postal_code,
+        ship_country=s.country,
+    )
 
 
 def reencrypted(row: Any, cipher: PiiCipher) -> dict[str, Any]:
@@ -131,6 +157,7 @@ def order_from_rows(
                 supplier_id=ln.supplier_id,
                 unit_cost=None if ln.unit_cost is None else Decimal(ln.unit_cost),
                 routing_failed=ln.routing_failed,
+                waiting=ln.waiting,
             )
             for ln in lines
         ],
@@ -166,4 +193,9 @@ def order_from_rows(
             for s in shipments
         ],
         redacted=redacted,
+        holds=[
+            Hold(HoldReason(h["reason"]), h["note"], datetime.fromisoformat(h["since"]))
+            for h in (row.holds or [])
+        ],
+        placed=bool(state.get("placed", True)),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.order.domain import Note
 from services.order.tables import order_timeline
 from shared.db import aware
 from shared.events import Envelope
@@ -41,6 +43,21 @@ class Timeline:
                 source=envelope.source,
                 data=envelope.data,
                 note=note,
+            ),
+        )
+
+    async def record(self, order_id: str, note: Note) -> None:
+        """A change of the order's own with no event (a hold lifted, an address changed)."""
+        await self.session.execute(
+            order_timeline.insert(),
+            dict(
+                order_id=order_id,
+                event_id=f"note-{uuid.uuid4().hex}",
+                type=note.type,
+                time=note.at,
+                source="order",
+                data=note.data,
+                note=None,
             ),
         )
 

