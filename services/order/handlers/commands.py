@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +19,7 @@ from services.order.errors import (
     OrderNotFound,
 )
 from services.order.store import OrderUnitOfWork
-from shared.events import OrderPlaced
+from shared.events import EventData, OrderHeld, OrderPlaced, OrderReleased
 
 R = TypeVar("R")
 
@@ -136,9 +137,20 @@ async def record_changes(order: Order, uow: OrderUnitOfWork) -> None:
         await uow.timeline.record(order.id, note)
     order.notes.clear()
     for event in order.events:
-        envelope = uow.emit(event, time=event.placed_at if isinstance(event, OrderPlaced) else None)
+        envelope = uow.emit(event, time=_happened_at(event))
         await uow.timeline.add(envelope)
     order.events.clear()
+
+
+def _happened_at(event: EventData) -> datetime | None:
+    """The envelope's time: when the aggregate says it happened, so the timeline reads in order."""
+    if isinstance(event, OrderPlaced):
+        return event.placed_at
+    if isinstance(event, OrderHeld):
+        return event.held_at
+    if isinstance(event, OrderReleased):
+        return event.released_at
+    return None
 
 
 async def hold_order(order_id: str, note: str, uow: OrderUnitOfWork) -> Order:
