@@ -39,8 +39,8 @@ FLOWS: Final[dict[str, Flow]] = {
     "shipment-delivered": Flow("supplier", ("order", "metrics")),
     "notification-sent": Flow("notify", ("metrics",)),
     "supplier-status-changed": Flow("supplier", ("notify",)),
-    "order-held": Flow("order", ("supplier", "notify")),
-    "order-released": Flow("order", ("supplier", "notify")),
+    "order-held": Flow("order", ("supplier", "notify", "metrics")),
+    "order-released": Flow("order", ("supplier", "notify", "metrics")),
     "order-lines-waiting": Flow("supplier", ("order", "notify")),
 }
 """Which service sends each topic and which receive it (DESIGN §1); metrics reads every topic."""

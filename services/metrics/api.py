@@ -85,6 +85,9 @@ class KpiItem(BaseModel):
     cancellations_by_reason: dict[str, int] | None
     routing_failures: int | None
     routing_failures_by_reason: dict[str, int] | None
+    holds: int | None = Field(None, description="Orders put on hold (order-held), by hold day")
+    holds_by_reason: dict[str, int] | None = None
+    releases: int | None = Field(None, description="Orders released from every hold")
     notices_sent: int | None = Field(description="Notices with status `sent`")
     notices: list[NoticeCount] | None = Field(description="Notices by kind, channel and status")
 

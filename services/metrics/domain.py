@@ -12,7 +12,7 @@ How each KPI is bucketed (by event time, never by arrival time):
   on time = dispatched by `ship_by`, late = dispatched after it or reported
   `no_tracking_by_deadline`; supplier orders with neither are still open and left out;
 - fulfilment cycle time: the day a shipment was delivered (delivered minus placed);
-- cancellations, routing failures, notices: the day of their event.
+- cancellations, routing failures, holds, releases, notices: the day of their event.
 
 Grouped by supplier, only supplier-scoped KPIs are defined (sales count the lines the
 supplier confirmed); the others are null. Percentiles are nearest-rank on every sample.
@@ -108,6 +108,8 @@ class Facts:
     deliveries: list[Delivery] = field(default_factory=list)
     cancellations: list[Occurrence] = field(default_factory=list)
     routing_failures: list[Occurrence] = field(default_factory=list)
+    holds: list[Occurrence] = field(default_factory=list)
+    releases: list[Occurrence] = field(default_factory=list)
     notices: list[Occurrence] = field(default_factory=list)
 
 
@@ -158,6 +160,8 @@ class _Bucket:
     deliveries: int = 0
     cancellations: Counter[str] = field(default_factory=Counter)
     routing_failures: Counter[str] = field(default_factory=Counter)
+    holds: Counter[str] = field(default_factory=Counter)
+    releases: int = 0
     notices: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
@@ -309,6 +313,14 @@ class _Tally:
             b = self.bucket(c.at, c.channel, None) if self.inside(c.at) else None
             if b is not None:
                 b.cancellations[c.reason] += 1
+        for h in facts.holds:
+            b = self.bucket(h.at, h.channel, None) if self.inside(h.at) else None
+            if b is not None:
+                b.holds[h.reason] += 1
+        for r in facts.releases:
+            b = self.bucket(r.at, r.channel, None) if self.inside(r.at) else None
+            if b is not None:
+                b.releases += 1
         for n in facts.notices:
             b = self.bucket(n.at, n.channel, None) if self.inside(n.at) else None
             if b is not None:
@@ -364,6 +376,9 @@ def _render(key: str, b: _Bucket, per_supplier: bool) -> dict[str, Any]:
         "cancellations_by_reason": only(dict(sorted(b.cancellations.items()))),
         "routing_failures": only(sum(b.routing_failures.values())),
         "routing_failures_by_reason": only(dict(sorted(b.routing_failures.items()))),
+        "holds": only(sum(b.holds.values())),
+        "holds_by_reason": only(dict(sorted(b.holds.items()))),
+        "releases": only(b.releases),
         "notices_sent": only(sum(n for (_, _, s), n in b.notices.items() if s == "sent")),
         "notices": only(
             [

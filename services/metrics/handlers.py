@@ -25,7 +25,9 @@ from shared.events import (
     EventData,
     NotificationSent,
     OrderCancelled,
+    OrderHeld,
     OrderPlaced,
+    OrderReleased,
     OrderRoutingFailed,
     ShipmentDelayed,
     ShipmentDelivered,
@@ -169,6 +171,27 @@ def _routing_failure(envelope: Envelope, data: OrderRoutingFailed, rows: Rows) -
     )
 
 
+def _hold(envelope: Envelope, data: OrderHeld, rows: Rows) -> None:
+    rows[t.hold].append(
+        {
+            "event_id": envelope.id,
+            "order_id": data.order_id,
+            "reason": data.reason.value,
+            "held_at": utc(data.held_at),
+        }
+    )
+
+
+def _release(envelope: Envelope, data: OrderReleased, rows: Rows) -> None:
+    rows[t.hold_release].append(
+        {
+            "event_id": envelope.id,
+            "order_id": data.order_id,
+            "released_at": utc(data.released_at),
+        }
+    )
+
+
 def _notice(envelope: Envelope, data: NotificationSent, rows: Rows) -> None:
     rows[t.notice].append(
         {
@@ -199,6 +222,8 @@ FACTS: Mapping[type[EventData], FactRows[EventData]] = dict(
         _facts(OrderCancelled, _cancellation),
         _facts(OrderRoutingFailed, _routing_failure),
         _facts(NotificationSent, _notice),
+        _facts(OrderHeld, _hold),
+        _facts(OrderReleased, _release),
     )
 )
 """Event model -> the function that turns one such event into fact rows."""

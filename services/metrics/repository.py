@@ -242,6 +242,15 @@ class FactRepository:
             facts.routing_failures.append(
                 domain.Occurrence(r.order_id, r.channel or domain.UNKNOWN, _at(r.at), r.reason)
             )
+        for r in await load(t.hold, t.hold.c.held_at, t.hold.c.reason):
+            facts.holds.append(
+                domain.Occurrence(r.order_id, r.channel or domain.UNKNOWN, _at(r.at), r.reason)
+            )
+        hr = t.hold_release
+        for r in await load(hr, hr.c.released_at):
+            facts.releases.append(
+                domain.Occurrence(r.order_id, r.channel or domain.UNKNOWN, _at(r.at))
+            )
         n = t.notice
         for r in await load(n, n.c.sent_at, n.c.kind, n.c.channel.label("via"), n.c.status):
             facts.notices.append(

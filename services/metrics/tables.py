@@ -110,6 +110,23 @@ routing_failure = Table(
     Column("failed_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
+hold = Table(
+    "hold",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("held_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+hold_release = Table(
+    "hold_release",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("released_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
 notice = Table(
     "notice",
     metadata,
@@ -132,6 +149,8 @@ FACT_TABLES = (
     delivery,
     cancellation,
     routing_failure,
+    hold,
+    hold_release,
     notice,
 )
 """Everything a rebuild empties (with the metrics consumer's inbox rows)."""

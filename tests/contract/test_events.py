@@ -88,8 +88,7 @@ SERVICE_TABLE = {
     ),
     "metrics": (
         set(),
-        set(DESIGN_FIELDS)
-        - {"supplier-status-changed", "order-held", "order-released", "order-lines-waiting"},
+        set(DESIGN_FIELDS) - {"supplier-status-changed", "order-lines-waiting"},
     ),
 }  # fmt: skip
 PII = {"email", "phone", "street", "line1", "line2", "name", "customer", "address"}
