@@ -15,6 +15,7 @@ from services.notify.channels import EmlMailer, Mailer, SmtpMailer
 from services.notify.consumers import CONSUMERS
 from services.notify.domain import Policy
 from services.notify.errors import HTTP_ERRORS
+from services.notify.holds import hold_alert_loop
 from services.notify.rendering import Renderer
 from services.notify.sender import Sender, Wakeup
 from services.notify.settings import NotifySettings
@@ -61,6 +62,9 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
     async def escalate(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
         await escalation_loop(runtime.uow, settings.escalation_scan_s)
 
+    async def watch_holds(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
+        await hold_alert_loop(runtime.uow, settings.hold_alert_after_s, settings.hold_scan_s)
+
     async def watch_dlqs(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
         await dlq_watch(runtime, settings.dlq_watch_s)
 
@@ -69,7 +73,12 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         MIGRATIONS,
         uow_class,
         handlers=CONSUMERS,
-        background={"sender": send, "escalation": escalate, "watch": watch_dlqs},
+        background={
+            "sender": send,
+            "escalation": escalate,
+            "watch": watch_dlqs,
+            "holds": watch_holds,
+        },
     )
     app = build_app(
         runtime,

@@ -11,11 +11,14 @@ from services.notify.handlers.events import (
     on_supplier_confirmed,
     on_supplier_status_changed,
 )
+from services.notify.holds import on_order_held, on_order_released
 from services.notify.store import NotifyUnitOfWork
 from shared.consumer import Subscription, on, subscriptions
 from shared.events import (
     OrderCancelled,
+    OrderHeld,
     OrderPlaced,
+    OrderReleased,
     OrderRoutingFailed,
     ShipmentDelayed,
     ShipmentDispatched,
@@ -31,4 +34,6 @@ CONSUMERS: dict[str, Subscription[NotifyUnitOfWork]] = subscriptions(
     on(OrderCancelled, on_order_cancelled),
     on(OrderRoutingFailed, on_order_routing_failed),
     on(SupplierStatusChanged, on_supplier_status_changed),
+    on(OrderHeld, on_order_held),
+    on(OrderReleased, on_order_released),
 )

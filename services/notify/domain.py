@@ -41,6 +41,7 @@ class AlertKind(StrEnum):
     SHIPMENT_DELAYED = "shipment_delayed"
     DLQ_GROWTH = "dlq_growth"
     SUPPLIER_BREAKER_OPEN = "supplier_breaker_open"
+    ORDER_HELD = "order_held"
     EXTERNAL = "external"
 
 

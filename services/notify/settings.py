@@ -55,6 +55,9 @@ class NotifySettings(ServiceSettings):
     alert_target_major_s: float = Field(3600, gt=0)
     escalation_scan_s: float = Field(30.0, gt=0)
     dlq_watch_s: float = Field(30.0, gt=0)
+    hold_alert_after_s: float = Field(3600.0, gt=0)
+    """`DROPSHIP_HOLD_ALERT_AFTER_S`: ops are alerted about a hold standing this long."""
+    hold_scan_s: float = Field(30.0, gt=0)
     """How often DLQ depths are read from the broker; growth raises an alert."""
 
     @field_validator("smtp_url", "sms_webhook_url", mode="before")

@@ -71,6 +71,17 @@ notification = Table(
     Index("ix_notification_recipient", "recipient_hash", "sent_at"),
 )
 
+order_hold = Table(
+    "order_hold",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("reason", String(32), primary_key=True),
+    Column("held_at", DateTime(timezone=True), primary_key=True),
+    Column("released_at", DateTime(timezone=True), nullable=True),
+    Column("alerted_at", DateTime(timezone=True), nullable=True),
+    Index("ix_order_hold_open", "released_at", "alerted_at", "held_at"),
+)
+
 alert = Table(
     "alert",
     metadata,

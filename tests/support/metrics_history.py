@@ -2,7 +2,8 @@
 
 Five orders over three UTC days (1-3 March 2026) plus one the day before the window,
 published with duplicates and out of order: order A's confirmation, dispatch and
-delivery go out before A is placed, and order E (placed on day 1) is published last.
+delivery go out before A is placed, and order E (placed on day 1) is published last;
+order B is held by hand (the hold delivered twice) and released on day 1.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from shared.events import (
     ConfirmedLine,
     DelayReason,
     Envelope,
+    HoldReason,
     NotificationSent,
     OrderCancelled,
+    OrderHeld,
     OrderPlaced,
+    OrderReleased,
     OrderRoutingFailed,
     PlacedLine,
     RoutingFailureReason,
@@ -90,6 +94,13 @@ def history() -> list[Envelope]:
         time=at(3, 10, 5),
     )
     b_placed = placed("ord_B", "shopify", "USD", at(1, 12), ("b1", 1, "40.00"))
+    b_held = new_envelope(
+        OrderHeld(order_id="ord_B", reason=HoldReason.MANUAL, held_at=at(1, 12, 30)),
+        time=at(1, 12, 30),
+    )
+    b_released = new_envelope(
+        OrderReleased(order_id="ord_B", released_at=at(1, 12, 45)), time=at(1, 12, 45)
+    )
     b_conf = _confirmed("ord_B", S2, at(1, 13), at(2, 12), ("b1", 1, "30.1234"))
     b_late = new_envelope(
         ShipmentDelayed(
@@ -142,6 +153,9 @@ def history() -> list[Envelope]:
         a_placed,
         a_placed,  # A twice
         b_placed,
+        b_held,
+        b_held,  # held twice: counted once
+        b_released,
         b_conf,
         b_conf,
         b_late,  # B's confirmation twice
@@ -181,6 +195,9 @@ def _empty(**over):
         "cancellations_by_reason": {},
         "routing_failures": 0,
         "routing_failures_by_reason": {},
+        "holds": 0,
+        "holds_by_reason": {},
+        "releases": 0,
         "notices_sent": 0,
         "notices": [],
     }
@@ -201,6 +218,9 @@ EXPECTED_BY_DAY = [
         confirmed_orders=2,
         confirmation_rate=1.0,
         confirmation_latency_s={"p50": 600.0, "p95": 3600.0, "count": 2},
+        holds=1,
+        holds_by_reason={"manual": 1},
+        releases=1,
     ),
     _empty(
         key="2026-03-02",
@@ -263,6 +283,9 @@ EXPECTED_TOTAL = _empty(
     cancellations_by_reason={"customer_request": 1},
     routing_failures=1,
     routing_failures_by_reason={"no_offer": 1},
+    holds=1,
+    holds_by_reason={"manual": 1},
+    releases=1,
     notices_sent=1,
     notices=NOTICE_C,
 )
@@ -274,6 +297,9 @@ _SUPPLIER_ONLY = {
     "cancellations_by_reason": None,
     "routing_failures": None,
     "routing_failures_by_reason": None,
+    "holds": None,
+    "holds_by_reason": None,
+    "releases": None,
     "notices_sent": None,
     "notices": None,
 }
@@ -333,6 +359,9 @@ EXPECTED_BY_CHANNEL = [
         delay_rate=1.0,
         delays_by_reason={"no_tracking_by_deadline": 1},
         delay_rate_by_reason={"no_tracking_by_deadline": 1.0},
+        holds=1,
+        holds_by_reason={"manual": 1},
+        releases=1,
     ),
     _empty(
         key="storefront",
@@ -362,5 +391,5 @@ EXPECTED_BY_CHANNEL = [
     ),
 ]
 
-DISTINCT_EVENTS = 17
+DISTINCT_EVENTS = 19
 """Events in `history()` once duplicates are dropped."""
