@@ -1,8 +1,10 @@
 """Held orders: ops hear about a hold that has stood longer than `DROPSHIP_HOLD_ALERT_AFTER_S`.
 
 `order-held` opens a hold (one per order, reason and time), `order-released` closes every
-hold of the order opened before it. A scan beside the escalation loop raises one alert per
-hold that is still open past the limit (the alert's dedupe key is the hold itself).
+hold of the order opened before it. The two are separate topics, so a release may arrive
+before its hold: the latest release per order is kept, and a hold it covers arrives closed.
+A scan beside the escalation loop raises one alert per hold still open past the limit (the
+alert's dedupe key is the hold itself).
 """
 
 from __future__ import annotations
@@ -17,21 +19,46 @@ from sqlalchemy import select, update
 from services.notify.domain import AlertKind
 from services.notify.handlers.alerts import raise_alert
 from services.notify.store import NotifyUnitOfWork
-from services.notify.tables import order_hold
+from services.notify.tables import order_hold, order_release
 from shared.db import aware, dialect_insert
 from shared.events import Envelope, OrderHeld, OrderReleased, Severity
 
 log = logging.getLogger(__name__)
 
 
+async def _latest_release(uow: NotifyUnitOfWork, order_id: str) -> datetime | None:
+    """The order's latest release, its row locked: a hold and a release of one order (two
+    topics, two consumers) take turns, so neither misses the other."""
+    insert = dialect_insert(uow.dialect)(order_release)
+    await uow.session.execute(
+        insert.values(order_id=order_id, released_at=None).on_conflict_do_nothing()
+    )
+    query = select(order_release.c.released_at).where(order_release.c.order_id == order_id)
+    if uow.dialect == "postgresql":
+        query = query.with_for_update()
+    return aware(await uow.session.scalar(query))
+
+
 async def on_order_held(envelope: Envelope, data: OrderHeld, uow: NotifyUnitOfWork) -> None:
+    released_at = await _latest_release(uow, data.order_id)
+    covered = released_at is not None and released_at >= data.held_at
     stmt = dialect_insert(uow.dialect)(order_hold).values(
-        order_id=data.order_id, reason=data.reason.value, held_at=data.held_at
+        order_id=data.order_id,
+        reason=data.reason.value,
+        held_at=data.held_at,
+        released_at=released_at if covered else None,
     )
     await uow.session.execute(stmt.on_conflict_do_nothing())
 
 
 async def on_order_released(envelope: Envelope, data: OrderReleased, uow: NotifyUnitOfWork) -> None:
+    latest = await _latest_release(uow, data.order_id)
+    if latest is None or latest < data.released_at:
+        await uow.session.execute(
+            update(order_release)
+            .where(order_release.c.order_id == data.order_id)
+            .values(released_at=data.released_at)
+        )
     await uow.session.execute(
         update(order_hold)
         .where(

@@ -82,6 +82,13 @@ order_hold = Table(
     Index("ix_order_hold_open", "released_at", "alerted_at", "held_at"),
 )
 
+order_release = Table(
+    "order_release",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("released_at", DateTime(timezone=True), nullable=True),
+)
+
 alert = Table(
     "alert",
     metadata,

@@ -26,6 +26,11 @@ def upgrade() -> None:
     sa.Column('alerted_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('order_id', 'reason', 'held_at', name=op.f('pk_order_hold'))
     )
+    op.create_table('order_release',
+    sa.Column('order_id', sa.String(length=64), nullable=False),
+    sa.Column('released_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('order_id', name=op.f('pk_order_release'))
+    )
     op.create_index(
         'ix_order_hold_open', 'order_hold', ['released_at', 'alerted_at', 'held_at'], unique=False
     )
@@ -34,3 +39,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('ix_order_hold_open', table_name='order_hold')
     op.drop_table('order_hold')
+    op.drop_table('order_release')
