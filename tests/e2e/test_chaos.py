@@ -104,6 +104,7 @@ class Storm:
                 "shipping_address": {
                     "line1": "1 Road",
                     "city": "Hangzhou",
+                    "region": "Zhejiang",
                     "postal_code": "310000",
                     "country": "CN",
                 },
