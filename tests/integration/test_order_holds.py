@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from services.order.app import create_app
+from services.order.marketplaces import sign
 from services.order.settings import OrderSettings
 from shared.events import (
     ConfirmedLine,
@@ -22,6 +24,7 @@ from tests.support.data import API_KEY, order_body
 from tests.support.kafka import consume, publish_envelopes
 from tests.support.services import in_process
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SERVICE = {"Authorization": "Bearer dev-service-token"}
 NOW = datetime.now(UTC)
 GOOD = {
@@ -227,3 +230,29 @@ async def test_a_held_order_confirmed_anyway_is_released_and_waiting_lines_show(
     assert entries[-2]["note"] == "the supplier already had it: the hold is lifted"
     [released] = await consume(broker.bootstrap, "order-released", 1)
     assert json.loads(released.value)["data"]["order_id"] == oid
+
+
+async def test_a_marketplace_order_with_a_bad_postcode_is_held_not_refused(
+    database_url, settings_for
+):
+    secret = "woo_hold_secret"
+    settings = settings_for(OrderSettings, await database_url("order"), woocommerce_secret=secret)
+    payload = json.loads((FIXTURES / "woocommerce" / "order_created.json").read_text())
+    payload["shipping"]["postcode"] = "1043"  # German postcodes have five digits
+    body = json.dumps(payload).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-WC-Webhook-Topic": "order.created",
+        "X-WC-Webhook-Signature": sign(body, secret),
+        "X-WC-Webhook-Delivery-ID": "778899",
+        "X-WC-Webhook-Source": "https://shop.example.de/",
+    }
+    async with in_process(create_app, settings) as svc:
+        accepted = await svc.client.post("/v1/webhooks/woocommerce", content=body, headers=headers)
+        assert accepted.status_code in (200, 201), accepted.text
+        listed = await svc.client.get("/v1/orders?status=on_hold", headers=API_KEY)
+        [held] = listed.json()["items"]
+        assert held["channel"] == "woocommerce"
+        assert [(h["reason"], h["note"]) for h in held["holds"]] == [
+            ("address_invalid", "shipping_address.postal_code: format")
+        ]
