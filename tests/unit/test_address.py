@@ -40,5 +40,5 @@ def test_each_problem_names_the_field_and_the_rule() -> None:
         "shipping_address.postal_code: format"
     ]
     assert problems("12", country="DE", city="Berlin", postal_code="10435") == [
-        "phone: not a valid phone number for the country"
+        "phone: not a possible phone number for the country"
     ]

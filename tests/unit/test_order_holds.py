@@ -93,7 +93,7 @@ def test_a_bad_address_is_accepted_but_held_and_not_placed():
 
 def test_an_undiallable_phone_holds_the_order_too():
     order = place(command(phone="+1 555 0100"))
-    assert [h.note for h in order.holds] == ["phone: not a valid phone number for the country"]
+    assert [h.note for h in order.holds] == ["phone: not a possible phone number for the country"]
 
 
 def test_an_order_above_its_currency_limit_is_held_high_value():
