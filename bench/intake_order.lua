@@ -17,7 +17,15 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local countries = {"US", "DE", "GB", "FR", "CA", "AU", "NL", "ES", "IT", "SE"}
+-- country, city, region, postal code that pass the country's address rules (no hold);
+-- the same table as bench.harness.generator.DESTINATIONS
+local destinations = {
+  {"US", "Springfield", "IL", "62701"}, {"DE", "Berlin", "", "10115"},
+  {"GB", "London", "", "SW1A 1AA"}, {"FR", "Paris", "", "75001"},
+  {"CA", "Toronto", "ON", "M5V 2T6"}, {"AU", "Sydney", "NSW", "2000"},
+  {"NL", "Amsterdam", "", "1012 AB"}, {"ES", "Madrid", "M", "28001"},
+  {"IT", "Roma", "RM", "00184"}, {"SE", "Stockholm", "", "111 52"},
+}
 local first = {"Ann", "Bob", "Chen", "Dara", "Eve", "Farid", "Gita", "Hugo", "Ines", "Jon"}
 local last = {"Lee", "Smith", "Wang", "Okafor", "Novak", "Garcia", "Kim", "Rossi", "Berg", "Ali"}
 local counter = 0
@@ -46,13 +54,15 @@ function request()
       '{"sku":"SKU-%05d","quantity":%d,"unit_price":"%d.%02d"}',
       (base + 7 * j) % 10000, math.random(1, 5), math.random(1, 199), math.random(0, 99))
   end
+  local dest = destinations[math.random(1, #destinations)]
+  local region = dest[3] ~= "" and string.format('"region":"%s",', dest[3]) or ""
   local body = string.format(
     '{"channel":"storefront","currency":"USD",' ..
     '"customer":{"name":"%s %s","email":"c%d.%d.%d@example.com","locale":"en"},' ..
-    '"shipping_address":{"line1":"%d Main St","city":"Springfield",' ..
-    '"postal_code":"%05d","country":"%s"},"lines":[%s]}',
+    '"shipping_address":{"line1":"%d Main St","city":"%s",%s' ..
+    '"postal_code":"%s","country":"%s"},"lines":[%s]}',
     first[who % 10 + 1], last[math.floor(who / 10) % 10 + 1], who, tid, counter,
-    math.random(1, 999), math.random(0, 99999), countries[math.random(1, #countries)],
+    math.random(1, 999), dest[2], region, dest[4], dest[1],
     table.concat(lines, ","))
   if idempotency then
     wrk.headers["Idempotency-Key"] = string.format("%s-%d-%d", run, tid, counter)

@@ -39,7 +39,20 @@ from typing import Any
 
 perf = time.perf_counter
 Body = Callable[[random.Random, int], dict[str, Any]]
-COUNTRIES = ("US", "DE", "GB", "FR", "CA", "AU", "NL", "ES", "IT", "SE")
+DESTINATIONS: dict[str, tuple[str, str | None, str]] = {
+    "US": ("Springfield", "IL", "62701"),
+    "DE": ("Berlin", None, "10115"),
+    "GB": ("London", None, "SW1A 1AA"),
+    "FR": ("Paris", None, "75001"),
+    "CA": ("Toronto", "ON", "M5V 2T6"),
+    "AU": ("Sydney", "NSW", "2000"),
+    "NL": ("Amsterdam", None, "1012 AB"),
+    "ES": ("Madrid", "M", "28001"),
+    "IT": ("Roma", "RM", "00184"),
+    "SE": ("Stockholm", None, "111 52"),
+}
+"""Country -> (city, region, postal code) that pass the country's address rules (no hold)."""
+COUNTRIES = tuple(DESTINATIONS)
 FIRST = ("Ann", "Bob", "Chen", "Dara", "Eve", "Farid", "Gita", "Hugo", "Ines", "Jon")
 LAST = ("Lee", "Smith", "Wang", "Okafor", "Novak", "Garcia", "Kim", "Rossi", "Berg", "Ali")
 _LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
@@ -60,12 +73,7 @@ def order_body(rng: random.Random, i: int) -> dict[str, Any]:
             "email": f"c{who}.{i}@example.com",
             "locale": "en",
         },
-        "shipping_address": {
-            "line1": f"{rng.randint(1, 999)} Main St",
-            "city": "Springfield",
-            "postal_code": f"{rng.randrange(100000):05d}",
-            "country": rng.choice(COUNTRIES),
-        },
+        "shipping_address": _address(rng),
         "lines": [
             {
                 "sku": f"SKU-{(base + 7 * j) % 10000:05d}",
@@ -360,3 +368,17 @@ def worker(plan: Plan, pipe: Connection) -> None:
     import uvloop
 
     pipe.send(("result", uvloop.run(_process(plan, pipe))))
+
+
+def _address(rng: random.Random) -> dict[str, str]:
+    country = rng.choice(COUNTRIES)
+    city, region, postal_code = DESTINATIONS[country]
+    address = {
+        "line1": f"{rng.randint(1, 999)} Main St",
+        "city": city,
+        "postal_code": postal_code,
+        "country": country,
+    }
+    if region is not None:
+        address["region"] = region
+    return address
