@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.demo_shops import seed_shops
 from deploy.seed import seed
 from services.console.domain import Role
 from services.console.users import create_user
@@ -42,9 +43,12 @@ SERVICES = {
     "metrics": 8004,
     "console": 8005,
     "simulator": 8010,
+    "marketplace_sim": 8011,  # port variable DROPSHIP_MARKETPLACE_SIM_PORT
 }
 APPS = {name: f"services.{name}.app:create_app" for name in SERVICES}
 APPS["simulator"] = "rigs.supplier_simulator.app:create_app"
+APPS["marketplace_sim"] = "rigs.marketplace_simulator.app:create_app"
+RIGS = ("simulator", "marketplace_sim")
 MIGRATED = ("order", "supplier", "notify", "metrics", "console")
 DEV_ADMIN = "admin@dropship.local"
 
@@ -156,7 +160,8 @@ def up() -> int:
             )
             children.append(child)
         for child in children:
-            wait_for_port("127.0.0.1", port_of(child.name), 60)
+            if child.name != "marketplace_sim":
+                wait_for_port("127.0.0.1", port_of(child.name), 60)
         created = seed(
             f"http://127.0.0.1:{port_of('supplier')}",
             f"http://127.0.0.1:{port_of('simulator')}",
@@ -164,6 +169,7 @@ def up() -> int:
         )
         if created:
             print(f"demo suppliers created: {', '.join(created)}")
+        _demo_shops(env)
         print("\nDropship is up:")
         for name in SERVICES:
             docs = "" if name == "console" else "   (docs: /docs)"
@@ -220,6 +226,23 @@ def _dev_admin(folder: Path, env: dict[str, str]) -> dict[str, object] | None:
     return asyncio.run(create_user(url, DEV_ADMIN, Role.ADMIN, with_totp=True, replace=True))
 
 
+def _demo_shops(env: dict[str, str]) -> None:
+    """The marketplace simulator's demo shops; a demo extra, so a failure only warns."""
+    try:
+        wait_for_port("127.0.0.1", port_of("marketplace_sim"), 30)
+        shops = seed_shops(
+            f"http://127.0.0.1:{port_of('order')}",
+            f"http://127.0.0.1:{port_of('marketplace_sim')}",
+            env.get("DROPSHIP_API_KEYS", "dev-api-key").split(",")[0].strip(),
+            env,
+        )
+    except Exception as exc:
+        print(f"demo shops not registered: {type(exc).__name__}: {exc}", flush=True)
+        return
+    if shops:
+        print(f"demo shops registered: {', '.join(shops)}", flush=True)
+
+
 def _database_url(name: str, folder: Path, env: dict[str, str]) -> str:
     return env.get(
         f"DROPSHIP_{name.upper()}_DATABASE_URL", f"sqlite+aiosqlite:///{folder / (name + '.db')}"
@@ -262,7 +285,7 @@ def down() -> int:
 def status() -> int:
     healthy = True
     for name in SERVICES:
-        probe = "/healthz" if name == "simulator" else "/readyz"
+        probe = "/healthz" if name in RIGS else "/readyz"
         url = f"http://127.0.0.1:{port_of(name)}{probe}"
         try:
             with urllib.request.urlopen(url, timeout=3) as response:

@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from services.order import api, handlers, webhooks
 from services.order.consumers import CONSUMERS
 from services.order.settings import OrderSettings
+from services.order.shops import api as shops_api
+from services.order.shops.writeback import run_writebacks
 from services.order.store import OrderUnitOfWork
 from shared.http import install_domain_errors
 from shared.runtime import ServiceRuntime, build_app
@@ -35,19 +37,23 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
     uow_class = functools.partial(
         OrderUnitOfWork, cipher=settings.cipher(), intake=settings.intake()
     )
+    background: dict[str, Any] = {"purge-idempotency-keys": purge_expired_keys}
+    if settings.writeback_enabled:
+        background["marketplace-writeback"] = run_writebacks
     runtime = ServiceRuntime(
         settings,
         MIGRATIONS,
         uow_class,
         handlers=CONSUMERS,
-        background={"purge-idempotency-keys": purge_expired_keys},
+        background=background,
     )
     app = build_app(
         runtime,
         title="Dropship order service",
         description="Storefront and marketplace orders: lifecycle, timeline, customer privacy.",
     )
-    install_domain_errors(app, api.DOMAIN_ERRORS)
+    install_domain_errors(app, {**api.DOMAIN_ERRORS, **shops_api.SHOP_ERRORS})
     app.include_router(api.router)
+    app.include_router(shops_api.router)
     app.include_router(webhooks.router)
     return app

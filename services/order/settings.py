@@ -41,6 +41,15 @@ class OrderSettings(ServiceSettings):
                 raise ValueError(f"the {currency} limit must be a non-negative amount")
         return value
 
+    # marketplace write-back (services.order.shops.writeback)
+    writeback_enabled: bool = True
+    writeback_poll_s: float = Field(1.0, gt=0)
+    writeback_timeout_s: float = Field(10.0, gt=0)
+    writeback_max_attempts: int = Field(8, ge=1)
+    writeback_backoff_s: float = Field(2.0, ge=0)
+    writeback_backoff_max_s: float = Field(300.0, ge=0)
+    writeback_lease_s: float = Field(60.0, gt=0)
+
     @model_validator(mode="after")
     def _pii_key_required_in_production(self) -> OrderSettings:
         if self.pii_key is None:

@@ -2,8 +2,10 @@
 
 What a topic means and the transactions behind it live in `handlers.webhooks`; here are
 only the HTTP concerns: the signature, the delivery headers, WooCommerce's unsigned URL
-check, and the JSON answer. Each delivery is acknowledged as soon as its effect (and
-its outbox row) is committed; everything slower happens behind the outbox.
+check, and the JSON answer. The signing secret is the registered shop's (named by
+`X-Shopify-Shop-Domain` / `X-WC-Webhook-Source`), else the env secret (the default shop).
+Each delivery is acknowledged as soon as its effect (and its outbox row) is committed;
+everything slower happens behind the outbox.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from services.order.handlers.webhooks import (
     OrderAccepted,
     UnknownOrder,
 )
+from services.order.shops.handlers import remember_origin, webhook_shop
 from shared.http import Unauthorized, Unprocessable
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -64,10 +67,15 @@ def _render(outcome: handlers.WebhookOutcome) -> dict[str, Any]:
 
 
 async def _deliver(
-    source: Marketplace, raw: bytes, delivery_id: str, topic: str, uow: UoW
+    source: Marketplace, raw: bytes, delivery_id: str, topic: str, shop_id: str | None, uow: UoW
 ) -> dict[str, Any]:
-    webhook = handlers.MarketplaceWebhook(source, delivery_id, topic, marketplaces.load_json(raw))
-    return _render(await handlers.handle_marketplace_webhook(webhook, uow))
+    payload = marketplaces.load_json(raw)
+    webhook = handlers.MarketplaceWebhook(source, delivery_id, topic, payload)
+    outcome = await handlers.handle_marketplace_webhook(webhook, uow)
+    if shop_id is not None and isinstance(outcome, OrderAccepted):
+        # which registered shop the order came from, for writing back to it
+        await remember_origin(outcome.order_id, shop_id, str(payload["id"]).strip(), uow)
+    return _render(outcome)
 
 
 @router.post(
@@ -80,13 +88,15 @@ async def shopify(
     x_shopify_hmac_sha256: Annotated[str | None, Header()] = None,
     x_shopify_topic: Annotated[str | None, Header()] = None,
     x_shopify_webhook_id: Annotated[str | None, Header()] = None,
+    x_shopify_shop_domain: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     raw = await request.body()
-    secret = settings_of(runtime).shopify_secret
-    _verify(raw, x_shopify_hmac_sha256, secret, "X-Shopify-Hmac-Sha256")
+    default = settings_of(runtime).shopify_secret
+    shop = await webhook_shop("shopify", x_shopify_shop_domain, default, uow)
+    _verify(raw, x_shopify_hmac_sha256, shop.secret, "X-Shopify-Hmac-Sha256")
     delivery = _require(x_shopify_webhook_id, "X-Shopify-Webhook-Id")
     topic = _require(x_shopify_topic, "X-Shopify-Topic", 64)
-    return await _deliver("shopify", raw, delivery, topic, uow)
+    return await _deliver("shopify", raw, delivery, topic, shop.shop_id, uow)
 
 
 @router.post("/woocommerce", summary="WooCommerce webhooks: ping, order.created, order.updated")
@@ -97,14 +107,16 @@ async def woocommerce(
     x_wc_webhook_signature: Annotated[str | None, Header()] = None,
     x_wc_webhook_topic: Annotated[str | None, Header()] = None,
     x_wc_webhook_delivery_id: Annotated[str | None, Header()] = None,
+    x_wc_webhook_source: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     raw = await request.body()
     if x_wc_webhook_signature is None and marketplaces.is_woocommerce_ping(raw):
         return {"status": "pong"}  # WooCommerce checks the URL with an unsigned form ping
-    secret = settings_of(runtime).woocommerce_secret
-    _verify(raw, x_wc_webhook_signature, secret, "X-WC-Webhook-Signature")
+    default = settings_of(runtime).woocommerce_secret
+    shop = await webhook_shop("woocommerce", x_wc_webhook_source, default, uow)
+    _verify(raw, x_wc_webhook_signature, shop.secret, "X-WC-Webhook-Signature")
     if marketplaces.is_woocommerce_ping(raw):
         return {"status": "pong"}
     delivery = _require(x_wc_webhook_delivery_id, "X-WC-Webhook-Delivery-ID")
     topic = _require(x_wc_webhook_topic, "X-WC-Webhook-Topic", 64)
-    return await _deliver("woocommerce", raw, delivery, topic, uow)
+    return await _deliver("woocommerce", raw, delivery, topic, shop.shop_id, uow)

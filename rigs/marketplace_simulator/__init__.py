@@ -1,0 +1,1 @@
+"""Marketplace simulator: the Shopify Admin GraphQL and WooCommerce REST subset we call."""

@@ -1,0 +1,104 @@
+"""Shop routes: `POST /v1/shops`, `GET /v1/shops`, `PATCH /v1/shops/{id}` (X-API-Key)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
+
+from services.order.api import ApiKey, UoW
+from services.order.shops import handlers
+from services.order.shops.domain import (
+    Credentials,
+    DuplicateShop,
+    InvalidShop,
+    ShopNotFound,
+    UnknownShop,
+)
+from shared.http import ErrorMapping
+
+SHOP_ERRORS: dict[type[Exception], ErrorMapping] = {
+    ShopNotFound: ErrorMapping(404, "not_found"),
+    DuplicateShop: ErrorMapping(409, "duplicate_shop"),
+    InvalidShop: ErrorMapping(422, "validation_error"),
+    UnknownShop: ErrorMapping(401, "unauthorized"),
+}
+
+router = APIRouter(prefix="/v1/shops", tags=["shops"])
+
+Text = Field(min_length=1, max_length=255)
+
+
+class ShopIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    platform: Literal["shopify", "woocommerce"]
+    domain: str = Text
+    """Shopify: `name.myshopify.com`; WooCommerce: the site URL it sends as X-WC-Webhook-Source."""
+    webhook_secret: SecretStr = Field(min_length=1, max_length=255)
+    api_base_url: AnyHttpUrl
+    access_token: SecretStr | None = Field(None, min_length=1, max_length=255)
+    consumer_key: SecretStr | None = Field(None, min_length=1, max_length=255)
+    consumer_secret: SecretStr | None = Field(None, min_length=1, max_length=255)
+    notify_customer: bool = True
+    """Shopify: e-mail the customer on fulfilment; WooCommerce: the note is a customer note."""
+
+
+class ShopPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    api_base_url: AnyHttpUrl | None = None
+    webhook_secret: SecretStr | None = Field(None, min_length=1, max_length=255)
+    access_token: SecretStr | None = Field(None, min_length=1, max_length=255)
+    consumer_key: SecretStr | None = Field(None, min_length=1, max_length=255)
+    consumer_secret: SecretStr | None = Field(None, min_length=1, max_length=255)
+    notify_customer: bool | None = None
+    active: bool | None = None
+
+
+def _reveal(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _render(shop: Any) -> dict[str, Any]:
+    out: dict[str, Any] = shop.public()
+    if out["created_at"] is not None:
+        out["created_at"] = out["created_at"].isoformat().replace("+00:00", "Z")
+    return out
+
+
+@router.post("", status_code=201, summary="Register a Shopify shop or WooCommerce site")
+async def register(body: ShopIn, uow: UoW, _: ApiKey) -> dict[str, Any]:
+    cmd = handlers.RegisterShop(
+        platform=body.platform,
+        domain=body.domain,
+        api_base_url=str(body.api_base_url).rstrip("/"),
+        credentials=Credentials(
+            webhook_secret=body.webhook_secret.get_secret_value(),
+            access_token=_reveal(body.access_token),
+            consumer_key=_reveal(body.consumer_key),
+            consumer_secret=_reveal(body.consumer_secret),
+        ),
+        notify_customer=body.notify_customer,
+    )
+    return _render(await handlers.register_shop(cmd, uow))
+
+
+@router.get("", summary="Registered shops (never their secrets)")
+async def list_shops(uow: UoW, _: ApiKey) -> dict[str, Any]:
+    return {"items": [_render(s) for s in await handlers.list_shops(uow)], "next_cursor": None}
+
+
+@router.patch("/{shop_id}", summary="Edit a shop, rotate its secrets, or disable it")
+async def edit(shop_id: str, body: ShopPatch, uow: UoW, _: ApiKey) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for name, value in body.model_dump(exclude_unset=True).items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif name == "api_base_url":
+            value = str(value).rstrip("/")
+        changes[name] = value
+    return _render(await handlers.update_shop(shop_id, changes, uow))

@@ -1,0 +1,152 @@
+"""The write-back worker: drains the queue, calls the shop, records the outcome on the order.
+
+Each due task is leased (compare-and-set on `next_at`, so replicas never share one), sent
+outside any transaction, then finished, rescheduled or given up in a second transaction
+that also writes the order's timeline entry (`marketplace-synced`, or
+`marketplace-sync-failed` plus an error log for ops when it keeps failing). The wait
+before a retry is the platform's own (Shopify's cost throttle, `Retry-After`) when it
+gives one, otherwise exponential backoff with jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from services.order.shops.clients import Rejected, RetryLater, WritebackError, client_for
+from services.order.shops.domain import Shop, WritebackTask
+from services.order.shops.handlers import queue, shops
+from services.order.store import OrderUnitOfWork
+from shared.events import Envelope
+
+log = logging.getLogger(__name__)
+
+
+class WritebackWorker:
+    def __init__(
+        self,
+        uow: Callable[[], OrderUnitOfWork],
+        http: httpx.AsyncClient,
+        *,
+        max_attempts: int = 8,
+        backoff_s: float = 2.0,
+        backoff_max_s: float = 300.0,
+        lease_s: float = 60.0,
+        batch: int = 20,
+    ) -> None:
+        self.uow = uow
+        self.http = http
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.lease = timedelta(seconds=lease_s)
+        self.batch = batch
+
+    async def run(self, poll_s: float) -> None:
+        while True:
+            if await self.run_once() == 0:
+                await asyncio.sleep(poll_s)
+
+    async def run_once(self) -> int:
+        """Send every due write-back once; the number attempted."""
+        async with self.uow() as uow:
+            due = await queue(uow).due(self.batch)
+        attempted = 0
+        for task_id in due:
+            async with self.uow() as uow:
+                task = await queue(uow).claim(task_id, self.lease)
+                shop = await shops(uow).get(task.shop_id) if task else None
+                await uow.commit()
+            if task is None:
+                continue  # another replica has it
+            attempted += 1
+            await self._attempt(task, shop)
+        return attempted
+
+    async def _attempt(self, task: WritebackTask, shop: Shop | None) -> None:
+        context = {"order_id": task.order_id, "writeback": task.key, "attempt": task.attempts}
+        try:
+            if shop is None or not shop.active:
+                raise Rejected("the shop is no longer registered or is disabled")
+            client = client_for(self.http, shop)
+            outcome = await (client.fulfil(task) if task.kind == "fulfil" else client.cancel(task))
+        except RetryLater as exc:
+            if task.attempts < self.max_attempts:
+                wait = max(exc.wait_s or 0.0, self._backoff(task.attempts))
+                log.warning(
+                    "write-back will be retried",
+                    extra={**context, "reason": str(exc), "wait_s": wait},
+                )
+                async with self.uow() as uow:
+                    at = datetime.now(UTC) + timedelta(seconds=wait)
+                    await queue(uow).retry_at(task.id, at, str(exc))
+                    await uow.commit()
+                return
+            await self._give_up(task, shop, exc, context)
+            return
+        except WritebackError as exc:
+            await self._give_up(task, shop, exc, context)
+            return
+        log.info("write-back done", extra={**context, "outcome": outcome})
+        async with self.uow() as uow:
+            await queue(uow).finish(task.id)
+            await uow.timeline.add(_entry(task, shop, "marketplace-synced", {"outcome": outcome}))
+            await uow.commit()
+
+    async def _give_up(
+        self, task: WritebackTask, shop: Shop | None, exc: Exception, context: dict[str, Any]
+    ) -> None:
+        # the ops alert: an error log line (alert rules watch it) and the order's timeline
+        log.error("write-back failed for good", extra={**context, "reason": str(exc)})
+        async with self.uow() as uow:
+            await queue(uow).give_up(task.id, str(exc))
+            entry = _entry(task, shop, "marketplace-sync-failed", {"reason": str(exc)[:500]})
+            await uow.timeline.add(entry)
+            await uow.commit()
+
+    def _backoff(self, attempts: int) -> float:
+        ceiling = min(self.backoff_max_s, self.backoff_s * 2 ** max(attempts - 1, 0))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+def _entry(task: WritebackTask, shop: Shop | None, kind: str, extra: dict[str, Any]) -> Envelope:
+    data = {
+        "operation": task.kind,
+        "platform": shop.platform if shop else None,
+        "shop_id": task.shop_id,
+        "external_id": task.external_id,
+        "attempts": task.attempts,
+        **({"tracking_number": task.payload["tracking_number"]} if task.kind == "fulfil" else {}),
+        **extra,
+    }
+    return Envelope(
+        id=str(uuid.uuid4()),
+        type=kind,
+        source="order",
+        subject=task.order_id,
+        time=datetime.now(UTC),
+        dataschema=f"{kind}/v1",
+        data=data,
+    )
+
+
+async def run_writebacks(runtime: Any) -> None:
+    """Background job of the order service (`ServiceRuntime` background)."""
+    s = runtime.settings
+    async with httpx.AsyncClient(timeout=s.writeback_timeout_s) as http:
+        worker = WritebackWorker(
+            runtime.uow,
+            http,
+            max_attempts=s.writeback_max_attempts,
+            backoff_s=s.writeback_backoff_s,
+            backoff_max_s=s.writeback_backoff_max_s,
+            lease_s=s.writeback_lease_s,
+        )
+        await worker.run(s.writeback_poll_s)
