@@ -31,7 +31,7 @@ class Flow(NamedTuple):
 
 FLOWS: Final[dict[str, Flow]] = {
     "order-placed": Flow("order", ("supplier", "metrics")),
-    "order-cancelled": Flow("order", ("supplier", "notify", "metrics")),
+    "order-cancelled": Flow("order", ("order", "supplier", "notify", "metrics")),
     "supplier-confirmed": Flow("supplier", ("order", "metrics")),
     "order-routing-failed": Flow("supplier", ("order", "notify", "metrics")),
     "shipment-dispatched": Flow("supplier", ("order", "notify", "metrics")),

@@ -73,7 +73,8 @@ SERVICE_TABLE = {
     "order": (
         {"order-placed", "order-cancelled", "order-held", "order-released"},
         {"supplier-confirmed", "order-routing-failed", "shipment-dispatched",
-         "shipment-delayed", "shipment-delivered", "order-lines-waiting"},
+         "shipment-delayed", "shipment-delivered", "order-lines-waiting",
+         "order-cancelled"},  # its own: the shop hears of the cancellation (DESIGN §6)
     ),
     "supplier": (
         {"supplier-confirmed", "order-routing-failed", "shipment-dispatched",

@@ -1,0 +1,317 @@
+"""Shops and write-back: the order service, the real broker and the marketplace simulator
+in its own process, on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from services.order.app import create_app
+from services.order.marketplaces import sign
+from services.order.settings import OrderSettings
+from shared.events import ConfirmedLine, ShipmentDispatched, SupplierConfirmed, new_envelope
+from shared.infra import free_port
+from shared.testing import eventually
+from tests.support.data import API_KEY
+from tests.support.kafka import publish_envelopes
+from tests.support.services import ServiceProcess, in_process
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+MARKETPLACE_APP = "rigs.marketplace_simulator.app:create_app"
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory):
+    log = tmp_path_factory.mktemp("market") / "marketplace.log"
+    proc = ServiceProcess("marketplace", {}, free_port(), log, app=MARKETPLACE_APP).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def order(database_url, settings_for):
+    settings = settings_for(
+        OrderSettings,
+        await database_url("order"),
+        writeback_poll_s=0.1,
+        writeback_backoff_s=0.05,
+        writeback_backoff_max_s=0.3,
+        writeback_max_attempts=4,
+    )
+    async with in_process(create_app, settings) as svc:
+        await svc.runtime.bus.wait_connected()
+        yield svc
+
+
+async def sim(market, method: str, path: str, **kwargs) -> httpx.Response:
+    """A call to the marketplace simulator's control API."""
+    async with httpx.AsyncClient(base_url=market.url, timeout=5) as client:
+        response = await client.request(method, path, **kwargs)
+    response.raise_for_status()
+    return response
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def shopify_shop(order, market, **steering) -> dict:
+    """A Shopify shop on the simulator, registered with the order service."""
+    name, token, secret = unique("shop"), unique("shpat"), unique("shpss")
+    await sim(
+        market,
+        "PUT",
+        f"/_control/shops/{name}",
+        json={"platform": "shopify", "access_token": token, **steering},
+    )
+    response = await order.client.post(
+        "/v1/shops",
+        json={
+            "platform": "shopify",
+            "domain": f"{name}.myshopify.com",
+            "webhook_secret": secret,
+            "api_base_url": f"{market.url}/{name}",
+            "access_token": token,
+        },
+        headers=API_KEY,
+    )
+    assert response.status_code == 201, response.text
+    return {**response.json(), "name": name, "secret": secret, "token": token}
+
+
+async def woo_shop(order, market) -> dict:
+    name, key, secret, hook = unique("woo"), unique("ck"), unique("cs"), unique("whs")
+    await sim(
+        market,
+        "PUT",
+        f"/_control/shops/{name}",
+        json={"platform": "woocommerce", "consumer_key": key, "consumer_secret": secret},
+    )
+    response = await order.client.post(
+        "/v1/shops",
+        json={
+            "platform": "woocommerce",
+            "domain": f"https://{name}.example/",
+            "webhook_secret": hook,
+            "api_base_url": f"{market.url}/{name}",
+            "consumer_key": key,
+            "consumer_secret": secret,
+        },
+        headers=API_KEY,
+    )
+    assert response.status_code == 201, response.text
+    return {**response.json(), "name": name, "secret": hook}
+
+
+async def shopify_order(
+    order, shop: dict, fixture: str = "shopify/orders_create.json", secret=None
+):
+    body = (FIXTURES / fixture).read_bytes()
+    return await order.client.post(
+        "/v1/webhooks/shopify",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Shopify-Topic": "orders/create",
+            "X-Shopify-Hmac-Sha256": sign(body, secret or shop["secret"]),
+            "X-Shopify-Webhook-Id": str(uuid.uuid4()),
+            "X-Shopify-Shop-Domain": shop["domain"],
+        },
+    )
+
+
+async def woo_order(order, shop: dict):
+    body = (FIXTURES / "woocommerce/order_created.json").read_bytes()
+    return await order.client.post(
+        "/v1/webhooks/woocommerce",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-WC-Webhook-Topic": "order.created",
+            "X-WC-Webhook-Signature": sign(body, shop["secret"]),
+            "X-WC-Webhook-Delivery-ID": str(uuid.uuid4().int % 10**6),
+            "X-WC-Webhook-Source": f"https://{shop['domain']}/",
+        },
+    )
+
+
+async def ship(broker, order_id: str, line_ids: list[str], tracking: str, times: int = 1):
+    confirmed = SupplierConfirmed(
+        order_id=order_id,
+        supplier_id="sup_a",
+        supplier_order_ref=unique("A"),
+        lines=[ConfirmedLine(line_id=i, quantity=1, unit_cost=Decimal("3")) for i in line_ids],
+        currency="USD",
+        ship_by=datetime.now(UTC) + timedelta(hours=48),
+    )
+    dispatched = new_envelope(
+        ShipmentDispatched(
+            order_id=order_id,
+            supplier_id="sup_a",
+            carrier="UPS",
+            tracking_number=tracking,
+            line_ids=line_ids,
+        )
+    )
+    await publish_envelopes(broker.bootstrap, [new_envelope(confirmed), *[dispatched] * times])
+
+
+async def calls(market, shop: dict) -> list[dict]:
+    response = await sim(market, "GET", "/_control/calls", params={"shop": shop["name"]})
+    return response.json()["items"]
+
+
+async def timeline_types(order, order_id: str) -> list[str]:
+    response = await order.client.get(f"/v1/orders/{order_id}/timeline", headers=API_KEY)
+    return [e["type"] for e in response.json()["items"]]
+
+
+async def test_shops_are_listed_and_edited_without_ever_showing_a_secret(order, market):
+    shop = await shopify_shop(order, market)
+    listed = await order.client.get("/v1/shops", headers=API_KEY)
+    assert [s["domain"] for s in listed.json()["items"]] == [shop["domain"]]
+    for secret in (shop["secret"], shop["token"]):
+        assert secret not in listed.text
+    async with order.runtime.engine.connect() as conn:
+        stored = (
+            await conn.execute(text("SELECT webhook_secret, access_token FROM marketplace_shop"))
+        ).one()
+    assert shop["secret"] not in str(stored) and shop["token"] not in str(stored)
+
+    again = await order.client.post(
+        "/v1/shops",
+        json={"platform": "shopify", "domain": shop["domain"].upper(), "webhook_secret": "x",
+              "api_base_url": "https://x.example", "access_token": "y"},
+        headers=API_KEY,
+    )  # fmt: skip
+    assert again.status_code == 409
+    no_token = await order.client.post(
+        "/v1/shops",
+        json={"platform": "shopify", "domain": "other.myshopify.com", "webhook_secret": "x",
+              "api_base_url": "https://x.example"},
+        headers=API_KEY,
+    )  # fmt: skip
+    assert no_token.status_code == 422
+    assert no_token.json()["error"]["details"][0]["field"] == "body.access_token"
+    assert (await order.client.get("/v1/shops")).status_code == 401
+
+    disabled = await order.client.patch(
+        f"/v1/shops/{shop['id']}", json={"active": False}, headers=API_KEY
+    )
+    assert disabled.status_code == 200 and disabled.json()["active"] is False
+    assert (await shopify_order(order, shop)).status_code == 401
+    missing = await order.client.patch("/v1/shops/shop_nope", json={}, headers=API_KEY)
+    assert missing.status_code == 404
+
+
+async def test_a_webhook_is_verified_with_the_secret_of_the_shop_that_sent_it(order, market):
+    first, second = await shopify_shop(order, market), await shopify_shop(order, market)
+    wrong = await shopify_order(order, second, secret=first["secret"])
+    assert wrong.status_code == 401
+    unknown = await shopify_order(order, {"domain": "nobody.myshopify.com", "secret": "s"})
+    assert unknown.status_code == 401
+    listed = await order.client.get("/v1/orders", headers=API_KEY)
+    assert listed.json()["items"] == [], "a refused delivery stores nothing"
+    accepted = await shopify_order(order, second)
+    assert accepted.status_code == 200 and accepted.json()["created"] is True
+
+
+async def test_a_dispatched_shopify_order_is_fulfilled_once_through_throttling(
+    order, market, broker
+):
+    shop = await shopify_shop(
+        order, market, throttled_calls=1, rate_limited_calls=1, retry_after_s=0.2
+    )
+    placed = (await shopify_order(order, shop)).json()
+    detail = (await order.client.get(f"/v1/orders/{placed['order_id']}", headers=API_KEY)).json()
+    line_ids = [ln["line_id"] for ln in detail["lines"]]
+    await ship(broker, placed["order_id"], line_ids, "1Z999AA10123456784", times=2)
+
+    async def fulfilled():
+        made = [c for c in (await calls(market, shop)) if c["operation"] == "fulfillmentCreate"]
+        return made or None
+
+    [made] = await eventually(fulfilled, what="fulfillmentCreate at the shop")
+    assert made["order_external_id"] == "5906483609841"
+    assert made["tracking_number"] == "1Z999AA10123456784"
+    state = (await sim(market, "GET", f"/_control/shops/{shop['name']}")).json()
+    assert state["refused"] == {"throttled_calls": 1, "rate_limited_calls": 1}
+    fulfillment = state["orders"]["5906483609841"]["fulfillments"][0]["trackingInfo"][0]
+    assert fulfillment["company"] == "UPS" and fulfillment["url"].startswith("https://www.ups.com")
+    await eventually(
+        lambda: _has(order, placed["order_id"], "marketplace-synced"), what="synced entry"
+    )
+    await order.runtime.bus.wait_connected()
+    assert (
+        len([c for c in (await calls(market, shop)) if c["operation"] == "fulfillmentCreate"]) == 1
+    )
+
+
+async def _has(order, order_id: str, kind: str) -> bool:
+    return kind in await timeline_types(order, order_id)
+
+
+async def test_a_woocommerce_order_gets_tracking_notes_and_completes_when_all_shipped(
+    order, market, broker
+):
+    shop = await woo_shop(order, market)
+    placed = (await woo_order(order, shop)).json()
+    detail = (await order.client.get(f"/v1/orders/{placed['order_id']}", headers=API_KEY)).json()
+    first, second = (ln["line_id"] for ln in detail["lines"])
+    await ship(broker, placed["order_id"], [first], "SF1000000001")
+
+    async def operations(count: int):
+        ops = [
+            (c["operation"], c["tracking_number"], c.get("status"))
+            for c in (await calls(market, shop))
+        ]
+        return ops if len(ops) >= count else None
+
+    assert await eventually(lambda: operations(1)) == [("notes.create", "SF1000000001", None)]
+    await ship(broker, placed["order_id"], [second], "SF1000000002")
+    assert await eventually(lambda: operations(3)) == [
+        ("notes.create", "SF1000000001", None),
+        ("notes.create", "SF1000000002", None),
+        ("orders.update", None, "completed"),
+    ]
+    state = (await sim(market, "GET", f"/_control/shops/{shop['name']}")).json()
+    assert state["orders"]["4827"]["status"] == "completed"
+
+
+async def test_a_write_back_that_keeps_failing_shows_in_the_timeline(order, market, broker):
+    shop = await shopify_shop(order, market, failing_calls=100)
+    placed = (await shopify_order(order, shop)).json()
+    detail = (await order.client.get(f"/v1/orders/{placed['order_id']}", headers=API_KEY)).json()
+    await ship(broker, placed["order_id"], [ln["line_id"] for ln in detail["lines"]], "1ZFAIL")
+    await eventually(
+        lambda: _has(order, placed["order_id"], "marketplace-sync-failed"),
+        what="failed entry",
+    )
+    state = (await sim(market, "GET", f"/_control/shops/{shop['name']}")).json()
+    assert state["refused"] == {"failing_calls": 4}, "max attempts, then given up"
+    assert (await calls(market, shop)) == []
+
+
+async def test_a_cancellation_is_written_back_to_shopify(order, market):
+    shop = await shopify_shop(order, market)
+    placed = (await shopify_order(order, shop)).json()
+    cancel = await order.client.post(
+        f"/v1/orders/{placed['order_id']}/cancel",
+        json={"reason": "customer asked"},
+        headers=API_KEY,
+    )
+    assert cancel.status_code == 200, cancel.text
+
+    async def cancelled():
+        return [c for c in (await calls(market, shop)) if c["operation"] == "orderCancel"] or None
+
+    [call] = await eventually(cancelled, what="orderCancel at the shop")
+    assert call["order_external_id"] == "5906483609841"
