@@ -7,14 +7,13 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from services.order.errors import OrderError
-
 Platform = Literal["shopify", "woocommerce"]
 PLATFORMS: tuple[Platform, ...] = ("shopify", "woocommerce")
 
 
-class ShopError(OrderError):
-    """Root of the shop errors."""
+class ShopError(Exception):
+    """Root of the shop errors, mapped to HTTP once by `shops.api.SHOP_ERRORS` (kept apart
+    from `OrderError` so the order routes' table stays the order aggregate's own)."""
 
 
 class ShopNotFound(ShopError):
