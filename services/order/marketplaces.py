@@ -96,11 +96,44 @@ def _line_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
-def _sku(item: dict[str, Any], i: int) -> str:
+UNMAPPED_SKU_PREFIX = "unmapped/"
+"""A line sent without a SKU gets `unmapped/<platform>/<variant|variation|product|line>/<id>`:
+the order is accepted, and an offer with exactly that SKU maps the platform's id; without
+one the line cannot be routed (the supplier reports it, reason `unmapped_sku`)."""
+
+
+def _sku(item: dict[str, Any], i: int, platform: str = "shopify") -> str:
     sku = _text(item.get("sku"))
-    if sku is None:
-        raise MarketplacePayloadError(f"line_items.{i}.sku", "missing: the line has no SKU")
-    return sku
+    if sku is not None:
+        return sku
+    for key, kind in (
+        ("variant_id", "variant"),
+        ("variation_id", "variation"),
+        ("product_id", "product"),
+        ("id", "line"),
+    ):
+        ref = _text(item.get(key))
+        if ref and ref != "0":  # WooCommerce sends variation_id 0 for a simple product
+            return f"{UNMAPPED_SKU_PREFIX}{platform}/{kind}/{ref}"
+    return f"{UNMAPPED_SKU_PREFIX}{platform}/line/{i + 1}"
+
+
+def _shopify_unit_price(item: dict[str, Any], i: int, currency: str | None) -> str:
+    """What the customer paid per unit: `price` less the line's discount allocations."""
+    price = Decimal(_price(item.get("price"), f"line_items.{i}.price"))
+    allocations = item.get("discount_allocations")
+    quantity = item.get("quantity")
+    if not isinstance(allocations, list) or not allocations:
+        return format(price, "f")
+    if type(quantity) is not int or quantity <= 0:
+        return format(price, "f")  # the storefront model reports the quantity
+    discount = sum(
+        (_decimal(a.get("amount")) or Decimal(0) for a in allocations if isinstance(a, dict)),
+        Decimal(0),
+    )
+    step = Decimal(1).scaleb(-minor_units(currency or ""))
+    unit = max(price - discount / quantity, Decimal(0))
+    return format(unit.quantize(step, rounding=ROUND_HALF_UP), "f")
 
 
 def _quantity(item: dict[str, Any], i: int) -> Any:
@@ -209,9 +242,9 @@ def shopify_order(payload: dict[str, Any]) -> dict[str, Any]:
         ),
         "lines": [
             {
-                "sku": _sku(item, i),
+                "sku": _sku(item, i, "shopify"),
                 "quantity": _quantity(item, i),
-                "unit_price": _price(item.get("price"), f"line_items.{i}.price"),
+                "unit_price": _shopify_unit_price(item, i, _text(payload.get("currency"))),
             }
             for i, item in enumerate(items)
         ],
@@ -230,17 +263,20 @@ def shopify_redact_email(payload: dict[str, Any]) -> str | None:
 
 
 def _woo_unit_price(item: dict[str, Any], i: int, currency: str | None) -> str:
-    """subtotal / quantity when exact at the currency's precision, else `price` rounded to it.
+    """total (after coupons: what the customer paid) / quantity when exact at the currency's
+    precision, else subtotal / quantity, else `price` rounded to it.
 
     WooCommerce may store a unit price finer than the currency (e.g. 8.333333 for 3 items
     at 25.00); we keep the cent-rounded (half-up) unit price rather than refuse the order.
     """
-    subtotal, quantity = _decimal(item.get("subtotal")), item.get("quantity")
+    quantity = item.get("quantity")
     step = Decimal(1).scaleb(-minor_units(currency or ""))
-    if subtotal is not None and type(quantity) is int and quantity > 0:
-        unit = (subtotal / quantity).quantize(step)
-        if unit * quantity == subtotal:
-            return format(unit, "f")
+    for key in ("total", "subtotal"):
+        amount = _decimal(item.get(key))
+        if amount is not None and type(quantity) is int and quantity > 0:
+            unit = (amount / quantity).quantize(step)
+            if unit * quantity == amount:
+                return format(unit, "f")
     price = Decimal(_price(item.get("price"), f"line_items.{i}.price"))
     return format(price.quantize(step, rounding=ROUND_HALF_UP), "f")
 
@@ -280,7 +316,7 @@ def woocommerce_order(payload: dict[str, Any]) -> dict[str, Any]:
         ),
         "lines": [
             {
-                "sku": _sku(item, i),
+                "sku": _sku(item, i, "woocommerce"),
                 "quantity": _quantity(item, i),
                 "unit_price": _woo_unit_price(item, i, currency),
             }

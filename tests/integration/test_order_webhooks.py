@@ -193,14 +193,14 @@ async def test_shopify_chinese_order_cancel_and_redact(order):
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_shopify_payload_that_cannot_be_an_order_is_422_naming_the_field(order):
     payload = json.loads(raw("shopify/orders_create.json"))
-    payload["line_items"][1]["sku"] = None
+    payload["line_items"][1]["price"] = "12,50"  # a null SKU is accepted (DESIGN §6)
     body = json.dumps(payload).encode()
     response = await order.client.post(
         "/v1/webhooks/shopify", content=body, headers=shopify_headers(body, "orders/create")
     )
     assert response.status_code == 422
-    assert response.json()["error"]["details"][0]["field"] == "body.line_items.1.sku"
-    payload["line_items"][1]["sku"] = "OK-1"
+    assert response.json()["error"]["details"][0]["field"] == "body.line_items.1.price"
+    payload["line_items"][1]["price"] = "24.50"
     payload["currency"] = "usd"
     body = json.dumps(payload).encode()
     response = await order.client.post(

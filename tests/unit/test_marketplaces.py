@@ -172,9 +172,6 @@ def _shopify_error(mutate: Any) -> MarketplacePayloadError:
         (lambda p: p.pop("line_items"), "line_items"),
         (lambda p: p.update(line_items=[]), "line_items"),
         (lambda p: p.update(line_items={"sku": "X"}), "line_items"),
-        (lambda p: p["line_items"][1].update(sku=None), "line_items.1.sku"),
-        (lambda p: p["line_items"][1].update(sku="  "), "line_items.1.sku"),
-        (lambda p: p["line_items"][0].pop("sku"), "line_items.0.sku"),
         (lambda p: p["line_items"][0].pop("price"), "line_items.0.price"),
         (lambda p: p["line_items"][1].update(price="12,50"), "line_items.1.price"),
         (lambda p: p["line_items"][1].update(price="NaN"), "line_items.1.price"),
@@ -195,9 +192,18 @@ def test_shopify_errors_name_the_field(mutate: Any, field: str) -> None:
     assert str(error).startswith(f"{field}: ")
 
 
-def test_shopify_missing_line_sku_reason() -> None:
-    error = _shopify_error(lambda p: p["line_items"][1].update(sku=""))
-    assert (error.field, error.reason) == ("line_items.1.sku", "missing: the line has no SKU")
+@pytest.mark.parametrize("sku", [None, "", "  ", "absent"])
+def test_a_shopify_line_without_sku_is_accepted_under_its_variant_id(sku: object) -> None:
+    """DESIGN §6: a null or empty SKU never refuses the order; the line is unmapped."""
+    payload = fixture("shopify/orders_create.json")
+    if sku == "absent":
+        payload["line_items"][0].pop("sku")
+        payload["line_items"][1]["sku"] = None
+    else:
+        payload["line_items"][1]["sku"] = sku
+    lines = shopify_order(payload)["lines"]
+    assert lines[1]["sku"] == "unmapped/shopify/variant/44123456821809"
+    assert lines[1]["unit_price"] == "24.50"
 
 
 def test_shopify_does_not_validate_business_rules() -> None:
@@ -311,8 +317,10 @@ def test_woocommerce_status_and_id() -> None:
         (lambda p: p.pop("id"), "id"),
         (lambda p: p.update(id=""), "id"),
         (lambda p: p.update(line_items=[]), "line_items"),
-        (lambda p: p["line_items"][1].update(sku=""), "line_items.1.sku"),
-        (lambda p: p["line_items"][0].update(subtotal=None, price=None), "line_items.0.price"),
+        (
+            lambda p: p["line_items"][0].update(subtotal=None, total=None, price=None),
+            "line_items.0.price",
+        ),
         (lambda p: p["line_items"][1].pop("quantity"), "line_items.1.quantity"),
         (lambda p: p.pop("shipping"), "shipping"),
         (
