@@ -15,6 +15,8 @@ from sqlalchemy import text
 from services.order.app import create_app
 from services.order.marketplaces import sign
 from services.order.settings import OrderSettings
+from services.order.shops.handlers import queue
+from services.order.shops.writeback import WritebackWorker
 from shared.events import ConfirmedLine, ShipmentDispatched, SupplierConfirmed, new_envelope
 from shared.infra import free_port
 from shared.testing import eventually
@@ -315,3 +317,53 @@ async def test_a_cancellation_is_written_back_to_shopify(order, market):
 
     [call] = await eventually(cancelled, what="orderCancel at the shop")
     assert call["order_external_id"] == "5906483609841"
+
+
+class CrashAfterFulfilment(httpx.AsyncBaseTransport):
+    """The real network, but the process 'dies' right after the shop accepted a fulfilment."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if b"fulfillmentCreate(" in request.content:
+            await response.aread()
+            raise SystemExit("crashed before recording the write-back")
+        return response
+
+
+async def test_a_crash_after_the_shop_accepted_a_fulfilment_never_sends_it_twice(
+    database_url, settings_for, market
+):
+    settings = settings_for(
+        OrderSettings, await database_url("order"), writeback_enabled=False, consumers_enabled=False
+    )
+    async with in_process(create_app, settings) as svc:
+        shop = await shopify_shop(svc, market)
+        placed = (await shopify_order(svc, shop)).json()
+        async with svc.runtime.uow() as uow:
+            await queue(uow).put(
+                f"fulfil:{placed['order_id']}:1ZCRASH",
+                "fulfil",
+                placed["order_id"],
+                shop["id"],
+                "5906483609841",
+                {"carrier": "UPS", "tracking_number": "1ZCRASH", "tracking_url": None,
+                 "skus": {}, "all_shipped": True},
+            )  # fmt: skip
+            await uow.commit()
+        async with httpx.AsyncClient(transport=CrashAfterFulfilment()) as http:
+            crashing = WritebackWorker(svc.runtime.uow, http, lease_s=0.2)
+            with pytest.raises(SystemExit):
+                await crashing.run_once()
+        async with httpx.AsyncClient() as http:
+            restarted = WritebackWorker(svc.runtime.uow, http, lease_s=0.2)
+            await eventually(restarted.run_once, what="the leased write-back retried")
+        made = [c for c in await calls(market, shop) if c["operation"] == "fulfillmentCreate"]
+        assert [c["tracking_number"] for c in made] == ["1ZCRASH"]
+        timeline = await svc.client.get(
+            f"/v1/orders/{placed['order_id']}/timeline", headers=API_KEY
+        )
+        [synced] = [e for e in timeline.json()["items"] if e["type"] == "marketplace-synced"]
+        assert synced["data"]["outcome"] == "already fulfilled"
