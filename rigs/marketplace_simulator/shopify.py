@@ -98,11 +98,8 @@ def _fulfil(shop: SimShop, fulfillment: dict[str, Any]) -> tuple[Any, Call | Non
         return user_error("Fulfillment order is not in a fulfillable state")
     wanted = {i["id"]: int(i["quantity"]) for i in groups[0].get("fulfillmentOrderLineItems") or []}
     for item in fo["lineItems"]:
-        take = (
-            wanted.get(item["id"], item["remainingQuantity"])
-            if wanted
-            else item["remainingQuantity"]
-        )
+        # the named lines only; no lines named means the whole fulfilment order
+        take = wanted.get(item["id"], 0) if wanted else item["remainingQuantity"]
         item["remainingQuantity"] -= min(take, item["remainingQuantity"])
     if all(i["remainingQuantity"] == 0 for i in fo["lineItems"]):
         fo["status"] = "CLOSED"

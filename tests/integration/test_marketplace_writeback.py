@@ -367,3 +367,31 @@ async def test_a_crash_after_the_shop_accepted_a_fulfilment_never_sends_it_twice
         )
         [synced] = [e for e in timeline.json()["items"] if e["type"] == "marketplace-synced"]
         assert synced["data"]["outcome"] == "already fulfilled"
+
+
+async def test_each_shipment_of_a_split_shopify_order_fulfils_its_own_lines(order, market, broker):
+    shop = await shopify_shop(order, market)
+    await sim(
+        market,
+        "PUT",
+        f"/_control/shops/{shop['name']}/orders/5906483609841",
+        json=[{"sku": "BCB-L-001", "quantity": 2}, {"sku": "SSWB-750-BLK", "quantity": 1}],
+    )
+    placed = (await shopify_order(order, shop)).json()
+    detail = (await order.client.get(f"/v1/orders/{placed['order_id']}", headers=API_KEY)).json()
+    first, second = (ln["line_id"] for ln in detail["lines"])
+    await ship(broker, placed["order_id"], [first], "1ZFIRST")
+
+    async def fulfilled(count: int):
+        made = [c for c in await calls(market, shop) if c["operation"] == "fulfillmentCreate"]
+        return made if len(made) >= count else None
+
+    await eventually(lambda: fulfilled(1), what="first fulfilment")
+    state = (await sim(market, "GET", f"/_control/shops/{shop['name']}")).json()
+    items = state["orders"]["5906483609841"]["fulfillment_orders"][0]["lineItems"]
+    assert [i["remainingQuantity"] for i in items] == [0, 1], "only the shipped line"
+    await ship(broker, placed["order_id"], [second], "1ZSECOND")
+    made = await eventually(lambda: fulfilled(2), what="second fulfilment")
+    assert [c["tracking_number"] for c in made] == ["1ZFIRST", "1ZSECOND"]
+    state = (await sim(market, "GET", f"/_control/shops/{shop['name']}")).json()
+    assert state["orders"]["5906483609841"]["fulfillment_orders"][0]["status"] == "CLOSED"
