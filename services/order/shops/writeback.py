@@ -25,6 +25,7 @@ from services.order.shops.domain import Shop, WritebackTask
 from services.order.shops.handlers import queue, shops
 from services.order.store import OrderUnitOfWork
 from shared.events import Envelope
+from shared.logging import log_context
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,12 @@ class WritebackWorker:
             if task is None:
                 continue  # another replica has it
             attempted += 1
-            await self._attempt(task, shop)
+            with log_context(order_id=task.order_id):
+                await self._attempt(task, shop)
         return attempted
 
     async def _attempt(self, task: WritebackTask, shop: Shop | None) -> None:
-        context = {"order_id": task.order_id, "writeback": task.key, "attempt": task.attempts}
+        context = {"writeback": task.key, "attempt": task.attempts}
         try:
             if shop is None or not shop.active:
                 raise Rejected("the shop is no longer registered or is disabled")
