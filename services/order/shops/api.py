@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import unicodedata
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    UrlConstraints,
+)
 
 from services.order.api import ApiKey, UoW
 from services.order.shops import handlers
@@ -27,17 +36,25 @@ SHOP_ERRORS: dict[type[Exception], ErrorMapping] = {
 
 router = APIRouter(prefix="/v1/shops", tags=["shops"])
 
-Text = Field(min_length=1, max_length=255)
+
+def _printable(value: str) -> str:
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Domain = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_printable)]
+ApiUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=500)]
 
 
 class ShopIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     platform: Literal["shopify", "woocommerce"]
-    domain: str = Text
+    domain: Domain
     """Shopify: `name.myshopify.com`; WooCommerce: the site URL it sends as X-WC-Webhook-Source."""
     webhook_secret: SecretStr = Field(min_length=1, max_length=255)
-    api_base_url: AnyHttpUrl
+    api_base_url: ApiUrl
     access_token: SecretStr | None = Field(None, min_length=1, max_length=255)
     consumer_key: SecretStr | None = Field(None, min_length=1, max_length=255)
     consumer_secret: SecretStr | None = Field(None, min_length=1, max_length=255)
@@ -48,7 +65,7 @@ class ShopIn(BaseModel):
 class ShopPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    api_base_url: AnyHttpUrl | None = None
+    api_base_url: ApiUrl | None = None
     webhook_secret: SecretStr | None = Field(None, min_length=1, max_length=255)
     access_token: SecretStr | None = Field(None, min_length=1, max_length=255)
     consumer_key: SecretStr | None = Field(None, min_length=1, max_length=255)

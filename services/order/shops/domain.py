@@ -45,10 +45,13 @@ def normalise_domain(value: str) -> str:
     may carry a path for a sub-folder install), so the path is kept without its slashes.
     """
     text = value.strip()
-    parts = urlsplit(text if "://" in text else f"//{text}")
-    host = (parts.hostname or "").lower()
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        parts = urlsplit(text if "://" in text else f"//{text}")
+        host = (parts.hostname or "").lower()
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # a malformed port or IPv6 literal: no shop of ours is named that
+        return ""
     path = parts.path.strip("/")
     return f"{host}/{path}" if path else host
 
@@ -76,8 +79,8 @@ class Shop:
 
     def check(self) -> None:
         """The credentials a platform needs for write-back (raises `InvalidShop`)."""
-        if not self.domain:
-            raise InvalidShop("domain", "empty")
+        if not self.domain or len(self.domain) > 255:
+            raise InvalidShop("domain", "not a host name or site URL")
         if self.platform == "shopify" and not self.credentials.access_token:
             raise InvalidShop("access_token", "required for a Shopify shop")
         if self.platform == "woocommerce" and not (

@@ -109,9 +109,10 @@ async def webhook_shop(
     A registered but disabled shop, or an unregistered one when no env secret is set,
     is `UnknownShop` (401): nothing is stored.
     """
-    if domain:
+    name = normalise_domain(domain) if domain else ""
+    if name:
         async with uow:
-            shop = await shops(uow).by_domain(platform, normalise_domain(domain))
+            shop = await shops(uow).by_domain(platform, name)
         if shop is not None:
             if not shop.active:
                 raise UnknownShop(f"{platform} shop {shop.domain} is disabled")
