@@ -162,6 +162,7 @@ def install_error_handlers(app: FastAPI) -> None:
             401: "unauthorized",
             404: "not_found",
             405: "method_not_allowed",
+            413: "payload_too_large",
             429: "rate_limited",
         }
         return JSONResponse(
@@ -304,12 +305,23 @@ def install_load_shedding(app: FastAPI, max_inflight: int, wait_s: float) -> Non
     app.add_middleware(LoadShedMiddleware, max_inflight=max_inflight, wait_s=wait_s)
 
 
+def secrets_equal(presented: str, expected: str) -> bool:
+    """Constant-time comparison of two texts of any alphabet.
+
+    `hmac.compare_digest` refuses `str` holding non-ASCII characters (a TypeError, so a 500):
+    compare their UTF-8 bytes instead, so a credential in any script is just a wrong one.
+    """
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def check_api_key(presented: str | None, accepted: frozenset[str]) -> None:
-    if not presented or not any(hmac.compare_digest(presented, k) for k in accepted):
+    if not presented or not any(secrets_equal(presented, k) for k in accepted):
         raise Unauthorized("missing or invalid X-API-Key")
 
 
 def check_bearer(authorization: str | None, token: str) -> None:
     scheme, _, value = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+    if scheme.lower() != "bearer" or not secrets_equal(value.strip(), token):
         raise Unauthorized("missing or invalid service token")

@@ -111,6 +111,12 @@ class ServiceSettings(BaseSettings):
     max_inflight_requests: int = Field(64, ge=1)
     """HTTP requests one process serves at once; the rest wait up to `shed_wait_s`, then 503."""
     shed_wait_s: float = Field(0.25, ge=0)
+    max_body_bytes: int = Field(1024 * 1024, ge=1)
+    """Largest request body a route takes (counted as it streams in; past it: 413)."""
+    max_webhook_body_bytes: int = Field(512 * 1024, ge=1)
+    """Largest body of a webhook (`/v1/webhooks/...`), refused before its signature is checked."""
+    max_import_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    """Largest CSV import (`.../import`)."""
 
     outbox_batch_size: int = Field(500, ge=1)
     outbox_poll_interval_s: float = Field(1.0, gt=0)
