@@ -16,11 +16,13 @@ from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import tracing
+from shared.failures import is_infrastructure_failure
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,19 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": "1"},
         )
+
+    async def _infrastructure(_: Request, exc: Exception) -> JSONResponse:
+        if not is_infrastructure_failure(exc):
+            raise exc
+        log.warning("database or network unavailable: answered 503", extra={"error": repr(exc)})
+        return JSONResponse(
+            error_body("unavailable", "a dependency is unavailable; retry after Retry-After"),
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    for outage in (DBAPIError, DisconnectionError, OSError):
+        app.add_exception_handler(outage, _infrastructure)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
