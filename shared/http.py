@@ -336,6 +336,10 @@ def check_api_key(presented: str | None, accepted: frozenset[str]) -> None:
         raise Unauthorized("missing or invalid X-API-Key")
 
 
+API_KEY_COOKIE = "dropship_api_key"
+"""Where a browser page (the metrics dashboard) keeps the key it was opened with."""
+
+
 def check_bearer(authorization: str | None, token: str) -> None:
     scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not secrets_equal(value.strip(), token):

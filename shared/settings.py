@@ -73,6 +73,10 @@ def refuse_loopback_url(variable: str, url: str | None) -> None:
         raise ValueError(f"{variable} points at loopback ({host}) in production")
 
 
+def _split(keys: str) -> frozenset[str]:
+    return frozenset(k.strip() for k in keys.split(",") if k.strip())
+
+
 class ServiceSettings(BaseSettings):
     """Settings common to all services; each service subclasses it to add its own.
 
@@ -124,6 +128,9 @@ class ServiceSettings(BaseSettings):
 
     api_keys: str = DEV_API_KEY
     """Storefront keys (`X-API-Key`): place and read orders."""
+    admin_api_keys: str = ""
+    """Admin keys (`X-API-Key`): suppliers, offers, redaction, notifications, metrics. Unset:
+    the storefront keys keep admin rights (backward compatible)."""
     service_token: SecretStr = SecretStr(DEV_SERVICE_TOKEN)
 
     log_level: str = "INFO"
@@ -147,10 +154,12 @@ class ServiceSettings(BaseSettings):
         if self.port is None:
             self.port = self.default_port
         if self.environment == "production":
-            if not self.api_key_set:
+            if not _split(self.api_keys):
                 raise ValueError("DROPSHIP_API_KEYS must be set to real keys in production")
-            for key in sorted(self.api_key_set):
+            for key in sorted(_split(self.api_keys)):
                 refuse_weak_secret("DROPSHIP_API_KEYS", key)
+            for key in sorted(_split(self.admin_api_keys)):
+                refuse_weak_secret("DROPSHIP_ADMIN_API_KEYS", key)
             refuse_weak_secret("DROPSHIP_SERVICE_TOKEN", self.service_token.get_secret_value())
             if self.fault_points:
                 raise ValueError("DROPSHIP_FAULT_POINTS is for tests only")
@@ -158,7 +167,13 @@ class ServiceSettings(BaseSettings):
 
     @property
     def api_key_set(self) -> frozenset[str]:
-        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+        """Keys the storefront API takes: storefront keys and admin keys."""
+        return _split(self.api_keys) | _split(self.admin_api_keys)
+
+    @property
+    def admin_key_set(self) -> frozenset[str]:
+        """Keys the admin API takes: the admin keys, or every storefront key when none is set."""
+        return _split(self.admin_api_keys) or _split(self.api_keys)
 
     @property
     def db_url(self) -> str:
