@@ -113,6 +113,7 @@ class ServiceRuntime(Generic[U]):
             batch_size=s.outbox_batch_size,
             poll_interval=s.outbox_poll_interval_s,
             tracer=self.tracing,
+            topic_sizes=self.bus.topic_sizes,
         )
         self._spawn("bus-connect", self.bus.connect, restart=False)
         if s.relay_enabled:
