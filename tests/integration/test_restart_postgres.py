@@ -91,6 +91,12 @@ async def test_a_30s_postgres_outage_loses_nothing_and_dead_letters_nothing(
             return True if set(accepted) <= got else None
 
         await eventually(all_received, what="every accepted order at the supplier", timeout=90)
+        caught_up_s = time.monotonic() - down_at - OUTAGE_S
+        print(  # for bench/RESULTS.md
+            f"postgres outage {OUTAGE_S:.0f}s: {len(accepted)} accepted, {len(refused)} refused"
+            f" (503), orders again after {recovered_s:.1f}s, all at the supplier after"
+            f" {caught_up_s:.1f}s"
+        )
         assert set(refused) <= {503}, f"refused with {sorted(set(refused))}, not only 503"
         letters = await list_dead_letters(broker.bootstrap, EVENT_TOPICS)
         assert letters == [], f"{len(letters)} dead letters after the outage"
