@@ -272,6 +272,7 @@ def _secret_values(docs: list[Doc], overlay: str) -> dict[str, str]:
 # an operator's real values stand in for them here.
 REAL_SECRETS = {
     "DROPSHIP_API_KEYS": "k8s-contract-key-0123456789abcdef0123456789",
+    "DROPSHIP_ADMIN_API_KEYS": "k8s-contract-admin-key-0123456789abcdef01234",
     "DROPSHIP_SERVICE_TOKEN": "k8s-contract-service-token-0123456789abcdef",
     "DROPSHIP_PII_KEY": "azhzLWNvbnRyYWN0LXBpaS1rZXktMzItYnl0ZXMhISE=",
     "DROPSHIP_SHOPIFY_SECRET": "k8s-contract-shopify-secret-0123456789abcdef",

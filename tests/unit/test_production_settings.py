@@ -20,6 +20,7 @@ EXAMPLES = [ROOT / ".env.example", ROOT / "deploy/k8s/overlays/production/secret
 STRONG = {
     "DROPSHIP_ENVIRONMENT": "production",
     "DROPSHIP_API_KEYS": "storefront-key-4f1c8e2a9b7d3e6f0a5c",
+    "DROPSHIP_ADMIN_API_KEYS": "admin-key-7e3b9d1f5a2c8e4b6d0f1a",
     "DROPSHIP_SERVICE_TOKEN": "service-token-8a2f6c1e4b9d7a3e5f0c",
     "DROPSHIP_PII_KEY": "cHJvZHVjdGlvbi10ZXN0LWtleS0zMi1ieXRlcyEhISE=",
     "DROPSHIP_TRACKING_SECRET": "tracking-secret-1e7b3d9f5a2c8e4b6d0f",
@@ -32,6 +33,7 @@ STRONG = {
 }
 SECRETS = {  # variable -> settings classes that read it
     "DROPSHIP_API_KEYS": [OrderSettings, SupplierSettings, NotifySettings, MetricsSettings],
+    "DROPSHIP_ADMIN_API_KEYS": [OrderSettings, SupplierSettings, NotifySettings, MetricsSettings],
     "DROPSHIP_SERVICE_TOKEN": [OrderSettings, SupplierSettings, NotifySettings, MetricsSettings],
     "DROPSHIP_PII_KEY": [OrderSettings, SupplierSettings],
     "DROPSHIP_TRACKING_SECRET": [SupplierSettings],
@@ -57,7 +59,7 @@ def _example_values() -> list[tuple[str, str, str]]:
         for line in path.read_text().splitlines():
             key, sep, value = line.partition("=")
             if sep and not line.lstrip().startswith("#") and key in SECRETS and value:
-                for part in value.split(",") if key == "DROPSHIP_API_KEYS" else [value]:
+                for part in value.split(",") if key.endswith("API_KEYS") else [value]:
                     found.append((path.name, key, part))
     return found
 
