@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from services.console.settings import ConsoleSettings
 from services.metrics.settings import MetricsSettings
 from services.notify.settings import NotifySettings
 from services.order.settings import OrderSettings
@@ -30,6 +31,10 @@ STRONG = {
     "DROPSHIP_ORDER_URL": "http://order:8001",
     "DROPSHIP_SUPPLIER_PUBLIC_URL": "https://suppliers.shop.test",
     "DROPSHIP_NOTIFY_PUBLIC_URL": "https://ops.shop.test",
+    "DROPSHIP_SUPPLIER_URL": "http://supplier:8002",
+    "DROPSHIP_NOTIFY_URL": "http://notify:8003",
+    "DROPSHIP_METRICS_URL": "http://metrics:8004",
+    "DROPSHIP_CONSOLE_SESSION_SECRET": "console-session-secret-3f8a1c6e9b2d4f7a",
 }
 SECRETS = {  # variable -> settings classes that read it
     "DROPSHIP_API_KEYS": [OrderSettings, SupplierSettings, NotifySettings, MetricsSettings],
@@ -40,7 +45,7 @@ SECRETS = {  # variable -> settings classes that read it
     "DROPSHIP_SHOPIFY_SECRET": [OrderSettings],
     "DROPSHIP_WOOCOMMERCE_SECRET": [OrderSettings],
 }
-ALL = [OrderSettings, SupplierSettings, NotifySettings, MetricsSettings]
+ALL = [OrderSettings, SupplierSettings, NotifySettings, MetricsSettings, ConsoleSettings]
 
 
 @pytest.fixture
@@ -130,6 +135,8 @@ def test_one_weak_key_in_a_list_or_keyring_is_refused(env: pytest.MonkeyPatch) -
         ("DROPSHIP_ORDER_URL", NotifySettings),
         ("DROPSHIP_NOTIFY_PUBLIC_URL", NotifySettings),
         ("DROPSHIP_SUPPLIER_PUBLIC_URL", SupplierSettings),
+        ("DROPSHIP_ORDER_URL", ConsoleSettings),
+        ("DROPSHIP_METRICS_URL", ConsoleSettings),
     ],
 )
 @pytest.mark.parametrize(
@@ -162,3 +169,12 @@ def test_notify_refuses_to_start_without_smtp_in_production(env: pytest.MonkeyPa
     env.setenv("DROPSHIP_SMTP_URL", "")
     with pytest.raises(ValidationError, match="DROPSHIP_SMTP_URL"):
         NotifySettings()
+
+
+def test_the_console_refuses_a_weak_session_secret_and_uses_an_admin_key(
+    env: pytest.MonkeyPatch,
+) -> None:
+    assert ConsoleSettings().api_key == STRONG["DROPSHIP_ADMIN_API_KEYS"]
+    env.setenv("DROPSHIP_CONSOLE_SESSION_SECRET", "change-me-console-session-secret-0000")
+    with pytest.raises(ValidationError, match="DROPSHIP_CONSOLE_SESSION_SECRET"):
+        ConsoleSettings()
