@@ -165,7 +165,9 @@ def up() -> int:
         created = seed(
             f"http://127.0.0.1:{port_of('supplier')}",
             f"http://127.0.0.1:{port_of('simulator')}",
-            env.get("DROPSHIP_API_KEYS", "dev-api-key").split(",")[0].strip(),
+            (env.get("DROPSHIP_ADMIN_API_KEYS") or env.get("DROPSHIP_API_KEYS", "dev-api-key"))
+            .split(",")[0]
+            .strip(),
         )
         if created:
             print(f"demo suppliers created: {', '.join(created)}")

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
@@ -114,6 +114,26 @@ class KafkaBus:
             for m in messages
         ]
         await asyncio.gather(*futures)
+
+    async def topic_sizes(self, topics: Sequence[str]) -> dict[str, int]:
+        """Messages ever appended to each topic (the sum of its partitions' end offsets;
+        0 for a topic the broker does not know)."""
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=self.config.bootstrap, client_id=f"{self.config.client_id}-sizes"
+        )
+        await probe.start()
+        try:
+            await probe.topics()  # loads the cluster's metadata
+            sizes: dict[str, int] = {}
+            for topic in topics:
+                partitions = [
+                    TopicPartition(topic, p) for p in probe.partitions_for_topic(topic) or ()
+                ]
+                ends = await probe.end_offsets(partitions) if partitions else {}
+                sizes[topic] = sum(ends.values())
+            return sizes
+        finally:
+            await probe.stop()
 
     async def healthy(self, within: float = 2.0) -> bool:
         """Whether the broker answers a metadata request now."""

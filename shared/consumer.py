@@ -4,6 +4,9 @@ Error tree (what a handler may raise):
 
 - `PermanentError` and `InvalidEvent` (bad JSON, bad envelope, schema-invalid data):
   the message can never succeed; it goes to `<topic>.dlq` at once.
+- an infrastructure failure (the database unreachable or restarting, a dropped
+  connection: `is_infrastructure_failure`) is not the message's fault: the partition
+  pauses and retries without limit, never dead-lettering and using up no attempts.
 - any other exception is treated as transient: retried with jittered exponential
   backoff up to `max_attempts`, then dead-lettered.
 
@@ -19,7 +22,6 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -32,6 +34,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 from shared import tracing
 from shared.bus import DLQ_SUFFIX, KafkaBus, OutgoingMessage, Publisher
 from shared.events import Envelope, EventData, InvalidEvent
+from shared.failures import DLQ_HEADER_PREFIX, dead_letter_headers, is_infrastructure_failure
 from shared.logging import log_context
 from shared.uow import UnitOfWork
 
@@ -85,6 +88,12 @@ CONSUMED = Counter(
     "dropship_events_consumed_total",
     "Events taken off the bus, by outcome (processed, duplicate, dead_lettered).",
     ["group", "topic", "outcome"],
+)
+
+INFRA_RETRIES = Counter(
+    "dropship_consumer_infrastructure_retries_total",
+    "Deliveries paused because the database or network was unavailable (never dead-lettered).",
+    ["group", "topic"],
 )
 
 LAG = Gauge(
@@ -269,6 +278,7 @@ class RetryingDelivery:
         """Returns the outcome: processed, duplicate or dead_lettered."""
         attempt = 0
         conflicts = 0
+        outages = 0
         while True:
             attempt += 1
             try:
@@ -280,14 +290,19 @@ class RetryingDelivery:
                 outcome = "dead_lettered"
                 break
             except Exception as exc:
-                if _is_lock_conflict(exc) and conflicts < 50:
-                    conflicts += 1  # a deadlock victim did nothing wrong: no attempt used
-                    attempt -= 1
+                outage = is_infrastructure_failure(exc)  # the database is away: wait, forever
+                if outage:
+                    outages += 1
+                    INFRA_RETRIES.labels(self.processor.group, record.topic).inc()
+                if outage or (_is_lock_conflict(exc) and conflicts < 50):
+                    conflicts += not outage  # a deadlock victim did nothing wrong either
+                    attempt -= 1  # neither uses up one of the message's attempts
                 if attempt >= self.max_attempts:
                     await self._dead_letter(record, exc, attempt)
                     outcome = "dead_lettered"
                     break
-                delay = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+                exponent = max(attempt, min(outages, 16)) - 1
+                delay = min(self.backoff * 2**exponent, self.backoff_max)
                 log.warning(
                     "handler failed, retrying",
                     extra={"topic": record.topic, "attempt": attempt, "error": repr(exc)},
@@ -468,26 +483,8 @@ class _Revocation(ConsumerRebalanceListener):  # type: ignore[misc]
         self.runner.assigned = bool(assigned)
 
 
-DLQ_HEADER_PREFIX = "dlq."
-
-
-def dead_letter_headers(
-    exc: BaseException, attempts: int, topic: str, partition: int, offset: int, group: str
-) -> list[tuple[str, bytes]]:
-    fields = {
-        "error_type": type(exc).__name__,
-        "error_message": str(exc)[:2000],
-        "attempts": str(attempts),
-        "original_topic": topic,
-        "original_partition": str(partition),
-        "original_offset": str(offset),
-        "consumer_group": group,
-        "failed_at": datetime.now(UTC).isoformat(),
-    }
-    return [(DLQ_HEADER_PREFIX + k, v.encode()) for k, v in fields.items()]
-
-
 __all__ = [
+    "DLQ_HEADER_PREFIX",
     "BatchHandler",
     "ConsumerRunner",
     "Handler",

@@ -16,11 +16,13 @@ from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import Counter
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import tracing
+from shared.failures import is_infrastructure_failure
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,7 @@ def install_error_handlers(app: FastAPI) -> None:
             401: "unauthorized",
             404: "not_found",
             405: "method_not_allowed",
+            413: "payload_too_large",
             429: "rate_limited",
         }
         return JSONResponse(
@@ -179,6 +182,19 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": "1"},
         )
+
+    async def _infrastructure(_: Request, exc: Exception) -> JSONResponse:
+        if not is_infrastructure_failure(exc):
+            raise exc
+        log.warning("database or network unavailable: answered 503", extra={"error": repr(exc)})
+        return JSONResponse(
+            error_body("unavailable", "a dependency is unavailable; retry after Retry-After"),
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    for outage in (DBAPIError, DisconnectionError, OSError):
+        app.add_exception_handler(outage, _infrastructure)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -304,12 +320,27 @@ def install_load_shedding(app: FastAPI, max_inflight: int, wait_s: float) -> Non
     app.add_middleware(LoadShedMiddleware, max_inflight=max_inflight, wait_s=wait_s)
 
 
+def secrets_equal(presented: str, expected: str) -> bool:
+    """Constant-time comparison of two texts of any alphabet.
+
+    `hmac.compare_digest` refuses `str` holding non-ASCII characters (a TypeError, so a 500):
+    compare their UTF-8 bytes instead, so a credential in any script is just a wrong one.
+    """
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def check_api_key(presented: str | None, accepted: frozenset[str]) -> None:
-    if not presented or not any(hmac.compare_digest(presented, k) for k in accepted):
+    if not presented or not any(secrets_equal(presented, k) for k in accepted):
         raise Unauthorized("missing or invalid X-API-Key")
+
+
+API_KEY_COOKIE = "dropship_api_key"
+"""Where a browser page (the metrics dashboard) keeps the key it was opened with."""
 
 
 def check_bearer(authorization: str | None, token: str) -> None:
     scheme, _, value = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), token):
+    if scheme.lower() != "bearer" or not secrets_equal(value.strip(), token):
         raise Unauthorized("missing or invalid service token")

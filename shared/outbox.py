@@ -8,7 +8,7 @@ import fcntl
 import json
 import logging
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,9 @@ class OutboxRelay:
       polls every `poll_interval` as a safety net.
     - On broker failure it retries with jittered backoff; rows stay until acknowledged,
       so a crash between publish and marking re-sends them (consumers dedupe).
+    - On taking the lead it asks the broker how many messages each of its topics holds:
+      fewer than the outbox has published (the embedded broker keeps nothing across a
+      restart) means the broker forgot them, so the kept published rows go out again.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         retention: timedelta = timedelta(days=7),
         tracer: tracing.Tracing | None = None,
+        topic_sizes: Callable[[Sequence[str]], Awaitable[dict[str, int]]] | None = None,
     ) -> None:
         self.service = service
         self._engine = engine
@@ -60,6 +64,7 @@ class OutboxRelay:
         self._poll_interval = poll_interval
         self._retention = retention
         self._tracer = tracer or tracing.DISABLED
+        self._topic_sizes = topic_sizes
         self._wake = asyncio.Event()
         self.published_total = 0
         self.leading = False
@@ -72,6 +77,12 @@ class OutboxRelay:
         async with self._leadership():
             self.leading = True
             log.info("outbox relay leading", extra={"service": self.service})
+            try:
+                await self.republish_forgotten()
+            except Exception as exc:  # the broker or database is away: normal relaying retries
+                log.warning(
+                    "could not compare the outbox with the broker", extra={"error": repr(exc)}
+                )
             last_purge = datetime.now(UTC)
             while True:
                 self._wake.clear()
@@ -142,6 +153,41 @@ class OutboxRelay:
             await session.commit()
         self.published_total += len(rows)
         return len(rows)
+
+    async def republish_forgotten(self) -> int:
+        """Mark published rows unpublished again for topics the broker holds fewer messages
+        of than we published; returns how many rows will go out again."""
+        if self._topic_sizes is None:
+            return 0
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(outbox_table.c.topic, func.count())
+                .where(outbox_table.c.published_at.is_not(None))
+                .group_by(outbox_table.c.topic)
+            )
+            published = {str(topic): int(count) for topic, count in rows}
+            await session.rollback()
+        if not published:
+            return 0
+        sizes = await self._topic_sizes(sorted(published))
+        forgotten = [t for t, count in published.items() if sizes.get(t, 0) < count]
+        if not forgotten:
+            return 0
+        async with self._sessions() as session:
+            await session.execute(
+                update(outbox_table)
+                .where(
+                    outbox_table.c.published_at.is_not(None), outbox_table.c.topic.in_(forgotten)
+                )
+                .values(published_at=None)
+            )
+            await session.commit()
+        again = sum(published[t] for t in forgotten)
+        log.warning(
+            "the broker lost published events: publishing them again",
+            extra={"service": self.service, "topics": forgotten, "rows": again},
+        )
+        return again
 
     def _producer_spans(self, rows: Sequence[Any]) -> list[Span]:
         """One producer span per message, a child of the context its envelope carries."""

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared import faults, tracing
+from shared.bodylimit import BodyLimit, BodyLimitMiddleware
 from shared.bus import BusConfig, KafkaBus
 from shared.consumer import (
     BatchHandler,
@@ -112,6 +113,7 @@ class ServiceRuntime(Generic[U]):
             batch_size=s.outbox_batch_size,
             poll_interval=s.outbox_poll_interval_s,
             tracer=self.tracing,
+            topic_sizes=self.bus.topic_sizes,
         )
         self._spawn("bus-connect", self.bus.connect, restart=False)
         if s.relay_enabled:
@@ -237,5 +239,13 @@ def build_app(runtime: ServiceRuntime[Any], *, title: str, description: str) -> 
     # added last, so it runs first: a shed request costs no tracing and no handler
     settings = runtime.settings
     install_load_shedding(app, settings.max_inflight_requests, settings.shed_wait_s)
+    app.add_middleware(  # outermost: a refused body costs no slot, no span, no handler
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        rules=(
+            BodyLimit(settings.max_webhook_body_bytes, prefix="/v1/webhooks/"),
+            BodyLimit(settings.max_import_body_bytes, suffix="/import"),
+        ),
+    )
     app.include_router(health_router(runtime))
     return app

@@ -2,14 +2,79 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import ipaddress
 from pathlib import Path
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SERVICE_TOKEN = "dev-service-token"  # noqa: S105 - refused outside dev, see below
 DEV_API_KEY = "dev-api-key"
+DEV_TRACKING_SECRET = "dev-tracking-secret"  # noqa: S105 - refused in production
+
+MIN_SECRET_LENGTH = 32
+"""Characters a production secret must have at least (a base64 AES-256 key has 44)."""
+
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "replace-with", "placeholder", "dev-")
+"""Substrings of the development defaults and the example files' placeholders
+(`.env.example`, `deploy/k8s/overlays/production/secrets.env.example`): a production secret
+containing one, or decoding to one, was copied rather than generated."""
+
+
+def _looks_like_placeholder(value: str) -> bool:
+    candidates = [value.lower()]
+    with contextlib.suppress(binascii.Error, UnicodeDecodeError, ValueError):
+        candidates.append(
+            base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode().lower()
+        )
+    return any(marker in text for text in candidates for marker in PLACEHOLDER_MARKERS)
+
+
+def refuse_weak_secret(variable: str, value: str) -> None:
+    """Refuse (naming `variable`) a production secret that is empty, short or a placeholder."""
+    if not value:
+        raise ValueError(f"{variable} must be set in production")
+    if _looks_like_placeholder(value):
+        raise ValueError(f"{variable} is a development or placeholder value: generate a real one")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ValueError(
+            f"{variable} must be at least {MIN_SECRET_LENGTH} characters in production"
+        )
+
+
+def refuse_weak_keyring(variable: str, keyring: str) -> None:
+    """Refuse a weak key in a `kid:key,kid:key` keyring (or a single bare key)."""
+    for entry in keyring.split(","):
+        refuse_weak_secret(variable, entry.strip().rpartition(":")[2])
+
+
+def refuse_loopback_url(variable: str, url: str | None) -> None:
+    """Refuse (naming `variable`) an unset URL or one whose host is loopback, in production.
+
+    In containers and pods loopback is the caller's own sandbox, never another service.
+    """
+    if not url:
+        raise ValueError(f"{variable} must be set in production")
+    host = (urlsplit(url).hostname or "").lower()
+    if not host:
+        raise ValueError(f"{variable} is not an absolute URL: {url!r}")
+    if host == "localhost" or host.endswith(".localhost"):
+        raise ValueError(f"{variable} points at loopback ({host}) in production")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if address.is_loopback or address.is_unspecified:
+        raise ValueError(f"{variable} points at loopback ({host}) in production")
+
+
+def _split(keys: str) -> frozenset[str]:
+    return frozenset(k.strip() for k in keys.split(",") if k.strip())
 
 
 class ServiceSettings(BaseSettings):
@@ -50,12 +115,22 @@ class ServiceSettings(BaseSettings):
     max_inflight_requests: int = Field(64, ge=1)
     """HTTP requests one process serves at once; the rest wait up to `shed_wait_s`, then 503."""
     shed_wait_s: float = Field(0.25, ge=0)
+    max_body_bytes: int = Field(1024 * 1024, ge=1)
+    """Largest request body a route takes (counted as it streams in; past it: 413)."""
+    max_webhook_body_bytes: int = Field(512 * 1024, ge=1)
+    """Largest body of a webhook (`/v1/webhooks/...`), refused before its signature is checked."""
+    max_import_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    """Largest CSV import (`.../import`)."""
 
     outbox_batch_size: int = Field(500, ge=1)
     outbox_poll_interval_s: float = Field(1.0, gt=0)
     relay_enabled: bool = True
 
     api_keys: str = DEV_API_KEY
+    """Storefront keys (`X-API-Key`): place and read orders."""
+    admin_api_keys: str = ""
+    """Admin keys (`X-API-Key`): suppliers, offers, redaction, notifications, metrics. Unset:
+    the storefront keys keep admin rights (backward compatible)."""
     service_token: SecretStr = SecretStr(DEV_SERVICE_TOKEN)
 
     log_level: str = "INFO"
@@ -79,17 +154,26 @@ class ServiceSettings(BaseSettings):
         if self.port is None:
             self.port = self.default_port
         if self.environment == "production":
-            if not self.api_key_set or DEV_API_KEY in self.api_key_set:
+            if not _split(self.api_keys):
                 raise ValueError("DROPSHIP_API_KEYS must be set to real keys in production")
-            if self.service_token.get_secret_value() in ("", DEV_SERVICE_TOKEN):
-                raise ValueError("DROPSHIP_SERVICE_TOKEN must be set in production")
+            for key in sorted(_split(self.api_keys)):
+                refuse_weak_secret("DROPSHIP_API_KEYS", key)
+            for key in sorted(_split(self.admin_api_keys)):
+                refuse_weak_secret("DROPSHIP_ADMIN_API_KEYS", key)
+            refuse_weak_secret("DROPSHIP_SERVICE_TOKEN", self.service_token.get_secret_value())
             if self.fault_points:
                 raise ValueError("DROPSHIP_FAULT_POINTS is for tests only")
         return self
 
     @property
     def api_key_set(self) -> frozenset[str]:
-        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+        """Keys the storefront API takes: storefront keys and admin keys."""
+        return _split(self.api_keys) | _split(self.admin_api_keys)
+
+    @property
+    def admin_key_set(self) -> frozenset[str]:
+        """Keys the admin API takes: the admin keys, or every storefront key when none is set."""
+        return _split(self.admin_api_keys) or _split(self.api_keys)
 
     @property
     def db_url(self) -> str:

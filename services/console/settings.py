@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field, SecretStr, model_validator
 
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, refuse_loopback_url, refuse_weak_secret
 
 
 class ConsoleSettings(ServiceSettings):
@@ -41,9 +41,20 @@ class ConsoleSettings(ServiceSettings):
             if self.environment == "production":
                 raise ValueError("DROPSHIP_CONSOLE_SESSION_SECRET must be set in production")
             self.session_secret = SecretStr(secrets.token_urlsafe(32))
+        if self.environment == "production":
+            secret = self.session_secret.get_secret_value()
+            refuse_weak_secret("DROPSHIP_CONSOLE_SESSION_SECRET", secret)
+            for variable, url in (
+                ("DROPSHIP_ORDER_URL", self.order_url),
+                ("DROPSHIP_SUPPLIER_URL", self.supplier_url),
+                ("DROPSHIP_NOTIFY_URL", self.notify_url),
+                ("DROPSHIP_METRICS_URL", self.metrics_url),
+            ):
+                refuse_loopback_url(variable, url)
         return self
 
     @property
     def api_key(self) -> str:
-        """The key the console presents to the services (the first configured one)."""
-        return sorted(self.api_key_set)[0] if self.api_key_set else ""
+        """The key the console presents to the services: the first admin key (the console
+        manages suppliers and reads the metrics API)."""
+        return sorted(self.admin_key_set)[0] if self.admin_key_set else ""

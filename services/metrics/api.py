@@ -5,16 +5,28 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.metrics import queries
 from services.metrics.domain import GroupBy
 from services.metrics.store import MetricsUnitOfWork
-from shared.http import Unprocessable
+from shared.http import API_KEY_COOKIE, Unprocessable, check_api_key
 from shared.runtime import ServiceRuntime
 
-router = APIRouter(prefix="/v1", tags=["kpis"])
+AdminKeyHeader = APIKeyHeader(name="X-API-Key", auto_error=False, description="Admin API key")
+
+
+async def admin(
+    request: Request, x_api_key: Annotated[str | None, Security(AdminKeyHeader)] = None
+) -> None:
+    """GMV and margins are the merchant's: an admin key, in the header or the dashboard's cookie."""
+    presented = x_api_key or request.cookies.get(API_KEY_COOKIE)
+    check_api_key(presented, request.app.state.runtime.settings.admin_key_set)
+
+
+router = APIRouter(prefix="/v1", tags=["kpis"], dependencies=[Depends(admin)])
 
 MAX_DAYS = 366
 DEFAULT_DAYS = 30

@@ -48,7 +48,7 @@ Deps = Annotated[ApiDeps, Depends(_deps)]
 
 
 async def admin(deps: Deps, x_api_key: Annotated[str | None, Header()] = None) -> str:
-    check_api_key(x_api_key, deps.settings.api_key_set)
+    check_api_key(x_api_key, deps.settings.admin_key_set)
     return x_api_key or ""
 
 

@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.notify.channel_config import OpsWebhook, SmtpConfig, parse_ops_webhooks
 from services.notify.domain import ResponseTargets, RetryPolicy
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, refuse_loopback_url
 
 
 class NotifySettings(ServiceSettings):
@@ -23,7 +23,7 @@ class NotifySettings(ServiceSettings):
     smtp_url: SecretStr | None = None
     """`smtp://[user:pass@]host:port` (plain), `smtp+starttls://…` (STARTTLS) or `smtps://…`
     (TLS from the first byte); `?verify=false` accepts a self-signed certificate. Unset:
-    e-mails are written as `.eml` files under `<data_dir>/mail`."""
+    e-mails are written as `.eml` files under `<data_dir>/mail` (refused in production)."""
     sms_webhook_url: str | None = None
     ops_webhooks: str = "[]"
     """JSON list of `{"kind", "url", "secret"?, "name"?}`, see `OpsWebhook`."""
@@ -81,6 +81,14 @@ class NotifySettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _defaults(self) -> NotifySettings:
+        if self.environment == "production":
+            if self.smtp_url is None:
+                raise ValueError(
+                    "DROPSHIP_SMTP_URL must be set in production (without it e-mails would be"
+                    " written to files and marked sent)"
+                )
+            refuse_loopback_url("DROPSHIP_ORDER_URL", self.order_url)
+            refuse_loopback_url("DROPSHIP_NOTIFY_PUBLIC_URL", self.public_url)
         if self.public_url is None:
             self.public_url = f"http://127.0.0.1:{self.http_port}"
         if self.smtp_url is not None:

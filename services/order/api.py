@@ -101,6 +101,13 @@ async def api_key(
     return x_api_key
 
 
+async def admin_key(
+    runtime: Runtime,
+    x_api_key: Annotated[str | None, Header(description="Admin API key")] = None,
+) -> None:
+    check_api_key(x_api_key, settings_of(runtime).admin_key_set)
+
+
 async def service_token(
     runtime: Runtime,
     authorization: Annotated[str | None, Header(description="Bearer service token")] = None,
@@ -110,6 +117,7 @@ async def service_token(
 
 UoW = Annotated[OrderUnitOfWork, Depends(new_uow)]
 ApiKey = Annotated[str, Depends(api_key)]
+AdminKey = Annotated[None, Depends(admin_key)]
 ServiceToken = Annotated[None, Depends(service_token)]
 
 
@@ -263,5 +271,5 @@ async def read_contact(order_id: str, uow: UoW, _: ServiceToken) -> dict[str, An
     tags=["privacy"],
     summary="Erase a customer's name, e-mail, phone and street from every order",
 )
-async def redact(body: RedactIn, uow: UoW, _: ApiKey) -> dict[str, int]:
+async def redact(body: RedactIn, uow: UoW, _: AdminKey) -> dict[str, int]:
     return {"redacted": await handlers.redact_customer(str(body.email), uow)}

@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.order.intake import IntakePolicy
 from services.order.pii import PiiCipher, generate_key
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, refuse_weak_keyring, refuse_weak_secret
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,14 @@ class OrderSettings(ServiceSettings):
                 "DROPSHIP_PII_KEY not set: using a throwaway key (data unreadable after restart)"
             )
             self.pii_key = SecretStr(generate_key())
+        if self.environment == "production":
+            refuse_weak_keyring("DROPSHIP_PII_KEY", self.pii_key.get_secret_value())
+            for variable, secret in (
+                ("DROPSHIP_SHOPIFY_SECRET", self.shopify_secret),
+                ("DROPSHIP_WOOCOMMERCE_SECRET", self.woocommerce_secret),
+            ):
+                if secret is not None and secret.get_secret_value():
+                    refuse_weak_secret(variable, secret.get_secret_value())
         PiiCipher(self.pii_key.get_secret_value())  # refuse a malformed key at start-up
         return self
 

@@ -33,7 +33,7 @@ def settings_of(request: Request) -> SupplierSettings:
 
 
 async def admin(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
-    check_api_key(x_api_key, settings_of(request).api_key_set)
+    check_api_key(x_api_key, settings_of(request).admin_key_set)
 
 
 async def new_uow(request: Request) -> SupplierUnitOfWork:

@@ -56,6 +56,16 @@ def parse_offers(raw: bytes, known_suppliers: Container[str]) -> ParsedCsv:
             problems=[CsvProblem(0, None, "not UTF-8")], summary="the file is not UTF-8"
         )
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _parse_rows(reader, known_suppliers)
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        return ParsedCsv(
+            problems=[CsvProblem(reader.line_num, None, str(exc))],
+            summary=f"line {reader.line_num}: {exc}; nothing imported",
+        )
+
+
+def _parse_rows(reader: csv.DictReader[str], known_suppliers: Container[str]) -> ParsedCsv:
     header = [h.strip() for h in (reader.fieldnames or [])]
     if header != COLUMNS:
         expected = ",".join(COLUMNS)

@@ -8,7 +8,13 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, model_validator
 
 from shared.crypto import PiiCipher, generate_key
-from shared.settings import ServiceSettings
+from shared.settings import (
+    DEV_TRACKING_SECRET,
+    ServiceSettings,
+    refuse_loopback_url,
+    refuse_weak_keyring,
+    refuse_weak_secret,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +31,8 @@ class SupplierSettings(ServiceSettings):
     pii_key: SecretStr | None = None
     """`DROPSHIP_PII_KEY` also seals supplier credentials at rest."""
     public_url: str | None = Field(None, validation_alias="DROPSHIP_SUPPLIER_PUBLIC_URL")
-    """Base URL suppliers call back (default `http://127.0.0.1:<port>`)."""
-    tracking_secret: SecretStr = SecretStr("dev-tracking-secret")
+    """Base URL suppliers call back (default `http://127.0.0.1:<port>`; required in production)."""
+    tracking_secret: SecretStr = SecretStr(DEV_TRACKING_SECRET)
     sla_scan_interval_s: float = Field(30.0, gt=0)
     dispatcher_poll_s: float = Field(1.0, gt=0)
     dispatcher_concurrency: int = Field(64, ge=1)
@@ -58,6 +64,10 @@ class SupplierSettings(ServiceSettings):
                 raise ValueError("DROPSHIP_PII_KEY must be set in production")
             log.warning("DROPSHIP_PII_KEY unset: supplier credentials sealed with a throwaway key")
             self.pii_key = SecretStr(generate_key())
+        if self.environment == "production":
+            refuse_weak_keyring("DROPSHIP_PII_KEY", self.pii_key.get_secret_value())
+            refuse_weak_secret("DROPSHIP_TRACKING_SECRET", self.tracking_secret.get_secret_value())
+            refuse_loopback_url("DROPSHIP_SUPPLIER_PUBLIC_URL", self.public_url)
         if self.public_url is None:
             self.public_url = f"http://127.0.0.1:{self.http_port}"
         return self

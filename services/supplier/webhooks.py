@@ -24,7 +24,7 @@ from services.supplier.handlers import callbacks
 from services.supplier.handlers.callbacks import SupplierCallback, TrackingUpdate
 from services.supplier.schemas import CallbackIn, TrackingIn
 from services.supplier.store import StockConflict
-from shared.http import Unauthorized, Unprocessable, error_body
+from shared.http import Unauthorized, Unprocessable, error_body, secrets_equal
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
@@ -103,12 +103,15 @@ def _signed(raw: bytes, signature: str | None, secret: str) -> bool:
     if not signature or not secret:
         return False
     expected = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature.strip().lower())
+    return secrets_equal(expected, signature.strip().lower())
 
 
 def _parse(model: type[M], raw: bytes) -> M:
     try:
         return model.model_validate(json.loads(raw))
+    except RecursionError as exc:  # nested deeper than the parser goes
+        details = [{"field": "body", "reason": "nested too deeply"}]
+        raise Unprocessable("body: nested too deeply", details=details) from exc
     except (ValueError, ValidationError) as exc:
         details = (
             [

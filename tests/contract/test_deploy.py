@@ -30,10 +30,12 @@ ENV_EXAMPLE = ROOT / ".env.example"
 INIT_SQL = ROOT / "deploy" / "postgres" / "init.sql"
 
 APP_SERVICES = {"order": 8001, "supplier": 8002, "notify": 8003, "metrics": 8004}
-REQUIRED_ENV = {
-    "DROPSHIP_API_KEYS": "contract-key-1,contract-key-2",
-    "DROPSHIP_SERVICE_TOKEN": "contract-service-token",
+REQUIRED_ENV = {  # production refuses secrets under 32 characters
+    "DROPSHIP_API_KEYS": "contract-key-1-0123456789abcdef0123,contract-key-2-0123456789abcdef0123",
+    "DROPSHIP_SERVICE_TOKEN": "contract-service-token-0123456789abcdef",
     "DROPSHIP_PII_KEY": "c2hvcnQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLSE",  # base64 of 32 bytes
+    "DROPSHIP_TRACKING_SECRET": "contract-tracking-secret-0123456789abcdef",
+    "DROPSHIP_SMTP_URL": "smtp+starttls://mailer:pw@smtp.mail.test:587",
 }
 
 

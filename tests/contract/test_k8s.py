@@ -264,8 +264,21 @@ def _secret_values(docs: list[Doc], overlay: str) -> dict[str, str]:
     for line in (OVERLAYS["production"] / "secrets.env.example").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition("=")
-            values[key] = value
+            values[key] = REAL_SECRETS.get(key, value)
     return values
+
+
+# The example's placeholders are refused in production (tests/unit/test_production_settings.py);
+# an operator's real values stand in for them here.
+REAL_SECRETS = {
+    "DROPSHIP_API_KEYS": "k8s-contract-key-0123456789abcdef0123456789",
+    "DROPSHIP_ADMIN_API_KEYS": "k8s-contract-admin-key-0123456789abcdef01234",
+    "DROPSHIP_SERVICE_TOKEN": "k8s-contract-service-token-0123456789abcdef",
+    "DROPSHIP_PII_KEY": "azhzLWNvbnRyYWN0LXBpaS1rZXktMzItYnl0ZXMhISE=",
+    "DROPSHIP_SHOPIFY_SECRET": "k8s-contract-shopify-secret-0123456789abcdef",
+    "DROPSHIP_WOOCOMMERCE_SECRET": "k8s-contract-woocommerce-secret-0123456789ab",
+    "DROPSHIP_TRACKING_SECRET": "k8s-contract-tracking-secret-0123456789abcdef",
+}
 
 
 def _resolved_env(docs: list[Doc], overlay: str, container: Doc) -> dict[str, str]:

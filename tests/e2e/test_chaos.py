@@ -241,7 +241,9 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
             await settle(c, urls, dbs, storm)
             await storm.snapshot_simulator()
             kpis = (
-                await c.get(urls["metrics"] + "/v1/kpis", params={"group_by": "supplier"})
+                await c.get(
+                    urls["metrics"] + "/v1/kpis", params={"group_by": "supplier"}, headers=API_KEY
+                )
             ).json()
     await check(dbs, storm, mailbox, kpis)
 
@@ -296,9 +298,9 @@ async def settle(
             await rows(dbs["notify"], "SELECT status, count(*) FROM notification GROUP BY status")
         )
         with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
-            state["kpi orders"] = (await c.get(urls["metrics"] + "/v1/kpis")).json()["total"][
-                "orders"
-            ]
+            state["kpi orders"] = (
+                await c.get(urls["metrics"] + "/v1/kpis", headers=API_KEY)
+            ).json()["total"]["orders"]
         # no event is stuck: every event any service produced was applied by each consumer
         state["unconsumed"] = await unconsumed(dbs)
         return (

@@ -69,7 +69,9 @@ def test_local_stack_runs_an_order_through_and_stops_cleanly_twice(stack_env, tm
             )
             assert placed.status_code == 201, placed.text
             while time.monotonic() < deadline:
-                counts = httpx.get(urls["metrics"] + "/v1/events/counts", timeout=5).json()
+                counts = httpx.get(
+                    urls["metrics"] + "/v1/events/counts", headers=API_KEY, timeout=5
+                ).json()
                 if counts.get("order-placed", 0) >= run:
                     break
                 time.sleep(0.2)

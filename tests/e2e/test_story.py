@@ -247,6 +247,7 @@ async def tell_the_story(
         report = await c.get(
             urls["metrics"] + "/v1/kpis",
             params={"from": today, "to": today, "group_by": "supplier"},
+            headers=API_KEY,
         )
         body = report.json()
         by_supplier = {i["key"]: i for i in body["items"]}

@@ -8,6 +8,7 @@ import pytest
 
 from services.metrics.app import create_app
 from services.metrics.settings import MetricsSettings
+from tests.support.data import API_KEY
 from tests.support.services import in_process
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
@@ -44,6 +45,7 @@ async def test_a_bad_window_or_grouping_is_a_422_naming_the_parameter(
     params, field, database_url, tmp_path
 ):
     async with in_process(create_app, _settings(await database_url("metrics"), tmp_path)) as svc:
+        svc.client.headers.update(API_KEY)  # the metrics API takes admin keys
         for path in ("/v1/kpis", "/v1/suppliers/ranking"):
             if path.endswith("ranking") and "group_by" in params:
                 continue
@@ -57,6 +59,7 @@ async def test_a_bad_window_or_grouping_is_a_422_naming_the_parameter(
 
 async def test_an_empty_database_answers_every_day_with_zeros(database_url, tmp_path):
     async with in_process(create_app, _settings(await database_url("metrics"), tmp_path)) as svc:
+        svc.client.headers.update(API_KEY)  # the metrics API takes admin keys
         report = (await svc.client.get("/v1/kpis")).json()
         today = datetime.now(UTC).date()
         assert report["to"] == today.isoformat()
@@ -73,6 +76,7 @@ async def test_an_empty_database_answers_every_day_with_zeros(database_url, tmp_
 
 async def test_the_kpi_schema_is_documented(database_url, tmp_path):
     async with in_process(create_app, _settings(await database_url("metrics"), tmp_path)) as svc:
+        svc.client.headers.update(API_KEY)  # the metrics API takes admin keys
         spec = (await svc.client.get("/openapi.json")).json()
         kpis = spec["paths"]["/v1/kpis"]["get"]
         assert {p["name"] for p in kpis["parameters"]} == {"from", "to", "group_by"}

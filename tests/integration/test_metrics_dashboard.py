@@ -16,6 +16,7 @@ from services.metrics.settings import MetricsSettings
 from shared.infra import free_port
 from shared.testing import eventually
 from tests.support import metrics_history as h
+from tests.support.data import API_KEY
 from tests.support.kafka import publish_envelopes
 from tests.support.services import ROOT, served
 
@@ -63,6 +64,7 @@ async def test_the_dashboard_shows_empty_states_then_charts_and_refreshes_live(
             problems.append(f"console {message.type}: {message.text}")
 
     async with served(create_app, settings, port) as svc, async_playwright() as pw:
+        svc.client.headers.update(API_KEY)  # the metrics API takes admin keys
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -74,7 +76,7 @@ async def test_the_dashboard_shows_empty_states_then_charts_and_refreshes_live(
             )
 
             # an empty database: every panel says what will appear, nothing breaks
-            await _open(page, f"{svc.url}/?refresh=1", problems)
+            await _open(page, f"{svc.url}/?key={API_KEY['X-API-Key']}&refresh=1", problems)
             assert await _card(page, "Orders") == "0"
             assert await page.locator("#orders-chart .empty").count() == 1
             assert "first order" in await page.locator("#orders-chart .empty").inner_text()
@@ -100,7 +102,11 @@ async def test_the_dashboard_shows_empty_states_then_charts_and_refreshes_live(
                 return sum(counts.values()) == h.DISTINCT_EVENTS + 1
 
             await eventually(applied, what="history applied")
-            await _open(page, f"{svc.url}/?from=2026-03-01&to=2026-03-03", problems)
+            await _open(
+                page,
+                f"{svc.url}/?key={API_KEY['X-API-Key']}&from=2026-03-01&to=2026-03-03",
+                problems,
+            )
             assert await _card(page, "Orders") == "5"
             assert await _card(page, "Shipped on time") == "33.3%"
             assert await page.locator("#orders-chart rect.bar").count() == 3

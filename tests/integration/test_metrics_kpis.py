@@ -20,6 +20,7 @@ from services.metrics.app import create_app
 from services.metrics.settings import MetricsSettings
 from shared.testing import eventually
 from tests.support import metrics_history as h
+from tests.support.data import API_KEY
 from tests.support.kafka import consumed, publish_envelopes
 from tests.support.services import ROOT, in_process
 
@@ -49,6 +50,7 @@ async def test_known_history_gives_exact_kpis_even_when_delivered_twice(
     settings = settings_for(MetricsSettings, await database_url("metrics"))
     history = h.history()
     async with in_process(create_app, settings) as svc:
+        svc.client.headers.update(API_KEY)  # the metrics API takes admin keys
         await svc.runtime.bus.wait_connected()
         await publish_envelopes(broker.bootstrap, history)
         await eventually(
@@ -125,6 +127,7 @@ async def test_a_replay_into_an_empty_database_rebuilds_the_same_kpis(
 ):
     live_settings = settings_for(MetricsSettings, await database_url("metrics"))
     async with in_process(create_app, live_settings) as live:
+        live.client.headers.update(API_KEY)  # the metrics API takes admin keys
         await live.runtime.bus.wait_connected()
         await _publish_batched(broker.bootstrap, h.history())
         await eventually(lambda: _applied(live.client, h.DISTINCT_EVENTS), what="events applied")
@@ -140,6 +143,7 @@ async def test_a_replay_into_an_empty_database_rebuilds_the_same_kpis(
     again = await asyncio.to_thread(_rebuild_cli, replay_settings, "--reset")
     assert again["applied"] == h.DISTINCT_EVENTS
     async with in_process(create_app, replay_settings) as rebuilt:
+        rebuilt.client.headers.update(API_KEY)  # the metrics API takes admin keys
         assert await _reports(rebuilt.client) == expected
         assert await _applied(rebuilt.client, h.DISTINCT_EVENTS)
 
@@ -152,6 +156,7 @@ async def test_poison_messages_are_dead_lettered_and_do_not_stop_the_kpis(
 
     settings = settings_for(MetricsSettings, await database_url("metrics"))
     async with in_process(create_app, settings) as svc:
+        svc.client.headers.update(API_KEY)  # the metrics API takes admin keys
         await svc.runtime.bus.wait_connected()
         await publish_raw(broker.bootstrap, "order-placed", [b"{not json"], key=b"ord_X")
         await publish_envelopes(broker.bootstrap, h.history())

@@ -120,7 +120,7 @@ async def test_a_transient_error_is_retried_then_dead_lettered_after_max_attempt
     async def handler(envelope, data, uow):
         nonlocal attempts
         attempts += 1
-        raise ConnectionError("database restarting")
+        raise RuntimeError("downstream hiccup")  # infrastructure outages never count
 
     bus, store = make_bus(handler, max_attempts=4)
     await publish(bus, new_envelope(placed()).to_bytes())
@@ -178,14 +178,21 @@ async def test_an_event_on_the_wrong_topic_is_rejected():
     assert len(bus.messages("order-placed.dlq")) == 1
 
 
+KEY_1 = "k-live-1-" + "a" * 32  # production secrets are 32+ characters
+KEY_2 = "k-live-2-" + "b" * 32
+TOKEN = "s3cret-token-value-" + "c" * 32
+
+
 def test_production_settings_refuse_development_secrets(monkeypatch):
     monkeypatch.delenv("DROPSHIP_API_KEYS", raising=False)
     with pytest.raises(ValidationError, match="DROPSHIP_API_KEYS"):
-        ServiceSettings(environment="production", service_token="s3cret-token-value")
+        ServiceSettings(environment="production", service_token=TOKEN)
     with pytest.raises(ValidationError, match="DROPSHIP_SERVICE_TOKEN"):
-        ServiceSettings(environment="production", api_keys="k-live-1")
-    ok = ServiceSettings(environment="production", api_keys="k-live-1, k-live-2", service_token="t")
-    assert ok.api_key_set == {"k-live-1", "k-live-2"}
+        ServiceSettings(environment="production", api_keys=KEY_1)
+    ok = ServiceSettings(
+        environment="production", api_keys=f"{KEY_1}, {KEY_2}", service_token=TOKEN
+    )
+    assert ok.api_key_set == {KEY_1, KEY_2}
 
 
 def test_settings_read_the_documented_environment_variables(monkeypatch, tmp_path):
