@@ -47,6 +47,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
     env["DROPSHIP_DATA_DIR"] = str(tmp_path / "var")
     env["DROPSHIP_EMBEDDED_KAFKA_PORT"] = str(free_port())
+    env["DROPSHIP_MARKETPLACE_SIM_PORT"] = str(free_port())
     for name in SERVICES:
         env[f"DROPSHIP_{name.upper()}_PORT"] = str(free_port())
     return env

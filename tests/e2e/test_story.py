@@ -152,6 +152,8 @@ async def test_the_dropship_story(backend, database_url, tmp_path):
     env |= {
         "DROPSHIP_DATA_DIR": str(tmp_path / "var"),
         "DROPSHIP_EMBEDDED_KAFKA_PORT": str(free_port()),
+        "DROPSHIP_CONSOLE_PORT": str(free_port()),
+        "DROPSHIP_MARKETPLACE_SIM_PORT": str(free_port()),
         "DROPSHIP_SHOPIFY_SECRET": SHOPIFY_SECRET,
         "DROPSHIP_SLA_SCAN_INTERVAL_S": "0.5",
         "DROPSHIP_DIGEST_WINDOW_S": "0.5",

@@ -52,6 +52,8 @@ def test_the_walkthrough_runs_against_make_up(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
     env["DROPSHIP_DATA_DIR"] = str(tmp_path / "var")
     env["DROPSHIP_EMBEDDED_KAFKA_PORT"] = str(free_port())
+    env["DROPSHIP_MARKETPLACE_SIM_PORT"] = str(free_port())
+    env["DROPSHIP_CONSOLE_PORT"] = str(free_port())
     for name in SERVICES:
         env[f"DROPSHIP_{name.upper()}_PORT"] = str(free_port())
     urls = {n: f"http://127.0.0.1:{env[f'DROPSHIP_{n.upper()}_PORT']}" for n in SERVICES}
