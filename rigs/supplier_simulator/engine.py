@@ -21,6 +21,7 @@ from rigs.supplier_simulator.callbacks import (
     utc_now,
 )
 from rigs.supplier_simulator.errors import (
+    BadAddress,
     InvalidCredentials,
     NotCancellable,
     SimulatedFailure,
@@ -123,6 +124,9 @@ class Simulator:
     def place_order(
         self, supplier: Supplier, idempotency_key: str, request: PlaceOrderRequest
     ) -> SimOrder:
+        missing = request.ship_to.missing()
+        if missing:  # names the fields, never their values
+            raise BadAddress(reason=f"bad_address: missing {', '.join(missing)}", fields=missing)
         order, created = supplier.place(idempotency_key, request)
         if created:
             with log_context(order_id=request.order_id):

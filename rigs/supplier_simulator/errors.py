@@ -60,6 +60,13 @@ class Rejected(SupplierApiError):
     code = "rejected"
 
 
+class BadAddress(SupplierApiError):
+    """The ship-to address is incomplete: not taken until someone fixes it."""
+
+    status_code = 422
+    code = "bad_address"
+
+
 class SimulatedFailure(SupplierApiError):
     """The injected transient failure of `fail_http_rate`; nothing was recorded."""
 

@@ -29,11 +29,30 @@ class OrderLine(BaseModel):
     quantity: int = Field(gt=0, le=100_000)
 
 
+Text = Annotated[str | None, Field(None, max_length=256)]
+REQUIRED_SHIP_TO = ("name", "line1", "city", "postal_code", "country")
+"""What a parcel cannot go without; an order missing any is refused with `bad_address`."""
+
+
 class ShipTo(BaseModel):
+    """Where the parcel goes. Accepted as sent (the supplier API's schema); completeness
+    is judged afterwards so an incomplete address is a `bad_address` refusal, not a 422
+    about the request's shape."""
+
     model_config = ConfigDict(extra="ignore")
 
-    country: str = Field(min_length=2, max_length=2)
+    name: Text = None
+    phone: Text = None
+    email: Text = None
+    line1: Text = None
+    line2: Text = None
+    city: Text = None
+    region: Text = None
     postal_code: str | None = Field(None, max_length=32)
+    country: str | None = Field(None, min_length=2, max_length=2)
+
+    def missing(self) -> list[str]:
+        return [name for name in REQUIRED_SHIP_TO if not (getattr(self, name) or "").strip()]
 
 
 class PlaceOrderRequest(BaseModel):

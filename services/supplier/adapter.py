@@ -24,7 +24,7 @@ every attempt (open: no request) and told its outcome: 5xx/429/transport/401/403
 Every attempt, retries included, first takes a slot from the supplier's
 ``AsyncLimiter(1, 1 / rate_per_s)``; ``AsyncLimiter(rate_per_s, 1)`` would allow a burst
 of ``rate_per_s`` on top of the drip, nearly twice the rate in one sliding second.
-Request bodies (they carry the shipping postal code) are never logged.
+Request bodies (they carry the customer's whole ship-to address) are never logged.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -69,13 +69,19 @@ class PlaceOrderRequest:
     ship_country: str
     ship_postal_code: str
     callback_url: str
+    ship_to: dict[str, str | None] | None = field(default=None, repr=False)
+    """The full destination, read from the order service for this call; never logged."""
 
     def to_json(self) -> dict[str, Any]:
+        ship_to = self.ship_to or {
+            "country": self.ship_country,
+            "postal_code": self.ship_postal_code,
+        }
         return {
             "reference": self.reference,
             "order_id": self.order_id,
             "lines": [asdict(line) for line in self.lines],
-            "ship_to": {"country": self.ship_country, "postal_code": self.ship_postal_code},
+            "ship_to": ship_to,
             "callback_url": self.callback_url,
         }
 

@@ -20,6 +20,7 @@ from services.supplier.dispatcher import Dispatcher, Wakeup, sla_clock
 from services.supplier.errors import DOMAIN_ERRORS
 from services.supplier.reconciler import Reconciler
 from services.supplier.settings import SupplierSettings
+from services.supplier.ship_to import ShipToBook
 from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
 from shared.http import install_domain_errors
 from shared.runtime import ServiceRuntime, build_app
@@ -74,6 +75,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 client,
                 wakeup,
                 directory,
+                ShipToBook(http, settings.order_url, settings.service_token.get_secret_value()),
                 callback_base=settings.public_url,
                 poll_s=settings.dispatcher_poll_s,
                 concurrency=settings.dispatcher_concurrency,

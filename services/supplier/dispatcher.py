@@ -27,6 +27,7 @@ from services.supplier.adapter import (
 )
 from services.supplier.handlers import dispatch
 from services.supplier.handlers.dispatch import Cancellation
+from services.supplier.ship_to import Redacted, ShipTo, ShipToBook
 from services.supplier.store import NewSupplierOrder, SupplierDirectory, SupplierUnitOfWork
 from shared.runtime import ServiceRuntime
 
@@ -67,6 +68,7 @@ class Dispatcher:
         client: SupplierClient,
         wakeup: Wakeup,
         directory: SupplierDirectory,
+        ship_to: ShipToBook,
         *,
         callback_base: str,
         poll_s: float,
@@ -78,6 +80,7 @@ class Dispatcher:
         self.client = client
         self.wakeup = wakeup
         self.directory = directory
+        self.ship_to = ship_to
         self.callback_base = callback_base.rstrip("/")
         self.poll_s = poll_s
         self.limit = asyncio.Semaphore(concurrency)
@@ -131,7 +134,7 @@ class Dispatcher:
             entry.id, entry.api_base_url, entry.credentials.api_key, entry.rate_limit_per_s
         )
 
-    def _request(self, order: NewSupplierOrder) -> PlaceOrderRequest:
+    def _request(self, order: NewSupplierOrder, ship_to: ShipTo) -> PlaceOrderRequest:
         return PlaceOrderRequest(
             idempotency_key=order.id,
             reference=order.id,
@@ -140,6 +143,7 @@ class Dispatcher:
             ship_country=order.ship_country,
             ship_postal_code=order.ship_postal_code,
             callback_url=f"{self.callback_base}/v1/webhooks/suppliers/{order.supplier_id}",
+            ship_to=ship_to.to_json(),
         )
 
     async def _perform(self, job: Job) -> None:
@@ -148,7 +152,23 @@ class Dispatcher:
                 endpoint = await self._endpoint(job.supplier_id)
                 if job.kind == "place":
                     assert job.order is not None
-                    outcome = await self.client.place_order(endpoint, self._request(job.order))
+                    # read at call time, never stored; unreachable: the lease expires, retried
+                    ship_to = await self.ship_to.fetch(
+                        job.order.order_id,
+                        country=job.order.ship_country,
+                        postal_code=job.order.ship_postal_code,
+                    )
+                    if isinstance(ship_to, Redacted):
+                        log.warning(
+                            "order not sent: the customer's details were erased",
+                            extra={"supplier_order": job.so_id, "order_id": job.order.order_id},
+                        )
+                        await dispatch.record_undeliverable(
+                            self.runtime.uow(), job.so_id, "customer redacted"
+                        )
+                        return
+                    request = self._request(job.order, ship_to)
+                    outcome = await self.client.place_order(endpoint, request)
                     if isinstance(outcome, Received):
                         self._received.append((job.so_id, outcome.supplier_order_ref))
                         self._recorded.set()

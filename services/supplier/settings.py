@@ -32,6 +32,9 @@ class SupplierSettings(ServiceSettings):
     """`DROPSHIP_PII_KEY` also seals supplier credentials at rest."""
     public_url: str | None = Field(None, validation_alias="DROPSHIP_SUPPLIER_PUBLIC_URL")
     """Base URL suppliers call back (default `http://127.0.0.1:<port>`; required in production)."""
+    order_url: str = Field("http://127.0.0.1:8001", validation_alias="DROPSHIP_ORDER_URL")
+    """Where the order service answers `GET /v1/orders/{id}/contact` (the ship-to address,
+    read when a supplier is called and never stored)."""
     tracking_secret: SecretStr = SecretStr(DEV_TRACKING_SECRET)
     sla_scan_interval_s: float = Field(30.0, gt=0)
     dispatcher_poll_s: float = Field(1.0, gt=0)

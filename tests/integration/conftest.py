@@ -9,6 +9,7 @@ import pytest
 from services.supplier.app import create_app
 from services.supplier.settings import SupplierSettings
 from shared.infra import free_port
+from tests.support.order_contacts import order_contacts_served
 from tests.support.services import SIMULATOR_APP, ServiceProcess, served
 
 
@@ -33,7 +34,14 @@ def simulator(tmp_path: Path):
 
 
 @pytest.fixture
-async def supplier(database_url, settings_for, simulator):
+async def order_contacts():
+    """The order service's contact endpoint (full ship-to for any order), over real HTTP."""
+    async with order_contacts_served() as book:
+        yield book
+
+
+@pytest.fixture
+async def supplier(database_url, settings_for, simulator, order_contacts):
     port = free_port()
     settings = settings_for(
         SupplierSettings,
@@ -45,8 +53,10 @@ async def supplier(database_url, settings_for, simulator):
         supplier_backoff_s=0.05,
         supplier_max_attempts=3,
         breaker_cooldown_s=60,
+        order_url=order_contacts.url,
     )
     async with served(create_app, settings, port) as svc:
         await svc.runtime.bus.wait_connected()
         svc.simulator = simulator
+        svc.order_contacts = order_contacts
         yield svc

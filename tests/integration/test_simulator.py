@@ -145,7 +145,14 @@ async def test_accepted_dispatched_delivered_over_real_http(
             "reference": "so_1",
             "order_id": "ord_1",
             "lines": [{"supplier_sku": "SUP-MUG-1", "quantity": 2}],
-            "ship_to": {"country": "US", "postal_code": "10001"},
+            "ship_to": {
+                "name": "Ada Lovelace",
+                "line1": "1 Main St",
+                "city": "New York",
+                "region": "NY",
+                "country": "US",
+                "postal_code": "10001",
+            },
             "callback_url": callback_url,
         }
         headers = {"Authorization": f"Bearer sim-key-{KEY}", "Idempotency-Key": "so_1"}
@@ -217,7 +224,13 @@ async def test_shutdown_with_callbacks_pending_is_graceful(
             "reference": "so_2",
             "order_id": "ord_2",
             "lines": [{"supplier_sku": "SUP-MUG-1", "quantity": 1}],
-            "ship_to": {"country": "DE"},
+            "ship_to": {
+                "name": "Max Muster",
+                "line1": "Hauptstr. 1",
+                "city": "Berlin",
+                "country": "DE",
+                "postal_code": "10115",
+            },
             "callback_url": f"{sink.url}/v1/webhooks/suppliers/sup_1",
         }
         headers = {"Authorization": f"Bearer sim-key-{KEY}", "Idempotency-Key": "so_2"}

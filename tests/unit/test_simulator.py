@@ -33,7 +33,14 @@ def order_body(reference: str = "so_1", *skus: str) -> dict[str, Any]:
         "reference": reference,
         "order_id": "ord_1",
         "lines": [{"supplier_sku": sku, "quantity": 1} for sku in (skus or ("SUP-MUG-1",))],
-        "ship_to": {"country": "US", "postal_code": "10001"},
+        "ship_to": {
+            "name": "Ada Lovelace",
+            "line1": "1 Main St",
+            "city": "New York",
+            "region": "NY",
+            "country": "US",
+            "postal_code": "10001",
+        },
         "callback_url": CALLBACK_URL,
     }
 

@@ -17,7 +17,7 @@ from services.supplier.directory import SupplierEntry
 from services.supplier.domain import Action, State
 from services.supplier.routing import fail_over, to_send
 from services.supplier.store import NewSupplierOrder, StatusCheck, SupplierUnitOfWork
-from shared.events import SupplierStatusChanged
+from shared.events import OrderRoutingFailed, RoutingFailureReason, SupplierStatusChanged
 
 log = logging.getLogger(__name__)
 SLA_SCANS = Counter("dropship_supplier_sla_scans", "SLA clock scans run by this process.")
@@ -64,6 +64,9 @@ async def record_send(uow: SupplierUnitOfWork, so_id: str, outcome: Outcome) -> 
     if isinstance(outcome, Received):
         await record_sent(uow, [(so_id, outcome.supplier_order_ref)])
         return
+    if isinstance(outcome, Rejected) and outcome.reason.startswith("bad_address"):
+        await record_undeliverable(uow, so_id, outcome.reason)
+        return
     failed = {OutOfStock: State.OUT_OF_STOCK, Rejected: State.REJECTED}.get(
         type(outcome), State.UNAVAILABLE
     )
@@ -78,6 +81,32 @@ async def record_send(uow: SupplierUnitOfWork, so_id: str, outcome: Outcome) -> 
             empty = [(so.supplier_id, a.sku) for a in so.lines if a.supplier_sku in outcome.skus]
             await uow.offers.move_stock(empty=empty)
         await fail_over(uow, so, restock=not isinstance(outcome, OutOfStock))
+        await uow.commit()
+
+
+async def record_undeliverable(uow: SupplierUnitOfWork, so_id: str, why: str) -> None:
+    """The order cannot be shipped where it is going (an incomplete address, an erased
+    customer): no supplier can fix that, so its lines need a human (`bad_address`)."""
+    async with uow:
+        so = await uow.supplier_orders.get(so_id, for_update=True)
+        if so is None or not so.can(Action.FAIL):
+            return  # a callback or a cancel got there first
+        so.placing_failed(State.REJECTED, why)
+        so.tally.clear()  # not the supplier's fault
+        await uow.supplier_orders.save(so)
+        await uow.offers.move_stock(give=[(so.supplier_id, a.sku, a.quantity) for a in so.lines])
+        uow.emit(
+            OrderRoutingFailed(
+                order_id=so.order_id,
+                line_ids=[a.line_id for a in so.lines],
+                reason=RoutingFailureReason.BAD_ADDRESS,
+            )
+        )
+        log.warning(
+            "supplier order not placed: %s",
+            why[:80],
+            extra={"supplier_order": so.id, "order_id": so.order_id},
+        )
         await uow.commit()
 
 

@@ -1,0 +1,91 @@
+"""The destination of an order, read from the order service when a supplier is called.
+
+The supplier service never stores, logs or publishes a customer's address: the
+dispatcher asks the order service (`GET /v1/orders/{id}/contact`, service token) just
+before it places a supplier order, and the answer lives in memory for that one call.
+Every field's `repr` is hidden so no log line or traceback can carry it.
+
+    fetch(order_id) -> ShipTo         the destination (fields the order service does not
+                                      know yet are None; the supplier judges completeness)
+                    -> Redacted       the customer was erased: the order cannot be sent
+                    raises ShipToUnavailable   the order service is unreachable or errs:
+                                      the call is made again later (the job's lease expires)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+FIELDS = ("name", "phone", "email", "line1", "line2", "city", "region", "postal_code", "country")
+
+
+class ShipToUnavailable(Exception):
+    """The order service did not answer usefully; try again later."""
+
+
+@dataclass(frozen=True)
+class Redacted:
+    """The customer's details were erased: nothing can be shipped to them."""
+
+
+@dataclass(frozen=True)
+class ShipTo:
+    name: str | None = field(default=None, repr=False)
+    phone: str | None = field(default=None, repr=False)
+    email: str | None = field(default=None, repr=False)
+    line1: str | None = field(default=None, repr=False)
+    line2: str | None = field(default=None, repr=False)
+    city: str | None = field(default=None, repr=False)
+    region: str | None = field(default=None, repr=False)
+    postal_code: str | None = field(default=None, repr=False)
+    country: str | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, str | None]:
+        return {name: getattr(self, name) for name in FIELDS}
+
+    @classmethod
+    def read(cls, body: dict[str, Any], *, fallback: dict[str, str | None]) -> ShipTo:
+        """From the contact answer (flat, or nested under `ship_to`), tolerant of fields the
+        order service does not serve yet; `fallback` fills gaps (country, postal code)."""
+        nested = body.get("ship_to")
+        source = nested if isinstance(nested, dict) else body
+        values: dict[str, str | None] = {}
+        for name in FIELDS:
+            value = source.get(name, body.get(name))
+            values[name] = value if isinstance(value, str) and value.strip() else None
+            if values[name] is None:
+                values[name] = fallback.get(name)
+        return cls(**values)
+
+
+class ShipToBook:
+    """Reads destinations from the order service; one instance per service."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str, token: str) -> None:
+        self.http = http
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+
+    async def fetch(
+        self, order_id: str, *, country: str | None = None, postal_code: str | None = None
+    ) -> ShipTo | Redacted:
+        url = f"{self.base_url}/v1/orders/{quote(order_id, safe='')}/contact"
+        try:
+            response = await self.http.get(url, headers={"Authorization": f"Bearer {self.token}"})
+        except httpx.HTTPError as exc:
+            raise ShipToUnavailable(f"order service unreachable: {type(exc).__name__}") from exc
+        if response.status_code != 200:
+            raise ShipToUnavailable(f"contact lookup answered {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ShipToUnavailable("contact lookup answered no JSON") from exc
+        if not isinstance(body, dict):
+            raise ShipToUnavailable("contact lookup answered no object")
+        if body.get("redacted"):
+            return Redacted()
+        return ShipTo.read(body, fallback={"country": country, "postal_code": postal_code})
