@@ -16,7 +16,7 @@ from services.supplier.adapter import SupplierClient
 from services.supplier.availability import AvailabilityReporter
 from services.supplier.breaker import CircuitBreaker
 from services.supplier.consumers import CONSUMERS
-from services.supplier.dispatcher import Dispatcher, Wakeup, sla_clock
+from services.supplier.dispatcher import Dispatcher, Wakeup, sla_clock, waiting_clock
 from services.supplier.errors import DOMAIN_ERRORS
 from services.supplier.reconciler import Reconciler
 from services.supplier.settings import SupplierSettings
@@ -46,6 +46,8 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         wake_dispatcher=wakeup,
         lease=lease,
         check_after=timedelta(seconds=settings.supplier_check_after_s),
+        retry_waiting_s=settings.supplier_retry_waiting_s,
+        retry_waiting_max_s=settings.supplier_retry_waiting_max_s,
     )
     availability = AvailabilityReporter()
     breaker = CircuitBreaker(
@@ -91,6 +93,9 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     async def sla(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
         await sla_clock(runtime, settings.sla_scan_interval_s)
 
+    async def waiting(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
+        await waiting_clock(runtime, settings.dispatcher_poll_s)
+
     async def supplier_status(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
         await availability.run(runtime.uow)
 
@@ -102,6 +107,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         background={
             "supplier-calls": supplier_calls,
             "sla-clock": sla,
+            "waiting-lines": waiting,
             "supplier-status": supplier_status,
         },
     )

@@ -27,6 +27,7 @@ from services.supplier.adapter import (
 )
 from services.supplier.handlers import dispatch
 from services.supplier.handlers.dispatch import Cancellation
+from services.supplier.handlers.waiting import retry_waiting
 from services.supplier.ship_to import Redacted, ShipTo, ShipToBook
 from services.supplier.store import NewSupplierOrder, SupplierDirectory, SupplierUnitOfWork
 from shared.runtime import ServiceRuntime
@@ -205,4 +206,14 @@ async def sla_clock(runtime: ServiceRuntime[SupplierUnitOfWork], interval_s: flo
         if fired:
             log.info("SLA events emitted", extra={"count": fired})
         await dispatch.fold_tallies(runtime.uow())
+        await asyncio.sleep(interval_s)
+
+
+async def waiting_clock(runtime: ServiceRuntime[SupplierUnitOfWork], interval_s: float) -> None:
+    """Route lines waiting for a supplier again when their next try is due."""
+    while True:
+        try:
+            await retry_waiting(runtime.uow())
+        except Exception:
+            log.exception("routing waiting lines again failed; trying again")
         await asyncio.sleep(interval_s)

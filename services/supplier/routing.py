@@ -13,21 +13,33 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 from services.supplier.domain import (
+    PASSED_OVER,
     AllocatedLine,
     Line,
+    Offer,
     Plan,
     RoutingRequest,
+    State,
+    SupplierInfo,
     SupplierOrder,
     Weights,
+    could_wait,
     plan,
 )
 from services.supplier.store import NewSupplierOrder, StockConflict, SupplierUnitOfWork
-from shared.events import OrderRoutingFailed, RoutingFailureReason
+from shared.events import (
+    OrderLinesWaiting,
+    OrderRoutingFailed,
+    RoutingFailureReason,
+    WaitingReason,
+)
 
 log = logging.getLogger(__name__)
 WEIGHTS = Weights()
 REPLANS = 3
 """Routing plans again at most this often when a concurrent order took the stock it planned on."""
+PERMANENT = PASSED_OVER - {State.UNAVAILABLE}
+"""A supplier that failed a line in one of these will not take it by waiting."""
 
 
 async def route(
@@ -38,12 +50,16 @@ async def route(
     *,
     release: list[tuple[str, str, int]] | None = None,
     all_or_nothing: bool = False,
+    permanent: dict[str, frozenset[str]] | None = None,
+    waiting: WaitingReason = WaitingReason.SERVER_ERROR,
 ) -> Plan | None:
     """Plan lines onto suppliers, reserve stock, record supplier orders to send.
 
     `release` is stock to give back in the same pass (a failed supplier's allocation).
     With `all_or_nothing`, nothing happens (None) unless every line finds a supplier;
-    otherwise unroutable lines are reported with `order-routing-failed`.
+    otherwise an unroutable line waits (`order-lines-waiting`, reason `waiting`) when a
+    supplier outside `permanent` (those that failed it for good) could take it once
+    reachable again, and is reported with `order-routing-failed` when none could.
     """
     if not lines:
         return Plan()
@@ -69,11 +85,49 @@ async def route(
                 raise
             log.info("stock taken meanwhile, planning again", extra={"order_id": order.order_id})
     by_reason: dict[RoutingFailureReason, list[str]] = defaultdict(list)
+    parked: list[str] = []
     for line_id, reason in result.failed.items():
-        by_reason[reason].append(line_id)
+        if permanent is not None and _can_wait(order, line_id, offers, suppliers, permanent):
+            parked.append(line_id)
+        else:
+            by_reason[reason].append(line_id)
     for reason, line_ids in by_reason.items():
         uow.emit(OrderRoutingFailed(order_id=order.order_id, line_ids=line_ids, reason=reason))
+        await uow.waiting.clear(order.order_id, line_ids)
+    if parked:
+        await park(uow, order.order_id, parked, waiting)
     return result
+
+
+def _can_wait(
+    order: RoutingRequest,
+    line_id: str,
+    offers: list[Offer],
+    suppliers: dict[str, SupplierInfo],
+    permanent: dict[str, frozenset[str]],
+) -> bool:
+    [line] = order.lines_named({line_id})
+    excluded = permanent.get(line_id, frozenset())
+    return could_wait(line, offers, suppliers, order.currency, excluded)
+
+
+async def park(
+    uow: SupplierUnitOfWork, order_id: str, line_ids: list[str], reason: WaitingReason
+) -> None:
+    """Lines every candidate of which is temporarily unavailable wait (`waiting_supplier`)
+    and are routed again by themselves; `order-lines-waiting` once when they start."""
+    now = datetime.now(UTC)
+    fresh, since = await uow.waiting.wait(
+        order_id,
+        line_ids,
+        reason.value,
+        now,
+        retry_after_s=uow.retry_waiting_s,
+        max_retry_s=uow.retry_waiting_max_s,
+    )
+    log.info("lines waiting for a supplier (%s)", reason.value, extra={"order_id": order_id})
+    if fresh:
+        uow.emit(OrderLinesWaiting(order_id=order_id, line_ids=fresh, reason=reason, since=since))
 
 
 async def _record(uow: SupplierUnitOfWork, order: RoutingRequest, result: Plan) -> list[str]:
@@ -124,8 +178,10 @@ async def fail_over(
     *,
     restock: bool = True,
     all_or_nothing: bool = False,
+    waiting: WaitingReason = WaitingReason.SERVER_ERROR,
 ) -> bool:
-    """Give the lines of a failed supplier order to the next-ranked suppliers.
+    """Give the lines of a failed supplier order to the next-ranked suppliers; lines none
+    can take now but a temporarily unavailable one could later wait (reason `waiting`).
 
     False when nothing moved: the order was cancelled, or (`all_or_nothing`) some line
     has no other supplier.
@@ -136,8 +192,20 @@ async def fail_over(
     lines = request.lines_named({a.line_id for a in so.lines})
     history = await uow.supplier_orders.passed_over(so.order_id)
     excluded = {ln.line_id: history.get(ln.line_id, frozenset()) | {so.supplier_id} for ln in lines}
+    permanent = await uow.supplier_orders.passed_over(so.order_id, PERMANENT)
+    if so.state in PERMANENT:
+        permanent = {
+            ln.line_id: permanent.get(ln.line_id, frozenset()) | {so.supplier_id} for ln in lines
+        }
     release = [(so.supplier_id, a.sku, a.quantity) for a in so.lines] if restock else []
     moved = await route(
-        uow, request, lines, excluded, release=release, all_or_nothing=all_or_nothing
+        uow,
+        request,
+        lines,
+        excluded,
+        release=release,
+        all_or_nothing=all_or_nothing,
+        permanent=permanent,
+        waiting=waiting,
     )
     return moved is not None

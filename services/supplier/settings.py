@@ -52,6 +52,11 @@ class SupplierSettings(ServiceSettings):
     (and as often again while undecided): its callbacks may all have been lost."""
     supplier_reconcile_interval_s: float = Field(5.0, gt=0)
     """How often the reconciler looks for orders whose check is due."""
+    supplier_retry_waiting_s: float = Field(5.0, gt=0)
+    """A line waiting for a temporarily unavailable supplier is routed again after this
+    long, doubling per attempt up to `supplier_retry_waiting_max_s` (and at once when a
+    supplier's breaker closes)."""
+    supplier_retry_waiting_max_s: float = Field(60.0, gt=0)
     supplier_cache_ttl_s: float = Field(2.0, ge=0)
     """Supplier rows (credentials, SLA, counters for ranking) are cached this long."""
     supplier_webhook_concurrency: int = Field(8, ge=1)

@@ -147,3 +147,33 @@ supplier_tally = Table(
     Column("shipped_on_time", Integer, nullable=False, default=0),
     Column("exceptions", Integer, nullable=False, default=0),
 )
+
+waiting_line = Table(
+    "waiting_line",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("line_id", String(80), primary_key=True),
+    Column("reason", String(24), nullable=False),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("retry_at", DateTime(timezone=True), nullable=True),  # null: being routed again
+    Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_waiting_line_retry", "retry_at"),
+)
+"""Lines every candidate supplier of which is temporarily unavailable (`waiting_supplier`)."""
+
+clock_alarm = Table(
+    "clock_alarm",
+    metadata,
+    Column("subject", String(64), primary_key=True),  # an order id or a supplier order id
+    Column("kind", String(32), primary_key=True),  # not_accepted_in_time | lost_in_transit
+    Column("fired_at", DateTime(timezone=True), nullable=False),
+)
+"""Clock alarms already raised: each fires once per subject."""
+
+tracking_movement = Table(
+    "tracking_movement",
+    metadata,
+    Column("tracking_number", String(128), primary_key=True),
+    Column("moved_at", DateTime(timezone=True), nullable=False),
+)
+"""When a parcel last moved (a tracking update after dispatch): silence means lost."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -22,7 +22,7 @@ from services.supplier.domain import (
     SupplierOrder,
     Track,
 )
-from services.supplier.store import NewSupplierOrder, StockConflict
+from services.supplier.store import NewSupplierOrder, StockConflict, WaitingLine
 from shared.events import EventData
 
 
@@ -61,10 +61,12 @@ class FakeSupplierOrders:
         so.tally.clear()
         self.rows[so.id] = self._copy(so)
 
-    async def passed_over(self, order_id: str) -> dict[str, frozenset[str]]:
+    async def passed_over(
+        self, order_id: str, states: frozenset[State] = PASSED_OVER
+    ) -> dict[str, frozenset[str]]:
         out: dict[str, set[str]] = {}
         for so in self.rows.values():
-            if so.order_id == order_id and so.state in PASSED_OVER:
+            if so.order_id == order_id and so.state in states:
                 for a in so.lines:
                     out.setdefault(a.line_id, set()).add(so.supplier_id)
         return {k: frozenset(v) for k, v in out.items()}
@@ -180,12 +182,65 @@ class FakeDeliveries:
         return True
 
 
+class FakeWaiting:
+    """Waiting lines by (order id, line id): (reason, since, retry_at, attempts)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], tuple[str, datetime, datetime | None, int]] = {}
+
+    async def wait(
+        self,
+        order_id: str,
+        line_ids: list[str],
+        reason: str,
+        now: datetime,
+        *,
+        retry_after_s: float,
+        max_retry_s: float,
+    ) -> tuple[list[str], datetime]:
+        fresh = [ln for ln in line_ids if (order_id, ln) not in self.rows]
+        since = min([now, *(self.rows[(order_id, ln)][1] for ln in line_ids if ln not in fresh)])
+        for ln in line_ids:
+            _, started, _, attempts = self.rows.get((order_id, ln), (reason, now, None, -1))
+            retry = now + timedelta(seconds=min(retry_after_s * 2 ** (attempts + 1), max_retry_s))
+            self.rows[(order_id, ln)] = (reason, started, retry, attempts + 1)
+        return fresh, since
+
+    async def due(self, now: datetime, limit: int = 100) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for (order_id, ln), (reason, since, retry, attempts) in list(self.rows.items()):
+            if retry is not None and retry <= now:
+                out.setdefault(order_id, []).append(ln)
+                self.rows[(order_id, ln)] = (reason, since, None, attempts)
+        return out
+
+    async def of_order(self, order_id: str) -> dict[str, WaitingLine]:
+        return {
+            ln: WaitingLine(oid, ln, *row)
+            for (oid, ln), row in self.rows.items()
+            if oid == order_id
+        }
+
+    async def retry_now(self, now: datetime) -> int:
+        for key, (reason, since, retry, attempts) in list(self.rows.items()):
+            if retry is not None:
+                self.rows[key] = (reason, since, now, attempts)
+        return len(self.rows)
+
+    async def clear(self, order_id: str, line_ids: list[str] | None = None) -> None:
+        for key in list(self.rows):
+            if key[0] == order_id and (line_ids is None or key[1] in line_ids):
+                del self.rows[key]
+
+
 @dataclass
 class FakeUnitOfWork:
     """Events recorded with `emit` are `committed` only by `commit`, as the outbox's are."""
 
     lease: timedelta = timedelta(seconds=60)
     check_after: timedelta = timedelta(seconds=30)
+    retry_waiting_s: float = 5.0
+    retry_waiting_max_s: float = 60.0
     committed: list[EventData] = field(default_factory=list)
     pending: list[EventData] = field(default_factory=list)
     tally: dict[str, Counter[str]] = field(default_factory=dict)
@@ -198,6 +253,7 @@ class FakeUnitOfWork:
         self.suppliers = FakeSuppliers()
         self.routing_requests = FakeRoutingRequests()
         self.deliveries = FakeDeliveries()
+        self.waiting = FakeWaiting()
         self._to_hand_off: list[NewSupplierOrder] = []
 
     async def __aenter__(self) -> FakeUnitOfWork:

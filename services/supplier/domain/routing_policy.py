@@ -164,6 +164,27 @@ def rank(
     return stocked, None
 
 
+def could_wait(
+    line: Line,
+    offers: list[Offer],
+    suppliers: dict[str, SupplierInfo],
+    currency: str,
+    excluded: frozenset[str],
+) -> bool:
+    """Whether some supplier not ruled out for good could still take the line once it is
+    reachable again: an offer in the currency at a margin, stock aside (a supplier that
+    failed us temporarily may hold our own reservation)."""
+    return any(
+        o.sku == line.sku
+        and o.supplier_id not in excluded
+        and (s := suppliers.get(o.supplier_id)) is not None
+        and s.active
+        and o.currency == currency
+        and o.unit_cost <= line.unit_price
+        for o in offers
+    )
+
+
 def plan(
     lines: list[Line],
     offers: list[Offer],

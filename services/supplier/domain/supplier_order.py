@@ -107,6 +107,18 @@ WAITING_FOR_DECISION = frozenset({State.RECEIVED, State.BACKORDERED})
 """Placed at the supplier, no decision called back yet: the reconciler asks after a while."""
 PASSED_OVER = FAILED | {State.BACKORDERED, State.CANCEL_PENDING, State.CANCELLED}
 """A supplier that holds a line in one of these is not offered that line again."""
+LIVE = frozenset(
+    {
+        State.TO_SEND,
+        State.SENDING,
+        State.RECEIVED,
+        State.BACKORDERED,
+        State.ACCEPTED,
+        State.DISPATCHED,
+        State.DELIVERED,
+    }
+)
+"""A line held by a supplier order in one of these is with a supplier: not routed again."""
 QUEUED = frozenset({State.TO_SEND, State.CANCEL_PENDING})
 """States the dispatcher picks up: entering one wakes it."""
 

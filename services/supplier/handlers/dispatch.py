@@ -12,12 +12,18 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter
 
-from services.supplier.adapter import Outcome, OutOfStock, Received, Rejected
+from services.supplier.adapter import Outcome, OutOfStock, Received, Rejected, Unavailable
 from services.supplier.directory import SupplierEntry
 from services.supplier.domain import Action, State
 from services.supplier.routing import fail_over, to_send
 from services.supplier.store import NewSupplierOrder, StatusCheck, SupplierUnitOfWork
-from shared.events import OrderRoutingFailed, RoutingFailureReason, SupplierStatusChanged
+from shared.events import (
+    OrderRoutingFailed,
+    RoutingFailureReason,
+    SupplierAvailability,
+    SupplierStatusChanged,
+    WaitingReason,
+)
 
 log = logging.getLogger(__name__)
 SLA_SCANS = Counter("dropship_supplier_sla_scans", "SLA clock scans run by this process.")
@@ -80,8 +86,25 @@ async def record_send(uow: SupplierUnitOfWork, so_id: str, outcome: Outcome) -> 
             # learn: the supplier has none of these (its stock is set to 0, not given back)
             empty = [(so.supplier_id, a.sku) for a in so.lines if a.supplier_sku in outcome.skus]
             await uow.offers.move_stock(empty=empty)
-        await fail_over(uow, so, restock=not isinstance(outcome, OutOfStock))
+        waiting = waiting_reason(outcome.reason) if isinstance(outcome, Unavailable) else None
+        await fail_over(
+            uow,
+            so,
+            restock=not isinstance(outcome, OutOfStock),
+            waiting=waiting or WaitingReason.SERVER_ERROR,
+        )
         await uow.commit()
+
+
+def waiting_reason(unavailable: str) -> WaitingReason:
+    """Why a supplier gave no usable answer, as `order-lines-waiting` names it."""
+    if unavailable.startswith("breaker open"):
+        return WaitingReason.BREAKER_OPEN
+    if unavailable.startswith(("timeout", "transport error")):
+        return WaitingReason.TIMEOUT
+    if unavailable.startswith("http 429"):
+        return WaitingReason.RATE_LIMITED
+    return WaitingReason.SERVER_ERROR
 
 
 async def record_undeliverable(uow: SupplierUnitOfWork, so_id: str, why: str) -> None:
@@ -164,7 +187,9 @@ async def fold_tallies(uow: SupplierUnitOfWork) -> int:
 
 async def record_availability(uow: SupplierUnitOfWork, change: SupplierStatusChanged) -> None:
     """A supplier became unavailable or available again: `supplier-status-changed`, via the
-    outbox."""
+    outbox. A supplier back means lines waiting for one are routed again at once."""
     async with uow:
         uow.emit(change)
+        if change.status is SupplierAvailability.AVAILABLE:
+            await uow.waiting.retry_now(datetime.now(UTC))
         await uow.commit()

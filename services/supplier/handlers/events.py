@@ -33,6 +33,7 @@ async def on_order_cancelled(
     # topics are per event type: the cancellation may be consumed before the order itself,
     # so it is remembered and an order-placed arriving later is never routed
     await uow.routing_requests.remember_cancellation(data.order_id, data.reason)
+    await uow.waiting.clear(data.order_id)
     if await uow.routing_requests.get(data.order_id, for_update=True) is None:
         return
     release: list[tuple[str, str, int]] = []

@@ -24,6 +24,7 @@ from services.supplier.store.base import AfterCommit, NewSupplierOrder, Sql, Sto
 from services.supplier.store.catalogue import OfferRepository, SupplierRepository
 from services.supplier.store.orders import AllocationView, StatusCheck, SupplierOrderRepository
 from services.supplier.store.requests import CallbackDeliveries, RoutingRequests
+from services.supplier.store.waiting import Clocks, WaitingLine, WaitingLines
 from services.supplier.tables import metadata
 from shared.uow import UnitOfWork
 
@@ -36,6 +37,7 @@ __all__ = [
     "SupplierDirectory",
     "SupplierEntry",
     "SupplierUnitOfWork",
+    "WaitingLine",
     "metadata",
 ]
 
@@ -48,6 +50,8 @@ class SupplierUnitOfWork(UnitOfWork):
     supplier_orders: SupplierOrderRepository
     routing_requests: RoutingRequests
     deliveries: CallbackDeliveries
+    waiting: WaitingLines
+    clocks: Clocks
 
     def __init__(
         self,
@@ -60,8 +64,12 @@ class SupplierUnitOfWork(UnitOfWork):
         wake_dispatcher: Callable[[], None] = lambda: None,
         lease: timedelta = timedelta(seconds=60),
         check_after: timedelta = timedelta(seconds=30),
+        retry_waiting_s: float = 5.0,
+        retry_waiting_max_s: float = 60.0,
     ) -> None:
         super().__init__(sessions, on_commit, notify_others)
+        self.retry_waiting_s = retry_waiting_s
+        self.retry_waiting_max_s = retry_waiting_max_s
         self.directory = directory
         self.lease = lease
         self.check_after = check_after
@@ -78,6 +86,8 @@ class SupplierUnitOfWork(UnitOfWork):
         self.supplier_orders = SupplierOrderRepository(sql, self._after, self.emit, self.lease)
         self.routing_requests = RoutingRequests(sql)
         self.deliveries = CallbackDeliveries(sql)
+        self.waiting = WaitingLines(sql)
+        self.clocks = Clocks(sql)
         return self
 
     def dispatch_after_commit(self, orders: list[NewSupplierOrder]) -> None:

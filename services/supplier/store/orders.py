@@ -324,12 +324,15 @@ class SupplierOrderRepository:
         return query
 
     # -- reading ----------------------------------------------------------------------
-    async def passed_over(self, order_id: str) -> dict[str, frozenset[str]]:
-        """Per line of the order, the suppliers that failed it (not to be offered it again)."""
+    async def passed_over(
+        self, order_id: str, states: Iterable[State] = PASSED_OVER
+    ) -> dict[str, frozenset[str]]:
+        """Per line of the order, the suppliers that failed it (not to be offered it again);
+        `states` narrows what counts as failing."""
         rows = await self._sql.run(
             select(allocation.c.line_id, supplier_order.c.supplier_id)
             .join(supplier_order, supplier_order.c.id == allocation.c.supplier_order_id)
-            .where(allocation.c.order_id == order_id, supplier_order.c.state.in_(_in(PASSED_OVER)))
+            .where(allocation.c.order_id == order_id, supplier_order.c.state.in_(_in(states)))
         )
         out: dict[str, set[str]] = {}
         for r in rows:

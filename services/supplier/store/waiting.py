@@ -1,0 +1,159 @@
+"""Waiting lines (`waiting_supplier`), clock alarms raised once, and parcel movement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, delete, select, update
+
+from services.supplier.store.base import Sql, rowcount
+from services.supplier.tables import clock_alarm, tracking_movement, waiting_line
+from shared.db import aware
+
+
+@dataclass(frozen=True)
+class WaitingLine:
+    order_id: str
+    line_id: str
+    reason: str
+    since: datetime
+    retry_at: datetime | None
+    attempts: int
+
+
+class WaitingLines:
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+
+    async def of_order(self, order_id: str) -> dict[str, WaitingLine]:
+        rows = await self._sql.run(select(waiting_line).where(waiting_line.c.order_id == order_id))
+        return {r.line_id: _line(r) for r in rows}
+
+    async def wait(
+        self,
+        order_id: str,
+        line_ids: list[str],
+        reason: str,
+        now: datetime,
+        *,
+        retry_after_s: float,
+        max_retry_s: float,
+    ) -> tuple[list[str], datetime]:
+        """Park lines until their next try (backing off per attempt); returns the lines that
+        were not waiting before and when the earliest of them started waiting."""
+        known = await self.of_order(order_id)
+        fresh = [ln for ln in line_ids if ln not in known]
+        since = min([now, *(known[ln].since for ln in line_ids if ln in known)])
+        for ln in line_ids:
+            if ln in known:
+                attempts = known[ln].attempts + 1
+                pause = min(retry_after_s * 2 ** min(attempts, 16), max_retry_s)
+                await self._sql.run(
+                    update(waiting_line)
+                    .where(waiting_line.c.order_id == order_id, waiting_line.c.line_id == ln)
+                    .values(reason=reason, attempts=attempts, retry_at=_after(now, pause))
+                )
+            else:
+                await self._sql.run(
+                    self._sql.insert()(waiting_line)
+                    .values(
+                        order_id=order_id,
+                        line_id=ln,
+                        reason=reason,
+                        since=now,
+                        attempts=0,
+                        retry_at=_after(now, retry_after_s),
+                    )
+                    .on_conflict_do_nothing()
+                )
+        return fresh, since
+
+    async def due(self, now: datetime, limit: int = 100) -> dict[str, list[str]]:
+        """Lines whose next try is due, by order, taken (their `retry_at` cleared)."""
+        query = (
+            select(waiting_line.c.order_id, waiting_line.c.line_id)
+            .where(waiting_line.c.retry_at <= now)
+            .order_by(waiting_line.c.retry_at)
+            .limit(limit)
+        )
+        if self._sql.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        out: dict[str, list[str]] = {}
+        for r in await self._sql.run(query):
+            out.setdefault(r.order_id, []).append(r.line_id)
+        for order_id, lines in out.items():
+            await self._sql.run(
+                update(waiting_line)
+                .where(waiting_line.c.order_id == order_id, waiting_line.c.line_id.in_(lines))
+                .values(retry_at=None)
+            )
+        return out
+
+    async def retry_now(self, now: datetime) -> int:
+        """A supplier recovered: every waiting line is tried again at once."""
+        result = await self._sql.run(
+            update(waiting_line).where(waiting_line.c.retry_at.is_not(None)).values(retry_at=now)
+        )
+        return rowcount(result)
+
+    async def clear(self, order_id: str, line_ids: list[str] | None = None) -> None:
+        stmt = delete(waiting_line).where(waiting_line.c.order_id == order_id)
+        if line_ids is not None:
+            stmt = stmt.where(waiting_line.c.line_id.in_(line_ids))
+        await self._sql.run(stmt)
+
+
+class Clocks:
+    """Alarms that fire once per subject, and when each parcel last moved."""
+
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+
+    async def fire_once(self, subject: str, kind: str, now: datetime) -> bool:
+        stmt = (
+            self._sql.insert()(clock_alarm)
+            .values(subject=subject, kind=kind, fired_at=now)
+            .on_conflict_do_nothing()
+        )
+        return rowcount(await self._sql.run(stmt)) == 1
+
+    async def fired(self, kind: str, subjects: set[str]) -> set[str]:
+        if not subjects:
+            return set()
+        rows = await self._sql.run(
+            select(clock_alarm.c.subject).where(
+                clock_alarm.c.kind == kind, clock_alarm.c.subject.in_(subjects)
+            )
+        )
+        return {r.subject for r in rows}
+
+    async def moved(self, tracking_number: str, when: datetime) -> None:
+        await self._sql.run(
+            self._sql.insert()(tracking_movement)
+            .values(tracking_number=tracking_number, moved_at=when)
+            .on_conflict_do_update(index_elements=["tracking_number"], set_={"moved_at": when})
+        )
+
+    async def last_moved(self, tracking_numbers: set[str]) -> dict[str, datetime]:
+        if not tracking_numbers:
+            return {}
+        rows = await self._sql.run(
+            select(tracking_movement).where(
+                tracking_movement.c.tracking_number.in_(tracking_numbers)
+            )
+        )
+        return {r.tracking_number: aware(r.moved_at) or r.moved_at for r in rows}
+
+
+def _after(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)
+
+
+def _line(row: Row[Any]) -> WaitingLine:
+    since = aware(row.since)
+    assert since is not None
+    return WaitingLine(
+        row.order_id, row.line_id, row.reason, since, aware(row.retry_at), row.attempts
+    )

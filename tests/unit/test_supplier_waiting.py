@@ -1,0 +1,88 @@
+"""Lines whose suppliers are all temporarily unavailable wait and are routed again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.supplier.adapter import Rejected, Unavailable
+from services.supplier.domain import State
+from services.supplier.handlers import dispatch
+from services.supplier.handlers.waiting import retry_waiting
+from shared.events import (
+    OrderLinesWaiting,
+    OrderRoutingFailed,
+    RoutingFailureReason,
+    SupplierAvailability,
+    SupplierStatusChanged,
+    WaitingReason,
+)
+from tests.unit.test_supplier_handlers import BACKUP, CHEAP, only, place, world
+
+LATER = datetime.now(UTC) + timedelta(hours=1)
+
+
+async def test_a_line_whose_only_supplier_is_unreachable_waits_instead_of_failing() -> None:
+    uow = world(backup=False)
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Unavailable("http 503"))
+    [waiting] = uow.of_type(OrderLinesWaiting)
+    assert waiting.line_ids == [f"{order_id}-1"] and waiting.reason is WaitingReason.SERVER_ERROR
+    assert not uow.of_type(OrderRoutingFailed)
+    assert uow.offers.stock(CHEAP, "MUG") == 10, "its stock is given back while it waits"
+
+    assert await retry_waiting(uow, LATER) == 1
+    again = only(uow, order_id, State.SENDING)
+    assert again.supplier_id == CHEAP
+    assert await retry_waiting(uow, LATER) == 0, "taken: not tried twice"
+
+
+async def test_waiting_again_backs_off_and_announces_once() -> None:
+    uow = world(backup=False)
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Unavailable("timeout"))
+    await retry_waiting(uow, LATER)
+    await dispatch.record_send(
+        uow, only(uow, order_id, State.SENDING).id, Unavailable("breaker open", attempts=0)
+    )
+    assert [w.reason for w in uow.of_type(OrderLinesWaiting)] == [WaitingReason.TIMEOUT]
+    assert uow.waiting.rows[(order_id, f"{order_id}-1")][0] == "breaker_open"
+    assert not uow.of_type(OrderRoutingFailed)
+
+
+async def test_a_recovered_supplier_retries_waiting_lines_at_once() -> None:
+    uow = world(backup=False)
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Unavailable("http 429"))
+    assert uow.of_type(OrderLinesWaiting)[0].reason is WaitingReason.RATE_LIMITED
+    now = datetime.now(UTC)
+    assert await retry_waiting(uow, now) == 0, "not due yet"
+    back = SupplierStatusChanged(
+        supplier_id=CHEAP, status=SupplierAvailability.AVAILABLE, reason="closed", changed_at=now
+    )
+    await dispatch.record_availability(uow, back)
+    assert await retry_waiting(uow, now + timedelta(seconds=1)) == 1
+
+
+async def test_a_rejection_after_waiting_needs_attention() -> None:
+    uow = world(backup=False)
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Unavailable("timeout"))
+    await retry_waiting(uow, LATER)
+    await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Rejected("no"))
+    [failed] = uow.of_type(OrderRoutingFailed)
+    assert failed.reason is RoutingFailureReason.ALL_SUPPLIERS_FAILED
+    assert not uow.waiting.rows
+
+
+async def test_a_rejection_while_another_supplier_is_only_unreachable_waits() -> None:
+    uow = world()
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Unavailable("timeout"))
+    moved = only(uow, order_id, State.SENDING)
+    assert moved.supplier_id == BACKUP
+    await dispatch.record_send(uow, moved.id, Rejected("no"))
+    assert not uow.of_type(OrderRoutingFailed)
+    [waiting] = uow.of_type(OrderLinesWaiting)
+    assert waiting.line_ids == [f"{order_id}-1"]
+    await retry_waiting(uow, LATER)
+    assert only(uow, order_id, State.SENDING).supplier_id == CHEAP
