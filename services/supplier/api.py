@@ -9,11 +9,11 @@ from dataclasses import asdict
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
 
 from services.supplier.domain import Offer, Scorecard, Supplier
-from services.supplier.handlers import commands
-from services.supplier.schemas import OfferIn, SupplierIn, SupplierPatch
+from services.supplier.handlers import commands, manual
+from services.supplier.schemas import OfferIn, RouteLineIn, SupplierIn, SupplierPatch
 from services.supplier.settings import SupplierSettings
 from services.supplier.store import AllocationView, SupplierUnitOfWork
 from shared.http import Unprocessable, check_api_key
@@ -150,3 +150,26 @@ async def allocations(
 @router.get("/suppliers/{supplier_id}/scorecard", summary="A supplier's measured performance")
 async def scorecard(supplier_id: str, uow: UoW, _: Admin) -> dict[str, Any]:
     return render_scorecard(await commands.scorecard(uow, supplier_id))
+
+
+@router.post(
+    "/orders/{order_id}/lines/{line_id}/route",
+    status_code=202,
+    summary="Route a needs_attention or waiting_supplier line again (to anyone, or to one)",
+)
+async def route_line(
+    order_id: str,
+    line_id: str,
+    uow: UoW,
+    _: Admin,
+    body: Annotated[RouteLineIn | None, Body()] = None,
+) -> dict[str, Any]:
+    wanted = body or RouteLineIn()
+    routed = await manual.route_line(
+        uow,
+        order_id,
+        line_id,
+        wanted.supplier_id,
+        accept_negative_margin=wanted.accept_negative_margin,
+    )
+    return asdict(routed)

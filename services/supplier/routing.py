@@ -17,6 +17,7 @@ from services.supplier.domain import (
     AllocatedLine,
     Line,
     Offer,
+    Pick,
     Plan,
     RoutingRequest,
     State,
@@ -128,6 +129,19 @@ async def park(
     log.info("lines waiting for a supplier (%s)", reason.value, extra={"order_id": order_id})
     if fresh:
         uow.emit(OrderLinesWaiting(order_id=order_id, line_ids=fresh, reason=reason, since=since))
+
+
+async def route_to(
+    uow: SupplierUnitOfWork, order: RoutingRequest, line: Line, offer: Offer
+) -> SupplierOrder:
+    """Give one line to a chosen offer (a human's choice: margin and ranking aside);
+    `StockConflict` when the supplier has too little stock left."""
+    result = Plan(by_supplier={offer.supplier_id: [Pick(line, offer)]})
+    [so_id] = await _record(uow, order, result)
+    await uow.offers.move_stock(take=[(offer.supplier_id, line.sku, line.quantity)])
+    so = await uow.supplier_orders.get(so_id)
+    assert so is not None
+    return so
 
 
 async def _record(uow: SupplierUnitOfWork, order: RoutingRequest, result: Plan) -> list[str]:

@@ -129,3 +129,12 @@ class TrackingIn(BaseModel):
     status: Literal["in_transit", "exception", "delivered"]
     occurred_at: datetime | None = None
     detail: Annotated[str, Field(max_length=500)] | None = None
+
+
+class RouteLineIn(BaseModel):
+    """`POST /v1/orders/{order_id}/lines/{line_id}/route`: to anyone, or to one supplier."""
+
+    model_config = _strict
+
+    supplier_id: str | None = Field(None, min_length=1, max_length=64)
+    accept_negative_margin: bool = False

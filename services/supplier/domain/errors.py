@@ -7,6 +7,10 @@
      +-- SupplierKeyTaken       another supplier has this supplier_key (409)
      +-- InvalidOffers          offers that break a catalogue rule; `details` names each (422)
      +-- InvalidCsv             an offer file with bad rows; `details` names line and column (422)
+     +-- OrderNotFound          no order (or no such line of it) known to routing (404)
+     +-- LineBusy               the line has a live supplier order: not routed again (409)
+     +-- NoOfferForLine         the chosen supplier has no offer for the line's SKU (422)
+     +-- NotRoutable            routing the line again found no supplier; `details.reason` (409)
 
 HTTP statuses are mapped once, in `services.supplier.errors`.
 """
@@ -62,3 +66,30 @@ class InvalidCsv(SupplierError):
     def __init__(self, message: str, problems: list[dict[str, Any]]) -> None:
         super().__init__(message)
         self.details = problems
+
+
+class OrderNotFound(SupplierError):
+    def __init__(self, order_id: str, line_id: str | None = None) -> None:
+        what = f"order {order_id}" if line_id is None else f"line {line_id} of order {order_id}"
+        super().__init__(f"{what} not found")
+
+
+class LineBusy(SupplierError):
+    def __init__(self, line_id: str, state: str) -> None:
+        super().__init__(f"line {line_id} has a live supplier order ({state})")
+        self.details = {"line_id": line_id, "state": state}
+
+
+class NoOfferForLine(SupplierError):
+    def __init__(self, supplier_id: str, sku: str) -> None:
+        super().__init__(f"supplier_id: supplier {supplier_id} has no offer for {sku}")
+        self.details = [{"field": "body.supplier_id", "reason": f"no offer for {sku}"}]
+
+
+class NotRoutable(SupplierError):
+    """`reason` is a routing failure reason (no_offer, out_of_stock, negative_margin, ...)."""
+
+    def __init__(self, line_id: str, reason: str, hint: str = "") -> None:
+        super().__init__(f"line {line_id} cannot be routed: {reason}{hint}")
+        self.reason = reason
+        self.details = {"line_id": line_id, "reason": reason}
