@@ -91,7 +91,12 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 tasks.create_task(reconciler.run(), name="supplier:reconciler")
 
     async def sla(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
-        await sla_clock(runtime, settings.sla_scan_interval_s)
+        await sla_clock(
+            runtime,
+            settings.sla_scan_interval_s,
+            handling=timedelta(seconds=settings.handling_sla_s),
+            silence=timedelta(hours=settings.tracking_silence_h),
+        )
 
     async def waiting(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
         await waiting_clock(runtime, settings.dispatcher_poll_s)

@@ -26,6 +26,7 @@ from services.supplier.adapter import (
     SupplierEndpoint,
 )
 from services.supplier.handlers import dispatch
+from services.supplier.handlers.clocks import scan_clocks
 from services.supplier.handlers.dispatch import Cancellation
 from services.supplier.handlers.waiting import retry_waiting
 from services.supplier.ship_to import Redacted, ShipTo, ShipToBook
@@ -198,13 +199,21 @@ class Dispatcher:
                 log.exception("recording placed supplier orders failed")
 
 
-async def sla_clock(runtime: ServiceRuntime[SupplierUnitOfWork], interval_s: float) -> None:
-    """Scan for late supplier orders every `interval_s` (deadlines live in the database);
-    then fold the suppliers' counter increments into their rows."""
+async def sla_clock(
+    runtime: ServiceRuntime[SupplierUnitOfWork],
+    interval_s: float,
+    *,
+    handling: timedelta = timedelta(hours=2),
+    silence: timedelta = timedelta(hours=120),
+) -> None:
+    """Scan for late supplier orders, orders not accepted in time and silent parcels every
+    `interval_s` (deadlines live in the database); then fold the suppliers' counter
+    increments into their rows."""
     while True:
         fired = await dispatch.scan_sla(runtime.uow())
         if fired:
             log.info("SLA events emitted", extra={"count": fired})
+        await scan_clocks(runtime.uow(), handling=handling, silence=silence)
         await dispatch.fold_tallies(runtime.uow())
         await asyncio.sleep(interval_s)
 

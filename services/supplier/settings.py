@@ -36,6 +36,12 @@ class SupplierSettings(ServiceSettings):
     """Where the order service answers `GET /v1/orders/{id}/contact` (the ship-to address,
     read when a supplier is called and never stored)."""
     tracking_secret: SecretStr = SecretStr(DEV_TRACKING_SECRET)
+    handling_sla_s: float = Field(7200.0, gt=0)
+    """`DROPSHIP_HANDLING_SLA_S`: placed -> every line accepted by a supplier within this
+    long, else `shipment-delayed` `not_accepted_in_time` (urgent), once per order."""
+    tracking_silence_h: float = Field(120.0, gt=0)
+    """`DROPSHIP_TRACKING_SILENCE_H`: a parcel without tracking movement this many hours
+    after dispatch (fractions allowed) is `shipment-delayed` `lost_in_transit`, once."""
     sla_scan_interval_s: float = Field(30.0, gt=0)
     dispatcher_poll_s: float = Field(1.0, gt=0)
     dispatcher_concurrency: int = Field(64, ge=1)

@@ -9,7 +9,7 @@ import pytest
 from services.supplier.app import create_app
 from services.supplier.settings import SupplierSettings
 from shared.infra import free_port
-from tests.support.order_contacts import order_contacts_served
+from tests.support.order_contacts import OrderContacts
 from tests.support.services import SIMULATOR_APP, ServiceProcess, served
 
 
@@ -34,10 +34,13 @@ def simulator(tmp_path: Path):
 
 
 @pytest.fixture
-async def order_contacts():
-    """The order service's contact endpoint (full ship-to for any order), over real HTTP."""
-    async with order_contacts_served() as book:
+def order_contacts(tmp_path: Path):
+    """The order service's contact endpoint (full ship-to for any order), in its own process."""
+    book = OrderContacts(tmp_path).start()
+    try:
         yield book
+    finally:
+        book.stop()
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ async def _read_topic(bootstrap: str, topic: str) -> list[Envelope]:
 
 
 async def test_two_replicas_split_the_stream_and_a_killed_one_leaves_nothing_done_twice(
-    broker, database_url, simulator, tmp_path
+    broker, database_url, simulator, tmp_path, order_contacts
 ):
     database = await database_url("supplier")
     port_a, port_b = free_port(), free_port()
@@ -117,6 +117,7 @@ async def test_two_replicas_split_the_stream_and_a_killed_one_leaves_nothing_don
         "DROPSHIP_DISPATCHER_POLL_S": "0.2",
         "DROPSHIP_OUTBOX_POLL_INTERVAL_S": "0.5",
         "DROPSHIP_LOG_JSON": "false",
+        "DROPSHIP_ORDER_URL": order_contacts.url,  # ship-to addresses, read at call time
     }
     a = _replica("supplier-a", port_a, env, tmp_path).start()
     b = _replica("supplier-b", port_b, env, tmp_path)

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -19,6 +20,7 @@ from shared.events import Envelope
 from shared.infra import free_port
 from shared.testing import eventually
 from tests.support.kafka import consume, publish_envelopes
+from tests.support.order_contacts import OrderContacts
 from tests.support.services import served
 from tests.support.supplier import add_supplier, allocations, control, placed, sim_orders, states
 
@@ -26,6 +28,8 @@ from tests.support.supplier import add_supplier, allocations, control, placed, s
 @contextlib.asynccontextmanager
 async def supplier_service(database_url, settings_for, simulator, **overrides):
     port = free_port()
+    contacts = OrderContacts(Path(simulator.log_path).parent).start()
+    overrides.setdefault("order_url", contacts.url)
     settings = settings_for(
         SupplierSettings,
         await database_url("supplier"),
@@ -34,10 +38,13 @@ async def supplier_service(database_url, settings_for, simulator, **overrides):
         supplier_webhook_wait_s=0.5,
         **overrides,
     )
-    async with served(create_app, settings, port) as svc:
-        await svc.runtime.bus.wait_connected()
-        svc.simulator = simulator
-        yield svc
+    try:
+        async with served(create_app, settings, port) as svc:
+            await svc.runtime.bus.wait_connected()
+            svc.simulator = simulator
+            yield svc
+    finally:
+        contacts.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ async def test_the_supplier_receives_the_full_ship_to_and_nothing_keeps_it(suppl
     await states(supplier, event.subject, "accepted")
     [order] = await sim_orders(supplier, "shipto")
     assert order["ship_to"] == ADDRESS
-    assert event.subject in supplier.order_contacts.asked
+    assert event.subject in await supplier.order_contacts.asked()
     shown = json.dumps(await allocations(supplier, event.subject))
     assert ADDRESS["line1"] not in shown and ADDRESS["name"] not in shown
 
@@ -28,7 +28,7 @@ async def test_an_incomplete_address_is_refused_once_and_needs_attention(supplie
     await add_supplier(supplier, "strict", offers=[("MUG", "4.00", 100, 24)])
     await add_supplier(supplier, "strict2", offers=[("MUG", "5.00", 100, 24)])
     event = placed(("MUG", 1, "12.50"))
-    supplier.order_contacts.incomplete.add(event.subject)
+    await supplier.order_contacts.mark("incomplete", event.subject)
     await publish_envelopes(broker.bootstrap, [event])
 
     [record] = await consume(broker.bootstrap, "order-routing-failed", 1, within=30)
@@ -46,7 +46,7 @@ async def test_an_incomplete_address_is_refused_once_and_needs_attention(supplie
 async def test_an_erased_customer_cannot_be_shipped_to(supplier, broker):
     await add_supplier(supplier, "gdpr", offers=[("MUG", "4.00", 100, 24)])
     event = placed(("MUG", 2, "12.50"))
-    supplier.order_contacts.redacted.add(event.subject)
+    await supplier.order_contacts.mark("redacted", event.subject)
     await publish_envelopes(broker.bootstrap, [event])
 
     [record] = await consume(broker.bootstrap, "order-routing-failed", 1, within=30)

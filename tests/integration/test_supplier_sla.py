@@ -41,12 +41,17 @@ def delays(records) -> list[tuple[str, str, str]]:
 
 
 async def test_sla_events_fire_once_each_even_across_a_restart(
-    database_url, settings_for, simulator, broker
+    database_url, settings_for, simulator, broker, order_contacts
 ):
     url = await database_url("supplier")
     port = free_port()
     settings = settings_for(
-        SupplierSettings, url, port=port, dispatcher_poll_s=0.2, sla_scan_interval_s=0.1
+        SupplierSettings,
+        url,
+        port=port,
+        dispatcher_poll_s=0.2,
+        sla_scan_interval_s=0.1,
+        order_url=order_contacts.url,
     )
     sla_hours = 4 / 3600  # a 4-second window: at_risk at 3 s, deadline at 4 s, major at 8 s
     async with served(create_app, settings, port) as svc:

@@ -1,25 +1,25 @@
-"""A stand-in for the order service's contact endpoint, served over real HTTP for tests.
+"""A stand-in for the order service's contact endpoint, in its own process, for tests.
 
 It answers `GET /v1/orders/{id}/contact` (service token) with the full ship-to fields for
 any order id, so the supplier service can be tested without the order service's
-database; `redacted` and `incomplete` make chosen orders answer as erased or with an
-address missing fields.
+database. `PUT /_control/redacted/{id}` and `PUT /_control/incomplete/{id}` make an
+order answer as erased, or with an address missing `line1` and `city`;
+`GET /_control/asked` lists the orders asked about.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import uvicorn
+import httpx
 from fastapi import FastAPI, Header, HTTPException
 
 from shared.infra import free_port
 from shared.settings import DEV_SERVICE_TOKEN
+from tests.support.services import ServiceProcess
 
+APP = "tests.support.order_contacts:create_app"
 ADDRESS = {
     "name": "Ada Lovelace",
     "phone": "+12125550100",
@@ -33,54 +33,71 @@ ADDRESS = {
 }
 
 
-@dataclass
+def create_app() -> FastAPI:
+    app = FastAPI()
+    marked: dict[str, set[str]] = {"redacted": set(), "incomplete": set()}
+    asked: list[str] = []
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.put("/_control/{mark}/{order_id}")
+    async def mark(mark: str, order_id: str) -> dict[str, str]:
+        if mark not in marked:
+            raise HTTPException(404)
+        marked[mark].add(order_id)
+        return {"status": "ok"}
+
+    @app.get("/_control/asked")
+    async def asked_about() -> dict[str, list[str]]:
+        return {"items": asked}
+
+    @app.get("/v1/orders/{order_id}/contact")
+    async def contact(order_id: str, authorization: str = Header("")) -> dict[str, Any]:
+        if authorization != f"Bearer {DEV_SERVICE_TOKEN}":
+            raise HTTPException(401)
+        asked.append(order_id)
+        if order_id in marked["redacted"]:
+            erased = dict.fromkeys(("name", "email", "phone"))
+            return {"order_id": order_id, **erased, "locale": "en", "redacted": True}
+        body = {"order_id": order_id, "locale": "en", "redacted": False, **ADDRESS}
+        if order_id in marked["incomplete"]:
+            body.update(line1=None, city=None)
+        return body
+
+    return app
+
+
 class OrderContacts:
-    url: str = ""
-    redacted: set[str] = field(default_factory=set)
-    incomplete: set[str] = field(default_factory=set)
-    asked: list[str] = field(default_factory=list)
+    """The running stand-in and its controls."""
 
-    def app(self) -> FastAPI:
-        app = FastAPI()
+    def __init__(self, log_dir: Path) -> None:
+        self.process = ServiceProcess(
+            "order-contacts",
+            {"DROPSHIP_LOG_JSON": "false"},
+            free_port(),
+            log_dir / "order-contacts.log",
+            app=APP,
+        )
 
-        @app.get("/v1/orders/{order_id}/contact")
-        async def contact(order_id: str, authorization: str = Header("")) -> dict[str, Any]:
-            if authorization != f"Bearer {DEV_SERVICE_TOKEN}":
-                raise HTTPException(401)
-            self.asked.append(order_id)
-            if order_id in self.redacted:
-                return {
-                    "order_id": order_id,
-                    "name": None,
-                    "email": None,
-                    "phone": None,
-                    "locale": "en",
-                    "redacted": True,
-                }
-            body = {"order_id": order_id, "locale": "en", "redacted": False, **ADDRESS}
-            if order_id in self.incomplete:
-                body.update(line1=None, city=None)
-            return body
+    @property
+    def url(self) -> str:
+        return self.process.url
 
-        return app
+    def start(self) -> OrderContacts:
+        self.process.start()
+        return self
 
+    def stop(self) -> None:
+        self.process.stop()
 
-@contextlib.asynccontextmanager
-async def order_contacts_served() -> AsyncIterator[OrderContacts]:
-    book = OrderContacts()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(book.app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.02)
-        book.url = f"http://127.0.0.1:{port}"
-        yield book
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async def mark(self, how: str, order_id: str) -> None:
+        async with httpx.AsyncClient() as client:
+            response = await client.put(f"{self.url}/_control/{how}/{order_id}")
+            response.raise_for_status()
+
+    async def asked(self) -> list[str]:
+        async with httpx.AsyncClient() as client:
+            items: list[str] = (await client.get(f"{self.url}/_control/asked")).json()["items"]
+            return items

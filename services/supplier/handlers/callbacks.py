@@ -180,6 +180,11 @@ async def _track(uow: SupplierUnitOfWork, update: TrackingUpdate) -> Outcome:
     so = await uow.supplier_orders.by_tracking(update.tracking_number)
     if so is None:
         return Outcome.UNKNOWN_TRACKING_NUMBER
+    if update.status in ("in_transit", "exception"):  # the parcel moved: not lost
+        when = update.occurred_at or datetime.now(UTC)
+        await uow.clocks.moved(
+            update.tracking_number, when if when.tzinfo else when.replace(tzinfo=UTC)
+        )
     try:
         if update.status == "exception":
             so.report_exception()

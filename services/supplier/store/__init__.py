@@ -24,7 +24,7 @@ from services.supplier.store.base import AfterCommit, NewSupplierOrder, Sql, Sto
 from services.supplier.store.catalogue import OfferRepository, SupplierRepository
 from services.supplier.store.orders import AllocationView, StatusCheck, SupplierOrderRepository
 from services.supplier.store.requests import CallbackDeliveries, RoutingRequests
-from services.supplier.store.waiting import Clocks, WaitingLine, WaitingLines
+from services.supplier.store.waiting import Clocks, ClockScans, WaitingLine, WaitingLines
 from services.supplier.tables import metadata
 from shared.uow import UnitOfWork
 
@@ -52,6 +52,7 @@ class SupplierUnitOfWork(UnitOfWork):
     deliveries: CallbackDeliveries
     waiting: WaitingLines
     clocks: Clocks
+    clock_scans: ClockScans
 
     def __init__(
         self,
@@ -88,6 +89,7 @@ class SupplierUnitOfWork(UnitOfWork):
         self.deliveries = CallbackDeliveries(sql)
         self.waiting = WaitingLines(sql)
         self.clocks = Clocks(sql)
+        self.clock_scans = ClockScans(sql)
         return self
 
     def dispatch_after_commit(self, orders: list[NewSupplierOrder]) -> None:

@@ -6,10 +6,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, and_, delete, func, select, update
 
+from services.supplier.domain import State
 from services.supplier.store.base import Sql, rowcount
-from services.supplier.tables import clock_alarm, tracking_movement, waiting_line
+from services.supplier.tables import (
+    allocation,
+    clock_alarm,
+    routing_request,
+    supplier_order,
+    tracking_movement,
+    waiting_line,
+)
 from shared.db import aware
 
 
@@ -145,6 +153,104 @@ class Clocks:
             )
         )
         return {r.tracking_number: aware(r.moved_at) or r.moved_at for r in rows}
+
+
+@dataclass(frozen=True)
+class Unaccepted:
+    """An order past its handling deadline, with the supplier holding each undecided line."""
+
+    order_id: str
+    late: dict[str, str | None]  # line id -> supplier id holding it undecided (None: nobody)
+
+
+@dataclass(frozen=True)
+class Silent:
+    so_id: str
+    order_id: str
+    supplier_id: str
+
+
+ACCEPTED = (State.ACCEPTED.value, State.DISPATCHED.value, State.DELIVERED.value)
+UNDECIDED = (State.SENDING.value, State.RECEIVED.value, State.BACKORDERED.value)
+HANDLING = "handling_checked"
+LOST = "lost_in_transit"
+
+
+class ClockScans:
+    """The handling and lost-parcel clocks' queries; each subject is checked once."""
+
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+
+    async def past_handling(self, deadline: datetime, limit: int = 200) -> list[Unaccepted]:
+        """Orders placed before `deadline` not yet checked, with the lines not accepted
+        by `placed_at + handling` (checked against each acceptance time)."""
+        alarm = clock_alarm.alias()
+        rows = await self._sql.run(
+            select(routing_request.c.order_id, routing_request.c.lines)
+            .outerjoin(
+                alarm,
+                and_(alarm.c.subject == routing_request.c.order_id, alarm.c.kind == HANDLING),
+            )
+            .where(
+                alarm.c.subject.is_(None),
+                routing_request.c.placed_at <= deadline,
+                routing_request.c.cancelled_at.is_(None),
+            )
+            .limit(limit)
+        )
+        requests = {r.order_id: [x["line_id"] for x in r.lines] for r in rows}
+        if not requests:
+            return []
+        held = await self._sql.run(
+            select(
+                allocation.c.order_id,
+                allocation.c.line_id,
+                supplier_order.c.supplier_id,
+                supplier_order.c.state,
+                supplier_order.c.confirmed_at,
+                routing_request.c.placed_at,
+            )
+            .join(supplier_order, supplier_order.c.id == allocation.c.supplier_order_id)
+            .join(routing_request, routing_request.c.order_id == allocation.c.order_id)
+            .where(allocation.c.order_id.in_(list(requests)))
+        )
+        accepted: set[tuple[str, str]] = set()
+        holder: dict[tuple[str, str], str] = {}
+        for r in held:
+            key = (r.order_id, r.line_id)
+            if r.state in ACCEPTED:
+                accepted.add(key)
+            elif r.state in UNDECIDED:
+                holder[key] = r.supplier_id
+        return [
+            Unaccepted(
+                order_id,
+                {ln: holder.get((order_id, ln)) for ln in lines if (order_id, ln) not in accepted},
+            )
+            for order_id, lines in requests.items()
+        ]
+
+    async def silent(self, cutoff: datetime, limit: int = 200) -> list[Silent]:
+        """Dispatched supplier orders whose parcel has not moved since `cutoff`, not yet
+        reported lost."""
+        alarm = clock_alarm.alias()
+        last = func.coalesce(tracking_movement.c.moved_at, supplier_order.c.dispatched_at)
+        rows = await self._sql.run(
+            select(supplier_order.c.id, supplier_order.c.order_id, supplier_order.c.supplier_id)
+            .outerjoin(
+                tracking_movement,
+                tracking_movement.c.tracking_number == supplier_order.c.tracking_number,
+            )
+            .outerjoin(alarm, and_(alarm.c.subject == supplier_order.c.id, alarm.c.kind == LOST))
+            .where(
+                supplier_order.c.state == State.DISPATCHED.value,
+                alarm.c.subject.is_(None),
+                last <= cutoff,
+            )
+            .limit(limit)
+        )
+        return [Silent(r.id, r.order_id, r.supplier_id) for r in rows]
 
 
 def _after(now: datetime, seconds: float) -> datetime:

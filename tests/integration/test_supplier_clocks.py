@@ -1,0 +1,113 @@
+"""The handling clock (placed -> accepted) and the lost-parcel clock, each firing once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import uuid
+
+import pytest
+
+from services.supplier.app import create_app
+from services.supplier.settings import SupplierSettings
+from shared.events import Envelope
+from shared.infra import free_port
+from tests.support.kafka import consume, publish_envelopes
+from tests.support.services import served
+from tests.support.supplier import add_supplier, control, placed, sim_orders, states
+
+
+@pytest.fixture
+async def clocked(database_url, settings_for, simulator, order_contacts):
+    """Lines must be accepted within 6 s of placing; a parcel silent 2.5 s is lost."""
+    port = free_port()
+    settings = settings_for(
+        SupplierSettings,
+        await database_url("supplier"),
+        port=port,
+        dispatcher_poll_s=0.2,
+        sla_scan_interval_s=0.2,
+        handling_sla_s=6.0,
+        tracking_silence_h=2.5 / 3600,
+        order_url=order_contacts.url,
+    )
+    async with served(create_app, settings, port) as svc:
+        await svc.runtime.bus.wait_connected()
+        svc.simulator = simulator
+        yield svc
+
+
+def _delays(records) -> list[tuple[str, str, str]]:
+    out = []
+    for r in records:
+        e = Envelope.from_bytes(r.value)
+        out.append((e.subject, e.data["reason"], e.data["severity"]))
+    return out
+
+
+async def test_an_order_not_accepted_in_time_is_delayed_once(clocked, broker):
+    await add_supplier(clocked, "mute", offers=[("MUG", "3.00", 100, 24), ("JAM", "1.00", 9, 24)])
+    await add_supplier(clocked, "quick", offers=[("TEA", "1.00", 100, 24)])
+    await control(clocked, "mute", callback_delay_s=60)  # decides, but we hear it too late
+    await control(clocked, "quick", never_ship=True)  # accepted in time, then nothing
+    late = placed(("MUG", 1, "12.50"), ("TEA", 1, "4.00"))
+    on_time = placed(("TEA", 1, "4.00"))
+    await publish_envelopes(broker.bootstrap, [late, on_time])
+    await states(clocked, on_time.subject, "accepted")
+
+    [record] = await consume(broker.bootstrap, "shipment-delayed", 1, within=30)
+    assert _delays([record]) == [(late.subject, "not_accepted_in_time", "urgent")]
+    assert Envelope.from_bytes(record.value).data["supplier_id"].startswith("sup_")
+    # a later late order: by the time its delay comes, the clock has scanned the first
+    # many times, yet reported it once, and never the order accepted in time
+    marker = placed(("JAM", 1, "4.00"))
+    await publish_envelopes(broker.bootstrap, [marker])
+    records = await consume(broker.bootstrap, "shipment-delayed", 2, within=30)
+    assert _delays(records) == [
+        (late.subject, "not_accepted_in_time", "urgent"),
+        (marker.subject, "not_accepted_in_time", "urgent"),
+    ]
+
+
+async def test_a_silent_parcel_is_lost_once_and_movement_keeps_it_found(clocked, broker):
+    await add_supplier(clocked, "ship", offers=[("MUG", "3.00", 100, 24)])
+    await control(clocked, "ship", ship_after_s=0, deliver_after_s=None)
+    silent, moving = placed(("MUG", 1, "12.50")), placed(("MUG", 1, "12.50"))
+    await publish_envelopes(broker.bootstrap, [silent, moving])
+    await states(clocked, silent.subject, "dispatched")
+    await states(clocked, moving.subject, "dispatched")
+    orders = {o["order_id"]: o for o in await sim_orders(clocked, "ship")}
+    tracking = orders[moving.subject]["tracking_number"]
+
+    async def in_transit() -> None:
+        body = json.dumps(
+            {"carrier": "ups", "tracking_number": tracking, "status": "in_transit"}
+        ).encode()
+        sig = hmac.new(b"dev-tracking-secret", body, hashlib.sha256).hexdigest()
+        response = await clocked.client.post(
+            "/v1/webhooks/tracking",
+            content=body,
+            headers={"X-Tracking-Signature": sig, "X-Tracking-Delivery-Id": uuid.uuid4().hex},
+        )
+        assert response.status_code == 200, response.text
+
+    async def carrier() -> None:  # the moving parcel is scanned every half second
+        while True:
+            await in_transit()
+            await asyncio.sleep(0.5)
+
+    scanning = asyncio.create_task(carrier())
+    try:
+        [record] = await consume(broker.bootstrap, "shipment-delayed", 1, within=30)
+        assert _delays([record]) == [(silent.subject, "lost_in_transit", "urgent")]
+    finally:
+        scanning.cancel()
+    # the carrier goes quiet: now the other parcel is lost too, and the first is not
+    # reported again however often the clock scanned meanwhile
+    records = await consume(broker.bootstrap, "shipment-delayed", 2, within=30)
+    assert _delays(records) == [
+        (silent.subject, "lost_in_transit", "urgent"),
+        (moving.subject, "lost_in_transit", "urgent"),
+    ]
