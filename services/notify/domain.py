@@ -65,11 +65,16 @@ SMS_WORTHY: frozenset[tuple[Kind, str]] = frozenset(
         (Kind.SHIPMENT_DELAYED, DelayReason.NO_TRACKING_BY_DEADLINE),
         (Kind.SHIPMENT_DELAYED, DelayReason.CARRIER_EXCEPTION),
         (Kind.SHIPMENT_DELAYED, DelayReason.SUPPLIER_BACKORDER),
+        (Kind.SHIPMENT_DELAYED, DelayReason.LOST_IN_TRANSIT),
         (Kind.SHIPMENT_DISPATCHED, ""),
         (Kind.ORDER_ROUTING_FAILED, ""),
     }
 )
 """Notices worth a text message when the customer has a phone; `at_risk` is e-mail only."""
+
+OPS_ONLY_DELAYS = frozenset({DelayReason.NOT_ACCEPTED_IN_TIME})
+"""Delays the customer is not told about: ops chase the supplier (the promised ship date
+is still ahead, so the customer has nothing to hear yet)."""
 
 CAPPED_KINDS = frozenset({Kind.SHIPMENT_DELAYED, Kind.SHIPMENT_DISPATCHED})
 """Kinds the per-customer daily cap applies to. Cancellation and refund notices are

@@ -24,6 +24,15 @@ _DELAY_WHAT = {
     "carrier_exception": "hit a carrier exception",
     "supplier_backorder": "is on backorder with no other supplier",
     "at_risk": "is at risk of missing its deadline",
+    "not_accepted_in_time": "was not accepted by a supplier in time",
+    "lost_in_transit": "may be lost in transit (no tracking movement)",
+}
+
+_DELAY_ACTION = {
+    "not_accepted_in_time": "The customer has not been told. Chase the supplier for a "
+    "decision, or route the line elsewhere (POST /v1/orders/{id}/lines/{line}/route).",
+    "lost_in_transit": "The customer has been told. Open a trace with the carrier; if the "
+    "parcel is not found, reship or refund.",
 }
 
 
@@ -97,8 +106,11 @@ async def shipment_delayed(
             f"Supplier: {data.supplier_id}",
             f"Reason: {data.reason.value} ({data.severity.value})",
             f"Expected by: {expected or 'unknown'}",
-            "The customer has been sent a delay notice. Chase the supplier, or cancel "
-            "and refund if it cannot ship.",
+            _DELAY_ACTION.get(
+                data.reason.value,
+                "The customer has been sent a delay notice. Chase the supplier, or cancel "
+                "and refund if it cannot ship.",
+            ),
         ],
     )
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from services.notify.domain import FactLine, Kind, OrderFact, notice_key, sms_worthy
+from services.notify.domain import (
+    OPS_ONLY_DELAYS,
+    FactLine,
+    Kind,
+    OrderFact,
+    notice_key,
+    sms_worthy,
+)
 from services.notify.handlers import alerts
 from services.notify.store import NotifyUnitOfWork
 from shared.events import (
@@ -94,12 +101,13 @@ async def on_supplier_confirmed(
 async def on_shipment_delayed(
     envelope: Envelope, data: ShipmentDelayed, uow: NotifyUnitOfWork
 ) -> None:
-    line_ids = await uow.orders.share_lines(data.order_id, data.supplier_id) or []
     expected = data.expected_by.isoformat() if data.expected_by else None
-    part = {"supplier_id": data.supplier_id, "line_ids": line_ids, "expected_by": expected}
-    await queue_notice(
-        uow, data.order_id, Kind.SHIPMENT_DELAYED, data.reason.value, part, digest=True
-    )
+    if data.reason not in OPS_ONLY_DELAYS:
+        line_ids = await uow.orders.share_lines(data.order_id, data.supplier_id) or []
+        part = {"supplier_id": data.supplier_id, "line_ids": line_ids, "expected_by": expected}
+        await queue_notice(
+            uow, data.order_id, Kind.SHIPMENT_DELAYED, data.reason.value, part, digest=True
+        )
     await alerts.shipment_delayed(uow, data, expected)
 
 
