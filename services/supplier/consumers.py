@@ -1,13 +1,21 @@
-"""Supplier service consumers: placed orders are routed, cancelled ones are called off."""
+"""Supplier service consumers: placed orders are routed, cancelled ones called off, held
+ones parked until released."""
 
 from __future__ import annotations
 
-from services.supplier.handlers.events import on_order_cancelled, on_order_placed
+from services.supplier.handlers.events import (
+    on_order_cancelled,
+    on_order_held,
+    on_order_placed,
+    on_order_released,
+)
 from services.supplier.store import SupplierUnitOfWork
 from shared.consumer import Subscription, on, subscriptions
-from shared.events import OrderCancelled, OrderPlaced
+from shared.events import OrderCancelled, OrderHeld, OrderPlaced, OrderReleased
 
 CONSUMERS: dict[str, Subscription[SupplierUnitOfWork]] = subscriptions(
     on(OrderPlaced, on_order_placed),
     on(OrderCancelled, on_order_cancelled),
+    on(OrderHeld, on_order_held),
+    on(OrderReleased, on_order_released),
 )

@@ -204,6 +204,16 @@ async def fail_over(
     if request is None or request.cancelled_at is not None:
         return False
     lines = request.lines_named({a.line_id for a in so.lines})
+    if await uow.holds.held(so.order_id):
+        if all_or_nothing:
+            return False
+        # held: nothing more is routed; the lines go out again when it is released
+        if restock:
+            await uow.offers.move_stock(
+                give=[(so.supplier_id, a.sku, a.quantity) for a in so.lines]
+            )
+        await uow.holds.park(so.order_id, [ln.line_id for ln in lines])
+        return True
     history = await uow.supplier_orders.passed_over(so.order_id)
     excluded = {ln.line_id: history.get(ln.line_id, frozenset()) | {so.supplier_id} for ln in lines}
     permanent = await uow.supplier_orders.passed_over(so.order_id, PERMANENT)

@@ -177,3 +177,14 @@ tracking_movement = Table(
     Column("moved_at", DateTime(timezone=True), nullable=False),
 )
 """When a parcel last moved (a tracking update after dispatch): silence means lost."""
+
+order_hold = Table(
+    "order_hold",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("held_at", DateTime(timezone=True), nullable=True),
+    Column("released_at", DateTime(timezone=True), nullable=True),
+    Column("parked", JSON, nullable=False),  # line ids not routed because of the hold
+)
+"""Holds, remembered before the order arrives too: held while `held_at > released_at`
+(the newest of each wins, so the two topics may be consumed in any order)."""

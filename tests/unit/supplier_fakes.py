@@ -233,6 +233,39 @@ class FakeWaiting:
                 del self.rows[key]
 
 
+class FakeClocks:
+    def __init__(self) -> None:
+        self.moved_at: dict[str, datetime] = {}
+
+    async def moved(self, tracking_number: str, when: datetime) -> None:
+        self.moved_at[tracking_number] = when
+
+
+class FakeHolds:
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[datetime | None, datetime | None, set[str]]] = {}
+
+    async def held(self, order_id: str) -> bool:
+        held, released, _ = self.rows.get(order_id, (None, None, set()))
+        return held is not None and (released is None or held > released)
+
+    async def hold(self, order_id: str, at: datetime) -> None:
+        held, released, parked = self.rows.get(order_id, (None, None, set()))
+        self.rows[order_id] = (max(at, held) if held else at, released, parked)
+
+    async def release(self, order_id: str, at: datetime) -> list[str]:
+        held, released, parked = self.rows.get(order_id, (None, None, set()))
+        self.rows[order_id] = (held, max(at, released) if released else at, parked)
+        if await self.held(order_id):
+            return []
+        self.rows[order_id] = (held, self.rows[order_id][1], set())
+        return sorted(parked)
+
+    async def park(self, order_id: str, line_ids: list[str]) -> None:
+        held, released, parked = self.rows.get(order_id, (None, None, set()))
+        self.rows[order_id] = (held, released, parked | set(line_ids))
+
+
 @dataclass
 class FakeUnitOfWork:
     """Events recorded with `emit` are `committed` only by `commit`, as the outbox's are."""
@@ -254,6 +287,8 @@ class FakeUnitOfWork:
         self.routing_requests = FakeRoutingRequests()
         self.deliveries = FakeDeliveries()
         self.waiting = FakeWaiting()
+        self.holds = FakeHolds()
+        self.clocks = FakeClocks()
         self._to_hand_off: list[NewSupplierOrder] = []
 
     async def __aenter__(self) -> FakeUnitOfWork:

@@ -86,3 +86,54 @@ async def test_a_rejection_while_another_supplier_is_only_unreachable_waits() ->
     assert waiting.line_ids == [f"{order_id}-1"]
     await retry_waiting(uow, LATER)
     assert only(uow, order_id, State.SENDING).supplier_id == CHEAP
+
+
+async def hold(uow, order_id: str, at: datetime) -> None:
+    from services.supplier.handlers import events
+    from shared.events import HoldReason, OrderHeld, new_envelope
+
+    data = OrderHeld(order_id=order_id, reason=HoldReason.MANUAL, held_at=at)
+    async with uow:
+        await events.on_order_held(new_envelope(data), data, uow)
+        await uow.commit()
+
+
+async def release(uow, order_id: str, at: datetime) -> None:
+    from services.supplier.handlers import events
+    from shared.events import OrderReleased, new_envelope
+
+    data = OrderReleased(order_id=order_id, released_at=at)
+    async with uow:
+        await events.on_order_released(new_envelope(data), data, uow)
+        await uow.commit()
+
+
+async def test_a_hold_consumed_before_its_order_parks_it_until_released() -> None:
+    uow = world()
+    now = datetime.now(UTC)
+    await hold(uow, "ord_1", now)
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    assert order_id == "ord_1" and not uow.supplier_orders.rows
+    await release(uow, order_id, now + timedelta(seconds=1))
+    assert only(uow, order_id, State.SENDING).supplier_id == CHEAP
+
+
+async def test_a_release_consumed_before_its_hold_leaves_the_order_free() -> None:
+    uow = world()
+    now = datetime.now(UTC)
+    await release(uow, "ord_1", now + timedelta(seconds=1))
+    await hold(uow, "ord_1", now)  # the older hold, consumed late
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    assert only(uow, order_id, State.SENDING).supplier_id == CHEAP
+
+
+async def test_a_held_order_routes_nothing_more_until_released() -> None:
+    uow = world()
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    now = datetime.now(UTC)
+    await hold(uow, order_id, now)
+    await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Rejected("no"))
+    assert not uow.supplier_orders.in_state(order_id, State.SENDING), "no fail-over while held"
+    assert uow.offers.stock(CHEAP, "MUG") == 10
+    await release(uow, order_id, now + timedelta(seconds=1))
+    assert only(uow, order_id, State.SENDING).supplier_id == BACKUP

@@ -1,13 +1,15 @@
-"""Consumed events: a placed order is routed onto suppliers, a cancelled one is called off."""
+"""Consumed events: a placed order is routed onto suppliers, a cancelled one is called off,
+a held one is parked until released."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 from services.supplier.domain import Action, Line, RoutingRequest
-from services.supplier.routing import route
+from services.supplier.handlers.waiting import live_lines
+from services.supplier.routing import PERMANENT, route
 from services.supplier.store import SupplierUnitOfWork
-from shared.events import Envelope, OrderCancelled, OrderPlaced
+from shared.events import Envelope, OrderCancelled, OrderHeld, OrderPlaced, OrderReleased
 
 
 async def on_order_placed(envelope: Envelope, data: OrderPlaced, uow: SupplierUnitOfWork) -> None:
@@ -23,7 +25,30 @@ async def on_order_placed(envelope: Envelope, data: OrderPlaced, uow: SupplierUn
     if await uow.routing_requests.add(request) and not await uow.routing_requests.was_cancelled(
         data.order_id
     ):
+        if await uow.holds.held(data.order_id):  # the hold was consumed first: park it all
+            await uow.holds.park(data.order_id, [ln.line_id for ln in request.lines])
+            return
         await route(uow, request, request.lines, {})
+
+
+async def on_order_held(envelope: Envelope, data: OrderHeld, uow: SupplierUnitOfWork) -> None:
+    """Nothing more is routed for the order until it is released (remembered even before
+    the order arrives: topics are per event type)."""
+    await uow.holds.hold(data.order_id, data.held_at)
+
+
+async def on_order_released(
+    envelope: Envelope, data: OrderReleased, uow: SupplierUnitOfWork
+) -> None:
+    """Route what was parked while the order was held."""
+    parked = await uow.holds.release(data.order_id, data.released_at)
+    request = await uow.routing_requests.get(data.order_id, for_update=True)
+    if not parked or request is None or request.cancelled_at is not None:
+        return
+    live = await live_lines(uow, data.order_id)
+    lines = [ln for ln in request.lines_named(set(parked)) if ln.line_id not in live]
+    permanent = await uow.supplier_orders.passed_over(data.order_id, PERMANENT)
+    await route(uow, request, lines, permanent, permanent=permanent)
 
 
 async def on_order_cancelled(

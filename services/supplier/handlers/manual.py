@@ -49,6 +49,8 @@ async def route_line(
         [line] = lines
         if request.cancelled_at is not None:
             raise NotRoutable(line_id, "order_cancelled")
+        if await uow.holds.held(order_id):
+            raise NotRoutable(line_id, "order_on_hold", " (release the hold first)")
         for so in await uow.supplier_orders.of_order(order_id):
             if so.state in LIVE and any(a.line_id == line_id for a in so.lines):
                 raise LineBusy(line_id, so.state.value)

@@ -24,6 +24,9 @@ async def retry_waiting(uow: SupplierUnitOfWork, now: datetime | None = None) ->
             if request is None or request.cancelled_at is not None:
                 await uow.waiting.clear(order_id)
                 continue
+            if await uow.holds.held(order_id):  # routed again when released
+                await uow.holds.park(order_id, line_ids)
+                continue
             live = await live_lines(uow, order_id)
             lines = [ln for ln in request.lines_named(set(line_ids)) if ln.line_id not in live]
             if not lines:

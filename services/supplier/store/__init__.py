@@ -24,7 +24,7 @@ from services.supplier.store.base import AfterCommit, NewSupplierOrder, Sql, Sto
 from services.supplier.store.catalogue import OfferRepository, SupplierRepository
 from services.supplier.store.orders import AllocationView, StatusCheck, SupplierOrderRepository
 from services.supplier.store.requests import CallbackDeliveries, RoutingRequests
-from services.supplier.store.waiting import Clocks, ClockScans, WaitingLine, WaitingLines
+from services.supplier.store.waiting import Clocks, ClockScans, Holds, WaitingLine, WaitingLines
 from services.supplier.tables import metadata
 from shared.uow import UnitOfWork
 
@@ -53,6 +53,7 @@ class SupplierUnitOfWork(UnitOfWork):
     waiting: WaitingLines
     clocks: Clocks
     clock_scans: ClockScans
+    holds: Holds
 
     def __init__(
         self,
@@ -90,6 +91,7 @@ class SupplierUnitOfWork(UnitOfWork):
         self.waiting = WaitingLines(sql)
         self.clocks = Clocks(sql)
         self.clock_scans = ClockScans(sql)
+        self.holds = Holds(sql)
         return self
 
     def dispatch_after_commit(self, orders: list[NewSupplierOrder]) -> None:

@@ -13,6 +13,7 @@ from services.supplier.store.base import Sql, rowcount
 from services.supplier.tables import (
     allocation,
     clock_alarm,
+    order_hold,
     routing_request,
     supplier_order,
     tracking_movement,
@@ -153,6 +154,59 @@ class Clocks:
             )
         )
         return {r.tracking_number: aware(r.moved_at) or r.moved_at for r in rows}
+
+
+class Holds:
+    """Orders on hold, and the lines parked while they are."""
+
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+
+    async def _row(self, order_id: str) -> Row[Any] | None:
+        query = select(order_hold).where(order_hold.c.order_id == order_id)
+        if self._sql.dialect == "postgresql":
+            query = query.with_for_update()
+        return (await self._sql.run(query)).first()
+
+    async def _put(self, order_id: str, **values: Any) -> None:
+        if await self._row(order_id) is None:
+            await self._sql.run(
+                self._sql.insert()(order_hold)
+                .values(order_id=order_id, parked=[], **values)
+                .on_conflict_do_nothing()
+            )
+        await self._sql.run(
+            update(order_hold).where(order_hold.c.order_id == order_id).values(**values)
+        )
+
+    async def held(self, order_id: str) -> bool:
+        row = await self._row(order_id)
+        if row is None or row.held_at is None:
+            return False
+        released = aware(row.released_at)
+        return released is None or (aware(row.held_at) or released) > released
+
+    async def hold(self, order_id: str, at: datetime) -> None:
+        row = await self._row(order_id)
+        last = aware(row.held_at) if row is not None else None
+        await self._put(order_id, held_at=max(at, last) if last else at)
+
+    async def release(self, order_id: str, at: datetime) -> list[str]:
+        """Record the release; the parked lines, taken, if the order is no longer held."""
+        row = await self._row(order_id)
+        last = aware(row.released_at) if row is not None else None
+        await self._put(order_id, released_at=max(at, last) if last else at)
+        if await self.held(order_id):
+            return []
+        row = await self._row(order_id)
+        parked = list(row.parked) if row is not None else []
+        await self._put(order_id, parked=[])
+        return parked
+
+    async def park(self, order_id: str, line_ids: list[str]) -> None:
+        row = await self._row(order_id)
+        parked = list(row.parked) if row is not None else []
+        await self._put(order_id, parked=sorted({*parked, *line_ids}))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""waiting lines, clock alarms, tracking movement
+"""waiting lines, clock alarms, tracking movement, order holds
 
 Revision ID: a7c1e2d3f4b5
 Revises: bffd594a87f3
@@ -42,9 +42,18 @@ def upgrade() -> None:
         sa.Column('moved_at', sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint('tracking_number', name=op.f('pk_tracking_movement')),
     )
+    op.create_table(
+        'order_hold',
+        sa.Column('order_id', sa.String(length=64), nullable=False),
+        sa.Column('held_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('released_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('parked', sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint('order_id', name=op.f('pk_order_hold')),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('order_hold')
     op.drop_table('tracking_movement')
     op.drop_table('clock_alarm')
     op.drop_index('ix_waiting_line_retry', table_name='waiting_line')
