@@ -174,7 +174,8 @@ class Simulator:
         cancelled order is never decided on or dispatched afterwards.
         """
         plan = order.plan
-        await _pause(order, self.settings.decision_delay_s)
+        delay = supplier.control.decision_delay_s
+        await _pause(order, self.settings.decision_delay_s if delay is None else delay)
         if not supplier.advance(order, frozenset({OrderState.RECEIVED}), plan.decision):
             return  # cancelled before we decided
         decision: dict[str, Any] = {"type": plan.decision.value}

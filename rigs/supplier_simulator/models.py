@@ -94,6 +94,8 @@ class SupplierControl(BaseModel):
     seed: int | None = None
     callback_delay_s: float = Field(0.0, ge=0, le=MAX_DELAY_S)
     lose_callbacks: bool = False
+    decision_delay_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
+    """How long orders stay `received` before the decision (null: the process default)."""
 
     @classmethod
     def defaults(cls, supplier_key: str) -> SupplierControl:
@@ -122,6 +124,7 @@ class ControlPatch(BaseModel):
     seed: int | None = None
     callback_delay_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
     lose_callbacks: bool | None = None
+    decision_delay_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
 
     @field_validator(
         "api_key",

@@ -84,7 +84,10 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 lease=lease,
             )
             reconciler = Reconciler(
-                runtime, client, interval_s=settings.supplier_reconcile_interval_s
+                runtime,
+                client,
+                interval_s=settings.supplier_reconcile_interval_s,
+                decision_timeout=timedelta(seconds=settings.supplier_decision_timeout_s),
             )
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(dispatcher.run(), name="supplier:dispatcher")

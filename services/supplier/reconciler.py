@@ -7,13 +7,16 @@ order (`received` or `backordered`) whose `next_check_at` has passed is claimed 
 next check pushed back by `DROPSHIP_SUPPLIER_CHECK_AFTER_S`; `FOR UPDATE SKIP LOCKED` on
 PostgreSQL, so replicas share the work), its status is fetched with
 `GET {api_base_url}/orders/{ref}` and applied through the callback handler, whose state
-guards make a late callback and a check racing each other decide exactly once.
+guards make a late callback and a check racing each other decide exactly once. An order
+still `received` `DROPSHIP_SUPPLIER_DECISION_TIMEOUT_S` after the supplier took it is
+called off and its lines fail over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from services.supplier.adapter import SupplierClient, SupplierEndpoint, SupplierStatus
 from services.supplier.handlers import callbacks, dispatch
@@ -30,12 +33,14 @@ class Reconciler:
         client: SupplierClient,
         *,
         interval_s: float,
+        decision_timeout: timedelta | None = None,
         batch: int = 100,
         concurrency: int = 8,
     ) -> None:
         self.runtime = runtime
         self.client = client
         self.interval_s = interval_s
+        self.decision_timeout = decision_timeout
         self.batch = batch
         self.limit = asyncio.Semaphore(concurrency)
 
@@ -73,7 +78,12 @@ class Reconciler:
                 outcome = await callbacks.record_status(
                     self.runtime.uow(), endpoint.supplier_id, so_id, status
                 )
-                level = logging.INFO if outcome is callbacks.Outcome.UNDECIDED else logging.WARNING
+                undecided = outcome is callbacks.Outcome.UNDECIDED
+                if undecided and status.status == "received" and self.decision_timeout:
+                    await dispatch.give_up_undecided(
+                        self.runtime.uow(), so_id, self.decision_timeout
+                    )
+                level = logging.INFO if undecided else logging.WARNING
                 log.log(
                     level,
                     "supplier order %s is %s at the supplier: %s",

@@ -56,6 +56,9 @@ class SupplierSettings(ServiceSettings):
     supplier_check_after_s: float = Field(30.0, gt=0)
     """An order the supplier took but has not decided on is asked about after this long
     (and as often again while undecided): its callbacks may all have been lost."""
+    supplier_decision_timeout_s: float = Field(3600.0, gt=0)
+    """A supplier that has neither accepted nor rejected this long after taking an order
+    (as its status check tells) is called off and the lines fail over."""
     supplier_reconcile_interval_s: float = Field(5.0, gt=0)
     """How often the reconciler looks for orders whose check is due."""
     supplier_retry_waiting_s: float = Field(5.0, gt=0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
 
@@ -193,3 +193,29 @@ async def record_availability(uow: SupplierUnitOfWork, change: SupplierStatusCha
         if change.status is SupplierAvailability.AVAILABLE:
             await uow.waiting.retry_now(datetime.now(UTC))
         await uow.commit()
+
+
+async def give_up_undecided(
+    uow: SupplierUnitOfWork, so_id: str, timeout: timedelta, now: datetime | None = None
+) -> bool:
+    """A supplier that has neither accepted nor rejected within `timeout` of taking the
+    order is called off (cancelled at the supplier under the cancel's own idempotency key)
+    and its lines fail over; a late acceptance is then called off too, so nothing is
+    bought twice. True if it was given up."""
+    now = now or datetime.now(UTC)
+    async with uow:
+        so = await uow.supplier_orders.get(so_id, for_update=True)
+        if so is None or so.state is not State.RECEIVED:
+            return False  # decided (or being sent) meanwhile
+        if (so.sent_at or so.created_at) + timeout > now:
+            return False
+        so.call_off()
+        so.failure = "no decision in time"
+        await uow.supplier_orders.save(so)
+        await fail_over(uow, so)
+        log.warning(
+            "supplier gave no decision in time: called off, lines failed over",
+            extra={"supplier_order": so.id, "order_id": so.order_id},
+        )
+        await uow.commit()
+    return True
