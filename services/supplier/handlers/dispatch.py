@@ -196,9 +196,9 @@ async def record_availability(uow: SupplierUnitOfWork, change: SupplierStatusCha
 
 
 async def give_up_undecided(
-    uow: SupplierUnitOfWork, so_id: str, timeout: timedelta, now: datetime | None = None
+    uow: SupplierUnitOfWork, so_id: str, decide_within: timedelta, now: datetime | None = None
 ) -> bool:
-    """A supplier that has neither accepted nor rejected within `timeout` of taking the
+    """A supplier that has neither accepted nor rejected within `decide_within` of taking the
     order is called off (cancelled at the supplier under the cancel's own idempotency key)
     and its lines fail over; a late acceptance is then called off too, so nothing is
     bought twice. True if it was given up."""
@@ -207,7 +207,7 @@ async def give_up_undecided(
         so = await uow.supplier_orders.get(so_id, for_update=True)
         if so is None or so.state is not State.RECEIVED:
             return False  # decided (or being sent) meanwhile
-        if (so.sent_at or so.created_at) + timeout > now:
+        if (so.sent_at or so.created_at) + decide_within > now:
             return False
         so.call_off()
         so.failure = "no decision in time"
