@@ -20,7 +20,7 @@ from services.notify.rendering import Renderer
 from services.notify.sender import Sender, Wakeup
 from services.notify.settings import NotifySettings
 from services.notify.store import NotifyUnitOfWork
-from services.notify.watch import dlq_watch, escalation_loop
+from services.notify.watch import dlq_watch, escalation_loop, waiting_loop
 from shared.http import install_domain_errors
 from shared.runtime import ServiceRuntime, build_app
 
@@ -65,6 +65,10 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
     async def watch_holds(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
         await hold_alert_loop(runtime.uow, settings.hold_alert_after_s, settings.hold_scan_s)
 
+    async def waiting(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
+        after = timedelta(seconds=settings.waiting_alert_after_s)
+        await waiting_loop(runtime.uow, settings.escalation_scan_s, after)
+
     async def watch_dlqs(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
         await dlq_watch(runtime, settings.dlq_watch_s)
 
@@ -78,6 +82,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
             "escalation": escalate,
             "watch": watch_dlqs,
             "holds": watch_holds,
+            "waiting": waiting,
         },
     )
     app = build_app(

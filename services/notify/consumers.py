@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.notify.handlers.events import (
     on_order_cancelled,
+    on_order_lines_waiting,
     on_order_placed,
     on_order_routing_failed,
     on_shipment_delayed,
@@ -17,6 +18,7 @@ from shared.consumer import Subscription, on, subscriptions
 from shared.events import (
     OrderCancelled,
     OrderHeld,
+    OrderLinesWaiting,
     OrderPlaced,
     OrderReleased,
     OrderRoutingFailed,
@@ -36,4 +38,5 @@ CONSUMERS: dict[str, Subscription[NotifyUnitOfWork]] = subscriptions(
     on(SupplierStatusChanged, on_supplier_status_changed),
     on(OrderHeld, on_order_held),
     on(OrderReleased, on_order_released),
+    on(OrderLinesWaiting, on_order_lines_waiting),
 )

@@ -42,6 +42,7 @@ class AlertKind(StrEnum):
     DLQ_GROWTH = "dlq_growth"
     SUPPLIER_BREAKER_OPEN = "supplier_breaker_open"
     ORDER_HELD = "order_held"
+    LINES_WAITING = "lines_waiting"
     EXTERNAL = "external"
 
 

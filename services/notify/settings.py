@@ -54,6 +54,9 @@ class NotifySettings(ServiceSettings):
     alert_target_urgent_s: float = Field(4 * 3600, gt=0)
     alert_target_major_s: float = Field(3600, gt=0)
     escalation_scan_s: float = Field(30.0, gt=0)
+    waiting_alert_after_s: float = Field(1800.0, gt=0)
+    """`DROPSHIP_WAITING_ALERT_AFTER_S`: ops are paged once when order lines have waited
+    this long for a temporarily unavailable supplier (scanned every `escalation_scan_s`)."""
     dlq_watch_s: float = Field(30.0, gt=0)
     hold_alert_after_s: float = Field(3600.0, gt=0)
     """`DROPSHIP_HOLD_ALERT_AFTER_S`: ops are alerted about a hold standing this long."""

@@ -13,6 +13,7 @@ from services.notify.repository import (
     Notifications,
     OrderFacts,
     SupplierWatches,
+    WaitingWatches,
 )
 from services.notify.tables import metadata
 from shared.uow import UnitOfWork
@@ -28,6 +29,7 @@ class NotifyUnitOfWork(UnitOfWork):
     orders: OrderFacts
     dlq: DlqDepths
     suppliers: SupplierWatches
+    waiting: WaitingWatches
 
     def __init__(
         self,
@@ -52,6 +54,7 @@ class NotifyUnitOfWork(UnitOfWork):
         self.orders = OrderFacts(self.session, dialect)
         self.dlq = DlqDepths(self.session, dialect)
         self.suppliers = SupplierWatches(self.session, dialect)
+        self.waiting = WaitingWatches(self.session, dialect)
         return self
 
     def _mark_queued(self) -> None:

@@ -123,3 +123,13 @@ supplier_status = Table(
     Column("outages", Integer, nullable=False),  # numbers each outage: one alert per outage
     Column("changed_at", DateTime(timezone=True), nullable=True),
 )
+
+waiting_watch = Table(
+    "waiting_watch",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("line_id", String(80), primary_key=True),
+    Column("since", DateTime(timezone=True), nullable=False),
+    Column("alerted", Boolean, nullable=False),
+)
+"""Lines waiting for a supplier (`order-lines-waiting`), until confirmed, failed or cancelled."""

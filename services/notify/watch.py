@@ -1,10 +1,12 @@
-"""Background loops beside the sender: escalation of unacknowledged alerts, and the DLQ watch."""
+"""Background loops beside the sender: escalation of unacknowledged alerts, lines waiting
+too long for a supplier, and the DLQ watch."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -19,6 +21,18 @@ log = logging.getLogger(__name__)
 async def escalation_loop(uows: Callable[[], NotifyUnitOfWork], interval_s: float) -> None:
     while True:
         await alerts.escalate_overdue(uows())
+        await asyncio.sleep(interval_s)
+
+
+async def waiting_loop(
+    uows: Callable[[], NotifyUnitOfWork], interval_s: float, after: timedelta
+) -> None:
+    """Page ops once when order lines wait for a supplier longer than `after`."""
+    while True:
+        try:
+            await alerts.waiting_too_long(uows(), after)
+        except Exception:
+            log.exception("waiting-lines scan failed; trying again")
         await asyncio.sleep(interval_s)
 
 

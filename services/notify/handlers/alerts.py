@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from services.notify.domain import Alert, AlertKind, SupplierWatch, alert_severity_for_delay
 from services.notify.domain import escalate as next_tier
@@ -214,3 +214,30 @@ async def escalate_overdue(uow: NotifyUnitOfWork, now: datetime | None = None) -
             )
         await uow.commit()
     return len(overdue)
+
+
+async def waiting_too_long(uow: NotifyUnitOfWork, after: timedelta) -> int:
+    """Ops hear once per order when lines wait for a supplier longer than `after`."""
+    now = datetime.now(UTC)
+    raised = 0
+    async with uow:
+        for order_id, (line_ids, since) in (await uow.waiting.overdue(now - after)).items():
+            alert = await raise_alert(
+                uow,
+                dedupe_key=f"waiting:{order_id}:{','.join(sorted(line_ids))}",
+                kind=AlertKind.LINES_WAITING,
+                severity=Severity.URGENT,
+                order_id=order_id,
+                title=f"Order {order_id} has lines waiting for a supplier since {since:%H:%M} UTC",
+                lines=[
+                    f"Order: {order_id}",
+                    f"Lines: {', '.join(sorted(line_ids))}",
+                    f"Waiting since: {since.isoformat()}",
+                    "Every supplier that could ship them is unreachable; they are retried "
+                    "by themselves. Check the suppliers, or route them by hand "
+                    "(POST /v1/orders/{id}/lines/{line}/route).",
+                ],
+            )
+            raised += alert is not None
+        await uow.commit()
+    return raised

@@ -24,6 +24,7 @@ from services.notify.store import NotifyUnitOfWork
 from shared.events import (
     Envelope,
     OrderCancelled,
+    OrderLinesWaiting,
     OrderPlaced,
     OrderRoutingFailed,
     ShipmentDelayed,
@@ -96,6 +97,14 @@ async def on_supplier_confirmed(
     await uow.orders.record_share(
         data.order_id, data.supplier_id, [line.line_id for line in data.lines], data.ship_by
     )
+    await uow.waiting.clear(data.order_id, [line.line_id for line in data.lines])
+
+
+async def on_order_lines_waiting(
+    envelope: Envelope, data: OrderLinesWaiting, uow: NotifyUnitOfWork
+) -> None:
+    """Watch the lines: ops are paged if they wait too long (see `alerts.waiting_too_long`)."""
+    await uow.waiting.add(data.order_id, data.line_ids, data.since)
 
 
 async def on_shipment_delayed(
@@ -127,11 +136,13 @@ async def on_order_cancelled(
     envelope: Envelope, data: OrderCancelled, uow: NotifyUnitOfWork
 ) -> None:
     await queue_notice(uow, data.order_id, Kind.ORDER_CANCELLED, "", {"cancel_reason": data.reason})
+    await uow.waiting.clear(data.order_id)
 
 
 async def on_order_routing_failed(
     envelope: Envelope, data: OrderRoutingFailed, uow: NotifyUnitOfWork
 ) -> None:
+    await uow.waiting.clear(data.order_id, data.line_ids)
     part = {"line_ids": data.line_ids, "routing_reason": data.reason.value}
     await queue_notice(uow, data.order_id, Kind.ORDER_ROUTING_FAILED, "", part)
     await alerts.routing_failed(uow, data)

@@ -3,5 +3,13 @@
 from services.notify.repository.alerts import Alerts
 from services.notify.repository.facts import DlqDepths, OrderFacts, SupplierWatches
 from services.notify.repository.notifications import Notifications
+from services.notify.repository.waiting import WaitingWatches
 
-__all__ = ["Alerts", "DlqDepths", "Notifications", "OrderFacts", "SupplierWatches"]
+__all__ = [
+    "Alerts",
+    "DlqDepths",
+    "Notifications",
+    "OrderFacts",
+    "SupplierWatches",
+    "WaitingWatches",
+]

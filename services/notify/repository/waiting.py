@@ -1,0 +1,52 @@
+"""Lines waiting for a supplier, watched so ops hear once when they wait too long."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notify.tables import waiting_watch
+from shared.db import aware, dialect_insert
+
+
+class WaitingWatches:
+    def __init__(self, session: AsyncSession, dialect: str) -> None:
+        self.session = session
+        self.dialect = dialect
+
+    async def add(self, order_id: str, line_ids: list[str], since: datetime) -> None:
+        for line_id in line_ids:
+            await self.session.execute(
+                dialect_insert(self.dialect)(waiting_watch)
+                .values(order_id=order_id, line_id=line_id, since=since, alerted=False)
+                .on_conflict_do_nothing()
+            )
+
+    async def clear(self, order_id: str, line_ids: list[str] | None = None) -> None:
+        stmt = delete(waiting_watch).where(waiting_watch.c.order_id == order_id)
+        if line_ids is not None:
+            stmt = stmt.where(waiting_watch.c.line_id.in_(line_ids))
+        await self.session.execute(stmt)
+
+    async def overdue(self, cutoff: datetime) -> dict[str, tuple[list[str], datetime]]:
+        """Orders with lines waiting since before `cutoff` not yet alerted on, marked now."""
+        rows = (
+            await self.session.execute(
+                select(waiting_watch).where(
+                    waiting_watch.c.since <= cutoff, waiting_watch.c.alerted.is_(False)
+                )
+            )
+        ).all()
+        out: dict[str, tuple[list[str], datetime]] = {}
+        for r in rows:
+            lines, since = out.get(r.order_id, ([], aware(r.since) or r.since))
+            out[r.order_id] = ([*lines, r.line_id], min(since, aware(r.since) or r.since))
+        for order_id, (lines, _) in out.items():
+            await self.session.execute(
+                update(waiting_watch)
+                .where(waiting_watch.c.order_id == order_id, waiting_watch.c.line_id.in_(lines))
+                .values(alerted=True)
+            )
+        return out
