@@ -75,7 +75,11 @@ class SupplierDirectory:
         return True, hit[1]
 
     def remember(
-        self, supplier_id: str, row: Row[Any] | None, counts: dict[str, int]
+        self,
+        supplier_id: str,
+        row: Row[Any] | None,
+        counts: dict[str, int],
+        penalty: float = 0.0,
     ) -> SupplierEntry | None:
         entry = None
         if row is not None:
@@ -89,7 +93,7 @@ class SupplierDirectory:
                 float(row.ship_sla_hours),
                 row.active,
                 row.rate_limit_per_s,
-                Track(c["decided"], c["accepted"], c["shipped"], c["shipped_on_time"]),
+                Track(c["decided"], c["accepted"], c["shipped"], c["shipped_on_time"], penalty),
             )
         self._entries[supplier_id] = (time.monotonic() + self.ttl_s, entry)
         return entry

@@ -188,3 +188,14 @@ order_hold = Table(
 )
 """Holds, remembered before the order arrives too: held while `held_at > released_at`
 (the newest of each wins, so the two topics may be consumed in any order)."""
+
+supplier_mark = Table(
+    "supplier_mark",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("supplier_id", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),  # missed_deadline | lost_in_transit
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_supplier_mark_supplier", "supplier_id", "at"),
+)
+"""Misses counted against a supplier's reliability, decaying with age."""

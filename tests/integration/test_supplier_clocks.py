@@ -111,3 +111,36 @@ async def test_a_silent_parcel_is_lost_once_and_movement_keeps_it_found(clocked,
         (silent.subject, "lost_in_transit", "urgent"),
         (moving.subject, "lost_in_transit", "urgent"),
     ]
+
+
+async def test_a_supplier_that_misses_its_deadline_loses_the_next_order(
+    database_url, settings_for, simulator, order_contacts, broker
+):
+    port = free_port()
+    settings = settings_for(
+        SupplierSettings,
+        await database_url("supplier"),
+        port=port,
+        dispatcher_poll_s=0.2,
+        sla_scan_interval_s=0.2,
+        handling_sla_s=2.0,
+        supplier_cache_ttl_s=0,
+        order_url=order_contacts.url,
+    )
+    async with served(create_app, settings, port) as svc:
+        await svc.runtime.bus.wait_connected()
+        svc.simulator = simulator
+        cheap = await add_supplier(svc, "cheapest", offers=[("MUG", "3.00", 100, 24)])
+        steady = await add_supplier(svc, "steady", offers=[("MUG", "3.20", 100, 24)])
+        await control(svc, "cheapest", callback_delay_s=60)  # takes orders, decides too late
+        first = placed(("MUG", 1, "12.50"))
+        await publish_envelopes(broker.bootstrap, [first])
+        [item] = await states(svc, first.subject, "received")
+        assert item["supplier_id"] == cheap, "the cheapest wins while its record is clean"
+
+        [record] = await consume(broker.bootstrap, "shipment-delayed", 1, within=30)
+        assert _delays([record]) == [(first.subject, "not_accepted_in_time", "urgent")]
+        second = placed(("MUG", 1, "12.50"))
+        await publish_envelopes(broker.bootstrap, [second])
+        [item] = await states(svc, second.subject, "accepted")
+        assert item["supplier_id"] == steady, "the miss moved the route away"

@@ -134,6 +134,7 @@ def entry(supplier_id: str, *, sla: float = 48.0, priority: int = 5) -> Supplier
 class FakeSuppliers:
     def __init__(self) -> None:
         self.entries_by_id: dict[str, SupplierEntry] = {}
+        self.marks: list[tuple[str, str, datetime]] = []
 
     async def entry(self, supplier_id: str) -> SupplierEntry | None:
         return self.entries_by_id.get(supplier_id)
@@ -146,6 +147,9 @@ class FakeSuppliers:
 
     async def get(self, supplier_id: str) -> Supplier | None:
         return None
+
+    async def mark(self, supplier_id: str, kind: str, at: datetime) -> None:
+        self.marks.append((supplier_id, kind, at))
 
 
 class FakeRoutingRequests:

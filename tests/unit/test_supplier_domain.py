@@ -116,3 +116,16 @@ def test_plan_reports_failed_lines_and_keeps_the_rest():
     assert list(result.by_supplier) == ["a"] and result.failed == {
         "l2": RoutingFailureReason.NO_OFFER
     }
+
+
+def test_misses_weigh_on_reliability_and_fade_with_age() -> None:
+    from datetime import timedelta
+
+    from services.supplier.domain.routing_policy import MISS_HALF_LIFE, Track, decayed
+
+    fresh = Track(penalty=decayed([timedelta(0)] * 5))
+    week_old = Track(penalty=decayed([MISS_HALF_LIFE] * 5))
+    long_ago = Track(penalty=decayed([MISS_HALF_LIFE * 10] * 5))
+    assert fresh.reliability == 0.5
+    assert fresh.reliability < week_old.reliability < long_ago.reliability < 1.0
+    assert long_ago.reliability > 0.99, "a supplier that stopped missing recovers"

@@ -13,7 +13,10 @@ this line. They are ranked by a score (lower is better):
 with default weights cost 0.45, lead 0.2, reliability 0.3, priority 0.05. Reliability is
 the supplier's confirmation rate times its on-time ship rate from its own history here,
 each smoothed towards 1 with a prior of 5 virtual good orders, so a new supplier is
-trusted a little and one that keeps failing sinks. Ties go to the lower supplier id.
+trusted a little and one that keeps failing sinks; times 5 / (5 + misses), where each
+missed deadline (not accepted in time, no tracking by the ship-by date) and lost parcel
+counts 1 when new and halves every `MISS_HALF_LIFE` (7 days), so a supplier recovers.
+Ties go to the lower supplier id.
 Lines routed to the same supplier form one supplier order.
 """
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from shared.events import RoutingFailureReason
@@ -35,6 +38,14 @@ class Weights:
     priority: float = 0.05
 
 
+MISS_HALF_LIFE = timedelta(days=7)
+
+
+def decayed(ages: list[timedelta], half_life: timedelta = MISS_HALF_LIFE) -> float:
+    """The weight of misses this old: 1 each when new, halving every `half_life`."""
+    return float(sum(0.5 ** (max(age, timedelta()) / half_life) for age in ages))
+
+
 @dataclass(frozen=True)
 class Track:
     """A supplier's history: decisions and shipments counted by this service."""
@@ -43,6 +54,9 @@ class Track:
     accepted: int = 0
     shipped: int = 0
     shipped_on_time: int = 0
+    penalty: float = 0.0
+    """Missed deadlines and lost parcels, each weighing 1 when new and half as much every
+    `MISS_HALF_LIFE` after (so a supplier that stops missing recovers)."""
 
     PRIOR = 5
 
@@ -56,7 +70,7 @@ class Track:
 
     @property
     def reliability(self) -> float:
-        return self.confirmation_rate * self.on_time_rate
+        return self.confirmation_rate * self.on_time_rate * self.PRIOR / (self.PRIOR + self.penalty)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ async def scan_clocks(
                     expected_by=None,
                 )
             )
+            for supplier_id in set(holders):
+                await uow.suppliers.mark(supplier_id, "missed_deadline", now)
             fired += 1
         for parcel in await uow.clock_scans.silent(now - silence):
             if not await uow.clocks.fire_once(parcel.so_id, LOST, now):
@@ -54,6 +56,7 @@ async def scan_clocks(
                     expected_by=None,
                 )
             )
+            await uow.suppliers.mark(parcel.supplier_id, "lost_in_transit", now)
             fired += 1
         await uow.commit()
     if fired:

@@ -171,7 +171,10 @@ async def scan_sla(uow: SupplierUnitOfWork, now: datetime | None = None) -> int:
     SLA_SCANS.inc()
     async with uow:
         for so in await uow.supplier_orders.sla_due():
+            missed = so.deadline_sent
             fired += so.check_sla(now)
+            if so.deadline_sent and not missed:  # its ship-by date passed untracked
+                await uow.suppliers.mark(so.supplier_id, "missed_deadline", now)
             await uow.supplier_orders.save(so)
         await uow.commit()
     return fired

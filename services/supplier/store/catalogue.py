@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,8 +19,9 @@ from services.supplier.domain import (
     SupplierChanges,
     SupplierInfo,
 )
+from services.supplier.domain.routing_policy import MISS_HALF_LIFE, decayed
 from services.supplier.store.base import Sql, StockConflict, rowcount
-from services.supplier.tables import offer, supplier, supplier_tally
+from services.supplier.tables import offer, supplier, supplier_mark, supplier_tally
 from shared.db import aware
 
 
@@ -101,9 +102,13 @@ class SupplierRepository:
                 for r in await self._sql.run(select(supplier).where(supplier.c.id.in_(missing)))
             }
             counts = await self.counters(rows)
+            penalties = await self.penalties(set(rows))
             for supplier_id in missing:
                 entry = self.directory.remember(
-                    supplier_id, rows.get(supplier_id), counts.get(supplier_id, {})
+                    supplier_id,
+                    rows.get(supplier_id),
+                    counts.get(supplier_id, {}),
+                    penalties.get(supplier_id, 0.0),
                 )
                 if entry is not None:
                     found[supplier_id] = entry
@@ -135,6 +140,28 @@ class SupplierRepository:
                 for k in COUNTERS:
                     out[r.supplier_id][k] += int(getattr(r, k) or 0)
         return out
+
+    async def mark(self, supplier_id: str, kind: str, at: datetime) -> None:
+        """A miss (deadline, lost parcel) counted against the supplier's reliability."""
+        await self._sql.run(
+            supplier_mark.insert().values(supplier_id=supplier_id, kind=kind, at=at)
+        )
+
+    async def penalties(self, ids: set[str], now: datetime | None = None) -> dict[str, float]:
+        """Each supplier's misses, weighted by age (see `routing_policy.decayed`)."""
+        if not ids:
+            return {}
+        now = now or datetime.now(UTC)
+        horizon = now - MISS_HALF_LIFE * 10  # older misses weigh under 0.1 %
+        rows = await self._sql.run(
+            select(supplier_mark.c.supplier_id, supplier_mark.c.at).where(
+                supplier_mark.c.supplier_id.in_(ids), supplier_mark.c.at >= horizon
+            )
+        )
+        ages: dict[str, list[timedelta]] = {}
+        for r in rows:
+            ages.setdefault(r.supplier_id, []).append(now - (aware(r.at) or now))
+        return {k: decayed(v) for k, v in ages.items()}
 
     async def append_tallies(self, tally: dict[str, Counter[str]]) -> None:
         """Counter increments appended, not updated: the supplier rows are not locked."""

@@ -1,4 +1,4 @@
-"""waiting lines, clock alarms, tracking movement, order holds
+"""waiting lines, clock alarms, tracking movement, order holds, supplier marks
 
 Revision ID: a7c1e2d3f4b5
 Revises: bffd594a87f3
@@ -50,9 +50,20 @@ def upgrade() -> None:
         sa.Column('parked', sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint('order_id', name=op.f('pk_order_hold')),
     )
+    op.create_table(
+        'supplier_mark',
+        sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+        sa.Column('supplier_id', sa.String(length=64), nullable=False),
+        sa.Column('kind', sa.String(length=32), nullable=False),
+        sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_supplier_mark')),
+    )
+    op.create_index('ix_supplier_mark_supplier', 'supplier_mark', ['supplier_id', 'at'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_supplier_mark_supplier', table_name='supplier_mark')
+    op.drop_table('supplier_mark')
     op.drop_table('order_hold')
     op.drop_table('tracking_movement')
     op.drop_table('clock_alarm')
