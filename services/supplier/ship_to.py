@@ -55,7 +55,7 @@ class ShipTo:
         source = nested if isinstance(nested, dict) else body
         values: dict[str, str | None] = {}
         for name in FIELDS:
-            value = source.get(name, body.get(name))
+            value = source.get(name) or body.get(name)
             values[name] = value if isinstance(value, str) and value.strip() else None
             if values[name] is None:
                 values[name] = fallback.get(name)

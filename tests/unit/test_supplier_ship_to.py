@@ -1,0 +1,76 @@
+"""The ship-to client: tolerant of what the order service serves, never showing an address."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from services.supplier.ship_to import Redacted, ShipTo, ShipToBook, ShipToUnavailable
+
+FULL = {
+    "name": "Ada",
+    "phone": "+1",
+    "email": "a@x",
+    "line1": "1 Main",
+    "line2": None,
+    "city": "NYC",
+    "region": "NY",
+    "postal_code": "10001",
+    "country": "US",
+}
+
+
+def book(handler) -> ShipToBook:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return ShipToBook(http, "http://order", "tok")
+
+
+async def test_the_full_address_is_read_with_the_service_token():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        return httpx.Response(200, json={"order_id": "o", "redacted": False, **FULL})
+
+    found = await book(handler).fetch("o")
+    assert isinstance(found, ShipTo) and found.to_json() == FULL
+    assert seen == ["Bearer tok"]
+    assert "Main" not in repr(found) and "Ada" not in repr(found)
+
+
+async def test_an_older_order_service_without_address_fields_falls_back_to_what_is_known():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"name": "Ada", "email": "a@x", "redacted": False})
+
+    found = await book(handler).fetch("o", country="DE", postal_code="10115")
+    assert isinstance(found, ShipTo)
+    assert (found.name, found.country, found.postal_code, found.line1) == (
+        "Ada",
+        "DE",
+        "10115",
+        None,
+    )
+
+
+async def test_a_nested_ship_to_is_read_too():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"name": "Ada", "ship_to": {**FULL, "name": None}})
+
+    found = await book(handler).fetch("o")
+    assert isinstance(found, ShipTo) and found.line1 == "1 Main" and found.name == "Ada"
+
+
+async def test_an_erased_customer_is_redacted():
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"redacted": True, "name": None})
+
+    assert isinstance(await book(handler).fetch("o"), Redacted)
+
+
+@pytest.mark.parametrize("status", [404, 401, 500, 503])
+async def test_anything_else_is_tried_again_later(status):
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={})
+
+    with pytest.raises(ShipToUnavailable):
+        await book(handler).fetch("o")
