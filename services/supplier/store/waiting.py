@@ -1,4 +1,4 @@
-"""Waiting lines (`waiting_supplier`), clock alarms raised once, and parcel movement."""
+"""Waiting lines (`waiting_supplier`), order holds, clock alarms raised once, parcel movement."""
 
 from __future__ import annotations
 
