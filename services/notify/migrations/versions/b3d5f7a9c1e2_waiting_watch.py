@@ -1,7 +1,7 @@
 """waiting watch
 
 Revision ID: b3d5f7a9c1e2
-Revises: 7c41e2b9d0a3
+Revises: a93d5b7e21c6
 Create Date: 2026-12-03 07:10:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision: str = 'b3d5f7a9c1e2'
-down_revision: str | None = '7c41e2b9d0a3'
+down_revision: str | None = 'a93d5b7e21c6'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
