@@ -31,6 +31,7 @@ ORDER = {
     "shipping_address": {
         "line1": "人民路 1 号",
         "city": "上海",
+        "region": "上海市",
         "postal_code": "200000",
         "country": "CN",
     },
