@@ -82,6 +82,8 @@ class Storm:
         self.sim_seen: dict[str, set[str]] = {}
         self.errors: Counter[str] = Counter()
         self.retry: list[tuple[str, bytes, dict[str, str], str | None]] = []
+        self.held: set[str] = set()  # storefront external ids sent with an impossible address
+        self.bad_ship_to: list[tuple[str, str]] = []  # (supplier key, idempotency key)
 
     async def place_one(self, n: int) -> None:
         sku = self.rng.choice(sorted(SKUS))
@@ -96,6 +98,8 @@ class Storm:
             request = ("/v1/webhooks/shopify", body, headers, None)
         else:
             key = f"chaos-{SEED}-{n}"
+            # one order in ten has a postcode China's rules refuse: accepted, held, never routed
+            held = self.rng.random() < 0.1
             order = {
                 "channel": "storefront",
                 "external_id": key,
@@ -105,12 +109,14 @@ class Storm:
                     "line1": "1 Road",
                     "city": "Hangzhou",
                     "region": "Zhejiang",
-                    "postal_code": "310000",
+                    "postal_code": "ABC" if held else "310000",
                     "country": "CN",
                 },
                 "lines": [{"sku": sku, "quantity": quantity, "unit_price": str(SKUS[sku])}],
             }
             self.accepted[key] = total
+            if held:
+                self.held.add(key)
             headers = {**API_KEY, "Idempotency-Key": key, "Content-Type": "application/json"}
             request = ("/v1/orders", json.dumps(order).encode(), headers, key)
         if not await self.submit(request):
@@ -141,7 +147,17 @@ class Storm:
         for key in ("chaos-a", "chaos-b"):
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
                 r = await self.c.get(f"{self.urls['simulator']}/_control/{key}/orders")
-                seen = [o["idempotency_key"] for o in r.json()["items"]]
+                items = r.json()["items"]
+                seen = [o["idempotency_key"] for o in items]
+                # every supplier order carried a complete ship-to
+                self.bad_ship_to += [
+                    (key, o["idempotency_key"])
+                    for o in items
+                    if not all(
+                        (o.get("ship_to") or {}).get(f)
+                        for f in ("name", "line1", "city", "postal_code", "country")
+                    )
+                ]
                 assert len(seen) == len(set(seen)), f"{key} received an order twice"
                 self.sim_seen.setdefault(key, set()).update(seen)
 
@@ -305,6 +321,10 @@ async def settle(
             ).json()["total"]["orders"]
         # no event is stuck: every event any service produced was applied by each consumer
         state["unconsumed"] = await unconsumed(dbs)
+        # no waiting line is lost: each ends routed or visibly failed
+        state["waiting lines"] = (
+            await rows(dbs["order"], "SELECT count(*) FROM order_line WHERE waiting IS NOT NULL")
+        )[0][0]
         return (
             not state["unconsumed"]
             and not any(state["outbox backlog"])
@@ -312,7 +332,8 @@ async def settle(
             and not any(s in ("placed", "routed") for (s,) in orders)
             and not set(state["supplier orders"]) & {"to_send", "sending", "received"}
             and not set(state["notifications"]) & {"pending", "sending"}
-            and state.get("kpi orders") == expected
+            and state.get("kpi orders") == expected - len(storm.held)
+            and not state["waiting lines"]
         )
 
     try:
@@ -345,8 +366,26 @@ async def check(dbs: dict[str, str], storm: Storm, mailbox: Any, kpis: dict[str,
     )
     unrouted = [(r.order_id, r.id) for r in lines if (r.order_id, r.id) not in per_line]
     statuses = {r.order_id: r.status for r in lines}
+    # a held order is never routed: it stays on hold with no supplier order at all
+    held_ids = {o.id for o in orders if o.external_id in storm.held}
+    assert storm.held, "the storm placed orders with impossible addresses"
+    assert all(statuses[order_id] == "on_hold" for order_id in held_ids)
+    sent_to_supplier = {
+        r.order_id
+        for r in await rows(
+            dbs["supplier"],
+            "SELECT DISTINCT a.order_id FROM allocation a "
+            "JOIN supplier_order so ON so.id = a.supplier_order_id",
+        )
+    }
+    assert not held_ids & sent_to_supplier, "a held order was routed"
+    assert not storm.bad_ship_to, f"supplier orders without a complete ship-to: {storm.bad_ship_to}"
     # a line without a supplier order is one routing gave up on, visibly (needs_attention)
-    assert all(statuses[order_id] == "needs_attention" for order_id, _ in unrouted)
+    assert all(
+        statuses[order_id] == "needs_attention"
+        for order_id, _ in unrouted
+        if order_id not in held_ids
+    )
     # routing fails visibly while every supplier's breaker is open after a simulator kill;
     # the storm must still have routed most lines for the check to mean anything
     assert len(per_line) >= len(lines) / 3, f"too few lines routed: {len(per_line)}/{len(lines)}"
@@ -371,10 +410,12 @@ async def check(dbs: dict[str, str], storm: Storm, mailbox: Any, kpis: dict[str,
     assert unsent[0][0] == 0
 
     # the KPIs equal the truth recomputed from the sources
-    gmv = sum(storm.accepted.values()) + sum(storm.shopify.values())
+    gmv = sum(v for k, v in storm.accepted.items() if k not in storm.held) + sum(
+        storm.shopify.values()
+    )
     margin = sum((r.unit_price - r.unit_cost) * r.quantity for r in live)
     total = kpis["total"]
-    assert total["orders"] == len(orders)
+    assert total["orders"] == len(orders) - len(storm.held)  # held orders are never placed
     assert Decimal(total["gmv"]["USD"]) == gmv
     assert Decimal(total["gross_margin"]["USD"]) == margin.quantize(Decimal("0.01"))
     print(
