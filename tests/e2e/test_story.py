@@ -203,7 +203,7 @@ async def tell_the_story(
                 "line1": "人民路 1 号",
                 "city": "上海",
                 "region": "上海市",
-                "postal_code": "200000",
+                "postal_code": "2000",  # a digit short: China's postcodes have six
                 "country": "CN",
             },
             "lines": [
@@ -213,6 +213,25 @@ async def tell_the_story(
         },
     )
     assert storefront.status_code == 201, storefront.text
+    # the impossible postcode is accepted but held, naming the field and the rule
+    assert storefront.json()["status"] == "on_hold"
+    [hold] = storefront.json()["holds"]
+    assert hold["reason"] == "address_invalid"
+    assert "postal_code" in hold["note"] and "format" in hold["note"]
+    fixed = await c.put(
+        f"{urls['order']}/v1/orders/{storefront.json()['id']}/shipping-address",
+        headers=API_KEY,
+        json={
+            "line1": "人民路 1 号",
+            "city": "上海",
+            "region": "上海市",
+            "postal_code": "200000",
+            "country": "CN",
+            "phone": "+86 139 1234 5678",
+        },
+    )
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["holds"] == [] and fixed.json()["status"] != "on_hold"
     body, headers = shopify_order()
     shop = await c.post(urls["order"] + "/v1/webhooks/shopify", content=body, headers=headers)
     assert shop.status_code in (200, 201), shop.text
@@ -293,6 +312,16 @@ def check_the_record(f: dict[str, Any], sink: Any, mailbox: Any) -> None:
     assert len(f["sim"]["story-east"]) == 1  # asked once, rejected
     keys = [o["idempotency_key"] for orders in f["sim"].values() for o in orders]
     assert len(keys) == len(set(keys)) == 4  # north 1, south 2, east 1: nothing bought twice
+    # every supplier got the whole ship-to, the corrected one for the Chinese customer
+    ship_tos = [o["ship_to"] for orders in f["sim"].values() for o in orders]
+    assert all(
+        st[k] for st in ship_tos for k in ("name", "line1", "city", "postal_code", "country")
+    )
+    to_zhang_sent = [st for st in ship_tos if st["name"] == "张三"]
+    assert len(to_zhang_sent) == 2  # north (line A) and south (line B)
+    assert all(
+        st["line1"] == "人民路 1 号" and st["postal_code"] == "200000" for st in to_zhang_sent
+    )
 
     # the Chinese customer heard first that it was at risk, then that it was late, in Chinese
     to_zhang = [
@@ -318,7 +347,11 @@ def check_the_record(f: dict[str, Any], sink: Any, mailbox: Any) -> None:
     assert len(late) - len(urgent) <= 1  # at twice the window it may page again, as MAJOR
 
     types = [e["type"] for e in f["timeline"]["items"]]
-    assert types[0] == "order-placed" and types.count("supplier-confirmed") == 2
+    # held at intake, released by the address fix, only then placed and routed
+    assert types[0] == "order-held"
+    assert types.index("order-released") < types.index("order-placed")
+    assert types.index("order-placed") < types.index("supplier-confirmed")
+    assert types.count("supplier-confirmed") == 2
     assert "shipment-delayed" in types and "shipment-dispatched" in types
     assert second["status"] == "delivered" and not second["delayed"]
 
