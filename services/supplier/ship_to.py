@@ -19,6 +19,12 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 FIELDS = ("name", "phone", "email", "line1", "line2", "city", "region", "postal_code", "country")
 
@@ -65,13 +71,34 @@ class ShipTo:
 class ShipToBook:
     """Reads destinations from the order service; one instance per service."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, token: str) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, base_url: str, token: str, *, retry_for_s: float = 15.0
+    ) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.retry_for_s = retry_for_s
 
     async def fetch(
         self, order_id: str, *, country: str | None = None, postal_code: str | None = None
+    ) -> ShipTo | Redacted:
+        """The order's destination; a brief order-service outage (a restart) is waited out.
+
+        Retries for up to `retry_for_s`; past that, `ShipToUnavailable` and the job's lease
+        brings it back later.
+        """
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(ShipToUnavailable),
+            wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
+            stop=stop_after_delay(self.retry_for_s),
+            reraise=True,
+        ):
+            with attempt:
+                return await self._fetch_once(order_id, country=country, postal_code=postal_code)
+        raise AssertionError("unreachable")  # pragma: no cover - reraise=True
+
+    async def _fetch_once(
+        self, order_id: str, *, country: str | None, postal_code: str | None
     ) -> ShipTo | Redacted:
         url = f"{self.base_url}/v1/orders/{quote(order_id, safe='')}/contact"
         try:

@@ -22,7 +22,7 @@ FULL = {
 
 def book(handler) -> ShipToBook:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return ShipToBook(http, "http://order", "tok")
+    return ShipToBook(http, "http://order", "tok", retry_for_s=0.3)
 
 
 async def test_the_full_address_is_read_with_the_service_token():
@@ -74,3 +74,19 @@ async def test_anything_else_is_tried_again_later(status):
 
     with pytest.raises(ShipToUnavailable):
         await book(handler).fetch("o")
+
+
+async def test_a_brief_order_service_outage_is_waited_out() -> None:
+    answers = iter([httpx.ConnectError("restarting"), httpx.Response(503)])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = next(answers, None)
+        if isinstance(answer, Exception):
+            raise answer
+        if answer is not None:
+            return answer
+        return httpx.Response(200, json={"redacted": True})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    book = ShipToBook(http, "http://order", "tok", retry_for_s=10)
+    assert isinstance(await book.fetch("ord-1"), Redacted)
