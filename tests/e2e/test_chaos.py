@@ -337,7 +337,8 @@ async def settle(
         )
 
     try:
-        await eventually(quiet, timeout=180, interval=0.5, what="the system to settle")
+        # waiting lines retry with backoff up to a minute, so settling may take a few rounds
+        await eventually(quiet, timeout=300, interval=0.5, what="the system to settle")
     except AssertionError as exc:
         raise AssertionError(f"did not settle: {state}") from exc
 
