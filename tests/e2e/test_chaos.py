@@ -171,6 +171,7 @@ async def rows(url: str, sql: str) -> list[Any]:
         await engine.dispose()
 
 
+@pytest.mark.timeout(900)  # storm, then up to 300 s to settle
 @pytest.mark.parametrize("backend", ["postgresql"])
 async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url, tmp_path):
     rng = random.Random(SEED)
