@@ -42,6 +42,15 @@ FLOWS: Final[dict[str, Flow]] = {
     "order-held": Flow("order", ("supplier", "notify", "metrics")),
     "order-released": Flow("order", ("supplier", "notify", "metrics")),
     "order-lines-waiting": Flow("supplier", ("order", "notify")),
+    # after-sales (DESIGN §6)
+    "return-requested": Flow("order", ("notify", "metrics")),
+    "return-authorized": Flow("order", ("supplier", "notify", "metrics")),
+    "return-rejected": Flow("order", ("notify", "metrics")),
+    "return-received": Flow("order", ("metrics",)),
+    "refund-issued": Flow("order", ("order", "supplier", "notify", "metrics")),
+    "complaint-filed": Flow("order", ("notify", "metrics")),
+    "complaint-responded": Flow("order", ("notify", "metrics")),
+    "complaint-resolved": Flow("order", ("notify", "metrics")),
 }
 """Which service sends each topic and which receive it (DESIGN §1); metrics reads every topic."""
 

@@ -268,6 +268,157 @@ class SupplierStatusChanged(EventData):
         return self.supplier_id
 
 
+# -- after-sales (DESIGN §6) ------------------------------------------------------------
+
+
+class ReturnReason(StrEnum):
+    """Why goods go back, or money does; `SUPPLIER_FAULTS` are charged back to the supplier."""
+
+    DAMAGED_IN_TRANSIT = "damaged_in_transit"
+    NOT_AS_DESCRIBED = "not_as_described"
+    WRONG_ITEM = "wrong_item"
+    NOT_RECEIVED = "not_received"
+    CHANGED_MIND = "changed_mind"
+
+
+SUPPLIER_FAULTS: frozenset[ReturnReason] = frozenset(
+    {ReturnReason.DAMAGED_IN_TRANSIT, ReturnReason.NOT_AS_DESCRIBED, ReturnReason.WRONG_ITEM}
+)
+"""Reasons whose cost the supplier bears (a chargeback); the merchant bears the others."""
+
+QUALITY_DEFECTS: frozenset[ReturnReason] = frozenset(
+    {ReturnReason.DAMAGED_IN_TRANSIT, ReturnReason.NOT_AS_DESCRIBED}
+)
+"""Reasons that count against the supplier's quality score."""
+
+
+class CostBearer(StrEnum):
+    SUPPLIER = "supplier"
+    MERCHANT = "merchant"
+
+
+class ComplaintTier(StrEnum):
+    """Response targets 24 h / 4 h / 1 h; every tier is resolved within 48 h."""
+
+    NORMAL = "normal"
+    URGENT = "urgent"
+    MAJOR = "major"
+
+
+class ReturnLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    line_id: str
+    sku: str
+    quantity: int = Field(ge=1)
+    supplier_id: str | None = Field(None, description="who shipped the line, when known")
+
+
+class ReturnRequested(OrderEvent):
+    """A customer asked to send some shipped lines back (status `requested`)."""
+
+    event_type: ClassVar[str] = "return-requested"
+    source_service: ClassVar[str] = "order"
+    return_id: str
+    reason: ReturnReason
+    lines: list[ReturnLine] = Field(min_length=1)
+    requested_at: AwareDatetime
+
+
+class ReturnAuthorized(OrderEvent):
+    """The supplier granted an RMA: the customer is told where to send the goods."""
+
+    event_type: ClassVar[str] = "return-authorized"
+    source_service: ClassVar[str] = "order"
+    return_id: str
+    supplier_id: str
+    reason: ReturnReason
+    lines: list[ReturnLine] = Field(min_length=1)
+    rma: str
+    return_address: str = Field(description="the supplier's returns address (not customer PII)")
+    authorized_at: AwareDatetime
+
+
+class ReturnRejected(OrderEvent):
+    """The return was refused (by ops, or the supplier refused the RMA); `note` says why."""
+
+    event_type: ClassVar[str] = "return-rejected"
+    source_service: ClassVar[str] = "order"
+    return_id: str
+    note: str = Field(default="", max_length=1000, description="why, shown to the customer")
+    rejected_at: AwareDatetime
+
+
+class ReturnReceived(OrderEvent):
+    """The returned goods arrived back."""
+
+    event_type: ClassVar[str] = "return-received"
+    source_service: ClassVar[str] = "order"
+    return_id: str
+    received_at: AwareDatetime
+
+
+class RefundLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    line_id: str
+    quantity: int = Field(ge=1)
+    supplier_id: str | None = None
+
+
+class RefundIssued(OrderEvent):
+    """Money went back to the customer; never more than was paid across the order's refunds.
+
+    `cost_bearer` follows the reason: `supplier` (a chargeback against `supplier_id`) for
+    damaged, wrong or not-as-described goods, `merchant` otherwise.
+    """
+
+    event_type: ClassVar[str] = "refund-issued"
+    source_service: ClassVar[str] = "order"
+    refund_id: str
+    return_id: str | None = None
+    amount: Money
+    currency: Currency
+    reason: ReturnReason
+    lines: list[RefundLine] = Field(default_factory=list)
+    cost_bearer: CostBearer
+    supplier_id: str | None = Field(None, description="charged back when cost_bearer=supplier")
+    channel: str
+    issued_at: AwareDatetime
+
+
+class ComplaintFiled(OrderEvent):
+    """A customer complaint; its summary stays in the order service (it may hold PII)."""
+
+    event_type: ClassVar[str] = "complaint-filed"
+    source_service: ClassVar[str] = "order"
+    complaint_id: str
+    tier: ComplaintTier
+    respond_by: AwareDatetime
+    resolve_by: AwareDatetime
+    filed_at: AwareDatetime
+
+
+class ComplaintResponded(OrderEvent):
+    """The first response to a complaint (later ones are not events)."""
+
+    event_type: ClassVar[str] = "complaint-responded"
+    source_service: ClassVar[str] = "order"
+    complaint_id: str
+    tier: ComplaintTier
+    by: str
+    filed_at: AwareDatetime
+    responded_at: AwareDatetime
+
+
+class ComplaintResolved(OrderEvent):
+    event_type: ClassVar[str] = "complaint-resolved"
+    source_service: ClassVar[str] = "order"
+    complaint_id: str
+    tier: ComplaintTier
+    by: str
+    filed_at: AwareDatetime
+    resolved_at: AwareDatetime
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     model.event_type: model
     for model in (
@@ -283,6 +434,14 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         OrderHeld,
         OrderReleased,
         OrderLinesWaiting,
+        ReturnRequested,
+        ReturnAuthorized,
+        ReturnRejected,
+        ReturnReceived,
+        RefundIssued,
+        ComplaintFiled,
+        ComplaintResponded,
+        ComplaintResolved,
     )
 }
 """Every event type; the topic of each is named exactly after the type."""

@@ -45,12 +45,35 @@ DESIGN_FIELDS: dict[str, tuple[str, ...]] = {
     "order-held": ("order_id", "reason", "note", "held_at"),
     "order-released": ("order_id", "released_at"),
     "order-lines-waiting": ("order_id", "line_ids", "reason", "since"),
+    # DESIGN §6 after-sales: return statuses, refund-issued and complaint tiers are fixed
+    "return-requested": ("order_id", "return_id", "reason", "lines", "requested_at"),
+    "return-authorized": (
+        "order_id", "return_id", "supplier_id", "reason", "lines", "rma", "return_address",
+        "authorized_at",
+    ),
+    "return-rejected": ("order_id", "return_id", "note", "rejected_at"),
+    "return-received": ("order_id", "return_id", "received_at"),
+    "refund-issued": (
+        "order_id", "refund_id", "return_id", "amount", "currency", "reason", "lines",
+        "cost_bearer", "supplier_id", "channel", "issued_at",
+    ),
+    "complaint-filed": (
+        "order_id", "complaint_id", "tier", "respond_by", "resolve_by", "filed_at",
+    ),
+    "complaint-responded": (
+        "order_id", "complaint_id", "tier", "by", "filed_at", "responded_at",
+    ),
+    "complaint-resolved": ("order_id", "complaint_id", "tier", "by", "filed_at", "resolved_at"),
 }  # fmt: skip
 OPTIONAL_FIELDS = {
     ("order-placed", "external_id"),
     ("shipment-delayed", "expected_by"),
     ("supplier-status-changed", "reason"),
     ("order-held", "note"),
+    ("return-rejected", "note"),
+    ("refund-issued", "return_id"),
+    ("refund-issued", "lines"),
+    ("refund-issued", "supplier_id"),
 }
 LINE_FIELDS = {
     "order-placed": ("line_id", "sku", "quantity", "unit_price"),
@@ -67,25 +90,47 @@ ENUMS = {
     },
     ("shipment-delayed", "severity"): {"normal", "urgent", "major"},
     ("notification-sent", "recipient_kind"): {"customer", "ops"},
+    **{
+        (t, "reason"): {
+            "damaged_in_transit", "not_as_described", "wrong_item", "not_received",
+            "changed_mind",
+        }
+        for t in ("return-requested", "return-authorized", "refund-issued")
+    },
+    ("refund-issued", "cost_bearer"): {"supplier", "merchant"},
+    **{
+        (t, "tier"): {"normal", "urgent", "major"}
+        for t in ("complaint-filed", "complaint-responded", "complaint-resolved")
+    },
+}  # fmt: skip
+AFTER_SALES = {
+    "return-requested", "return-authorized", "return-rejected", "return-received",
+    "refund-issued", "complaint-filed", "complaint-responded", "complaint-resolved",
 }  # fmt: skip
 # DESIGN §1: service -> (produces, consumes); metrics consumes every topic.
 SERVICE_TABLE = {
     "order": (
-        {"order-placed", "order-cancelled", "order-held", "order-released"},
+        {"order-placed", "order-cancelled", "order-held", "order-released"} | AFTER_SALES,
         {"supplier-confirmed", "order-routing-failed", "shipment-dispatched",
          "shipment-delayed", "shipment-delivered", "order-lines-waiting",
-         "order-cancelled"},  # its own: the shop hears of the cancellation (DESIGN §6)
+         # its own: the shop hears of the cancellation and the refund (DESIGN §6)
+         "order-cancelled", "refund-issued"},
     ),
     "supplier": (
         {"supplier-confirmed", "order-routing-failed", "shipment-dispatched",
          "shipment-delayed", "shipment-delivered", "supplier-status-changed",
          "order-lines-waiting"},
-        {"order-placed", "order-cancelled", "order-held", "order-released"},
+        {"order-placed", "order-cancelled", "order-held", "order-released",
+         # quality score and chargebacks
+         "return-authorized", "refund-issued"},
     ),
     "notify": (
         {"notification-sent"},
         {"shipment-delayed", "order-routing-failed", "order-cancelled", "shipment-dispatched",
-         "supplier-status-changed", "order-held", "order-released", "order-lines-waiting"},
+         "supplier-status-changed", "order-held", "order-released", "order-lines-waiting",
+         # customer notices (returns, refund) and complaint alerts
+         "return-requested", "return-authorized", "return-rejected", "refund-issued",
+         "complaint-filed", "complaint-responded", "complaint-resolved"},
     ),
     "metrics": (
         set(),

@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 
 from shared.events import (
     EVENT_TYPES,
+    ComplaintFiled,
+    ComplaintResolved,
+    ComplaintResponded,
     Envelope,
     EventData,
     InvalidEvent,
@@ -25,6 +28,11 @@ from shared.events import (
     OrderPlaced,
     OrderReleased,
     OrderRoutingFailed,
+    RefundIssued,
+    ReturnAuthorized,
+    ReturnReceived,
+    ReturnRejected,
+    ReturnRequested,
     ShipmentDelayed,
     ShipmentDelivered,
     ShipmentDispatched,
@@ -86,6 +94,60 @@ SAMPLES: dict[str, EventData] = {
     "order-released": OrderReleased(order_id="o-1", released_at=T0),
     "order-lines-waiting": OrderLinesWaiting(
         order_id="o-1", line_ids=["l1"], reason="breaker_open", since=T0
+    ),
+    "return-requested": ReturnRequested.model_validate(
+        {
+            "order_id": "o-1",
+            "return_id": "ret-1",
+            "reason": "damaged_in_transit",
+            "lines": [{"line_id": "l1", "sku": "MUG", "quantity": 1, "supplier_id": "s-1"}],
+            "requested_at": T0,
+        }
+    ),
+    "return-authorized": ReturnAuthorized.model_validate(
+        {
+            "order_id": "o-1",
+            "return_id": "ret-1",
+            "supplier_id": "s-1",
+            "reason": "damaged_in_transit",
+            "lines": [{"line_id": "l1", "sku": "MUG", "quantity": 1}],
+            "rma": "RMA-7",
+            "return_address": "Returns dock 4, Shenzhen",
+            "authorized_at": T0,
+        }
+    ),
+    "return-rejected": ReturnRejected(
+        order_id="o-1", return_id="ret-1", note="worn", rejected_at=T0
+    ),
+    "return-received": ReturnReceived(order_id="o-1", return_id="ret-1", received_at=T0),
+    "refund-issued": RefundIssued.model_validate(
+        {
+            "order_id": "o-1",
+            "refund_id": "ref-1",
+            "return_id": "ret-1",
+            "amount": "12.50",
+            "currency": "USD",
+            "reason": "damaged_in_transit",
+            "lines": [{"line_id": "l1", "quantity": 1, "supplier_id": "s-1"}],
+            "cost_bearer": "supplier",
+            "supplier_id": "s-1",
+            "channel": "api",
+            "issued_at": T0,
+        }
+    ),
+    "complaint-filed": ComplaintFiled(
+        order_id="o-1",
+        complaint_id="cmp-1",
+        tier="urgent",
+        respond_by=T0 + timedelta(hours=4),
+        resolve_by=T0 + timedelta(hours=48),
+        filed_at=T0,
+    ),
+    "complaint-responded": ComplaintResponded(
+        order_id="o-1", complaint_id="cmp-1", tier="urgent", by="ana", filed_at=T0, responded_at=T0
+    ),
+    "complaint-resolved": ComplaintResolved(
+        order_id="o-1", complaint_id="cmp-1", tier="urgent", by="ana", filed_at=T0, resolved_at=T0
     ),
 }
 
@@ -236,7 +298,11 @@ def test_new_envelope_sources_follow_the_service_table() -> None:
         "order-held": "order",
         "order-released": "order",
         "order-lines-waiting": "supplier",
-    }
+        **{t: "order" for t in (
+            "return-requested", "return-authorized", "return-rejected", "return-received",
+            "refund-issued", "complaint-filed", "complaint-responded", "complaint-resolved",
+        )},
+    }  # fmt: skip
 
 
 def test_new_envelope_ids_are_unique() -> None:
