@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,22 +47,40 @@ def order_contacts(tmp_path: Path):
 
 
 @pytest.fixture
-async def supplier(database_url, settings_for, simulator, order_contacts):
-    port = free_port()
-    settings = settings_for(
-        SupplierSettings,
-        await database_url("supplier"),
-        port=port,
-        dispatcher_poll_s=0.2,
-        sla_scan_interval_s=0.2,
+def supplier_with(database_url, settings_for, simulator, order_contacts):
+    """Start a supplier service (quick dispatcher and SLA scans, reading ship-to from the
+    contacts stand-in) with the given settings overridden: `async with supplier_with(...)`."""
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Any]:
+        port = free_port()
+        settings = settings_for(
+            SupplierSettings,
+            await database_url("supplier"),
+            port=port,
+            **{
+                "dispatcher_poll_s": 0.2,
+                "sla_scan_interval_s": 0.2,
+                "order_url": order_contacts.url,
+                **overrides,
+            },
+        )
+        async with served(create_app, settings, port) as svc:
+            await svc.runtime.bus.wait_connected()
+            svc.simulator = simulator
+            svc.order_contacts = order_contacts
+            yield svc
+
+    return start
+
+
+@pytest.fixture
+async def supplier(supplier_with):
+    """The supplier service with quick, few retries and a breaker that stays open a minute."""
+    async with supplier_with(
         supplier_timeout_s=1.0,
         supplier_backoff_s=0.05,
         supplier_max_attempts=3,
         breaker_cooldown_s=60,
-        order_url=order_contacts.url,
-    )
-    async with served(create_app, settings, port) as svc:
-        await svc.runtime.bus.wait_connected()
-        svc.simulator = simulator
-        svc.order_contacts = order_contacts
+    ) as svc:
         yield svc

@@ -10,41 +10,19 @@ import uuid
 
 import pytest
 
-from services.supplier.app import create_app
-from services.supplier.settings import SupplierSettings
 from shared.events import Envelope
-from shared.infra import free_port
 from tests.support.kafka import consume, publish_envelopes
-from tests.support.services import served
-from tests.support.supplier import add_supplier, control, placed, sim_orders, states
+from tests.support.supplier import add_supplier, control, delays, placed, sim_orders, states
 
 
 @pytest.fixture
-async def clocked(database_url, settings_for, simulator, order_contacts):
+async def clocked(supplier_with):
     """Lines must be accepted within 6 s of placing; a parcel silent 2.5 s is lost."""
-    port = free_port()
-    settings = settings_for(
-        SupplierSettings,
-        await database_url("supplier"),
-        port=port,
-        dispatcher_poll_s=0.2,
-        sla_scan_interval_s=0.2,
+    async with supplier_with(
         handling_sla_s=6.0,
         tracking_silence_h=2.5 / 3600,
-        order_url=order_contacts.url,
-    )
-    async with served(create_app, settings, port) as svc:
-        await svc.runtime.bus.wait_connected()
-        svc.simulator = simulator
+    ) as svc:
         yield svc
-
-
-def _delays(records) -> list[tuple[str, str, str]]:
-    out = []
-    for r in records:
-        e = Envelope.from_bytes(r.value)
-        out.append((e.subject, e.data["reason"], e.data["severity"]))
-    return out
 
 
 async def test_an_order_not_accepted_in_time_is_delayed_once(clocked, broker):
@@ -58,14 +36,14 @@ async def test_an_order_not_accepted_in_time_is_delayed_once(clocked, broker):
     await states(clocked, on_time.subject, "accepted")
 
     [record] = await consume(broker.bootstrap, "shipment-delayed", 1, within=30)
-    assert _delays([record]) == [(late.subject, "not_accepted_in_time", "urgent")]
+    assert delays([record]) == [(late.subject, "not_accepted_in_time", "urgent")]
     assert Envelope.from_bytes(record.value).data["supplier_id"].startswith("sup_")
     # a later late order: by the time its delay comes, the clock has scanned the first
     # many times, yet reported it once, and never the order accepted in time
     marker = placed(("JAM", 1, "4.00"))
     await publish_envelopes(broker.bootstrap, [marker])
     records = await consume(broker.bootstrap, "shipment-delayed", 2, within=30)
-    assert _delays(records) == [
+    assert delays(records) == [
         (late.subject, "not_accepted_in_time", "urgent"),
         (marker.subject, "not_accepted_in_time", "urgent"),
     ]
@@ -101,35 +79,20 @@ async def test_a_silent_parcel_is_lost_once_and_movement_keeps_it_found(clocked,
     scanning = asyncio.create_task(carrier())
     try:
         [record] = await consume(broker.bootstrap, "shipment-delayed", 1, within=30)
-        assert _delays([record]) == [(silent.subject, "lost_in_transit", "urgent")]
+        assert delays([record]) == [(silent.subject, "lost_in_transit", "urgent")]
     finally:
         scanning.cancel()
     # the carrier goes quiet: now the other parcel is lost too, and the first is not
     # reported again however often the clock scanned meanwhile
     records = await consume(broker.bootstrap, "shipment-delayed", 2, within=30)
-    assert _delays(records) == [
+    assert delays(records) == [
         (silent.subject, "lost_in_transit", "urgent"),
         (moving.subject, "lost_in_transit", "urgent"),
     ]
 
 
-async def test_a_supplier_that_misses_its_deadline_loses_the_next_order(
-    database_url, settings_for, simulator, order_contacts, broker
-):
-    port = free_port()
-    settings = settings_for(
-        SupplierSettings,
-        await database_url("supplier"),
-        port=port,
-        dispatcher_poll_s=0.2,
-        sla_scan_interval_s=0.2,
-        handling_sla_s=2.0,
-        supplier_cache_ttl_s=0,
-        order_url=order_contacts.url,
-    )
-    async with served(create_app, settings, port) as svc:
-        await svc.runtime.bus.wait_connected()
-        svc.simulator = simulator
+async def test_a_supplier_that_misses_its_deadline_loses_the_next_order(supplier_with, broker):
+    async with supplier_with(handling_sla_s=2.0, supplier_cache_ttl_s=0) as svc:
         cheap = await add_supplier(svc, "cheapest", offers=[("MUG", "3.00", 100, 24)])
         steady = await add_supplier(svc, "steady", offers=[("MUG", "3.20", 100, 24)])
         await control(svc, "cheapest", callback_delay_s=60)  # takes orders, decides too late
@@ -139,7 +102,7 @@ async def test_a_supplier_that_misses_its_deadline_loses_the_next_order(
         assert item["supplier_id"] == cheap, "the cheapest wins while its record is clean"
 
         [record] = await consume(broker.bootstrap, "shipment-delayed", 1, within=30)
-        assert _delays([record]) == [(first.subject, "not_accepted_in_time", "urgent")]
+        assert delays([record]) == [(first.subject, "not_accepted_in_time", "urgent")]
         second = placed(("MUG", 1, "12.50"))
         await publish_envelopes(broker.bootstrap, [second])
         [item] = await states(svc, second.subject, "accepted")

@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from services.supplier.app import create_app
-from services.supplier.settings import SupplierSettings
-from shared.infra import free_port
 from shared.testing import eventually
 from tests.support.kafka import publish_envelopes
-from tests.support.services import served
 from tests.support.supplier import add_supplier, allocations, control, placed, sim_orders
 
 
 @pytest.fixture
-async def impatient(database_url, settings_for, simulator, order_contacts):
-    port = free_port()
-    settings = settings_for(
-        SupplierSettings,
-        await database_url("supplier"),
-        port=port,
-        dispatcher_poll_s=0.2,
+async def impatient(supplier_with):
+    async with supplier_with(
         supplier_check_after_s=0.5,
         supplier_reconcile_interval_s=0.2,
         supplier_decision_timeout_s=1.5,
-        order_url=order_contacts.url,
-    )
-    async with served(create_app, settings, port) as svc:
-        await svc.runtime.bus.wait_connected()
-        svc.simulator = simulator
+    ) as svc:
         yield svc
 
 

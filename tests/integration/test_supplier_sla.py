@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -26,23 +26,11 @@ from tests.support.supplier import (
     add_supplier,
     allocations,
     control,
+    delays,
     placed,
     sim_orders,
     states,
 )
-
-
-def delays(records) -> list[tuple[str, str, str]]:
-    """The distinct delays among `records`: delivery is at least once (a relay that
-    retries a send the broker did take sends it again), and consumers dedupe on the
-    envelope id, so a repeat is one delay."""
-    out, seen = [], set()
-    for r in records:
-        e = Envelope.from_bytes(r.value)
-        if e.id not in seen:
-            seen.add(e.id)
-            out.append((e.subject, e.data["reason"], e.data["severity"]))
-    return out
 
 
 async def test_sla_events_fire_once_each_even_across_a_restart(
@@ -112,7 +100,8 @@ async def test_tracking_updates_become_delays_and_deliveries(supplier, broker):
                 "carrier": sim_order["carrier"],
                 "tracking_number": tracking,
                 "status": status,
-                "occurred_at": "2026-11-23T10:00:00Z",
+                # now: a movement days old would rightly make the lost-parcel clock fire
+                "occurred_at": datetime.now(UTC).isoformat(),
             }
         ).encode()
         sig = hmac.new(b"dev-tracking-secret", body, hashlib.sha256).hexdigest()

@@ -7,38 +7,23 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from services.supplier.app import create_app
-from services.supplier.settings import SupplierSettings
 from shared.events import Envelope
-from shared.infra import free_port
 from tests.support.kafka import consume, publish_envelopes
-from tests.support.services import served
 from tests.support.supplier import add_supplier, control, placed, states
 
 
 @pytest.fixture
-async def patient(database_url, settings_for, simulator, order_contacts):
+async def patient(supplier_with):
     """The supplier service with few retries per call, quick waiting retries and a breaker
     that cools down in a second."""
-    port = free_port()
-    settings = settings_for(
-        SupplierSettings,
-        await database_url("supplier"),
-        port=port,
-        dispatcher_poll_s=0.2,
-        sla_scan_interval_s=0.2,
+    async with supplier_with(
         supplier_timeout_s=1.0,
         supplier_backoff_s=0.02,
         supplier_max_attempts=2,
         breaker_cooldown_s=1.0,
         supplier_retry_waiting_s=0.2,
         supplier_retry_waiting_max_s=1.0,
-        order_url=order_contacts.url,
-    )
-    async with served(create_app, settings, port) as svc:
-        await svc.runtime.bus.wait_connected()
-        svc.simulator = simulator
-        svc.order_contacts = order_contacts
+    ) as svc:
         yield svc
 
 

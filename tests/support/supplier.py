@@ -100,3 +100,18 @@ async def states(svc, order_id: str, *wanted: str):
         return items if items and all(any(reached(s, w) for s in got) for w in wanted) else None
 
     return await eventually(probe, timeout=30, what=f"allocations in {wanted}")
+
+
+def delays(records) -> list[tuple[str, str, str]]:
+    """(order id, reason, severity) of each distinct `shipment-delayed` among `records`.
+
+    Delivery is at least once (a relay that retries a send the broker did take sends it
+    again) and consumers dedupe on the envelope id, so a repeated envelope is one delay.
+    """
+    out, seen = [], set()
+    for r in records:
+        e = Envelope.from_bytes(r.value)
+        if e.id not in seen:
+            seen.add(e.id)
+            out.append((e.subject, e.data["reason"], e.data["severity"]))
+    return out
