@@ -31,11 +31,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     settings = settings or SupplierSettings()
-    cipher = settings.cipher()
-    sealer = Sealer(
-        lambda text: cipher.encrypt(text, "supplier_credentials") or "",
-        lambda token: cipher.decrypt(token, "supplier_credentials") or "",
-    )
+    sealer = Sealer.with_cipher(settings.cipher())
     wakeup = Wakeup()
     lease = timedelta(seconds=settings.supplier_lease_s)
     directory = SupplierDirectory(sealer, settings.supplier_cache_ttl_s)

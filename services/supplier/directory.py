@@ -11,15 +11,37 @@ from typing import Any
 from sqlalchemy import Row
 
 from services.supplier.domain import COUNTERS, Credentials, SupplierInfo, Track
+from shared.crypto import PiiCipher
 
 __all__ = ["Credentials", "Sealer", "SupplierDirectory", "SupplierEntry"]
+
+FIELD = "supplier_credentials"
+"""The associated data credentials are sealed with (a token cannot move to another column)."""
 
 
 class Sealer:
     """Encrypts supplier credentials at rest (AES-GCM); the key comes from settings."""
 
-    def __init__(self, seal: Callable[[str], str], unseal: Callable[[str], str]) -> None:
-        self.seal, self.unseal = seal, unseal
+    def __init__(
+        self,
+        seal: Callable[[str], str],
+        unseal: Callable[[str], str],
+        stale: Callable[[str], bool] = lambda _: False,
+    ) -> None:
+        self.seal, self.unseal, self.stale = seal, unseal, stale
+
+    @classmethod
+    def with_cipher(cls, cipher: PiiCipher) -> Sealer:
+        """Sealed under the cipher's active key (field-bound), readable under any of its keys."""
+        return cls(
+            lambda text: cipher.encrypt(text, FIELD) or "",
+            lambda token: cipher.decrypt(token, FIELD) or "",
+            cipher.needs_rotation,
+        )
+
+    def resealed(self, token: str) -> str | None:
+        """`token` sealed again under the active key, or None when it already is."""
+        return self.seal(self.unseal(token)) if self.stale(token) else None
 
     def dump(self, creds: Credentials) -> str:
         return self.seal(

@@ -49,14 +49,16 @@ def order_contacts(tmp_path: Path):
 @pytest.fixture
 def supplier_with(database_url, settings_for, simulator, order_contacts):
     """Start a supplier service (quick dispatcher and SLA scans, reading ship-to from the
-    contacts stand-in) with the given settings overridden: `async with supplier_with(...)`."""
+    contacts stand-in) with the given settings overridden: `async with supplier_with(...)`;
+    a fresh database unless `database_url=` names one."""
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Any]:
         port = free_port()
+        url = overrides.pop("database_url", None) or await database_url("supplier")
         settings = settings_for(
             SupplierSettings,
-            await database_url("supplier"),
+            url,
             port=port,
             **{
                 "dispatcher_poll_s": 0.2,

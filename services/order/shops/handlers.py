@@ -77,6 +77,14 @@ async def list_shops(uow: OrderUnitOfWork) -> list[Shop]:
         return await shops(uow).all()
 
 
+async def reseal_shop_secrets(uow: OrderUnitOfWork) -> int:
+    """Every shop's secrets sealed again under the active PII key; how many shops changed."""
+    async with uow:
+        changed = await shops(uow).reseal_stale()
+        await uow.commit()
+    return changed
+
+
 async def update_shop(shop_id: str, changes: dict[str, Any], uow: OrderUnitOfWork) -> Shop:
     """Apply the given fields (api_base_url, notify_customer, active, any secret)."""
     async with uow:

@@ -49,6 +49,21 @@ class ShopRepository:
             created_at=aware(row.created_at),
         )
 
+    async def reseal_stale(self) -> int:
+        """Seal again, under the active key, every shop whose secrets are sealed under an
+        older one (the PII key rotation); returns how many shops changed."""
+        changed = 0
+        for row in (await self.session.execute(select(marketplace_shop))).all():
+            if not any(self.cipher.needs_rotation(getattr(row, name)) for name in _SECRETS):
+                continue
+            await self.session.execute(
+                update(marketplace_shop)
+                .where(marketplace_shop.c.id == row.id)
+                .values(**self._sealed(self._shop(row).credentials))
+            )
+            changed += 1
+        return changed
+
     async def add(self, shop: Shop) -> bool:
         """Insert; False when the platform already has a shop with this domain."""
         now = datetime.now(UTC)

@@ -3,6 +3,7 @@
     commands.py   the admin API: suppliers, offers (JSON and CSV), allocations, scorecards
     events.py     consumed events: order-placed is routed, order-cancelled is called off
     callbacks.py  supplier and carrier callbacks, and the reconciler's status checks
+    secrets.py    supplier credentials sealed again under the active PII key (rotation)
     dispatch.py   what the dispatcher's supplier calls came to, the SLA clock, housekeeping,
                   supplier availability (circuit breaker) as events
 

@@ -49,6 +49,27 @@ class SupplierRepository:
         )
         return str(found) if found is not None else None
 
+    async def reseal_stale(self) -> int:
+        """Seal again, under the active key, every credential sealed under an older one;
+        returns how many suppliers changed (a concurrent edit wins: compare-and-set)."""
+        changed = 0
+        for row in await self._sql.run(select(supplier.c.id, supplier.c.credentials)):
+            fresh = self.sealer.resealed(row.credentials) if row.credentials else None
+            if fresh is None:
+                continue
+            done = await self._sql.run(
+                update(supplier)
+                .where(supplier.c.id == row.id, supplier.c.credentials == row.credentials)
+                .values(credentials=fresh)
+            )
+            changed += rowcount(done)
+        return changed
+
+    async def count_stale(self) -> int:
+        """Suppliers whose credentials are sealed under a key other than the active one."""
+        rows = await self._sql.run(select(supplier.c.credentials))
+        return sum(1 for r in rows if r.credentials and self.sealer.stale(r.credentials))
+
     async def add(self, supplier_id: str, new: NewSupplier, now: datetime) -> None:
         await self._sql.run(
             supplier.insert().values(
