@@ -224,7 +224,11 @@ def after_sales_kpis(
     first: dict[tuple[str, str], Shipment] = {}
     for s in facts.shipments:
         pair = (s.order_id, s.supplier_id if group_by is GroupBy.SUPPLIER else "")
-        if pair not in first or s.at < first[pair].at:
+        if pair not in first or (s.at, s.supplier_id, s.channel) < (
+            first[pair].at,
+            first[pair].supplier_id,
+            first[pair].channel,
+        ):  # ties broken by value, so the order facts come in never matters
             first[pair] = s
     for s in first.values():
         for k in tally.keys(s.at, s.channel, [s.supplier_id]):
