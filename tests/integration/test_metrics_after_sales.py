@@ -83,6 +83,14 @@ async def test_after_sales_kpis_are_exact_and_unchanged_by_a_second_delivery(
         assert await _applied(svc.client, a.DISTINCT_EVENTS)
         assert await _reports(svc.client) == first
 
+        exposition = (await svc.client.get("/metrics")).text
+        assert 'dropship_kpi_returns_total{reason="damaged_in_transit"}' in exposition
+        assert (
+            'dropship_kpi_refunds_total{cost_bearer="supplier",reason="damaged_in_transit"}'
+            in exposition
+        )
+        assert 'dropship_kpi_complaints_total{tier="urgent"}' in exposition
+
 
 async def test_a_replay_rebuilds_the_same_after_sales_kpis(database_url, settings_for, broker):
     live_settings = settings_for(MetricsSettings, await database_url("metrics"), kpi_cache_s=0)
