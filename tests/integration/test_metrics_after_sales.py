@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 
+from services.metrics import handlers
 from services.metrics.app import create_app
 from services.metrics.settings import MetricsSettings
+from services.metrics.store import MetricsUnitOfWork
+from shared.db import create_engine, session_factory
 from shared.testing import eventually
 from tests.integration.test_metrics_kpis import _publish_batched, _rebuild_cli
 from tests.support import after_sales_history as a
@@ -108,7 +111,24 @@ async def test_a_replay_rebuilds_the_same_after_sales_kpis(database_url, setting
         consumers_enabled=False,
         kpi_cache_s=0,
     )
-    await asyncio.to_thread(_rebuild_cli, replay_settings)
+    stats = await asyncio.to_thread(_rebuild_cli, replay_settings)
+    assert stats["applied"] == a.DISTINCT_EVENTS
     async with in_process(create_app, replay_settings) as replayed:
         replayed.client.headers.update(API_KEY)
         assert await _reports(replayed.client) == expected
+    # a reset empties the after-sales facts too, and a replay puts back the same ones
+    engine = create_engine(replay_settings.db_url)
+    try:
+        sessions = session_factory(engine)
+        await handlers.reset(replay_settings.service_name, MetricsUnitOfWork(sessions))
+    finally:
+        await engine.dispose()
+    async with in_process(create_app, replay_settings) as emptied:
+        emptied.client.headers.update(API_KEY)
+        total = (await _reports(emptied.client))["day"]["total"]
+        assert (total["returns"], total["refunds"], total["complaints"]["complaints"]) == (0, 0, 0)
+    again = await asyncio.to_thread(_rebuild_cli, replay_settings)
+    assert again["applied"] == a.DISTINCT_EVENTS
+    async with in_process(create_app, replay_settings) as rebuilt:
+        rebuilt.client.headers.update(API_KEY)
+        assert await _reports(rebuilt.client) == expected
