@@ -354,6 +354,10 @@ def test_figures_do_not_depend_on_the_order_facts_come_in_and_channels_add_up(sh
     total = _total(facts)
     by_channel = a.after_sales_kpis(facts, GroupBy.CHANNEL, START, END, NOW, orders={})
     assert sum(i["refunds"] for i in by_channel) == total["refunds"]
+    for field in ("complaints", "open", "responded_within_target", "resolution_target_missed"):
+        assert sum(i["complaints"][field] for i in by_channel) == total["complaints"][field]
+    tiers = total["complaints_by_tier"]
+    assert sum(tiers[tier]["complaints"] for tier in a.TIERS) == total["complaints"]["complaints"]
     summed: Counter[str] = Counter()
     for item in by_channel:
         for currency, amount in item["refund_amount"].items():
