@@ -27,15 +27,16 @@ from shared.events import (
 MAX_ID = 64
 
 
-def key(value: str | None, field: str) -> str | None:
-    """An id as stored (at most 64 characters); a longer one is a malformed event."""
-    if value is not None and len(value) > MAX_ID:
-        raise PermanentError(f"{field} is longer than {MAX_ID} characters")
+def key(value: str | None, field: str, limit: int = MAX_ID) -> str | None:
+    """An id as stored (at most `limit` characters); a longer one is a malformed event,
+    refused rather than cut (two cut ids could collide)."""
+    if value is not None and len(value) > limit:
+        raise PermanentError(f"{field} is longer than {limit} characters")
     return value
 
 
-def _key(value: str, field: str) -> str:
-    checked = key(value, field)
+def _key(value: str, field: str, limit: int = MAX_ID) -> str:
+    checked = key(value, field, limit)
     assert checked is not None
     return checked
 
@@ -46,7 +47,7 @@ def return_requested(envelope: Envelope, data: ReturnRequested, rows: Rows) -> N
         rows[t.return_line].append(
             {
                 "return_id": return_id,
-                "line_id": line.line_id[:80],
+                "line_id": _key(line.line_id, "lines[].line_id", 80),
                 "quantity": line.quantity,
                 "supplier_id": key(line.supplier_id, f"lines[{line.line_id}].supplier_id"),
             }

@@ -244,6 +244,7 @@ def test_a_refund_is_attributed_to_the_supplier_charged_else_the_one_its_lines_c
         (lambda: _refund_event(rid="r" * 65), "refund_id is longer than 64"),
         (lambda: _requested(rid="x" * 65), "return_id is longer than 64"),
         (lambda: _requested(supplier="s" * 65), r"lines\[l1\].supplier_id is longer"),
+        (lambda: _refund_event(channel="c" * 65), "channel is longer than 64"),
     ],
 )
 def test_what_cannot_be_stored_exactly_is_refused_for_the_dead_letter_topic(event, cause):
