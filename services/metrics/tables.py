@@ -1,6 +1,7 @@
-"""Metrics service tables: one insert-only fact table per event type, KPIs computed on read.
+"""Metrics service tables: insert-only fact tables, one per kind of event, KPIs computed on read.
 
-Facts are keyed by the event id (the order id for a sale), so a fact exists once
+Facts are keyed by the event id (the order id for a sale; the return, refund or
+complaint id for its request, refund or filing), so a fact exists once
 however often its event arrives, and the tables hold the same rows whatever order the
 events came in: a KPI that joins two topics (margin needs the sale and the supplier's
 confirmation) is computed when it is asked for, never half-way at ingestion.
