@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.metrics import api, dashboard
+from services.metrics import aftersales_api, api, dashboard
 from services.metrics.consumers import BATCH, CONSUMERS
 from services.metrics.queries import FactsCache
 from services.metrics.settings import MetricsSettings
@@ -25,9 +25,11 @@ def create_app(settings: MetricsSettings | None = None) -> FastAPI:
         runtime,
         title="Dropship metrics service",
         description="KPIs rebuilt exactly from the event stream: orders, GMV, margin, "
-        "supplier confirmation, on-time shipping, delays, cycle time, notices.",
+        "supplier confirmation, on-time shipping, delays, cycle time, notices, "
+        "returns, refunds and complaints.",
     )
     app.state.facts = FactsCache(runtime.uow, settings.kpi_cache_s)
     app.include_router(api.router)
+    app.include_router(aftersales_api.router)
     dashboard.install(app)
     return app

@@ -40,6 +40,19 @@ NOTIFICATIONS = Counter(
     ["kind", "channel", "status"],
 )
 
+RETURNS = Counter("dropship_kpi_returns", "Returns requested, by reason.", ["reason"])
+REFUNDS = Counter(
+    "dropship_kpi_refunds",
+    "Refunds issued, by reason and who bears the cost.",
+    ["reason", "cost_bearer"],
+)
+REFUNDED = Counter(
+    "dropship_kpi_refunded",
+    "Amount refunded, by currency and cost bearer.",
+    ["currency", "cost_bearer"],
+)
+COMPLAINTS = Counter("dropship_kpi_complaints", "Complaints filed, by tier.", ["tier"])
+
 
 def observe(rows: Mapping[Table, Sequence[dict[str, Any]]]) -> None:
     """Count the facts of a committed batch (one increment per label set)."""
@@ -48,6 +61,11 @@ def observe(rows: Mapping[Table, Sequence[dict[str, Any]]]) -> None:
         gmv[r["currency"]] += r["total_micros"]
     for currency, amount in gmv.items():
         GMV.labels(currency).inc(amount / 1_000_000)
+    refunded: TallyOf[tuple[str, str]] = TallyOf()
+    for r in rows.get(t.refund, ()):
+        refunded[(r["currency"], r["cost_bearer"])] += r["amount_micros"]
+    for (currency, bearer), amount in refunded.items():
+        REFUNDED.labels(currency, bearer).inc(amount / 1_000_000)
     counted: tuple[tuple[Counter, Table, tuple[str, ...]], ...] = (
         (ORDERS, t.sale, ("channel", "currency")),
         (CONFIRMATIONS, t.confirmation, ("supplier_id",)),
@@ -57,6 +75,9 @@ def observe(rows: Mapping[Table, Sequence[dict[str, Any]]]) -> None:
         (CANCELLATIONS, t.cancellation, ()),
         (ROUTING_FAILURES, t.routing_failure, ("reason",)),
         (NOTIFICATIONS, t.notice, ("kind", "channel", "status")),
+        (RETURNS, t.return_request, ("reason",)),
+        (REFUNDS, t.refund, ("reason", "cost_bearer")),
+        (COMPLAINTS, t.complaint, ("tier",)),
     )
     for counter, table, labels in counted:
         per_labels = TallyOf(tuple(r[name] for name in labels) for r in rows.get(table, ()))

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
-from sqlalchemy import Table
-
+from services.metrics import aftersales_facts as after_sales
 from services.metrics import exposition
 from services.metrics import tables as t
+from services.metrics.rows import Rows, micros, utc
 from services.metrics.store import MetricsUnitOfWork
 from shared.consumer import PermanentError
 from shared.events import (
+    ComplaintFiled,
+    ComplaintResolved,
+    ComplaintResponded,
     Envelope,
     EventData,
     NotificationSent,
@@ -29,6 +30,11 @@ from shared.events import (
     OrderPlaced,
     OrderReleased,
     OrderRoutingFailed,
+    RefundIssued,
+    ReturnAuthorized,
+    ReturnReceived,
+    ReturnRejected,
+    ReturnRequested,
     ShipmentDelayed,
     ShipmentDelivered,
     ShipmentDispatched,
@@ -36,28 +42,6 @@ from shared.events import (
 )
 
 E = TypeVar("E", bound=EventData)
-
-MICROS = 6
-_MAX_MICROS = 2**63 - 1
-
-
-def micros(amount: Decimal, field: str) -> int:
-    """An amount as integer micro-units; refuses what cannot be stored exactly."""
-    scaled = amount.scaleb(MICROS)
-    if scaled != scaled.to_integral_value():
-        raise PermanentError(f"{field}={amount:f} has more than {MICROS} decimals")
-    value = int(scaled)
-    if abs(value) > _MAX_MICROS:
-        raise PermanentError(f"{field}={amount:f} is out of range")
-    return value
-
-
-def utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)
-
-
-Rows = dict[Table, list[dict[str, Any]]]
-
 
 FactRows = Callable[[Envelope, E, Rows], None]
 """Appends the fact rows of one event of type `E` to `rows` (by table)."""
@@ -224,6 +208,14 @@ FACTS: Mapping[type[EventData], FactRows[EventData]] = dict(
         _facts(NotificationSent, _notice),
         _facts(OrderHeld, _hold),
         _facts(OrderReleased, _release),
+        _facts(ReturnRequested, after_sales.return_requested),
+        _facts(ReturnAuthorized, after_sales.return_authorized),
+        _facts(ReturnRejected, after_sales.return_rejected),
+        _facts(ReturnReceived, after_sales.return_received),
+        _facts(RefundIssued, after_sales.refund_issued),
+        _facts(ComplaintFiled, after_sales.complaint_filed),
+        _facts(ComplaintResponded, after_sales.complaint_responded),
+        _facts(ComplaintResolved, after_sales.complaint_resolved),
     )
 )
 """Event model -> the function that turns one such event into fact rows."""

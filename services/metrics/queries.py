@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
-from typing import Any
+from typing import Any, TypeVar
 
 from services.metrics import domain
+from services.metrics.aftersales import AfterSalesFacts, after_sales_kpis
 from services.metrics.store import MetricsUnitOfWork
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,23 +45,42 @@ class FactsCache:
         self._uows = uows
         self._ttl_s = ttl_s
         self._loads: dict[Window, tuple[float, asyncio.Task[domain.Facts]]] = {}
+        self._after_sales: dict[Window, tuple[float, asyncio.Task[AfterSalesFacts]]] = {}
 
     async def _load(self, window: Window) -> domain.Facts:
         async with self._uows() as uow:
             return await uow.facts.load(window.start, window.end)
 
-    async def facts(self, window: Window) -> domain.Facts:
-        if self._ttl_s <= 0:
-            return await self._load(window)
+    async def _load_after_sales(self, window: Window) -> AfterSalesFacts:
+        async with self._uows() as uow:
+            return await uow.after_sales.load(window.start, window.end)
+
+    def _shared(
+        self,
+        loads: dict[Window, tuple[float, asyncio.Task[T]]],
+        window: Window,
+        load: Callable[[Window], Coroutine[Any, Any, T]],
+    ) -> asyncio.Future[T]:
         now = time.monotonic()
-        for key, (started, task) in list(self._loads.items()):
+        for key, (started, task) in list(loads.items()):
             if task.done() and (
                 now - started > self._ttl_s or task.cancelled() or task.exception() is not None
             ):
-                del self._loads[key]
-        if window not in self._loads:
-            self._loads[window] = (now, asyncio.create_task(self._load(window)))
-        return await asyncio.shield(self._loads[window][1])
+                del loads[key]
+        if window not in loads:
+            loads[window] = (now, asyncio.create_task(load(window)))
+        return asyncio.shield(loads[window][1])
+
+    async def facts(self, window: Window) -> domain.Facts:
+        if self._ttl_s <= 0:
+            return await self._load(window)
+        return await self._shared(self._loads, window, self._load)
+
+    async def after_sales(self, window: Window) -> AfterSalesFacts:
+        """The window's returns, refunds, complaints and shipments (cached likewise)."""
+        if self._ttl_s <= 0:
+            return await self._load_after_sales(window)
+        return await self._shared(self._after_sales, window, self._load_after_sales)
 
 
 async def report(cache: FactsCache, window: Window, group_by: domain.GroupBy) -> dict[str, Any]:
@@ -72,6 +94,30 @@ async def report(cache: FactsCache, window: Window, group_by: domain.GroupBy) ->
         "to": window.last,
         "group_by": group_by,
         "items": items,
+        "total": total,
+    }
+
+
+async def after_sales_report(
+    cache: FactsCache, window: Window, group_by: domain.GroupBy, now: datetime
+) -> dict[str, Any]:
+    """After-sales KPIs, shaped like `report`; the refund rate divides by its `orders`."""
+    facts, after = await asyncio.gather(cache.facts(window), cache.after_sales(window))
+
+    def items(group: domain.GroupBy | None, keys: Any) -> list[dict[str, Any]]:
+        orders = {
+            i["key"]: i["orders"]
+            for i in domain.kpis(facts, group, window.start, window.end, keys=keys)
+        }
+        return after_sales_kpis(after, group, window.start, window.end, now, orders=orders)
+
+    keys = domain.days_between(window.first, window.last) if group_by is domain.GroupBy.DAY else ()
+    (total,) = items(None, [domain.TOTAL])
+    return {
+        "from": window.first,
+        "to": window.last,
+        "group_by": group_by,
+        "items": items(group_by, keys),
         "total": total,
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from services.metrics.aftersales_repository import AfterSalesRepository
 from services.metrics.repository import AppliedEvents, FactRepository
 from services.metrics.tables import metadata
 from shared.uow import UnitOfWork
@@ -15,6 +16,7 @@ class MetricsUnitOfWork(UnitOfWork):
     """The metrics service's transaction; `after_commit` callbacks run once it committed."""
 
     facts: FactRepository
+    after_sales: AfterSalesRepository
     applied: AppliedEvents
     _after: list[Callable[[], None]]
 
@@ -22,6 +24,7 @@ class MetricsUnitOfWork(UnitOfWork):
         await super().__aenter__()
         session, dialect = self.session, self.dialect
         self.facts = FactRepository(session, dialect)
+        self.after_sales = AfterSalesRepository(session, dialect)
         self.applied = AppliedEvents(session, dialect)
         self._after = []
         return self

@@ -1,6 +1,7 @@
-"""Metrics service tables: one insert-only fact table per event type, KPIs computed on read.
+"""Metrics service tables: insert-only fact tables, one per kind of event, KPIs computed on read.
 
-Facts are keyed by the event id (the order id for a sale), so a fact exists once
+Facts are keyed by the event id (the order id for a sale; the return, refund or
+complaint id for its request, refund or filing), so a fact exists once
 however often its event arrives, and the tables hold the same rows whatever order the
 events came in: a KPI that joins two topics (margin needs the sale and the supplier's
 confirmation) is computed when it is asked for, never half-way at ingestion.
@@ -139,6 +140,78 @@ notice = Table(
     Column("sent_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
+return_request = Table(
+    "return_request",
+    metadata,
+    Column("return_id", String(64), primary_key=True),
+    Column("event_id", String(64), nullable=False),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("reason", String(32), nullable=False),
+    Column("units", Integer, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+return_line = Table(
+    "return_line",
+    metadata,
+    Column("return_id", String(64), primary_key=True),
+    Column("line_id", String(80), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+    Column("supplier_id", String(64), nullable=True),
+)
+
+return_step = Table(
+    "return_step",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("return_id", String(64), nullable=False, index=True),
+    Column("step", String(16), nullable=False),
+    Column("supplier_id", String(64), nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+"""Authorised, rejected or received: one row per event, the step names which."""
+
+refund = Table(
+    "refund",
+    metadata,
+    Column("refund_id", String(64), primary_key=True),
+    Column("event_id", String(64), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("return_id", String(64), nullable=True, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("cost_bearer", String(16), nullable=False),
+    Column("supplier_id", String(64), nullable=True),
+    Column("channel", String(64), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+complaint = Table(
+    "complaint",
+    metadata,
+    Column("complaint_id", String(64), primary_key=True),
+    Column("event_id", String(64), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("tier", String(16), nullable=False),
+    Column("filed_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("respond_by", DateTime(timezone=True), nullable=False),
+    Column("resolve_by", DateTime(timezone=True), nullable=False),
+)
+
+complaint_step = Table(
+    "complaint_step",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("complaint_id", String(64), nullable=False, index=True),
+    Column("order_id", String(64), nullable=False),
+    Column("step", String(16), nullable=False),
+    Column("tier", String(16), nullable=False),
+    Column("filed_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+"""Responded or resolved; carries the tier and filing time, so it stands without its filing."""
+
 FACT_TABLES = (
     sale,
     sale_line,
@@ -152,5 +225,11 @@ FACT_TABLES = (
     hold,
     hold_release,
     notice,
+    return_request,
+    return_line,
+    return_step,
+    refund,
+    complaint,
+    complaint_step,
 )
 """Everything a rebuild empties (with the metrics consumer's inbox rows)."""

@@ -46,7 +46,7 @@ async def test_a_bad_window_or_grouping_is_a_422_naming_the_parameter(
 ):
     async with in_process(create_app, _settings(await database_url("metrics"), tmp_path)) as svc:
         svc.client.headers.update(API_KEY)  # the metrics API takes admin keys
-        for path in ("/v1/kpis", "/v1/suppliers/ranking"):
+        for path in ("/v1/kpis", "/v1/suppliers/ranking", "/v1/kpis/after-sales"):
             if path.endswith("ranking") and "group_by" in params:
                 continue
             response = await svc.client.get(path, params=params)
@@ -72,6 +72,12 @@ async def test_an_empty_database_answers_every_day_with_zeros(database_url, tmp_
         assert by_supplier["items"] == []
         ranking = (await svc.client.get("/v1/suppliers/ranking")).json()
         assert ranking["items"] == [] and ranking["next_cursor"] is None
+        after = (await svc.client.get("/v1/kpis/after-sales")).json()
+        assert len(after["items"]) == 30 and after["items"][-1]["key"] == today.isoformat()
+        assert {i["returns"] for i in after["items"]} == {0}
+        assert after["total"]["return_rate"] is None and after["total"]["refund_amount"] == {}
+        assert after["total"]["complaints"]["first_response_s"]["count"] == 0
+        assert set(after["total"]["complaints_by_tier"]) == {"normal", "urgent", "major"}
 
 
 async def test_the_kpi_schema_is_documented(database_url, tmp_path):
@@ -87,3 +93,13 @@ async def test_the_kpi_schema_is_documented(database_url, tmp_path):
             assert name in item
         assert "422" in kpis["responses"]
         assert "/v1/suppliers/ranking" in spec["paths"]
+        after = spec["paths"]["/v1/kpis/after-sales"]["get"]
+        assert {p["name"] for p in after["parameters"]} == {"from", "to", "group_by"}
+        item = spec["components"]["schemas"]["AfterSalesItem"]["properties"]
+        for name in ("return_rate", "refund_amount", "refund_rate", "complaints_by_tier"):
+            assert name in item
+
+
+async def test_after_sales_kpis_take_an_admin_key(database_url, tmp_path):
+    async with in_process(create_app, _settings(await database_url("metrics"), tmp_path)) as svc:
+        assert (await svc.client.get("/v1/kpis/after-sales")).status_code == 401

@@ -128,3 +128,61 @@ async def test_the_dashboard_shows_empty_states_then_charts_and_refreshes_live(
             await browser.close()
     assert problems == []
     assert requests_elsewhere == []
+
+
+async def test_the_after_sales_panel_shows_returns_refunds_and_complaints(
+    database_url, settings_for, broker
+):
+    from tests.support import after_sales_history as a
+
+    port = free_port()
+    settings = settings_for(MetricsSettings, await database_url("metrics"), port=port)
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+    async with served(create_app, settings, port) as svc, async_playwright() as pw:
+        svc.client.headers.update(API_KEY)  # the metrics API takes admin keys
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+            page.on(
+                "console",
+                lambda m: problems.append(m.text) if m.type in ("error", "warning") else None,
+            )
+            key = API_KEY["X-API-Key"]
+            await _open(page, f"{svc.url}/?key={key}", problems)
+            assert await _card(page, "Return rate") == "–"
+            assert "No returns" in await page.locator("#returns-chart .empty").inner_text()
+            assert "No complaints" in await page.locator("#tiers .empty").inner_text()
+
+            await publish_envelopes(broker.bootstrap, a.history())
+
+            async def applied() -> bool:
+                counts = (await svc.client.get("/v1/events/counts")).json()
+                return sum(counts.values()) == a.DISTINCT_EVENTS
+
+            await eventually(applied, what="history applied")
+            await _open(page, f"{svc.url}/?key={key}&from=2026-03-01&to=2026-03-03", problems)
+            assert await _card(page, "Return rate") == "66.7%"
+            refunded = await _card(page, "Refunded")
+            assert "$22.55" in refunded and "€7.78" in refunded
+            assert await _card(page, "Charged back to suppliers") == "$12.50"
+            assert await _card(page, "Complaints") == "3"
+            assert await _card(page, "First response") == "4.0 h"
+            assert await _card(page, "Answered in time") == "66.7%"
+            assert await _card(page, "Resolved in time") == "33.3%"
+            reasons = await page.locator("#returns-chart text").all_text_contents()
+            assert "Damaged in transit" in reasons and "Not as described" in reasons
+            tiers = page.locator("#tiers tbody tr")
+            assert [await r.get_attribute("data-tier") for r in await tiers.all()] == [
+                "normal",
+                "urgent",
+                "major",
+            ]
+            assert "0%" in await page.locator('#tiers tr[data-tier="urgent"]').inner_text()
+            await page.screenshot(
+                path=str(ARTIFACTS / "metrics-dashboard-after-sales.png"), full_page=True
+            )
+        finally:
+            await browser.close()
+    assert problems == []

@@ -1,4 +1,5 @@
-// Dashboard of the metrics service: reads /v1/kpis and /v1/suppliers/ranking, draws SVG.
+// Dashboard of the metrics service: reads /v1/kpis, /v1/suppliers/ranking and
+// /v1/kpis/after-sales (drawn by aftersales.js), draws SVG.
 // No libraries and nothing fetched from elsewhere: the page works offline.
 "use strict";
 
@@ -235,14 +236,16 @@ let lastGood = null;
 async function refresh() {
   const w = window_();
   try {
-    const [report, ranking] = await Promise.all([
+    const [report, ranking, afterSales] = await Promise.all([
       getJson("/v1/kpis", { ...w, group_by: "day" }),
       getJson("/v1/suppliers/ranking", w),
+      getJson("/v1/kpis/after-sales", { ...w, group_by: "day" }),
     ]);
     $("window-label").textContent = `${report.from} to ${report.to} (UTC), counted on the day things happened`;
     renderCards(report.total);
     renderCharts(report);
     renderRanking(ranking);
+    renderAfterSales(afterSales);
     lastGood = new Date();
     $("error").hidden = true;
     $("live").classList.remove("stale");
