@@ -15,6 +15,7 @@ from services.notify.channels import EmlMailer, Mailer, SmtpMailer
 from services.notify.consumers import CONSUMERS
 from services.notify.domain import Policy
 from services.notify.errors import HTTP_ERRORS
+from services.notify.handlers.complaints import complaint_loop
 from services.notify.holds import hold_alert_loop
 from services.notify.rendering import Renderer
 from services.notify.sender import Sender, Wakeup
@@ -65,6 +66,9 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
     async def watch_holds(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
         await hold_alert_loop(runtime.uow, settings.hold_alert_after_s, settings.hold_scan_s)
 
+    async def complaints(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
+        await complaint_loop(runtime.uow, settings.escalation_scan_s)
+
     async def waiting(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
         after = timedelta(seconds=settings.waiting_alert_after_s)
         await waiting_loop(runtime.uow, settings.escalation_scan_s, after)
@@ -83,6 +87,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
             "watch": watch_dlqs,
             "holds": watch_holds,
             "waiting": waiting,
+            "complaints": complaints,
         },
     )
     app = build_app(

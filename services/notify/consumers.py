@@ -1,7 +1,19 @@
-"""Notify service consumers: the facts that turn into customer notices and ops alerts."""
+"""Notify service consumers: the facts that turn into customer notices and ops alerts
+(after-sales included: return and refund notices, complaint clocks)."""
 
 from __future__ import annotations
 
+from services.notify.handlers.aftersales import (
+    on_refund_issued,
+    on_return_authorized,
+    on_return_rejected,
+    on_return_requested,
+)
+from services.notify.handlers.complaints import (
+    on_complaint_filed,
+    on_complaint_resolved,
+    on_complaint_responded,
+)
 from services.notify.handlers.events import (
     on_order_cancelled,
     on_order_lines_waiting,
@@ -16,12 +28,19 @@ from services.notify.holds import on_order_held, on_order_released
 from services.notify.store import NotifyUnitOfWork
 from shared.consumer import Subscription, on, subscriptions
 from shared.events import (
+    ComplaintFiled,
+    ComplaintResolved,
+    ComplaintResponded,
     OrderCancelled,
     OrderHeld,
     OrderLinesWaiting,
     OrderPlaced,
     OrderReleased,
     OrderRoutingFailed,
+    RefundIssued,
+    ReturnAuthorized,
+    ReturnRejected,
+    ReturnRequested,
     ShipmentDelayed,
     ShipmentDispatched,
     SupplierConfirmed,
@@ -39,4 +58,11 @@ CONSUMERS: dict[str, Subscription[NotifyUnitOfWork]] = subscriptions(
     on(OrderHeld, on_order_held),
     on(OrderReleased, on_order_released),
     on(OrderLinesWaiting, on_order_lines_waiting),
+    on(ReturnRequested, on_return_requested),
+    on(ReturnAuthorized, on_return_authorized),
+    on(ReturnRejected, on_return_rejected),
+    on(RefundIssued, on_refund_issued),
+    on(ComplaintFiled, on_complaint_filed),
+    on(ComplaintResponded, on_complaint_responded),
+    on(ComplaintResolved, on_complaint_resolved),
 )

@@ -34,6 +34,10 @@ class Kind(StrEnum):
     SHIPMENT_DISPATCHED = "shipment_dispatched"
     ORDER_CANCELLED = "order_cancelled"
     ORDER_ROUTING_FAILED = "order_routing_failed"
+    RETURN_REQUESTED = "return_requested"
+    RETURN_AUTHORIZED = "return_authorized"
+    RETURN_REJECTED = "return_rejected"
+    REFUND_ISSUED = "refund_issued"
 
 
 class AlertKind(StrEnum):
@@ -43,6 +47,10 @@ class AlertKind(StrEnum):
     SUPPLIER_BREAKER_OPEN = "supplier_breaker_open"
     ORDER_HELD = "order_held"
     LINES_WAITING = "lines_waiting"
+    COMPLAINT_RESPONSE = "complaint_response"
+    """A complaint awaiting its first response; due at the tier's `respond_by`."""
+    COMPLAINT_UNRESOLVED = "complaint_unresolved"
+    """A complaint still open past its resolution target (`resolve_by`)."""
     EXTERNAL = "external"
 
 
@@ -301,3 +309,61 @@ class SupplierWatch:
         self.available = False
         self.outages += 1
         return True
+
+
+@dataclass
+class ComplaintWatch:
+    """A complaint's clocks as its events told them; the events travel on three topics, so a
+    response or resolution may arrive before the filing it belongs to."""
+
+    complaint_id: str
+    order_id: str | None = None
+    tier: Severity | None = None
+    filed_at: datetime | None = None
+    respond_by: datetime | None = None
+    resolve_by: datetime | None = None
+    responded_at: datetime | None = None
+    resolved_at: datetime | None = None
+    resolution_alerted_at: datetime | None = None
+
+    def file(
+        self,
+        order_id: str,
+        tier: Severity,
+        filed_at: datetime,
+        respond_by: datetime,
+        resolve_by: datetime,
+    ) -> None:
+        self.order_id, self.tier, self.filed_at = order_id, tier, filed_at
+        self.respond_by, self.resolve_by = respond_by, resolve_by
+
+    @property
+    def awaiting_response(self) -> bool:
+        """Filed, and neither answered nor resolved: ops have a response target to meet."""
+        return self.filed_at is not None and self.responded_at is None and self.resolved_at is None
+
+    def respond(self, at: datetime) -> None:
+        """The first response stands (later ones are not events, a redelivery changes nothing)."""
+        if self.responded_at is None or at < self.responded_at:
+            self.responded_at = at
+
+    def resolve(self, at: datetime) -> None:
+        if self.resolved_at is None or at < self.resolved_at:
+            self.resolved_at = at
+
+    def resolution_missed(self, now: datetime) -> bool:
+        """Past its resolution target, unresolved, and ops not yet told."""
+        return (
+            self.resolve_by is not None
+            and self.resolved_at is None
+            and self.resolution_alerted_at is None
+            and self.resolve_by <= now
+        )
+
+
+def complaint_response_key(complaint_id: str) -> str:
+    return f"complaint-response:{complaint_id}"
+
+
+def complaint_resolution_key(complaint_id: str) -> str:
+    return f"complaint-resolution:{complaint_id}"

@@ -16,6 +16,8 @@ from jinja2 import (
     select_autoescape,
 )
 
+from services.notify.aftersales_text import AFTERSALES_KINDS, aftersales_context, format_money
+from services.notify.aftersales_text import SAMPLES as AFTERSALES_SAMPLES
 from services.notify.domain import (
     DEFAULT_LOCALE,
     LOCALES,
@@ -56,6 +58,7 @@ class Renderer:
             keep_trailing_newline=False,
             trim_blocks=False,
         )
+        self.env.filters["money"] = format_money
 
     def render(self, kind: Kind, locale: str | None, context: dict[str, Any]) -> Rendered:
         """Render every part of `kind` in the customer's locale (falling back to English)."""
@@ -132,6 +135,8 @@ def notice_context(
         context["routing_reason"] = parts[0].get("routing_reason") if parts else None
         if not lines:
             context["all_lines"] = True
+    elif kind in AFTERSALES_KINDS:
+        context.update(aftersales_context(kind, notice, parts, fact))
     return context
 
 
@@ -152,6 +157,7 @@ SAMPLES: dict[Kind, dict[str, Any]] = {
         "items": [{"sku": "LAMP-3", "quantity": 1}],
         "all_lines": False,
     },
+    **AFTERSALES_SAMPLES,
 }
 """What the preview endpoint fills a template with."""
 

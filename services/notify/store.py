@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.notify.domain import Policy
 from services.notify.repository import (
     Alerts,
+    ComplaintWatches,
     DlqDepths,
     Notifications,
     OrderFacts,
@@ -30,6 +31,7 @@ class NotifyUnitOfWork(UnitOfWork):
     dlq: DlqDepths
     suppliers: SupplierWatches
     waiting: WaitingWatches
+    complaints: ComplaintWatches
 
     def __init__(
         self,
@@ -55,6 +57,7 @@ class NotifyUnitOfWork(UnitOfWork):
         self.dlq = DlqDepths(self.session, dialect)
         self.suppliers = SupplierWatches(self.session, dialect)
         self.waiting = WaitingWatches(self.session, dialect)
+        self.complaints = ComplaintWatches(self.session, dialect)
         return self
 
     def _mark_queued(self) -> None:

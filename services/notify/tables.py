@@ -133,3 +133,20 @@ waiting_watch = Table(
     Column("alerted", Boolean, nullable=False),
 )
 """Lines waiting for a supplier (`order-lines-waiting`), until confirmed, failed or cancelled."""
+
+complaint_watch = Table(
+    "complaint_watch",
+    metadata,
+    Column("complaint_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=True),  # null until `complaint-filed` arrives
+    Column("tier", String(16), nullable=True),
+    Column("filed_at", DateTime(timezone=True), nullable=True),
+    Column("respond_by", DateTime(timezone=True), nullable=True),
+    Column("resolve_by", DateTime(timezone=True), nullable=True),
+    Column("responded_at", DateTime(timezone=True), nullable=True),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("resolution_alerted_at", DateTime(timezone=True), nullable=True),
+    Index("ix_complaint_watch_unresolved", "resolved_at", "resolution_alerted_at", "resolve_by"),
+)
+"""Complaints as their events told them (three topics, any order): the response and
+resolution targets ops are alerted on. No summary: it stays in the order service."""

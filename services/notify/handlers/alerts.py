@@ -45,8 +45,12 @@ async def raise_alert(
     title: str,
     lines: list[str],
     order_id: str | None = None,
+    due_at: datetime | None = None,
 ) -> Alert | None:
-    """Record an alert and queue it on every ops channel; None if it was raised before."""
+    """Record an alert and queue it on every ops channel; None if it was raised before.
+
+    It escalates when unacknowledged at `due_at` (by default its severity's response target).
+    """
     now = datetime.now(UTC)
     alert = Alert(
         id=str(uuid.uuid4()),
@@ -57,7 +61,7 @@ async def raise_alert(
         title=title,
         lines=lines,
         raised_at=now,
-        due_at=now + uow.policy.targets.for_severity(severity),
+        due_at=due_at or now + uow.policy.targets.for_severity(severity),
     )
     if not await uow.alerts.add(alert):
         return None

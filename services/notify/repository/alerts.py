@@ -83,6 +83,15 @@ class Alerts:
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
+    async def acknowledge_key(self, dedupe_key: str, by: str, now: datetime) -> bool:
+        """Acknowledge the alert raised under `dedupe_key`, if raised and still open."""
+        result = await self.session.execute(
+            update(alert)
+            .where(alert.c.dedupe_key == dedupe_key[:200], alert.c.acked_at.is_(None))
+            .values(acked_at=now, acked_by=by)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
     async def overdue(self, now: datetime, limit: int = 100) -> list[Alert]:
         """Unacknowledged alerts past their response target, locked for escalation."""
         query = (
