@@ -5,18 +5,24 @@ Domain errors are mapped to statuses once (`services.supplier.errors`), not per 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from dataclasses import asdict
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 
 from services.supplier.domain import Offer, Scorecard, Supplier
+from services.supplier.domain.quality import Chargeback
 from services.supplier.handlers import commands, manual
 from services.supplier.schemas import OfferIn, RouteLineIn, SupplierIn, SupplierPatch
 from services.supplier.settings import SupplierSettings
 from services.supplier.store import AllocationView, SupplierUnitOfWork
 from shared.http import Unprocessable, check_api_key
+from shared.money import minor_units
 from shared.runtime import ServiceRuntime
 
 router = APIRouter(prefix="/v1", tags=["suppliers"])
@@ -78,8 +84,54 @@ def render_allocation(a: AllocationView) -> dict[str, Any]:
     return {**asdict(a), "unit_cost": _money(a.unit_cost)}
 
 
+def _exact(amount: Decimal, currency: str) -> str:
+    """The amount at least at the currency's precision, never rounded: `6.25`, `100.00`."""
+    value = amount.normalize()
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent < minor_units(currency):
+        value = value.quantize(Decimal(1).scaleb(-minor_units(currency)))
+    return format(value, "f")
+
+
 def render_scorecard(card: Scorecard) -> dict[str, Any]:
-    return asdict(card)
+    out = asdict(card)
+    totals = card.chargebacks.totals if card.chargebacks else {}
+    out["chargebacks"] = {
+        "count": card.chargebacks.count if card.chargebacks else 0,
+        "totals": {cur: _exact(total, cur) for cur, total in sorted(totals.items())},
+    }
+    return out
+
+
+def render_chargeback(c: Chargeback) -> dict[str, Any]:
+    return {
+        "refund_id": c.refund_id,
+        "supplier_id": c.supplier_id,
+        "order_id": c.order_id,
+        "return_id": c.return_id,
+        "amount": _exact(c.amount, c.currency),
+        "currency": c.currency,
+        "reason": c.reason,
+        "issued_at": c.issued_at.isoformat(),
+    }
+
+
+def _cursor(c: Chargeback) -> str:
+    raw = json.dumps([c.issued_at.isoformat(), c.refund_id])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _after(cursor: str | None) -> tuple[datetime, str] | None:
+    if cursor is None:
+        return None
+    try:
+        at, refund_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(at), str(refund_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise Unprocessable(
+            "cursor is not one this API issued",
+            details=[{"field": "query.cursor", "reason": "not a cursor from a previous page"}],
+        ) from exc
 
 
 @router.post("/suppliers", status_code=201, summary="Register a supplier")
@@ -150,6 +202,23 @@ async def allocations(
 @router.get("/suppliers/{supplier_id}/scorecard", summary="A supplier's measured performance")
 async def scorecard(supplier_id: str, uow: UoW, _: Admin) -> dict[str, Any]:
     return render_scorecard(await commands.scorecard(uow, supplier_id))
+
+
+@router.get(
+    "/suppliers/{supplier_id}/chargebacks",
+    summary="Refunds charged back to the supplier (cost borne by it), newest first",
+)
+async def chargebacks(
+    supplier_id: str,
+    uow: UoW,
+    _: Admin,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> dict[str, Any]:
+    found = await commands.chargebacks(uow, supplier_id, limit + 1, _after(cursor))
+    page = found[:limit]
+    next_cursor = _cursor(page[-1]) if len(found) > limit else None
+    return {"items": [render_chargeback(c) for c in page], "next_cursor": next_cursor}
 
 
 @router.post(

@@ -102,6 +102,7 @@ class SupplierDirectory:
         row: Row[Any] | None,
         counts: dict[str, int],
         penalty: float = 0.0,
+        defective: int = 0,
     ) -> SupplierEntry | None:
         entry = None
         if row is not None:
@@ -115,7 +116,14 @@ class SupplierDirectory:
                 float(row.ship_sla_hours),
                 row.active,
                 row.rate_limit_per_s,
-                Track(c["decided"], c["accepted"], c["shipped"], c["shipped_on_time"], penalty),
+                Track(
+                    c["decided"],
+                    c["accepted"],
+                    c["shipped"],
+                    c["shipped_on_time"],
+                    penalty,
+                    defective,
+                ),
             )
         self._entries[supplier_id] = (time.monotonic() + self.ttl_s, entry)
         return entry

@@ -199,3 +199,34 @@ supplier_mark = Table(
     Index("ix_supplier_mark_supplier", "supplier_id", "at"),
 )
 """Misses counted against a supplier's reliability, decaying with age."""
+
+supplier_return = Table(
+    "supplier_return",
+    metadata,
+    Column("return_id", String(64), primary_key=True),
+    Column("supplier_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("units", Integer, nullable=False),
+    Column("defect", Boolean, nullable=False),  # the reason is a quality defect
+    Column("authorized_at", DateTime(timezone=True), nullable=False),
+    Index("ix_supplier_return_supplier", "supplier_id", "defect"),
+)
+"""Authorised returns by the supplier that shipped the lines, each return once
+(`return-authorized`); quality defects count against the supplier's quality score."""
+
+supplier_chargeback = Table(
+    "supplier_chargeback",
+    metadata,
+    Column("refund_id", String(64), primary_key=True),
+    Column("supplier_id", String(64), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("return_id", String(64), nullable=True),
+    Column("amount", Numeric(18, 4), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Index("ix_supplier_chargeback_supplier", "supplier_id", "issued_at"),
+)
+"""Refunds the supplier bears (`refund-issued` with `cost_bearer=supplier`), one per refund."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.supplier.domain.errors import InvalidOffers
+from services.supplier.domain.quality import ChargebackTally, QualityScore, QualityTally
 from services.supplier.domain.routing_policy import Offer
 from shared.money import minor_units
 
@@ -105,6 +106,8 @@ class Scorecard:
     shipped: int
     on_time_ship_rate: float | None
     exceptions: int
+    quality: QualityScore | None = None
+    chargebacks: ChargebackTally | None = None
 
     @classmethod
     def measure(
@@ -113,6 +116,8 @@ class Scorecard:
         orders: int,
         counts: Mapping[str, int],
         confirm_seconds: Sequence[float],
+        quality: QualityTally | None = None,
+        chargebacks: ChargebackTally | None = None,
     ) -> Scorecard:
         decided, shipped = counts["decided"], counts["shipped"]
         return cls(
@@ -127,4 +132,6 @@ class Scorecard:
             shipped=shipped,
             on_time_ship_rate=round(counts["shipped_on_time"] / shipped, 4) if shipped else None,
             exceptions=counts["exceptions"],
+            quality=QualityScore.measure(quality or QualityTally(), shipped),
+            chargebacks=chargebacks or ChargebackTally(),
         )

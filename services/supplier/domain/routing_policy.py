@@ -15,7 +15,10 @@ the supplier's confirmation rate times its on-time ship rate from its own histor
 each smoothed towards 1 with a prior of 5 virtual good orders, so a new supplier is
 trusted a little and one that keeps failing sinks; times 5 / (5 + misses), where each
 missed deadline (not accepted in time, no tracking by the ship-by date) and lost parcel
-counts 1 when new and halves every `MISS_HALF_LIFE` (7 days), so a supplier recovers.
+counts 1 when new and halves every `MISS_HALF_LIFE` (7 days), so a supplier recovers;
+times its quality rate, the share of its shipped orders not returned for a quality defect
+(damaged in transit, not as described: see `quality.py`), smoothed the same way, so a
+supplier with a high defect rate sinks below an otherwise equal one.
 Ties go to the lower supplier id.
 Lines routed to the same supplier form one supplier order.
 """
@@ -57,6 +60,8 @@ class Track:
     penalty: float = 0.0
     """Missed deadlines and lost parcels, each weighing 1 when new and half as much every
     `MISS_HALF_LIFE` after (so a supplier that stops missing recovers)."""
+    defective: int = 0
+    """Shipped orders returned for a quality defect (see `quality.py`)."""
 
     PRIOR = 5
 
@@ -69,8 +74,20 @@ class Track:
         return (self.shipped_on_time + self.PRIOR) / (self.shipped + self.PRIOR)
 
     @property
+    def quality_rate(self) -> float:
+        """Share of shipped orders not returned as defective, smoothed towards 1."""
+        good = max(self.shipped - self.defective, 0)
+        return (good + self.PRIOR) / (max(self.shipped, self.defective) + self.PRIOR)
+
+    @property
     def reliability(self) -> float:
-        return self.confirmation_rate * self.on_time_rate * self.PRIOR / (self.PRIOR + self.penalty)
+        return (
+            self.confirmation_rate
+            * self.on_time_rate
+            * self.quality_rate
+            * self.PRIOR
+            / (self.PRIOR + self.penalty)
+        )
 
 
 @dataclass(frozen=True)

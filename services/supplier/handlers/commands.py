@@ -18,6 +18,7 @@ from services.supplier.domain import (
     SupplierNotFound,
     check_offers,
 )
+from services.supplier.domain.quality import Chargeback
 from services.supplier.store import AllocationView, SupplierUnitOfWork
 
 
@@ -106,4 +107,15 @@ async def scorecard(uow: SupplierUnitOfWork, supplier_id: str) -> Scorecard:
         counts = (await uow.suppliers.counters([supplier_id]))[supplier_id]
         confirm_seconds = await uow.supplier_orders.confirm_seconds(supplier_id)
         orders = await uow.supplier_orders.count_for(supplier_id)
-    return Scorecard.measure(supplier_id, orders, counts, confirm_seconds)
+        quality = await uow.quality.tally(supplier_id)
+        chargebacks = await uow.quality.chargeback_tally(supplier_id)
+    return Scorecard.measure(supplier_id, orders, counts, confirm_seconds, quality, chargebacks)
+
+
+async def chargebacks(
+    uow: SupplierUnitOfWork, supplier_id: str, limit: int, after: tuple[datetime, str] | None
+) -> list[Chargeback]:
+    """The supplier's chargebacks, newest first."""
+    async with uow:
+        await _existing(uow, supplier_id)
+        return await uow.quality.chargebacks(supplier_id, limit, after)

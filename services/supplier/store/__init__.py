@@ -5,6 +5,7 @@
     uow.supplier_orders   the `SupplierOrder` aggregate, its allocations, work queues
     uow.routing_requests  orders kept from `order-placed`, cancellations
     uow.deliveries        callback delivery ids (dedupe)
+    uow.quality           returns and chargebacks against suppliers (after-sales)
 
 Only the unit of work commits. At commit it appends the supplier counter increments
 (last: those rows are hot), then, once committed, hands new supplier orders to this
@@ -23,6 +24,7 @@ from services.supplier.directory import Sealer, SupplierDirectory, SupplierEntry
 from services.supplier.store.base import AfterCommit, NewSupplierOrder, Sql, StockConflict
 from services.supplier.store.catalogue import OfferRepository, SupplierRepository
 from services.supplier.store.orders import AllocationView, StatusCheck, SupplierOrderRepository
+from services.supplier.store.quality import QualityRepository
 from services.supplier.store.requests import CallbackDeliveries, RoutingRequests
 from services.supplier.store.waiting import Clocks, ClockScans, Holds, WaitingLine, WaitingLines
 from services.supplier.tables import metadata
@@ -54,6 +56,7 @@ class SupplierUnitOfWork(UnitOfWork):
     clocks: Clocks
     clock_scans: ClockScans
     holds: Holds
+    quality: QualityRepository
 
     def __init__(
         self,
@@ -92,6 +95,7 @@ class SupplierUnitOfWork(UnitOfWork):
         self.clocks = Clocks(sql)
         self.clock_scans = ClockScans(sql)
         self.holds = Holds(sql)
+        self.quality = QualityRepository(sql)
         return self
 
     def dispatch_after_commit(self, orders: list[NewSupplierOrder]) -> None:

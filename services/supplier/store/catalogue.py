@@ -21,6 +21,7 @@ from services.supplier.domain import (
 )
 from services.supplier.domain.routing_policy import MISS_HALF_LIFE, decayed
 from services.supplier.store.base import Sql, StockConflict, rowcount
+from services.supplier.store.quality import defective_orders
 from services.supplier.tables import offer, supplier, supplier_mark, supplier_tally
 from shared.db import aware
 
@@ -124,12 +125,14 @@ class SupplierRepository:
             }
             counts = await self.counters(rows)
             penalties = await self.penalties(set(rows))
+            defects = await defective_orders(self._sql, rows)
             for supplier_id in missing:
                 entry = self.directory.remember(
                     supplier_id,
                     rows.get(supplier_id),
                     counts.get(supplier_id, {}),
                     penalties.get(supplier_id, 0.0),
+                    defects.get(supplier_id, 0),
                 )
                 if entry is not None:
                     found[supplier_id] = entry
