@@ -29,14 +29,16 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 ENV_EXAMPLE = ROOT / ".env.example"
 INIT_SQL = ROOT / "deploy" / "postgres" / "init.sql"
 
-APP_SERVICES = {"order": 8001, "supplier": 8002, "notify": 8003, "metrics": 8004}
+APP_SERVICES = {"order": 8001, "supplier": 8002, "notify": 8003, "metrics": 8004, "console": 8005}
 REQUIRED_ENV = {  # production refuses secrets under 32 characters
     "DROPSHIP_API_KEYS": "contract-key-1-0123456789abcdef0123,contract-key-2-0123456789abcdef0123",
     "DROPSHIP_SERVICE_TOKEN": "contract-service-token-0123456789abcdef",
     "DROPSHIP_PII_KEY": "c2hvcnQtdGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLSE",  # base64 of 32 bytes
     "DROPSHIP_TRACKING_SECRET": "contract-tracking-secret-0123456789abcdef",
     "DROPSHIP_SMTP_URL": "smtp+starttls://mailer:pw@smtp.mail.test:587",
+    "DROPSHIP_CONSOLE_SESSION_SECRET": "contract-console-session-secret-0123456789",
 }
+CONSOLE_ONLY = {"DROPSHIP_CONSOLE_SESSION_SECRET"}  # no other service gets the console's key
 
 
 # --- running the Compose CLI ----------------------------------------------------------------
@@ -163,6 +165,9 @@ def test_app_service_is_configured_for_production(compose: dict[str, Any], name:
     assert env["DROPSHIP_HOST"] == "0.0.0.0"
     assert env["DROPSHIP_KAFKA_ENABLE_IDEMPOTENCE"] == "true"
     for variable, value in REQUIRED_ENV.items():
+        if variable in CONSOLE_ONLY and name != "console":
+            assert variable not in env, f"{variable} leaks to {name}"
+            continue
         assert env[variable] == value, f"{variable} is not passed through to {name}"
 
 

@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
 OVERLAYS = {"dev": K8S / "overlays" / "dev", "production": K8S / "overlays" / "production"}
-SERVICES = {"order": 8001, "supplier": 8002, "notify": 8003, "metrics": 8004}
+SERVICES = {"order": 8001, "supplier": 8002, "notify": 8003, "metrics": 8004, "console": 8005}
+SCRAPED = {"order", "supplier", "notify", "metrics"}  # the console serves no /metrics
 SECRET = "dropship-secrets"
 CONFIG = "dropship-config"
 
@@ -183,9 +184,10 @@ def test_base_runs_the_service_probed_limited_and_unprivileged(name: str) -> Non
     assert command[command.index("--host") + 1] == "0.0.0.0"
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}
     assert ports == {"http": SERVICES[name]}
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/path"] == "/metrics"
-    assert annotations["prometheus.io/port"] == str(SERVICES[name])
+    if name in SCRAPED:
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert annotations["prometheus.io/port"] == str(SERVICES[name])
     assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
 
@@ -278,6 +280,7 @@ REAL_SECRETS = {
     "DROPSHIP_SHOPIFY_SECRET": "k8s-contract-shopify-secret-0123456789abcdef",
     "DROPSHIP_WOOCOMMERCE_SECRET": "k8s-contract-woocommerce-secret-0123456789ab",
     "DROPSHIP_TRACKING_SECRET": "k8s-contract-tracking-secret-0123456789abcdef",
+    "DROPSHIP_CONSOLE_SESSION_SECRET": "k8s-contract-console-session-secret-0123456789",
 }
 
 
