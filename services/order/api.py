@@ -162,6 +162,13 @@ async def list_orders(
     channel: Channel | None = None,
     created_from: Annotated[AwareDatetime | None, Query(description="inclusive, RFC 3339")] = None,
     created_to: Annotated[AwareDatetime | None, Query(description="exclusive, RFC 3339")] = None,
+    external_id: Annotated[
+        str | None, Query(min_length=1, max_length=128, description="the marketplace's order id")
+    ] = None,
+    waiting: Annotated[
+        bool | None, Query(description="true: orders with a line waiting for a supplier")
+    ] = None,
+    delayed: Annotated[bool | None, Query(description="true: orders with a delay")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> dict[str, Any]:
@@ -177,7 +184,14 @@ async def list_orders(
             "created_from/created_to out of range",
             details=[{"field": "query.created_from", "reason": "date out of range"}],
         ) from exc
-    flt = OrderFilter(status.value if status else None, channel, *window)
+    flt = OrderFilter(
+        status.value if status else None,
+        channel,
+        *window,
+        external_id=external_id,
+        waiting=waiting,
+        delayed=delayed,
+    )
     orders, next_cursor = await handlers.list_orders(flt, limit, cursor, uow)
     return {"items": [render_order(o) for o in orders], "next_cursor": next_cursor}
 

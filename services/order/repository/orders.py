@@ -34,6 +34,12 @@ class OrderFilter:
     channel: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    external_id: str | None = None
+    waiting: bool | None = None
+    """True: orders with a line waiting for a supplier; False: orders with none."""
+    delayed: bool | None = None
+    email_indexes: tuple[str, ...] | None = None
+    """Blind indexes of one customer e-mail (under every key): that customer's orders."""
 
 
 def encode_cursor(created_at: datetime, order_id: str) -> str:
@@ -199,6 +205,21 @@ class OrderRepository:
             conditions.append(customer_order.c.created_at >= flt.created_from)
         if flt.created_to:
             conditions.append(customer_order.c.created_at < flt.created_to)
+        if flt.external_id:
+            conditions.append(customer_order.c.external_id == flt.external_id)
+        if flt.delayed is not None:
+            conditions.append(customer_order.c.delayed.is_(flt.delayed))
+        if flt.waiting is not None:
+            waits = (
+                select(order_line.c.id)
+                .where(
+                    order_line.c.order_id == customer_order.c.id, order_line.c.waiting.is_not(None)
+                )
+                .exists()
+            )
+            conditions.append(waits if flt.waiting else ~waits)
+        if flt.email_indexes is not None:
+            conditions.append(customer_order.c.email_index.in_(flt.email_indexes))
         if cursor:
             created, last_id = decode_cursor(cursor)
             conditions.append(

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.order.domain import Note
-from services.order.tables import order_timeline
+from services.order.tables import customer_order, order_timeline
 from shared.db import aware
 from shared.events import Envelope
 
@@ -69,4 +69,19 @@ class Timeline:
         )
         return [
             TimelineEntry(r.type, aware(r.time) or r.time, r.source, r.data, r.note) for r in rows
+        ]
+
+    async def delays_of_delayed_orders(self, limit: int) -> list[tuple[str, TimelineEntry]]:
+        """`shipment-delayed` entries of orders still delayed, newest first, with order ids."""
+        t = order_timeline.c
+        rows = await self.session.execute(
+            select(order_timeline)
+            .join(customer_order, customer_order.c.id == t.order_id)
+            .where(t.type == "shipment-delayed", customer_order.c.delayed.is_(True))
+            .order_by(t.time.desc(), t.id.desc())
+            .limit(limit)
+        )
+        return [
+            (r.order_id, TimelineEntry(r.type, aware(r.time) or r.time, r.source, r.data, r.note))
+            for r in rows
         ]

@@ -34,6 +34,18 @@ class InvalidShop(ShopError):
         self.details = [{"field": f"body.{field_name}", "reason": reason}]
 
 
+class WritebackNotFound(ShopError):
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"write-back {task_id} not found")
+
+
+class WritebackNotFailed(ShopError):
+    """Only a write-back that gave up can be tried again (a pending one is still trying)."""
+
+    def __init__(self, task_id: int, status: str) -> None:
+        super().__init__(f"write-back {task_id} is {status}, not failed")
+
+
 class UnknownShop(ShopError):
     """A webhook from a shop we do not know (or that is disabled), with no default secret."""
 

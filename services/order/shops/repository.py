@@ -244,6 +244,32 @@ class WritebackQueue:
             .values(**values)
         )
 
+    async def listed(self, status: str, limit: int) -> list[dict[str, Any]]:
+        """Write-backs in `status`, newest first (the ops inbox reads the failed ones)."""
+        t = marketplace_writeback.c
+        rows = await self.session.execute(
+            select(marketplace_writeback)
+            .where(t.status == status)
+            .order_by(t.created_at.desc(), t.id.desc())
+            .limit(limit)
+        )
+        return [dict(r._mapping) for r in rows]
+
+    async def status_of(self, task_id: int) -> str | None:
+        t = marketplace_writeback.c
+        row = (await self.session.execute(select(t.status).where(t.id == task_id))).first()
+        return None if row is None else str(row.status)
+
+    async def try_again(self, task_id: int) -> bool:
+        """A failed write-back back in the queue with fresh attempts; False unless it failed."""
+        t = marketplace_writeback.c
+        result = await self.session.execute(
+            update(marketplace_writeback)
+            .where(t.id == task_id, t.status == "failed")
+            .values(status="pending", attempts=0, next_at=datetime.now(UTC))
+        )
+        return getattr(result, "rowcount", 0) == 1
+
     async def of_order(self, order_id: str) -> list[dict[str, Any]]:
         rows = await self.session.execute(
             select(marketplace_writeback)
