@@ -106,6 +106,20 @@ async def reroute_line(request: Request, order_id: str, line_id: str) -> Respons
     return back(request, f"/orders/{order_id}")
 
 
+@router.post("/writebacks/{task_id}/retry")
+async def retry_writeback(request: Request, task_id: int) -> Response:
+    user, _ = await acting_user(request)
+    b = console_of(request).backends
+    await act(
+        request,
+        user,
+        "retry write-back",
+        str(task_id),
+        b.post("order", f"/v1/writebacks/{task_id}/retry"),
+    )
+    return back(request, "/")
+
+
 @router.post("/notifications/{notification_id}/retry")
 async def resend_notice(request: Request, notification_id: str) -> Response:
     user, _ = await acting_user(request)

@@ -139,9 +139,9 @@ async def act(
     await audit(request, user, action, target, "ok" if result.ok else "error", result.message or "")
     t = translator(locale_of(request))
     if result.ok:
-        session_of(request).say("ok", f"{t('done')} {action} {target}")
+        session_of(request).say("ok", f"{t('done')} {t(action)} {target}")
     else:
-        session_of(request).say("error", f"{action} {target}: {result.message}", result.details)
+        session_of(request).say("error", f"{t(action)} {target}: {result.message}", result.details)
     return result
 
 

@@ -1,0 +1,140 @@
+"""Orders: search (id, marketplace order number, customer e-mail, status, dates) and the order
+page with everything an operator acts on."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from services.console.clients import ApiResult
+from services.console.domain import User
+from services.console.inbox import REROUTABLE, items, problems
+from services.console.web import audit, checked_form, console_of, current_user, render
+
+router = APIRouter()
+SignedIn = Annotated[User, Depends(current_user)]
+STATUSES = (
+    "placed",
+    "routed",
+    "needs_attention",
+    "on_hold",
+    "confirmed",
+    "shipped",
+    "delivered",
+    "cancelled",
+)
+
+
+def _listing(
+    request: Request,
+    found: ApiResult,
+    status: str = "",
+    day_from: date | None = None,
+    day_to: date | None = None,
+    q: str = "",
+    searched: bool = False,
+) -> Response:
+    return render(
+        request,
+        "orders.html",
+        status_code=200 if found.ok or found.status == 404 else found.status,
+        orders=items(found),
+        error=None if found.ok else found.message,
+        details=found.details,
+        statuses=STATUSES,
+        status=status,
+        day_from=day_from,
+        day_to=day_to,
+        q=q,
+        searched=searched,
+    )
+
+
+@router.get("/orders", response_class=HTMLResponse)
+async def orders(
+    request: Request,
+    user: SignedIn,
+    q: Annotated[str, Query(max_length=128)] = "",
+    status: Annotated[str, Query(max_length=32)] = "",
+    day_from: Annotated[date | None, Query(alias="from")] = None,
+    day_to: Annotated[date | None, Query(alias="to")] = None,
+) -> Response:
+    b = console_of(request).backends
+    if wanted := q.strip():
+        # an order id, else a marketplace order number (one match opens it)
+        one = await b.get("order", f"/v1/orders/{quote(wanted, safe='')}")
+        if one.ok:
+            return RedirectResponse(f"/orders/{quote(wanted, safe='')}", status_code=303)
+        by_external = await b.get("order", "/v1/orders", external_id=wanted, limit=100)
+        found = items(by_external)
+        if len(found) == 1:
+            return RedirectResponse(f"/orders/{quote(found[0]['id'], safe='')}", status_code=303)
+        return _listing(request, by_external, q=wanted, searched=True)
+    created_from = datetime.combine(day_from, datetime.min.time(), UTC) if day_from else None
+    created_to = (
+        datetime.combine(day_to + timedelta(days=1), datetime.min.time(), UTC) if day_to else None
+    )
+    found_page = await b.get(
+        "order",
+        "/v1/orders",
+        status=status or None,
+        created_from=created_from.isoformat() if created_from else None,
+        created_to=created_to.isoformat() if created_to else None,
+        limit=100,
+    )
+    return _listing(request, found_page, status, day_from, day_to)
+
+
+@router.post("/orders/search", response_class=HTMLResponse)
+async def search_by_email(request: Request, user: SignedIn) -> Response:
+    """By customer e-mail, in a POST body end to end (never in a URL or a log line); viewers
+    may search, and the audit log records that someone did, not the address."""
+    form = await checked_form(request)
+    raw = form.get("email")
+    email = raw.strip() if isinstance(raw, str) else ""
+    found = await console_of(request).backends.post(
+        "order", "/v1/orders/search", {"email": email, "limit": 100}
+    )
+    await audit(
+        request,
+        user,
+        "search orders by e-mail",
+        "-",
+        "ok" if found.ok else "error",
+        f"{len(items(found))} orders" if found.ok else found.message,
+    )
+    return _listing(request, found, searched=True)
+
+
+@router.get("/orders/{order_id}", response_class=HTMLResponse)
+async def order_page(request: Request, user: SignedIn, order_id: str) -> Response:
+    b = console_of(request).backends
+    order, timeline, allocations, notices, suppliers = await asyncio.gather(
+        b.get("order", f"/v1/orders/{order_id}"),
+        b.get("order", f"/v1/orders/{order_id}/timeline"),
+        b.get("supplier", "/v1/allocations", order_id=order_id),
+        b.get("notify", "/v1/notifications", order_id=order_id),
+        b.get("supplier", "/v1/suppliers"),
+    )
+    if not order.ok:
+        return render(request, "order.html", status_code=order.status, error=order.message)
+    body: dict[str, Any] = order.body
+    holds = body.get("holds") or []
+    return render(
+        request,
+        "order.html",
+        order=body,
+        timeline=items(timeline),
+        allocations=items(allocations),
+        notices=items(notices),
+        suppliers=items(suppliers),
+        problems=problems(timeline, allocations, notices),
+        reroutable=REROUTABLE,
+        releasable=any(h.get("reason") != "address_invalid" for h in holds),
+        closed=body.get("status") in ("cancelled", "shipped", "delivered"),
+    )
