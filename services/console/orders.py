@@ -30,6 +30,22 @@ STATUSES = (
 )
 
 
+def _day(raw: str) -> date | None:
+    try:
+        return date.fromisoformat(raw) if raw.strip() else None
+    except ValueError:
+        return None
+
+
+def _open(request: Request, order_id: str) -> Response:
+    """To the order's page: an htmx-boosted search is told to navigate (so the address bar
+    shows the order), a plain one is redirected."""
+    url = f"/orders/{quote(order_id, safe='')}"
+    if request.headers.get("HX-Request"):
+        return Response(status_code=200, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)
+
+
 def _listing(
     request: Request,
     found: ApiResult,
@@ -61,19 +77,21 @@ async def orders(
     user: SignedIn,
     q: Annotated[str, Query(max_length=128)] = "",
     status: Annotated[str, Query(max_length=32)] = "",
-    day_from: Annotated[date | None, Query(alias="from")] = None,
-    day_to: Annotated[date | None, Query(alias="to")] = None,
+    raw_from: Annotated[str, Query(alias="from", max_length=10)] = "",
+    raw_to: Annotated[str, Query(alias="to", max_length=10)] = "",
 ) -> Response:
+    """A plain GET form: empty date fields arrive as empty strings and mean "any"."""
     b = console_of(request).backends
+    day_from, day_to = _day(raw_from), _day(raw_to)
     if wanted := q.strip():
         # an order id, else a marketplace order number (one match opens it)
         one = await b.get("order", f"/v1/orders/{quote(wanted, safe='')}")
         if one.ok:
-            return RedirectResponse(f"/orders/{quote(wanted, safe='')}", status_code=303)
+            return _open(request, wanted)
         by_external = await b.get("order", "/v1/orders", external_id=wanted, limit=100)
         found = items(by_external)
         if len(found) == 1:
-            return RedirectResponse(f"/orders/{quote(found[0]['id'], safe='')}", status_code=303)
+            return _open(request, str(found[0]["id"]))
         return _listing(request, by_external, q=wanted, searched=True)
     created_from = datetime.combine(day_from, datetime.min.time(), UTC) if day_from else None
     created_to = (

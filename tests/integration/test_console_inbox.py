@@ -247,6 +247,8 @@ async def test_search_by_order_id_and_by_marketplace_number_opens_the_order(cons
     )
     two = await console.client.get("/orders", params={"q": "dup"})
     assert two.status_code == 200 and "ord_held" in two.text and "ord_manual" in two.text
+    blank = {"q": "", "status": "", "from": "", "to": ""}  # the form's empty fields
+    assert (await console.client.get("/orders", params=blank)).status_code == 200
     none = await console.client.get("/orders", params={"q": "nothing-like-it"})
     assert none.status_code == 200 and "No order matches." in none.text
 
