@@ -183,6 +183,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "return_address": ("Return address", "退货地址"),
     "filter": ("Filter", "筛选"),
     "open_only": ("Open only", "仅未解决"),
+    "resolved": ("Resolved", "已解决"),
     "refund_lines_hint": (
         "Quantities per line (optional: leave empty to refund an amount only).",
         "各商品行数量（可选：留空则只退金额）。",

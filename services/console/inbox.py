@@ -54,14 +54,15 @@ async def inbox_data(request: Request) -> dict[str, Any]:
         b.get("order", "/v1/complaints", open="true", limit=100),
         b.get("order", "/v1/returns", status="requested", limit=100),
         b.get("order", "/v1/returns", status="authorized", limit=100),
+        b.get("order", "/v1/returns", status="received", limit=100),
     )
-    attention, held, alerts, waiting, lost, writebacks, complaints, requested, authorized = results
+    attention, held, alerts, waiting, lost, writebacks, complaints, *returns = results
     open_alerts = sorted(
         items(alerts), key=lambda a: (SEVERITY_ORDER.get(a["severity"], 9), a["due_at"])
     )
     open_complaints = sorted(
         items(complaints),
-        key=lambda c: (SEVERITY_ORDER.get(c.get("tier", ""), 9), str(c.get("created_at"))),
+        key=lambda c: (SEVERITY_ORDER.get(c.get("tier", ""), 9), str(c.get("respond_by"))),
     )
     return {
         "attention": items(attention),
@@ -72,7 +73,7 @@ async def inbox_data(request: Request) -> dict[str, Any]:
         "lost": items(lost),
         "writebacks": items(writebacks),
         "complaints": open_complaints,
-        "returns": [*items(requested), *items(authorized)],
+        "returns": [r for page in returns for r in items(page)],
         "problems": problems(*results),
     }
 

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from services.console.aftersales import order_aftersales
 from services.console.clients import ApiResult
 from services.console.domain import User
 from services.console.inbox import REROUTABLE, items, problems
@@ -130,7 +131,12 @@ async def search_by_email(request: Request, user: SignedIn) -> Response:
 
 
 @router.get("/orders/{order_id}", response_class=HTMLResponse)
-async def order_page(request: Request, user: SignedIn, order_id: str) -> Response:
+async def order_page(
+    request: Request,
+    user: SignedIn,
+    order_id: str,
+    return_id: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
     b = console_of(request).backends
     order, timeline, allocations, notices, suppliers = await asyncio.gather(
         b.get("order", f"/v1/orders/{order_id}"),
@@ -141,6 +147,7 @@ async def order_page(request: Request, user: SignedIn, order_id: str) -> Respons
     )
     if not order.ok:
         return render(request, "order.html", status_code=order.status, error=order.message)
+    after = await order_aftersales(request, order_id)
     body: dict[str, Any] = order.body
     holds = body.get("holds") or []
     return render(
@@ -152,6 +159,8 @@ async def order_page(request: Request, user: SignedIn, order_id: str) -> Respons
         notices=items(notices),
         suppliers=items(suppliers),
         problems=problems(timeline, allocations, notices),
+        **after,
+        refund_return_id=return_id,
         reroutable=REROUTABLE,
         releasable=any(h.get("reason") != "address_invalid" for h in holds),
         closed=body.get("status") in ("cancelled", "shipped", "delivered"),
