@@ -108,6 +108,8 @@ order_timeline = Table(
     Column("source", String(32), nullable=False),
     Column("data", JSON, nullable=False),
     Column("note", String(500), nullable=True),
+    # the ops console's cross-order reads (open delays) go by type, newest first
+    Index("ix_order_timeline_type_time", "type", "time"),
 )
 
 idempotency_key = Table(

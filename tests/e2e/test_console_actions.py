@@ -6,6 +6,7 @@ critical problem on the pages used."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -113,6 +114,9 @@ async def test_operator_holds_releases_fixes_the_address_and_reroutes_in_a_brows
             assert "10001 New York" in await page.locator("#ships-to").inner_text()
             if found := await _axe(page):
                 problems["/orders/{id}"] = found
+            shots = os.environ.get("DROPSHIP_CONSOLE_SCREENSHOTS")
+            if shots:
+                await page.screenshot(path=f"{shots}/console-order-actions.png", full_page=True)
 
             # Acme now offers the SKU: re-route the line to Acme
             async with httpx.AsyncClient(headers=API_KEY, timeout=10) as api:
@@ -145,6 +149,12 @@ async def test_operator_holds_releases_fixes_the_address_and_reroutes_in_a_brows
                     return any(a["supplier_id"] == acme["id"] for a in got.json()["items"])
 
                 await eventually(allocated, timeout=60, what="acme has the line")
+            for path in ("/returns", "/complaints", "/", f"/orders/{order_id}"):
+                await page.goto(base + path)
+                for details in await page.locator("details").all():
+                    await details.evaluate("d => d.open = true")  # every form checked open
+                if found := await _axe(page):
+                    problems[path] = found
             await page.goto(base + "/audit")
             log = await page.locator("#audit-table").inner_text()
             for words in (
