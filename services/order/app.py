@@ -52,7 +52,7 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
         title="Dropship order service",
         description="Storefront and marketplace orders: lifecycle, timeline, customer privacy.",
     )
-    install_domain_errors(app, {**api.DOMAIN_ERRORS, **shops_api.SHOP_ERRORS, **ops_api.OPS_ERRORS})
+    install_domain_errors(app, {**api.DOMAIN_ERRORS, **shops_api.SHOP_ERRORS})
     app.include_router(ops_api.router)
     app.include_router(api.router)
     app.include_router(shops_api.router)

@@ -11,14 +11,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from services.order.api import ApiKey, UoW
 from services.order.handlers import ops
 from services.order.schemas import OrderPage, render_order, rfc3339
-from services.order.shops.domain import WritebackNotFailed, WritebackNotFound
 from shared.db import aware
-from shared.http import ErrorMapping
-
-OPS_ERRORS: dict[type[Exception], ErrorMapping] = {
-    WritebackNotFound: ErrorMapping(404, "not_found"),
-    WritebackNotFailed: ErrorMapping(409, "writeback_not_failed"),
-}
 
 router = APIRouter(prefix="/v1", tags=["ops"])
 

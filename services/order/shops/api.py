@@ -24,6 +24,8 @@ from services.order.shops.domain import (
     InvalidShop,
     ShopNotFound,
     UnknownShop,
+    WritebackNotFailed,
+    WritebackNotFound,
 )
 from shared.http import ErrorMapping
 
@@ -32,6 +34,8 @@ SHOP_ERRORS: dict[type[Exception], ErrorMapping] = {
     DuplicateShop: ErrorMapping(409, "duplicate_shop"),
     InvalidShop: ErrorMapping(422, "validation_error"),
     UnknownShop: ErrorMapping(401, "unauthorized"),
+    WritebackNotFound: ErrorMapping(404, "not_found"),
+    WritebackNotFailed: ErrorMapping(409, "writeback_not_failed"),
 }
 
 router = APIRouter(prefix="/v1/shops", tags=["shops"])
