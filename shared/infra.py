@@ -98,6 +98,10 @@ class PostgresCluster:
     port: int = field(default_factory=free_port)
     root: Path | None = None
     user: str = "postgres"
+    listen: str = "127.0.0.1"
+    """Address the server listens on (a namespace's address in the production-shape run)."""
+    initdb_args: tuple[str, ...] = ()
+    """More `initdb` options (they win over the defaults: e.g. `--auth-host=scram-sha-256`)."""
 
     def _as_owner(self) -> list[str]:
         return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -128,6 +132,7 @@ class PostgresCluster:
                 "-E",
                 "UTF8",
                 "--locale=C.UTF-8",
+                *self.initdb_args,
             ],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -141,7 +146,7 @@ class PostgresCluster:
         bindir = postgres_bin()
         assert self.root is not None
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {self.port} -k {self.root} -c listen_addresses={self.listen} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
         subprocess.run(
