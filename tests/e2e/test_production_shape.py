@@ -12,33 +12,42 @@ And a manifest whose notify reaches the order service over loopback is caught.
 from __future__ import annotations
 
 import mailbox
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from shared.testing import eventually
 from tests.support import netns
+from tests.support.edge import make_certificate
 from tests.support.manifests import (
     compose_config,
     compose_init_sql,
     compose_workloads,
+    k8s_workloads,
+    namespace_of,
     pii_key,
+    render_overlay,
+    secret_keys,
     strong_secret,
     write_env_file,
 )
 from tests.support.netns import Lan
-from tests.support.prodshape import Stack, Workload
+from tests.support.prodshape import IMAGE_ENV, ROOT, Stack, Workload
 
 PG_USER, PG_DB = "dropship", "dropship"
 SIM_PORT = 8010
 SMTP_HOST, SMTP_PORT = "smtp-relay", 25
 SIMULATOR = "supplier-sim"  # a supplier's API on the LAN, as the services would reach one
+INIT_SQL = ROOT / "deploy" / "postgres" / "init.sql"  # one database per service
+EDGE = [sys.executable, "-m", "tests.support.edge"]
 
 
 @pytest.fixture(autouse=True)
@@ -110,28 +119,98 @@ async def test_compose_runs_the_dropship_story(lan: Lan, tmp_path: Path) -> None
 
 
 async def run_the_story(
-    stack: Stack, hosts: dict[str, netns.Host], apps: dict[str, Workload], secrets: Secrets
+    stack: Stack,
+    hosts: dict[str, netns.Host],
+    apps: dict[str, Workload],
+    secrets: Secrets,
+    simulator_env: dict[str, str] | None = None,
 ) -> None:
     maildir = stack.smtp(hosts[SMTP_HOST], SMTP_PORT)
     supplier_public = apps["supplier"].env["DROPSHIP_SUPPLIER_PUBLIC_URL"]
-    stack.run(simulator(supplier_public, secrets), hosts[SIMULATOR])
+    stack.run(simulator(supplier_public, secrets, simulator_env), hosts[SIMULATOR])
     for name, workload in apps.items():
         stack.run(workload, hosts[name])
     stack.wait_ready(SIMULATOR, "/healthz")
     for name in apps:
         stack.wait_ready(name)
+    # each service has its own loopback: the order service is `order`, never 127.0.0.1
+    order_port = apps["order"].port
+    netns.connect_in(hosts["notify"].ns, (hosts["order"].ip, order_port)).close()
+    with pytest.raises(ConnectionRefusedError):
+        netns.connect_in(hosts["notify"].ns, ("127.0.0.1", order_port))
     await tell_the_story(stack.published, f"http://{SIMULATOR}:{SIM_PORT}", secrets, maildir)
 
 
-def simulator(supplier_public_url: str, secrets: Secrets) -> Workload:
+def simulator(
+    supplier_public_url: str, secrets: Secrets, extra: dict[str, str] | None = None
+) -> Workload:
     """The supplier simulator as a supplier would run it: reaching our public URL only."""
     env = {
+        **(extra or {}),
         "DROPSHIP_SIMULATOR_HOST": "0.0.0.0",
         "DROPSHIP_SIMULATOR_PORT": str(SIM_PORT),
         "DROPSHIP_SIMULATOR_TRACKING_URL": f"{supplier_public_url}/v1/webhooks/tracking",
         "DROPSHIP_TRACKING_SECRET": secrets.values["DROPSHIP_TRACKING_SECRET"],
     }
     return Workload(SIMULATOR, ["python", "-m", "rigs.supplier_simulator"], env, SIM_PORT)
+
+
+# --- the k8s production overlay -----------------------------------------------------------
+
+
+def k8s_secret(secrets: Secrets, pg_host: str, pg_password: str) -> dict[str, str]:
+    """`dropship-secrets` as an operator makes it from secrets.env.example's keys."""
+    out = {}
+    for key in secret_keys():
+        if key in secrets.values:
+            out[key] = secrets.values[key]
+        elif key.endswith("_DATABASE_URL"):
+            db = key.split("_")[1].lower() + "_db"
+            out[key] = f"postgresql+asyncpg://{PG_USER}:{pg_password}@{pg_host}:5432/{db}"
+        elif key not in ("DROPSHIP_SMS_WEBHOOK_URL", "DROPSHIP_OPS_WEBHOOKS"):  # optional
+            out[key] = strong_secret()
+    return out
+
+
+async def test_k8s_production_overlay_runs_the_dropship_story(lan: Lan, tmp_path: Path) -> None:
+    docs = render_overlay()
+    namespace = namespace_of(docs)
+    pg_password, pg_host = uuid.uuid4().hex, "postgres.example.com"
+    secrets = generated_secrets(pg_password)
+    apps = k8s_workloads(docs, k8s_secret(secrets, pg_host, pg_password))
+    assert {"order", "supplier", "notify", "metrics"} <= apps.keys()
+    config = apps["order"].env
+    hosts = {
+        name: lan.add(name, f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local")
+        for name in apps
+    }
+    kafka_host, kafka_port = config["DROPSHIP_KAFKA_BOOTSTRAP"].rsplit(":", 1)
+    hosts["kafka"] = lan.add(kafka_host)
+    hosts["postgres"] = lan.add(pg_host)
+    hosts[SMTP_HOST] = lan.add(SMTP_HOST)
+    hosts[SIMULATOR] = lan.add(SIMULATOR)
+    # suppliers call back at the public URL: an ingress terminating TLS in front of `supplier`
+    public = urlsplit(apps["supplier"].env["DROPSHIP_SUPPLIER_PUBLIC_URL"])
+    assert public.hostname
+    hosts["ingress"] = lan.add(public.hostname)
+    cert, key = make_certificate(tmp_path, public.hostname)
+    stack = Stack(lan, tmp_path)
+    try:
+        if config.get("DROPSHIP_OTEL_ENDPOINT"):
+            otel = urlsplit(config["DROPSHIP_OTEL_ENDPOINT"])
+            assert otel.hostname
+            hosts["otel"] = lan.add(otel.hostname)
+            listen = f"{hosts['otel'].ip}:{otel.port or 80}"
+            stack.spawn("otel", hosts["otel"], [*EDGE, "sink", listen], IMAGE_ENV)
+        ingress_listen = f"{hosts['ingress'].ip}:{public.port or 443}"
+        upstream = f"supplier:{apps['supplier'].port}"
+        argv = [*EDGE, "ingress", str(cert), str(key), ingress_listen, upstream]
+        stack.spawn("ingress", hosts["ingress"], argv, IMAGE_ENV)
+        stack.postgres(hosts["postgres"], PG_USER, pg_password, PG_DB, INIT_SQL)
+        stack.kafka(hosts["kafka"], int(kafka_port), config["DROPSHIP_KAFKA_BOOTSTRAP"])
+        await run_the_story(stack, hosts, apps, secrets, {"SSL_CERT_FILE": str(cert)})
+    finally:
+        stack.close()
 
 
 # --- the story ----------------------------------------------------------------------------

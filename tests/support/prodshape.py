@@ -90,7 +90,7 @@ class Stack:
             return "\n".join(self.log(name).read_text(errors="replace").splitlines()[-lines:])
         return ""
 
-    def _spawn(self, name: str, host: Host, argv: list[str], env: dict[str, str]) -> None:
+    def spawn(self, name: str, host: Host, argv: list[str], env: dict[str, str]) -> None:
         out: IO[bytes]
         with self.log(name).open("ab") as out:
             self.processes[name] = self.lan.popen(
@@ -150,7 +150,7 @@ class Stack:
             "--advertised-listener-url",
             f"tcp://{advertised}",
         ]
-        self._spawn("kafka", host, argv, {"PATH": IMAGE_ENV["PATH"]})
+        self.spawn("kafka", host, argv, {"PATH": IMAGE_ENV["PATH"]})
 
     def smtp(self, host: Host, port: int) -> Path:
         """aiosmtpd on host:port storing every message in a Maildir, which is returned."""
@@ -167,7 +167,7 @@ class Stack:
             "aiosmtpd.handlers.Mailbox",
             str(maildir),
         ]
-        self._spawn("smtp", host, argv, {**IMAGE_ENV, "HOME": str(self.workdir)})
+        self.spawn("smtp", host, argv, {**IMAGE_ENV, "HOME": str(self.workdir)})
         return maildir
 
     # --- the application ---------------------------------------------------------------------
@@ -187,7 +187,7 @@ class Stack:
                 timeout=120,
             )
             assert done.returncode == 0, f"{workload.name} init failed:\n{done.stderr[-3000:]}"
-        self._spawn(workload.name, host, image_command(workload.command), env)
+        self.spawn(workload.name, host, image_command(workload.command), env)
         if publish:
             port = self.lan.publish(host, workload.port)
             self.published[workload.name] = f"http://127.0.0.1:{port}"
