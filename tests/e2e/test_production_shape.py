@@ -40,7 +40,7 @@ from tests.support.manifests import (
     write_env_file,
 )
 from tests.support.netns import Lan
-from tests.support.prodshape import IMAGE_ENV, ROOT, Stack, Workload
+from tests.support.prodshape import IMAGE_ENV, ROOT, Stack, Workload, run_to_failure
 
 PG_USER, PG_DB = "dropship", "dropship"
 SIM_PORT = 8010
@@ -211,6 +211,38 @@ async def test_k8s_production_overlay_runs_the_dropship_story(lan: Lan, tmp_path
         await run_the_story(stack, hosts, apps, secrets, {"SSL_CERT_FILE": str(cert)})
     finally:
         stack.close()
+
+
+# --- the loopback mistake ----------------------------------------------------------------
+
+LOOPBACK_MISTAKES = [
+    ("notify", "DROPSHIP_ORDER_URL", "http://127.0.0.1:8001"),
+    ("notify", "DROPSHIP_NOTIFY_PUBLIC_URL", "http://localhost:8003"),
+    ("supplier", "DROPSHIP_SUPPLIER_PUBLIC_URL", "http://127.0.0.1:8002"),
+]
+
+
+def workloads_of(manifests: str, tmp_path: Path) -> dict[str, Workload]:
+    secrets = generated_secrets(postgres_password=uuid.uuid4().hex)
+    if manifests == "compose":
+        return compose_workloads(resolved_compose(tmp_path, secrets))
+    return k8s_workloads(render_overlay(), k8s_secret(secrets, "postgres", uuid.uuid4().hex))
+
+
+@pytest.mark.parametrize("manifests", ["compose", "k8s"])
+@pytest.mark.parametrize(("service", "variable", "url"), LOOPBACK_MISTAKES)
+def test_a_loopback_url_in_the_manifests_is_caught(
+    lan: Lan, tmp_path: Path, manifests: str, service: str, variable: str, url: str
+) -> None:
+    """The resolved manifests with one service URL mutated to loopback: in its own namespace
+    that is the service itself, so production refuses to start, naming the variable."""
+    workload = workloads_of(manifests, tmp_path)[service]
+    assert variable in workload.env, f"{manifests} does not set {variable} for {service}"
+    assert "127.0.0.1" not in workload.env[variable] and "localhost" not in workload.env[variable]
+    workload.env[variable] = url
+    code, output = run_to_failure(lan, lan.add(service), workload, tmp_path)
+    assert code != 0
+    assert variable in output and "loopback" in output, output[-2000:]
 
 
 # --- the story ----------------------------------------------------------------------------
