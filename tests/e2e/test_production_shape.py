@@ -11,7 +11,9 @@ And a manifest whose notify reaches the order service over loopback is caught.
 
 from __future__ import annotations
 
+import json
 import mailbox
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import pyotp
 import pytest
 
 from shared.testing import eventually
@@ -47,6 +50,7 @@ SIM_PORT = 8010
 SMTP_HOST, SMTP_PORT = "smtp-relay", 25
 SIMULATOR = "supplier-sim"  # a supplier's API on the LAN, as the services would reach one
 INIT_SQL = ROOT / "deploy" / "postgres" / "init.sql"  # one database per service
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 EDGE = [sys.executable, "-m", "tests.support.edge"]
 
 
@@ -75,6 +79,7 @@ def generated_secrets(postgres_password: str, smtp_host: str = SMTP_HOST) -> Sec
         "DROPSHIP_PII_KEY": pii_key(),
         "DROPSHIP_TRACKING_SECRET": strong_secret(),
         "DROPSHIP_SMTP_URL": f"smtp://{smtp_host}:{SMTP_PORT}",
+        "DROPSHIP_CONSOLE_SESSION_SECRET": strong_secret(),
         "POSTGRES_PASSWORD": postgres_password,
     }
     return Secrets(storefront, admin, values)
@@ -138,7 +143,34 @@ async def run_the_story(
     netns.connect_in(hosts["notify"].ns, (hosts["order"].ip, order_port)).close()
     with pytest.raises(ConnectionRefusedError):
         netns.connect_in(hosts["notify"].ns, ("127.0.0.1", order_port))
-    await tell_the_story(stack.published, f"http://{SIMULATOR}:{SIM_PORT}", secrets, maildir)
+    order_id = await tell_the_story(
+        stack.published, f"http://{SIMULATOR}:{SIM_PORT}", secrets, maildir
+    )
+    if "console" in apps:
+        await ops_see_it_in_the_console(stack, order_id)
+
+
+async def ops_see_it_in_the_console(stack: Stack, order_id: str) -> None:
+    """The first admin made with the documented one-off command signs in (password + TOTP)
+    through the console's published port and sees the order the console read from `order`."""
+    command = ["python", "-m", "services.console.users", "create", "--email", "ops@example.com"]
+    creds = json.loads(stack.exec("console", [*command, "--role", "admin", "--with-totp"]))
+    async with httpx.AsyncClient(base_url=stack.published["console"], timeout=15) as c:
+
+        async def csrf(path: str) -> str:
+            found = CSRF.search((await c.get(path)).text)
+            assert found, path
+            return found.group(1)
+
+        login = {"email": creds["email"], "password": creds["password"]}
+        step1 = await c.post("/login", data={"csrf": await csrf("/login"), **login})
+        assert step1.status_code == 303, step1.text
+        code = pyotp.TOTP(creds["totp_secret"]).now()
+        step2 = await c.post("/login/totp", data={"csrf": await csrf("/login/totp"), "code": code})
+        assert step2.status_code == 303, step2.text
+        page = await c.get(f"/orders/{order_id}")
+        assert page.status_code == 200, page.text[-2000:]
+        assert "PROD-1001" in page.text and "delivered" in page.text
 
 
 def simulator(
@@ -250,7 +282,7 @@ def test_a_loopback_url_in_the_manifests_is_caught(
 
 async def tell_the_story(
     urls: dict[str, str], simulator_url: str, secrets: Secrets, maildir: Path
-) -> None:
+) -> str:
     admin = {"X-API-Key": secrets.admin}
     storefront = {"X-API-Key": secrets.storefront}
     async with httpx.AsyncClient(timeout=15) as c:
@@ -332,6 +364,7 @@ async def tell_the_story(
             401,
             403,
         )
+    return str(order_id)
 
 
 def subjects_to(maildir: Path, recipient: str) -> list[str]:

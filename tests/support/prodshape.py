@@ -79,6 +79,7 @@ class Stack:
     workdir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     published: dict[str, str] = field(default_factory=dict)
+    started: dict[str, tuple[Workload, Host]] = field(default_factory=dict)
     """Service name -> the base URL its published port has on the test's side."""
     _pg: PostgresCluster | None = None
 
@@ -188,9 +189,24 @@ class Stack:
             )
             assert done.returncode == 0, f"{workload.name} init failed:\n{done.stderr[-3000:]}"
         self.spawn(workload.name, host, image_command(workload.command), env)
+        self.started[workload.name] = (workload, host)
         if publish:
             port = self.lan.publish(host, workload.port)
             self.published[workload.name] = f"http://127.0.0.1:{port}"
+
+    def exec(self, name: str, command: list[str]) -> str:
+        """A one-off command beside a running service (`docker compose run`, `kubectl exec`)."""
+        workload, host = self.started[name]
+        done = subprocess.run(
+            self.lan.argv(host, image_command(command)),
+            env=image_env(workload.env, self.workdir / name),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"{command} in {name} failed:\n{done.stderr[-3000:]}"
+        return done.stdout
 
     def wait_ready(self, name: str, probe: str = "/readyz", timeout: float = 90) -> None:
         url = self.published[name] + probe
