@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PG_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: up down status test lint typecheck importlint bench bench-intake bench-notify bench-metrics bench-stack rebuild-metrics lock asyncapi clean sysdeps chaos
+.PHONY: up down status test lint typecheck importlint bench bench-intake bench-notify bench-metrics bench-stack rebuild-metrics lock asyncapi clean sysdeps chaos prodshape
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -80,6 +80,11 @@ bench-stack: $(STAMP) sysdeps
 chaos: $(STAMP) sysdeps
 	DROPSHIP_CHAOS_SECONDS=$${DROPSHIP_CHAOS_SECONDS:-300} $(PY) -m deploy.testenv -- \
 	  $(PY) -m pytest tests/e2e/test_chaos.py -s -p no:cacheprovider --timeout 1800
+
+# docker-compose.yml and the k8s production overlay run for real, each service in its own
+# network namespace (needs root), telling the dropship story (README "The production shape, run").
+prodshape: $(STAMP) sysdeps
+	$(PY) -m pytest tests/e2e/test_production_shape.py -p no:cacheprovider
 
 # Replay every event topic into the metrics database from scratch (stop the metrics
 # service first, or set DROPSHIP_METRICS_DATABASE_URL to a fresh database).

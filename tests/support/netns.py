@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -73,7 +74,10 @@ class Lan:
         return f"{self.run}-lan"
 
     def __enter__(self) -> Lan:
+        collect_abandoned_runs()
         self._netns(self.lan_ns)
+        (NETNS_ETC / self.lan_ns).mkdir(parents=True, exist_ok=True)
+        (NETNS_ETC / self.lan_ns / "owner").write_text(str(os.getpid()))
         _ip("-n", self.lan_ns, "link", "add", "br0", "type", "bridge")
         _ip("-n", self.lan_ns, "link", "set", "br0", "up")
         return self
@@ -155,6 +159,26 @@ class Lan:
         for pid in pids.split():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
+
+
+RUN_NS = re.compile(r"^(ds[0-9a-f]{6})-(lan|\d+)$")
+
+
+def collect_abandoned_runs() -> None:
+    """Delete the namespaces of runs whose test process is gone (killed before its cleanup)."""
+    runs: dict[str, list[str]] = {}
+    for path in NETNS_RUN.glob("ds*") if NETNS_RUN.exists() else []:
+        if found := RUN_NS.match(path.name):
+            runs.setdefault(found.group(1), []).append(path.name)
+    for run, namespaces in runs.items():
+        owner = NETNS_ETC / f"{run}-lan" / "owner"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(owner.read_text())
+            if Path(f"/proc/{pid}").exists():
+                continue  # still running (this or another test process)
+            lan = Lan(run=run)
+            lan._made = sorted(namespaces, key=lambda ns: ns.endswith("-lan"))
+            lan.close()
 
 
 def connect_in(ns: str, address: tuple[str, int], timeout: float = 5.0) -> socket.socket:
