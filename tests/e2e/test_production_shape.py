@@ -18,6 +18,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
@@ -351,14 +352,27 @@ async def tell_the_story(
 
         await eventually(mailed, timeout=60, interval=0.3, what="the shipping e-mail")
 
+        supplier_id = created.json()["id"]
+
         async def kpis() -> dict[str, Any] | None:
-            got = await c.get(urls["metrics"] + "/v1/kpis", headers=admin)
-            body = got.json() if got.status_code == 200 else {}
-            total = body.get("total", {})
-            return body if total.get("orders") == 1 and total.get("gmv") else None
+            today = datetime.now(UTC).date().isoformat()
+            query = {"from": today, "to": today, "group_by": "supplier"}
+            got = await c.get(urls["metrics"] + "/v1/kpis", params=query, headers=admin)
+            body: dict[str, Any] = got.json() if got.status_code == 200 else {}
+            by_supplier = {i["key"]: i for i in body.get("items", [])}
+            delivered = by_supplier.get(supplier_id, {}).get("deliveries")
+            notices = body.get("total", {}).get("notices_sent")
+            return body if delivered == 1 and notices == 1 else None
 
         report = await eventually(kpis, timeout=60, interval=0.3, what="KPIs show the order")
-        assert report["total"]["gmv"] == {"USD": "20.00"}
+        assert report is not None
+        total = report["total"]
+        assert total["orders"] == 1 and total["confirmed_orders"] == 1
+        assert total["gmv"] == {"USD": "20.00"}
+        assert total["gross_margin"] == {"USD": "12.00"}  # 2 x (10.00 - 4.00)
+        assert total["notices"] == [
+            {"kind": "shipment_dispatched", "channel": "email", "status": "sent", "count": 1}
+        ]
         # the storefront key is not an admin key: the KPIs are not public
         assert (await c.get(urls["metrics"] + "/v1/kpis", headers=storefront)).status_code in (
             401,
