@@ -137,8 +137,10 @@ async def run_the_story(
     for name, workload in apps.items():
         stack.run(workload, hosts[name])
     stack.wait_ready(SIMULATOR, "/healthz")
-    for name in apps:
+    for name, workload in apps.items():
         stack.wait_ready(name)
+        if workload.healthcheck:  # the container's own probe passes inside its namespace
+            stack.exec(name, workload.healthcheck)
     # each service has its own loopback: the order service is `order`, never 127.0.0.1
     order_port = apps["order"].port
     netns.connect_in(hosts["notify"].ns, (hosts["order"].ip, order_port)).close()

@@ -75,7 +75,9 @@ def compose_workloads(config: Doc) -> dict[str, Workload]:
             continue
         (port,) = {int(p["target"]) for p in service.get("ports", [])}
         env = {k: "" if v is None else str(v) for k, v in service["environment"].items()}
-        out[name] = Workload(name, list(service["command"]), env, port)
+        test = (service.get("healthcheck") or {}).get("test") or []
+        probe = list(test[1:]) if test[:1] == ["CMD"] else None
+        out[name] = Workload(name, list(service["command"]), env, port, healthcheck=probe)
     return out
 
 

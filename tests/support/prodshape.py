@@ -51,6 +51,8 @@ class Workload:
     port: int
     init: list[tuple[list[str], dict[str, str]]] = field(default_factory=list)
     """Commands run to completion first, each with its environment (k8s init containers)."""
+    healthcheck: list[str] | None = None
+    """The container's own probe command (compose `healthcheck: [CMD, ...]`)."""
 
 
 def image_command(command: list[str]) -> list[str]:
