@@ -18,13 +18,16 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 install: $(STAMP)
 
 # System packages the tests and benchmarks need (PostgreSQL server, wrk, Chromium for
-# the dashboard's browser test). Idempotent.
+# the dashboard's browser test, kubectl, iproute2 and openssl for the production-shape
+# run). Idempotent.
 sysdeps:
 	@missing=""; \
 	[ -n "$$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null)" ] || missing="$$missing postgresql"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v kubectl >/dev/null || missing="$$missing kubectl"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (apt-get)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
