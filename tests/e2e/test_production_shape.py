@@ -103,7 +103,7 @@ async def test_compose_runs_the_dropship_story(lan: Lan, tmp_path: Path) -> None
     secrets = generated_secrets(postgres_password=uuid.uuid4().hex)
     config = resolved_compose(tmp_path, secrets)
     apps = compose_workloads(config)
-    assert {"order", "supplier", "notify", "metrics"} <= apps.keys()
+    assert {"order", "supplier", "notify", "metrics", "console"} <= apps.keys()
     hosts = {name: lan.add(name) for name in config["services"]}
     hosts[SMTP_HOST] = lan.add(SMTP_HOST)
     hosts[SIMULATOR] = lan.add(SIMULATOR)
@@ -149,8 +149,7 @@ async def run_the_story(
     order_id = await tell_the_story(
         stack.published, f"http://{SIMULATOR}:{SIM_PORT}", secrets, maildir
     )
-    if "console" in apps:
-        await ops_see_it_in_the_console(stack, order_id)
+    await ops_see_it_in_the_console(stack, order_id)
 
 
 async def ops_see_it_in_the_console(stack: Stack, order_id: str) -> None:
@@ -213,7 +212,7 @@ async def test_k8s_production_overlay_runs_the_dropship_story(lan: Lan, tmp_path
     pg_password, pg_host = uuid.uuid4().hex, "postgres.example.com"
     secrets = generated_secrets(pg_password)
     apps = k8s_workloads(docs, k8s_secret(secrets, pg_host, pg_password))
-    assert {"order", "supplier", "notify", "metrics"} <= apps.keys()
+    assert {"order", "supplier", "notify", "metrics", "console"} <= apps.keys()
     config = apps["order"].env
     hosts = {
         name: lan.add(name, f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local")
