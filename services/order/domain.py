@@ -32,6 +32,7 @@ from services.order.errors import (
     CannotCancel,
     NotOnHold,
     OrderClosed,
+    RecipientRequired,
     SupplierHasOrder,
 )
 from shared.events import (
@@ -92,6 +93,8 @@ class LineInput:
     sku: str
     quantity: int
     unit_price: Decimal
+    external_ids: tuple[str, ...] | None = None
+    """A marketplace line sent without a SKU: its platform ids, by which an offer may map it."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class OrderLine:
     unit_cost: Decimal | None = None
     routing_failed: str | None = None
     waiting: str | None = None
+    external_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,9 @@ class Order:
         order_id = f"ord_{uuid.uuid4().hex}"
         created = now or datetime.now(UTC)
         lines = [
-            OrderLine(f"{order_id}-{i}", ln.sku, ln.quantity, ln.unit_price)
+            OrderLine(
+                f"{order_id}-{i}", ln.sku, ln.quantity, ln.unit_price, external_ids=ln.external_ids
+            )
             for i, ln in enumerate(cmd.lines, start=1)
         ]
         order = cls(
@@ -225,6 +231,7 @@ class Order:
                     sku=ln.sku,
                     quantity=ln.quantity,
                     unit_price=ln.unit_price,
+                    external_ids=None if ln.external_ids is None else list(ln.external_ids),
                 )
                 for ln in self.lines
             ],
@@ -315,14 +322,24 @@ class Order:
         self._lift(liftable, now or datetime.now(UTC), why="released by merchant")
 
     def change_address(
-        self, address: Address, phone: str | None, now: datetime | None = None
+        self,
+        address: Address,
+        phone: str | None,
+        now: datetime | None = None,
+        *,
+        name: str | None = None,
     ) -> None:
-        """Ship to `address` (a valid one: checked before); lifts `address_invalid`."""
+        """Ship to `address` (a valid one: checked before), to `name` when given; lifts
+        `address_invalid` (`RecipientRequired` while the order has no recipient name)."""
         self._still_ours("re-addressed")
+        if not (name or self.customer.name):
+            raise RecipientRequired(f"order {self.id} has no recipient: send the name too")
         at = now or datetime.now(UTC)
         self.shipping = address
         if phone is not None:
             self.customer = replace(self.customer, phone=phone)
+        if name is not None:
+            self.customer = replace(self.customer, name=name)
         self.notes.append(
             Note(
                 "shipping-address-changed",
@@ -332,6 +349,7 @@ class Order:
                     "postal_code": address.postal_code,
                     "country": address.country,
                     "phone_changed": phone is not None,
+                    "name_changed": name is not None,
                 },
                 at,
             )

@@ -83,6 +83,14 @@ class InvalidAddress(OrderError):
         self.details = [{"field": field, "reason": rule} for field, rule in problems]
 
 
+class RecipientRequired(InvalidAddress):
+    """A shipping address sent for an order that has no recipient name, without one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([("name", "required: the order has no recipient name")])
+        self.args = (message,)
+
+
 class InvalidCursor(OrderError):
     """A list cursor that this API did not hand out (or that was tampered with)."""
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from services.order.addresses import address_problems
+from services.order.addresses import address_problems, missing_recipient
 from services.order.domain import PlaceOrder
 from shared.events import HoldReason
 from shared.money import format_amount
@@ -21,7 +21,9 @@ class IntakePolicy:
     def holds_for(self, cmd: PlaceOrder) -> list[tuple[HoldReason, str]]:
         """The holds a new order starts with, each with its note (field and rule, no PII)."""
         holds: list[tuple[HoldReason, str]] = []
-        problems = address_problems(cmd.shipping, cmd.customer.phone)
+        problems = missing_recipient(cmd.customer, cmd.shipping)
+        if not any(p.field == "shipping_address" for p in problems):  # there is one to judge
+            problems += address_problems(cmd.shipping, cmd.customer.phone)
         if problems:
             holds.append((HoldReason.ADDRESS_INVALID, "; ".join(map(str, problems))[:1000]))
         limit = self.high_value_limits.get(cmd.currency)

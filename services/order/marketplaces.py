@@ -97,9 +97,10 @@ def _line_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 UNMAPPED_SKU_PREFIX = "unmapped/"
-"""A line sent without a SKU gets `unmapped/<platform>/<variant|variation|product|line>/<id>`:
-the order is accepted, and an offer with exactly that SKU maps the platform's id; without
-one the line cannot be routed (the supplier reports it, reason `unmapped_sku`)."""
+"""A line sent without a SKU gets `unmapped/<platform>/<variant|variation|product|line>/<id>`
+and carries its platform ids (`external_ids`, e.g. `shopify:variant:<id>`): the order is
+accepted, and an offer whose `external_ids` name one of them maps the line; without one
+the line cannot be routed (the supplier reports it, reason `unmapped_sku`)."""
 
 
 def _sku(item: dict[str, Any], i: int, platform: str = "shopify") -> str:
@@ -116,6 +117,23 @@ def _sku(item: dict[str, Any], i: int, platform: str = "shopify") -> str:
         if ref and ref != "0":  # WooCommerce sends variation_id 0 for a simple product
             return f"{UNMAPPED_SKU_PREFIX}{platform}/{kind}/{ref}"
     return f"{UNMAPPED_SKU_PREFIX}{platform}/line/{i + 1}"
+
+
+def _external_ids(item: dict[str, Any], platform: str) -> list[str] | None:
+    """A SKU-less line's platform ids (`shopify:variant:<id>`, most specific first), by which
+    an offer may map it; None when the line has a SKU."""
+    if _text(item.get("sku")) is not None:
+        return None
+    kinds = (("variant_id", "variant"), ("variation_id", "variation"), ("product_id", "product"))
+    refs = [(kind, _text(item.get(key))) for key, kind in kinds]
+    return [f"{platform}:{kind}:{ref}" for kind, ref in refs if ref and ref != "0"]
+
+
+def _line(item: dict[str, Any], i: int, platform: str, unit_price: str) -> dict[str, Any]:
+    line = {"sku": _sku(item, i, platform), "quantity": _quantity(item, i)}
+    line["unit_price"] = unit_price
+    external_ids = _external_ids(item, platform)
+    return line if external_ids is None else {**line, "external_ids": external_ids}
 
 
 def _shopify_unit_price(item: dict[str, Any], i: int, currency: str | None) -> str:
@@ -206,7 +224,8 @@ def _compact(mapping: dict[str, Any]) -> dict[str, Any]:
 def shopify_order(payload: dict[str, Any]) -> dict[str, Any]:
     """A Shopify `orders/create` payload as a storefront order body (channel "shopify")."""
     external_id = _id(payload)
-    shipping = _object(payload, "shipping_address", "shipping_address", required=True)
+    # no shipping address (or customer) is accepted: the order is held `address_invalid`
+    shipping = _object(payload, "shipping_address", "shipping_address", required=False)
     customer = _object(payload, "customer", "customer", required=False)
     billing = _object(payload, "billing_address", "billing_address", required=False)
     items = _line_items(payload)
@@ -241,11 +260,7 @@ def shopify_order(payload: dict[str, Any]) -> dict[str, Any]:
             }
         ),
         "lines": [
-            {
-                "sku": _sku(item, i, "shopify"),
-                "quantity": _quantity(item, i),
-                "unit_price": _shopify_unit_price(item, i, _text(payload.get("currency"))),
-            }
+            _line(item, i, "shopify", _shopify_unit_price(item, i, _text(payload.get("currency"))))
             for i, item in enumerate(items)
         ],
     }
@@ -284,10 +299,9 @@ def _woo_unit_price(item: dict[str, Any], i: int, currency: str | None) -> str:
 def woocommerce_order(payload: dict[str, Any]) -> dict[str, Any]:
     """A WooCommerce REST v3 `order.created` payload as a storefront order body."""
     external_id = _id(payload)
-    shipping = _object(payload, "shipping", "shipping", required=True)
+    # a blank (or absent) shipping address is accepted: the order is held `address_invalid`
+    shipping = _object(payload, "shipping", "shipping", required=False)
     billing = _object(payload, "billing", "billing", required=False)
-    if not any(_text(shipping.get(key)) for key in ("address_1", "city", "country")):
-        raise MarketplacePayloadError("shipping", "empty: the order has no shipping address")
     items = _line_items(payload)
     currency = _text(payload.get("currency"))
     return {
@@ -315,11 +329,7 @@ def woocommerce_order(payload: dict[str, Any]) -> dict[str, Any]:
             }
         ),
         "lines": [
-            {
-                "sku": _sku(item, i, "woocommerce"),
-                "quantity": _quantity(item, i),
-                "unit_price": _woo_unit_price(item, i, currency),
-            }
+            _line(item, i, "woocommerce", _woo_unit_price(item, i, currency))
             for i, item in enumerate(items)
         ],
     }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import unicodedata
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import pycountry
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
@@ -98,9 +98,11 @@ class AddressIn(BaseModel):
 
 
 class ShippingAddressIn(AddressIn):
-    """`PUT /v1/orders/{id}/shipping-address`: the create body's address plus a phone."""
+    """`PUT /v1/orders/{id}/shipping-address`: the create body's address plus a phone, and
+    the recipient's `name` (needed when a marketplace order came without one)."""
 
     phone: Phone | None = None
+    name: Text200 | None = None
 
 
 class HoldIn(BaseModel):
@@ -118,17 +120,17 @@ class LineIn(BaseModel):
     unit_price: Annotated[Decimal, Field(ge=0, le=Decimal("1000000"), allow_inf_nan=False)]
 
 
-class OrderIn(BaseModel):
+class _OrderBody(BaseModel):
+    """What every order body shares: channel, ids, currency and lines (and their rules)."""
+
     model_config = _strict
     channel: Channel
     external_id: Text128 | None = None
     currency: CurrencyCode
-    customer: CustomerIn
-    shipping_address: AddressIn
     lines: Annotated[list[LineIn], Field(min_length=1, max_length=500)]
 
     @model_validator(mode="after")
-    def _lines_fit_the_currency_and_are_unique(self) -> OrderIn:
+    def _lines_fit_the_currency_and_are_unique(self) -> Self:
         places = minor_units(self.currency)
         seen: dict[str, int] = {}
         for i, line in enumerate(self.lines):
@@ -149,6 +151,14 @@ class OrderIn(BaseModel):
             seen[line.sku] = i
         return self
 
+    def _lines(self) -> tuple[LineInput, ...]:
+        return tuple(LineInput(ln.sku, ln.quantity, ln.unit_price) for ln in self.lines)
+
+
+class OrderIn(_OrderBody):
+    customer: CustomerIn
+    shipping_address: AddressIn
+
     def to_command(self) -> PlaceOrder:
         c, a = self.customer, self.shipping_address
         return PlaceOrder(
@@ -157,7 +167,59 @@ class OrderIn(BaseModel):
             currency=self.currency,
             customer=Contact(name=c.name, email=str(c.email), phone=c.phone, locale=c.locale),
             shipping=a.to_address(),
-            lines=tuple(LineInput(ln.sku, ln.quantity, ln.unit_price) for ln in self.lines),
+            lines=self._lines(),
+        )
+
+
+class MarketplaceCustomerIn(BaseModel):
+    """A paid marketplace order may come without a customer: every field is optional."""
+
+    model_config = _strict
+    name: Text200 | None = None
+    email: Annotated[EmailStr, Field(max_length=254)] | None = None
+    phone: Phone | None = None
+    locale: Locale | None = None
+
+
+class MarketplaceAddressIn(BaseModel):
+    """A marketplace shipping address, possibly incomplete or absent (the order is then
+    held `address_invalid` rather than refused); what is there must still be well-formed."""
+
+    model_config = _strict
+    line1: Text200 | None = None
+    line2: Text200 | None = None
+    city: Text100 | None = None
+    region: Text100 | None = None
+    postal_code: Text20 | None = None
+    country: CountryCode | None = None
+
+
+class MarketplaceOrderIn(_OrderBody):
+    """A mapped Shopify/WooCommerce order: the storefront's rules, except that the gaps a
+    paid order may have (no customer, no or a partial shipping address) are accepted and
+    left for the intake rules to hold (`address_invalid`, the note naming the field)."""
+
+    customer: MarketplaceCustomerIn = Field(default_factory=MarketplaceCustomerIn)
+    shipping_address: MarketplaceAddressIn = Field(default_factory=MarketplaceAddressIn)
+
+    def to_command(self) -> PlaceOrder:
+        c, a = self.customer, self.shipping_address
+        return PlaceOrder(
+            channel=self.channel,
+            external_id=self.external_id,
+            currency=self.currency,
+            customer=Contact(
+                name=c.name or "", email=str(c.email or ""), phone=c.phone, locale=c.locale
+            ),
+            shipping=Address(
+                line1=a.line1 or "",
+                line2=a.line2,
+                city=a.city or "",
+                region=a.region,
+                postal_code=a.postal_code or "",
+                country=a.country or "",
+            ),
+            lines=self._lines(),
         )
 
 
@@ -297,15 +359,15 @@ class TimelineOut(BaseModel):
 class ShipToOut(BaseModel):
     """The whole destination, as a supplier order carries it."""
 
-    name: str
+    name: str | None
     phone: str | None
-    email: str
-    line1: str
+    email: str | None
+    line1: str | None
     line2: str | None
-    city: str
+    city: str | None
     region: str | None
-    postal_code: str
-    country: str
+    postal_code: str | None
+    country: str | None
 
 
 class ContactOut(BaseModel):
@@ -337,21 +399,22 @@ def render_contact(order: Order) -> dict[str, Any]:
         }
     return {
         "order_id": order.id,
-        "name": c.name,
-        "email": c.email,
+        "name": c.name or None,
+        "email": c.email or None,
         "phone": c.phone,
         "locale": c.locale,
         "redacted": False,
         "ship_to": {
-            "name": c.name,
+            # a marketplace order may lack some (it is held until they are given)
+            "name": c.name or None,
             "phone": c.phone,
-            "email": c.email,
-            "line1": s.line1,
+            "email": c.email or None,
+            "line1": s.line1 or None,
             "line2": s.line2,
-            "city": s.city,
+            "city": s.city or None,
             "region": s.region,
-            "postal_code": s.postal_code,
-            "country": s.country,
+            "postal_code": s.postal_code or None,
+            "country": s.country or None,
         },
         "ship_to_unavailable": None,
     }

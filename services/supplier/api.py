@@ -77,6 +77,7 @@ def render_offer(o: Offer) -> dict[str, Any]:
         "currency": o.currency,
         "stock": o.stock,
         "lead_time_hours": o.lead_time_hours,
+        "external_ids": list(o.external_ids or ()),
     }
 
 

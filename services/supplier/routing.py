@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from services.supplier.domain import (
@@ -64,6 +65,7 @@ async def route(
     """
     if not lines:
         return Plan()
+    lines = await mapped(uow, lines, order.currency)
     for attempt in range(REPLANS + 1):
         offers = await uow.offers.for_skus({ln.sku for ln in lines}, order.currency)
         suppliers = await uow.suppliers.infos({o.supplier_id for o in offers})
@@ -88,7 +90,8 @@ async def route(
     by_reason: dict[RoutingFailureReason, list[str]] = defaultdict(list)
     parked: list[str] = []
     for line_id, reason in result.failed.items():
-        if permanent is not None and _can_wait(order, line_id, offers, suppliers, permanent):
+        line = next(ln for ln in lines if ln.line_id == line_id)  # as mapped
+        if permanent is not None and _can_wait(order, line, offers, suppliers, permanent):
             parked.append(line_id)
         else:
             by_reason[reason].append(line_id)
@@ -100,15 +103,26 @@ async def route(
     return result
 
 
+async def mapped(uow: SupplierUnitOfWork, lines: list[Line], currency: str) -> list[Line]:
+    """SKU-less marketplace lines under the SKU an offer maps their platform ids to (the most
+    specific id first); the others unchanged (unmapped ones fail `unmapped_sku`)."""
+    wanted = {e for ln in lines for e in ln.external_ids or ()}
+    skus = await uow.offers.mapped_skus(wanted, currency)
+    out = []
+    for line in lines:
+        sku = next((skus[e] for e in line.external_ids or () if e in skus), None)
+        out.append(line if sku is None else replace(line, sku=sku, external_ids=None))
+    return out
+
+
 def _can_wait(
     order: RoutingRequest,
-    line_id: str,
+    line: Line,
     offers: list[Offer],
     suppliers: dict[str, SupplierInfo],
     permanent: dict[str, frozenset[str]],
 ) -> bool:
-    [line] = order.lines_named({line_id})
-    excluded = permanent.get(line_id, frozenset())
+    excluded = permanent.get(line.line_id, frozenset())
     return could_wait(line, offers, suppliers, order.currency, excluded)
 
 

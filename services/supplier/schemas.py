@@ -90,6 +90,9 @@ class SupplierPatch(BaseModel):
         )
 
 
+ExternalId = Annotated[str, Field(pattern=r"^(shopify|woocommerce):[a-z]+:[0-9A-Za-z_-]{1,64}$")]
+
+
 class OfferIn(BaseModel):
     model_config = _strict
     sku: Sku
@@ -98,6 +101,12 @@ class OfferIn(BaseModel):
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     stock: Annotated[int, Field(ge=0, le=10_000_000)]
     lead_time_hours: Annotated[float, Field(ge=0, le=24 * 365)]
+    external_ids: Annotated[list[ExternalId], Field(max_length=50)] | None = Field(
+        None,
+        description="marketplace ids this offer maps, for lines the shop sends without a SKU: "
+        "`shopify:variant:<id>`, `shopify:product:<id>`, `woocommerce:product:<id>`, "
+        "`woocommerce:variation:<id>`; given, they replace the offer's mapping",
+    )
 
     def to_offer(self, supplier_id: str) -> Offer:
         return Offer(
@@ -108,6 +117,7 @@ class OfferIn(BaseModel):
             self.currency,
             self.stock,
             self.lead_time_hours,
+            None if self.external_ids is None else tuple(dict.fromkeys(self.external_ids)),
         )
 
 

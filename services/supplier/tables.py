@@ -57,6 +57,16 @@ offer = Table(
     Index("ix_offer_sku", "sku"),
 )
 
+offer_external_id = Table(
+    "offer_external_id",
+    metadata,
+    Column("supplier_id", String(64), primary_key=True),
+    Column("sku", String(64), primary_key=True),
+    Column("external_id", String(128), primary_key=True),
+    Index("ix_offer_external_id_external_id", "external_id"),
+)
+"""Marketplace ids an offer maps (`shopify:variant:<id>`): routes lines sent without a SKU."""
+
 routing_request = Table(
     "routing_request",
     metadata,

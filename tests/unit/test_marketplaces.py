@@ -178,9 +178,8 @@ def _shopify_error(mutate: Any) -> MarketplacePayloadError:
         (lambda p: p["line_items"][1].update(price="1e999999"), "line_items.1.price"),
         (lambda p: p["line_items"][0].pop("quantity"), "line_items.0.quantity"),
         (lambda p: p["line_items"].append("gift"), "line_items.2"),
-        (lambda p: p.pop("shipping_address"), "shipping_address"),
-        (lambda p: p.update(shipping_address=None), "shipping_address"),
         (lambda p: p.update(shipping_address="1600 Glenarm Pl"), "shipping_address"),
+        (lambda p: p.update(shipping_address=[]), "shipping_address"),
         (lambda p: p.update(customer=[]), "customer"),
     ],
 )
@@ -322,11 +321,7 @@ def test_woocommerce_status_and_id() -> None:
             "line_items.0.price",
         ),
         (lambda p: p["line_items"][1].pop("quantity"), "line_items.1.quantity"),
-        (lambda p: p.pop("shipping"), "shipping"),
-        (
-            lambda p: p["shipping"].update(address_1="", city="", country=""),
-            "shipping",
-        ),  # a virtual-goods order: WooCommerce sends the shipping fields empty
+        (lambda p: p.update(shipping="Hauptstraße 1"), "shipping"),
     ],
 )
 def test_woocommerce_errors_name_the_field(mutate: Any, field: str) -> None:
@@ -335,6 +330,33 @@ def test_woocommerce_errors_name_the_field(mutate: Any, field: str) -> None:
     with pytest.raises(MarketplacePayloadError) as caught:
         woocommerce_order(payload)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda p: p.pop("shipping"),
+        # a virtual-goods order: WooCommerce sends the shipping fields empty
+        lambda p: p["shipping"].update(address_1="", address_2="", city="", state="",
+                                       postcode="", country=""),
+    ],
+)  # fmt: skip
+def test_a_woocommerce_order_without_shipping_address_is_mapped_for_a_hold(mutate: Any) -> None:
+    """Held `address_invalid` by intake (DESIGN §6), never refused: the customer paid."""
+    payload = fixture("woocommerce/order_created.json")
+    mutate(payload)
+    order = woocommerce_order(payload)
+    assert order["shipping_address"] == {}
+    assert order["customer"]["email"] == "sophie.mueller@example.de"
+
+
+@pytest.mark.parametrize("key", ["shipping_address", "customer"])
+def test_a_shopify_order_without_shipping_address_or_customer_is_mapped(key: str) -> None:
+    payload = fixture("shopify/orders_create.json")
+    payload[key] = None
+    order = shopify_order(payload)
+    assert order["external_id"] == "5906483609841"
+    assert (order["shipping_address"] == {}) is (key == "shipping_address")
 
 
 def test_woocommerce_id_without_id_names_the_field() -> None:

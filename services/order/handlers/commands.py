@@ -176,16 +176,22 @@ async def release_order(order_id: str, uow: OrderUnitOfWork) -> Order:
 
 
 async def change_address(
-    order_id: str, address: Address, phone: str | None, uow: OrderUnitOfWork
+    order_id: str,
+    address: Address,
+    phone: str | None,
+    uow: OrderUnitOfWork,
+    *,
+    name: str | None = None,
 ) -> Order:
-    """Ship to a new address: `InvalidAddress` (nothing changed) unless the country's rules
-    accept it; a valid one lifts the `address_invalid` hold."""
+    """Ship to a new address (and recipient `name`): `InvalidAddress` (nothing changed) unless
+    the country's rules accept it and the order has a recipient; a valid one lifts the
+    `address_invalid` hold."""
     problems = address_problems(address, phone)
     if problems:
         raise InvalidAddress([(p.field, p.rule) for p in problems])
     async with uow:
         order = await _for_update(order_id, uow)
-        order.change_address(address, phone)
+        order.change_address(address, phone, name=name)
         await uow.orders.save(order)
         await uow.orders.save_address(order)
         await record_changes(order, uow)

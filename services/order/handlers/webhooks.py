@@ -10,7 +10,7 @@ cancelling twice is a no-op), so a retry after a crash is harmless.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -19,7 +19,7 @@ from services.order import marketplaces
 from services.order.domain import PlaceOrder
 from services.order.errors import CannotCancel, InvalidMarketplaceOrder
 from services.order.handlers.commands import accept_order, cancel_external, redact_customer
-from services.order.schemas import OrderIn
+from services.order.schemas import MarketplaceOrderIn
 from services.order.store import OrderUnitOfWork
 
 Marketplace = Literal["shopify", "woocommerce"]
@@ -166,9 +166,15 @@ def _woocommerce(topic: str, payload: dict[str, Any]) -> Action:
 
 
 def _storefront_order(body: dict[str, Any], source: Marketplace) -> PlaceOrder:
-    """A mapped marketplace order, held to every rule a storefront order must meet."""
+    """A mapped marketplace order, held to the rules a storefront order must meet except
+    that a missing customer or shipping address is left for intake to hold."""
+    lines = body.get("lines")
+    external_ids = [
+        line.pop("external_ids", None) if isinstance(line, dict) else None
+        for line in (lines if isinstance(lines, list) else [])
+    ]
     try:
-        return OrderIn.model_validate(body).to_command()
+        cmd = MarketplaceOrderIn.model_validate(body).to_command()
     except ValidationError as exc:
         details = [
             {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()
@@ -178,6 +184,13 @@ def _storefront_order(body: dict[str, Any], source: Marketplace) -> PlaceOrder:
             f"{_NAMES[source]} order cannot be accepted: {first['field']}: {first['reason']}",
             details,
         ) from exc
+    return replace(
+        cmd,
+        lines=tuple(
+            replace(line, external_ids=None if ids is None else tuple(ids))
+            for line, ids in zip(cmd.lines, external_ids, strict=True)
+        ),
+    )
 
 
 async def _carry_out(action: Action, uow: OrderUnitOfWork) -> WebhookOutcome:

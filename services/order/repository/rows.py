@@ -38,12 +38,12 @@ def order_values(order: Order, cipher: PiiCipher) -> dict[str, Any]:
         currency=order.currency,
         status=order.status.value,
         delayed=order.delayed,
-        customer_name=enc(c.name, "customer_name"),
-        email=enc(c.email, "email"),
-        email_index=cipher.email_index(c.email),
+        customer_name=enc(c.name or None, "customer_name"),  # a marketplace order may lack it
+        email=enc(c.email or None, "email"),
+        email_index=cipher.email_index(c.email) if c.email else None,
         phone=enc(c.phone, "phone"),
         locale=c.locale,
-        ship_line1=enc(s.line1, "ship_line1"),
+        ship_line1=enc(s.line1 or None, "ship_line1"),
         ship_line2=enc(s.line2, "ship_line2"),
         ship_city=s.city,
         ship_region=s.region,
@@ -79,6 +79,9 @@ def state_values(order: Order) -> dict[str, Any]:
         "early_deliveries": {k: v.isoformat() for k, v in order.early_deliveries.items()},
         "released_suppliers": sorted(order.released_suppliers),
         "placed": order.placed,
+        "external_ids": {  # the platform ids of SKU-less marketplace lines
+            ln.line_id: list(ln.external_ids) for ln in order.lines if ln.external_ids is not None
+        },
     }
 
 
@@ -91,9 +94,10 @@ def hold_values(order: Order) -> list[dict[str, str]]:
 
 
 def address_values(order: Order, cipher: PiiCipher) -> dict[str, Any]:
-    """The shipping address and phone columns (street and phone encrypted)."""
+    """The recipient, shipping address and phone columns (name, street and phone encrypted)."""
     s, enc = order.shipping, cipher.encrypt
     return dict(
+        customer_name=enc(order.customer.name or None, "customer_name"),
         phone=enc(order.customer.phone, "phone"),
         ship_line1=enc(s.line1, "ship_line1"),
         ship_line2=enc(s.line2, "ship_line2"),
@@ -111,6 +115,11 @@ def reencrypted(row: Any, cipher: PiiCipher) -> dict[str, Any]:
     if plain["email"] is not None:
         values["email_index"] = cipher.email_index(plain["email"])
     return values
+
+
+def _external_ids(state: dict[str, Any], line_id: str) -> tuple[str, ...] | None:
+    ids = (state.get("external_ids") or {}).get(line_id)
+    return None if ids is None else tuple(ids)
 
 
 def _moment(value: datetime) -> datetime:
@@ -158,6 +167,7 @@ def order_from_rows(
                 unit_cost=None if ln.unit_cost is None else Decimal(ln.unit_cost),
                 routing_failed=ln.routing_failed,
                 waiting=ln.waiting,
+                external_ids=_external_ids(state, ln.id),
             )
             for ln in lines
         ],

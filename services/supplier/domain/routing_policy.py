@@ -107,6 +107,8 @@ class Offer:
     currency: str
     stock: int
     lead_time_hours: float
+    external_ids: tuple[str, ...] | None = None
+    """Marketplace ids this offer maps (`shopify:variant:<id>`, ...); None: not said."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,9 @@ class Line:
     sku: str
     quantity: int
     unit_price: Decimal
+    external_ids: tuple[str, ...] | None = None
+    """A marketplace line sent without a SKU, not (yet) mapped to one: the platform ids an
+    offer may map (routing replaces the line's SKU with the mapped offer's and drops them)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,8 @@ def rank(
         and o.currency == currency
     ]
     if not candidates:
+        if line.external_ids is not None:  # no SKU, and no offer maps its platform ids
+            return [], RoutingFailureReason.UNMAPPED_SKU
         return [], (
             RoutingFailureReason.ALL_SUPPLIERS_FAILED if excluded else RoutingFailureReason.NO_OFFER
         )

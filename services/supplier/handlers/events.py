@@ -16,7 +16,16 @@ async def on_order_placed(envelope: Envelope, data: OrderPlaced, uow: SupplierUn
     request = RoutingRequest(
         order_id=data.order_id,
         currency=data.currency,
-        lines=[Line(ln.line_id, ln.sku, ln.quantity, ln.unit_price) for ln in data.lines],
+        lines=[
+            Line(
+                ln.line_id,
+                ln.sku,
+                ln.quantity,
+                ln.unit_price,
+                None if ln.external_ids is None else tuple(ln.external_ids),
+            )
+            for ln in data.lines
+        ],
         ship_country=data.shipping_country,
         ship_postal_code=data.shipping_postal_code,
         placed_at=data.placed_at,

@@ -15,7 +15,7 @@ from services.supplier.domain import (
     State,
     SupplierNotFound,
 )
-from services.supplier.routing import route, route_to
+from services.supplier.routing import mapped, route, route_to
 from services.supplier.store import StockConflict, SupplierUnitOfWork
 from shared.events import RoutingFailureReason
 
@@ -46,7 +46,7 @@ async def route_line(
         lines = request.lines_named({line_id})
         if not lines:
             raise OrderNotFound(order_id, line_id)
-        [line] = lines
+        [line] = await mapped(uow, lines, request.currency)  # a SKU-less line, if now mapped
         if request.cancelled_at is not None:
             raise NotRoutable(line_id, "order_cancelled")
         if await uow.holds.held(order_id):

@@ -22,7 +22,13 @@ from services.supplier.domain import (
 from services.supplier.domain.routing_policy import MISS_HALF_LIFE, decayed
 from services.supplier.store.base import Sql, StockConflict, rowcount
 from services.supplier.store.quality import defective_orders
-from services.supplier.tables import offer, supplier, supplier_mark, supplier_tally
+from services.supplier.tables import (
+    offer,
+    offer_external_id,
+    supplier,
+    supplier_mark,
+    supplier_tally,
+)
 from shared.db import aware
 
 
@@ -247,7 +253,7 @@ def _supplier(row: Row[Any]) -> Supplier:
     )
 
 
-def _offer(row: Row[Any]) -> Offer:
+def _offer(row: Row[Any], external_ids: tuple[str, ...] | None = None) -> Offer:
     return Offer(
         row.supplier_id,
         row.sku,
@@ -256,6 +262,7 @@ def _offer(row: Row[Any]) -> Offer:
         row.currency,
         row.stock,
         row.lead_time_hours,
+        external_ids,
     )
 
 
@@ -281,6 +288,31 @@ class OfferRepository:
                     index_elements=[offer.c.supplier_id, offer.c.sku], set_=changes
                 )
             )
+            if o.external_ids is not None:  # given: they replace the offer's mapping
+                await self._map(o.supplier_id, o.sku, o.external_ids)
+
+    async def _map(self, supplier_id: str, sku: str, external_ids: Iterable[str]) -> None:
+        t = offer_external_id.c
+        await self._sql.run(
+            delete(offer_external_id).where(t.supplier_id == supplier_id, t.sku == sku)
+        )
+        rows = [{"supplier_id": supplier_id, "sku": sku, "external_id": e} for e in external_ids]
+        if rows:
+            await self._sql.run(offer_external_id.insert(), rows)
+
+    async def mapped_skus(self, external_ids: set[str], currency: str) -> dict[str, str]:
+        """Which SKU each marketplace id maps to, among offers in `currency` (the lowest SKU
+        when offers disagree)."""
+        if not external_ids:
+            return {}
+        t = offer_external_id.c
+        rows = await self._sql.run(
+            select(t.external_id, func.min(t.sku).label("sku"))
+            .join(offer, (offer.c.supplier_id == t.supplier_id) & (offer.c.sku == t.sku))
+            .where(t.external_id.in_(external_ids), offer.c.currency == currency)
+            .group_by(t.external_id)
+        )
+        return {r.external_id: r.sku for r in rows}
 
     async def for_skus(self, skus: set[str], currency: str) -> list[Offer]:
         rows = await self._sql.run(
@@ -292,12 +324,21 @@ class OfferRepository:
         rows = await self._sql.run(
             select(offer).where(offer.c.supplier_id == supplier_id).order_by(offer.c.sku)
         )
-        return [_offer(r) for r in rows]
+        t = offer_external_id.c
+        mapped: dict[str, list[str]] = {}
+        for m in await self._sql.run(
+            select(t.sku, t.external_id)
+            .where(t.supplier_id == supplier_id)
+            .order_by(t.sku, t.external_id)
+        ):
+            mapped.setdefault(m.sku, []).append(m.external_id)
+        return [_offer(r, tuple(mapped.get(r.sku, ()))) for r in rows]
 
     async def delete(self, supplier_id: str, sku: str) -> bool:
         result = await self._sql.run(
             delete(offer).where(offer.c.supplier_id == supplier_id, offer.c.sku == sku)
         )
+        await self._map(supplier_id, sku, ())
         return rowcount(result) > 0
 
     async def move_stock(

@@ -26,6 +26,7 @@ class RoutingRequests:
                 "sku": ln.sku,
                 "quantity": ln.quantity,
                 "unit_price": str(ln.unit_price),
+                **({} if ln.external_ids is None else {"external_ids": list(ln.external_ids)}),
             }
             for ln in request.lines
         ]
@@ -86,7 +87,13 @@ def _request(row: Row[Any]) -> RoutingRequest:
         order_id=row.order_id,
         currency=row.currency,
         lines=[
-            Line(x["line_id"], x["sku"], int(x["quantity"]), Decimal(x["unit_price"]))
+            Line(
+                x["line_id"],
+                x["sku"],
+                int(x["quantity"]),
+                Decimal(x["unit_price"]),
+                None if x.get("external_ids") is None else tuple(x["external_ids"]),
+            )
             for x in row.lines
         ],
         ship_country=row.ship_country,
