@@ -96,6 +96,14 @@ class FakeOffers:
     async def for_skus(self, skus: set[str], currency: str) -> list[Offer]:
         return [o for o in self.rows.values() if o.sku in skus and o.currency == currency]
 
+    async def mapped_skus(self, external_ids: set[str], currency: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for o in sorted(self.rows.values(), key=lambda o: o.sku, reverse=True):
+            for e in o.external_ids or ():
+                if e in external_ids and o.currency == currency:
+                    found[e] = o.sku
+        return found
+
     async def move_stock(
         self,
         *,
