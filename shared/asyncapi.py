@@ -42,6 +42,7 @@ FLOWS: Final[dict[str, Flow]] = {
     "order-held": Flow("order", ("supplier", "notify", "metrics")),
     "order-released": Flow("order", ("supplier", "notify", "metrics")),
     "order-lines-waiting": Flow("supplier", ("order", "notify")),
+    "marketplace-sync-failed": Flow("order", ("notify", "metrics")),
     # after-sales (DESIGN §6)
     "return-requested": Flow("order", ("notify", "metrics")),
     "return-authorized": Flow("order", ("supplier", "notify", "metrics")),

@@ -273,6 +273,30 @@ class SupplierStatusChanged(EventData):
         return self.supplier_id
 
 
+class MarketplaceOperation(StrEnum):
+    """What the order service writes back to a shop (DESIGN §6 "Marketplaces both ways")."""
+
+    FULFIL = "fulfil"
+    CANCEL = "cancel"
+    REFUND = "refund"
+
+
+class MarketplaceSyncFailed(OrderEvent):
+    """A write-back to the order's shop gave up for good (attempts exhausted, or refused):
+    the shop does not show the fulfilment, cancellation or refund. Ops are alerted."""
+
+    event_type: ClassVar[str] = "marketplace-sync-failed"
+    source_service: ClassVar[str] = "order"
+    platform: Literal["shopify", "woocommerce"]
+    shop: str = Field(max_length=255, description="the shop's domain (its id if it is gone)")
+    operation: MarketplaceOperation
+    external_id: str | None = Field(None, max_length=128, description="the shop's order id")
+    tracking_number: str | None = Field(None, max_length=128, description="fulfil: which one")
+    attempts: int = Field(ge=1)
+    error: str = Field(max_length=500, description="why, as the platform said it; no PII")
+    failed_at: AwareDatetime
+
+
 # -- after-sales (DESIGN §6) ------------------------------------------------------------
 
 
@@ -447,6 +471,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         ComplaintFiled,
         ComplaintResponded,
         ComplaintResolved,
+        MarketplaceSyncFailed,
     )
 }
 """Every event type; the topic of each is named exactly after the type."""

@@ -38,6 +38,7 @@ class ShopControl(BaseModel):
     throttled_calls: int | None = Field(None, ge=0)
     rate_limited_calls: int | None = Field(None, ge=0)
     failing_calls: int | None = Field(None, ge=0)
+    forbidden_calls: int | None = Field(None, ge=0)
     retry_after_s: float | None = Field(None, ge=0)
     restore_rate: float | None = Field(None, gt=0)
 
@@ -211,6 +212,15 @@ def _refusal(shop: SimShop) -> JSONResponse | None:
         return _error(429, "Exceeded rate limit", {"Retry-After": retry})
     if failure == "failing_calls":
         return _error(500, "Internal Server Error")
+    if failure == "forbidden_calls" and shop.platform == "shopify":
+        return _error(403, "[API] This action requires merchant approval for write_orders scope.")
+    if failure == "forbidden_calls":
+        body = {
+            "code": "woocommerce_rest_cannot_edit",
+            "message": "Sorry, you are not allowed to edit this resource.",
+            "data": {"status": 403},
+        }
+        return JSONResponse(body, status_code=403)
     return None
 
 

@@ -22,6 +22,8 @@ class Steering:
     """Answered 429 with `Retry-After: retry_after_s`."""
     failing_calls: int = 0
     """Answered 500."""
+    forbidden_calls: int = 0
+    """Answered 403 (a token without the scope the call needs): permanent, never retried."""
     retry_after_s: float = 1.0
     restore_rate: float = 50.0
 
@@ -52,7 +54,7 @@ class SimShop:
 
     def misbehave(self) -> str | None:
         """Which failure the next call suffers (consuming one from its counter), if any."""
-        for name in ("throttled_calls", "rate_limited_calls", "failing_calls"):
+        for name in ("throttled_calls", "rate_limited_calls", "failing_calls", "forbidden_calls"):
             left = getattr(self.steering, name)
             if left > 0:
                 setattr(self.steering, name, left - 1)

@@ -24,6 +24,7 @@ from shared.events import (
     ComplaintResponded,
     Envelope,
     EventData,
+    MarketplaceSyncFailed,
     NotificationSent,
     OrderCancelled,
     OrderHeld,
@@ -190,6 +191,18 @@ def _notice(envelope: Envelope, data: NotificationSent, rows: Rows) -> None:
     )
 
 
+def _sync_failure(envelope: Envelope, data: MarketplaceSyncFailed, rows: Rows) -> None:
+    rows[t.marketplace_sync_failure].append(
+        {
+            "event_id": envelope.id,
+            "order_id": data.order_id,
+            "platform": data.platform,
+            "operation": data.operation.value,
+            "failed_at": utc(data.failed_at),
+        }
+    )
+
+
 def _facts(model: type[E], rows_of: FactRows[E]) -> tuple[type[EventData], FactRows[EventData]]:
     # sound: `fact_rows` looks the function up by the event's exact type, so it is only
     # ever called with an instance of `model`
@@ -216,6 +229,7 @@ FACTS: Mapping[type[EventData], FactRows[EventData]] = dict(
         _facts(ComplaintFiled, after_sales.complaint_filed),
         _facts(ComplaintResponded, after_sales.complaint_responded),
         _facts(ComplaintResolved, after_sales.complaint_resolved),
+        _facts(MarketplaceSyncFailed, _sync_failure),
     )
 )
 """Event model -> the function that turns one such event into fact rows."""

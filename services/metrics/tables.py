@@ -212,6 +212,17 @@ complaint_step = Table(
 )
 """Responded or resolved; carries the tier and filing time, so it stands without its filing."""
 
+marketplace_sync_failure = Table(
+    "marketplace_sync_failure",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("platform", String(16), nullable=False),
+    Column("operation", String(16), nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False, index=True),
+)
+"""Write-backs to a shop that gave up (`marketplace-sync-failed`)."""
+
 FACT_TABLES = (
     sale,
     sale_line,
@@ -231,5 +242,6 @@ FACT_TABLES = (
     refund,
     complaint,
     complaint_step,
+    marketplace_sync_failure,
 )
 """Everything a rebuild empties (with the metrics consumer's inbox rows)."""

@@ -25,12 +25,14 @@ from services.notify.handlers.events import (
     on_supplier_status_changed,
 )
 from services.notify.holds import on_order_held, on_order_released
+from services.notify.marketplaces import on_marketplace_sync_failed
 from services.notify.store import NotifyUnitOfWork
 from shared.consumer import Subscription, on, subscriptions
 from shared.events import (
     ComplaintFiled,
     ComplaintResolved,
     ComplaintResponded,
+    MarketplaceSyncFailed,
     OrderCancelled,
     OrderHeld,
     OrderLinesWaiting,
@@ -65,4 +67,5 @@ CONSUMERS: dict[str, Subscription[NotifyUnitOfWork]] = subscriptions(
     on(ComplaintFiled, on_complaint_filed),
     on(ComplaintResponded, on_complaint_responded),
     on(ComplaintResolved, on_complaint_resolved),
+    on(MarketplaceSyncFailed, on_marketplace_sync_failed),
 )

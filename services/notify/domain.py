@@ -51,6 +51,7 @@ class AlertKind(StrEnum):
     """A complaint awaiting its first response; due at the tier's `respond_by`."""
     COMPLAINT_UNRESOLVED = "complaint_unresolved"
     """A complaint still open past its resolution target (`resolve_by`)."""
+    MARKETPLACE_SYNC_FAILED = "marketplace_sync_failed"
     EXTERNAL = "external"
 
 

@@ -45,6 +45,10 @@ DESIGN_FIELDS: dict[str, tuple[str, ...]] = {
     "order-held": ("order_id", "reason", "note", "held_at"),
     "order-released": ("order_id", "released_at"),
     "order-lines-waiting": ("order_id", "line_ids", "reason", "since"),
+    # DESIGN §6 marketplaces: a write-back that gave up pages ops (not named by DESIGN)
+    "marketplace-sync-failed": (
+        "order_id", "platform", "shop", "operation", "attempts", "error", "failed_at",
+    ),
     # DESIGN §6 after-sales: return statuses, refund-issued and complaint tiers are fixed
     "return-requested": ("order_id", "return_id", "reason", "lines", "requested_at"),
     "return-authorized": (
@@ -98,6 +102,7 @@ ENUMS = {
         for t in ("return-requested", "return-authorized", "refund-issued")
     },
     ("refund-issued", "cost_bearer"): {"supplier", "merchant"},
+    ("marketplace-sync-failed", "operation"): {"fulfil", "cancel", "refund"},
     **{
         (t, "tier"): {"normal", "urgent", "major"}
         for t in ("complaint-filed", "complaint-responded", "complaint-resolved")
@@ -110,7 +115,8 @@ AFTER_SALES = {
 # DESIGN §1: service -> (produces, consumes); metrics consumes every topic.
 SERVICE_TABLE = {
     "order": (
-        {"order-placed", "order-cancelled", "order-held", "order-released"} | AFTER_SALES,
+        {"order-placed", "order-cancelled", "order-held", "order-released",
+         "marketplace-sync-failed"} | AFTER_SALES,
         {"supplier-confirmed", "order-routing-failed", "shipment-dispatched",
          "shipment-delayed", "shipment-delivered", "order-lines-waiting",
          # its own: the shop hears of the cancellation and the refund (DESIGN §6)
@@ -130,7 +136,9 @@ SERVICE_TABLE = {
          "supplier-status-changed", "order-held", "order-released", "order-lines-waiting",
          # customer notices (returns, refund) and complaint alerts
          "return-requested", "return-authorized", "return-rejected", "refund-issued",
-         "complaint-filed", "complaint-responded", "complaint-resolved"},
+         "complaint-filed", "complaint-responded", "complaint-resolved",
+         # ops alert: a shop was not told (DESIGN §6 marketplaces)
+         "marketplace-sync-failed"},
     ),
     "metrics": (
         set(),

@@ -21,6 +21,7 @@ from shared.events import (
     Envelope,
     EventData,
     InvalidEvent,
+    MarketplaceSyncFailed,
     NotificationSent,
     OrderCancelled,
     OrderHeld,
@@ -148,6 +149,17 @@ SAMPLES: dict[str, EventData] = {
     ),
     "complaint-resolved": ComplaintResolved(
         order_id="o-1", complaint_id="cmp-1", tier="urgent", by="ana", filed_at=T0, resolved_at=T0
+    ),
+    "marketplace-sync-failed": MarketplaceSyncFailed(
+        order_id="o-1",
+        platform="shopify",
+        shop="demo.myshopify.com",
+        operation="fulfil",
+        external_id="5906483609841",
+        tracking_number="1Z999AA10123456784",
+        attempts=8,
+        error="fulfillmentCreate: HTTP 500",
+        failed_at=T0,
     ),
 }
 
@@ -301,6 +313,7 @@ def test_new_envelope_sources_follow_the_service_table() -> None:
         **{t: "order" for t in (
             "return-requested", "return-authorized", "return-rejected", "return-received",
             "refund-issued", "complaint-filed", "complaint-responded", "complaint-resolved",
+            "marketplace-sync-failed",
         )},
     }  # fmt: skip
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from services.order.shops.clients import Rejected, RetryLater, WritebackError, c
 from services.order.shops.domain import Shop, WritebackTask
 from services.order.shops.handlers import queue, shops
 from services.order.store import OrderUnitOfWork
-from shared.events import Envelope
+from shared.events import Envelope, MarketplaceOperation, MarketplaceSyncFailed
 from shared.logging import log_context
 
 log = logging.getLogger(__name__)
@@ -105,17 +106,41 @@ class WritebackWorker:
     async def _give_up(
         self, task: WritebackTask, shop: Shop | None, exc: Exception, context: dict[str, Any]
     ) -> None:
-        # the ops alert: an error log line (alert rules watch it) and the order's timeline
-        log.error("write-back failed for good", extra={**context, "reason": str(exc)})
+        """The ops alert: `marketplace-sync-failed` (notify pages ops) through the outbox, in
+        the order's timeline, and an error log line, with the task given up, in one commit."""
+        error = scrub(str(exc))
+        log.error("write-back failed for good", extra={**context, "reason": error})
         async with self.uow() as uow:
-            await queue(uow).give_up(task.id, str(exc))
-            entry = _entry(task, shop, "marketplace-sync-failed", {"reason": str(exc)[:500]})
-            await uow.timeline.add(entry)
+            await queue(uow).give_up(task.id, error)
+            order = await uow.orders.get(task.order_id)
+            channel = order.channel if order else ""
+            failed = MarketplaceSyncFailed(
+                order_id=task.order_id,
+                platform=shop.platform
+                if shop
+                else ("woocommerce" if channel == "woocommerce" else "shopify"),
+                shop=shop.domain if shop else task.shop_id,
+                operation=MarketplaceOperation(task.kind),
+                external_id=task.external_id,
+                tracking_number=task.payload.get("tracking_number"),
+                attempts=max(task.attempts, 1),
+                error=error,
+                failed_at=datetime.now(UTC),
+            )
+            await uow.timeline.add(uow.emit(failed, time=failed.failed_at))
             await uow.commit()
 
     def _backoff(self, attempts: int) -> float:
         ceiling = min(self.backoff_max_s, self.backoff_s * 2 ** max(attempts - 1, 0))
         return random.uniform(ceiling / 2, ceiling)
+
+
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
+
+
+def scrub(reason: str) -> str:
+    """A platform's error as ops may read it: no e-mail addresses, at most 500 characters."""
+    return _EMAIL.sub("<email>", reason)[:500] or "unknown error"
 
 
 def _entry(task: WritebackTask, shop: Shop | None, kind: str, extra: dict[str, Any]) -> Envelope:
