@@ -172,6 +172,38 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
         )
         return JSONResponse(note, status_code=201)
 
+    @app.api_route("/{name}/wp-json/wc/v3/orders/{order_id}/refunds", methods=["GET", "POST"])
+    async def woo_refunds(
+        name: str,
+        order_id: str,
+        body: dict[str, Any] | None = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Any:
+        shop = shop_of(name, "woocommerce")
+        refused = _woo_gate(shop, authorization)
+        if refused is not None:
+            return refused
+        order = shop.woo_order(order_id)
+        if body is None:
+            return order["refunds"]
+        amount = str(body.get("amount", ""))
+        if not re.fullmatch(r"\d+(\.\d+)?", amount):
+            body = {
+                "code": "woocommerce_rest_invalid_order_refund",
+                "message": "Refund amount must be greater than zero.",
+                "data": {"status": 400},
+            }
+            return JSONResponse(body, status_code=400)
+        refund = {
+            "id": len(order["refunds"]) + 1,
+            "amount": amount,
+            "reason": str(body.get("reason", "")),
+            "refunded_payment": bool(body.get("api_refund", True)),
+        }
+        order["refunds"].append(refund)
+        market.calls.append(Call("woocommerce", name, "refunds.create", order_id, amount=amount))
+        return JSONResponse(refund, status_code=201)
+
     app.include_router(control)
     return app
 

@@ -1,5 +1,6 @@
-"""The Shopify Admin GraphQL subset we call: `order { fulfillmentOrders }`, `fulfillmentCreate`,
-`orderCancel`. Operations are told apart by their root field; variables carry the input."""
+"""The Shopify Admin GraphQL subset we call: `order { fulfillmentOrders refunds transactions }`,
+`fulfillmentCreate`, `orderCancel`, `refundCreate`. Operations are told apart by their root
+field; variables carry the input."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def execute(shop: SimShop, query: str, variables: dict[str, Any]) -> tuple[Any, 
             "order": {
                 "id": variables["id"],
                 "fulfillments": order["fulfillments"],
+                "refunds": order["refunds"],
+                "transactions": order["transactions"],
                 "fulfillmentOrders": {
                     "nodes": [
                         {**fo, "lineItems": {"nodes": fo["lineItems"]}}
@@ -40,6 +43,8 @@ def execute(shop: SimShop, query: str, variables: dict[str, Any]) -> tuple[Any, 
         }, None
     if root == "fulfillmentCreate":
         return _fulfil(shop, variables.get("fulfillment") or {})
+    if root == "refundCreate":
+        return _refund(shop, variables.get("input") or {})
     if root == "orderCancel":
         order_id = _order_id(variables.get("orderId"))
         if order_id is None:
@@ -121,3 +126,31 @@ def _fulfil(shop: SimShop, fulfillment: dict[str, Any]) -> tuple[Any, Call | Non
             "userErrors": [],
         }
     }, call
+
+
+def _refund(shop: SimShop, refund: dict[str, Any]) -> tuple[Any, Call | None]:
+    """A refund of the order: note-only (records it), or with REFUND transactions whose
+    parent must be one of the order's successful payments (the gateway pays it back)."""
+    order_id = _order_id(refund.get("orderId"))
+    if order_id is None:
+        errors = [{"field": ["orderId"], "message": "Order does not exist"}]
+        return {"refundCreate": {"refund": None, "userErrors": errors}}, None
+    order = shop.shopify_order(order_id)
+    payments = {t["id"] for t in order["transactions"] if t["status"] == "SUCCESS"}
+    amount = None
+    for t in refund.get("transactions") or []:
+        if t.get("kind") != "REFUND" or t.get("parentId") not in payments:
+            errors = [{"field": ["transactions"], "message": "Parent transaction is invalid"}]
+            return {"refundCreate": {"refund": None, "userErrors": errors}}, None
+        amount = str(t.get("amount"))
+    refund_id = f"gid://shopify/Refund/{order_id}{len(order['refunds']) + 1}"
+    order["refunds"].append(
+        {
+            "id": refund_id,
+            "note": refund.get("note"),
+            "amount": amount,
+            "notify": refund.get("notify"),
+        }
+    )
+    call = Call("shopify", shop.name, "refundCreate", order_id, amount=amount)
+    return {"refundCreate": {"refund": {"id": refund_id}, "userErrors": []}}, call

@@ -68,6 +68,15 @@ class SimShop:
             order_id,
             {
                 "fulfillments": [],
+                "refunds": [],
+                "transactions": [
+                    {
+                        "id": f"gid://shopify/OrderTransaction/{order_id}1",
+                        "kind": "SALE",
+                        "status": "SUCCESS",
+                        "gateway": "shopify_payments",
+                    }
+                ],
                 "cancelled": False,
                 "fulfillment_orders": [
                     {
@@ -87,7 +96,7 @@ class SimShop:
 
     def woo_order(self, order_id: str) -> dict[str, Any]:
         return self.orders.setdefault(
-            order_id, {"id": order_id, "status": "processing", "notes": []}
+            order_id, {"id": order_id, "status": "processing", "notes": [], "refunds": []}
         )
 
 
@@ -99,6 +108,7 @@ class Call:
     order_external_id: str | None
     tracking_number: str | None = None
     status: str | None = None
+    amount: str | None = None
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def render(self) -> dict[str, Any]:
@@ -110,6 +120,8 @@ class Call:
             "tracking_number": self.tracking_number,
             "time": self.time.isoformat().replace("+00:00", "Z"),
         }
+        if self.amount is not None:
+            out["amount"] = self.amount
         return out | ({"status": self.status} if self.status else {})
 
 

@@ -49,6 +49,10 @@ class OrderSettings(ServiceSettings):
     writeback_backoff_s: float = Field(2.0, ge=0)
     writeback_backoff_max_s: float = Field(300.0, ge=0)
     writeback_lease_s: float = Field(60.0, gt=0)
+    writeback_refund_money: bool = False
+    """Whether a refund written back makes the shop's payment gateway pay the customer
+    (Shopify refund transactions, WooCommerce `api_refund`); by default the shop only records
+    it (the money went back another way, e.g. by the merchant)."""
 
     @model_validator(mode="after")
     def _pii_key_required_in_production(self) -> OrderSettings:

@@ -68,6 +68,36 @@ mutation OrderCancel($orderId: ID!, $notifyCustomer: Boolean, $staffNote: String
 """
 
 
+ORDER_REFUNDS = """
+query OrderRefunds($id: ID!) {
+  order(id: $id) {
+    id
+    refunds(first: 100) { id note }
+    transactions(first: 50) { id kind status gateway }
+  }
+}
+"""
+
+REFUND_CREATE = """
+mutation RefundCreate($input: RefundInput!) {
+  refundCreate(input: $input) {
+    refund { id }
+    userErrors { field message }
+  }
+}
+"""
+
+
+def refund_marker(task: WritebackTask) -> str:
+    """What the shop's refund note carries so a retry finds the refund it already made."""
+    return f"[dropship {task.payload['refund_id']}]"
+
+
+def refund_note(task: WritebackTask) -> str:
+    p = task.payload
+    return f"Refund of {p['amount']} {p['currency']} ({p['reason']}) {refund_marker(task)}"
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(response.headers.get("Retry-After", "")))
@@ -94,9 +124,10 @@ async def _send(client: httpx.AsyncClient, what: str, **request: Any) -> httpx.R
 class ShopifyClient:
     """The fulfilment and cancellation calls of the Shopify Admin GraphQL API."""
 
-    def __init__(self, http: httpx.AsyncClient, shop: Shop) -> None:
+    def __init__(self, http: httpx.AsyncClient, shop: Shop, *, refund_money: bool = False) -> None:
         self.http = http
         self.shop = shop
+        self.refund_money = refund_money
         self.url = f"{shop.api_base_url.rstrip('/')}/admin/api/{SHOPIFY_API_VERSION}/graphql.json"
 
     async def execute(self, query: str, variables: dict[str, Any], what: str) -> dict[str, Any]:
@@ -181,6 +212,44 @@ class ShopifyClient:
             raise Rejected(f"orderCancel: {errors[0].get('message')}")
         return "cancelled"
 
+    async def refund(self, task: WritebackTask) -> str:
+        """`refundCreate` once per refund id: a note-only refund that records it, or (with
+        `refund_money`) a REFUND transaction against the order's captured payment."""
+        gid = f"gid://shopify/Order/{task.external_id}"
+        order = (await self.execute(ORDER_REFUNDS, {"id": gid}, "order refunds")).get("order")
+        if not order:
+            raise Rejected(f"Shopify order {task.external_id} not found")
+        if any(refund_marker(task) in (r.get("note") or "") for r in order.get("refunds") or []):
+            return "already refunded"  # an earlier attempt succeeded before a crash
+        refund: dict[str, Any] = {
+            "orderId": gid,
+            "note": refund_note(task),
+            "notify": self.shop.notify_customer,
+        }
+        if self.refund_money:
+            paid = [
+                t
+                for t in order.get("transactions") or []
+                if t.get("kind") in ("SALE", "CAPTURE") and t.get("status") == "SUCCESS"
+            ]
+            if not paid:
+                raise Rejected("refundCreate: the order has no captured payment to refund")
+            refund["transactions"] = [
+                {
+                    "orderId": gid,
+                    "parentId": paid[0]["id"],
+                    "gateway": paid[0]["gateway"],
+                    "kind": "REFUND",
+                    "amount": task.payload["amount"],
+                }
+            ]
+        result = (await self.execute(REFUND_CREATE, {"input": refund}, "refundCreate")).get(
+            "refundCreate"
+        ) or {}
+        if result.get("userErrors"):
+            raise Rejected(f"refundCreate: {result['userErrors'][0].get('message')}")
+        return "refunded" if self.refund_money else "refund recorded"
+
 
 def _pick(fulfillment_orders: list[dict[str, Any]], skus: dict[str, int]) -> list[dict[str, Any]]:
     """The open fulfilment-order lines of the shipped SKUs; every open line when none match."""
@@ -209,8 +278,9 @@ def _pick(fulfillment_orders: list[dict[str, Any]], skus: dict[str, int]) -> lis
 class WooCommerceClient:
     """Order notes and status of the WooCommerce REST API (v3, basic auth over HTTPS)."""
 
-    def __init__(self, http: httpx.AsyncClient, shop: Shop) -> None:
+    def __init__(self, http: httpx.AsyncClient, shop: Shop, *, refund_money: bool = False) -> None:
         self.http = http
+        self.refund_money = refund_money
         self.base = f"{shop.api_base_url.rstrip('/')}/wp-json/wc/v3/orders"
         creds = shop.credentials
         self.auth = httpx.BasicAuth(creds.consumer_key or "", creds.consumer_secret or "")
@@ -247,8 +317,25 @@ class WooCommerceClient:
         await self._call("cancel", "PUT", task.external_id, {"status": "cancelled"})
         return "cancelled"
 
+    async def refund(self, task: WritebackTask) -> str:
+        """`POST orders/{id}/refunds` once per refund id (`api_refund` only with
+        `refund_money`: otherwise WooCommerce records it without calling the gateway)."""
+        order = task.external_id
+        refunds = await self._call("list refunds", "GET", f"{order}/refunds")
+        if any(refund_marker(task) in str(r.get("reason", "")) for r in refunds or []):
+            return "already refunded"
+        body = {
+            "amount": task.payload["amount"],
+            "reason": refund_note(task),
+            "api_refund": self.refund_money,
+        }
+        await self._call("refund", "POST", f"{order}/refunds", body)
+        return "refunded" if self.refund_money else "refund recorded"
 
-def client_for(http: httpx.AsyncClient, shop: Shop) -> ShopifyClient | WooCommerceClient:
-    return (
-        ShopifyClient(http, shop) if shop.platform == "shopify" else WooCommerceClient(http, shop)
-    )
+
+def client_for(
+    http: httpx.AsyncClient, shop: Shop, *, refund_money: bool = False
+) -> ShopifyClient | WooCommerceClient:
+    if shop.platform == "shopify":
+        return ShopifyClient(http, shop, refund_money=refund_money)
+    return WooCommerceClient(http, shop, refund_money=refund_money)

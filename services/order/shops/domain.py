@@ -117,7 +117,7 @@ class Shop:
         }
 
 
-WritebackKind = Literal["fulfil", "cancel"]
+WritebackKind = Literal["fulfil", "cancel", "refund"]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from services.order.shops.domain import (
 )
 from services.order.shops.repository import OrderShops, ShopRepository, WritebackQueue
 from services.order.store import OrderUnitOfWork
-from shared.events import Envelope, OrderCancelled, ShipmentDispatched
+from shared.events import Envelope, OrderCancelled, RefundIssued, ShipmentDispatched
 
 SHOP_CANCEL_REASONS = ("cancelled in Shopify", "cancelled in WooCommerce")
 """Cancellations that came from the shop itself: nothing to write back."""
@@ -185,4 +185,24 @@ async def queue_cancellation(
         origin[0],
         origin[1],
         {"reason": event.reason},
+    )
+
+
+async def queue_refund(envelope: Envelope, event: RefundIssued, uow: OrderUnitOfWork) -> None:
+    """Consumer of our own `refund-issued`: the shop records the refund, once per refund id."""
+    origin = await origins(uow).of(event.order_id)
+    if origin is None:
+        return
+    await queue(uow).put(
+        f"refund:{event.refund_id}",
+        "refund",
+        event.order_id,
+        origin[0],
+        origin[1],
+        {
+            "refund_id": event.refund_id,
+            "amount": format(event.amount, "f"),
+            "currency": event.currency,
+            "reason": event.reason.value,
+        },
     )

@@ -42,6 +42,7 @@ class WritebackWorker:
         backoff_max_s: float = 300.0,
         lease_s: float = 60.0,
         batch: int = 20,
+        refund_money: bool = False,
     ) -> None:
         self.uow = uow
         self.http = http
@@ -50,6 +51,7 @@ class WritebackWorker:
         self.backoff_max_s = backoff_max_s
         self.lease = timedelta(seconds=lease_s)
         self.batch = batch
+        self.refund_money = refund_money
 
     async def run(self, poll_s: float) -> None:
         while True:
@@ -78,8 +80,9 @@ class WritebackWorker:
         try:
             if shop is None or not shop.active:
                 raise Rejected("the shop is no longer registered or is disabled")
-            client = client_for(self.http, shop)
-            outcome = await (client.fulfil(task) if task.kind == "fulfil" else client.cancel(task))
+            client = client_for(self.http, shop, refund_money=self.refund_money)
+            send = {"fulfil": client.fulfil, "cancel": client.cancel, "refund": client.refund}
+            outcome = await send[task.kind](task)
         except RetryLater as exc:
             if task.attempts < self.max_attempts:
                 wait = max(exc.wait_s or 0.0, self._backoff(task.attempts))
@@ -175,5 +178,6 @@ async def run_writebacks(runtime: Any) -> None:
             backoff_s=s.writeback_backoff_s,
             backoff_max_s=s.writeback_backoff_max_s,
             lease_s=s.writeback_lease_s,
+            refund_money=s.writeback_refund_money,
         )
         await worker.run(s.writeback_poll_s)
