@@ -1,7 +1,9 @@
 """Chaos with a checker: the whole system under a steady stream of orders while every
 process is killed with SIGKILL in turn, a supplier fails half its calls for a while,
-and marketplace webhooks arrive twice and out of order. Then the system settles and the
-history is checked against the databases, the simulator and the mailbox.
+and marketplace webhooks (Shopify and WooCommerce, from the demo shops) arrive twice and
+out of order. Then the system settles and the history is checked against the databases,
+the simulators (every shipment of a marketplace order written back to its shop exactly
+once) and the mailbox.
 
 Seeded and reproducible: `DROPSHIP_CHAOS_SEED` picks the orders, the duplicates and
 the fault schedule; `DROPSHIP_CHAOS_SECONDS` how long the storm lasts (30 s in
@@ -38,6 +40,10 @@ from tests.support.data import API_KEY
 from tests.support.notify import smtp_server
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "shopify"
+WOO_FIXTURES = FIXTURES.parent / "woocommerce"
+WOO_SECRET = "woo_chaos_secret"
+WRITTEN_BACK = ("fulfillmentCreate", "notes.create")
+"""The marketplace simulator's record of a shipment told to its shop (Shopify, WooCommerce)."""
 SECONDS = float(os.environ.get("DROPSHIP_CHAOS_SECONDS", "30"))
 SEED = int(os.environ.get("DROPSHIP_CHAOS_SEED", "20261123"))
 SKUS = {"CHAOS-A": Decimal("10.00"), "CHAOS-B": Decimal("7.50")}
@@ -71,6 +77,24 @@ def shopify(order_id: int, sku: str, quantity: int) -> tuple[bytes, dict[str, st
     }
 
 
+def woocommerce(order_id: int, sku: str, quantity: int) -> tuple[bytes, dict[str, str]]:
+    order = json.loads((WOO_FIXTURES / "order_created.json").read_text())
+    order["id"], order["number"], order["currency"] = order_id, str(order_id), "USD"
+    total = str(SKUS[sku] * quantity)
+    line = {**order["line_items"][0], "sku": sku, "quantity": quantity,
+            "price": float(SKUS[sku]), "subtotal": total, "total": total}  # fmt: skip
+    order["line_items"] = [line]
+    body = json.dumps(order).encode()
+    mac = base64.b64encode(hmac.new(WOO_SECRET.encode(), body, hashlib.sha256).digest())
+    return body, {
+        "Content-Type": "application/json",
+        "X-WC-Webhook-Topic": "order.created",
+        "X-WC-Webhook-Signature": mac.decode(),
+        "X-WC-Webhook-Delivery-ID": str(order_id),
+        "X-WC-Webhook-Source": "https://woo.maple-and-pine.example/",
+    }
+
+
 class Storm:
     """Places orders at a steady rate and records what the outside world was told."""
 
@@ -78,7 +102,8 @@ class Storm:
         self.c, self.urls, self.rng = c, urls, rng
         self.accepted: dict[str, Decimal] = {}  # storefront external id -> total
         self.shopify: dict[int, Decimal] = {}  # marketplace id -> total
-        self.redeliver: list[tuple[bytes, dict[str, str]]] = []
+        self.woocommerce: dict[int, Decimal] = {}
+        self.redeliver: list[tuple[str, bytes, dict[str, str]]] = []
         self.sim_seen: dict[str, set[str]] = {}
         self.errors: Counter[str] = Counter()
         self.retry: list[tuple[str, bytes, dict[str, str], str | None]] = []
@@ -89,13 +114,16 @@ class Storm:
         sku = self.rng.choice(sorted(SKUS))
         quantity = self.rng.randint(1, 3)
         total = SKUS[sku] * quantity
-        if self.rng.random() < 0.3:
-            marketplace_id = 8_000_000_000_000 + n
-            body, headers = shopify(marketplace_id, sku, quantity)
-            self.shopify[marketplace_id] = total
+        if self.rng.random() < 0.4:
+            woo = self.rng.random() < 0.25  # a quarter of the marketplace orders
+            marketplace_id = (90_000_000 if woo else 8_000_000_000_000) + n
+            make, orders = (woocommerce, self.woocommerce) if woo else (shopify, self.shopify)
+            body, headers = make(marketplace_id, sku, quantity)
+            orders[marketplace_id] = total
+            path = "/v1/webhooks/woocommerce" if woo else "/v1/webhooks/shopify"
             if self.rng.random() < 0.5:  # delivered again, later, after other orders
-                self.redeliver.append((body, headers))
-            request = ("/v1/webhooks/shopify", body, headers, None)
+                self.redeliver.append((path, body, headers))
+            request = (path, body, headers, None)
         else:
             key = f"chaos-{SEED}-{n}"
             # one order in ten has a postcode China's rules refuse: accepted, held, never routed
@@ -182,6 +210,10 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
         "DROPSHIP_CONSOLE_PORT": str(free_port()),
         "DROPSHIP_MARKETPLACE_SIM_PORT": str(free_port()),
         "DROPSHIP_SHOPIFY_SECRET": SHOPIFY_SECRET,
+        "DROPSHIP_WOOCOMMERCE_SECRET": WOO_SECRET,
+        # write-backs: a lease cut by a kill of the order service runs out quickly
+        "DROPSHIP_WRITEBACK_POLL_S": "0.2",
+        "DROPSHIP_WRITEBACK_LEASE_S": "5",
         "DROPSHIP_SLA_SCAN_INTERVAL_S": "0.5",
         "DROPSHIP_DIGEST_WINDOW_S": "0.2",
         "DROPSHIP_SENDER_POLL_S": "0.2",
@@ -199,9 +231,14 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
     for name, url in dbs.items():
         env[f"DROPSHIP_{name.upper()}_DATABASE_URL"] = url
 
+    market = f"http://127.0.0.1:{env['DROPSHIP_MARKETPLACE_SIM_PORT']}"
     with smtp_server() as (mailbox, smtp_port):
         env["DROPSHIP_SMTP_URL"] = f"smtp://127.0.0.1:{smtp_port}"
         async with system(env, tmp_path / "up.log") as urls, httpx.AsyncClient(timeout=10) as c:
+            # marketplace orders come from the demo shops: they must be registered first
+            await eventually(
+                lambda: demo_shops(c, urls["order"]), timeout=60, what="demo shops registered"
+            )
             # two suppliers offer both SKUs; the slow one never ships within its 6 s window
             # chaos-a has only CHAOS-A; chaos-b has both, so every CHAOS-B line goes to it
             await add_supplier(c, urls, "chaos-a", 1, {"CHAOS-A": "3.00"}, sla_hours=1.0)
@@ -240,17 +277,13 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
                 n += 2
                 await storm.drain_retries()
                 if storm.redeliver and rng.random() < 0.3:
-                    body, headers = storm.redeliver.pop(rng.randrange(len(storm.redeliver)))
+                    path, body, headers = storm.redeliver.pop(rng.randrange(len(storm.redeliver)))
                     with contextlib.suppress(httpx.HTTPError):
-                        await c.post(
-                            urls["order"] + "/v1/webhooks/shopify", content=body, headers=headers
-                        )
+                        await c.post(urls["order"] + path, content=body, headers=headers)
                 await asyncio.sleep(0.4)
-            for body, headers in storm.redeliver:  # the rest of the duplicates, at the end
+            for path, body, headers in storm.redeliver:  # the rest of the duplicates, at the end
                 with contextlib.suppress(httpx.HTTPError):
-                    await c.post(
-                        urls["order"] + "/v1/webhooks/shopify", content=body, headers=headers
-                    )
+                    await c.post(urls["order"] + path, content=body, headers=headers)
 
             async def all_answered() -> bool:
                 await storm.drain_retries()
@@ -259,12 +292,57 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
             await eventually(all_answered, timeout=60, interval=0.5, what="every order answered")
             await settle(c, urls, dbs, storm)
             await storm.snapshot_simulator()
+            await check_write_backs(c, market, dbs)
             kpis = (
                 await c.get(
                     urls["metrics"] + "/v1/kpis", params={"group_by": "supplier"}, headers=API_KEY
                 )
             ).json()
     await check(dbs, storm, mailbox, kpis)
+
+
+async def demo_shops(c: httpx.AsyncClient, order_url: str) -> bool:
+    response = await c.get(order_url + "/v1/shops", headers=API_KEY)
+    return response.status_code == 200 and len(response.json()["items"]) == 2
+
+
+async def check_write_backs(c: httpx.AsyncClient, market: str, dbs: dict[str, str]) -> None:
+    """Every shipment of a marketplace order reaches its shop exactly once, nothing else
+    does, and no write-back gives up, although the order service was killed mid-storm.
+    Shipments may still be arriving (the supplier ships on its own clock): wait until the
+    shops have been told of every shipment recorded so far."""
+    seen: dict[str, Any] = {}
+
+    async def told_everything() -> bool:
+        shipped = await rows(
+            dbs["order"],
+            "SELECT o.channel, o.external_id, s.tracking_number FROM shipment s "
+            "JOIN customer_order o ON o.id = s.order_id "
+            "WHERE o.channel IN ('shopify', 'woocommerce')",
+        )
+        calls = (await c.get(f"{market}/_control/calls")).json()["items"]
+        seen["told"] = Counter(
+            (i["order_external_id"], i["tracking_number"])
+            for i in calls
+            if i["operation"] in WRITTEN_BACK
+        )
+        seen["shipped"] = {(r.external_id, r.tracking_number) for r in shipped}
+        seen["channels"] = {r.channel for r in shipped}
+        return set(seen["told"]) == seen["shipped"]
+
+    try:
+        await eventually(told_everything, timeout=120, interval=0.5, what="shops told")
+    except AssertionError as exc:
+        missing = seen["shipped"] - set(seen["told"])
+        extra = set(seen["told"]) - seen["shipped"]
+        raise AssertionError(f"write-backs missing {missing}, unexpected {extra}") from exc
+    assert seen["channels"] == {"shopify", "woocommerce"}, "marketplace orders shipped"
+    twice = {k: n for k, n in seen["told"].items() if n > 1}
+    assert not twice, f"shipments written back more than once: {twice}"
+    given_up = await rows(
+        dbs["order"], "SELECT kind, last_error FROM marketplace_writeback WHERE status = 'failed'"
+    )
+    assert not given_up, f"write-backs given up: {given_up}"
 
 
 CONSUMES = {
@@ -298,7 +376,7 @@ async def unconsumed(dbs: dict[str, str]) -> dict[str, dict[str, int]]:
 async def settle(
     c: httpx.AsyncClient, urls: dict[str, str], dbs: dict[str, str], storm: Storm
 ) -> None:
-    expected = len(storm.accepted) + len(storm.shopify)
+    expected = len(storm.accepted) + len(storm.shopify) + len(storm.woocommerce)
 
     state: dict[str, Any] = {}
 
@@ -326,6 +404,12 @@ async def settle(
         state["waiting lines"] = (
             await rows(dbs["order"], "SELECT count(*) FROM order_line WHERE waiting IS NOT NULL")
         )[0][0]
+        # every shipment of a marketplace order has been told to its shop (or given up on)
+        state["write-backs pending"] = (
+            await rows(
+                dbs["order"], "SELECT count(*) FROM marketplace_writeback WHERE status = 'pending'"
+            )
+        )[0][0]
         return (
             not state["unconsumed"]
             and not any(state["outbox backlog"])
@@ -335,6 +419,7 @@ async def settle(
             and not set(state["notifications"]) & {"pending", "sending"}
             and state.get("kpi orders") == expected - len(storm.held)
             and not state["waiting lines"]
+            and not state["write-backs pending"]
         )
 
     try:
@@ -349,8 +434,10 @@ async def check(dbs: dict[str, str], storm: Storm, mailbox: Any, kpis: dict[str,
     orders = await rows(dbs["order"], "SELECT id, channel, external_id FROM customer_order")
     storefront = {o.external_id for o in orders if o.channel == "storefront"}
     marketplace = Counter(o.external_id for o in orders if o.channel == "shopify")
+    woo = Counter(o.external_id for o in orders if o.channel == "woocommerce")
     assert storefront == set(storm.accepted)
     assert set(marketplace) == {str(i) for i in storm.shopify} and set(marketplace.values()) == {1}
+    assert set(woo) == {str(i) for i in storm.woocommerce} and set(woo.values()) <= {1}
 
     # every line of every order went to exactly one live supplier order; nothing bought twice
     live = await rows(
@@ -412,8 +499,10 @@ async def check(dbs: dict[str, str], storm: Storm, mailbox: Any, kpis: dict[str,
     assert unsent[0][0] == 0
 
     # the KPIs equal the truth recomputed from the sources
-    gmv = sum(v for k, v in storm.accepted.items() if k not in storm.held) + sum(
-        storm.shopify.values()
+    gmv = (
+        sum(v for k, v in storm.accepted.items() if k not in storm.held)
+        + sum(storm.shopify.values())
+        + sum(storm.woocommerce.values())
     )
     margin = sum((r.unit_price - r.unit_cost) * r.quantity for r in live)
     total = kpis["total"]
