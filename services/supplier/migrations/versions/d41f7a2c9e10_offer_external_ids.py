@@ -1,7 +1,7 @@
 """offer external ids: marketplace variant/product ids an offer maps
 
 Revision ID: d41f7a2c9e10
-Revises: a7c1e2d3f4b5
+Revises: d8b2c4e6f0a1
 Create Date: 2026-12-03 08:50:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision: str = 'd41f7a2c9e10'
-down_revision: str | None = 'a7c1e2d3f4b5'
+down_revision: str | None = 'd8b2c4e6f0a1'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
