@@ -2,8 +2,8 @@
 
 Each due task is leased (compare-and-set on `next_at`, so replicas never share one), sent
 outside any transaction, then finished, rescheduled or given up in a second transaction
-that also writes the order's timeline entry (`marketplace-synced`, or
-`marketplace-sync-failed` plus an error log for ops when it keeps failing). The wait
+that also writes the order's timeline entry (`marketplace-synced`, or, when it keeps
+failing, the event `marketplace-sync-failed` through the outbox: notify pages ops). The wait
 before a retry is the platform's own (Shopify's cost throttle, `Retry-After`) when it
 gives one, otherwise exponential backoff with jitter.
 """
@@ -115,13 +115,14 @@ class WritebackWorker:
         log.error("write-back failed for good", extra={**context, "reason": error})
         async with self.uow() as uow:
             await queue(uow).give_up(task.id, error)
-            order = await uow.orders.get(task.order_id)
-            channel = order.channel if order else ""
+            if shop is not None:
+                platform = shop.platform
+            else:  # the shop is gone: the order's channel names its platform
+                order = await uow.orders.get(task.order_id)
+                platform = "woocommerce" if order and order.channel == "woocommerce" else "shopify"
             failed = MarketplaceSyncFailed(
                 order_id=task.order_id,
-                platform=shop.platform
-                if shop
-                else ("woocommerce" if channel == "woocommerce" else "shopify"),
+                platform=platform,
                 shop=shop.domain if shop else task.shop_id,
                 operation=MarketplaceOperation(task.kind),
                 external_id=task.external_id,
