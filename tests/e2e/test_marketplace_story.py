@@ -1,21 +1,26 @@
 """The marketplace story on the stack `make up` starts: a signed Shopify order from the demo
 shop routes, ships and is fulfilled at the shop exactly once with our tracking number; a
-WooCommerce order from the demo site ends `completed` with a tracking note."""
+WooCommerce order from the demo site ends `completed` with a tracking note; a refund of the
+Shopify order and the cancellation of another reach the shop too."""
 
 from __future__ import annotations
 
 import json
 import os
 import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 
 from services.order.marketplaces import sign
+from shared.events import RefundIssued, ReturnReason, new_envelope
 from shared.infra import free_port
 from shared.testing import eventually
 from tests.e2e.test_story import add_supplier, system
 from tests.support.data import API_KEY
+from tests.support.kafka import publish_envelopes
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -24,10 +29,10 @@ WOO_SECRET = "woo_market_story"
 PORTS = ("order", "supplier", "notify", "metrics", "simulator", "marketplace_sim")
 
 
-def shopify_order() -> tuple[bytes, dict[str, str]]:
+def shopify_order(sku: str = "MKT-A") -> tuple[bytes, dict[str, str]]:
     order = json.loads((FIXTURES / "shopify/orders_create.json").read_text())
     order["id"] = 8_000_000_000_000 + uuid.uuid4().int % 1_000_000
-    order["line_items"] = [{**order["line_items"][0], "sku": "MKT-A", "quantity": 1}]
+    order["line_items"] = [{**order["line_items"][0], "sku": sku, "quantity": 1}]
     body = json.dumps(order).encode()
     return body, {
         "Content-Type": "application/json",
@@ -110,6 +115,42 @@ async def test_marketplace_orders_are_written_back_to_the_demo_shops(tmp_path):
         state = (await c.get(f"{market}/_control/shops/maple-and-pine-woo")).json()
         assert state["orders"][woo_id]["status"] == "completed"
         assert "tracking number" in state["orders"][woo_id]["notes"][0]["note"]
+
+        # a refund of the shipped order (as the refunds API announces it) reaches the shop
+        refund = RefundIssued(
+            order_id=placed.json()["order_id"],
+            refund_id=f"rfd_{uuid.uuid4().hex[:12]}",
+            amount=Decimal("19.99"),
+            currency="USD",
+            reason=ReturnReason.CHANGED_MIND,
+            cost_bearer="merchant",
+            channel="shopify",
+            issued_at=datetime.now(UTC),
+        )
+        kafka = f"127.0.0.1:{env['DROPSHIP_EMBEDDED_KAFKA_PORT']}"
+        await publish_envelopes(kafka, [new_envelope(refund)] * 2)
+        # and another order, which no supplier can take, is cancelled here
+        body, headers = shopify_order("MKT-NOBODY")
+        other = await c.post(urls["order"] + "/v1/webhooks/shopify", content=body, headers=headers)
+        other_external = str(json.loads(body)["id"])
+        cancel = await c.post(
+            f"{urls['order']}/v1/orders/{other.json()['order_id']}/cancel",
+            json={"reason": "customer asked"},
+            headers=API_KEY,
+        )
+        assert cancel.status_code == 200, cancel.text
+
+        async def told() -> list[tuple[str, str]] | None:
+            items = (await c.get(f"{market}/_control/calls")).json()["items"]
+            ops = [(i["operation"], i["order_external_id"]) for i in items]
+            wanted = [("refundCreate", external), ("orderCancel", other_external)]
+            return ops if all(w in ops for w in wanted) else None
+
+        ops = await eventually(told, timeout=90, what="refund and cancellation at the shop")
+        assert ops.count(("refundCreate", external)) == 1
+        state = (await c.get(f"{market}/_control/shops/maple-and-pine-goods")).json()
+        [note] = [r["note"] for r in state["orders"][external]["refunds"]]
+        assert note.startswith("Refund of 19.99 USD (changed_mind)") and refund.refund_id in note
 
 
 async def _shops(c: httpx.AsyncClient, order_url: str) -> list[dict] | None:
