@@ -266,14 +266,41 @@ def shopify_order(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def shopify_new_order(payload: dict[str, Any]) -> dict[str, Any]:
+    """`shopify_order` of an `orders/create` payload, which is never already cancelled.
+
+    The topic header is not signed: a captured cancellation replayed as a creation must not
+    bring the order to life.
+    """
+    if payload.get("cancelled_at") is not None:
+        raise MarketplacePayloadError("cancelled_at", "set: this is not a new order")
+    return shopify_order(payload)
+
+
 def shopify_cancelled_id(payload: dict[str, Any]) -> str:
-    """The Shopify order id of an `orders/cancelled` payload."""
+    """The Shopify order id of an `orders/cancelled` payload, whose `cancelled_at` is set.
+
+    The topic header is not signed: a captured `orders/create` replayed as
+    `orders/cancelled` has no `cancelled_at`, and cancels nothing.
+    """
+    if not _text(payload.get("cancelled_at")):
+        raise MarketplacePayloadError("cancelled_at", "missing: this order is not cancelled")
     return _id(payload)
 
 
 def shopify_redact_email(payload: dict[str, Any]) -> str | None:
-    """The customer e-mail of a `customers/redact` compliance payload, if it names one."""
+    """The customer e-mail of a `customers/redact` compliance payload, if it names one.
+
+    Only the compliance shape counts (`customer.id` and `orders_to_redact`): an order
+    payload replayed under this unsigned topic also has a `customer`, and redacts nothing.
+    """
+    if "line_items" in payload:
+        raise MarketplacePayloadError("line_items", "present: this is an order, not a request")
     customer = _object(payload, "customer", "customer", required=True)
+    if customer.get("id") is None:
+        raise MarketplacePayloadError("customer.id", "missing")
+    if not isinstance(payload.get("orders_to_redact"), list):
+        raise MarketplacePayloadError("orders_to_redact", "missing or not a list")
     return _text(customer.get("email"))
 
 

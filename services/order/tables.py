@@ -123,6 +123,16 @@ idempotency_key = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
+marketplace_tombstone = Table(
+    "marketplace_tombstone",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("external_id", String(128), primary_key=True),
+    Column("reason", String(200), nullable=False),
+    Column("cancelled_at", DateTime(timezone=True), nullable=False),
+)
+"""A marketplace cancelled an order we had not received yet: its creation must not live."""
+
 webhook_delivery = Table(
     "webhook_delivery",
     metadata,

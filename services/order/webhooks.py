@@ -19,6 +19,7 @@ from services.order import handlers, marketplaces
 from services.order.api import Runtime, UoW, settings_of
 from services.order.handlers.webhooks import (
     CancelAccepted,
+    CancelledBeforehand,
     CustomerRedacted,
     Duplicate,
     Ignored,
@@ -59,7 +60,12 @@ def _render(outcome: handlers.WebhookOutcome) -> dict[str, Any]:
         case NotCancellable():
             return {"status": "not_cancellable", "reason": "already shipped"}
         case UnknownOrder():
-            return {"status": "ignored", "reason": "no such order"}
+            return {
+                "status": "ignored",
+                "reason": "no such order yet: its creation will not be taken",
+            }
+        case CancelledBeforehand():
+            return {"status": "ignored", "reason": "cancelled before it arrived"}
         case CustomerRedacted(orders):
             return {"status": "accepted", "redacted": orders}
         case Ignored(topic):

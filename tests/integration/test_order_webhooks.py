@@ -269,3 +269,74 @@ async def test_over_long_webhook_headers_are_422_not_500(order, header, length):
     response = await order.client.post("/v1/webhooks/shopify", content=body, headers=headers)
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["field"] == f"header.{header}"
+
+
+async def test_a_captured_order_replayed_under_another_topic_does_nothing(order):
+    """Shopify signs the body, not the topic header (review finding 8)."""
+    created = raw("shopify/orders_create.json")
+    first = await order.client.post(
+        "/v1/webhooks/shopify", content=created, headers=shopify_headers(created, "orders/create")
+    )
+    order_id = first.json()["order_id"]
+    for topic, field in (("orders/cancelled", "cancelled_at"), ("customers/redact", "line_items")):
+        replayed = await order.client.post(
+            "/v1/webhooks/shopify", content=created, headers=shopify_headers(created, topic)
+        )
+        assert replayed.status_code == 422, topic
+        assert replayed.json()["error"]["details"][0]["field"] == f"body.{field}"
+    detail = (await order.client.get(f"/v1/orders/{order_id}", headers=API_KEY)).json()
+    assert detail["status"] == "placed", "not cancelled by a replayed creation"
+    contact = (await order.client.get(f"/v1/orders/{order_id}/contact", headers=SERVICE)).json()
+    assert contact["redacted"] is False and contact["email"], "not redacted by it either"
+
+    cancelled = raw("shopify/orders_cancelled.json")
+    as_new = await order.client.post(
+        "/v1/webhooks/shopify",
+        content=cancelled,
+        headers=shopify_headers(cancelled, "orders/create"),
+    )
+    assert as_new.status_code == 422
+    assert as_new.json()["error"]["details"][0]["field"] == "body.cancelled_at"
+
+
+async def test_a_cancellation_that_arrives_before_its_order_wins(order):
+    cancelled = raw("shopify/orders_cancelled.json")
+    early = await order.client.post(
+        "/v1/webhooks/shopify",
+        content=cancelled,
+        headers=shopify_headers(cancelled, "orders/cancelled"),
+    )
+    assert early.status_code == 200 and early.json()["status"] == "ignored"
+    created = raw("shopify/orders_create.json")
+    late = await order.client.post(
+        "/v1/webhooks/shopify", content=created, headers=shopify_headers(created, "orders/create")
+    )
+    assert late.status_code == 200
+    assert late.json() == {"status": "ignored", "reason": "cancelled before it arrived"}
+    assert await all_orders(order) == []
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_a_cancellation_racing_its_order_still_wins(order):
+    """Whichever of the two commits second sees the other: never a live cancelled order."""
+    for n in range(8):
+        external_id = 7_000_000_000_000 + n
+        bodies = {}
+        for topic, fixture in (
+            ("orders/cancelled", "shopify/orders_cancelled.json"),
+            ("orders/create", "shopify/orders_create.json"),
+        ):
+            payload = json.loads(raw(fixture))
+            payload["id"] = external_id
+            bodies[topic] = json.dumps(payload).encode()
+        results = await asyncio.gather(
+            *(
+                order.client.post(
+                    "/v1/webhooks/shopify", content=body, headers=shopify_headers(body, topic)
+                )
+                for topic, body in bodies.items()
+            )
+        )
+        assert all(r.status_code == 200 for r in results), [r.text for r in results]
+    statuses = {o["external_id"]: o["status"] for o in await all_orders(order)}
+    assert set(statuses.values()) <= {"cancelled"}, statuses

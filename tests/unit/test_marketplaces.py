@@ -222,8 +222,14 @@ def test_shopify_redact_without_customer_names_the_field() -> None:
 
 def test_shopify_cancelled_without_id_names_the_field() -> None:
     with pytest.raises(MarketplacePayloadError) as caught:
-        shopify_cancelled_id({"name": "#1001"})
+        shopify_cancelled_id({"name": "#1001", "cancelled_at": "2024-09-14T11:05:47-06:00"})
     assert caught.value.field == "id"
+
+
+def test_shopify_cancelled_without_cancelled_at_is_not_a_cancellation() -> None:
+    with pytest.raises(MarketplacePayloadError) as caught:
+        shopify_cancelled_id({"id": 1001, "cancelled_at": None})
+    assert caught.value.field == "cancelled_at"
 
 
 # --- WooCommerce mapping -----------------------------------------------------------------

@@ -96,6 +96,13 @@ class UnknownOrder:
 
 
 @dataclass(frozen=True)
+class CancelledBeforehand:
+    """The order's cancellation arrived before it did: it is not taken (the cancel wins)."""
+
+    external_id: str
+
+
+@dataclass(frozen=True)
 class CustomerRedacted:
     orders: int
 
@@ -111,6 +118,7 @@ WebhookOutcome = (
     | CancelAccepted
     | NotCancellable
     | UnknownOrder
+    | CancelledBeforehand
     | CustomerRedacted
     | Ignored
 )
@@ -139,7 +147,7 @@ def decide(cmd: MarketplaceWebhook) -> Action:
 
 def _shopify(topic: str, payload: dict[str, Any]) -> Action:
     if topic == "orders/create":
-        return CreateOrder(_storefront_order(marketplaces.shopify_order(payload), "shopify"))
+        return CreateOrder(_storefront_order(marketplaces.shopify_new_order(payload), "shopify"))
     if topic == "orders/cancelled":
         return CancelOrder(
             "shopify", marketplaces.shopify_cancelled_id(payload), "cancelled in Shopify"
@@ -193,19 +201,48 @@ def _storefront_order(body: dict[str, Any], source: Marketplace) -> PlaceOrder:
     )
 
 
+async def _create(order: PlaceOrder, uow: OrderUnitOfWork) -> WebhookOutcome:
+    """Take a marketplace order unless its cancellation came first.
+
+    A create and a cancel racing each other are each checked again after their commit:
+    whichever commits second sees the other, so the cancellation always wins.
+    """
+    external_id = order.external_id or ""
+    async with uow:
+        if await uow.webhooks.buried(order.channel, external_id) is not None:
+            return CancelledBeforehand(external_id)
+    placed = await accept_order(order, uow)
+    async with uow:
+        reason = await uow.webhooks.buried(order.channel, external_id)
+    if reason is not None:  # the cancellation committed while we took the order
+        return await _cancel(order.channel, external_id, reason, uow)
+    return OrderAccepted(placed.order.id, placed.created)
+
+
+async def _cancel(
+    channel: str, external_id: str, reason: str, uow: OrderUnitOfWork
+) -> WebhookOutcome:
+    try:
+        cancelled = await cancel_external(channel, external_id, reason, uow)
+        if cancelled is None:
+            async with uow:
+                await uow.webhooks.bury(channel, external_id, reason)
+                await uow.commit()
+            # an order committed meanwhile is cancelled now; a later one finds the tombstone
+            cancelled = await cancel_external(channel, external_id, reason, uow)
+    except CannotCancel:
+        return NotCancellable(external_id)
+    if cancelled is None:
+        return UnknownOrder(external_id)
+    return CancelAccepted(cancelled.id)
+
+
 async def _carry_out(action: Action, uow: OrderUnitOfWork) -> WebhookOutcome:
     match action:
         case CreateOrder(order):
-            placed = await accept_order(order, uow)
-            return OrderAccepted(placed.order.id, placed.created)
+            return await _create(order, uow)
         case CancelOrder(channel, external_id, reason):
-            try:
-                cancelled = await cancel_external(channel, external_id, reason, uow)
-            except CannotCancel:
-                return NotCancellable(external_id)
-            if cancelled is None:
-                return UnknownOrder(external_id)
-            return CancelAccepted(cancelled.id)
+            return await _cancel(channel, external_id, reason, uow)
         case RedactCustomer(email):
             return CustomerRedacted(await redact_customer(email, uow) if email else 0)
         case Ignore(topic):

@@ -1,4 +1,5 @@
-"""Webhook-delivery repository: the marketplace delivery ids already processed."""
+"""Webhook-delivery repository: marketplace delivery ids already processed, and tombstones of
+orders cancelled before they arrived."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.order.tables import webhook_delivery
+from services.order.tables import marketplace_tombstone, webhook_delivery
 from shared.db import dialect_insert
 
 
@@ -37,3 +38,26 @@ class WebhookDeliveries:
             )
         )
         return found is not None
+
+    async def bury(self, channel: str, external_id: str, reason: str) -> None:
+        """Remember that the marketplace cancelled `external_id` before we received it."""
+        await self.session.execute(
+            dialect_insert(self.dialect)(marketplace_tombstone)
+            .values(
+                channel=channel,
+                external_id=external_id,
+                reason=reason[:200],
+                cancelled_at=datetime.now(UTC),
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def buried(self, channel: str, external_id: str) -> str | None:
+        """The reason `external_id` was cancelled before it arrived, or None."""
+        reason = await self.session.scalar(
+            select(marketplace_tombstone.c.reason).where(
+                marketplace_tombstone.c.channel == channel,
+                marketplace_tombstone.c.external_id == external_id,
+            )
+        )
+        return None if reason is None else str(reason)
