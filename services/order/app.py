@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.order import api, handlers, ops_api, webhooks
+from services.order.aftersales import api as aftersales_api
 from services.order.consumers import CONSUMERS
 from services.order.settings import OrderSettings
 from services.order.shops import api as shops_api
@@ -52,9 +53,13 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
         title="Dropship order service",
         description="Storefront and marketplace orders: lifecycle, timeline, customer privacy.",
     )
-    install_domain_errors(app, {**api.DOMAIN_ERRORS, **shops_api.SHOP_ERRORS})
+    install_domain_errors(
+        app,
+        {**api.DOMAIN_ERRORS, **shops_api.SHOP_ERRORS, **aftersales_api.AFTERSALES_ERRORS},
+    )
     app.include_router(ops_api.router)
     app.include_router(api.router)
+    app.include_router(aftersales_api.router)
     app.include_router(shops_api.router)
     app.include_router(webhooks.router)
     return app

@@ -181,6 +181,8 @@ class Order:
     holds: list[Hold] = field(default_factory=list)
     placed: bool = True
     """Whether `order-placed` was emitted (not yet for an order held since intake)."""
+    refunded_total: Decimal = Decimal(0)
+    """Money refunded so far (kept by `services.order.aftersales`)."""
     events: list[EventData] = field(default_factory=list, repr=False)
     notes: list[Note] = field(default_factory=list, repr=False)
 

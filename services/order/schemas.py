@@ -259,6 +259,7 @@ def render_order(order: Order) -> dict[str, Any]:
         "external_id": order.external_id,
         "currency": cur,
         "total": format_amount(order.total, cur),
+        "refunded_total": format_amount(order.refunded_total, cur),
         "lines": [
             {
                 "line_id": ln.line_id,

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from decimal import Decimal
 from typing import ClassVar
 
 import pycountry
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from services.order.aftersales.domain import ComplaintTargets
 from services.order.intake import IntakePolicy
 from services.order.pii import PiiCipher, generate_key
-from shared.settings import ServiceSettings, refuse_weak_keyring, refuse_weak_secret
+from shared.events import ComplaintTier
+from shared.settings import (
+    ServiceSettings,
+    refuse_loopback_url,
+    refuse_weak_keyring,
+    refuse_weak_secret,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,19 @@ class OrderSettings(ServiceSettings):
     (Shopify refund transactions, WooCommerce `api_refund`); by default the shop only records
     it (the money went back another way, e.g. by the merchant)."""
 
+    # after-sales (services.order.aftersales)
+    supplier_url: str = Field("http://127.0.0.1:8002", validation_alias="DROPSHIP_SUPPLIER_URL")
+    """Where the supplier service answers `POST /v1/suppliers/{id}/rma` (service token)."""
+    rma_timeout_s: float = Field(15.0, gt=0)
+    """How long an RMA request may take (the supplier service retries the supplier within)."""
+    rma_retry_for_s: float = Field(3.0, ge=0)
+    """How long an unreachable supplier service is retried before the answer is a 503."""
+    complaint_response_normal_h: float = Field(24.0, gt=0)
+    complaint_response_urgent_h: float = Field(4.0, gt=0)
+    complaint_response_major_h: float = Field(1.0, gt=0)
+    complaint_resolution_h: float = Field(48.0, gt=0)
+    """Response targets per complaint tier and the resolution target, in hours."""
+
     @model_validator(mode="after")
     def _pii_key_required_in_production(self) -> OrderSettings:
         if self.pii_key is None:
@@ -65,6 +86,7 @@ class OrderSettings(ServiceSettings):
             self.pii_key = SecretStr(generate_key())
         if self.environment == "production":
             refuse_weak_keyring("DROPSHIP_PII_KEY", self.pii_key.get_secret_value())
+            refuse_loopback_url("DROPSHIP_SUPPLIER_URL", self.supplier_url)
             for variable, secret in (
                 ("DROPSHIP_SHOPIFY_SECRET", self.shopify_secret),
                 ("DROPSHIP_WOOCOMMERCE_SECRET", self.woocommerce_secret),
@@ -73,6 +95,16 @@ class OrderSettings(ServiceSettings):
                     refuse_weak_secret(variable, secret.get_secret_value())
         PiiCipher(self.pii_key.get_secret_value())  # refuse a malformed key at start-up
         return self
+
+    def complaint_targets(self) -> ComplaintTargets:
+        return ComplaintTargets(
+            {
+                ComplaintTier.NORMAL: timedelta(hours=self.complaint_response_normal_h),
+                ComplaintTier.URGENT: timedelta(hours=self.complaint_response_urgent_h),
+                ComplaintTier.MAJOR: timedelta(hours=self.complaint_response_major_h),
+            },
+            timedelta(hours=self.complaint_resolution_h),
+        )
 
     def intake(self) -> IntakePolicy:
         return IntakePolicy(dict(self.high_value_limits))

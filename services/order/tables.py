@@ -48,6 +48,7 @@ customer_order = Table(
     Column("cancel_reason", String(500), nullable=True),
     Column("redacted_at", DateTime(timezone=True), nullable=True),
     Column("holds", JSON, nullable=True),  # [{reason, note, since}]: no PII
+    Column("refunded_total", Numeric(18, 4), nullable=False, default=0, server_default="0"),
     UniqueConstraint("channel", "external_id"),
     Index("ix_customer_order_created", "created_at", "id"),
     Index("ix_customer_order_status_created", "status", "created_at"),

@@ -208,4 +208,5 @@ def order_from_rows(
             for h in (row.holds or [])
         ],
         placed=bool(state.get("placed", True)),
+        refunded_total=Decimal(row.refunded_total or 0),
     )
