@@ -22,6 +22,9 @@ from rigs.supplier_simulator.models import (
     PlaceOrderRequest,
     PlaceOrderResponse,
     RequestLog,
+    ReturnGranted,
+    ReturnList,
+    ReturnRequest,
 )
 from rigs.supplier_simulator.state import Supplier
 from shared.http import field_errors
@@ -129,6 +132,26 @@ async def cancel_order(
     return {"status": "cancelled"}
 
 
+@supplier_api.post(
+    "/{supplier_key}/returns",
+    status_code=201,
+    response_model=ReturnGranted,
+    responses={
+        **_ERRORS,
+        409: {"description": "idempotency key reused with another body"},
+        422: {"description": "refused (`error: refused`, `reason`), or malformed"},
+    },
+)
+async def request_return(
+    simulator: Sim,
+    supplier: AuthedSupplier,
+    body: ReturnRequest,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=255)],
+) -> dict[str, str]:
+    await simulator.gate(supplier)
+    return await simulator.request_return(supplier, idempotency_key, body)
+
+
 control = APIRouter(prefix="/_control", tags=["simulator control"])
 
 ControlKey = Annotated[str, Path(pattern=SUPPLIER_KEY_PATTERN)]
@@ -159,6 +182,13 @@ async def reset_supplier(simulator: Sim, supplier_key: ControlKey) -> ControlVie
 async def list_orders(simulator: Sim, supplier_key: ControlKey) -> OrderList:
     orders = simulator.supplier(supplier_key).orders.values()
     return OrderList.model_validate({"items": [o.view() for o in orders]})
+
+
+@control.get("/{supplier_key}/returns", response_model=ReturnList)
+async def list_returns(simulator: Sim, supplier_key: ControlKey) -> ReturnList:
+    """Every return request with its decision and how often it was asked for."""
+    returns = simulator.supplier(supplier_key).returns.values()
+    return ReturnList.model_validate({"items": [r.view() for r in returns]})
 
 
 @control.get("/{supplier_key}/requests", response_model=RequestLog)

@@ -24,6 +24,7 @@ from rigs.supplier_simulator.errors import (
     BadAddress,
     InvalidCredentials,
     NotCancellable,
+    ReturnRefused,
     SimulatedFailure,
     UnknownOrder,
     UnknownSupplier,
@@ -31,6 +32,7 @@ from rigs.supplier_simulator.errors import (
 from rigs.supplier_simulator.models import (
     SUPPLIER_KEY_PATTERN,
     PlaceOrderRequest,
+    ReturnRequest,
     SupplierControl,
 )
 from rigs.supplier_simulator.settings import SimulatorSettings
@@ -139,6 +141,22 @@ class Simulator:
                 )
                 self._spawn(supplier, self._run(supplier, order), order.supplier_order_ref)
         return order
+
+    async def request_return(
+        self, supplier: Supplier, idempotency_key: str, request: ReturnRequest
+    ) -> dict[str, str]:
+        """Decide (and keep) first, then answer `rma_latency_ms` late: a caller that gave up
+        waiting finds the same RMA when it asks again with the same key."""
+        decided = supplier.ask_return(idempotency_key, request)
+        if supplier.control.rma_latency_ms:
+            await asyncio.sleep(supplier.control.rma_latency_ms / 1000)
+        if decided.rma is None:
+            raise ReturnRefused(reason=decided.refused_reason or "refused")
+        return {
+            "rma": decided.rma,
+            "status": "granted",
+            "return_address": supplier.control.return_address,
+        }
 
     def order(self, supplier: Supplier, ref: str) -> SimOrder:
         order = supplier.orders.get(ref)

@@ -72,3 +72,10 @@ class SimulatedFailure(SupplierApiError):
 
     status_code = 500
     code = "simulated_failure"
+
+
+class ReturnRefused(SupplierApiError):
+    """The supplier will not take the goods back (an RMA refused)."""
+
+    status_code = 422
+    code = "refused"

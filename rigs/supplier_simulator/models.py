@@ -67,6 +67,44 @@ class PlaceOrderRequest(BaseModel):
     callback_url: HttpUrl
 
 
+class ReturnRequest(BaseModel):
+    """`POST /{supplier_key}/returns`: an RMA for goods the supplier shipped."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reference: str = Field(min_length=1, max_length=128)
+    order_id: str = Field(min_length=1, max_length=128)
+    supplier_order_ref: str | None = Field(None, max_length=128)
+    reason: str = Field(min_length=1, max_length=64)
+    lines: list[OrderLine] = Field(min_length=1, max_length=500)
+
+
+class ReturnGranted(BaseModel):
+    rma: str
+    status: str = "granted"
+    return_address: str
+
+
+class ReturnView(BaseModel):
+    idempotency_key: str
+    reference: str
+    order_id: str
+    supplier_order_ref: str | None
+    reason: str
+    lines: list[OrderLine]
+    status: str
+    rma: str | None
+    refused_reason: str | None
+    received_at: str
+    requests: int
+    """How many times this return was asked for (retries answer the first decision)."""
+
+
+class ReturnList(BaseModel):
+    items: list[ReturnView]
+    next_cursor: str | None = None
+
+
 class PlaceOrderResponse(BaseModel):
     supplier_order_ref: str
     status: str = "received"
@@ -96,6 +134,14 @@ class SupplierControl(BaseModel):
     lose_callbacks: bool = False
     decision_delay_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
     """How long orders stay `received` before the decision (null: the process default)."""
+    rma_refuse: bool = False
+    """Refuse new return requests (`422 {"error": "refused", "reason"}`)."""
+    rma_refuse_reason: str = Field("outside the 30-day return window", min_length=1, max_length=500)
+    rma_latency_ms: float = Field(0.0, ge=0, le=MAX_LATENCY_MS)
+    """Answer return requests this late (the RMA is granted, and kept, on arrival)."""
+    return_address: str = Field(
+        "Returns Dept., 88 Dock Road, Shenzhen 518000, CN", min_length=1, max_length=500
+    )
 
     @classmethod
     def defaults(cls, supplier_key: str) -> SupplierControl:
@@ -125,6 +171,10 @@ class ControlPatch(BaseModel):
     callback_delay_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
     lose_callbacks: bool | None = None
     decision_delay_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
+    rma_refuse: bool | None = None
+    rma_refuse_reason: str | None = Field(None, min_length=1, max_length=500)
+    rma_latency_ms: float | None = Field(None, ge=0, le=MAX_LATENCY_MS)
+    return_address: str | None = Field(None, min_length=1, max_length=500)
 
     @field_validator(
         "api_key",
@@ -138,6 +188,10 @@ class ControlPatch(BaseModel):
         "ship_after_s",
         "callback_delay_s",
         "lose_callbacks",
+        "rma_refuse",
+        "rma_refuse_reason",
+        "rma_latency_ms",
+        "return_address",
         mode="before",
     )
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any
 
 from rigs.supplier_simulator.callbacks import utc_now
 from rigs.supplier_simulator.errors import IdempotencyKeyReused, OutOfStock
-from rigs.supplier_simulator.models import PlaceOrderRequest, SupplierControl
+from rigs.supplier_simulator.models import PlaceOrderRequest, ReturnRequest, SupplierControl
 
 CARRIERS = ("ups", "fedex", "dhl", "usps")
 REQUEST_LOG = 10_000
@@ -119,7 +119,31 @@ class SimOrder:
         }
 
 
-def fingerprint(request: PlaceOrderRequest) -> str:
+@dataclass
+class SimReturn:
+    """A return request and the supplier's decision on it, kept per Idempotency-Key."""
+
+    idempotency_key: str
+    fingerprint: str
+    request: ReturnRequest
+    rma: str | None
+    refused_reason: str | None
+    received_at: str = field(default_factory=utc_now)
+    requests: int = 1
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "idempotency_key": self.idempotency_key,
+            **self.request.model_dump(),
+            "status": "granted" if self.rma else "refused",
+            "rma": self.rma,
+            "refused_reason": self.refused_reason,
+            "received_at": self.received_at,
+            "requests": self.requests,
+        }
+
+
+def fingerprint(request: PlaceOrderRequest | ReturnRequest) -> str:
     canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -135,6 +159,7 @@ class Supplier:
         self.reseed()
         self.orders: dict[str, SimOrder] = {}
         self.by_idempotency_key: dict[str, SimOrder] = {}
+        self.returns: dict[str, SimReturn] = {}  # by Idempotency-Key
         self.requests: deque[str] = deque(maxlen=REQUEST_LOG)  # when each API request came
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -188,6 +213,29 @@ class Supplier:
         self.orders[order.supplier_order_ref] = order
         self.by_idempotency_key[idempotency_key] = order
         return order, True
+
+    def ask_return(self, idempotency_key: str, request: ReturnRequest) -> SimReturn:
+        """The decision on this return: the first one for a key already used (same body),
+        else granted (a new RMA) or refused, as the control says now."""
+        digest = fingerprint(request)
+        existing = self.returns.get(idempotency_key)
+        if existing is not None:
+            if existing.fingerprint != digest:
+                raise IdempotencyKeyReused(
+                    reason="this Idempotency-Key was used for a different return request"
+                )
+            existing.requests += 1
+            return existing
+        refused = self.control.rma_refuse
+        decided = SimReturn(
+            idempotency_key=idempotency_key,
+            fingerprint=digest,
+            request=request,
+            rma=None if refused else f"RMA-{self.rng.getrandbits(40):010X}",
+            refused_reason=self.control.rma_refuse_reason if refused else None,
+        )
+        self.returns[idempotency_key] = decided
+        return decided
 
     def _new_ref(self) -> str:
         while True:

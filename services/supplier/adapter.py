@@ -7,6 +7,7 @@ Outcomes are returned, never raised, because routing fails over on them::
      +-- OutOfStock(skus)               409 out_of_stock: fail over, not retried
      +-- Rejected(reason)               422 (or another 409): fail over, not retried
      +-- SupplierStatus(status, ...)    200 to GET /orders/{ref}: what became of an order
+     +-- RmaGranted(rma, return_address) 201 to POST /returns: send the goods back there
      +-- Unavailable(reason)            no usable answer; reason starts with "timeout" |
            "http 5xx" | "http 429" | "breaker open" (attempts may be 0) | "transport
            error" | "bad credentials" (401/403) | "http 4xx" (other) | "bad response"
@@ -122,7 +123,36 @@ class SupplierStatus:
     attempts: int = 1
 
 
-Outcome = Received | OutOfStock | Rejected | Unavailable | SupplierStatus
+@dataclass(frozen=True, slots=True)
+class RmaGranted:
+    """The supplier authorised a return: its RMA number and where the goods go."""
+
+    rma: str
+    return_address: str
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnRequest:
+    """`POST /returns`: an RMA for goods the supplier shipped; keyed by our return id."""
+
+    return_id: str  # the Idempotency-Key, the same on every retry (and every re-ask)
+    order_id: str
+    supplier_order_ref: str | None
+    reason: str
+    lines: list[OrderLine]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": self.return_id,
+            "order_id": self.order_id,
+            "supplier_order_ref": self.supplier_order_ref,
+            "reason": self.reason,
+            "lines": [asdict(line) for line in self.lines],
+        }
+
+
+Outcome = Received | OutOfStock | Rejected | Unavailable | SupplierStatus | RmaGranted
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +261,30 @@ class SupplierClient:
         return await self._call(
             endpoint, url, None, f"status-{supplier_order_ref}", interpret, method="GET"
         )
+
+    async def request_return(self, endpoint: SupplierEndpoint, request: ReturnRequest) -> Outcome:
+        """POST /returns: `RmaGranted`, `Rejected(reason)` (refused) or `Unavailable`."""
+        url = f"{endpoint.base_url.rstrip('/')}/returns"
+
+        def interpret(resp: httpx.Response) -> Outcome:
+            data = _json(resp)
+            if resp.status_code in (200, 201, 202):
+                rma, address = data.get("rma"), data.get("return_address")
+                if isinstance(rma, str) and rma and isinstance(address, str) and address:
+                    return RmaGranted(rma[:128], address[:500])
+                return Unavailable("bad response: no rma or return_address")
+            if resp.status_code == 409:
+                return Unavailable(f"conflict: {data.get('error') or 'http 409'}")
+            return Rejected(str(data.get("reason") or "refused")[:1000])
+
+        outcome = await self._call(endpoint, url, request.to_json(), request.return_id, interpret)
+        logger.info(
+            "supplier request_return: %s after %d attempt(s)",
+            type(outcome).__name__,
+            outcome.attempts,
+            extra={"supplier_id": endpoint.supplier_id, "order_id": request.order_id},
+        )
+        return outcome
 
     async def _call(
         self,

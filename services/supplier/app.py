@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from services.supplier import api, webhooks
+from services.supplier import api, rma, webhooks
 from services.supplier.adapter import SupplierClient
 from services.supplier.availability import AvailabilityReporter
 from services.supplier.breaker import CircuitBreaker
@@ -124,9 +124,14 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     app.add_exception_handler(webhooks.Busy, webhooks.busy)
     app.state.settings = settings
     app.state.breaker = breaker
+    # returns desks answer apart from order intake: a slow one must not stop routing
+    app.state.rma_breaker = CircuitBreaker(
+        failure_rate=settings.breaker_failure_rate, cooldown_s=settings.breaker_cooldown_s
+    )
     app.state.availability = availability
     app.state.directory = directory
     app.state.webhook_slots = asyncio.Semaphore(settings.supplier_webhook_concurrency)
     app.include_router(api.router)
     app.include_router(webhooks.router)
+    app.include_router(rma.router)
     return app

@@ -66,6 +66,10 @@ class SupplierSettings(ServiceSettings):
     long, doubling per attempt up to `supplier_retry_waiting_max_s` (and at once when a
     supplier's breaker closes)."""
     supplier_retry_waiting_max_s: float = Field(60.0, gt=0)
+    rma_timeout_s: float = Field(5.0, gt=0)
+    """`DROPSHIP_RMA_TIMEOUT_S`: how long one return-authorisation call to a supplier may take."""
+    rma_max_attempts: int = Field(2, ge=1)
+    """Calls per return authorisation (same Idempotency-Key) before the answer is a 503."""
     supplier_cache_ttl_s: float = Field(2.0, ge=0)
     """Supplier rows (credentials, SLA, counters for ranking) are cached this long."""
     supplier_webhook_concurrency: int = Field(8, ge=1)

@@ -353,7 +353,9 @@ def issue_refund(
     )
     lines_value, problems = _check_lines(order, earlier, items, ret, problems)
     amount = ask.amount if ask.amount is not None else lines_value
-    if ask.amount is None and not items:
+    if problems:
+        pass  # the lines' value is unknown: the amount is judged once they are right
+    elif ask.amount is None and not items:
         problems.append(("amount", "required unless lines (or a return) are given"))
     elif amount <= 0:
         problems.append(("amount", "must be more than 0"))
