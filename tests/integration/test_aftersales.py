@@ -7,6 +7,7 @@ supplier service would); the RMA through the real supplier service is in
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -302,3 +303,34 @@ async def test_complaints_keep_their_clocks_and_their_text_to_themselves(order, 
         headers=API_KEY,
     )  # fmt: skip
     assert unknown.status_code == 404
+
+
+async def test_concurrent_refunds_never_exceed_what_was_paid_and_a_key_issues_once(order, broker):
+    o = await placed_and_shipped(order, broker)
+    url = f"/v1/orders/{o['id']}/refunds"
+    body = {"amount": "10.00", "reason": "changed_mind"}
+    twins = await asyncio.gather(
+        *(
+            order.client.post(url, json=body, headers={**API_KEY, "Idempotency-Key": "same"})
+            for _ in range(4)
+        )
+    )
+    assert [t.status_code for t in twins] == [201] * 4
+    assert len({t.json()["id"] for t in twins}) == 1, "one refund for one key"
+    rivals = await asyncio.gather(
+        *(order.client.post(url, json=body, headers=API_KEY) for _ in range(4))
+    )
+    codes = sorted(r.status_code for r in rivals)
+    assert codes == [201, 201, 409, 409], "37.00 paid, 10.00 refunded: two more fit"
+    listed = (await order.client.get(url, headers=API_KEY)).json()["items"]
+    assert sum(Decimal(r["amount"]) for r in listed) == Decimal("30.00")
+    shown = (await order.client.get(f"/v1/orders/{o['id']}", headers=API_KEY)).json()
+    assert shown["refunded_total"] == "30.00"
+
+    line = o["lines"][0]["line_id"]
+    wanted = {"lines": [{"line_id": line, "quantity": 2}], "reason": "wrong_item"}
+    both = await asyncio.gather(
+        *(order.client.post(f"/v1/orders/{o['id']}/returns", json=wanted, headers=API_KEY)
+          for _ in range(2))
+    )  # fmt: skip
+    assert sorted(r.status_code for r in both) == [201, 422], "the line is returned once"
