@@ -8,6 +8,7 @@ slow supplier leaves the return as it was until a retry gets the very same RMA.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from services.order.app import create_app as order_app
+from services.order.pii import generate_key
 from services.order.settings import OrderSettings
 from services.supplier.app import create_app as supplier_app
 from services.supplier.settings import SupplierSettings
@@ -22,7 +24,7 @@ from shared.infra import free_port
 from shared.testing import eventually
 from tests.support.data import API_KEY, order_body
 from tests.support.kafka import consume
-from tests.support.services import ServedApp, served
+from tests.support.services import ServedApp, served, service_process
 from tests.support.supplier import add_supplier, control
 
 
@@ -32,19 +34,25 @@ class Stack:
     supplier: ServedApp
 
 
-@pytest.fixture
-async def stack(database_url, settings_for, simulator, order_contacts):
-    supplier_port, order_port = free_port(), free_port()
-    supplier_settings = settings_for(
+def supplier_settings(settings_for, database_url: str, port: int, order_url: str):
+    return settings_for(
         SupplierSettings,
-        await database_url("supplier"),
-        port=supplier_port,
+        database_url,
+        port=port,
         dispatcher_poll_s=0.2,
         supplier_timeout_s=1.0,
         supplier_backoff_s=0.05,
         rma_timeout_s=1.0,
         rma_max_attempts=2,
-        order_url=order_contacts.url,
+        order_url=order_url,
+    )
+
+
+@pytest.fixture
+async def stack(database_url, settings_for, simulator, order_contacts):
+    supplier_port, order_port = free_port(), free_port()
+    supplier = supplier_settings(
+        settings_for, await database_url("supplier"), supplier_port, order_contacts.url
     )
     order_settings = settings_for(
         OrderSettings,
@@ -52,7 +60,7 @@ async def stack(database_url, settings_for, simulator, order_contacts):
         port=order_port,
         supplier_url=f"http://127.0.0.1:{supplier_port}",
     )
-    async with served(supplier_app, supplier_settings, supplier_port) as supplier:
+    async with served(supplier_app, supplier, supplier_port) as supplier:
         supplier.simulator = simulator  # type: ignore[attr-defined]
         async with served(order_app, order_settings, order_port) as order:
             await supplier.runtime.bus.wait_connected()
@@ -162,3 +170,48 @@ async def test_a_slow_supplier_changes_nothing_and_a_retry_gets_the_same_rma(sta
     assert retried.json()["rma"] == granted_meanwhile["rma"], "no second RMA"
     [once] = await sim_returns(stack, "rmaslow")
     assert once["rma"] == granted_meanwhile["rma"] and once["requests"] >= 2
+
+
+async def test_a_crash_after_the_supplier_granted_never_asks_for_a_second_rma(
+    database_url, settings_for, simulator, order_contacts, broker, tmp_path
+):
+    """The order service dies right after the supplier granted the RMA, before recording
+    it; restarted, the same authorize gets the same RMA and the supplier made only one."""
+    supplier_port = free_port()
+    settings = supplier_settings(
+        settings_for, await database_url("supplier"), supplier_port, order_contacts.url
+    )
+    env = {
+        "DROPSHIP_ENVIRONMENT": "test",
+        "DROPSHIP_ORDER_DATABASE_URL": await database_url("order"),
+        "DROPSHIP_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "DROPSHIP_DATA_DIR": str(tmp_path),
+        "DROPSHIP_LOG_JSON": "false",
+        "DROPSHIP_PII_KEY": generate_key(),
+        "DROPSHIP_SUPPLIER_URL": f"http://127.0.0.1:{supplier_port}",
+        "DROPSHIP_OUTBOX_POLL_INTERVAL_S": "0.5",
+    }
+    process = service_process("order", env, tmp_path)
+    async with served(supplier_app, settings, supplier_port) as supplier:
+        supplier.simulator = simulator  # type: ignore[attr-defined]
+        await supplier.runtime.bus.wait_connected()
+        process.start(extra_env={"DROPSHIP_FAULT_POINTS": "order.rma-answered"})
+        try:
+            async with httpx.AsyncClient(base_url=process.url, timeout=30) as client:
+                order = ServedApp(None, process.url, client, None)  # type: ignore[arg-type]
+                _, ret = await shipped_return(Stack(order, supplier), "rmacrash")
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.post(f"/v1/returns/{ret['id']}/authorize", headers=API_KEY)
+                assert process.wait_exit(30) == 137, process.log_tail()
+                [granted] = await sim_returns(Stack(order, supplier), "rmacrash")
+
+                process.start()  # without the failpoint
+                unchanged = await client.get(f"/v1/returns/{ret['id']}", headers=API_KEY)
+                assert unchanged.json()["status"] == "requested", "nothing was recorded"
+                again = await client.post(f"/v1/returns/{ret['id']}/authorize", headers=API_KEY)
+                assert again.status_code == 200, again.text
+                assert again.json()["rma"] == granted["rma"]
+                [once] = await sim_returns(Stack(order, supplier), "rmacrash")
+                assert once["rma"] == granted["rma"] and once["requests"] == 2
+        finally:
+            process.stop()
