@@ -7,6 +7,8 @@ splits across two suppliers; the second's cheapest supplier rejects it and the l
 fails over. Confirmations arrive. One supplier never ships: the customer gets an
 at-risk notice, then a delay notice, in Chinese, and ops get an urgent alert. The
 other supplier ships and delivers. The timelines and the KPIs show exactly that.
+The Shopify customer's parcel arrived damaged: the return is authorised with the
+supplier's RMA, received and refunded, charged back to the supplier that shipped it.
 """
 
 from __future__ import annotations
@@ -280,6 +282,7 @@ async def tell_the_story(
         return body if done else None
 
     kpis = await eventually(kpis_caught_up, timeout=60, what="KPIs caught up")
+    after_sales = await return_damaged(c, urls, await order(second))
     timeline = (await c.get(f"{urls['order']}/v1/orders/{first}/timeline", headers=API_KEY)).json()
     sim_orders = {
         key: (await c.get(f"{sim}/_control/{key}/orders")).json()["items"]
@@ -301,6 +304,45 @@ async def tell_the_story(
         "sim": sim_orders,
         "allocations": allocations,
         "orders": (await order(first), await order(second)),
+        "after_sales": after_sales,
+    }
+
+
+async def return_damaged(
+    c: httpx.AsyncClient, urls: dict[str, str], shipped: dict[str, Any]
+) -> dict[str, Any]:
+    """Damaged in transit: returned (RMA from the supplier), received, refunded once."""
+    order_url, oid = urls["order"], shipped["id"]
+    [line] = shipped["lines"]
+    made = await c.post(
+        f"{order_url}/v1/orders/{oid}/returns",
+        json={"lines": [{"line_id": line["line_id"], "quantity": 2}],
+              "reason": "damaged_in_transit", "note": "both mugs cracked"},
+        headers=API_KEY,
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    rid = made.json()["id"]
+    authorized = await c.post(f"{order_url}/v1/returns/{rid}/authorize", headers=API_KEY)
+    assert authorized.status_code == 200, authorized.text
+    received = await c.post(f"{order_url}/v1/returns/{rid}/receive", json={}, headers=API_KEY)
+    assert received.status_code == 200, received.text
+    refund_headers = {**API_KEY, "Idempotency-Key": f"story-refund-{rid}"}
+    refunds = [
+        await c.post(
+            f"{order_url}/v1/orders/{oid}/refunds", json={"return_id": rid}, headers=refund_headers
+        )
+        for _ in range(2)  # a retry replays the refund, never issues a second
+    ]
+    assert [r.status_code for r in refunds] == [201, 201], refunds[0].text
+    timeline = (await c.get(f"{order_url}/v1/orders/{oid}/timeline", headers=API_KEY)).json()
+    returns = (await c.get(f"{urls['simulator']}/_control/story-south/returns")).json()["items"]
+    return {
+        "return": authorized.json(),
+        "closed": (await c.get(f"{order_url}/v1/returns/{rid}", headers=API_KEY)).json(),
+        "refunds": [r.json() for r in refunds],
+        "order": (await c.get(f"{order_url}/v1/orders/{oid}", headers=API_KEY)).json(),
+        "timeline": timeline["items"],
+        "sim_returns": returns,
     }
 
 
@@ -363,3 +405,32 @@ def check_the_record(f: dict[str, Any], sink: Any, mailbox: Any) -> None:
     assert by_supplier[f["north"]]["delay_rate"] == 1.0
     assert by_supplier[f["south"]]["on_time_rate"] == 1.0
     assert by_supplier[f["south"]]["delay_rate"] == 0.0
+
+    # the damaged parcel: the supplier that shipped it granted one RMA, the refund of what
+    # the customer paid for the line (2 x 9.00) was issued once and charged back to it
+    after = f["after_sales"]
+    authorized, closed = after["return"], after["closed"]
+    assert authorized["status"] == "authorized" and authorized["supplier_id"] == f["south"]
+    [rma] = after["sim_returns"]
+    assert rma["rma"] == authorized["rma"] and rma["idempotency_key"] == authorized["id"]
+    assert authorized["return_address"]
+    first_refund, replayed = after["refunds"]
+    assert replayed == first_refund
+    assert (first_refund["amount"], first_refund["cost_bearer"], first_refund["supplier_id"]) == (
+        "18.00",
+        "supplier",
+        f["south"],
+    )
+    assert closed["status"] == "refunded" and closed["refund_id"] == first_refund["id"]
+    assert after["order"]["refunded_total"] == "18.00"
+    steps = [e for e in after["timeline"] if e["type"].startswith(("return-", "refund-"))]
+    assert [e["type"] for e in steps] == [
+        "return-requested",
+        "return-authorized",
+        "return-received",
+        "return-refunded",
+        "refund-issued",
+    ]
+    issued = steps[-1]["data"]
+    assert issued["cost_bearer"] == "supplier" and issued["supplier_id"] == f["south"]
+    assert issued["channel"] == "shopify" and issued["return_id"] == authorized["id"]
