@@ -27,6 +27,8 @@ from tests.support.kafka import consume
 from tests.support.services import ServedApp, served, service_process
 from tests.support.supplier import add_supplier, control
 
+SERVICE = {"Authorization": "Bearer dev-service-token"}
+
 
 @dataclass
 class Stack:
@@ -111,6 +113,17 @@ async def test_an_rma_granted_authorises_the_return_which_is_received_and_refund
     assert asked["supplier_order_ref"] and asked["reason"] == "damaged_in_transit"
     again = await stack.order.client.post(f"/v1/returns/{ret['id']}/authorize", headers=API_KEY)
     assert again.status_code == 409 and "is authorized" in again.json()["error"]["message"]
+    rma_url = f"/v1/suppliers/{supplier_id}/rma"
+    rma_body = {"return_id": ret["id"], "order_id": ret["order_id"], "reason": "wrong_item",
+                "lines": [{"line_id": "x", "sku": "MUG-1", "quantity": 1}]}  # fmt: skip
+    forged = await stack.supplier.client.post(
+        rma_url, json=rma_body, headers={"Authorization": "Bearer nope"}
+    )
+    assert forged.status_code == 401, "the service token is required"
+    nobody = await stack.supplier.client.post(
+        "/v1/suppliers/sup_nobody/rma", json=rma_body, headers=SERVICE
+    )
+    assert nobody.status_code == 404
 
     [record] = await consume(broker.bootstrap, "return-authorized", 1)
     event = json.loads(record.value)["data"]
