@@ -334,6 +334,25 @@ async def return_damaged(
         for _ in range(2)  # a retry replays the refund, never issues a second
     ]
     assert [r.status_code for r in refunds] == [201, 201], refunds[0].text
+    after_sales_kinds = {"return_requested", "return_authorized", "refund_issued"}
+
+    async def customer_told() -> bool:
+        log = await c.get(
+            urls["notify"] + "/v1/notifications", params={"order_id": oid}, headers=API_KEY
+        )
+        sent = {n["kind"] for n in log.json()["items"] if n["status"] == "sent"}
+        return after_sales_kinds <= sent
+
+    await eventually(customer_told, timeout=60, what="return and refund notices sent")
+    supplier_id = authorized.json()["supplier_id"]
+
+    async def charged_back() -> list[dict[str, Any]]:
+        found = await c.get(
+            f"{urls['supplier']}/v1/suppliers/{supplier_id}/chargebacks", headers=API_KEY
+        )
+        return list(found.json()["items"])
+
+    chargebacks = await eventually(charged_back, timeout=60, what="chargeback recorded")
     timeline = (await c.get(f"{order_url}/v1/orders/{oid}/timeline", headers=API_KEY)).json()
     returns = (await c.get(f"{urls['simulator']}/_control/story-south/returns")).json()["items"]
     return {
@@ -343,6 +362,7 @@ async def return_damaged(
         "order": (await c.get(f"{order_url}/v1/orders/{oid}", headers=API_KEY)).json(),
         "timeline": timeline["items"],
         "sim_returns": returns,
+        "chargebacks": chargebacks,
     }
 
 
@@ -381,7 +401,18 @@ def check_the_record(f: dict[str, Any], sink: Any, mailbox: Any) -> None:
         for m, rcpt in zip(mailbox.messages, mailbox.recipients, strict=True)
         if rcpt == ["emily.carter@example.com"]
     ]
-    assert [subject(m) for m in to_emily] == [f"Your order {second['external_id']} is on its way"]
+    ref = second["external_id"]
+    rma = f["after_sales"]["return"]["rma"]
+    emily_subjects = [subject(m) for m in to_emily]
+    assert emily_subjects[0] == f"Your order {ref} is on its way"
+    after_sales_mail = sorted(emily_subjects[1:])  # sent in whichever order, each once
+    [refunded] = [s for s in after_sales_mail if s.startswith("Your refund of")]
+    assert "18.00" in refunded and ref in refunded
+    assert sorted(set(after_sales_mail) - {refunded}) == [
+        f"We have your return request for order {ref}",
+        f"Your return for order {ref} is approved: RMA {rma}",
+    ]
+    assert len(after_sales_mail) == 3
     # ops were paged once, urgently, about the late supplier
     late = [h.body["text"] for h in sink.of("slack") if "no_tracking_by_deadline" in h.body["text"]]
     urgent = [text for text in late if "[URGENT]" in text]
@@ -434,3 +465,5 @@ def check_the_record(f: dict[str, Any], sink: Any, mailbox: Any) -> None:
     issued = steps[-1]["data"]
     assert issued["cost_bearer"] == "supplier" and issued["supplier_id"] == f["south"]
     assert issued["channel"] == "shopify" and issued["return_id"] == authorized["id"]
+    [chargeback] = after["chargebacks"]  # recorded once by the supplier service
+    assert chargeback["refund_id"] == first_refund["id"]
