@@ -334,3 +334,34 @@ async def test_concurrent_refunds_never_exceed_what_was_paid_and_a_key_issues_on
           for _ in range(2))
     )  # fmt: skip
     assert sorted(r.status_code for r in both) == [201, 422], "the line is returned once"
+
+
+async def test_erasing_the_customer_erases_their_words_from_returns_and_complaints(order, broker):
+    o = await placed_and_shipped(order, broker)
+    line = o["lines"][0]["line_id"]
+    ret = await order.client.post(
+        f"/v1/orders/{o['id']}/returns",
+        json={"lines": [{"line_id": line, "quantity": 1}], "reason": "not_as_described",
+              "note": "call me on +1 212 555 0100"},
+        headers=API_KEY,
+    )  # fmt: skip
+    filed = await order.client.post(
+        "/v1/complaints",
+        json={"order_id": o["id"], "tier": "normal", "summary": "I am Ann Lee of 1 Main St"},
+        headers=API_KEY,
+    )
+    cid = filed.json()["id"]
+    await order.client.post(
+        f"/v1/complaints/{cid}/respond", json={"by": "ops-li", "message": "Dear Ann"},
+        headers=API_KEY,
+    )  # fmt: skip
+    erased = await order.client.post(
+        "/v1/customers/redact", json={"email": "ann@example.com"}, headers=API_KEY
+    )
+    assert erased.status_code == 200 and erased.json()["redacted"] >= 1
+    shown = (await order.client.get(f"/v1/complaints/{cid}", headers=API_KEY)).json()
+    assert shown["summary"] == "[redacted]"
+    assert shown["responses"][0] == {**shown["responses"][0], "by": "ops-li",
+                                     "message": "[redacted]"}  # fmt: skip
+    kept = (await order.client.get(f"/v1/returns/{ret.json()['id']}", headers=API_KEY)).json()
+    assert kept["note"] is None and kept["status"] == "requested" and kept["lines"]
