@@ -19,7 +19,7 @@ from rigs.supplier_simulator.settings import SimulatorSettings
 from services.order.aftersales import errors
 from services.order.aftersales.api import AFTERSALES_ERRORS
 from services.order.aftersales.domain import ReturnedLine
-from services.order.aftersales.errors import RmaUnavailable
+from services.order.aftersales.errors import InvalidAfterSales, RmaUnavailable
 from services.order.aftersales.rma import RmaAsk, RmaGranted, RmaRefused, SupplierRmaClient
 from services.supplier.adapter import (
     OrderLine,
@@ -157,6 +157,8 @@ async def test_the_order_services_client_reads_granted_refused_and_unavailable()
     busy = httpx.Response(503, json={"error": {"code": "supplier_unavailable", "message": "slow"}})
     with pytest.raises(RmaUnavailable, match="slow"):
         await desk_answer(busy)
+    with pytest.raises(InvalidAfterSales, match="not a supplier the supplier service knows"):
+        await desk_answer(httpx.Response(404, json={"error": {"code": "not_found"}}))
     with pytest.raises(RmaUnavailable, match="in time"):
         await desk_answer(httpx.ReadTimeout("late"))
     with pytest.raises(RmaUnavailable, match="unreachable"):

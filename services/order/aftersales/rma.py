@@ -9,6 +9,7 @@ second RMA with another number.
     ask(RmaAsk) -> RmaGranted(rma, return_address)
                 -> RmaRefused(reason)            the supplier will not take the goods back
                 raises RmaUnavailable            no usable answer in time: ask again later
+                raises InvalidAfterSales         the supplier service knows no such supplier
 
 Transport errors and 5xx other than 503 (the supplier service restarting) are retried
 with jittered backoff for up to `retry_for_s`; a 503 means the supplier service already
@@ -30,7 +31,7 @@ from tenacity import (
 )
 
 from services.order.aftersales.domain import ReturnedLine
-from services.order.aftersales.errors import RmaUnavailable
+from services.order.aftersales.errors import InvalidAfterSales, RmaUnavailable
 from shared.events import ReturnReason
 
 
@@ -124,6 +125,11 @@ class SupplierRmaClient:
             raise RmaUnavailable(_reason(response) or "the supplier is unavailable")
         if response.status_code >= 500:
             raise _Retry(f"supplier service answered {response.status_code}")
+        if response.status_code == 404:  # asking again will not help
+            raise InvalidAfterSales(
+                [("supplier_id", f"{request.supplier_id} is not a supplier the supplier "
+                  "service knows: reject the return or handle it by hand")]
+            )  # fmt: skip
         if response.status_code != 200:
             raise RmaUnavailable(
                 f"supplier service answered {response.status_code}: {_reason(response)}"
