@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import IntegrityError
 
 from services.order.addresses import address_problems
-from services.order.aftersales.repository import redact_texts
 from services.order.domain import Address, Order, PlaceOrder
 from services.order.errors import (
     DuplicateExternalOrder,
@@ -238,7 +237,6 @@ async def cancel_external(
 async def redact_customer(email: str, uow: OrderUnitOfWork) -> int:
     """Erase a customer's PII from every order of theirs; how many orders were redacted."""
     async with uow:
-        await redact_texts(uow.session, uow.cipher, email)  # before the e-mail index goes
         count = await uow.orders.redact(email)
         await uow.commit()
     return count

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.order.aftersales.redaction import redact_texts
 from services.order.domain import Order
 from services.order.errors import InvalidCursor
 from services.order.pii import PiiCipher
@@ -138,7 +139,9 @@ class OrderRepository:
         )
 
     async def redact(self, email: str) -> int:
-        """Erase name, e-mail, phone and street of every order of this customer."""
+        """Erase name, e-mail, phone and street of every order of this customer (and their
+        words in its returns and complaints)."""
+        await redact_texts(self.session, self.cipher, email)  # while the e-mail index stands
         indexes = self.cipher.email_indexes(email)
         result = await self.session.execute(
             update(customer_order)
