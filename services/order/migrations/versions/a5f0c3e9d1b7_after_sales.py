@@ -1,7 +1,7 @@
 """after-sales: returns, refunds, complaints, and the order's refunded total
 
 Revision ID: a5f0c3e9d1b7
-Revises: d41c0e5a7b93
+Revises: e8f2a4c6b1d3
 Create Date: 2026-12-03 08:50:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "a5f0c3e9d1b7"
-down_revision: str | None = "d41c0e5a7b93"
+down_revision: str | None = "e8f2a4c6b1d3"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
