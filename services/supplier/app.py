@@ -34,7 +34,9 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     sealer = Sealer.with_cipher(settings.cipher())
     wakeup = Wakeup()
     lease = timedelta(seconds=settings.supplier_lease_s)
-    directory = SupplierDirectory(sealer, settings.supplier_cache_ttl_s)
+    directory = SupplierDirectory(
+        sealer, settings.supplier_cache_ttl_s, settings.supplier_cache_max_entries
+    )
     uow_class = functools.partial(
         SupplierUnitOfWork,
         directory=directory,
