@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, model_validator
 
 from shared.crypto import PiiCipher, generate_key
+from shared.egress import EgressPolicy
 from shared.settings import (
     DEV_TRACKING_SECRET,
     ServiceSettings,
@@ -75,6 +76,10 @@ class SupplierSettings(ServiceSettings):
     (as does a callback that finds every database connection taken)."""
     supplier_webhook_wait_s: float = Field(2.0, gt=0)
     """How long a callback waits for a slot before a 503."""
+    supplier_allowed_hosts: str = ""
+    """`DROPSHIP_SUPPLIER_ALLOWED_HOSTS`: comma-separated host names (`.corp.example` for a
+    whole domain) and networks (`10.20.0.0/16`) a supplier's `api_base_url` may reach although
+    internal (on-premise suppliers), when the egress guard is on (production)."""
     callback_replay_window_s: float = Field(300.0, gt=0)
     """Supplier and tracking callbacks carry a signed `X-*-Timestamp`; one further than
     this from our clock (either way) is refused 401 (a captured callback replayed later)."""
@@ -101,6 +106,9 @@ class SupplierSettings(ServiceSettings):
         if self.public_url is None:
             self.public_url = f"http://127.0.0.1:{self.http_port}"
         return self
+
+    def egress_policy(self) -> EgressPolicy:
+        return EgressPolicy.parse(self.guards_egress, self.supplier_allowed_hosts)
 
     def cipher(self) -> PiiCipher:
         assert self.pii_key is not None

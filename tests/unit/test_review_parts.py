@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shared.cache import BoundedTtlCache
+from shared.egress import EgressPolicy
 from shared.signing import CallbackRefused, sign_body, sign_callback, verify_callback
 
 
@@ -89,3 +90,63 @@ def test_the_body_only_scheme_is_taken_only_when_allowed() -> None:
     _verify(b"{}", old, None, accept_unstamped=True)
     with pytest.raises(CallbackRefused):
         _verify(b"{}", sign_body("wrong", b"{}"), None, accept_unstamped=True)
+
+
+async def test_the_kpi_cache_holds_a_bounded_number_of_windows() -> None:
+    from datetime import date, timedelta
+
+    from services.metrics.queries import FactsCache, Window
+
+    class Facts:
+        async def load(self, start: object, end: object) -> str:
+            return "facts"
+
+    class Uow:
+        facts = Facts()
+
+        async def __aenter__(self) -> Uow:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    cache = FactsCache(Uow, ttl_s=60.0, max_windows=8)  # type: ignore[arg-type]
+    first = date(2026, 1, 1)
+    for n in range(100):  # a hundred made-up windows inside one TTL
+        day = first + timedelta(days=n)
+        assert await cache.facts(Window(day, day)) == "facts"
+    assert len(cache._loads) <= 8
+
+
+def test_production_cannot_turn_the_egress_guard_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.supplier.settings import SupplierSettings
+    from tests.unit.test_production_settings import STRONG
+
+    for variable, value in STRONG.items():
+        monkeypatch.setenv(variable, value)
+    assert SupplierSettings().guards_egress is True
+    monkeypatch.setenv("DROPSHIP_EGRESS_GUARD", "false")
+    with pytest.raises(ValueError, match="DROPSHIP_EGRESS_GUARD"):
+        SupplierSettings()
+    monkeypatch.delenv("DROPSHIP_EGRESS_GUARD")
+    monkeypatch.setenv("DROPSHIP_ACCEPT_UNSTAMPED_CALLBACKS", "true")
+    with pytest.raises(ValueError, match="DROPSHIP_ACCEPT_UNSTAMPED_CALLBACKS"):
+        SupplierSettings()
+    for variable in STRONG:
+        monkeypatch.delenv(variable)
+    assert SupplierSettings(environment="dev").guards_egress is False
+    assert SupplierSettings(environment="dev", egress_guard=True).guards_egress is True
+
+
+def test_every_kind_of_internal_address_is_refused_unless_allow_listed() -> None:
+    import ipaddress
+
+    policy = EgressPolicy.parse(True, "10.20.0.0/16, erp.corp.example, .onprem.example")
+    for internal in ("127.0.0.1", "10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254",
+                     "100.64.0.1", "0.0.0.0", "224.0.0.1", "240.0.0.1", "::1", "fe80::1",
+                     "fc00::1", "::ffff:10.0.0.1"):  # fmt: skip
+        assert policy.refusal(ipaddress.ip_address(internal)), internal
+    assert policy.refusal(ipaddress.ip_address("10.20.3.4")) is None
+    assert policy.refusal(ipaddress.ip_address("93.184.216.34")) is None
+    assert policy.host_allowed("ERP.corp.example") and policy.host_allowed("a.onprem.example")
+    assert not policy.host_allowed("erp.corp.example.evil.test")
