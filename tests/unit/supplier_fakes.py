@@ -178,6 +178,9 @@ class FakeRoutingRequests:
     async def get(self, order_id: str, *, for_update: bool = False) -> RoutingRequest | None:
         return self.rows.get(order_id)
 
+    async def lock_order(self, order_id: str) -> None:
+        return None  # one task at a time: nothing to serialise
+
     async def remember_cancellation(self, order_id: str, reason: str) -> None:
         self.cancelled.add(order_id)
         if (request := self.rows.get(order_id)) is not None:
