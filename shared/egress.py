@@ -206,7 +206,31 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
 
 def guarded_client(
-    policy: EgressPolicy, limits: httpx.Limits = httpx.Limits()
+    policy: EgressPolicy,
+    limits: httpx.Limits = httpx.Limits(),
+    timeout: float | None = 5.0,
 ) -> httpx.AsyncClient:
     """An `httpx.AsyncClient` for calls to admin-configured URLs."""
-    return httpx.AsyncClient(transport=GuardedTransport(policy, limits), trust_env=False)
+    return httpx.AsyncClient(
+        transport=GuardedTransport(policy, limits), trust_env=False, timeout=timeout
+    )
+
+
+async def refuse_internal(policy: EgressPolicy, url: object, field: str, allow_list: str) -> None:
+    """422 (`shared.http.Unprocessable`) naming `field` when `url` is an internal address
+    the guard refuses; `allow_list` names the setting that would allow it."""
+    from shared.http import Unprocessable
+
+    if url is None:
+        return
+    if why := await policy.check_url(str(url)):
+        raise Unprocessable(
+            f"{field.removeprefix('body.')}: {why}",
+            details=[
+                {
+                    "field": field,
+                    "reason": f"internal address refused ({why}); an on-premise host goes "
+                    f"in {allow_list}",
+                }
+            ],
+        )

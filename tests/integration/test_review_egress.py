@@ -6,6 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from services.order.app import create_app as create_order
+from services.order.settings import OrderSettings
 from services.supplier.adapter import (
     OrderLine,
     PlaceOrderRequest,
@@ -19,6 +21,7 @@ from services.supplier.breaker import CircuitBreaker
 from services.supplier.settings import SupplierSettings
 from shared.egress import EgressPolicy, guarded_client
 from shared.infra import free_port
+from tests.support.data import API_KEY
 from tests.support.services import served
 from tests.support.supplier import ADMIN, sim_orders
 
@@ -170,3 +173,36 @@ async def test_an_allow_listed_name_connects_to_the_address_that_was_checked(sim
         outcome = await client.place_order(endpoint, _order("http://127.0.0.1:9/cb"))
     assert isinstance(outcome, Received), outcome
     assert len(await sim_orders(type("S", (), {"simulator": simulator}), "pinned")) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_shop_at_an_internal_address_is_refused_when_saved(database_url, settings_for):
+    port = free_port()
+    settings = settings_for(
+        OrderSettings,
+        await database_url("order"),
+        port=port,
+        consumers_enabled=False,
+        egress_guard=True,
+        shop_allowed_hosts="shop.corp.example",
+    )
+    shop = {
+        "platform": "shopify",
+        "domain": "internal.myshopify.com",
+        "webhook_secret": "shpss_internal_secret_value",
+        "api_base_url": "http://169.254.169.254/latest",
+        "access_token": "shpat_internal_token",
+    }
+    async with served(create_order, settings, port) as order:
+        refused = await order.client.post("/v1/shops", json=shop, headers=API_KEY)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["details"][0]["field"] == "body.api_base_url"
+        allowed = {**shop, "api_base_url": "https://shop.corp.example"}
+        created = await order.client.post("/v1/shops", json=allowed, headers=API_KEY)
+        assert created.status_code == 201, created.text
+        patched = await order.client.patch(
+            f"/v1/shops/{created.json()['id']}",
+            json={"api_base_url": "http://10.1.2.3"},
+            headers=API_KEY,
+        )
+        assert patched.status_code == 422, patched.text
