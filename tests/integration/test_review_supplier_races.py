@@ -18,7 +18,7 @@ from services.supplier.handlers import callbacks, dispatch, events
 from services.supplier.handlers.callbacks import SupplierCallback
 from services.supplier.settings import SupplierSettings
 from services.supplier.store.requests import RoutingRequests
-from shared.events import OrderCancelled, new_envelope
+from shared.events import OrderCancelled, OrderPlaced, new_envelope
 from shared.infra import free_port
 from shared.testing import eventually
 from tests.support.kafka import publish_envelopes
@@ -194,3 +194,54 @@ async def test_a_cancellation_consumed_before_its_order_still_wins(supplier, bro
     await eventually(kept, what="the later order-placed consumed")
     assert await allocations(svc, event.subject) == []
     assert await sim_orders(svc, "early") == []
+
+
+async def test_a_cancellation_consumed_while_its_order_is_routed_still_wins(supplier, monkeypatch):
+    svc = supplier
+    await add_supplier(svc, "racing", offers=[("MUG", "3.00", 10, 24)])
+    await control(svc, "racing", lose_callbacks=True, never_ship=True)
+    event = placed(("MUG", 1, "12.50"))
+    cancelled = OrderCancelled(order_id=event.subject, reason="changed mind")
+
+    # order-placed pauses just after finding no cancellation, until order-cancelled (on
+    # its own topic, another consumer) has run as far as it can
+    in_placing: contextvars.ContextVar[bool] = contextvars.ContextVar("p", default=False)
+    checked, go = asyncio.Event(), asyncio.Event()
+    original = RoutingRequests.was_cancelled
+
+    async def paused(self, order_id):
+        found = await original(self, order_id)
+        if in_placing.get() and not go.is_set():
+            checked.set()
+            await go.wait()
+        return found
+
+    monkeypatch.setattr(RoutingRequests, "was_cancelled", paused)
+
+    async def place():
+        in_placing.set(True)
+
+        async def once():
+            async with svc.runtime.uow() as uow:
+                await events.on_order_placed(event, OrderPlaced.model_validate(event.data), uow)
+                await uow.commit()
+
+        await _retrying(once)
+
+    async def cancel():
+        async def once():
+            async with svc.runtime.uow() as uow:
+                await events.on_order_cancelled(new_envelope(cancelled), cancelled, uow)
+                await uow.commit()
+
+        await _retrying(once)
+
+    placing = asyncio.create_task(place())
+    await asyncio.wait_for(checked.wait(), 10)
+    cancelling = asyncio.create_task(cancel())
+    await asyncio.wait({cancelling}, timeout=1.5)
+    go.set()
+    await asyncio.gather(placing, cancelling)
+
+    after = await allocations(svc, event.subject)
+    assert not [a for a in after if a["state"] in LIVE], after
