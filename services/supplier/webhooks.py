@@ -22,6 +22,7 @@ from services.supplier.handlers import callbacks
 from services.supplier.handlers.callbacks import SupplierCallback, TrackingUpdate
 from services.supplier.schemas import CallbackIn, TrackingIn
 from services.supplier.store import StockConflict
+from shared.db import READ_ONLY
 from shared.http import Unauthorized, Unprocessable, error_body
 from shared.signing import CallbackRefused, verify_callback
 
@@ -169,7 +170,8 @@ async def _webhook_secret(request: Request, supplier_id: str) -> str:
         if _exhausted(runtime.engine.pool):
             raise Busy("no database connection free")
         try:
-            async with runtime.uow() as uow:
+            async with runtime.uow() as uow:  # a read: no SQLite write lock
+                await uow.session.connection(execution_options={READ_ONLY: True})
                 entry = await uow.suppliers.entry(supplier_id)
         except PoolTimeout as exc:
             raise Busy("no database connection free") from exc

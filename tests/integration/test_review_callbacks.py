@@ -152,3 +152,24 @@ async def test_a_tracking_update_needs_a_fresh_signed_timestamp(svc):
         "/v1/webhooks/tracking", content=body, headers=headers(time.time())
     )
     assert fresh.status_code == 200, fresh.text
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_forged_callback_takes_no_database_lock(svc):
+    """While a writer holds SQLite's write lock, a forged callback naming a supplier id
+    nobody cached is still refused at once: reading the secret takes no lock."""
+    async with svc.runtime.engine.connect() as writer:
+        await writer.begin()  # BEGIN IMMEDIATE: the write lock, held
+        started = time.monotonic()
+        forged = await asyncio.wait_for(
+            svc.client.post(
+                "/v1/webhooks/suppliers/sup_never_seen",
+                content=b"{}",
+                headers={"X-Supplier-Signature": "0" * 64, "X-Supplier-Delivery-Id": "d-x"},
+            ),
+            10,
+        )
+        waited = time.monotonic() - started
+        await writer.rollback()
+    assert forged.status_code == 401, forged.text
+    assert waited < 2.0
