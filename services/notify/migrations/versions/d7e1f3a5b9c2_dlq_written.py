@@ -1,7 +1,7 @@
 """DLQ watch: letters ever written per queue (end offsets), so alerts dedupe on arrivals
 
 Revision ID: d7e1f3a5b9c2
-Revises: b3d5f7a9c1e2
+Revises: c4e6a8b0d2f4
 Create Date: 2026-12-03 09:00:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision: str = 'd7e1f3a5b9c2'
-down_revision: str | None = 'b3d5f7a9c1e2'
+down_revision: str | None = 'c4e6a8b0d2f4'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
