@@ -95,11 +95,18 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+READ_ONLY = "read_only"
+"""Execution option: this transaction only reads (SQLite: no write lock at BEGIN)."""
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` transactions.
 
     `BEGIN IMMEDIATE` takes SQLite's write lock at the start of a transaction, so two
-    writers queue on the busy timeout instead of failing on a lock upgrade.
+    writers queue on the busy timeout instead of failing on a lock upgrade. A connection
+    with the execution option `read_only=True` begins a deferred transaction instead: it
+    takes no lock and, in WAL mode, reads while a writer holds the lock (e.g. a webhook
+    reading a signing secret before the signature is checked).
     """
     if is_sqlite(url):
         database = make_url(url).database
@@ -120,7 +127,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_size", 10)

@@ -16,8 +16,14 @@ from typing import Any
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    wait_exponential_jitter,
+)
 
 from shared import faults, tracing
 from shared.bus import OutgoingMessage, Publisher
@@ -25,6 +31,10 @@ from shared.db import outbox_table
 from shared.uow import OUTBOX_CHANNEL
 
 log = logging.getLogger(__name__)
+
+
+class LeadershipLost(Exception):
+    """The relay's lock is gone (its database connection dropped): stop publishing."""
 
 
 class OutboxRelay:
@@ -38,6 +48,10 @@ class OutboxRelay:
       polls every `poll_interval` as a safety net.
     - On broker failure it retries with jittered backoff; rows stay until acknowledged,
       so a crash between publish and marking re-sends them (consumers dedupe).
+    - The PostgreSQL lock is held by one connection's session: if that connection drops
+      (a database restart), the lock is gone and another relay may take it. So before every
+      batch the leader asks on that very connection whether it still holds the lock, and
+      on any doubt stops publishing and stands by again (`LeadershipLost`).
     - On taking the lead it asks the broker how many messages each of its topics holds:
       fewer than the outbox has published (the embedded broker keeps nothing across a
       restart) means the broker forgot them, so the kept published rows go out again.
@@ -68,12 +82,24 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.published_total = 0
         self.leading = False
+        self._lock_conn: AsyncConnection | None = None
+        self._lock_key = zlib.crc32(f"outbox-relay:{service}".encode())
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
-        """Publish until cancelled."""
+        """Publish until cancelled; lead again after losing the lock."""
+        while True:
+            try:
+                await self._run_leading()
+            except LeadershipLost as exc:
+                log.warning("outbox relay lost its lock, standing by", extra={"error": str(exc)})
+            except (OSError, OperationalError, DBAPIError) as exc:  # database away meanwhile
+                log.warning("outbox relay cannot lead now", extra={"error": repr(exc)})
+            await asyncio.sleep(self._poll_interval)
+
+    async def _run_leading(self) -> None:
         async with self._leadership():
             self.leading = True
             log.info("outbox relay leading", extra={"service": self.service})
@@ -97,7 +123,7 @@ class OutboxRelay:
 
     async def _publish_with_retry(self) -> int:
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(Exception),
+            retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(LeadershipLost),
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.1),
             before_sleep=lambda state: log.warning(
                 "outbox publish failed, retrying",
@@ -130,6 +156,7 @@ class OutboxRelay:
             await session.rollback()
         if not rows:
             return 0
+        await self._check_leading()
         spans = self._producer_spans(rows) if self._tracer.recording else []
         try:
             await self._publisher.send_batch(
@@ -246,19 +273,44 @@ class OutboxRelay:
     @contextlib.asynccontextmanager
     async def _lead(self) -> AsyncIterator[None]:
         if self._engine.dialect.name == "postgresql":
-            async with self._engine.connect() as conn:
+            conn = await self._engine.connect()
+            try:
                 await self._pg_lead(conn)
-                try:
-                    yield
-                finally:
-                    with contextlib.suppress(Exception):
-                        await conn.execute(text("SELECT pg_advisory_unlock_all()"))
+                self._lock_conn = conn
+                yield
+            finally:
+                self._lock_conn = None
+                with contextlib.suppress(Exception):
+                    await conn.execute(text("SELECT pg_advisory_unlock_all()"))
+                with contextlib.suppress(Exception):
+                    await conn.close()
         else:
             async with self._file_lock():
                 yield
 
+    async def _check_leading(self) -> None:
+        """Raise `LeadershipLost` unless the lock connection still holds the lock."""
+        conn = self._lock_conn
+        if conn is None:
+            return  # SQLite: the file lock lives as long as the process
+        try:
+            async with asyncio.timeout(5):
+                held = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND pid = pg_backend_pid() AND granted AND classid = 0"
+                        " AND objid::text::bigint = :k AND objsubid = 1"
+                    ),
+                    {"k": self._lock_key},
+                )
+                await conn.rollback()
+        except Exception as exc:
+            raise LeadershipLost(f"lock connection unusable: {exc!r}") from exc
+        if not held:
+            raise LeadershipLost("advisory lock no longer held")
+
     async def _pg_lead(self, conn: AsyncConnection) -> None:
-        key = zlib.crc32(f"outbox-relay:{self.service}".encode())
+        key = self._lock_key
         while not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
             await conn.rollback()
             await asyncio.sleep(2.0)

@@ -143,6 +143,10 @@ class ServiceSettings(BaseSettings):
     otel_sample_ratio: float = Field(1.0, ge=0, le=1)
     """Share of new traces recorded; a caller's sampling decision is followed."""
 
+    egress_guard: bool | None = None
+    """Refuse calls to internal addresses (private, loopback, link-local...) at the URLs
+    admins configure (supplier and shop `api_base_url`); unset: on in production only."""
+
     fault_points: str = ""
     """Test-only failpoints (comma-separated names) where the process kills itself."""
 
@@ -163,7 +167,17 @@ class ServiceSettings(BaseSettings):
             refuse_weak_secret("DROPSHIP_SERVICE_TOKEN", self.service_token.get_secret_value())
             if self.fault_points:
                 raise ValueError("DROPSHIP_FAULT_POINTS is for tests only")
+            if self.egress_guard is False:
+                raise ValueError(
+                    "DROPSHIP_EGRESS_GUARD cannot be off in production: allow-list on-premise "
+                    "hosts instead (DROPSHIP_SUPPLIER_ALLOWED_HOSTS, DROPSHIP_SHOP_ALLOWED_HOSTS)"
+                )
         return self
+
+    @property
+    def guards_egress(self) -> bool:
+        """Are calls to admin-configured URLs kept off internal addresses?"""
+        return self.environment == "production" if self.egress_guard is None else self.egress_guard
 
     @property
     def api_key_set(self) -> frozenset[str]:

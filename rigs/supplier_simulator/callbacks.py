@@ -8,6 +8,7 @@ import hmac
 import json
 import logging
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,9 +26,10 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def sign(secret: str, body: bytes) -> str:
-    """Hex HMAC-SHA256 of the exact body bytes (what `X-*-Signature` headers carry)."""
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: str) -> str:
+    """Hex HMAC-SHA256 of `<timestamp>.<body>` (what `X-*-Signature` headers carry; the
+    timestamp, Unix seconds, travels in `X-*-Timestamp`: docs/supplier-api.md)."""
+    return hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
 def encode(payload: dict[str, Any]) -> bytes:
@@ -55,10 +57,15 @@ class Channel:
     kind: str
     signature_header: str
     delivery_id_header: str
+    timestamp_header: str
 
 
-SUPPLIER_CALLBACK = Channel("callback", "X-Supplier-Signature", "X-Supplier-Delivery-Id")
-TRACKING_UPDATE = Channel("tracking", "X-Tracking-Signature", "X-Tracking-Delivery-Id")
+SUPPLIER_CALLBACK = Channel(
+    "callback", "X-Supplier-Signature", "X-Supplier-Delivery-Id", "X-Supplier-Timestamp"
+)
+TRACKING_UPDATE = Channel(
+    "tracking", "X-Tracking-Signature", "X-Tracking-Delivery-Id", "X-Tracking-Timestamp"
+)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -108,7 +115,6 @@ class Deliverer:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             channel.delivery_id_header: delivery_id,
-            channel.signature_header: sign(secret, body),
         }
         occurred_at = utc_now()
         http_status: int | None = None
@@ -118,6 +124,9 @@ class Deliverer:
         while attempt < self._policy.max_attempts:
             attempt += 1
             retry_after: float | None = None
+            stamp = str(int(time.time()))  # signed afresh: a retry may leave minutes later
+            headers[channel.timestamp_header] = stamp
+            headers[channel.signature_header] = sign(secret, body, stamp)
             try:
                 response = await self._client.post(url, content=body, headers=headers)
             except httpx.TransportError as exc:

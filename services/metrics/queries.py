@@ -41,9 +41,13 @@ class FactsCache:
     `ttl_s` seconds behind the database (0: every request loads).
     """
 
-    def __init__(self, uows: Callable[[], MetricsUnitOfWork], ttl_s: float) -> None:
+    def __init__(
+        self, uows: Callable[[], MetricsUnitOfWork], ttl_s: float, max_windows: int = 64
+    ) -> None:
         self._uows = uows
         self._ttl_s = ttl_s
+        self._max_windows = max_windows
+        """Windows held at once (the query string chooses them): past it, oldest out."""
         self._loads: dict[Window, tuple[float, asyncio.Task[domain.Facts]]] = {}
         self._after_sales: dict[Window, tuple[float, asyncio.Task[AfterSalesFacts]]] = {}
 
@@ -68,6 +72,11 @@ class FactsCache:
             ):
                 del loads[key]
         if window not in loads:
+            for key in list(loads)[: max(0, len(loads) - self._max_windows + 1)]:
+                if loads[key][1].done():  # in-flight loads finish for their waiters
+                    del loads[key]
+            if len(loads) >= self._max_windows:
+                return asyncio.ensure_future(load(window))  # not kept: full of live loads
             loads[window] = (now, asyncio.create_task(load(window)))
         return asyncio.shield(loads[window][1])
 

@@ -175,11 +175,12 @@ class Sender:
             raise Skip("no_email" if send.channel == "email" else "no_phone")
         recipient = self._recipient_hash(contact.email or contact.phone or "")
         kind = Kind(send.kind)
-        async with self.uows() as uow:  # one read for the cap and the facts
+        async with self.uows() as uow:  # one transaction for the cap and the facts
             if kind in CAPPED_KINDS:
-                await self._check_cap(uow, recipient, send.dedupe_key)
+                await self._check_cap(uow, recipient, send)
             parts = await self._parts(uow, send)
             fact = await uow.orders.get(send.order_id)
+            await uow.commit()  # the reservation against the cap
         context = notice_context(
             kind,
             send,
@@ -218,12 +219,12 @@ class Sender:
         """A keyed hash of the customer's address: caps count per customer, no PII stored."""
         return hmac.new(self._hash_key, identity.strip().lower().encode(), "sha256").hexdigest()
 
-    async def _check_cap(self, uow: NotifyUnitOfWork, recipient: str, dedupe_key: str) -> None:
+    async def _check_cap(self, uow: NotifyUnitOfWork, recipient: str, send: Notification) -> None:
         since = datetime.now(UTC) - timedelta(days=1)
-        if await uow.notifications.notice_sent_to(recipient, dedupe_key):
+        if await uow.notifications.notice_sent_to(recipient, send.dedupe_key):
             return  # the e-mail of this notice went out; its SMS is the same notice
-        sent = await uow.notifications.sent_to_recipient_since(recipient, since)
-        if sent >= self.settings.customer_daily_cap:
+        cap = self.settings.customer_daily_cap
+        if not await uow.notifications.reserve_under_cap(send, recipient, since, cap):
             raise Skip("daily_cap", Status.SUPPRESSED)
 
     @staticmethod

@@ -113,6 +113,8 @@ watch_state = Table(
     Column("topic", String(128), primary_key=True),
     Column("depth", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("written", BigInteger, nullable=True),
+    # letters ever written to the queue (its end offsets): only grows, unlike `depth`
 )
 
 supplier_status = Table(

@@ -36,8 +36,9 @@ async def waiting_loop(
         await asyncio.sleep(interval_s)
 
 
-async def read_dlq_depths(consumer: AIOKafkaConsumer) -> dict[str, int]:
-    """Messages currently held by each `<topic>.dlq` (end minus beginning offsets)."""
+async def read_dlq_depths(consumer: AIOKafkaConsumer) -> dict[str, alerts.DlqReading]:
+    """Messages currently held by each `<topic>.dlq` (end minus beginning offsets) and
+    letters ever written to it (end offsets)."""
     topics = [topic + DLQ_SUFFIX for topic in EVENT_TOPICS]
     await consumer._client.force_metadata_update()
     partitions = [
@@ -50,9 +51,11 @@ async def read_dlq_depths(consumer: AIOKafkaConsumer) -> dict[str, int]:
     ends = await consumer.end_offsets(partitions)
     starts = await consumer.beginning_offsets(partitions)
     depths: dict[str, int] = {}
+    written: dict[str, int] = {}
     for tp in partitions:
         depths[tp.topic] = depths.get(tp.topic, 0) + ends[tp] - starts[tp]
-    return depths
+        written[tp.topic] = written.get(tp.topic, 0) + ends[tp]
+    return {topic: alerts.DlqReading(depths[topic], written[topic]) for topic in depths}
 
 
 async def dlq_watch(runtime: ServiceRuntime[NotifyUnitOfWork], interval_s: float) -> None:

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from services.order.aftersales.domain import ComplaintTargets
 from services.order.intake import IntakePolicy
 from services.order.pii import PiiCipher, generate_key
+from shared.egress import EgressPolicy
 from shared.events import ComplaintTier
 from shared.settings import (
     ServiceSettings,
@@ -53,6 +54,10 @@ class OrderSettings(ServiceSettings):
     writeback_enabled: bool = True
     writeback_poll_s: float = Field(1.0, gt=0)
     writeback_timeout_s: float = Field(10.0, gt=0)
+    shop_allowed_hosts: str = ""
+    """`DROPSHIP_SHOP_ALLOWED_HOSTS`: host names and networks a shop's `api_base_url` may
+    reach although internal, when the egress guard is on (production); as
+    `DROPSHIP_SUPPLIER_ALLOWED_HOSTS`."""
     writeback_max_attempts: int = Field(8, ge=1)
     writeback_backoff_s: float = Field(2.0, ge=0)
     writeback_backoff_max_s: float = Field(300.0, ge=0)
@@ -108,6 +113,9 @@ class OrderSettings(ServiceSettings):
 
     def intake(self) -> IntakePolicy:
         return IntakePolicy(dict(self.high_value_limits))
+
+    def egress_policy(self) -> EgressPolicy:
+        return EgressPolicy.parse(self.guards_egress, self.shop_allowed_hosts)
 
     def cipher(self) -> PiiCipher:
         assert self.pii_key is not None

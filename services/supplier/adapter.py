@@ -10,7 +10,8 @@ Outcomes are returned, never raised, because routing fails over on them::
      +-- RmaGranted(rma, return_address) 201 to POST /returns: send the goods back there
      +-- Unavailable(reason)            no usable answer; reason starts with "timeout" |
            "http 5xx" | "http 429" | "breaker open" (attempts may be 0) | "transport
-           error" | "bad credentials" (401/403) | "http 4xx" (other) | "bad response"
+           error" | "bad destination" (an internal address the egress guard refused:
+           shared.egress) | "bad credentials" (401/403) | "http 4xx" (other) | "bad response"
 
 Nothing but programming errors (and ``asyncio.CancelledError``) escapes.
 
@@ -42,6 +43,7 @@ from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_exponential_jitter
 
 from services.supplier.breaker import CircuitBreaker
+from shared.egress import is_refusal
 
 logger = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
@@ -351,6 +353,8 @@ class SupplierClient:
         except (httpx.TimeoutException, TimeoutError):
             return _Transient("timeout")
         except httpx.TransportError as exc:
+            if is_refusal(exc):  # an internal address in production: retrying cannot help
+                return Unavailable(f"bad destination ({exc})")
             return _Transient(f"transport error: {type(exc).__name__}")
         status = resp.status_code
         if status == 429 or status >= 500:

@@ -135,8 +135,27 @@ def _after(cursor: str | None) -> tuple[datetime, str] | None:
         ) from exc
 
 
+async def _reachable(request: Request, url: Any) -> None:
+    """422 for an `api_base_url` at an internal address while the egress guard is on
+    (production): the supplier's bearer key would be sent into our own network."""
+    if url is None:
+        return
+    if why := await request.app.state.egress.check_url(str(url)):
+        raise Unprocessable(
+            f"api_base_url: {why}",
+            details=[
+                {
+                    "field": "body.api_base_url",
+                    "reason": f"internal address refused ({why}); an on-premise supplier's host "
+                    "goes in DROPSHIP_SUPPLIER_ALLOWED_HOSTS",
+                }
+            ],
+        )
+
+
 @router.post("/suppliers", status_code=201, summary="Register a supplier")
-async def create_supplier(body: SupplierIn, uow: UoW, _: Admin) -> dict[str, Any]:
+async def create_supplier(request: Request, body: SupplierIn, uow: UoW, _: Admin) -> dict[str, Any]:
+    await _reachable(request, body.api_base_url)
     return render_supplier(await commands.register_supplier(uow, body.to_command()))
 
 
@@ -153,13 +172,14 @@ async def read_supplier(supplier_id: str, uow: UoW, _: Admin) -> dict[str, Any]:
 
 @router.patch("/suppliers/{supplier_id}", summary="Change a supplier")
 async def patch_supplier(
-    supplier_id: str, body: SupplierPatch, uow: UoW, _: Admin
+    request: Request, supplier_id: str, body: SupplierPatch, uow: UoW, _: Admin
 ) -> dict[str, Any]:
     if nulled := body.nulled():
         raise Unprocessable(
             f"{nulled[0]} cannot be null",
             details=[{"field": f"body.{f}", "reason": "cannot be null"} for f in nulled],
         )
+    await _reachable(request, body.api_base_url)
     return render_supplier(await commands.change_supplier(uow, supplier_id, body.to_command()))
 
 

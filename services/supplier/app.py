@@ -22,6 +22,7 @@ from services.supplier.reconciler import Reconciler
 from services.supplier.settings import SupplierSettings
 from services.supplier.ship_to import ShipToBook
 from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
+from shared.egress import guarded_client
 from shared.http import install_domain_errors
 from shared.runtime import ServiceRuntime, build_app
 
@@ -34,7 +35,9 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     sealer = Sealer.with_cipher(settings.cipher())
     wakeup = Wakeup()
     lease = timedelta(seconds=settings.supplier_lease_s)
-    directory = SupplierDirectory(sealer, settings.supplier_cache_ttl_s)
+    directory = SupplierDirectory(
+        sealer, settings.supplier_cache_ttl_s, settings.supplier_cache_max_entries
+    )
     uow_class = functools.partial(
         SupplierUnitOfWork,
         directory=directory,
@@ -54,14 +57,16 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
 
     async def supplier_calls(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
         """Dispatcher and reconciler share one client: one rate limit and breaker per supplier."""
-        async with httpx.AsyncClient(
-            # few idle connections: httpcore scans every pooled connection on each request
-            limits=httpx.Limits(
-                max_connections=settings.dispatcher_concurrency, max_keepalive_connections=16
-            )
-        ) as http:
+        # few idle connections: httpcore scans every pooled connection on each request
+        limits = httpx.Limits(
+            max_connections=settings.dispatcher_concurrency, max_keepalive_connections=16
+        )
+        async with (
+            httpx.AsyncClient(limits=limits) as http,  # the order service: ours, internal
+            guarded_client(settings.egress_policy(), limits) as outside,  # suppliers' URLs
+        ):
             client = SupplierClient(
-                http,
+                outside,
                 breaker,
                 timeout_s=settings.supplier_timeout_s,
                 max_attempts=settings.supplier_max_attempts,
@@ -130,6 +135,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     )
     app.state.availability = availability
     app.state.directory = directory
+    app.state.egress = settings.egress_policy()
     app.state.webhook_slots = asyncio.Semaphore(settings.supplier_webhook_concurrency)
     app.include_router(api.router)
     app.include_router(webhooks.router)

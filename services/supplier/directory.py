@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from services.supplier.domain import COUNTERS, Credentials, SupplierInfo, Track
+from shared.cache import BoundedTtlCache
 from shared.crypto import PiiCipher
 
 __all__ = ["Credentials", "Sealer", "SupplierDirectory", "SupplierEntry"]
@@ -77,24 +77,28 @@ class SupplierDirectory:
 
     Changes made through this process's admin API invalidate the entry at once; other
     replicas see them within `ttl_s` (and the measured reliability lags by as much).
+    Unknown ids are remembered too (as None), so the cache holds at most `max_entries`,
+    least recently used first out: webhook URLs name supplier ids anyone can make up.
     """
 
-    def __init__(self, sealer: Sealer, ttl_s: float = 2.0) -> None:
+    def __init__(self, sealer: Sealer, ttl_s: float = 2.0, max_entries: int = 10_000) -> None:
         self.sealer = sealer
         self.ttl_s = ttl_s
-        self._entries: dict[str, tuple[float, SupplierEntry | None]] = {}
+        self._entries: BoundedTtlCache[str, SupplierEntry | None] = BoundedTtlCache(
+            max_entries, ttl_s
+        )
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def invalidate(self, supplier_id: str | None = None) -> None:
         if supplier_id is None:
             self._entries.clear()
         else:
-            self._entries.pop(supplier_id, None)
+            self._entries.pop(supplier_id)
 
     def cached(self, supplier_id: str) -> tuple[bool, SupplierEntry | None]:
-        hit = self._entries.get(supplier_id)
-        if hit is None or hit[0] < time.monotonic():
-            return False, None
-        return True, hit[1]
+        return self._entries.get(supplier_id)
 
     def remember(
         self,
@@ -125,5 +129,5 @@ class SupplierDirectory:
                     defective,
                 ),
             )
-        self._entries[supplier_id] = (time.monotonic() + self.ttl_s, entry)
+        self._entries.put(supplier_id, entry)
         return entry

@@ -214,7 +214,9 @@ async def fail_over(
     False when nothing moved: the order was cancelled, or (`all_or_nothing`) some line
     has no other supplier.
     """
-    request = await uow.routing_requests.get(so.order_id)
+    # locked: a cancellation consumed meanwhile either committed first (and is seen here) or
+    # waits for this failover to commit (and then calls off what it routed)
+    request = await uow.routing_requests.get(so.order_id, for_update=True)
     if request is None or request.cancelled_at is not None:
         return False
     lines = request.lines_named({a.line_id for a in so.lines})

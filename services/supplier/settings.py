@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, model_validator
 
 from shared.crypto import PiiCipher, generate_key
+from shared.egress import EgressPolicy
 from shared.settings import (
     DEV_TRACKING_SECRET,
     ServiceSettings,
@@ -72,11 +73,23 @@ class SupplierSettings(ServiceSettings):
     """Calls per return authorisation (same Idempotency-Key) before the answer is a 503."""
     supplier_cache_ttl_s: float = Field(2.0, ge=0)
     """Supplier rows (credentials, SLA, counters for ranking) are cached this long."""
+    supplier_cache_max_entries: int = Field(10_000, ge=1)
+    """Supplier ids (known or not: callback URLs name them) the cache holds at most."""
     supplier_webhook_concurrency: int = Field(8, ge=1)
     """Callbacks handled at once; the rest wait up to `supplier_webhook_wait_s`, then get a 503
     (as does a callback that finds every database connection taken)."""
     supplier_webhook_wait_s: float = Field(2.0, gt=0)
     """How long a callback waits for a slot before a 503."""
+    supplier_allowed_hosts: str = ""
+    """`DROPSHIP_SUPPLIER_ALLOWED_HOSTS`: comma-separated host names (`.corp.example` for a
+    whole domain) and networks (`10.20.0.0/16`) a supplier's `api_base_url` may reach although
+    internal (on-premise suppliers), when the egress guard is on (production)."""
+    callback_replay_window_s: float = Field(300.0, gt=0)
+    """Supplier and tracking callbacks carry a signed `X-*-Timestamp`; one further than
+    this from our clock (either way) is refused 401 (a captured callback replayed later)."""
+    accept_unstamped_callbacks: bool = False
+    """Development only (refused in production): also take callbacks signed the previous
+    way, over the body alone without a timestamp, while a supplier's sender is upgraded."""
 
     @model_validator(mode="after")
     def _keys(self) -> SupplierSettings:
@@ -89,9 +102,17 @@ class SupplierSettings(ServiceSettings):
             refuse_weak_keyring("DROPSHIP_PII_KEY", self.pii_key.get_secret_value())
             refuse_weak_secret("DROPSHIP_TRACKING_SECRET", self.tracking_secret.get_secret_value())
             refuse_loopback_url("DROPSHIP_SUPPLIER_PUBLIC_URL", self.public_url)
+            if self.accept_unstamped_callbacks:
+                raise ValueError(
+                    "DROPSHIP_ACCEPT_UNSTAMPED_CALLBACKS is for development only: callbacks "
+                    "without a signed timestamp can be replayed"
+                )
         if self.public_url is None:
             self.public_url = f"http://127.0.0.1:{self.http_port}"
         return self
+
+    def egress_policy(self) -> EgressPolicy:
+        return EgressPolicy.parse(self.guards_egress, self.supplier_allowed_hosts)
 
     def cipher(self) -> PiiCipher:
         assert self.pii_key is not None

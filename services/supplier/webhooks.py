@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -24,7 +22,9 @@ from services.supplier.handlers import callbacks
 from services.supplier.handlers.callbacks import SupplierCallback, TrackingUpdate
 from services.supplier.schemas import CallbackIn, TrackingIn
 from services.supplier.store import StockConflict
-from shared.http import Unauthorized, Unprocessable, error_body, secrets_equal
+from shared.db import READ_ONLY
+from shared.http import Unauthorized, Unprocessable, error_body
+from shared.signing import CallbackRefused, verify_callback
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
@@ -99,11 +99,29 @@ async def busy(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _signed(raw: bytes, signature: str | None, secret: str) -> bool:
-    if not signature or not secret:
-        return False
-    expected = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-    return secrets_equal(expected, signature.strip().lower())
+def _authentic(
+    request: Request,
+    prefix: str,
+    raw: bytes,
+    secret: str,
+    signature: str | None,
+    timestamp: str | None,
+) -> None:
+    """401 naming the reason unless the callback is signed with its timestamp, in the window
+    (docs/supplier-api.md, "Signatures")."""
+    settings = settings_of(request)
+    try:
+        verify_callback(
+            body=raw,
+            secret=secret,
+            signature=signature,
+            timestamp=timestamp,
+            prefix=prefix,
+            window_s=settings.callback_replay_window_s,
+            accept_unstamped=settings.accept_unstamped_callbacks,
+        )
+    except CallbackRefused as exc:
+        raise Unauthorized(str(exc)) from exc
 
 
 def _parse(model: type[M], raw: bytes) -> M:
@@ -141,11 +159,22 @@ BUSY: dict[int | str, dict[str, Any]] = {
 
 
 async def _webhook_secret(request: Request, supplier_id: str) -> str:
-    """The supplier's callback signing secret: the directory cache, read on a miss."""
+    """The supplier's callback signing secret: the directory cache, read on a miss.
+
+    Read before a callback slot is taken (an unsigned callback must not hold one): a
+    plain read with no lock, refused with `Busy` rather than waiting on an exhausted pool.
+    """
     hit, entry = request.app.state.directory.cached(supplier_id)
     if not hit:
-        async with runtime_of(request).uow() as uow:
-            entry = await uow.suppliers.entry(supplier_id)
+        runtime = runtime_of(request)
+        if _exhausted(runtime.engine.pool):
+            raise Busy("no database connection free")
+        try:
+            async with runtime.uow() as uow:  # a read: no SQLite write lock
+                await uow.session.connection(execution_options={READ_ONLY: True})
+                entry = await uow.suppliers.entry(supplier_id)
+        except PoolTimeout as exc:
+            raise Busy("no database connection free") from exc
     return entry.credentials.webhook_secret if entry is not None else ""
 
 
@@ -159,28 +188,30 @@ async def supplier_callback(
     request: Request,
     x_supplier_signature: Annotated[str | None, Header()] = None,
     x_supplier_delivery_id: Annotated[str | None, Header()] = None,
+    x_supplier_timestamp: Annotated[str | None, Header()] = None,
 ) -> dict[str, str]:
     raw = await request.body()
-    async with capacity(request):
-        if not _signed(raw, x_supplier_signature, await _webhook_secret(request, supplier_id)):
-            raise Unauthorized("invalid or missing X-Supplier-Signature")
-        delivery = _delivery(x_supplier_delivery_id, "X-Supplier-Delivery-Id")
-        body = _parse(CallbackIn, raw)
-        if body.type == "dispatched" and not body.tracking_number:
-            raise Unprocessable(
-                "a dispatched callback needs tracking_number",
-                details=[
-                    {"field": "body.tracking_number", "reason": "required when type is dispatched"}
-                ],
-            )
-        callback = SupplierCallback(
-            body.type,
-            body.reference,
-            body.supplier_order_ref,
-            body.reason,
-            body.carrier,
-            body.tracking_number,
+    # the signature first: an unsigned callback takes no slot and no database lock
+    secret = await _webhook_secret(request, supplier_id)
+    _authentic(request, "X-Supplier", raw, secret, x_supplier_signature, x_supplier_timestamp)
+    delivery = _delivery(x_supplier_delivery_id, "X-Supplier-Delivery-Id")
+    body = _parse(CallbackIn, raw)
+    if body.type == "dispatched" and not body.tracking_number:
+        raise Unprocessable(
+            "a dispatched callback needs tracking_number",
+            details=[
+                {"field": "body.tracking_number", "reason": "required when type is dispatched"}
+            ],
         )
+    callback = SupplierCallback(
+        body.type,
+        body.reference,
+        body.supplier_order_ref,
+        body.reason,
+        body.carrier,
+        body.tracking_number,
+    )
+    async with capacity(request):
         outcome = await callbacks.supplier_callback(
             runtime_of(request).uow(), supplier_id, delivery, callback
         )
@@ -196,11 +227,11 @@ async def tracking(
     request: Request,
     x_tracking_signature: Annotated[str | None, Header()] = None,
     x_tracking_delivery_id: Annotated[str | None, Header()] = None,
+    x_tracking_timestamp: Annotated[str | None, Header()] = None,
 ) -> dict[str, str]:
     raw = await request.body()
     secret = settings_of(request).tracking_secret.get_secret_value()
-    if not _signed(raw, x_tracking_signature, secret):
-        raise Unauthorized("invalid or missing X-Tracking-Signature")
+    _authentic(request, "X-Tracking", raw, secret, x_tracking_signature, x_tracking_timestamp)
     delivery = _delivery(x_tracking_delivery_id, "X-Tracking-Delivery-Id")
     body = _parse(TrackingIn, raw)
     update = TrackingUpdate(body.tracking_number, body.status, body.occurred_at)

@@ -133,6 +133,9 @@ async def run_the_story(
 ) -> None:
     maildir = stack.smtp(hosts[SMTP_HOST], SMTP_PORT)
     supplier_public = apps["supplier"].env["DROPSHIP_SUPPLIER_PUBLIC_URL"]
+    # the simulated supplier lives on our own network: production refuses internal supplier
+    # addresses unless the operator allow-lists them, as for an on-premise supplier
+    apps["supplier"].env["DROPSHIP_SUPPLIER_ALLOWED_HOSTS"] = SIMULATOR
     stack.run(simulator(supplier_public, secrets, simulator_env), hosts[SIMULATOR])
     for name, workload in apps.items():
         stack.run(workload, hosts[name])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from shared.infra import free_port
+from shared.signing import sign_callback
 from shared.testing import eventually
 from tests.support.services import SIMULATOR_APP, ServiceProcess
 
@@ -37,7 +38,11 @@ class Received:
         return dict(json.loads(self.body))
 
     def signed(self, header: str, secret: str) -> bool:
-        expected = hmac.new(secret.encode(), self.body, hashlib.sha256).hexdigest()
+        """Signed over `<timestamp>.<body>`, the timestamp fresh (docs/supplier-api.md)."""
+        stamp = self.headers.get(header.lower().replace("signature", "timestamp"), "")
+        if not stamp.isdigit() or abs(time.time() - int(stamp)) > 300:
+            return False
+        expected = sign_callback(secret, stamp, self.body)
         return hmac.compare_digest(self.headers.get(header.lower(), ""), expected)
 
 

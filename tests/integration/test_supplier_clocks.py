@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
+import time
 import uuid
 
 import pytest
 
 from shared.events import Envelope
+from shared.signing import sign_callback
 from tests.support.kafka import consume, publish_envelopes
 from tests.support.supplier import add_supplier, control, delays, placed, sim_orders, states
 
@@ -63,11 +63,16 @@ async def test_a_silent_parcel_is_lost_once_and_movement_keeps_it_found(clocked,
         body = json.dumps(
             {"carrier": "ups", "tracking_number": tracking, "status": "in_transit"}
         ).encode()
-        sig = hmac.new(b"dev-tracking-secret", body, hashlib.sha256).hexdigest()
+        stamp = str(int(time.time()))
+        sig = sign_callback("dev-tracking-secret", stamp, body)
         response = await clocked.client.post(
             "/v1/webhooks/tracking",
             content=body,
-            headers={"X-Tracking-Signature": sig, "X-Tracking-Delivery-Id": uuid.uuid4().hex},
+            headers={
+                "X-Tracking-Signature": sig,
+                "X-Tracking-Timestamp": stamp,
+                "X-Tracking-Delivery-Id": uuid.uuid4().hex,
+            },
         )
         assert response.status_code == 200, response.text
 

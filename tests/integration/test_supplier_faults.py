@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from services.supplier.settings import SupplierSettings
 from shared.db import outbox_table
 from shared.events import Envelope
 from shared.infra import free_port
+from shared.signing import sign_callback
 from shared.testing import eventually
 from tests.support.kafka import consume, publish_envelopes
 from tests.support.order_contacts import OrderContacts
@@ -136,8 +136,10 @@ async def test_a_callback_gets_503_while_the_database_pool_is_exhausted_and_coun
             "supplier_order_ref": alloc["supplier_order_ref"] or "SIM-X",
         }
     ).encode()
+    stamp = str(int(time.time()))
     headers = {
-        "X-Supplier-Signature": hmac.new(b"sim-secret-busy", body, hashlib.sha256).hexdigest(),
+        "X-Supplier-Signature": sign_callback("sim-secret-busy", stamp, body),
+        "X-Supplier-Timestamp": stamp,
         "X-Supplier-Delivery-Id": str(uuid.uuid4()),
     }
     held = await _hold_every_connection(svc.runtime.engine)

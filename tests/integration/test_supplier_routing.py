@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
+import time
 import uuid
 
 import pytest
 
 from shared.events import Envelope, OrderCancelled, new_envelope
+from shared.signing import sign_callback
 from shared.testing import eventually
 from tests.support.kafka import publish_envelopes
 from tests.support.supplier import (
@@ -165,12 +165,14 @@ async def test_bad_callback_signature_changes_nothing(supplier, broker):
             "tracking_number": "FAKE1",
         }
     ).encode()
-    for signature in ("", "0" * 64, hmac.new(b"wrong", body, hashlib.sha256).hexdigest()):
+    stamp = str(int(time.time()))
+    for signature in ("", "0" * 64, sign_callback("wrong", stamp, body)):
         response = await supplier.client.post(
             f"/v1/webhooks/suppliers/{sid}",
             content=body,
             headers={
                 "X-Supplier-Signature": signature,
+                "X-Supplier-Timestamp": stamp,
                 "X-Supplier-Delivery-Id": str(uuid.uuid4()),
             },
         )

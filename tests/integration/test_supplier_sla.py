@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from datetime import UTC, datetime
@@ -18,6 +16,7 @@ from services.supplier.settings import SupplierSettings
 from services.supplier.tables import supplier as supplier_table
 from shared.events import Envelope
 from shared.infra import free_port
+from shared.signing import sign_callback
 from shared.testing import eventually
 from tests.support.kafka import consume, publish_envelopes
 from tests.support.services import served
@@ -104,11 +103,16 @@ async def test_tracking_updates_become_delays_and_deliveries(supplier, broker):
                 "occurred_at": datetime.now(UTC).isoformat(),
             }
         ).encode()
-        sig = hmac.new(b"dev-tracking-secret", body, hashlib.sha256).hexdigest()
+        stamp = str(int(time.time()))
+        sig = sign_callback("dev-tracking-secret", stamp, body)
         return await supplier.client.post(
             "/v1/webhooks/tracking",
             content=body,
-            headers={"X-Tracking-Signature": sig, "X-Tracking-Delivery-Id": delivery},
+            headers={
+                "X-Tracking-Signature": sig,
+                "X-Tracking-Timestamp": stamp,
+                "X-Tracking-Delivery-Id": delivery,
+            },
         )
 
     assert (await post("exception", "t-1")).json() == {"status": "exception"}

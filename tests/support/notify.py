@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -31,8 +32,12 @@ class Mailbox:
 
     raw: list[bytes] = field(default_factory=list)
     recipients: list[list[str]] = field(default_factory=list)
+    delay_s: float = 0.0
+    """How long the server takes to answer each message (a slow relay)."""
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         self.raw.append(bytes(envelope.original_content or envelope.content))
         self.recipients.append(list(envelope.rcpt_tos))
         return "250 OK"

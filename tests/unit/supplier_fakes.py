@@ -71,12 +71,16 @@ class FakeSupplierOrders:
                     out.setdefault(a.line_id, set()).add(so.supplier_id)
         return {k: frozenset(v) for k, v in out.items()}
 
-    async def sla_due(self, limit: int = 500) -> list[SupplierOrder]:
-        return [
-            self._copy(so)
-            for so in self.rows.values()
-            if so.can(Action.CHECK_SLA) and not so.major_sent
-        ]
+    async def sla_due(
+        self, limit: int = 500, after: tuple[datetime, str] | None = None
+    ) -> list[SupplierOrder]:
+        due = sorted(
+            (so for so in self.rows.values() if so.can(Action.CHECK_SLA) and not so.major_sent),
+            key=lambda so: (so.ship_by, so.id),
+        )
+        if after is not None:
+            due = [so for so in due if so.ship_by is not None and (so.ship_by, so.id) > after]
+        return [self._copy(so) for so in due[:limit]]
 
     def in_state(self, order_id: str, state: State) -> list[SupplierOrder]:
         return [so for so in self.rows.values() if so.order_id == order_id and so.state is state]
@@ -173,6 +177,9 @@ class FakeRoutingRequests:
 
     async def get(self, order_id: str, *, for_update: bool = False) -> RoutingRequest | None:
         return self.rows.get(order_id)
+
+    async def lock_order(self, order_id: str) -> None:
+        return None  # one task at a time: nothing to serialise
 
     async def remember_cancellation(self, order_id: str, reason: str) -> None:
         self.cancelled.add(order_id)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from rigs.supplier_simulator.app import create_app
 from rigs.supplier_simulator.engine import Simulator
 from rigs.supplier_simulator.settings import SimulatorSettings
+from shared.signing import sign_callback
 from shared.testing import eventually
 
 KEY = "acme"
@@ -46,7 +47,11 @@ def order_body(reference: str = "so_1", *skus: str) -> dict[str, Any]:
 
 
 def signed_by(request: httpx.Request, header: str, secret: str) -> bool:
-    expected = hmac.new(secret.encode(), request.content, hashlib.sha256).hexdigest()
+    """Signed over `<timestamp>.<body>`, the timestamp fresh (docs/supplier-api.md)."""
+    stamp = request.headers.get(header.replace("Signature", "Timestamp"), "")
+    if not stamp.isdigit() or abs(time.time() - int(stamp)) > 300:
+        return False
+    expected = sign_callback(secret, stamp, request.content)
     return hmac.compare_digest(request.headers.get(header, ""), expected)
 
 

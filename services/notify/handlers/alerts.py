@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from services.notify.domain import Alert, AlertKind, SupplierWatch, alert_severity_for_delay
@@ -161,22 +161,35 @@ async def supplier_unavailable(
     )
 
 
-async def record_dlq_depths(uow: NotifyUnitOfWork, depths: dict[str, int]) -> list[Alert]:
-    """Compare DLQ depths with the last reading; raise an alert for each queue that grew."""
+@dataclass(frozen=True)
+class DlqReading:
+    """A dead-letter queue read now: messages it holds, and letters ever written to it (the
+    sum of its end offsets, which only grows: retention or a purge lowers `depth`)."""
+
+    depth: int
+    written: int
+
+
+async def record_dlq_depths(uow: NotifyUnitOfWork, readings: dict[str, DlqReading]) -> list[Alert]:
+    """Compare DLQ readings with the last; raise an alert for each queue new letters reached.
+
+    Deduped on the letters ever written, not the depth: a queue emptied by retention that
+    fills to the same depth again is new letters, and pages again."""
     raised: list[Alert] = []
     async with uow:
         before = await uow.dlq.all()
-        for topic, depth in sorted(depths.items()):
-            previous = before.get(topic, 0)
-            if depth > previous:
+        for topic, reading in sorted(readings.items()):
+            depth, previous = reading.depth, before.get(topic, (0, 0))[1]
+            if reading.written > previous:
                 alert = await raise_alert(
                     uow,
-                    dedupe_key=f"dlq:{topic}:{depth}",
+                    dedupe_key=f"dlq:{topic}:{reading.written}",
                     kind=AlertKind.DLQ_GROWTH,
                     severity=Severity.URGENT,
-                    title=f"{depth - previous} new dead letter(s) in {topic}",
+                    title=f"{reading.written - previous} new dead letter(s) in {topic}",
                     lines=[
-                        f"Queue: {topic} now holds {depth} message(s) (was {previous}).",
+                        f"Queue: {topic} now holds {depth} message(s); "
+                        f"{reading.written - previous} arrived since the last reading.",
                         "Events there were not processed. Inspect them with "
                         f"`python -m shared.dlq list --topic {topic.removesuffix('.dlq')}`, "
                         "fix the cause, then replay with `python -m shared.dlq replay`.",
@@ -184,8 +197,8 @@ async def record_dlq_depths(uow: NotifyUnitOfWork, depths: dict[str, int]) -> li
                 )
                 if alert is not None:
                     raised.append(alert)
-            if depth != previous or topic not in before:
-                await uow.dlq.set(topic, depth)
+            if before.get(topic) != (depth, reading.written):
+                await uow.dlq.set(topic, depth, reading.written)
         await uow.commit()
     return raised
 

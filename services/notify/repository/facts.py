@@ -76,24 +76,27 @@ class OrderFacts:
 
 
 class DlqDepths:
-    """The depth of each dead-letter queue at the last reading."""
+    """Each dead-letter queue at the last reading: `(depth, letters ever written)`."""
 
     def __init__(self, session: AsyncSession, dialect: str) -> None:
         self.session = session
         self.dialect = dialect
 
-    async def all(self) -> dict[str, int]:
-        rows = await self.session.execute(select(watch_state.c.topic, watch_state.c.depth))
-        return {topic: int(depth) for topic, depth in rows.all()}
+    async def all(self) -> dict[str, tuple[int, int]]:
+        """A queue read before `written` was kept counts its depth as written."""
+        rows = await self.session.execute(
+            select(watch_state.c.topic, watch_state.c.depth, watch_state.c.written)
+        )
+        return {
+            topic: (int(depth), int(depth if written is None else written))
+            for topic, depth, written in rows.all()
+        }
 
-    async def set(self, topic: str, depth: int) -> None:
+    async def set(self, topic: str, depth: int, written: int) -> None:
         now = datetime.now(UTC)
-        stmt = dialect_insert(self.dialect)(watch_state).values(
-            topic=topic, depth=depth, updated_at=now
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[watch_state.c.topic], set_={"depth": depth, "updated_at": now}
-        )
+        values = {"depth": depth, "written": written, "updated_at": now}
+        stmt = dialect_insert(self.dialect)(watch_state).values(topic=topic, **values)
+        stmt = stmt.on_conflict_do_update(index_elements=[watch_state.c.topic], set_=values)
         await self.session.execute(stmt)
 
 

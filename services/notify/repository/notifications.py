@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy import Row, and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notify.domain import InvalidCursor, Notification, NotificationFilter, Status
@@ -235,6 +235,50 @@ class Notifications:
             notification.c.recipient_kind == "customer",
         )
         return int((await self.session.execute(query)).scalar_one())
+
+    async def reserve_under_cap(
+        self, claimed: Notification, recipient_hash: str, since: datetime, cap: int
+    ) -> bool:
+        """Count this send against the customer's cap, atomically: False if `cap` other
+        notices were sent since `since` or are being sent now (reserved, lease live).
+
+        Two sends to one customer racing (two sender slots, two replicas) would both see
+        room under the cap; the check and the reservation (the recipient written on the
+        row being sent) happen under one per-customer lock (SQLite: the write lock every
+        transaction takes; PostgreSQL: an advisory transaction lock on the customer).
+        """
+        if self.dialect == "postgresql":
+            await self.session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:r))"), {"r": recipient_hash}
+            )
+        now = datetime.now(UTC)
+        query = select(func.count(func.distinct(notification.c.dedupe_key))).where(
+            notification.c.recipient_hash == recipient_hash,
+            notification.c.recipient_kind == "customer",
+            notification.c.dedupe_key != claimed.dedupe_key,  # its other channel is one notice
+            or_(
+                and_(
+                    notification.c.status == Status.SENT.value,
+                    notification.c.sent_at >= since,
+                ),
+                and_(
+                    notification.c.status == Status.SENDING.value,
+                    notification.c.lease_until > now,
+                ),
+            ),
+        )
+        if int((await self.session.execute(query)).scalar_one()) >= cap:
+            return False
+        await self.session.execute(
+            update(notification)
+            .where(
+                notification.c.id == claimed.id,
+                notification.c.status == Status.SENDING.value,
+                notification.c.attempts == claimed.attempts,
+            )
+            .values(recipient_hash=recipient_hash)
+        )
+        return True
 
     async def notice_sent_to(self, recipient_hash: str, dedupe_key: str) -> bool:
         """Whether another channel of this notice already reached this customer."""

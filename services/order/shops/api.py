@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import (
     AfterValidator,
     AnyHttpUrl,
@@ -16,7 +16,7 @@ from pydantic import (
     UrlConstraints,
 )
 
-from services.order.api import ApiKey, UoW
+from services.order.api import ApiKey, UoW, runtime_of, settings_of
 from services.order.shops import handlers
 from services.order.shops.domain import (
     Credentials,
@@ -27,6 +27,7 @@ from services.order.shops.domain import (
     WritebackNotFailed,
     WritebackNotFound,
 )
+from shared.egress import EgressPolicy, refuse_internal
 from shared.http import ErrorMapping
 
 SHOP_ERRORS: dict[type[Exception], ErrorMapping] = {
@@ -39,6 +40,12 @@ SHOP_ERRORS: dict[type[Exception], ErrorMapping] = {
 }
 
 router = APIRouter(prefix="/v1/shops", tags=["shops"])
+ALLOW = "DROPSHIP_SHOP_ALLOWED_HOSTS"
+
+
+def shop_egress(request: Request) -> EgressPolicy:
+    """The egress guard for shop URLs (on in production)."""
+    return settings_of(runtime_of(request)).egress_policy()
 
 
 def _printable(value: str) -> str:
@@ -90,7 +97,8 @@ def _render(shop: Any) -> dict[str, Any]:
 
 
 @router.post("", status_code=201, summary="Register a Shopify shop or WooCommerce site")
-async def register(body: ShopIn, uow: UoW, _: ApiKey) -> dict[str, Any]:
+async def register(request: Request, body: ShopIn, uow: UoW, _: ApiKey) -> dict[str, Any]:
+    await refuse_internal(shop_egress(request), body.api_base_url, "body.api_base_url", ALLOW)
     cmd = handlers.RegisterShop(
         platform=body.platform,
         domain=body.domain,
@@ -112,7 +120,10 @@ async def list_shops(uow: UoW, _: ApiKey) -> dict[str, Any]:
 
 
 @router.patch("/{shop_id}", summary="Edit a shop, rotate its secrets, or disable it")
-async def edit(shop_id: str, body: ShopPatch, uow: UoW, _: ApiKey) -> dict[str, Any]:
+async def edit(
+    request: Request, shop_id: str, body: ShopPatch, uow: UoW, _: ApiKey
+) -> dict[str, Any]:
+    await refuse_internal(shop_egress(request), body.api_base_url, "body.api_base_url", ALLOW)
     changes: dict[str, Any] = {}
     for name, value in body.model_dump(exclude_unset=True).items():
         if value is None:

@@ -25,6 +25,7 @@ from services.order.shops.clients import Rejected, RetryLater, WritebackError, c
 from services.order.shops.domain import Shop, WritebackTask
 from services.order.shops.handlers import queue, shops
 from services.order.store import OrderUnitOfWork
+from shared.egress import guarded_client
 from shared.events import Envelope, MarketplaceOperation, MarketplaceSyncFailed
 from shared.logging import log_context
 
@@ -171,7 +172,7 @@ def _entry(task: WritebackTask, shop: Shop | None, kind: str, extra: dict[str, A
 async def run_writebacks(runtime: Any) -> None:
     """Background job of the order service (`ServiceRuntime` background)."""
     s = runtime.settings
-    async with httpx.AsyncClient(timeout=s.writeback_timeout_s) as http:
+    async with guarded_client(s.egress_policy(), timeout=s.writeback_timeout_s) as http:
         worker = WritebackWorker(
             runtime.uow,
             http,

@@ -164,20 +164,31 @@ async def due_status_checks(
     return [(c, suppliers.get(c.supplier_id)) for c in checks]
 
 
-async def scan_sla(uow: SupplierUnitOfWork, now: datetime | None = None) -> int:
-    """Emit at_risk / no_tracking_by_deadline / major for untracked accepted orders, once each."""
+async def scan_sla(uow: SupplierUnitOfWork, now: datetime | None = None, page: int = 500) -> int:
+    """Emit at_risk / no_tracking_by_deadline / major for untracked accepted orders, once each.
+
+    Every accepted order is looked at, a page of `page` per transaction: orders already
+    overdue (waiting for their `major` at twice the window) stay first in deadline order,
+    so one page alone would starve every later order."""
     now = now or datetime.now(UTC)
     fired = 0
     SLA_SCANS.inc()
-    async with uow:
-        for so in await uow.supplier_orders.sla_due():
-            missed = so.deadline_sent
-            fired += so.check_sla(now)
-            if so.deadline_sent and not missed:  # its ship-by date passed untracked
-                await uow.suppliers.mark(so.supplier_id, "missed_deadline", now)
-            await uow.supplier_orders.save(so)
-        await uow.commit()
-    return fired
+    after: tuple[datetime, str] | None = None
+    while True:
+        async with uow:
+            batch = await uow.supplier_orders.sla_due(page, after)
+            for so in batch:
+                missed = so.deadline_sent
+                fired += so.check_sla(now)
+                if so.deadline_sent and not missed:  # its ship-by date passed untracked
+                    await uow.suppliers.mark(so.supplier_id, "missed_deadline", now)
+                await uow.supplier_orders.save(so)
+            await uow.commit()
+        if len(batch) < page:
+            return fired
+        last = batch[-1]
+        assert last.ship_by is not None
+        after = (last.ship_by, last.id)
 
 
 async def fold_tallies(uow: SupplierUnitOfWork) -> int:

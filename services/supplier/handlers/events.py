@@ -13,6 +13,7 @@ from shared.events import Envelope, OrderCancelled, OrderHeld, OrderPlaced, Orde
 
 
 async def on_order_placed(envelope: Envelope, data: OrderPlaced, uow: SupplierUnitOfWork) -> None:
+    await uow.routing_requests.lock_order(data.order_id)  # a cancellation racing it wins
     request = RoutingRequest(
         order_id=data.order_id,
         currency=data.currency,
@@ -66,6 +67,7 @@ async def on_order_cancelled(
     """Every live supplier order of the order is called off and its stock given back."""
     # topics are per event type: the cancellation may be consumed before the order itself,
     # so it is remembered and an order-placed arriving later is never routed
+    await uow.routing_requests.lock_order(data.order_id)
     await uow.routing_requests.remember_cancellation(data.order_id, data.reason)
     await uow.waiting.clear(data.order_id)
     if await uow.routing_requests.get(data.order_id, for_update=True) is None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, delete, func, or_, select, update
+from sqlalchemy import Row, Select, and_, bindparam, delete, func, or_, select, update
 
 from services.supplier.domain import (
     PASSED_OVER,
@@ -304,17 +304,24 @@ class SupplierOrderRepository:
             )
         return [StatusCheck(r.id, r.supplier_id, r.supplier_order_ref) for r in rows]
 
-    async def sla_due(self, limit: int = 500) -> list[SupplierOrder]:
-        """Accepted orders whose SLA clock may still fire, earliest deadline first."""
-        query = (
-            select(supplier_order)
-            .where(
-                supplier_order.c.state.in_(_in(SOURCES[Action.CHECK_SLA])),
-                supplier_order.c.major_sent.is_(False),
-            )
-            .order_by(supplier_order.c.ship_by)
-            .limit(limit)
+    async def sla_due(
+        self, limit: int = 500, after: tuple[datetime, str] | None = None
+    ) -> list[SupplierOrder]:
+        """Accepted orders whose SLA clock may still fire, earliest deadline first: one
+        page, from just past `after` (the last page's last `(ship_by, id)`)."""
+        query = select(supplier_order).where(
+            supplier_order.c.state.in_(_in(SOURCES[Action.CHECK_SLA])),
+            supplier_order.c.major_sent.is_(False),
         )
+        if after is not None:
+            ship_by, so_id = after
+            query = query.where(
+                or_(
+                    supplier_order.c.ship_by > ship_by,
+                    and_(supplier_order.c.ship_by == ship_by, supplier_order.c.id > so_id),
+                )
+            )
+        query = query.order_by(supplier_order.c.ship_by, supplier_order.c.id).limit(limit)
         return await self._with_lines(list(await self._sql.run(self._skip_locked(query))))
 
     def _skip_locked(self, query: Select[Any]) -> Select[Any]:

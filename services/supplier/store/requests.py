@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, func, select, update
 
 from services.supplier.domain import Line, RoutingRequest
 from services.supplier.store.base import Sql, rowcount
@@ -51,6 +51,17 @@ class RoutingRequests:
             query = query.with_for_update()
         row = (await self._sql.run(query)).first()
         return _request(row) if row is not None else None
+
+    async def lock_order(self, order_id: str) -> None:
+        """Serialise the placing and the cancelling of one order (PostgreSQL: a transaction
+        advisory lock; SQLite's transactions already take the one write lock at BEGIN).
+
+        Without it an `order-placed` and an `order-cancelled` consumed at the same moment
+        would each miss the other's uncommitted row, and the order would be routed."""
+        if self._sql.dialect == "postgresql":
+            await self._sql.run(
+                select(func.pg_advisory_xact_lock(func.hashtext("order:" + order_id)))
+            )
 
     async def remember_cancellation(self, order_id: str, reason: str) -> None:
         """Remembered even before the order arrives: an order-placed consumed later is never
