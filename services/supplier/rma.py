@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +38,7 @@ from services.supplier.adapter import (
 from services.supplier.domain import SupplierNotFound
 from services.supplier.settings import SupplierSettings
 from services.supplier.store import SupplierUnitOfWork
+from shared.egress import guarded_client
 from shared.http import check_bearer, error_body
 from shared.runtime import ServiceRuntime
 
@@ -118,7 +118,8 @@ async def ask_rma(
 ) -> JSONResponse:
     settings: SupplierSettings = request.app.state.settings
     runtime: ServiceRuntime[SupplierUnitOfWork] = request.app.state.runtime
-    async with httpx.AsyncClient() as http:
+    # the supplier's own URL: through the egress guard, like every supplier call
+    async with guarded_client(settings.egress_policy()) as http:
         client = SupplierClient(
             http,
             request.app.state.rma_breaker,
