@@ -89,9 +89,12 @@ async def route(
             log.info("stock taken meanwhile, planning again", extra={"order_id": order.order_id})
     by_reason: dict[RoutingFailureReason, list[str]] = defaultdict(list)
     parked: list[str] = []
+    released: dict[tuple[str, str], int] = defaultdict(int)
+    for supplier_id, sku, quantity in release or ():
+        released[(supplier_id, sku)] += quantity
     for line_id, reason in result.failed.items():
         line = next(ln for ln in lines if ln.line_id == line_id)  # as mapped
-        if permanent is not None and _can_wait(order, line, offers, suppliers, permanent):
+        if permanent is not None and _can_wait(order, line, offers, suppliers, permanent, released):
             parked.append(line_id)
         else:
             by_reason[reason].append(line_id)
@@ -121,9 +124,10 @@ def _can_wait(
     offers: list[Offer],
     suppliers: dict[str, SupplierInfo],
     permanent: dict[str, frozenset[str]],
+    released: dict[tuple[str, str], int],
 ) -> bool:
     excluded = permanent.get(line.line_id, frozenset())
-    return could_wait(line, offers, suppliers, order.currency, excluded)
+    return could_wait(line, offers, suppliers, order.currency, excluded, released)
 
 
 async def park(

@@ -428,12 +428,13 @@ async def settle(
     except AssertionError as exc:
         # what the lines still waiting were doing, to tell a stuck line from a slow one
         state["waiting rows"] = await rows(
-            dbs["supplier"], "SELECT order_id, line_id, reason, retry_at, attempts FROM waiting_line"
+            dbs["supplier"],
+            "SELECT order_id, line_id, reason, retry_at, attempts FROM waiting_line",
         )
         state["their supplier orders"] = await rows(
             dbs["supplier"],
-            "SELECT so.order_id, so.supplier_id, so.state, so.failure, so.created_at FROM supplier_order so"
-            " JOIN waiting_line w ON w.order_id = so.order_id",
+            "SELECT so.order_id, so.supplier_id, so.state, so.failure, so.created_at"
+            " FROM supplier_order so JOIN waiting_line w ON w.order_id = so.order_id",
         )
         state["stock"] = await rows(dbs["supplier"], "SELECT supplier_id, sku, stock FROM offer")
         raise AssertionError(f"did not settle: {state}") from exc

@@ -16,7 +16,7 @@ from shared.events import (
     SupplierStatusChanged,
     WaitingReason,
 )
-from tests.unit.test_supplier_handlers import BACKUP, CHEAP, only, place, world
+from tests.unit.test_supplier_handlers import BACKUP, CHEAP, callback, only, place, world
 
 LATER = datetime.now(UTC) + timedelta(hours=1)
 
@@ -61,6 +61,41 @@ async def test_a_recovered_supplier_retries_waiting_lines_at_once() -> None:
     )
     await dispatch.record_availability(uow, back)
     assert await retry_waiting(uow, now + timedelta(seconds=1)) == 1
+
+
+async def test_a_waiting_line_whose_stock_others_took_meanwhile_fails_instead_of_waiting() -> None:
+    uow = world(backup=False)
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Unavailable("timeout"))
+    assert uow.of_type(OrderLinesWaiting)
+    other = await place(uow, ("MUG", 10, "12.50"))  # the supplier's whole stock, meanwhile
+    assert only(uow, other, State.SENDING).supplier_id == CHEAP
+
+    await retry_waiting(uow, LATER)
+    [failed] = uow.of_type(OrderRoutingFailed)
+    assert failed.line_ids == [f"{order_id}-1"]
+    assert failed.reason is RoutingFailureReason.OUT_OF_STOCK
+    assert not uow.waiting.rows, "no wait can bring stock back: the line is not retried for ever"
+
+
+async def test_a_line_holding_the_whole_stock_waits_on_the_stock_it_gives_back() -> None:
+    uow = world(backup=False)
+    order_id = await place(uow, ("MUG", 10, "12.50"))
+    await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Unavailable("timeout"))
+    assert not uow.of_type(OrderRoutingFailed)
+    [waiting] = uow.of_type(OrderLinesWaiting)
+    assert waiting.line_ids == [f"{order_id}-1"]
+    assert uow.offers.stock(CHEAP, "MUG") == 10
+
+
+async def test_a_waiting_line_the_supplier_accepts_is_no_longer_waiting() -> None:
+    uow = world(backup=False)
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Unavailable("timeout"))
+    await retry_waiting(uow, LATER)
+    assert uow.waiting.rows, "tried again, still waiting until a supplier confirms"
+    await callback(uow, only(uow, order_id, State.SENDING), "accepted")
+    assert not uow.waiting.rows
 
 
 async def test_a_rejection_after_waiting_needs_attention() -> None:

@@ -26,6 +26,7 @@ Lines routed to the same supplier form one supplier order.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -208,10 +209,15 @@ def could_wait(
     suppliers: dict[str, SupplierInfo],
     currency: str,
     excluded: frozenset[str],
+    released: Mapping[tuple[str, str], int] | None = None,
 ) -> bool:
     """Whether some supplier not ruled out for good could still take the line once it is
-    reachable again: an offer in the currency at a margin, stock aside (a supplier that
-    failed us temporarily may hold our own reservation)."""
+    reachable again: an offer in the currency at a margin, with stock for the line.
+
+    `released` is stock being given back in the same pass (a failed supplier's
+    reservation), not yet in the offers' stock. Without stock no wait can help: the
+    line fails now instead of waiting for ever."""
+    released = released or {}
     return any(
         o.sku == line.sku
         and o.supplier_id not in excluded
@@ -219,6 +225,7 @@ def could_wait(
         and s.active
         and o.currency == currency
         and o.unit_cost <= line.unit_price
+        and o.stock + released.get((o.supplier_id, o.sku), 0) >= line.quantity
         for o in offers
     )
 

@@ -101,6 +101,7 @@ async def _decide(
     if callback.type == "accepted":
         so.accept(ref, await _sla_hours(uow, so), now)
         await orders.save(so)
+        await uow.waiting.clear(so.order_id, [a.line_id for a in so.lines])  # no longer waiting
         return Outcome.ACCEPTED
     if callback.type == "rejected":
         so.reject(callback.reason or "")
@@ -121,6 +122,7 @@ async def _decide(
         now,
     )
     await orders.save(so)
+    await uow.waiting.clear(so.order_id, [a.line_id for a in so.lines])
     return Outcome.DISPATCHED
 
 
