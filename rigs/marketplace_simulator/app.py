@@ -65,6 +65,14 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
             raise HTTPException(404, f"no {platform} shop {name}")
         return shop
 
+    def woo_order_or_refusal(
+        name: str, order_id: str, authorization: str | None
+    ) -> dict[str, Any] | JSONResponse:
+        """A WooCommerce shop's order (made on first sight), or the shop's refusal of the call."""
+        shop = shop_of(name, "woocommerce")
+        refused = _woo_gate(shop, authorization)
+        return shop.woo_order(order_id) if refused is None else refused
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -133,11 +141,9 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
         body: dict[str, Any] | None = None,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Any:
-        shop = shop_of(name, "woocommerce")
-        refused = _woo_gate(shop, authorization)
-        if refused is not None:
-            return refused
-        order = shop.woo_order(order_id)
+        order = woo_order_or_refusal(name, order_id, authorization)
+        if isinstance(order, JSONResponse):
+            return order
         if body and "status" in body:
             order["status"] = str(body["status"])
             market.calls.append(
@@ -152,11 +158,9 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
         body: dict[str, Any] | None = None,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Any:
-        shop = shop_of(name, "woocommerce")
-        refused = _woo_gate(shop, authorization)
-        if refused is not None:
-            return refused
-        order = shop.woo_order(order_id)
+        order = woo_order_or_refusal(name, order_id, authorization)
+        if isinstance(order, JSONResponse):
+            return order
         if body is None:
             return order["notes"]
         text = str(body.get("note", ""))
@@ -179,11 +183,9 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
         body: dict[str, Any] | None = None,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Any:
-        shop = shop_of(name, "woocommerce")
-        refused = _woo_gate(shop, authorization)
-        if refused is not None:
-            return refused
-        order = shop.woo_order(order_id)
+        order = woo_order_or_refusal(name, order_id, authorization)
+        if isinstance(order, JSONResponse):
+            return order
         if body is None:
             return order["refunds"]
         amount = str(body.get("amount", ""))

@@ -6,24 +6,20 @@ PostgreSQL and SQLite (fixtures built from the platforms' published examples).""
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-
 import pytest
 
 from services.order.app import create_app as order_app
-from services.order.marketplaces import sign
 from services.order.settings import OrderSettings
 from services.supplier.app import create_app as supplier_app
 from services.supplier.settings import SupplierSettings
 from shared.infra import free_port
 from shared.testing import eventually
 from tests.support.data import API_KEY
+from tests.support.marketplace import DEFAULT_SECRET as SECRET
+from tests.support.marketplace import deliver
 from tests.support.services import served
 from tests.support.supplier import ADMIN, add_supplier, states
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-SECRET = "default-shop-secret"
 SERVICE = {"Authorization": "Bearer dev-service-token"}
 
 
@@ -60,29 +56,6 @@ async def stack(database_url, settings_for, simulator):
         await supplier.runtime.bus.wait_connected()
         supplier.simulator = simulator
         yield Stack(order, supplier)
-
-
-async def deliver(order, platform: str, fixture: str) -> dict:
-    body = (FIXTURES / fixture).read_bytes()
-    if platform == "shopify":
-        headers = {
-            "X-Shopify-Topic": "orders/create",
-            "X-Shopify-Hmac-Sha256": sign(body, SECRET),
-            "X-Shopify-Webhook-Id": str(uuid.uuid4()),
-        }
-    else:
-        headers = {
-            "X-WC-Webhook-Topic": "order.created",
-            "X-WC-Webhook-Signature": sign(body, SECRET),
-            "X-WC-Webhook-Delivery-ID": str(uuid.uuid4().int % 10**6),
-        }
-    response = await order.client.post(
-        f"/v1/webhooks/{platform}",
-        content=body,
-        headers={"Content-Type": "application/json", **headers},
-    )
-    assert response.status_code == 200, response.text
-    return await detail(order, response.json()["order_id"])
 
 
 async def detail(order, order_id: str) -> dict:

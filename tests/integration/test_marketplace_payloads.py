@@ -4,19 +4,15 @@ ids above 2^53, non-Latin text (fixtures built from the platforms' published exa
 from __future__ import annotations
 
 import json
-import uuid
-from pathlib import Path
 
 import pytest
 
 from services.order.app import create_app
-from services.order.marketplaces import sign
 from services.order.settings import OrderSettings
-from tests.support.data import API_KEY
+from tests.support.marketplace import DEFAULT_SECRET as SECRET
+from tests.support.marketplace import FIXTURES, deliver
 from tests.support.services import in_process
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-SECRET = "default-shop-secret"
 SERVICE = {"Authorization": "Bearer dev-service-token"}
 
 
@@ -32,30 +28,6 @@ async def order(database_url, settings_for):
     )
     async with in_process(create_app, settings) as svc:
         yield svc
-
-
-async def deliver(order, platform: str, fixture: str) -> dict:
-    body = (FIXTURES / fixture).read_bytes()
-    if platform == "shopify":
-        headers = {
-            "X-Shopify-Topic": "orders/create",
-            "X-Shopify-Hmac-Sha256": sign(body, SECRET),
-            "X-Shopify-Webhook-Id": str(uuid.uuid4()),
-        }
-    else:
-        headers = {
-            "X-WC-Webhook-Topic": "order.created",
-            "X-WC-Webhook-Signature": sign(body, SECRET),
-            "X-WC-Webhook-Delivery-ID": str(uuid.uuid4().int % 10**6),
-        }
-    response = await order.client.post(
-        f"/v1/webhooks/{platform}",
-        content=body,
-        headers={"Content-Type": "application/json", **headers},
-    )
-    assert response.status_code == 200, response.text
-    detail = await order.client.get(f"/v1/orders/{response.json()['order_id']}", headers=API_KEY)
-    return detail.json()
 
 
 async def test_a_shopify_order_with_a_big_id_a_discount_and_a_skuless_line_is_kept_exactly(order):

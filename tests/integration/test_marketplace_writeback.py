@@ -4,9 +4,6 @@ in its own process, on PostgreSQL and SQLite."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,15 +14,19 @@ from services.order.marketplaces import sign
 from services.order.settings import OrderSettings
 from services.order.shops.handlers import queue
 from services.order.shops.writeback import WritebackWorker
-from shared.events import ConfirmedLine, ShipmentDispatched, SupplierConfirmed, new_envelope
 from shared.infra import free_port
 from shared.testing import eventually
 from tests.support.data import API_KEY
-from tests.support.kafka import publish_envelopes
+from tests.support.marketplace import (
+    FIXTURES,
+    MARKETPLACE_APP,
+    calls,
+    ship,
+    shopify_shop,
+    sim,
+    woo_shop,
+)
 from tests.support.services import ServiceProcess, in_process
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-MARKETPLACE_APP = "rigs.marketplace_simulator.app:create_app"
 
 
 @pytest.fixture(scope="module")
@@ -51,66 +52,6 @@ async def order(database_url, settings_for):
     async with in_process(create_app, settings) as svc:
         await svc.runtime.bus.wait_connected()
         yield svc
-
-
-async def sim(market, method: str, path: str, **kwargs) -> httpx.Response:
-    """A call to the marketplace simulator's control API."""
-    async with httpx.AsyncClient(base_url=market.url, timeout=5) as client:
-        response = await client.request(method, path, **kwargs)
-    response.raise_for_status()
-    return response
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def shopify_shop(order, market, **steering) -> dict:
-    """A Shopify shop on the simulator, registered with the order service."""
-    name, token, secret = unique("shop"), unique("shpat"), unique("shpss")
-    await sim(
-        market,
-        "PUT",
-        f"/_control/shops/{name}",
-        json={"platform": "shopify", "access_token": token, **steering},
-    )
-    response = await order.client.post(
-        "/v1/shops",
-        json={
-            "platform": "shopify",
-            "domain": f"{name}.myshopify.com",
-            "webhook_secret": secret,
-            "api_base_url": f"{market.url}/{name}",
-            "access_token": token,
-        },
-        headers=API_KEY,
-    )
-    assert response.status_code == 201, response.text
-    return {**response.json(), "name": name, "secret": secret, "token": token}
-
-
-async def woo_shop(order, market) -> dict:
-    name, key, secret, hook = unique("woo"), unique("ck"), unique("cs"), unique("whs")
-    await sim(
-        market,
-        "PUT",
-        f"/_control/shops/{name}",
-        json={"platform": "woocommerce", "consumer_key": key, "consumer_secret": secret},
-    )
-    response = await order.client.post(
-        "/v1/shops",
-        json={
-            "platform": "woocommerce",
-            "domain": f"https://{name}.example/",
-            "webhook_secret": hook,
-            "api_base_url": f"{market.url}/{name}",
-            "consumer_key": key,
-            "consumer_secret": secret,
-        },
-        headers=API_KEY,
-    )
-    assert response.status_code == 201, response.text
-    return {**response.json(), "name": name, "secret": hook}
 
 
 async def shopify_order(
@@ -143,32 +84,6 @@ async def woo_order(order, shop: dict):
             "X-WC-Webhook-Source": f"https://{shop['domain']}/",
         },
     )
-
-
-async def ship(broker, order_id: str, line_ids: list[str], tracking: str, times: int = 1):
-    confirmed = SupplierConfirmed(
-        order_id=order_id,
-        supplier_id="sup_a",
-        supplier_order_ref=unique("A"),
-        lines=[ConfirmedLine(line_id=i, quantity=1, unit_cost=Decimal("3")) for i in line_ids],
-        currency="USD",
-        ship_by=datetime.now(UTC) + timedelta(hours=48),
-    )
-    dispatched = new_envelope(
-        ShipmentDispatched(
-            order_id=order_id,
-            supplier_id="sup_a",
-            carrier="UPS",
-            tracking_number=tracking,
-            line_ids=line_ids,
-        )
-    )
-    await publish_envelopes(broker.bootstrap, [new_envelope(confirmed), *[dispatched] * times])
-
-
-async def calls(market, shop: dict) -> list[dict]:
-    response = await sim(market, "GET", "/_control/calls", params={"shop": shop["name"]})
-    return response.json()["items"]
 
 
 async def timeline_types(order, order_id: str) -> list[str]:
