@@ -105,6 +105,9 @@ class PlaceOrder:
     customer: Contact
     shipping: Address
     lines: tuple[LineInput, ...]
+    shop_id: str | None = None
+    """The registered shop it came from (its `external_id` is that shop's own order number);
+    None for the storefront and the default (env-secret) shop."""
 
 
 @dataclass
@@ -183,6 +186,8 @@ class Order:
     """Whether `order-placed` was emitted (not yet for an order held since intake)."""
     refunded_total: Decimal = Decimal(0)
     """Money refunded so far (kept by `services.order.aftersales`)."""
+    shop_id: str | None = None
+    """The registered shop whose order number `external_id` is (None: storefront, default shop)."""
     events: list[EventData] = field(default_factory=list, repr=False)
     notes: list[Note] = field(default_factory=list, repr=False)
 
@@ -214,6 +219,7 @@ class Order:
             lines=lines,
             created_at=created,
             placed=not holds,
+            shop_id=cmd.shop_id,
         )
         for reason, note in holds:
             order._hold(reason, note, created)

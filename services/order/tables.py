@@ -27,6 +27,9 @@ customer_order = Table(
     Column("id", String(64), primary_key=True),
     Column("channel", String(32), nullable=False),
     Column("external_id", String(128), nullable=True),
+    # the registered shop whose order number external_id is; "" for the storefront and the
+    # default (env-secret) shop, so the unique key below also holds for them (NULLs differ)
+    Column("shop_id", String(64), nullable=False, default="", server_default=""),
     Column("currency", String(3), nullable=False),
     Column("status", String(32), nullable=False),
     Column("delayed", Boolean, nullable=False, default=False),
@@ -49,7 +52,7 @@ customer_order = Table(
     Column("redacted_at", DateTime(timezone=True), nullable=True),
     Column("holds", JSON, nullable=True),  # [{reason, note, since}]: no PII
     Column("refunded_total", Numeric(18, 4), nullable=False, default=0, server_default="0"),
-    UniqueConstraint("channel", "external_id"),
+    UniqueConstraint("channel", "shop_id", "external_id"),
     Index("ix_customer_order_created", "created_at", "id"),
     Index("ix_customer_order_status_created", "status", "created_at"),
 )
@@ -128,6 +131,7 @@ marketplace_tombstone = Table(
     "marketplace_tombstone",
     metadata,
     Column("channel", String(32), primary_key=True),
+    Column("shop_id", String(64), primary_key=True, default="", server_default=""),
     Column("external_id", String(128), primary_key=True),
     Column("reason", String(200), nullable=False),
     Column("cancelled_at", DateTime(timezone=True), nullable=False),

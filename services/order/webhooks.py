@@ -76,7 +76,7 @@ async def _deliver(
     source: Marketplace, raw: bytes, delivery_id: str, topic: str, shop_id: str | None, uow: UoW
 ) -> dict[str, Any]:
     payload = marketplaces.load_json(raw)
-    webhook = handlers.MarketplaceWebhook(source, delivery_id, topic, payload)
+    webhook = handlers.MarketplaceWebhook(source, delivery_id, topic, payload, shop_id)
     outcome = await handlers.handle_marketplace_webhook(webhook, uow)
     if shop_id is not None and isinstance(outcome, OrderAccepted):
         # which registered shop the order came from, for writing back to it

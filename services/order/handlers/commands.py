@@ -60,7 +60,7 @@ async def place_order(
 
     - Same Idempotency-Key and body: `Replayed` with the first result, nothing created.
     - Same key, other body: `IdempotencyConflict`.
-    - An order with the same channel + external_id: `DuplicateExternalOrder`.
+    - An order with the same channel + external_id (+ shop): `DuplicateExternalOrder`.
     """
 
     async def attempt() -> Placed | Replayed:
@@ -118,7 +118,7 @@ async def _external_id_decides_races(cmd: PlaceOrder, attempt: Callable[[], Awai
 async def _existing(cmd: PlaceOrder, uow: OrderUnitOfWork) -> Order | None:
     if cmd.external_id is None:
         return None
-    return await uow.orders.get_by_external(cmd.channel, cmd.external_id)
+    return await uow.orders.get_by_external(cmd.channel, cmd.external_id, cmd.shop_id)
 
 
 async def _add(order: Order, uow: OrderUnitOfWork) -> None:
@@ -220,11 +220,11 @@ async def cancel_order(order_id: str, reason: str, uow: OrderUnitOfWork) -> Orde
 
 
 async def cancel_external(
-    channel: str, external_id: str, reason: str, uow: OrderUnitOfWork
+    channel: str, shop_id: str | None, external_id: str, reason: str, uow: OrderUnitOfWork
 ) -> Order | None:
-    """Cancel the order a marketplace knows as `external_id`; None if there is none."""
+    """Cancel the order the shop knows as `external_id`; None if there is none."""
     async with uow:
-        order = await uow.orders.get_by_external(channel, external_id, for_update=True)
+        order = await uow.orders.get_by_external(channel, external_id, shop_id, for_update=True)
         if order is None:
             return None
         if order.cancel(reason):

@@ -4,8 +4,12 @@ A verified delivery (`MarketplaceWebhook`) is answered `Duplicate` when its id w
 otherwise `decide` turns its topic and payload into an action (create, cancel, redact
 or ignore), the action runs in its own unit of work, and only then is the delivery id
 recorded, so a delivery that failed half-way is processed again when the marketplace
-retries. The effects are idempotent on their own too (one order per external id,
-cancelling twice is a no-op), so a retry after a crash is harmless.
+retries. The effects are idempotent on their own too (one order per shop and external
+id, cancelling twice is a no-op), so a retry after a crash is harmless.
+
+Each registered shop's order numbers are its own: two WooCommerce sites may both send
+#1001, and they are two orders; creating, cancelling and tombstoning all go by the shop
+that sent the delivery (`shop_id`; None for the default, env-secret shop).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class MarketplaceWebhook:
     delivery_id: str
     topic: str
     payload: dict[str, Any]
+    shop_id: str | None = None
+    """The registered shop that sent it; None: the default (env-secret) shop."""
 
 
 # -- what a delivery asks for ----------------------------------------------------------
@@ -47,6 +53,7 @@ class CancelOrder:
     channel: Marketplace
     external_id: str
     reason: str
+    shop_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,8 +148,15 @@ async def handle_marketplace_webhook(
 def decide(cmd: MarketplaceWebhook) -> Action:
     """The action a delivery's topic and payload ask for; pure, so unit-testable."""
     if cmd.source == "shopify":
-        return _shopify(cmd.topic, cmd.payload)
-    return _woocommerce(cmd.topic, cmd.payload)
+        action = _shopify(cmd.topic, cmd.payload)
+    else:
+        action = _woocommerce(cmd.topic, cmd.payload)
+    match action:
+        case CreateOrder(order):
+            return CreateOrder(replace(order, shop_id=cmd.shop_id))
+        case CancelOrder():
+            return replace(action, shop_id=cmd.shop_id)
+    return action
 
 
 def _shopify(topic: str, payload: dict[str, Any]) -> Action:
@@ -207,29 +221,29 @@ async def _create(order: PlaceOrder, uow: OrderUnitOfWork) -> WebhookOutcome:
     A create and a cancel racing each other are each checked again after their commit:
     whichever commits second sees the other, so the cancellation always wins.
     """
-    external_id = order.external_id or ""
+    channel, shop, external_id = order.channel, order.shop_id, order.external_id or ""
     async with uow:
-        if await uow.webhooks.buried(order.channel, external_id) is not None:
+        if await uow.webhooks.buried(channel, shop, external_id) is not None:
             return CancelledBeforehand(external_id)
     placed = await accept_order(order, uow)
     async with uow:
-        reason = await uow.webhooks.buried(order.channel, external_id)
+        reason = await uow.webhooks.buried(channel, shop, external_id)
     if reason is not None:  # the cancellation committed while we took the order
-        return await _cancel(order.channel, external_id, reason, uow)
+        return await _cancel(channel, shop, external_id, reason, uow)
     return OrderAccepted(placed.order.id, placed.created)
 
 
 async def _cancel(
-    channel: str, external_id: str, reason: str, uow: OrderUnitOfWork
+    channel: str, shop: str | None, external_id: str, reason: str, uow: OrderUnitOfWork
 ) -> WebhookOutcome:
     try:
-        cancelled = await cancel_external(channel, external_id, reason, uow)
+        cancelled = await cancel_external(channel, shop, external_id, reason, uow)
         if cancelled is None:
             async with uow:
-                await uow.webhooks.bury(channel, external_id, reason)
+                await uow.webhooks.bury(channel, shop, external_id, reason)
                 await uow.commit()
             # an order committed meanwhile is cancelled now; a later one finds the tombstone
-            cancelled = await cancel_external(channel, external_id, reason, uow)
+            cancelled = await cancel_external(channel, shop, external_id, reason, uow)
     except CannotCancel:
         return NotCancellable(external_id)
     if cancelled is None:
@@ -241,8 +255,8 @@ async def _carry_out(action: Action, uow: OrderUnitOfWork) -> WebhookOutcome:
     match action:
         case CreateOrder(order):
             return await _create(order, uow)
-        case CancelOrder(channel, external_id, reason):
-            return await _cancel(channel, external_id, reason, uow)
+        case CancelOrder(channel, external_id, reason, shop_id):
+            return await _cancel(channel, shop_id, external_id, reason, uow)
         case RedactCustomer(email):
             return CustomerRedacted(await redact_customer(email, uow) if email else 0)
         case Ignore(topic):

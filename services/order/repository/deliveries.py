@@ -39,12 +39,13 @@ class WebhookDeliveries:
         )
         return found is not None
 
-    async def bury(self, channel: str, external_id: str, reason: str) -> None:
-        """Remember that the marketplace cancelled `external_id` before we received it."""
+    async def bury(self, channel: str, shop_id: str | None, external_id: str, reason: str) -> None:
+        """Remember that the shop cancelled its order `external_id` before we received it."""
         await self.session.execute(
             dialect_insert(self.dialect)(marketplace_tombstone)
             .values(
                 channel=channel,
+                shop_id=shop_id or "",
                 external_id=external_id,
                 reason=reason[:200],
                 cancelled_at=datetime.now(UTC),
@@ -52,11 +53,12 @@ class WebhookDeliveries:
             .on_conflict_do_nothing()
         )
 
-    async def buried(self, channel: str, external_id: str) -> str | None:
-        """The reason `external_id` was cancelled before it arrived, or None."""
+    async def buried(self, channel: str, shop_id: str | None, external_id: str) -> str | None:
+        """The reason the shop's order `external_id` was cancelled before it arrived, or None."""
         reason = await self.session.scalar(
             select(marketplace_tombstone.c.reason).where(
                 marketplace_tombstone.c.channel == channel,
+                marketplace_tombstone.c.shop_id == (shop_id or ""),
                 marketplace_tombstone.c.external_id == external_id,
             )
         )

@@ -36,6 +36,8 @@ class OrderFilter:
     created_from: datetime | None = None
     created_to: datetime | None = None
     external_id: str | None = None
+    shop_id: str | None = None
+    """A registered shop's orders only (with `external_id`: that shop's order number)."""
     waiting: bool | None = None
     """True: orders with a line waiting for a supplier; False: orders with none."""
     delayed: bool | None = None
@@ -188,10 +190,16 @@ class OrderRepository:
         return await self._one(customer_order.c.id == order_id, for_update)
 
     async def get_by_external(
-        self, channel: str, external_id: str, *, for_update: bool = False
+        self, channel: str, external_id: str, shop_id: str | None, *, for_update: bool = False
     ) -> Order | None:
+        """The order `shop_id` (None: the storefront or the default shop) knows as
+        `external_id`: each shop's order numbers are its own."""
         return await self._one(
-            and_(customer_order.c.channel == channel, customer_order.c.external_id == external_id),
+            and_(
+                customer_order.c.channel == channel,
+                customer_order.c.shop_id == (shop_id or ""),
+                customer_order.c.external_id == external_id,
+            ),
             for_update,
         )
 
@@ -210,6 +218,8 @@ class OrderRepository:
             conditions.append(customer_order.c.created_at < flt.created_to)
         if flt.external_id:
             conditions.append(customer_order.c.external_id == flt.external_id)
+        if flt.shop_id:
+            conditions.append(customer_order.c.shop_id == flt.shop_id)
         if flt.delayed is not None:
             conditions.append(customer_order.c.delayed.is_(flt.delayed))
         if flt.waiting is not None:

@@ -35,6 +35,7 @@ def order_values(order: Order, cipher: PiiCipher) -> dict[str, Any]:
         id=order.id,
         channel=order.channel,
         external_id=order.external_id,
+        shop_id=order.shop_id or "",
         currency=order.currency,
         status=order.status.value,
         delayed=order.delayed,
@@ -141,6 +142,7 @@ def order_from_rows(
         id=row.id,
         channel=row.channel,
         external_id=row.external_id,
+        shop_id=row.shop_id or None,
         currency=row.currency,
         customer=Contact(
             name=REDACTED if redacted else (dec(row.customer_name, "customer_name") or ""),
