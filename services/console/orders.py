@@ -85,7 +85,8 @@ async def orders(
     b = console_of(request).backends
     day_from, day_to = _day(raw_from), _day(raw_to)
     if wanted := q.strip():
-        # an order id, else a marketplace order number (one match opens it)
+        # an order id, else a marketplace order number: one match opens it; two shops may
+        # both have used the number, and then the listing shows each with its shop
         one = await b.get("order", f"/v1/orders/{quote(wanted, safe='')}")
         if one.ok:
             return _open(request, wanted)

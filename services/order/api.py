@@ -163,7 +163,16 @@ async def list_orders(
     created_from: Annotated[AwareDatetime | None, Query(description="inclusive, RFC 3339")] = None,
     created_to: Annotated[AwareDatetime | None, Query(description="exclusive, RFC 3339")] = None,
     external_id: Annotated[
-        str | None, Query(min_length=1, max_length=128, description="the marketplace's order id")
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            description="the shop's order number (shops number alone: one per shop may match)",
+        ),
+    ] = None,
+    shop_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="the orders of one registered shop"),
     ] = None,
     waiting: Annotated[
         bool | None, Query(description="true: orders with a line waiting for a supplier")
@@ -189,6 +198,7 @@ async def list_orders(
         channel,
         *window,
         external_id=external_id,
+        shop_id=shop_id,
         waiting=waiting,
         delayed=delayed,
     )

@@ -257,6 +257,7 @@ def render_order(order: Order) -> dict[str, Any]:
         "delayed": order.delayed,
         "channel": order.channel,
         "external_id": order.external_id,
+        "shop_id": order.shop_id,
         "currency": cur,
         "total": format_amount(order.total, cur),
         "refunded_total": format_amount(order.refunded_total, cur),
@@ -331,6 +332,9 @@ class OrderOut(BaseModel):
     delayed: bool
     channel: str
     external_id: str | None
+    shop_id: str | None = Field(
+        None, description="the registered shop whose order number external_id is, if any"
+    )
     currency: str
     total: str
     lines: list[dict[str, Any]]

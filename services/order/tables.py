@@ -142,6 +142,7 @@ webhook_delivery = Table(
     "webhook_delivery",
     metadata,
     Column("source", String(32), primary_key=True),
+    Column("shop_id", String(64), primary_key=True, default="", server_default=""),
     Column("delivery_id", String(128), primary_key=True),
     Column("topic", String(64), nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False, index=True),

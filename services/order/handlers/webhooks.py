@@ -1,6 +1,7 @@
 """Marketplace webhooks: which topic means what, and carrying it out once per delivery.
 
-A verified delivery (`MarketplaceWebhook`) is answered `Duplicate` when its id was seen;
+A verified delivery (`MarketplaceWebhook`) is answered `Duplicate` when its id was seen
+(from the same shop);
 otherwise `decide` turns its topic and payload into an action (create, cancel, redact
 or ignore), the action runs in its own unit of work, and only then is the delivery id
 recorded, so a delivery that failed half-way is processed again when the marketplace
@@ -136,11 +137,11 @@ async def handle_marketplace_webhook(
 ) -> WebhookOutcome:
     """Carry out a delivery once (`InvalidMarketplaceOrder` if its payload is unusable)."""
     async with uow:
-        if await uow.webhooks.seen(cmd.source, cmd.delivery_id):
+        if await uow.webhooks.seen(cmd.source, cmd.shop_id, cmd.delivery_id):
             return Duplicate()
     outcome = await _carry_out(decide(cmd), uow)
     async with uow:
-        await uow.webhooks.first_time(cmd.source, cmd.delivery_id, cmd.topic)
+        await uow.webhooks.first_time(cmd.source, cmd.shop_id, cmd.delivery_id, cmd.topic)
         await uow.commit()
     return outcome
 

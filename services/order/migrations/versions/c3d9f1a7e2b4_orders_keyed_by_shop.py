@@ -1,10 +1,10 @@
-"""each shop's order numbers are its own: customer_order and tombstones keyed by shop
+"""each shop's order numbers are its own: orders, tombstones and deliveries keyed by shop
 
 A merchant with two WooCommerce sites (or two Shopify shops) may get #1001 from both: the
 order's unique key becomes (channel, shop_id, external_id), with shop_id "" for the
 storefront and the default (env-secret) shop (a NULL would not be unique). Orders that came
-from a registered shop take its id from `order_shop`; tombstones written before this change
-belong to no registered shop (""), as the shop was not recorded then.
+from a registered shop take its id from `order_shop`; tombstones and delivery ids recorded
+before this change belong to no registered shop (""), as the shop was not recorded then.
 
 Revision ID: c3d9f1a7e2b4
 Revises: a5f0c3e9d1b7
@@ -38,14 +38,18 @@ def upgrade() -> None:
         " WHERE order_shop.order_id = customer_order.id)"
         " WHERE id IN (SELECT order_id FROM order_shop)"
     )
-    _tombstone_key(KEY, add=True)
+    _primary_key("marketplace_tombstone", KEY, add=True)
+    _primary_key("webhook_delivery", ["source", "shop_id", "delivery_id"], add=True)
 
 
 def downgrade() -> None:
-    # a registered shop's tombstones cannot share the old key: they are dropped (a
-    # tombstone only matters for the seconds a cancellation overtakes its order)
+    # a registered shop's rows cannot share the old keys: they are dropped (a tombstone
+    # matters for the seconds a cancellation overtakes its order; a redelivered id is
+    # harmless, its effects being idempotent)
     op.execute("DELETE FROM marketplace_tombstone WHERE shop_id <> ''")
-    _tombstone_key(["channel", "external_id"], add=False)
+    op.execute("DELETE FROM webhook_delivery WHERE shop_id <> ''")
+    _primary_key("webhook_delivery", ["source", "delivery_id"], add=False)
+    _primary_key("marketplace_tombstone", ["channel", "external_id"], add=False)
     with op.batch_alter_table("customer_order") as batch:
         batch.drop_constraint("uq_customer_order_channel_shop_id_external_id", type_="unique")
         batch.create_unique_constraint(
@@ -54,14 +58,15 @@ def downgrade() -> None:
         batch.drop_column("shop_id")
 
 
-def _tombstone_key(columns: list[str], *, add: bool) -> None:
-    """The tombstone's primary key becomes `columns` (whatever its old key was named)."""
-    old = sa.inspect(op.get_bind()).get_pk_constraint("marketplace_tombstone").get("name")
-    with op.batch_alter_table("marketplace_tombstone") as batch:
+def _primary_key(table: str, columns: list[str], *, add: bool) -> None:
+    """The table's primary key becomes `columns` (whatever its old key was named), with the
+    shop_id column added first (`add`) or dropped after."""
+    old = sa.inspect(op.get_bind()).get_pk_constraint(table).get("name")
+    with op.batch_alter_table(table) as batch:
         if add:
             batch.add_column(_shop_id())
         if old:
             batch.drop_constraint(old, type_="primary")
-        batch.create_primary_key("pk_marketplace_tombstone", columns)
+        batch.create_primary_key(f"pk_{table}", columns)
         if not add:
             batch.drop_column("shop_id")
