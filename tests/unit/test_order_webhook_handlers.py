@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +78,16 @@ def test_an_order_that_breaks_a_storefront_rule_is_refused_naming_the_field() ->
 
 class FakeDeliveries:
     def __init__(self) -> None:
-        self.recorded: set[tuple[str, str]] = set()
+        self.recorded: set[tuple[str, str | None, str]] = set()
 
-    async def seen(self, source: str, delivery_id: str) -> bool:
-        return (source, delivery_id) in self.recorded
+    async def seen(self, source: str, shop_id: str | None, delivery_id: str) -> bool:
+        return (source, shop_id, delivery_id) in self.recorded
 
-    async def first_time(self, source: str, delivery_id: str, topic: str) -> bool:
-        fresh = (source, delivery_id) not in self.recorded
-        self.recorded.add((source, delivery_id))
+    async def first_time(
+        self, source: str, shop_id: str | None, delivery_id: str, topic: str
+    ) -> bool:
+        fresh = (source, shop_id, delivery_id) not in self.recorded
+        self.recorded.add((source, shop_id, delivery_id))
         return fresh
 
 
@@ -109,9 +112,33 @@ async def test_a_delivery_is_recorded_after_its_effect_and_then_answered_duplica
     uow: Any = FakeUnitOfWork()
     delivery = shopify("app/uninstalled", {})
     assert await handle_marketplace_webhook(delivery, uow) == Ignored("app/uninstalled")
-    assert uow.webhooks.recorded == {("shopify", "d-1")} and uow.commits == 1
+    assert uow.webhooks.recorded == {("shopify", None, "d-1")} and uow.commits == 1
     assert await handle_marketplace_webhook(delivery, uow) == Duplicate()
     assert uow.commits == 1
+
+
+async def test_the_same_delivery_id_from_another_shop_is_another_delivery() -> None:
+    uow: Any = FakeUnitOfWork()
+    first = replace(shopify("app/uninstalled", {}), shop_id="shop_a")
+    other = replace(first, shop_id="shop_b")
+    assert await handle_marketplace_webhook(first, uow) == Ignored("app/uninstalled")
+    assert await handle_marketplace_webhook(other, uow) == Ignored("app/uninstalled")
+    assert await handle_marketplace_webhook(first, uow) == Duplicate()
+    assert uow.webhooks.recorded == {("shopify", "shop_a", "d-1"), ("shopify", "shop_b", "d-1")}
+
+
+def test_what_a_shop_sends_is_decided_for_that_shop() -> None:
+    """Its order and its cancellation go by the sending shop: numbers are per shop."""
+    created = decide(
+        replace(shopify("orders/create", payload("shopify/orders_create.json")), shop_id="s1")
+    )
+    assert isinstance(created, CreateOrder) and created.order.shop_id == "s1"
+    cancelled = replace(
+        woo("order.updated", payload("woocommerce/order_cancelled.json")), shop_id="s2"
+    )
+    assert decide(cancelled) == CancelOrder("woocommerce", "4827", "cancelled in WooCommerce", "s2")
+    default = decide(shopify("orders/create", payload("shopify/orders_create.json")))
+    assert isinstance(default, CreateOrder) and default.order.shop_id is None
 
 
 class UnreachableOrders:
