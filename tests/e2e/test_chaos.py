@@ -290,7 +290,7 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
                 return not storm.retry
 
             await eventually(all_answered, timeout=60, interval=0.5, what="every order answered")
-            await settle(c, urls, dbs, storm)
+            await settle(c, urls, dbs, storm, tmp_path / "up.log")
             await storm.snapshot_simulator()
             await check_write_backs(c, market, dbs)
             kpis = (
@@ -374,7 +374,7 @@ async def unconsumed(dbs: dict[str, str]) -> dict[str, dict[str, int]]:
 
 
 async def settle(
-    c: httpx.AsyncClient, urls: dict[str, str], dbs: dict[str, str], storm: Storm
+    c: httpx.AsyncClient, urls: dict[str, str], dbs: dict[str, str], storm: Storm, log: Path
 ) -> None:
     expected = len(storm.accepted) + len(storm.shopify) + len(storm.woocommerce)
 
@@ -437,6 +437,13 @@ async def settle(
             " FROM supplier_order so JOIN waiting_line w ON w.order_id = so.order_id",
         )
         state["stock"] = await rows(dbs["supplier"], "SELECT supplier_id, sku, stock FROM offer")
+        state["notifications not sent"] = await rows(
+            dbs["notify"],
+            "SELECT kind, channel, status, attempts, last_error, next_attempt_at, lease_until"
+            " FROM notification WHERE status NOT IN ('sent', 'suppressed') LIMIT 20",
+        )
+        lines = log.read_text(errors="replace").splitlines()  # noqa: ASYNC240 - after the run
+        state["last errors logged"] = [ln[:300] for ln in lines if "ERROR" in ln][-15:]
         raise AssertionError(f"did not settle: {state}") from exc
 
 
