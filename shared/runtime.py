@@ -7,13 +7,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from typing_extensions import TypeVar
 
 from shared import faults, tracing
 from shared.bodylimit import BodyLimit, BodyLimitMiddleware
@@ -40,22 +41,24 @@ from shared.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 U = TypeVar("U", bound=UnitOfWork)
+S = TypeVar("S", bound=ServiceSettings, default=ServiceSettings, covariant=True)
+"""The service's own settings class, so its routes read them typed, without a downcast."""
 
 OUTBOX_BACKLOG = Gauge(
     "dropship_outbox_backlog", "Outbox rows committed but not yet published.", ["service"]
 )
 
 
-class ServiceRuntime(Generic[U]):
+class ServiceRuntime(Generic[U, S]):
     """Everything with a lifetime: made in `start()`, torn down in `stop()`, never at import."""
 
     def __init__(
         self,
-        settings: ServiceSettings,
+        settings: S,
         migrations_dir: Path,
         uow_class: Callable[..., U],
         handlers: Mapping[str, Subscription[U]] | None = None,
-        background: Mapping[str, Callable[[ServiceRuntime[U]], Awaitable[None]]] | None = None,
+        background: Mapping[str, Callable[[ServiceRuntime[U, S]], Awaitable[None]]] | None = None,
         batch_handler: BatchHandler[U] | None = None,
     ) -> None:
         self.settings = settings

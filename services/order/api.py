@@ -70,22 +70,23 @@ DOMAIN_ERRORS: dict[type[Exception], ErrorMapping] = {
 router = APIRouter(prefix="/v1")
 
 
-def runtime_of(request: Request) -> ServiceRuntime[OrderUnitOfWork]:
-    runtime: ServiceRuntime[OrderUnitOfWork] = request.app.state.runtime
+OrderRuntime = ServiceRuntime[OrderUnitOfWork, OrderSettings]
+
+
+def runtime_of(request: Request) -> OrderRuntime:
+    runtime: OrderRuntime = request.app.state.runtime
     return runtime
 
 
-async def _runtime(request: Request) -> ServiceRuntime[Any]:
+async def _runtime(request: Request) -> OrderRuntime:
     return runtime_of(request)  # async: no threadpool hop per request
 
 
-Runtime = Annotated[ServiceRuntime[OrderUnitOfWork], Depends(_runtime)]
+Runtime = Annotated[OrderRuntime, Depends(_runtime)]
 
 
 def settings_of(runtime: Runtime) -> OrderSettings:
-    settings = runtime.settings
-    assert isinstance(settings, OrderSettings)
-    return settings
+    return runtime.settings
 
 
 async def new_uow(runtime: Runtime) -> OrderUnitOfWork:
