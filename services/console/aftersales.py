@@ -4,14 +4,17 @@ after-sales API (DESIGN §6 "After-sales"). Pages for the lists, form posts for 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import uuid
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
+from services.console.clients import ApiResult
 from services.console.domain import User
 from services.console.inbox import items, problems
 from services.console.web import act, acting_user, back, console_of, current_user, render
@@ -44,6 +47,19 @@ def _quantities(form: FormData) -> list[dict[str, Any]]:
             raw = value.strip()
             out.append({"line_id": key[4:], "quantity": int(raw) if raw.isdigit() else raw})
     return [q for q in out if q["quantity"] != 0]
+
+
+async def _naming(field: str, code: str, call: Awaitable[ApiResult]) -> ApiResult:
+    """A refusal the service words without a field list (a 409 `code`), shown against the form
+    field it is about, the way a 422 names its fields."""
+    result = await call
+    body = result.body if isinstance(result.body, dict) else {}
+    error = body.get("error")
+    error = error if isinstance(error, dict) else {}
+    if result.ok or result.details or error.get("code") != code:
+        return result
+    reason = str(error.get("message") or result.message)
+    return dataclasses.replace(result, details=[{"field": field, "reason": reason}])
 
 
 def _note(form: FormData) -> dict[str, str]:
@@ -176,12 +192,16 @@ async def issue_refund(request: Request, order_id: str) -> Response:
         user,
         "issue refund",
         order_id,
-        b.call(
-            "order",
-            "POST",
-            f"/v1/orders/{order_id}/refunds",
-            json=body,
-            headers={"Idempotency-Key": f"console-{key}"},
+        _naming(
+            "amount",
+            "refund_exceeds_paid",
+            b.call(
+                "order",
+                "POST",
+                f"/v1/orders/{order_id}/refunds",
+                json=body,
+                headers={"Idempotency-Key": f"console-{key}"},
+            ),
         ),
     )
     return back(request, f"/orders/{order_id}")

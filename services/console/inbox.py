@@ -27,9 +27,9 @@ def items(result: ApiResult) -> list[Any]:
 
 
 def problems(*results: ApiResult) -> list[str]:
-    """Backend errors worth showing (a 404/422 from a service that lacks a read is not one:
-    that section just stays empty until the service has it)."""
-    return [r.message for r in results if not r.ok and r.status not in (404, 405, 422)]
+    """Every read that failed, with which service and call and why: a section left empty by a
+    failed read must never look like a section with nothing in it."""
+    return [f"{r.source}: {r.message}" if r.source else r.message for r in results if not r.ok]
 
 
 def stuck_lines(orders: list[dict[str, Any]], states: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,16 @@ pytestmark = [
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """`python -m deploy.local up` on free ports; yields the URLs, the env and the launcher log."""
+    with launched(tmp_path) as up:
+        yield up
+
+
+@contextmanager
+def launched(tmp_path: Path, extra: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """`python -m deploy.local up` on free ports with `extra` settings (say, PostgreSQL
+    database URLs); stopped with Ctrl-C on exit, which must end it cleanly."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    env.update(extra or {})
     env["DROPSHIP_DATA_DIR"] = str(tmp_path / "var")
     env["DROPSHIP_EMBEDDED_KAFKA_PORT"] = str(free_port())
     env["DROPSHIP_MARKETPLACE_SIM_PORT"] = str(free_port())

@@ -313,3 +313,27 @@ async def test_a_refusal_shows_the_services_own_words_and_each_bad_field(console
     log = await console.audit()
     for words in ("hold order", "fix address", "re-route line", "409: a supplier already"):
         assert words in log
+
+
+async def test_a_read_that_fails_is_shown_on_the_inbox_with_its_service_and_reason(console):
+    """A 404 or 422 from a read is a problem to see, never a section that just looks empty."""
+    answers = console.services.answers
+    answers[("GET", "/v1/writebacks")] = lambda: error(404, "not_found", "no such route")
+    answers[("GET", "/v1/alerts")] = lambda: error(
+        422,
+        "validation_error",
+        "query.limit: must be at most 100",
+        [{"field": "query.limit", "reason": "must be at most 100"}],
+    )
+    await console.sign_in(await console.user(Role.VIEWER))
+    page = await console.client.get("/")
+    assert page.status_code == 200
+    shown = re.findall(r'<p class="flash error" role="alert">([^<]*)</p>', page.text)
+    assert "order GET /v1/writebacks?status=failed&amp;limit=100: 404: no such route" in shown
+    assert (
+        "notify GET /v1/alerts?open=true&amp;limit=200: 422: query.limit: must be at most 100"
+        in shown
+    )
+    assert len(shown) == 2, shown  # every other read answered
+    # the sections whose reads worked are still there
+    assert 'data-order="ord_fail"' in page.text and "Parcel never came" in page.text
