@@ -18,7 +18,6 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from deploy.local import MIGRATED
 from shared.testing import eventually
-from tests.e2e.test_console_actions import _flash
 from tests.e2e.test_console_browser import (
     ARGS,
     CHROMIUM,
@@ -105,6 +104,7 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             await page.goto(base + "/orders")
             await page.locator("#status").select_option("delivered")
             await page.get_by_role("button", name="Search", exact=True).click()
+            await page.wait_for_url("**/orders?*status=delivered*")
             await page.locator(f'#orders-table a[href="/orders/{order_id}"]').click()
             await page.wait_for_url(f"**/orders/{order_id}")
             assert await page.locator(".flash.error").count() == 0, "every read answered"
@@ -115,7 +115,7 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             await page.locator(f"#return-qty-{line_id}").fill("1")
             await page.locator("#return-note").fill("box crushed")
             await page.get_by_role("button", name="Open a return").click()
-            assert "open return" in await _flash(page, "ok")
+            await _shown(page, "ok", "open return")
             row = page.locator("#order-returns-table tr[data-return]")
             return_id = await row.get_attribute("data-return")
             assert return_id and "requested" in await row.inner_text()
@@ -125,7 +125,7 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             await _axe_into(page, problems, "/returns")
             row = page.locator(f'#returns-list tr[data-return="{return_id}"]')
             await row.get_by_role("button", name="Authorize").click()
-            assert return_id in await _flash(page, "ok")
+            await _shown(page, "ok", f"authorize return {return_id}")
             granted = await _read(urls, "simulator", f"/_control/{supplier_key}/returns")
             [rma] = [r["rma"] for r in granted["items"]]
             assert rma and rma.startswith("RMA-")
@@ -140,7 +140,7 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             await page.goto(base + "/returns?status=authorized")
             row = page.locator(f'#returns-list tr[data-return="{return_id}"]')
             await row.get_by_role("button", name="Mark received").click()
-            assert return_id in await _flash(page, "ok")
+            await _shown(page, "ok", f"receive return {return_id}")
             await page.goto(base + "/returns?status=received")
             await _axe_into(page, problems, "/returns?status=received")
             row = page.locator(f'#returns-list tr[data-return="{return_id}"]')
@@ -149,7 +149,7 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             assert await page.locator("#refund-return").input_value() == return_id
             await page.locator("#refund-amount").fill("12.34")
             await page.locator("#refund").get_by_role("button", name="Refund").click()
-            assert "issue refund" in await _flash(page, "ok")
+            await _shown(page, "ok", "issue refund")
             refunds = page.locator("#order-refunds-table tbody tr")
             assert await refunds.count() == 1
             assert "12.34 USD" in await refunds.inner_text()
@@ -162,10 +162,8 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             await page.locator("#refund-amount").fill("1000.00")
             await page.locator("#refund-reason").select_option("changed_mind")
             await page.locator("#refund").get_by_role("button", name="Refund").click()
-            refused = page.locator(".flash.error").last
-            await refused.wait_for()
-            text = await refused.inner_text()
-            assert "issue refund" in text and "409" in text, text
+            text = await _shown(page, "error", "issue refund")
+            assert "409" in text, text
             assert re.search(r"^amount: refund of 1000\.00 USD exceeds", text, re.M), text
             assert await page.locator("#order-refunds-table tbody tr").count() == 1
             listed = await _read(urls, "order", f"/v1/orders/{order_id}/refunds")
@@ -176,10 +174,8 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             await page.locator("#complaint-tier").select_option("urgent")
             await page.locator("#complaint-summary").fill("   ")  # passes `required`
             await page.get_by_role("button", name="File a complaint").click()
-            refused = page.locator(".flash.error").last
-            await refused.wait_for()
-            text = await refused.inner_text()
-            assert "file complaint" in text and "422" in text and "body.summary" in text, text
+            text = await _shown(page, "error", "file complaint")
+            assert "422" in text and "body.summary" in text, text
             filed = await _read(urls, "order", "/v1/complaints", order_id=order_id)
             assert filed["items"] == []
             await page.goto(f"{base}/orders/{order_id}")
@@ -187,7 +183,7 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             await page.locator("#complaint-tier").select_option("urgent")
             await page.locator("#complaint-summary").fill("Mug arrived in pieces")
             await page.get_by_role("button", name="File a complaint").click()
-            assert "file complaint" in await _flash(page, "ok")
+            await _shown(page, "ok", "file complaint")
             [complaint] = (await _read(urls, "order", "/v1/complaints", order_id=order_id))["items"]
             assert complaint["tier"] == "urgent"
 
@@ -198,19 +194,19 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             await _axe_into(page, problems, "/complaints")
             await card.get_by_label("Response").fill("Sorry: a refund is on its way.")
             await card.get_by_role("button", name="Respond").click()
-            assert "respond to complaint" in await _flash(page, "ok")
+            await _shown(page, "ok", "respond to complaint")
             card = page.locator(f'article[data-complaint="{complaint["id"]}"]')
             assert "Sorry: a refund is on its way." in await card.inner_text()
             await card.get_by_label("Resolution").fill("  ")
             await card.get_by_role("button", name="Resolve").click()
-            text = await _flash(page, "error")
-            assert "resolve complaint" in text and "body.resolution" in text, text
+            text = await _shown(page, "error", "resolve complaint")
+            assert "body.resolution" in text, text
             still = await _read(urls, "order", f"/v1/complaints/{complaint['id']}")
             assert still["resolved_at"] is None
             card = page.locator(f'article[data-complaint="{complaint["id"]}"]')
             await card.get_by_label("Resolution").fill("Refunded 12.34 USD for the broken mug")
             await card.get_by_role("button", name="Resolve").click()
-            assert "resolve complaint" in await _flash(page, "ok")
+            await _shown(page, "ok", "resolve complaint")
             assert await page.locator(f'article[data-complaint="{complaint["id"]}"]').count() == 0
             await page.goto(base + "/complaints?open=false")
             card = page.locator(f'article[data-complaint="{complaint["id"]}"]')
@@ -240,6 +236,13 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             assert not script_errors, script_errors
         finally:
             await browser.close()
+
+
+async def _shown(page: Page, kind: str, words: str) -> str:
+    """The text of the flash of this kind that says `words`, once the page shows it."""
+    flash = page.locator(f".flash.{kind}", has_text=words).last
+    await flash.wait_for()
+    return await flash.inner_text()
 
 
 async def _axe_into(page: Page, problems: dict[str, list[str]], name: str) -> None:
