@@ -112,6 +112,13 @@ WORDS: dict[str, tuple[str, str]] = {
     # exceptions inbox
     "waiting_lines": ("Lines waiting for a supplier", "等待供应商的商品行"),
     "lost_shipments": ("Lost shipments", "丢失的包裹"),
+    "delayed_shipments": ("Delayed shipments", "延误的发货"),
+    "expected_by": ("Expected by", "预计送达"),
+    "delay_no_tracking_by_deadline": ("no tracking by the deadline", "截止时间前无物流单号"),
+    "delay_carrier_exception": ("carrier exception", "承运商异常"),
+    "delay_supplier_backorder": ("supplier backorder", "供应商缺货待补"),
+    "delay_at_risk": ("at risk of missing the deadline", "可能无法按时发货"),
+    "delay_not_accepted_in_time": ("not accepted in time", "未按时接单"),
     "failed_writebacks": ("Failed marketplace write-backs", "回写电商平台失败"),
     "open_complaints": ("Open complaints", "未解决的投诉"),
     "returns_waiting": ("Returns awaiting action", "待处理的退货"),

@@ -55,8 +55,9 @@ async def inbox_data(request: Request) -> dict[str, Any]:
         b.get("order", "/v1/returns", status="requested", limit=100),
         b.get("order", "/v1/returns", status="authorized", limit=100),
         b.get("order", "/v1/returns", status="received", limit=100),
+        b.get("order", "/v1/delays", limit=100),
     )
-    attention, held, alerts, waiting, lost, writebacks, complaints, *returns = results
+    attention, held, alerts, waiting, lost, writebacks, complaints, *returns, delays = results
     open_alerts = sorted(
         items(alerts), key=lambda a: (SEVERITY_ORDER.get(a["severity"], 9), a["due_at"])
     )
@@ -71,6 +72,7 @@ async def inbox_data(request: Request) -> dict[str, Any]:
         "alerts": open_alerts,
         "waiting": stuck_lines(items(waiting), ("waiting_supplier",)),
         "lost": items(lost),
+        "delayed": [d for d in items(delays) if d.get("reason") != "lost_in_transit"],
         "writebacks": items(writebacks),
         "complaints": open_complaints,
         "returns": [r for page in returns for r in items(page)],

@@ -92,6 +92,13 @@ PAGES: dict[tuple[str, str], Any] = {
         {"order_id": "ord_lost", "supplier_id": "sup_b", "reason": "lost_in_transit",
          "severity": "urgent", "time": "2026-12-03T04:00:00Z", "expected_by": None}
     ],
+    ("/v1/delays", "limit=100"): [  # every reason: lost ones have their own table
+        {"order_id": "ord_lost", "supplier_id": "sup_b", "reason": "lost_in_transit",
+         "severity": "urgent", "time": "2026-12-03T04:00:00Z", "expected_by": None},
+        {"order_id": "ord_late", "supplier_id": "sup_c", "reason": "no_tracking_by_deadline",
+         "severity": "normal", "time": "2026-12-03T04:10:00Z",
+         "expected_by": "2026-12-04T00:00:00Z"},
+    ],
     ("/v1/writebacks", "status=failed"): [
         {"id": 7, "order_id": "ord_wb", "operation": "fulfil", "shop_id": "shop_1",
          "external_id": "5906", "status": "failed", "attempts": 8,
@@ -186,6 +193,13 @@ async def test_inbox_has_a_row_with_its_action_for_every_kind_of_exception(conso
             'action="/orders/ord_manual/release"',
         ],
         "lost-table": ["ord_lost", "sup_b", 'href="/orders/ord_lost#refund"'],
+        "delayed-table": [
+            "ord_late",
+            "no tracking by the deadline",
+            "2026-12-04T00:00:00Z",
+            'href="/orders/ord_late#order-actions"',
+            'href="/orders/ord_late#refund"',
+        ],
         "writebacks-table": ['action="/writebacks/7/retry"', "401 Unauthorized: token revoked"],
         "complaints-table": ["Parcel never came", 'datetime="2026-12-03T08:30:00Z"'],
         "returns-table": ['action="/returns/ret_1/authorize"', 'action="/returns/ret_1/reject"'],
@@ -195,6 +209,10 @@ async def test_inbox_has_a_row_with_its_action_for_every_kind_of_exception(conso
         body = html[start : html.index("</table>", start)]
         for words in expected:
             assert words in body, (table, words)
+    delayed = html[html.index('id="delayed-table"') :]
+    assert "ord_lost" not in delayed[: delayed.index("</table>")], (
+        "a lost parcel is not listed twice"
+    )
     # an address hold is lifted by fixing the address, not by a release button
     held = html[html.index('data-order="ord_held"') :]
     assert 'action="/orders/ord_held/release"' not in held[: held.index("</tr>")]
@@ -203,7 +221,8 @@ async def test_inbox_has_a_row_with_its_action_for_every_kind_of_exception(conso
 async def test_a_viewer_sees_the_inbox_without_any_action_and_is_refused_a_retry(console):
     await console.sign_in(await console.user(Role.VIEWER))
     page = await console.client.get("/")
-    for table in ("writebacks-table", "waiting-table", "lost-table", "complaints-table"):
+    for table in ("writebacks-table", "waiting-table", "lost-table", "delayed-table",
+                  "complaints-table"):  # fmt: skip
         assert f'id="{table}"' in page.text
     assert "<button" not in page.text.split('id="inbox"', 1)[1]
     refused = await console.client.post("/writebacks/7/retry", data={"csrf": token(page)})
@@ -220,6 +239,8 @@ async def test_the_inbox_reads_in_chinese(console):
     for words in (
         "等待供应商的商品行",
         "丢失的包裹",
+        "延误的发货",
+        "截止时间前无物流单号",
         "回写电商平台失败",
         "未解决的投诉",
         "待处理的退货",
