@@ -53,6 +53,7 @@ class FakeServices:
     """The four services as the console sees them: canned answers, every call recorded."""
 
     calls: list[tuple[str, str, str, Any]] = field(default_factory=list)
+    urls: list[httpx.URL] = field(default_factory=list)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = (
@@ -62,6 +63,7 @@ class FakeServices:
             else request.content
         )
         self.calls.append((request.url.host, request.method, request.url.path, body))
+        self.urls.append(request.url)
         assert request.headers["X-API-Key"] == "dev-api-key"
         path = request.url.path
         if path == "/v1/orders":
