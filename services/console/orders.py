@@ -84,6 +84,14 @@ async def orders(
     """A plain GET form: empty date fields arrive as empty strings and mean "any"."""
     b = console_of(request).backends
     day_from, day_to = _day(raw_from), _day(raw_to)
+    bad = [
+        {"field": name, "reason": "not a date (YYYY-MM-DD)"}
+        for name, raw, day in (("from", raw_from, day_from), ("to", raw_to, day_to))
+        if raw.strip() and day is None
+    ]
+    if bad:  # refused, not silently read as "any day"
+        refused = ApiResult(422, message="422: a date field is not a date", details=bad)
+        return _listing(request, refused, status, day_from, day_to)
     if wanted := q.strip():
         # an order id, else a marketplace order number: one match opens it; two shops may
         # both have used the number, and then the listing shows each with its shop

@@ -358,3 +358,19 @@ async def test_a_read_that_fails_is_shown_on_the_inbox_with_its_service_and_reas
     assert len(shown) == 2, shown  # every other read answered
     # the sections whose reads worked are still there
     assert 'data-order="ord_fail"' in page.text and "Parcel never came" in page.text
+
+
+async def test_search_by_status_and_creation_days_asks_for_whole_days(console):
+    await console.sign_in(await console.user(Role.VIEWER))
+    params = {"q": "", "status": "on_hold", "from": "2026-12-01", "to": "2026-12-02"}
+    page = await console.client.get("/orders", params=params)
+    assert page.status_code == 200
+    assert 'href="/orders/ord_held"' in page.text and 'href="/orders/ord_manual"' in page.text
+    [asked] = [httpx.URL(u) for m, u, _ in console.services.calls if "/v1/orders?" in u]
+    assert asked.params["status"] == "on_hold"
+    assert asked.params["created_from"] == "2026-12-01T00:00:00+00:00"
+    assert asked.params["created_to"] == "2026-12-03T00:00:00+00:00"  # the last day included
+    calls = len(console.services.calls)
+    bad = await console.client.get("/orders", params={"from": "2026-13-40", "to": ""})
+    assert bad.status_code == 422 and "from: not a date (YYYY-MM-DD)" in bad.text
+    assert len(console.services.calls) == calls, "nothing asked of the order service"
