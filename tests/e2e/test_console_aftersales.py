@@ -7,6 +7,7 @@ audit log shows each step; axe-core finds no serious or critical problem on thos
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -132,6 +133,7 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             await page.goto(base + "/returns?status=authorized")
             row = page.locator(f'#returns-list tr[data-return="{return_id}"]')
             assert rma in await row.inner_text()
+            await _screenshot(page, "console-returns.png")
             await page.goto(f"{base}/orders/{order_id}")
             returns_table = await page.locator("#order-returns-table").inner_text()
             assert rma in returns_table and "Dock Road" in returns_table  # the return address
@@ -197,6 +199,7 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
             await _shown(page, "ok", "respond to complaint")
             card = page.locator(f'article[data-complaint="{complaint["id"]}"]')
             assert "Sorry: a refund is on its way." in await card.inner_text()
+            await _screenshot(page, "console-complaints.png")
             await card.get_by_label("Resolution").fill("  ")
             await card.get_by_role("button", name="Resolve").click()
             text = await _shown(page, "error", "resolve complaint")
@@ -215,6 +218,8 @@ async def test_operator_works_a_return_a_refund_and_a_complaint_in_a_browser(
 
             await page.goto(f"{base}/orders/{order_id}")
             assert await page.locator(".flash.error").count() == 0
+            await page.locator("#aftersales").scroll_into_view_if_needed()
+            await _screenshot(page, "console-order-aftersales.png", full_page=False)
             await _open_forms(page)
             await _axe_into(page, problems, "/orders/{id}")
             await page.goto(base + "/audit")
@@ -243,6 +248,12 @@ async def _shown(page: Page, kind: str, words: str) -> str:
     flash = page.locator(f".flash.{kind}", has_text=words).last
     await flash.wait_for()
     return await flash.inner_text()
+
+
+async def _screenshot(page: Page, name: str, full_page: bool = True) -> None:
+    """Kept in `DROPSHIP_CONSOLE_SCREENSHOTS` when it is set (the README's pictures)."""
+    if folder := os.environ.get("DROPSHIP_CONSOLE_SCREENSHOTS"):
+        await page.screenshot(path=f"{folder}/{name}", full_page=full_page)
 
 
 async def _axe_into(page: Page, problems: dict[str, list[str]], name: str) -> None:

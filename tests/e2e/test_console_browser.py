@@ -218,8 +218,9 @@ async def test_operator_and_viewer_work_the_console_in_a_browser(stack):
                     problems[path] = found
                 if shots and path.startswith("/orders/"):
                     await page.screenshot(path=f"{shots}/console-order.png", full_page=True)
-                if shots and path == "/kpis":
-                    await page.screenshot(path=f"{shots}/console-kpis.png", full_page=True)
+                if shots and path in ("/kpis", "/suppliers"):
+                    name = path.strip("/")
+                    await page.screenshot(path=f"{shots}/console-{name}.png", full_page=True)
             assert not problems, problems
             assert not script_errors, script_errors
             # the viewer sees no action buttons, and the server refuses the action anyway
