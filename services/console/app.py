@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
-from services.console import actions, aftersales, auth_routes, inbox, orders, pages
+from services.console import actions, admin, aftersales, auth_routes, inbox, orders, pages
 from services.console.clients import Backends
 from services.console.sessions import SessionCodec
 from services.console.settings import ConsoleSettings
@@ -107,4 +107,5 @@ def create_app(
     app.include_router(orders.router)
     app.include_router(aftersales.router)
     app.include_router(pages.router)
+    app.include_router(admin.router)
     return app

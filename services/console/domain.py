@@ -28,6 +28,11 @@ class Role(StrEnum):
         """Operators and admins change things; viewers only look."""
         return self is not Role.VIEWER
 
+    @property
+    def can_manage_users(self) -> bool:
+        """Only admins add console users, change their roles and unlock them."""
+        return self is Role.ADMIN
+
 
 class ConsoleError(Exception):
     """Root of the console's own errors."""

@@ -109,6 +109,21 @@ WORDS: dict[str, tuple[str, str]] = {
     "forbidden": ("Your role may not do this.", "您的角色无权执行此操作。"),
     "csrf": ("The form expired: reload the page and try again.", "表单已过期：请刷新页面重试。"),
     "main_nav": ("Main", "主导航"),
+    # console users (admins)
+    "users": ("Users", "用户"),
+    "role": ("Role", "角色"),
+    "totp_col": ("Authenticator", "身份验证器"),
+    "locked_col": ("Locked", "已锁定"),
+    "yes": ("yes", "是"),
+    "no": ("no", "否"),
+    "change_role": ("Change role", "更改角色"),
+    "unlock": ("Unlock", "解锁"),
+    "add_user": ("Add a user", "添加用户"),
+    "user_created": (
+        "Added. Give this password to the user once (it is not shown again); they enrol an "
+        "authenticator at first sign-in:",
+        "已添加。请将此密码告知该用户（不会再次显示）；该用户首次登录时绑定身份验证器：",
+    ),
     # exceptions inbox
     "waiting_lines": ("Lines waiting for a supplier", "等待供应商的商品行"),
     "lost_shipments": ("Lost shipments", "丢失的包裹"),

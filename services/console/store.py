@@ -71,6 +71,11 @@ class ConsoleStore:
             ).first()
         return _user(row) if row else None
 
+    async def users(self) -> list[User]:
+        async with self._sessions() as s:
+            rows = (await s.execute(select(console_user).order_by(console_user.c.email))).all()
+        return [_user(r) for r in rows]
+
     async def add_user(self, user: User) -> None:
         async with self._sessions() as s, s.begin():
             await s.execute(
