@@ -2,7 +2,8 @@
 runs: an order held for an impossible postcode is fixed from its "Fix address" link and is
 seen to route; a line waiting for a supplier that keeps failing is re-routed from its row
 and another supplier takes it. The audit log shows both; axe-core finds no serious or
-critical problem on the inbox with those rows."""
+critical problem on the inbox with those rows. An admin adds a console user on the users
+page."""
 
 from __future__ import annotations
 
@@ -156,6 +157,21 @@ async def test_operator_fixes_a_held_address_and_reroutes_a_waiting_line_from_th
                 f"re-route line\t{waiting_id}/{waiting_line}\tok",
             ):
                 assert words in log, (words, log)
+            # an admin adds a console user on the users page (operators have no such page)
+            assert await page.locator('nav a[href="/users"]').count() == 0
+            admin_page = await (await browser.new_context()).new_page()
+            await _sign_in(admin_page, base, _create_user(env, "ada@example.com", "admin"))
+            await admin_page.get_by_role("link", name="Users").click()
+            await admin_page.locator("#add-user summary").click()
+            await admin_page.locator("#new-user-email").fill("nia@example.com")
+            await admin_page.locator("#new-user-role").select_option("viewer")
+            await admin_page.get_by_role("button", name="Add a user").click()
+            created = await admin_page.locator("#user-created").inner_text()
+            assert "nia@example.com" in created
+            row = admin_page.locator('#users-table tr[data-user="nia@example.com"]')
+            assert "viewer" in await row.inner_text()
+            await admin_page.locator("#add-user").evaluate("d => d.open = true")
+            problems += await _axe(admin_page)
             assert not problems, problems
             assert not script_errors, script_errors
         finally:
