@@ -60,7 +60,14 @@ AFTERSALES_ERRORS: dict[type[Exception], ErrorMapping] = {
 router = APIRouter(prefix="/v1", tags=["after-sales"])
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=500)]
-OptionalNote = Annotated[NoteIn | None, Body()]
+
+
+def note_of(body: Annotated[NoteIn | None, Body()] = None) -> str | None:
+    """The note of a return transition's optional body (`{}`, `{"note"}` or none at all)."""
+    return body.note if body else None
+
+
+OptionalNote = Annotated[str | None, Depends(note_of)]
 
 
 def rma_desk(runtime: Runtime) -> SupplierRmaClient:
@@ -123,9 +130,8 @@ async def read_return(return_id: str, uow: UoW, _: ApiKey) -> dict[str, Any]:
     },
 )
 async def authorize(
-    return_id: str, uow: UoW, _: ApiKey, desk: Desk, body: OptionalNote = None
+    return_id: str, uow: UoW, _: ApiKey, desk: Desk, note: OptionalNote
 ) -> dict[str, Any]:
-    note = body.note if body else None
     return render_return(await handlers.authorize_return(return_id, note, uow, desk))
 
 
@@ -135,8 +141,7 @@ async def authorize(
     summary="Reject a requested or authorized return; the note tells the customer why",
     responses={409: {"description": "the return is received, refunded or rejected"}},
 )
-async def reject(return_id: str, uow: UoW, _: ApiKey, body: OptionalNote = None) -> dict[str, Any]:
-    note = body.note if body else None
+async def reject(return_id: str, uow: UoW, _: ApiKey, note: OptionalNote) -> dict[str, Any]:
     return render_return(await handlers.reject_return(return_id, note, uow))
 
 
@@ -146,8 +151,7 @@ async def reject(return_id: str, uow: UoW, _: ApiKey, body: OptionalNote = None)
     summary="The goods of an authorized return arrived back",
     responses={409: {"description": "the return is not authorized"}},
 )
-async def receive(return_id: str, uow: UoW, _: ApiKey, body: OptionalNote = None) -> dict[str, Any]:
-    note = body.note if body else None
+async def receive(return_id: str, uow: UoW, _: ApiKey, note: OptionalNote) -> dict[str, Any]:
     return render_return(await handlers.receive_return(return_id, note, uow))
 
 
