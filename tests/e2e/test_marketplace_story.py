@@ -1,26 +1,22 @@
 """The marketplace story on the stack `make up` starts: a signed Shopify order from the demo
 shop routes, ships and is fulfilled at the shop exactly once with our tracking number; a
 WooCommerce order from the demo site ends `completed` with a tracking note; a refund of the
-Shopify order and the cancellation of another reach the shop too."""
+Shopify order through the refunds API and the cancellation of another reach the shop too."""
 
 from __future__ import annotations
 
 import json
 import os
 import uuid
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
 
 from services.order.marketplaces import sign
-from shared.events import RefundIssued, ReturnReason, new_envelope
 from shared.infra import free_port
 from shared.testing import eventually
 from tests.e2e.test_story import add_supplier, system
 from tests.support.data import API_KEY
-from tests.support.kafka import publish_envelopes
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -116,19 +112,18 @@ async def test_marketplace_orders_are_written_back_to_the_demo_shops(tmp_path):
         assert state["orders"][woo_id]["status"] == "completed"
         assert "tracking number" in state["orders"][woo_id]["notes"][0]["note"]
 
-        # a refund of the shipped order (as the refunds API announces it) reaches the shop
-        refund = RefundIssued(
-            order_id=placed.json()["order_id"],
-            refund_id=f"rfd_{uuid.uuid4().hex[:12]}",
-            amount=Decimal("19.99"),
-            currency="USD",
-            reason=ReturnReason.CHANGED_MIND,
-            cost_bearer="merchant",
-            channel="shopify",
-            issued_at=datetime.now(UTC),
-        )
-        kafka = f"127.0.0.1:{env['DROPSHIP_EMBEDDED_KAFKA_PORT']}"
-        await publish_envelopes(kafka, [new_envelope(refund)] * 2)
+        # a partial refund of the shipped order through the refunds API, retried by the
+        # client under its Idempotency-Key, reaches the shop once
+        refunds = f"{urls['order']}/v1/orders/{placed.json()['order_id']}/refunds"
+        ask = {"amount": "7.25", "reason": "changed_mind"}
+        key = {**API_KEY, "Idempotency-Key": f"mkt-story-{uuid.uuid4().hex}"}
+        refund = await c.post(refunds, json=ask, headers=key)
+        assert refund.status_code == 201, refund.text
+        retry = await c.post(refunds, json=ask, headers=key)
+        assert retry.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true"
+        assert retry.json() == refund.json()
+        refund_id = refund.json()["id"]
+        assert (refund.json()["channel"], refund.json()["cost_bearer"]) == ("shopify", "merchant")
         # and another order, which no supplier can take, is cancelled here
         body, headers = shopify_order("MKT-NOBODY")
         other = await c.post(urls["order"] + "/v1/webhooks/shopify", content=body, headers=headers)
@@ -150,7 +145,16 @@ async def test_marketplace_orders_are_written_back_to_the_demo_shops(tmp_path):
         assert ops.count(("refundCreate", external)) == 1
         state = (await c.get(f"{market}/_control/shops/maple-and-pine-goods")).json()
         [note] = [r["note"] for r in state["orders"][external]["refunds"]]
-        assert note.startswith("Refund of 19.99 USD (changed_mind)") and refund.refund_id in note
+        assert note.startswith("Refund of 7.25 USD (changed_mind)") and refund_id in note
+        # the order keeps what was refunded; the rest of what was paid may still be
+        order = (await c.get(refunds.removesuffix("/refunds"), headers=API_KEY)).json()
+        assert (order["total"], order["refunded_total"]) == ("19.99", "7.25")
+        over = await c.post(
+            refunds, json={"amount": "12.75", "reason": "changed_mind"}, headers=API_KEY
+        )
+        assert over.status_code == 409 and over.json()["error"]["code"] == "refund_exceeds_paid"
+        [listed] = (await c.get(refunds, headers=API_KEY)).json()["items"]
+        assert listed["id"] == refund_id
 
 
 async def _shops(c: httpx.AsyncClient, order_url: str) -> list[dict] | None:
