@@ -3,7 +3,8 @@ process is killed with SIGKILL in turn, a supplier fails half its calls for a wh
 and marketplace webhooks (Shopify and WooCommerce, from the demo shops) arrive twice and
 out of order. Then the system settles and the history is checked against the databases,
 the simulators (every shipment of a marketplace order written back to its shop exactly
-once) and the mailbox.
+once) and the mailbox. Refunds and returns are issued mid-storm, retried and duplicated
+under their Idempotency-Keys (`tests.support.chaos_refunds`), and checked too.
 
 Seeded and reproducible: `DROPSHIP_CHAOS_SEED` picks the orders, the duplicates and
 the fault schedule; `DROPSHIP_CHAOS_SECONDS` how long the storm lasts (30 s in
@@ -36,6 +37,8 @@ from shared.asyncapi import FLOWS
 from shared.infra import free_port
 from shared.testing import eventually
 from tests.e2e.test_story import SERVICES, SHOPIFY_SECRET, add_supplier, system
+from tests.support.chaos_refunds import RefundStorm
+from tests.support.chaos_refunds_check import check_refunds
 from tests.support.data import API_KEY
 from tests.support.notify import smtp_server
 
@@ -245,6 +248,7 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
             await add_supplier(c, urls, "chaos-b", 2, {s: "3.50" for s in SKUS}, sla_hours=6 / 3600)
             await c.put(f"{urls['simulator']}/_control/chaos-b", json={"never_ship": True})
             storm = Storm(c, urls, rng)
+            after_sales = RefundStorm(c, urls["order"], random.Random(SEED + 1), SEED)
             victims = list(SERVICES)
             rng.shuffle(victims)
             fault_at = {SECONDS * (i + 1) / (len(victims) + 1): v for i, v in enumerate(victims)}
@@ -275,6 +279,7 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
                     await c.put(f"{urls['simulator']}/_control/chaos-b", json={"never_ship": True})
                 await asyncio.gather(*(storm.place_one(n + i) for i in range(2)))
                 n += 2
+                await after_sales.tick()
                 await storm.drain_retries()
                 if storm.redeliver and rng.random() < 0.3:
                     path, body, headers = storm.redeliver.pop(rng.randrange(len(storm.redeliver)))
@@ -290,9 +295,11 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
                 return not storm.retry
 
             await eventually(all_answered, timeout=60, interval=0.5, what="every order answered")
+            await after_sales.finish()
             await settle(c, urls, dbs, storm, tmp_path / "up.log")
             await storm.snapshot_simulator()
             await check_write_backs(c, market, dbs)
+            print(await check_refunds(c, urls, market, dbs, storm, after_sales, mailbox))
             kpis = (
                 await c.get(
                     urls["metrics"] + "/v1/kpis", params={"group_by": "supplier"}, headers=API_KEY
