@@ -295,6 +295,20 @@ async def test_chaos_loses_nothing_and_does_nothing_twice(backend, database_url,
                 return not storm.retry
 
             await eventually(all_answered, timeout=60, interval=0.5, what="every order answered")
+
+            async def simulator_steered() -> bool:
+                # a simulator killed late may come back after the storm: steer it once more
+                with contextlib.suppress(httpx.HTTPError):
+                    slow = await c.put(
+                        f"{urls['simulator']}/_control/chaos-b", json={"never_ship": True}
+                    )
+                    steady = await c.put(
+                        f"{urls['simulator']}/_control/chaos-a", json={"fail_http_rate": 0.0}
+                    )
+                    return slow.status_code == steady.status_code == 200
+                return False
+
+            await eventually(simulator_steered, timeout=120, interval=0.5, what="simulator back")
             await after_sales.finish()
             await settle(c, urls, dbs, storm, tmp_path / "up.log")
             await storm.snapshot_simulator()
