@@ -23,13 +23,8 @@ class StepUpRequired(Exception):
 
     def __init__(self, action: str, form: FormData, back: str, error: str = "", status: int = 200):
         super().__init__(action)
-        self.action, self.form, self.back, self.error, self.status = (
-            action,
-            form,
-            back,
-            error,
-            status,
-        )
+        self.action, self.form, self.back = action, form, back
+        self.error, self.status = error, status
 
 
 def _text(form: FormData, name: str) -> str:
