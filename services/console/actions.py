@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
 
 from services.console.pages import suppliers_view
+from services.console.stepup import require_fresh_factor
 from services.console.web import act, acting_user, audit, back, console_of
 
 router = APIRouter()
@@ -36,6 +37,7 @@ async def ack_alert(request: Request, alert_id: str) -> Response:
 @router.post("/orders/{order_id}/cancel")
 async def cancel_order(request: Request, order_id: str) -> Response:
     user, form = await acting_user(request)
+    await require_fresh_factor(request, user, form, "cancel order")
     body = {"reason": _text(form, "reason")} if _text(form, "reason") else None
     b = console_of(request).backends
     await act(

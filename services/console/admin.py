@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
 from services.console.domain import Role, User, hash_password, new_password
+from services.console.stepup import require_fresh_factor
 from services.console.store import new_user
 from services.console.web import (
     Refused,
@@ -35,10 +36,12 @@ async def _admin(request: Request, user: User) -> None:
         raise Refused("forbidden")
 
 
-async def _acting_admin(request: Request) -> tuple[User, FormData]:
+async def _acting_admin(request: Request, action: str) -> tuple[User, FormData]:
+    """An admin's CSRF-checked form, once their second factor is fresh (step-up)."""
     user = await current_user(request)
     form = await checked_form(request)
     await _admin(request, user)
+    await require_fresh_factor(request, user, form, action)
     return user, form
 
 
@@ -75,7 +78,7 @@ async def users_page(request: Request, user: SignedIn) -> Response:
 async def add_user(request: Request) -> Response:
     """The new user's password is shown once, on this answer (never in a URL or the log);
     the user enrols an authenticator at first sign-in."""
-    admin, form = await _acting_admin(request)
+    admin, form = await _acting_admin(request, "add user")
     email, role = _text(form, "email").lower(), _role(_text(form, "role"))
     bad = []
     if not _EMAIL.match(email):
@@ -99,7 +102,7 @@ async def add_user(request: Request) -> Response:
 
 @router.post("/users/{user_id}/role")
 async def change_role(request: Request, user_id: str) -> Response:
-    admin, form = await _acting_admin(request)
+    admin, form = await _acting_admin(request, "change role")
     store = console_of(request).store
     target, role = await store.user(user_id), _role(_text(form, "role"))
     if target is None or role is None or target.id == admin.id:
@@ -123,7 +126,7 @@ async def change_role(request: Request, user_id: str) -> Response:
 
 @router.post("/users/{user_id}/unlock")
 async def unlock(request: Request, user_id: str) -> Response:
-    admin, _ = await _acting_admin(request)
+    admin, _ = await _acting_admin(request, "unlock user")
     store = console_of(request).store
     target = await store.user(user_id)
     if target is None:

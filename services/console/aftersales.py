@@ -17,6 +17,7 @@ from starlette.datastructures import FormData
 from services.console.clients import ApiResult
 from services.console.domain import User
 from services.console.inbox import items, problems
+from services.console.stepup import require_fresh_factor
 from services.console.web import act, acting_user, back, console_of, current_user, render
 
 router = APIRouter()
@@ -175,6 +176,7 @@ async def issue_refund(request: Request, order_id: str) -> Response:
     """One refund per rendered form: the form carries its Idempotency-Key, so a double click
     or a resubmitted page refunds once."""
     user, form = await acting_user(request)
+    await require_fresh_factor(request, user, form, "issue refund")
     body: dict[str, Any] = {}
     if amount := _text(form, "amount"):
         body["amount"] = amount

@@ -18,6 +18,7 @@ from services.console import actions, admin, aftersales, auth_routes, inbox, ord
 from services.console.clients import Backends
 from services.console.sessions import SessionCodec
 from services.console.settings import ConsoleSettings
+from services.console.stepup import StepUpRequired, stepup_page
 from services.console.store import ConsoleStore
 from services.console.web import Console, Refused, SessionMiddleware, SignInRequired, render
 from shared.db import create_engine, migrate_async, session_factory
@@ -85,6 +86,10 @@ def create_app(
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> Response:
         return render(request, "refused.html", status_code=403, reason=exc.key)
+
+    @app.exception_handler(StepUpRequired)
+    async def _step_up(request: Request, exc: StepUpRequired) -> Response:
+        return stepup_page(request, exc)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

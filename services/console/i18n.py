@@ -29,6 +29,17 @@ WORDS: dict[str, tuple[str, str]] = {
         "Too many failed attempts: try again in 15 minutes.",
         "失败次数过多：请 15 分钟后再试。",
     ),
+    "stepup": ("Confirm with your authentication code", "请输入验证码确认"),
+    "stepup_hint": (
+        "This is a key operation: enter a current code to go ahead with",
+        "这是关键操作：请输入当前验证码以继续",
+    ),
+    "stepup_confirm": ("Confirm", "确认"),
+    "stepup_cancel": ("Back without doing it", "返回，不执行"),
+    "stepup_bad_code": ("Wrong code: nothing was done.", "验证码错误：未执行任何操作。"),
+    "add user": ("add user", "添加用户"),
+    "change role": ("change role", "更改角色"),
+    "unlock user": ("unlock user", "解锁用户"),
     "enrol": ("Set up two-factor authentication", "设置双因素认证"),
     "enrol_hint": (
         "Scan the QR code with an authenticator app (or type the secret), then enter a code.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,6 +23,9 @@ class Session:
     pending: str | None = None
     """A user who passed the password and still owes the second factor."""
     epoch: int = 0
+    verified_at: float = 0.0
+    """When (epoch seconds) the user last passed a second-factor check: key operations need
+    it recent (step-up)."""
     locale: str | None = None
     flash: list[dict[str, Any]] = field(default_factory=list)
     changed: bool = False
@@ -29,11 +33,13 @@ class Session:
     def sign_in(self, user_id: str, epoch: int) -> None:
         """A fresh CSRF token at every privilege change (no fixation)."""
         self.uid, self.pending, self.epoch = user_id, None, epoch
+        self.verified_at = time.time()  # signing in is a fresh second-factor check
         self.csrf = secrets.token_urlsafe(24)
         self.changed = True
 
     def sign_out(self) -> None:
         self.uid = self.pending = None
+        self.verified_at = 0.0
         self.csrf = secrets.token_urlsafe(24)
         self.changed = True
 

@@ -31,6 +31,8 @@ class ConsoleSettings(ServiceSettings):
     """Mark the session cookie `Secure` (set it when the console is served over HTTPS)."""
     max_failed_logins: int = Field(5, ge=1, validation_alias="DROPSHIP_CONSOLE_MAX_FAILED_LOGINS")
     lockout_s: int = Field(900, ge=1, validation_alias="DROPSHIP_CONSOLE_LOCKOUT_S")
+    stepup_s: int = Field(300, ge=1, validation_alias="DROPSHIP_CONSOLE_STEPUP_S")
+    """Key operations (refund, cancel, user admin) need a second factor this recent."""
     backend_timeout_s: float = Field(
         10.0, gt=0, validation_alias="DROPSHIP_CONSOLE_BACKEND_TIMEOUT_S"
     )

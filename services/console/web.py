@@ -179,7 +179,11 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
 
 
 def back(request: Request, fallback: str = "/") -> RedirectResponse:
-    """After a form post: back to the page it came from (same site only)."""
+    """After a form post: back to the page it came from (same site only; after a step-up
+    prompt, the page before the prompt)."""
+    kept: str | None = getattr(request.state, "back_to", None)
+    if kept:
+        return RedirectResponse(kept, status_code=303)
     target = fallback
     referer = request.headers.get("referer", "")
     base = str(request.base_url)

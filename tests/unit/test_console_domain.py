@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pyotp
@@ -112,3 +113,15 @@ def test_a_totp_code_is_accepted_once_and_never_an_older_one_after_it():
     assert not user.second_factor_matches(totp.at(NOW), NOW)  # replayed
     assert not user.second_factor_matches(totp.at(NOW - timedelta(seconds=30)), NOW)
     assert user.second_factor_matches(totp.at(NOW + timedelta(seconds=30)), NOW)
+
+
+def test_signing_in_is_a_fresh_second_factor_check_carried_by_the_signed_cookie():
+    codec = SessionCodec("k" * 32, max_age_s=60)
+    session = Session()
+    assert session.verified_at == 0.0  # never checked: key operations ask for a code
+    before = time.time()
+    session.sign_in("usr_1", 0)
+    assert session.verified_at >= before
+    assert codec.loads(codec.dumps(session)).verified_at == session.verified_at
+    session.sign_out()
+    assert session.verified_at == 0.0
