@@ -1,4 +1,4 @@
-"""Metrics handlers: a batch of fresh events becomes fact rows, written set-based in one go.
+"""Metrics handlers: a batch of fresh events becomes fact rows and rollup deltas, set-based.
 
 The platform consumer hands over the events of one partition that the inbox has not
 seen (claimed in bulk), and `apply_batch` turns them into rows (one small function per
@@ -244,10 +244,12 @@ def fact_rows(envelope: Envelope, data: EventData, rows: Rows) -> None:
 
 
 async def apply_batch(events: Sequence[tuple[Envelope, EventData]], uow: MetricsUnitOfWork) -> None:
-    """Write the facts of a batch of fresh events (the unit of work commits)."""
+    """Write the facts of a batch of fresh events and what they change in the KPI rollups
+    (the unit of work commits both, with the inbox rows that claim the events)."""
     rows: Rows = defaultdict(list)
     for envelope, data in events:
         fact_rows(envelope, data, rows)
+    await uow.rollups.apply(rows)  # before the insert: it compares with the facts stored
     await uow.facts.add(rows)
     uow.after_commit(lambda: exposition.observe(rows))
 
@@ -260,5 +262,6 @@ async def reset(consumer: str, uow: MetricsUnitOfWork) -> None:
     """Forget every fact and every applied event, for a rebuild from the topics."""
     async with uow:
         await uow.facts.clear()
+        await uow.rollups.clear()
         await uow.applied.forget(consumer)
         await uow.commit()

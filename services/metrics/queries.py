@@ -10,11 +10,15 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 from typing import Any, TypeVar
 
-from services.metrics import domain
+from services.metrics import domain, rollup_report
 from services.metrics.aftersales import AfterSalesFacts, after_sales_kpis
 from services.metrics.store import MetricsUnitOfWork
 
 T = TypeVar("T")
+K = TypeVar("K")
+
+Grouped = dict[str, dict[tuple[str, str], list[int]]]
+"""Summed rollup cells per group key (see `RollupRepository.sums`)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class FactsCache:
         """Windows held at once (the query string chooses them): past it, oldest out."""
         self._loads: dict[Window, tuple[float, asyncio.Task[domain.Facts]]] = {}
         self._after_sales: dict[Window, tuple[float, asyncio.Task[AfterSalesFacts]]] = {}
+        self._sums: dict[tuple[Window, str, str | None], tuple[float, asyncio.Task[Grouped]]] = {}
 
     async def _load(self, window: Window) -> domain.Facts:
         async with self._uows() as uow:
@@ -59,11 +64,18 @@ class FactsCache:
         async with self._uows() as uow:
             return await uow.after_sales.load(window.start, window.end)
 
+    async def _sum(self, view: tuple[Window, str, str | None]) -> Grouped:
+        window, dim, by = view
+        async with self._uows() as uow:
+            return await uow.rollups.sums(
+                dim, window.first, window.last, by=by, per_day=by == "start"
+            )
+
     def _shared(
         self,
-        loads: dict[Window, tuple[float, asyncio.Task[T]]],
-        window: Window,
-        load: Callable[[Window], Coroutine[Any, Any, T]],
+        loads: dict[K, tuple[float, asyncio.Task[T]]],
+        window: K,
+        load: Callable[[K], Coroutine[Any, Any, T]],
     ) -> asyncio.Future[T]:
         now = time.monotonic()
         for key, (started, task) in list(loads.items()):
@@ -85,6 +97,12 @@ class FactsCache:
             return await self._load(window)
         return await self._shared(self._loads, window, self._load)
 
+    async def sums(self, window: Window, dim: str, by: str | None) -> Grouped:
+        """The window's rollups for one view (`dim`), per `by` (see `RollupRepository.sums`)."""
+        if self._ttl_s <= 0:
+            return await self._sum((window, dim, by))
+        return await self._shared(self._sums, (window, dim, by), self._sum)
+
     async def after_sales(self, window: Window) -> AfterSalesFacts:
         """The window's returns, refunds, complaints and shipments (cached likewise)."""
         if self._ttl_s <= 0:
@@ -92,12 +110,32 @@ class FactsCache:
         return await self._shared(self._after_sales, window, self._load_after_sales)
 
 
+_VIEWS: dict[domain.GroupBy, tuple[str, str]] = {
+    domain.GroupBy.DAY: ("all", "start"),
+    domain.GroupBy.CHANNEL: ("channel", "key"),
+    domain.GroupBy.SUPPLIER: ("supplier", "key"),
+}
+"""How each grouping reads the rollups: the view (`dim`) and the column items are keyed by."""
+
+
+async def _items(
+    cache: FactsCache, window: Window, group_by: domain.GroupBy | None
+) -> list[dict[str, Any]]:
+    """KPI items of a window from the rollups (`group_by` None: the one total item)."""
+    if group_by is None:
+        total = await cache.sums(window, "all", None)
+        return [rollup_report.item(domain.TOTAL, total.get(domain.TOTAL, {}), False)]
+    dim, by = _VIEWS[group_by]
+    keys = domain.days_between(window.first, window.last) if group_by is domain.GroupBy.DAY else ()
+    grouped = await cache.sums(window, dim, by)
+    return rollup_report.items(grouped, group_by is domain.GroupBy.SUPPLIER, keys)
+
+
 async def report(cache: FactsCache, window: Window, group_by: domain.GroupBy) -> dict[str, Any]:
     """`{"from", "to", "group_by", "items", "total"}`; every day is an item when by day."""
-    facts = await cache.facts(window)
-    keys = domain.days_between(window.first, window.last) if group_by is domain.GroupBy.DAY else ()
-    items = domain.kpis(facts, group_by, window.start, window.end, keys=keys)
-    (total,) = domain.kpis(facts, None, window.start, window.end, keys=[domain.TOTAL])
+    items, (total,) = await asyncio.gather(
+        _items(cache, window, group_by), _items(cache, window, None)
+    )
     return {
         "from": window.first,
         "to": window.last,
@@ -110,30 +148,26 @@ async def report(cache: FactsCache, window: Window, group_by: domain.GroupBy) ->
 async def after_sales_report(
     cache: FactsCache, window: Window, group_by: domain.GroupBy, now: datetime
 ) -> dict[str, Any]:
-    """After-sales KPIs, shaped like `report`; the refund rate divides by its `orders`."""
-    facts, after = await asyncio.gather(cache.facts(window), cache.after_sales(window))
+    """After-sales KPIs, shaped like `report`; the refund rate divides by its `orders`
+    (from the rollups), the rest is computed from the window's after-sales facts."""
+    after = await cache.after_sales(window)
 
-    def items(group: domain.GroupBy | None, keys: Any) -> list[dict[str, Any]]:
-        orders = {
-            i["key"]: i["orders"]
-            for i in domain.kpis(facts, group, window.start, window.end, keys=keys)
-        }
+    async def items(group: domain.GroupBy | None) -> list[dict[str, Any]]:
+        orders = {i["key"]: i["orders"] for i in await _items(cache, window, group)}
         return after_sales_kpis(after, group, window.start, window.end, now, orders=orders)
 
-    keys = domain.days_between(window.first, window.last) if group_by is domain.GroupBy.DAY else ()
-    (total,) = items(None, [domain.TOTAL])
+    (total,) = await items(None)
     return {
         "from": window.first,
         "to": window.last,
         "group_by": group_by,
-        "items": items(group_by, keys),
+        "items": await items(group_by),
         "total": total,
     }
 
 
 async def supplier_ranking(cache: FactsCache, window: Window) -> dict[str, Any]:
-    facts = await cache.facts(window)
-    items = domain.kpis(facts, domain.GroupBy.SUPPLIER, window.start, window.end)
+    items = await _items(cache, window, domain.GroupBy.SUPPLIER)
     ranked = [
         {"rank": n, "supplier_id": item["key"], **item}
         for n, item in enumerate(domain.ranking(items), start=1)

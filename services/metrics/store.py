@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from services.metrics.aftersales_repository import AfterSalesRepository
 from services.metrics.repository import AppliedEvents, FactRepository
+from services.metrics.rollup_repository import RollupRepository
 from services.metrics.tables import metadata
 from shared.uow import UnitOfWork
 
@@ -18,6 +19,7 @@ class MetricsUnitOfWork(UnitOfWork):
     facts: FactRepository
     after_sales: AfterSalesRepository
     applied: AppliedEvents
+    rollups: RollupRepository
     _after: list[Callable[[], None]]
 
     async def __aenter__(self) -> MetricsUnitOfWork:
@@ -26,6 +28,7 @@ class MetricsUnitOfWork(UnitOfWork):
         self.facts = FactRepository(session, dialect)
         self.after_sales = AfterSalesRepository(session, dialect)
         self.applied = AppliedEvents(session, dialect)
+        self.rollups = RollupRepository(session, dialect)
         self._after = []
         return self
 

@@ -245,3 +245,39 @@ FACT_TABLES = (
     marketplace_sync_failure,
 )
 """Everything a rebuild empties (with the metrics consumer's inbox rows)."""
+
+kpi_rollup = Table(
+    "kpi_rollup",
+    metadata,
+    Column("dim", String(16), primary_key=True),
+    Column("period", String(1), primary_key=True),
+    Column("start", String(10), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("metric", String(32), primary_key=True),
+    Column("label", String(300), primary_key=True),
+    Column("since", String(10), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+)
+"""KPI rollups (`rollup.py`): per view (`dim` all / channel / supplier and its `key`), per
+day (`period` d) and month (m) starting on `start` (YYYY-MM-DD), a metric cell's summed
+value and amount. Upserted with deltas in the transaction that writes the facts."""
+
+KPI_FACT_TABLES = (
+    sale,
+    sale_line,
+    confirmation,
+    confirmation_line,
+    dispatch,
+    delay,
+    delivery,
+    cancellation,
+    routing_failure,
+    hold,
+    hold_release,
+    notice,
+)
+"""The facts the order KPIs (and so the rollups) are computed from; each has `order_id`."""
+
+for _table in (cancellation, routing_failure, hold, hold_release, notice):
+    Index(f"ix_{_table.name}_order_id", _table.c.order_id)

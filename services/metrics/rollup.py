@@ -1,0 +1,286 @@
+"""KPI rollups: what one order's facts add to the day rollups; pure, no I/O.
+
+Every KPI joins facts of one order only (its sale, confirmations, dispatches, delays,
+deliveries, cancellations, ...), so an order's whole contribution to the rollups is a
+function of its own facts: `contribution(order)`. A batch of events changes the facts of
+a few orders, and the rollups change by `after - before` of those orders (`delta`),
+whatever order the events came in: a confirmation seen before its sale is counted on
+channel `unknown`, and moves to the sale's channel when the sale arrives; a repeated
+event changes no fact, so its delta is zero. Replaying the topics rebuilds the same facts,
+hence the same rollups.
+
+A contribution is a counter keyed by `Cell` (day, channel, supplier, metric, label,
+since) holding a `(value, amount)` pair: counts and micro-units are exact integers;
+histogram cells hold a sample count and the sum of their milliseconds. `since` is the
+day of an earlier occurrence that makes this one not count in windows starting on or
+before that day (a shipment reported delivered again, an order failing routing again);
+it is empty for everything else. The reading side is `rollup_report`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, NamedTuple
+
+UNKNOWN = "unknown"
+NO_SUPPLIER = ""
+NOT_SINCE = ""
+BINS_PER_DOUBLING = 8
+"""Histogram resolution: bin edges grow by 2^(1/8) (9.05 %) from 1 ms."""
+PERCENTILE_ERROR = 2 ** (1 / BINS_PER_DOUBLING) - 1
+"""Bound on a reported percentile's relative error (the bin's mean vs the exact sample)."""
+
+Row = Mapping[str, Any]
+OrderFacts = Mapping[str, Sequence[Row]]
+"""An order's fact rows by table name (`sale`, `confirmation_line`, ...)."""
+
+
+class Cell(NamedTuple):
+    day: date
+    channel: str
+    supplier: str
+    metric: str
+    label: str = ""
+    since: str = NOT_SINCE
+
+
+Contribution = dict[Cell, list[int]]
+"""Cell -> [value, amount]."""
+
+SUPPLIER_ONLY = frozenset({"s_orders", "s_orders_ccy", "s_gmv"})
+"""Metrics of the by-supplier view only (orders and GMV of the lines a supplier confirmed)."""
+ALL_ONLY = frozenset(
+    {
+        "orders",
+        "orders_ccy",
+        "gmv",
+        "confirmed_orders",
+        "failed_orders",
+        "cancellations",
+        "routing_failures",
+        "holds",
+        "releases",
+        "notices",
+    }
+)
+"""Metrics left out of the by-supplier view (null or counted differently there)."""
+HISTOGRAMS = frozenset({"latency", "cycle"})
+NOTICE_SEPARATOR = "\x1f"
+
+
+def bin_of(millis: int) -> int:
+    """The histogram bin of a duration in ms: 0 for 0, +-(1 + floor(8 log2 |ms|)) otherwise."""
+    if millis == 0:
+        return 0
+    index = 1 + math.floor(math.log2(abs(millis)) * BINS_PER_DOUBLING)
+    return index if millis > 0 else -index
+
+
+def _millis(later: datetime, earlier: datetime) -> int:
+    """Milliseconds between two moments, rounded as the from-facts KPIs round seconds."""
+    return round(round((later - earlier).total_seconds(), 3) * 1000)
+
+
+def _add(out: Contribution, cell: Cell, value: int, amount: int = 0) -> None:
+    got = out.get(cell)
+    if got is None:
+        out[cell] = [value, amount]
+    else:
+        got[0] += value
+        got[1] += amount
+
+
+def _sample(out: Contribution, day: date, channel: str, supplier: str, metric: str, ms: int,
+            since: str = NOT_SINCE) -> None:  # fmt: skip
+    _add(out, Cell(day, channel, supplier, metric, str(bin_of(ms)), since), 1, ms)
+
+
+def contribution(order: OrderFacts) -> Contribution:
+    """Everything one order's facts add to the rollups (see the module docstring)."""
+    out: Contribution = {}
+    sales = order.get("sale", ())
+    sale = sales[0] if sales else None
+    channel = sale["channel"] if sale else UNKNOWN
+    placed_at: datetime | None = sale["placed_at"] if sale else None
+    if sale is not None:
+        day, ccy = sale["placed_at"].date(), sale["currency"]
+        _add(out, Cell(day, channel, NO_SUPPLIER, "orders"), 1)
+        _add(out, Cell(day, channel, NO_SUPPLIER, "orders_ccy", ccy), 1)
+        _add(out, Cell(day, channel, NO_SUPPLIER, "gmv", ccy), sale["total_micros"])
+        _lines(out, order, sale)
+    _supplier_orders(out, order, channel, placed_at)
+    _occurrences(out, order, channel)
+    _deliveries(out, order, channel, placed_at)
+    return out
+
+
+def _lines(out: Contribution, order: OrderFacts, sale: Row) -> None:
+    """Margin, and the by-supplier orders and GMV, from the latest confirmation of each line."""
+    confirmations = {c["event_id"]: c for c in order.get("confirmation", ())}
+    prices = {sl["line_id"]: sl["unit_price_micros"] for sl in order.get("sale_line", ())}
+    latest: dict[str, tuple[tuple[datetime, str], Row, Row]] = {}
+    for cl in order.get("confirmation_line", ()):
+        c = confirmations.get(cl["event_id"])
+        if c is None or cl["line_id"] not in prices:
+            continue
+        rank = (c["confirmed_at"], c["event_id"])
+        seen = latest.get(cl["line_id"])
+        if seen is None or rank > seen[0]:
+            latest[cl["line_id"]] = (rank, cl, c)
+    day, channel, ccy = sale["placed_at"].date(), sale["channel"], sale["currency"]
+    suppliers: set[str] = set()
+    for line_id, (_, cl, c) in latest.items():
+        supplier, price = c["supplier_id"], prices[line_id]
+        if supplier not in suppliers:
+            suppliers.add(supplier)
+            _add(out, Cell(day, channel, supplier, "s_orders"), 1)
+            _add(out, Cell(day, channel, supplier, "s_orders_ccy", ccy), 1)
+        _add(out, Cell(day, channel, supplier, "s_gmv", ccy), cl["quantity"] * price)
+        if c["currency"] == ccy:
+            margin = cl["quantity"] * (price - cl["unit_cost_micros"])
+            _add(out, Cell(day, channel, supplier, "margin", ccy), margin, 1)
+
+
+def _supplier_orders(
+    out: Contribution, order: OrderFacts, channel: str, placed_at: datetime | None
+) -> None:
+    """Latency by confirmation day, on-time and delays by due day, the first confirmation."""
+    confirmed: dict[str, datetime] = {}
+    ship_by: dict[str, datetime] = {}
+    for c in order.get("confirmation", ()):
+        s = c["supplier_id"]
+        confirmed[s] = min(confirmed.get(s, c["confirmed_at"]), c["confirmed_at"])
+        ship_by[s] = min(ship_by.get(s, c["ship_by"]), c["ship_by"])
+    if not confirmed:
+        return
+    dispatched: dict[str, datetime] = {}
+    for d in order.get("dispatch", ()):
+        s = d["supplier_id"]
+        dispatched[s] = min(dispatched.get(s, d["dispatched_at"]), d["dispatched_at"])
+    reasons: dict[str, set[str]] = defaultdict(set)
+    for d in order.get("delay", ()):
+        reasons[d["supplier_id"]].add(d["reason"])
+    for s, at in confirmed.items():
+        if placed_at is not None:
+            _sample(out, at.date(), channel, s, "latency", _millis(at, placed_at))
+        due = ship_by[s]
+        cell = Cell(due.date(), channel, s, "due")
+        _add(out, cell, 1)
+        sent = dispatched.get(s)
+        if sent is not None and sent <= due:
+            _add(out, cell._replace(metric="on_time"), 1)
+        elif sent is not None or "no_tracking_by_deadline" in reasons[s]:
+            _add(out, cell._replace(metric="late"), 1)
+        if reasons[s]:
+            _add(out, cell._replace(metric="delayed"), 1)
+            for reason in reasons[s]:
+                _add(out, cell._replace(metric="delayed_by", label=reason), 1)
+    first = min(confirmed.values())
+    _add(out, Cell(first.date(), channel, NO_SUPPLIER, "confirmed_orders"), 1)
+
+
+def _occurrences(out: Contribution, order: OrderFacts, channel: str) -> None:
+    """Routing failures (and the distinct orders failing), cancellations, holds, notices."""
+    failed_days: set[date] = set()
+    for rf in order.get("routing_failure", ()):
+        day = rf["failed_at"].date()
+        failed_days.add(day)
+        _add(out, Cell(day, channel, NO_SUPPLIER, "routing_failures", rf["reason"]), 1)
+    previous = NOT_SINCE
+    for day in sorted(failed_days):
+        _add(out, Cell(day, channel, NO_SUPPLIER, "failed_orders", "", previous), 1)
+        previous = day.isoformat()
+    for table, metric, at, label in (
+        ("cancellation", "cancellations", "cancelled_at", "reason"),
+        ("hold", "holds", "held_at", "reason"),
+        ("hold_release", "releases", "released_at", None),
+    ):
+        for r in order.get(table, ()):
+            text = r[label] if label else ""
+            _add(out, Cell(r[at].date(), channel, NO_SUPPLIER, metric, text), 1)
+    for n in order.get("notice", ()):
+        label = NOTICE_SEPARATOR.join((n["kind"], n["channel"], n["status"]))
+        _add(out, Cell(n["sent_at"].date(), channel, NO_SUPPLIER, "notices", label), 1)
+
+
+def _deliveries(
+    out: Contribution, order: OrderFacts, channel: str, placed_at: datetime | None
+) -> None:
+    """Deliveries and cycle time by delivery day; a repeat names the day it repeats (`since`)."""
+    shipper: dict[str, str] = {}
+    for d in order.get("dispatch", ()):
+        t = d["tracking_number"]
+        shipper[t] = min(shipper.get(t, d["supplier_id"]), d["supplier_id"])
+    previous: dict[str, str] = {}
+    for dv in sorted(order.get("delivery", ()), key=lambda r: (r["delivered_at"], r["event_id"])):
+        t, at = dv["tracking_number"], dv["delivered_at"]
+        since = previous.get(t, NOT_SINCE)
+        previous[t] = at.date().isoformat()
+        supplier = shipper.get(t, NO_SUPPLIER)
+        _add(out, Cell(at.date(), channel, supplier, "deliveries", "", since), 1)
+        if placed_at is not None:
+            _sample(out, at.date(), channel, supplier, "cycle", _millis(at, placed_at), since)
+
+
+def delta(before: Contribution, after: Contribution) -> Contribution:
+    """`after - before`, without the cells that did not change."""
+    out: Contribution = {}
+    for cell, (value, amount) in after.items():
+        out[cell] = [value, amount]
+    for cell, (value, amount) in before.items():
+        _add(out, cell, -value, -amount)
+    return {c: v for c, v in out.items() if v[0] or v[1]}
+
+
+class RollupRow(NamedTuple):
+    """One stored rollup row's key: a view (`dim` + `key`), a period, a metric cell."""
+
+    dim: str
+    period: str
+    start: str
+    key: str
+    metric: str
+    label: str
+    since: str
+
+
+ALL = "all"
+DAY, MONTH = "d", "m"
+
+
+def rollup_rows(cells: Mapping[Cell, Sequence[int]]) -> dict[RollupRow, list[int]]:
+    """Cells spread over the stored views: all / by channel / by supplier, by day and month."""
+    out: dict[RollupRow, list[int]] = {}
+    for cell, (value, amount) in cells.items():
+        periods = ((DAY, cell.day.isoformat()), (MONTH, cell.day.replace(day=1).isoformat()))
+        views: list[tuple[str, str]] = []
+        if cell.metric not in SUPPLIER_ONLY:
+            views += [(ALL, ALL), ("channel", cell.channel)]
+        if cell.supplier != NO_SUPPLIER and cell.metric not in ALL_ONLY:
+            views.append(("supplier", cell.supplier))
+        for dim, key in views:
+            for period, start in periods:
+                row = RollupRow(dim, period, start, key, cell.metric, cell.label, cell.since)
+                got = out.setdefault(row, [0, 0])
+                got[0] += value
+                got[1] += amount
+    return out
+
+
+def merge_facts(existing: OrderFacts, new: Mapping[str, Iterable[Row]],
+                keys: Mapping[str, Sequence[str]]) -> dict[str, list[Row]]:  # fmt: skip
+    """The facts after inserting `new` where its key is not taken (first one wins)."""
+    out: dict[str, list[Row]] = {t: list(rows) for t, rows in existing.items()}
+    for table, rows in new.items():
+        have = out.setdefault(table, [])
+        columns = keys[table]
+        taken = {tuple(r[c] for c in columns) for r in have}
+        for r in rows:
+            key = tuple(r[c] for c in columns)
+            if key not in taken:
+                taken.add(key)
+                have.append(r)
+    return out

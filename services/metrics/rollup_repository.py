@@ -1,0 +1,179 @@
+"""KPI rollups on the unit of work: deltas upserted with the facts, window sums for reads.
+
+`apply` runs in the consumer's transaction before the facts are inserted: it locks the
+batch's orders (PostgreSQL: transaction advisory locks in a fixed order, so partitions
+applied at once never compute a delta from the same stale facts; SQLite: `BEGIN
+IMMEDIATE` already serialises writers), loads their facts, and adds
+`contribution(after) - contribution(before)` to the rollups with one upsert
+(`value = value + excluded.value`), rows in key order so concurrent upserts cannot
+deadlock. A fact already stored (a repeated event) changes nothing, so neither does its
+delta.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import DateTime, Table, and_, delete, func, literal, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.metrics import rollup
+from services.metrics import tables as t
+from services.metrics.repository import aware
+from services.metrics.rows import Rows
+
+LOCK_NAMESPACE = 7_201
+"""First key of the metrics' order advisory locks (the second is the order id's hash)."""
+_KEYS = {table.name: [c.name for c in table.primary_key.columns] for table in t.KPI_FACT_TABLES}
+_COLUMNS = [c.name for c in t.kpi_rollup.columns]
+_UPSERT_PG = text(
+    "INSERT INTO kpi_rollup (dim, period, start, key, metric, label, since, value, amount) "
+    "SELECT * FROM unnest(CAST(:dim AS text[]), CAST(:period AS text[]), "
+    "CAST(:start AS text[]), CAST(:key AS text[]), CAST(:metric AS text[]), "
+    "CAST(:label AS text[]), CAST(:since AS text[]), CAST(:value AS bigint[]), "
+    "CAST(:amount AS bigint[])) "
+    "ON CONFLICT (dim, period, start, key, metric, label, since) DO UPDATE SET "
+    "value = kpi_rollup.value + excluded.value, amount = kpi_rollup.amount + excluded.amount"
+)
+_UPSERT_SQLITE = (
+    "INSERT INTO kpi_rollup (dim, period, start, key, metric, label, since, value, amount) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (dim, period, start, key, metric, label, since) DO UPDATE SET "
+    "value = value + excluded.value, amount = amount + excluded.amount"
+)
+_LOCK_PG = text(
+    "SELECT pg_advisory_xact_lock(:ns, h) FROM "
+    "(SELECT DISTINCT hashtext(o) AS h FROM unnest(CAST(:ids AS text[])) AS o ORDER BY h) AS s"
+)
+
+
+@cache
+def _moments(table: Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.columns if isinstance(c.type, DateTime))
+
+
+def _new_by_order(rows: Rows) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for table in t.KPI_FACT_TABLES:
+        for row in rows.get(table, ()):
+            out[row["order_id"]][table.name].append(row)
+    return out
+
+
+class RollupRepository:
+    """The `kpi_rollup` table: deltas in, window sums out; never commits."""
+
+    def __init__(self, session: AsyncSession, dialect: str) -> None:
+        self.session = session
+        self.dialect = dialect
+
+    async def apply(self, rows: Rows) -> None:
+        """Add what the fact `rows` (not yet inserted) change to the rollups."""
+        new = _new_by_order(rows)
+        if not new:
+            return
+        ids = sorted(new)
+        if self.dialect == "postgresql":
+            await self.session.execute(_LOCK_PG, {"ns": LOCK_NAMESPACE, "ids": ids})
+        existing = await self.facts_of(ids)
+        change: rollup.Contribution = {}
+        for order_id in ids:
+            before_facts = existing.get(order_id, {})
+            after_facts = rollup.merge_facts(before_facts, new[order_id], _KEYS)
+            before = rollup.contribution(before_facts)
+            for cell, v in rollup.delta(before, rollup.contribution(after_facts)).items():
+                got = change.setdefault(cell, [0, 0])
+                got[0] += v[0]
+                got[1] += v[1]
+        await self.add(rollup.rollup_rows(change))
+
+    async def facts_of(self, order_ids: Sequence[str]) -> dict[str, dict[str, list[Any]]]:
+        """The stored KPI facts of these orders, by order and table (times UTC-aware)."""
+        out: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+        for table in t.KPI_FACT_TABLES:
+            moments = _moments(table)
+            result = await self.session.execute(
+                select(table).where(table.c.order_id.in_(order_ids))
+            )
+            for r in result.mappings():
+                row = dict(r)
+                for name in moments:
+                    row[name] = aware(row[name])
+                out[row["order_id"]][table.name].append(row)
+        return out
+
+    async def add(self, rows: Mapping[rollup.RollupRow, Sequence[int]]) -> None:
+        """Add each row's value and amount to the stored row (created at zero)."""
+        ordered = sorted((k, v) for k, v in rows.items() if v[0] or v[1])
+        if not ordered:
+            return
+        if self.dialect == "postgresql":
+            params: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+            for key, (value, amount) in ordered:
+                for name, part in zip(_COLUMNS, (*key, value, amount), strict=True):
+                    params[name].append(part)
+            await self.session.execute(_UPSERT_PG, params)
+            return
+        connection = await self.session.connection()
+        await connection.exec_driver_sql(
+            _UPSERT_SQLITE, [(*key, value, amount) for key, (value, amount) in ordered]
+        )
+
+    async def clear(self) -> None:
+        await self.session.execute(delete(t.kpi_rollup))
+
+    async def sums(
+        self, dim: str, first: date, last: date, *, by: str | None, per_day: bool = False
+    ) -> dict[str, dict[tuple[str, str], list[int]]]:
+        """(metric, label) -> [value, amount] summed over the days `first`..`last`, per
+        `by` (`start`: per day; `key`: per channel or supplier; None: one total `all`).
+
+        A window reads whole months from the monthly rows and only its ragged ends from
+        the daily ones. A cell with `since` (a repeat) counts only if that earlier day is
+        before the window; `per_day`: failed orders count per day as well."""
+        r = t.kpi_rollup
+        since_ok = r.c.since < first.isoformat()
+        if per_day:
+            since_ok = or_(since_ok, r.c.metric == "failed_orders")
+        group = r.c.start if by == "start" else r.c.key if by == "key" else literal("all")
+        totals = (func.sum(r.c.value), func.sum(r.c.amount))
+        query = (
+            select(group.label("k"), r.c.metric, r.c.label, *totals)
+            .where(r.c.dim == dim, _periods(first, last, monthly=by != "start"), since_ok)
+            .group_by(group, r.c.metric, r.c.label)
+        )
+        out: dict[str, dict[tuple[str, str], list[int]]] = defaultdict(dict)
+        for k, metric, label, value, amount in await self.session.execute(query):
+            out[str(k)][(metric, label)] = [int(value), int(amount)]
+        return out
+
+
+def _month_after(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _periods(first: date, last: date, *, monthly: bool) -> Any:
+    """The rows covering first..last: whole months monthly, the rest daily."""
+    r = t.kpi_rollup
+
+    def days(a: date, b: date) -> Any:
+        return and_(
+            r.c.period == rollup.DAY, r.c.start >= a.isoformat(), r.c.start <= b.isoformat()
+        )
+
+    start = first if first.day == 1 else _month_after(first)
+    end = start  # first day after the last whole month
+    while monthly and _month_after(end) - timedelta(days=1) <= last:
+        end = _month_after(end)
+    if end == start:
+        return days(first, last)
+    months = and_(
+        r.c.period == rollup.MONTH,
+        r.c.start >= start.isoformat(),
+        r.c.start < end.isoformat(),
+    )
+    return or_(months, days(first, start - timedelta(days=1)), days(end, last))
