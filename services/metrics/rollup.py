@@ -235,6 +235,23 @@ def delta(before: Contribution, after: Contribution) -> Contribution:
     return {c: v for c, v in out.items() if v[0] or v[1]}
 
 
+def batch_delta(
+    existing: Mapping[str, OrderFacts],
+    new: Mapping[str, Mapping[str, Sequence[Row]]],
+    keys: Mapping[str, Sequence[str]],
+) -> Contribution:
+    """What inserting the `new` fact rows (by order, then table) changes in the rollups,
+    given the facts `existing` for those orders and each table's key columns."""
+    change: Contribution = {}
+    for order_id, rows in new.items():
+        before_facts = existing.get(order_id, {})
+        before = contribution(before_facts)
+        after = contribution(merge_facts(before_facts, rows, keys))
+        for cell, (value, amount) in delta(before, after).items():
+            _add(change, cell, value, amount)
+    return change
+
+
 class RollupRow(NamedTuple):
     """One stored rollup row's key: a view (`dim` + `key`), a period, a metric cell."""
 

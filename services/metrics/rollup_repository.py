@@ -28,7 +28,7 @@ from services.metrics.rows import Rows
 
 LOCK_NAMESPACE = 7_201
 """First key of the metrics' order advisory locks (the second is the order id's hash)."""
-_KEYS = {table.name: [c.name for c in table.primary_key.columns] for table in t.KPI_FACT_TABLES}
+FACT_KEYS = {table.name: [c.name for c in table.primary_key.columns] for table in t.KPI_FACT_TABLES}
 _COLUMNS = [c.name for c in t.kpi_rollup.columns]
 _UPSERT_PG = text(
     "INSERT INTO kpi_rollup (dim, period, start, key, metric, label, since, value, amount) "
@@ -80,15 +80,7 @@ class RollupRepository:
         if self.dialect == "postgresql":
             await self.session.execute(_LOCK_PG, {"ns": LOCK_NAMESPACE, "ids": ids})
         existing = await self.facts_of(ids)
-        change: rollup.Contribution = {}
-        for order_id in ids:
-            before_facts = existing.get(order_id, {})
-            after_facts = rollup.merge_facts(before_facts, new[order_id], _KEYS)
-            before = rollup.contribution(before_facts)
-            for cell, v in rollup.delta(before, rollup.contribution(after_facts)).items():
-                got = change.setdefault(cell, [0, 0])
-                got[0] += v[0]
-                got[1] += v[1]
+        change = rollup.batch_delta(existing, new, FACT_KEYS)
         await self.add(rollup.rollup_rows(change))
 
     async def facts_of(self, order_ids: Sequence[str]) -> dict[str, dict[str, list[Any]]]:

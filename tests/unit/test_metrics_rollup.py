@@ -1,0 +1,92 @@
+"""KPI rollups: deltas applied batch by batch, in any order and repeated, add up to the
+rollups of the final facts; histogram percentiles stay within the stated error."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from fractions import Fraction
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.metrics import rollup, rollup_report
+from services.metrics.handlers import fact_rows
+from services.metrics.rollup_repository import FACT_KEYS, _new_by_order
+from services.metrics.rows import Rows
+from tests.support.metrics_streams import random_history
+
+Store = dict[str, dict[str, list[Any]]]
+
+
+def _apply(facts: Store, rollups: dict[rollup.RollupRow, list[int]], batch: list[Any]) -> bool:
+    """One consumer batch in memory, as `RollupRepository.apply` then the fact insert do it;
+    True if it changed any rollup."""
+    rows: Rows = defaultdict(list)
+    for envelope in batch:
+        fact_rows(envelope, envelope.payload(), rows)
+    new = _new_by_order(rows)
+    change = rollup.batch_delta({o: facts.get(o, {}) for o in new}, new, FACT_KEYS)
+    for order_id, order_rows in new.items():
+        facts[order_id] = rollup.merge_facts(facts.get(order_id, {}), order_rows, FACT_KEYS)
+    for row, (value, amount) in rollup.rollup_rows(change).items():
+        got = rollups.setdefault(row, [0, 0])
+        got[0] += value
+        got[1] += amount
+    return bool(change)
+
+
+def _nonzero(rows: dict[rollup.RollupRow, list[int]]) -> dict[rollup.RollupRow, list[int]]:
+    return {k: v for k, v in rows.items() if v[0] or v[1]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    orders=st.integers(1, 12),
+    batch=st.integers(1, 25),
+    order_seed=st.integers(0, 2**32),
+)
+def test_deltas_in_any_order_and_batching_add_up_to_the_final_facts(
+    seed: int, orders: int, batch: int, order_seed: int
+) -> None:
+    events = random_history(random.Random(seed), orders)
+    random.Random(order_seed).shuffle(events)
+    facts: Store = {}
+    rollups: dict[rollup.RollupRow, list[int]] = {}
+    for start in range(0, len(events), batch):
+        _apply(facts, rollups, events[start : start + batch])
+    cells: rollup.Contribution = {}
+    for order in facts.values():
+        for cell, (value, amount) in rollup.contribution(order).items():
+            got = cells.setdefault(cell, [0, 0])
+            got[0] += value
+            got[1] += amount
+    assert _nonzero(rollups) == _nonzero(rollup.rollup_rows(cells))
+    # every event delivered again, in one batch or one by one: nothing changes
+    assert not _apply(facts, rollups, events)
+    assert not any(_apply(facts, rollups, [e]) for e in events[:10])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-(10**9), 10**10), min_size=1, max_size=300))
+def test_histogram_percentiles_are_within_the_stated_error(samples: list[int]) -> None:
+    sums: dict[tuple[str, str], list[int]] = {}
+    for ms in samples:
+        got = sums.setdefault(("latency", str(rollup.bin_of(ms))), [0, 0])
+        got[0] += 1
+        got[1] += ms
+    got_pcts = rollup_report.percentiles(sums, "latency")
+    assert got_pcts["count"] == len(samples)
+    ordered = sorted(samples)
+    for q in (50, 95):
+        exact = ordered[max(1, math.ceil(Fraction(q, 100) * len(ordered))) - 1] / 1000
+        reported = got_pcts[f"p{q}"]
+        assert abs(reported - exact) <= rollup.PERCENTILE_ERROR * abs(exact) + 0.001
+
+
+def test_equal_samples_give_exact_percentiles() -> None:
+    sums = {("cycle", str(rollup.bin_of(600_000))): [3, 1_800_000]}
+    assert rollup_report.percentiles(sums, "cycle") == {"p50": 600.0, "p95": 600.0, "count": 3}
