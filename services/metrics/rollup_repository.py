@@ -18,13 +18,27 @@ from datetime import date, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import DateTime, Table, and_, delete, func, literal, or_, select, text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    Table,
+    and_,
+    cast,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.metrics import rollup
 from services.metrics import tables as t
 from services.metrics.repository import aware
 from services.metrics.rows import Rows
+from shared.db import READ_ONLY
 
 LOCK_NAMESPACE = 7_201
 """First key of the metrics' order advisory locks (the second is the order id's hash)."""
@@ -126,22 +140,73 @@ class RollupRepository:
 
         A window reads whole months from the monthly rows and only its ragged ends from
         the daily ones. A cell with `since` (a repeat) counts only if that earlier day is
-        before the window; `per_day`: failed orders count per day as well."""
+        before the window; `per_day`: failed orders count per day as well. Histograms come
+        back as `<metric>@count` (samples) and `<metric>@p50` / `@p95` (the count and
+        millisecond sum of the bin holding that nearest-rank sample), found in SQL."""
+        await self.session.connection(execution_options={READ_ONLY: True})
         r = t.kpi_rollup
         since_ok = r.c.since < first.isoformat()
         if per_day:
             since_ok = or_(since_ok, r.c.metric == "failed_orders")
         group = r.c.start if by == "start" else r.c.key if by == "key" else literal("all")
-        totals = (func.sum(r.c.value), func.sum(r.c.amount))
-        query = (
-            select(group.label("k"), r.c.metric, r.c.label, *totals)
-            .where(r.c.dim == dim, _periods(first, last, monthly=by != "start"), since_ok)
+        where = (r.c.dim == dim, _periods(first, last, monthly=by != "start"), since_ok)
+        value, amount = func.sum(r.c.value), func.sum(r.c.amount)
+        counters = (
+            select(group.label("k"), r.c.metric, r.c.label, value, amount)
+            .where(*where, r.c.metric.not_in(rollup.HISTOGRAMS))
             .group_by(group, r.c.metric, r.c.label)
         )
         out: dict[str, dict[tuple[str, str], list[int]]] = defaultdict(dict)
-        for k, metric, label, value, amount in await self.session.execute(query):
-            out[str(k)][(metric, label)] = [int(value), int(amount)]
+        for k, metric, label, v, a in (await self.session.execute(counters)).all():
+            out[str(k)][(metric, label)] = [int(v), int(a)]
+        for k, metric, n, ms, cum, total in (
+            await self.session.execute(_ranked(group, where))
+        ).all():
+            cells = out[str(k)]
+            cells[(f"{metric}@count", "")] = [int(total), 0]
+            for q in (50, 95):
+                wanted = max(1, -(-q * int(total) // 100))
+                if int(cum) - int(n) < wanted <= int(cum):
+                    cells[(f"{metric}@p{q}", "")] = [int(n), int(ms)]
         return out
+
+
+def _ranked(group: Any, where: tuple[Any, ...]) -> Any:
+    """The histogram bins holding each key's p50 and p95 sample (nearest rank), with the
+    running and total sample counts: two rows per key and histogram, not every bin."""
+    r = t.kpi_rollup
+    bins = (
+        select(
+            group.label("k"),
+            r.c.metric,
+            cast(r.c.label, Integer).label("bin"),
+            cast(func.sum(r.c.value), BigInteger).label("n"),
+            cast(func.sum(r.c.amount), BigInteger).label("ms"),
+        )
+        .where(*where, r.c.metric.in_(rollup.HISTOGRAMS))
+        .group_by(group, r.c.metric, r.c.label)
+        .having(func.sum(r.c.value) > 0)
+        .subquery()
+    )
+    per_key = (bins.c.k, bins.c.metric)
+    running = (
+        select(
+            bins.c.k,
+            bins.c.metric,
+            bins.c.n,
+            bins.c.ms,
+            cast(func.sum(bins.c.n).over(partition_by=per_key, order_by=bins.c.bin), BigInteger)
+            .label("cum"),
+            cast(func.sum(bins.c.n).over(partition_by=per_key), BigInteger).label("total"),
+        )
+    ).subquery()  # fmt: skip
+    c = running.c
+
+    def holds(q: int) -> Any:
+        wanted = (c.total * q + 99) // 100  # ceil(q% of total), at least 1 as total >= 1
+        return and_(c.cum >= wanted, c.cum - c.n < wanted)
+
+    return select(c.k, c.metric, c.n, c.ms, c.cum, c.total).where(or_(holds(50), holds(95)))
 
 
 def _month_after(day: date) -> date:
