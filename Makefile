@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PG_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 
-.PHONY: up down status test lint typecheck importlint bench bench-intake bench-notify bench-metrics bench-stack rebuild-metrics lock asyncapi clean sysdeps chaos prodshape
+.PHONY: up down status test lint typecheck importlint bench bench-intake bench-notify bench-metrics bench-kpis bench-stack rebuild-metrics lock asyncapi clean sysdeps chaos prodshape
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-notify: $(STAMP) sysdeps
 
 bench-metrics: $(STAMP) sysdeps
 	$(PY) -m deploy.testenv -- $(PY) -m bench metrics
+
+# GET /v1/kpis over 1,000,000 orders' history (30 and 365 days), ingestion on top
+bench-kpis: $(STAMP) sysdeps
+	$(PY) -m deploy.testenv -- $(PY) -m bench kpis $(KPIS_ARGS)
 
 # The whole stack (`deploy.local up` on PostgreSQL) at fixed arrival rates, then the
 # bare baselines; writes nothing unless STACK_ARGS has --results FILE.

@@ -59,9 +59,12 @@ Money = Annotated[
 
 
 class Percentiles(BaseModel):
-    p50: float | None = Field(description="Median, seconds (nearest rank); null without samples")
-    p95: float | None = Field(description="95th percentile, seconds (nearest rank)")
-    count: int = Field(description="Samples the percentiles are exact over")
+    p50: float | None = Field(
+        description="Median, seconds (nearest rank, from log-spaced bins: the mean of the "
+        "median sample's bin, within 9.05 % of it); null without samples"
+    )
+    p95: float | None = Field(description="95th percentile, seconds (nearest rank, same bins)")
+    count: int = Field(description="Samples (exact)")
 
 
 class NoticeCount(BaseModel):
@@ -164,8 +167,9 @@ Window = Annotated[queries.Window, Depends(window)]
     "/kpis",
     response_model=KpiReport,
     summary="KPIs of a window of days, grouped by day, supplier or channel",
-    description="Computed exactly from every event received (see the metrics service docs "
-    "for which event time each KPI is counted by). Money is a decimal string per currency.",
+    description="Read from rollups kept with every event received (see the metrics service "
+    "docs for which event time each KPI is counted by): counts and money exact, money a "
+    "decimal string per currency, percentiles from log-spaced bins within 9.05 %.",
 )
 async def kpis(
     facts: Facts,

@@ -252,17 +252,9 @@ def batch_delta(
     return change
 
 
-class RollupRow(NamedTuple):
-    """One stored rollup row's key: a view (`dim` + `key`), a period, a metric cell."""
-
-    dim: str
-    period: str
-    start: str
-    key: str
-    metric: str
-    label: str
-    since: str
-
+RollupRow = tuple[str, str, str, str, str, str, str]
+"""A stored rollup row's key: dim, period, start, key, metric, label, since (a view is
+`dim` all / channel / supplier with its `key`; a period a day or a month from `start`)."""
 
 ALL = "all"
 DAY, MONTH = "d", "m"
@@ -271,19 +263,27 @@ DAY, MONTH = "d", "m"
 def rollup_rows(cells: Mapping[Cell, Sequence[int]]) -> dict[RollupRow, list[int]]:
     """Cells spread over the stored views: all / by channel / by supplier, by day and month."""
     out: dict[RollupRow, list[int]] = {}
-    for cell, (value, amount) in cells.items():
-        periods = ((DAY, cell.day.isoformat()), (MONTH, cell.day.replace(day=1).isoformat()))
+    starts: dict[date, tuple[str, str]] = {}
+    for (day, channel, supplier, metric, label, since), (value, amount) in cells.items():
+        periods = starts.get(day)
+        if periods is None:
+            periods = starts[day] = (day.isoformat(), day.replace(day=1).isoformat())
         views: list[tuple[str, str]] = []
-        if cell.metric not in SUPPLIER_ONLY:
-            views += [(ALL, ALL), ("channel", cell.channel)]
-        if cell.supplier != NO_SUPPLIER and cell.metric not in ALL_ONLY:
-            views.append(("supplier", cell.supplier))
+        if metric not in SUPPLIER_ONLY:
+            views += [(ALL, ALL), ("channel", channel)]
+        if supplier != NO_SUPPLIER and metric not in ALL_ONLY:
+            views.append(("supplier", supplier))
         for dim, key in views:
-            for period, start in periods:
-                row = RollupRow(dim, period, start, key, cell.metric, cell.label, cell.since)
-                got = out.setdefault(row, [0, 0])
-                got[0] += value
-                got[1] += amount
+            for row in (
+                (dim, DAY, periods[0], key, metric, label, since),
+                (dim, MONTH, periods[1], key, metric, label, since),
+            ):
+                got = out.get(row)
+                if got is None:
+                    out[row] = [value, amount]
+                else:
+                    got[0] += value
+                    got[1] += amount
     return out
 
 
