@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
@@ -98,23 +98,29 @@ def _sample(out: Contribution, day: date, channel: str, supplier: str, metric: s
     _add(out, Cell(day, channel, supplier, metric, str(bin_of(ms)), since), 1, ms)
 
 
-def contribution(order: OrderFacts) -> Contribution:
-    """Everything one order's facts add to the rollups (see the module docstring)."""
+def contribution(order: OrderFacts, parts: Iterable[str] | None = None) -> Contribution:
+    """What one order's facts add to the rollups (see the module docstring); `parts`: only
+    those parts of it (`PARTS`), e.g. the ones a batch of new facts can change."""
     out: Contribution = {}
     sales = order.get("sale", ())
     sale = sales[0] if sales else None
     channel = sale["channel"] if sale else UNKNOWN
     placed_at: datetime | None = sale["placed_at"] if sale else None
+    for name in PARTS if parts is None else parts:
+        PARTS[name][1](out, order, sale, channel, placed_at)
+    return out
+
+
+def _sales(
+    out: Contribution, order: OrderFacts, sale: Row | None, channel: str, _: datetime | None
+) -> None:
+    """Orders and GMV by placing day, and what the lines' latest confirmations add."""
     if sale is not None:
         day, ccy = sale["placed_at"].date(), sale["currency"]
         _add(out, Cell(day, channel, NO_SUPPLIER, "orders"), 1)
         _add(out, Cell(day, channel, NO_SUPPLIER, "orders_ccy", ccy), 1)
         _add(out, Cell(day, channel, NO_SUPPLIER, "gmv", ccy), sale["total_micros"])
         _lines(out, order, sale)
-    _supplier_orders(out, order, channel, placed_at)
-    _occurrences(out, order, channel)
-    _deliveries(out, order, channel, placed_at)
-    return out
 
 
 def _lines(out: Contribution, order: OrderFacts, sale: Row) -> None:
@@ -145,7 +151,7 @@ def _lines(out: Contribution, order: OrderFacts, sale: Row) -> None:
 
 
 def _supplier_orders(
-    out: Contribution, order: OrderFacts, channel: str, placed_at: datetime | None
+    out: Contribution, order: OrderFacts, _: Row | None, channel: str, placed_at: datetime | None
 ) -> None:
     """Latency by confirmation day, on-time and delays by due day, the first confirmation."""
     confirmed: dict[str, datetime] = {}
@@ -182,7 +188,9 @@ def _supplier_orders(
     _add(out, Cell(first.date(), channel, NO_SUPPLIER, "confirmed_orders"), 1)
 
 
-def _occurrences(out: Contribution, order: OrderFacts, channel: str) -> None:
+def _occurrences(
+    out: Contribution, order: OrderFacts, _: Row | None, channel: str, __: datetime | None
+) -> None:
     """Routing failures (and the distinct orders failing), cancellations, holds, notices."""
     failed_days: set[date] = set()
     for rf in order.get("routing_failure", ()):
@@ -207,7 +215,7 @@ def _occurrences(out: Contribution, order: OrderFacts, channel: str) -> None:
 
 
 def _deliveries(
-    out: Contribution, order: OrderFacts, channel: str, placed_at: datetime | None
+    out: Contribution, order: OrderFacts, _: Row | None, channel: str, placed_at: datetime | None
 ) -> None:
     """Deliveries and cycle time by delivery day; a repeat names the day it repeats (`since`)."""
     shipper: dict[str, str] = {}
@@ -223,6 +231,30 @@ def _deliveries(
         _add(out, Cell(at.date(), channel, supplier, "deliveries", "", since), 1)
         if placed_at is not None:
             _sample(out, at.date(), channel, supplier, "cycle", _millis(at, placed_at), since)
+
+
+Part = Callable[[Contribution, OrderFacts, Row | None, str, datetime | None], None]
+PARTS: dict[str, tuple[frozenset[str], Part]] = {
+    "sales": (frozenset({"sale", "sale_line", "confirmation", "confirmation_line"}), _sales),
+    "supplier_orders": (
+        frozenset({"sale", "confirmation", "dispatch", "delay"}),
+        _supplier_orders,
+    ),
+    "occurrences": (
+        frozenset({"sale", "routing_failure", "cancellation", "hold", "hold_release", "notice"}),
+        _occurrences,
+    ),
+    "deliveries": (frozenset({"sale", "dispatch", "delivery"}), _deliveries),
+}
+"""The parts of a contribution, each with the fact tables it reads: new facts in a table
+change only the parts that read it."""
+
+
+def parts_reading(tables: Iterable[str]) -> tuple[list[str], frozenset[str]]:
+    """The parts new facts in `tables` can change, and every table those parts read."""
+    changed = set(tables)
+    parts = [name for name, (reads, _) in PARTS.items() if reads & changed]
+    return parts, frozenset().union(*(PARTS[name][0] for name in parts))
 
 
 def delta(before: Contribution, after: Contribution) -> Contribution:
@@ -241,12 +273,14 @@ def batch_delta(
     keys: Mapping[str, Sequence[str]],
 ) -> Contribution:
     """What inserting the `new` fact rows (by order, then table) changes in the rollups,
-    given the facts `existing` for those orders and each table's key columns."""
+    given the facts `existing` for those orders (at least the tables the changed parts
+    read: `parts_reading`) and each table's key columns."""
     change: Contribution = {}
+    parts, _ = parts_reading({table for rows in new.values() for table in rows})
     for order_id, rows in new.items():
         before_facts = existing.get(order_id, {})
-        before = contribution(before_facts)
-        after = contribution(merge_facts(before_facts, rows, keys))
+        before = contribution(before_facts, parts)
+        after = contribution(merge_facts(before_facts, rows, keys), parts)
         for cell, (value, amount) in delta(before, after).items():
             _add(change, cell, value, amount)
     return change
