@@ -106,6 +106,7 @@ class ServiceRuntime(Generic[U, S]):
                 heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
                 connect_backoff_max_s=s.kafka_connect_backoff_max_s,
                 fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+                doorbell=s.kafka_doorbell,
             )
         )
         self.relay = OutboxRelay(
@@ -136,7 +137,13 @@ class ServiceRuntime(Generic[U, S]):
                 backoff=s.consumer_retry_backoff_s,
                 backoff_max=s.consumer_retry_backoff_max_s,
             )
-            self.consumer = ConsumerRunner(self.bus, delivery, batch_size=s.consumer_batch_size)
+            self.consumer = ConsumerRunner(
+                self.bus,
+                delivery,
+                batch_size=s.consumer_batch_size,
+                idle_after_s=s.kafka_idle_after_s,
+                peek_s=s.kafka_idle_peek_s,
+            )
             self._spawn("consumer", self.consumer.run)
         for name, job in self._background.items():
             self._spawn(name, lambda job=job: job(self))  # type: ignore[misc]
