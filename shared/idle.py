@@ -115,3 +115,25 @@ class IdleGate:
             for tp in paused:
                 if tp in assigned:
                     consumer.resume(tp)
+
+
+class Backoff:
+    """The wait of a polling loop that also wakes on an event: `base_s` while it finds work,
+    doubling after each empty poll up to `base_s * max_factor` (1: never longer).
+
+    Only the safety-net poll slows down: an in-process wake-up still ends the wait at
+    once, so work written in the process is picked up as fast as before, and work that
+    becomes due by the clock alone is at most `base_s * max_factor` late when idle."""
+
+    def __init__(self, base_s: float, max_factor: float = 8.0) -> None:
+        self.base_s = base_s
+        self.max_s = base_s * max(1.0, max_factor)
+        self.current_s = base_s
+
+    def found(self, work: bool) -> float:
+        """Record one poll's result; the wait before the next one."""
+        self.current_s = self.base_s if work else min(self.current_s * 2, self.max_s)
+        return self.current_s
+
+    def woken(self) -> None:
+        self.current_s = self.base_s

@@ -116,6 +116,7 @@ class ServiceRuntime(Generic[U, S]):
             self.bus,
             batch_size=s.outbox_batch_size,
             poll_interval=s.outbox_poll_interval_s,
+            idle_backoff=s.idle_poll_backoff,
             tracer=self.tracing,
             topic_sizes=self.bus.topic_sizes,
         )

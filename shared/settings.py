@@ -131,6 +131,9 @@ class ServiceSettings(BaseSettings):
 
     outbox_batch_size: int = Field(500, ge=1)
     outbox_poll_interval_s: float = Field(1.0, gt=0)
+    idle_poll_backoff: float = Field(8.0, ge=1)
+    """Safety-net polls that also wake on events (outbox relay, supplier dispatcher, notify
+    sender) stretch up to this many times their interval while they find nothing; 1: off."""
     relay_enabled: bool = True
 
     api_keys: str = DEV_API_KEY
