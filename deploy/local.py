@@ -7,6 +7,7 @@
 Every service runs as its own uvicorn process on its DESIGN port. A service that
 dies is restarted. Set `DROPSHIP_KAFKA_BOOTSTRAP` to use an existing broker instead
 of the embedded one (which keeps topics in memory: it is recreated at every start).
+`DROPSHIP_ACCESS_LOG=false` starts every process without uvicorn's line per request.
 Every start also (re)creates a one-time development admin of the ops console and
 prints its e-mail, password and TOTP secret (dev environment only).
 """
@@ -151,6 +152,7 @@ def up() -> int:
                     env.get("DROPSHIP_HOST", "127.0.0.1"),
                     "--port",
                     str(port),
+                    *_access_log(env),
                 ],
             )
             _spawn(
@@ -218,6 +220,12 @@ def up() -> int:
             broker.stop()
         pidfile.unlink(missing_ok=True)
         print("stopped", flush=True)
+
+
+def _access_log(env: dict[str, str]) -> list[str]:
+    """`DROPSHIP_ACCESS_LOG` (default true): uvicorn's line per request, for every process."""
+    on = env.get("DROPSHIP_ACCESS_LOG", "true").strip().lower() not in ("0", "false", "no", "off")
+    return [] if on else ["--no-access-log"]
 
 
 def _dev_admin(folder: Path, env: dict[str, str]) -> dict[str, object] | None:

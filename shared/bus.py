@@ -8,9 +8,10 @@ Nothing here decides what a message means; `shared.consumer` runs handlers and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 DLQ_SUFFIX = ".dlq"
 EVENT_TOPICS: tuple[str, ...] = tuple(EVENT_TYPES)
 ALL_TOPICS: tuple[str, ...] = EVENT_TOPICS + tuple(t + DLQ_SUFFIX for t in EVENT_TOPICS)
+DOORBELL_TOPIC = "dropship-doorbell"
+"""One partition of empty messages: "events were just published" (see `shared.idle`)."""
+DOORBELL_WAIT_MS = 200
+"""Fetch wait of a doorbell listener: tansu reads the partition at 0 and at 200 ms, so a ring
+is heard within ~200 ms at five fetches a second."""
 
 Headers = list[tuple[str, bytes]]
 
@@ -52,6 +58,8 @@ class BusConfig:
     heartbeat_interval_ms: int = 500
     connect_backoff_max_s: float = 5.0
     fetch_max_wait_ms: int = 100
+    doorbell: bool = True
+    """Ring the doorbell topic after every acknowledged batch of events."""
 
 
 class KafkaBus:
@@ -61,6 +69,7 @@ class KafkaBus:
         self.config = config
         self._producer: AIOKafkaProducer | None = None
         self._connected = asyncio.Event()
+        self._rings: set[asyncio.Task[None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -75,6 +84,8 @@ class KafkaBus:
         while True:
             try:
                 await ensure_topics(self.config, topics)
+                if self.config.doorbell:
+                    await ensure_topics(replace(self.config, partitions=1), [DOORBELL_TOPIC])
                 producer = AIOKafkaProducer(
                     bootstrap_servers=self.config.bootstrap,
                     client_id=self.config.client_id,
@@ -114,6 +125,22 @@ class KafkaBus:
             for m in messages
         ]
         await asyncio.gather(*futures)
+        if self.config.doorbell and any(not m.topic.endswith(DLQ_SUFFIX) for m in messages):
+            self._ring()
+
+    def _ring(self) -> None:
+        """Tell idle consumers to fetch (fire and forget: a lost ring costs a peek's delay)."""
+        if self._producer is None:
+            return
+        client_id = self.config.client_id.encode()
+
+        async def ring(producer: AIOKafkaProducer) -> None:
+            with contextlib.suppress(KafkaError, OSError):
+                await (await producer.send(DOORBELL_TOPIC, b"", key=client_id))
+
+        task = asyncio.create_task(ring(self._producer))
+        self._rings.add(task)
+        task.add_done_callback(self._rings.discard)
 
     async def topic_sizes(self, topics: Sequence[str]) -> dict[str, int]:
         """Messages ever appended to each topic (the sum of its partitions' end offsets;
@@ -157,6 +184,18 @@ class KafkaBus:
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             max_poll_records=1000,
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
+        )
+
+    def doorbell_listener(self) -> AIOKafkaConsumer:
+        """A consumer of the doorbell's end, in no group (every process hears every ring)."""
+        return AIOKafkaConsumer(
+            DOORBELL_TOPIC,
+            bootstrap_servers=self.config.bootstrap,
+            client_id=f"{self.config.client_id}-doorbell",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=DOORBELL_WAIT_MS,
         )
 
 

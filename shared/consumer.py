@@ -35,6 +35,7 @@ from shared import tracing
 from shared.bus import DLQ_SUFFIX, KafkaBus, OutgoingMessage, Publisher
 from shared.events import Envelope, EventData, InvalidEvent
 from shared.failures import DLQ_HEADER_PREFIX, dead_letter_headers, is_infrastructure_failure
+from shared.idle import Doorbell, IdleGate
 from shared.logging import log_context
 from shared.uow import UnitOfWork
 
@@ -355,13 +356,25 @@ class ConsumerRunner:
     Each partition is worked by its own task, strictly in offset order and in batches
     of up to `batch_size` per transaction; a busy partition is paused so the others
     keep flowing. Offsets are committed for what has finished, after every poll and
-    before partitions are handed to another member on a rebalance.
+    before partitions are handed to another member on a rebalance. After `idle_after_s`
+    with nothing to do it stops fetching until the doorbell rings or `peek_s` passes
+    (`shared.idle`; 0 turns that off).
     """
 
-    def __init__(self, bus: KafkaBus, delivery: RetryingDelivery, *, batch_size: int = 100) -> None:
+    def __init__(
+        self,
+        bus: KafkaBus,
+        delivery: RetryingDelivery,
+        *,
+        batch_size: int = 100,
+        idle_after_s: float = 3.0,
+        peek_s: float = 5.0,
+    ) -> None:
         self.bus = bus
         self.delivery = delivery
         self.batch_size = batch_size
+        self.doorbell = Doorbell(bus) if bus.config.doorbell and idle_after_s > 0 else None
+        self.idle = IdleGate(self.doorbell, idle_after_s=idle_after_s, peek_s=peek_s)
         self.assigned = False
         self._consumer: AIOKafkaConsumer | None = None
         self._work: dict[TopicPartition, asyncio.Task[None]] = {}
@@ -375,18 +388,33 @@ class ConsumerRunner:
         await self.bus.wait_connected()
         consumer = await self._start()
         self._consumer = consumer
+        bell = asyncio.create_task(self.doorbell.run()) if self.doorbell else None
+        # after waking, poll long enough for one whole fetch to come back
+        awake_ms = poll_ms = 100
+        woken_ms = 2 * self.bus.config.fetch_max_wait_ms + 100
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=100, max_records=self.batch_size * 8)
+                batches = await consumer.getmany(
+                    timeout_ms=poll_ms, max_records=self.batch_size * 8
+                )
+                poll_ms = awake_ms
                 self.assigned = bool(consumer.assignment())
                 for tp, messages in batches.items():
                     consumer.pause(tp)
                     self._work[tp] = asyncio.create_task(self._run_partition(tp, messages))
                 self._reap()
                 await self._commit()
+                if batches or self._work:
+                    self.idle.active()
+                elif self.idle.should_sleep():
+                    await self.idle.sleep(consumer, set(self._work))
+                    poll_ms = woken_ms
                 if not batches and self._work:
                     await asyncio.wait(list(self._work.values()), timeout=0.1)
         finally:
+            if bell is not None:
+                bell.cancel()
+                await asyncio.gather(bell, return_exceptions=True)
             for task in self._work.values():
                 task.cancel()
             await asyncio.gather(*self._work.values(), return_exceptions=True)

@@ -28,6 +28,7 @@ from tenacity import (
 from shared import faults, tracing
 from shared.bus import OutgoingMessage, Publisher
 from shared.db import outbox_table
+from shared.idle import Backoff
 from shared.uow import OUTBOX_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ class OutboxRelay:
     - Rows go out in id order, which for one order id is commit order (its
       transactions serialise on the order's row).
     - Wakes on `wake()` (same process) or PostgreSQL NOTIFY (other processes), and
-      polls every `poll_interval` as a safety net.
+      polls every `poll_interval` as a safety net (up to `idle_backoff` times slower
+      while polls find nothing: `shared.idle.Backoff`).
     - On broker failure it retries with jittered backoff; rows stay until acknowledged,
       so a crash between publish and marking re-sends them (consumers dedupe).
     - The PostgreSQL lock is held by one connection's session: if that connection drops
@@ -66,6 +68,7 @@ class OutboxRelay:
         *,
         batch_size: int = 500,
         poll_interval: float = 1.0,
+        idle_backoff: float = 8.0,
         retention: timedelta = timedelta(days=7),
         tracer: tracing.Tracing | None = None,
         topic_sizes: Callable[[Sequence[str]], Awaitable[dict[str, int]]] | None = None,
@@ -76,6 +79,7 @@ class OutboxRelay:
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._idle_backoff = idle_backoff
         self._retention = retention
         self._tracer = tracer or tracing.DISABLED
         self._topic_sizes = topic_sizes
@@ -110,6 +114,7 @@ class OutboxRelay:
                     "could not compare the outbox with the broker", extra={"error": repr(exc)}
                 )
             last_purge = datetime.now(UTC)
+            poll = Backoff(self._poll_interval, self._idle_backoff)
             while True:
                 self._wake.clear()
                 published = await self._publish_with_retry()
@@ -119,7 +124,9 @@ class OutboxRelay:
                     await self.purge()
                     last_purge = datetime.now(UTC)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), poll.found(published > 0))
+                if self._wake.is_set():
+                    poll.woken()
 
     async def _publish_with_retry(self) -> int:
         async for attempt in AsyncRetrying(

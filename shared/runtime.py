@@ -106,6 +106,7 @@ class ServiceRuntime(Generic[U, S]):
                 heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
                 connect_backoff_max_s=s.kafka_connect_backoff_max_s,
                 fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+                doorbell=s.kafka_doorbell,
             )
         )
         self.relay = OutboxRelay(
@@ -115,6 +116,7 @@ class ServiceRuntime(Generic[U, S]):
             self.bus,
             batch_size=s.outbox_batch_size,
             poll_interval=s.outbox_poll_interval_s,
+            idle_backoff=s.idle_poll_backoff,
             tracer=self.tracing,
             topic_sizes=self.bus.topic_sizes,
         )
@@ -136,7 +138,13 @@ class ServiceRuntime(Generic[U, S]):
                 backoff=s.consumer_retry_backoff_s,
                 backoff_max=s.consumer_retry_backoff_max_s,
             )
-            self.consumer = ConsumerRunner(self.bus, delivery, batch_size=s.consumer_batch_size)
+            self.consumer = ConsumerRunner(
+                self.bus,
+                delivery,
+                batch_size=s.consumer_batch_size,
+                idle_after_s=s.kafka_idle_after_s,
+                peek_s=s.kafka_idle_peek_s,
+            )
             self._spawn("consumer", self.consumer.run)
         for name, job in self._background.items():
             self._spawn(name, lambda job=job: job(self))  # type: ignore[misc]

@@ -111,6 +111,13 @@ class ServiceSettings(BaseSettings):
     consumer_batch_size: int = Field(100, ge=1)
     """Events of a partition applied per transaction (a failing batch goes one by one)."""
     kafka_fetch_max_wait_ms: int = Field(100, ge=0)
+    kafka_idle_after_s: float = Field(3.0, ge=0)
+    """A consumer with nothing to do for this long stops fetching until the doorbell rings
+    or `kafka_idle_peek_s` passes (0: always fetch)."""
+    kafka_idle_peek_s: float = Field(5.0, gt=0)
+    """Longest an idle consumer goes without fetching (picks up messages nobody rang for)."""
+    kafka_doorbell: bool = True
+    """Ring the one-partition `dropship-doorbell` topic after each published batch."""
     db_pool_pre_ping: bool = False
     max_inflight_requests: int = Field(64, ge=1)
     """HTTP requests one process serves at once; the rest wait up to `shed_wait_s`, then 503."""
@@ -124,6 +131,9 @@ class ServiceSettings(BaseSettings):
 
     outbox_batch_size: int = Field(500, ge=1)
     outbox_poll_interval_s: float = Field(1.0, gt=0)
+    idle_poll_backoff: float = Field(8.0, ge=1)
+    """Safety-net polls that also wake on events (outbox relay, supplier dispatcher, notify
+    sender) stretch up to this many times their interval while they find nothing; 1: off."""
     relay_enabled: bool = True
 
     api_keys: str = DEV_API_KEY

@@ -19,6 +19,8 @@ from deploy.seed import DEMO_SUPPLIERS
 
 API_KEY = "dev-api-key"
 SERVICES = ("order", "supplier", "notify", "metrics", "simulator")
+EXTRA = ("console", "marketplace_sim")
+"""Started too (their CPU is counted when their port is in `env`), never waited for."""
 
 
 @dataclass
@@ -77,7 +79,12 @@ class Stack:
 
     def find_pids(self) -> None:
         """The uvicorn process of each service (by `--port P` on its command line), tansu."""
-        ports = {n: self.env[f"DROPSHIP_{n.upper()}_PORT"] for n in SERVICES}
+        names = (*SERVICES, *EXTRA)
+        ports = {
+            n: self.env[f"DROPSHIP_{n.upper()}_PORT"]
+            for n in names
+            if f"DROPSHIP_{n.upper()}_PORT" in self.env
+        }
         broker_port = self.env["DROPSHIP_EMBEDDED_KAFKA_PORT"]
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():

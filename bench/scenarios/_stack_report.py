@@ -35,6 +35,8 @@ class Step:
     drain_s: float | None = None
     topics: dict[str, dict[str, float]] = field(default_factory=dict)
     webhook: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds from the step's first order until the system was quiet again (`split`)."""
 
 
 def fmt(v: float | None, limit_s: float | None = None) -> str:
@@ -111,6 +113,47 @@ def step_tables(steps: list[Step], args: argparse.Namespace) -> list[str]:
     return out
 
 
+PER_ORDER = ("order", "supplier", "notify", "metrics", "broker", "postgres")
+
+
+def idle_line(idle: dict[str, float]) -> str:
+    """The idle window's cores: system under test, rig, and the busiest processes."""
+    wall = idle["wall"]
+    parts = [f"{n} {idle[n] / wall:.3f}" for n in (*PER_ORDER, "console", "launcher")]
+    rig = ", ".join(f"{n} {idle[n] / wall:.3f}" for n in ("simulator", "marketplace_sim", "bench"))
+    return (
+        f"system under test **{idle['sut'] / wall:.3f} cores** ({', '.join(parts)}); "
+        f"rig {idle['rig'] / wall:.3f} cores ({rig}); over {wall:.0f} s with no order"
+    )
+
+
+def per_order_table(steps: list[Step], idle_sut: float) -> list[str]:
+    """CPU per accepted order, from the first order until everything drained."""
+    out = [
+        "CPU per order, counted from the step's first order until the system under test was "
+        "back at its idle cost (every confirmation in, then CPU quiet for a second): system "
+        "under test = the services, tansu, PostgreSQL and the launcher; rig = simulators, "
+        "load generator and this bench's consumer (per-process /proc utime+stime).",
+        "",
+        "| step | orders (201) | window s | system ms/order | net of idle ms/order | rig "
+        "ms/order | " + " | ".join(f"{p} ms" for p in PER_ORDER) + " |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(PER_ORDER),
+    ]
+    for s in steps:
+        c, n = s.cpu_s, s.load.ok or 0
+        if not c or not n or s.label.startswith("overload"):
+            continue
+        rig = c["rig"] + c.get("generator", 0.0)
+        net = c["sut"] - idle_sut * c["wall"]
+        out.append(
+            f"| {s.label} | {n} | {c['wall']:.1f} | {c['sut'] / n * 1000:.1f} | "
+            f"{net / n * 1000:.1f} | {rig / n * 1000:.1f} | "
+            + " | ".join(f"{c[p] / n * 1000:.1f}" for p in PER_ORDER)
+            + " |"
+        )
+    return out
+
+
 def overload_lines(steps: list[Step]) -> list[str]:
     out = []
     for s in steps:
@@ -166,6 +209,7 @@ def markdown(
     base_rows: list[tuple[str, str, str]],
     notes: list[str],
     span: tuple[datetime, datetime],
+    idle: dict[str, float] | None = None,
 ) -> list[str]:
     ship = "default (1 s)" if args.ship_after_s is None else f"{args.ship_after_s:g} s"
     out = [
@@ -176,7 +220,13 @@ def markdown(
         f"simulator ship_after_s {ship}, "
         f"intake timeout {args.timeout:g} s, generator {args.gen_procs} procs / "
         f"{args.max_conns} conns max, log level {args.log_level or 'default (INFO)'}, "
-        f"max in-flight {args.max_inflight or 'default (64)'}",
+        f"max in-flight {args.max_inflight or 'default (64)'}, access log "
+        f"{'on' if args.access_log else 'off'}"
+        + (f", env {' '.join(args.env)}" if args.env else ""),
+        "",
+        ("Idle: " + idle_line(idle)) if idle else "Idle: not measured (`--idle 0`)",
+        "",
+        *per_order_table(steps, getattr(args, "idle_sut", 0.0)),
         "",
         *step_tables(steps, args),
         "",

@@ -46,7 +46,7 @@ from bench.harness.stats import percentile
 from bench.harness.system import Stack
 from bench.harness.watch import Confirmations
 from bench.scenarios import intake, pipeline
-from bench.scenarios._stack_report import CONSUMERS, SERVICES, Step, fmt, markdown
+from bench.scenarios._stack_report import CONSUMERS, SERVICES, Step, fmt, idle_line, markdown
 from deploy.seed import DEMO_SUPPLIERS
 from shared.bus import ALL_TOPICS
 from shared.infra import free_port
@@ -117,9 +117,10 @@ class Snap:
     load1: float
 
 
-async def snap(urls: dict[str, str]) -> Snap:
+async def snap(urls: dict[str, str], *, scrape: bool = True) -> Snap:
     cpu = procs.snapshot()
-    return Snap(cpu, await consumed_counts(urls), os.getloadavg()[0])
+    consumed = await consumed_counts(urls) if scrape else {}
+    return Snap(cpu, consumed, os.getloadavg()[0])
 
 
 def cores(a: Snap, b: Snap, pids: dict[str, int], pg_root: int | None) -> dict[str, float]:
@@ -129,6 +130,41 @@ def cores(a: Snap, b: Snap, pids: dict[str, int], pg_root: int | None) -> dict[s
         out["postgres"] = u.db_cores(pg_root)
     out["machine"] = u.machine
     return out
+
+
+SUT = ("order", "supplier", "notify", "metrics", "console", "broker", "launcher")
+RIG = ("simulator", "marketplace_sim")
+
+
+def split(a: Snap, b: Snap, pids: dict[str, int], pg_root: int | None) -> dict[str, float]:
+    """CPU seconds between two snapshots: each process of the system under test and the
+    rig (per-process /proc utime+stime; PostgreSQL is the postmaster and its backends),
+    with the totals `sut` and `rig` (the rig without the load generator, added by the
+    caller). The bench process itself (its Kafka consumer) is `bench`, part of the rig."""
+    u = procs.Usage(a.cpu, b.cpu)
+    # the launcher alone: its children are the services, counted on their own
+    out = {
+        n: u.cpu_s(pids.get(n)) if n == "launcher" else u.tree_s(pids.get(n)) for n in (*SUT, *RIG)
+    }
+    out["postgres"] = u.db_cores(pg_root) * u.wall if pg_root else 0.0
+    out["bench"] = u.bench * u.wall
+    out["sut"] = sum(out[n] for n in (*SUT, "postgres"))
+    out["rig"] = sum(out[n] for n in (*RIG, "bench"))
+    out["wall"] = u.wall
+    return out
+
+
+async def quiet(stack: Stack, pg_root: int | None, idle_sut: float, cap_s: float) -> None:
+    """Wait (up to `cap_s`) until the system under test is back near its idle cost for a
+    whole second: the lifecycle after confirmation (dispatch, tracking, notices, metrics)
+    has drained."""
+    deadline = perf() + cap_s
+    while perf() < deadline:
+        a = await snap(stack.urls, scrape=False)
+        await asyncio.sleep(1.0)
+        got = split(a, await snap(stack.urls, scrape=False), stack.pids, pg_root)
+        if got["sut"] / got["wall"] <= idle_sut + 0.03:
+            return
 
 
 def consumed_delta(a: Snap, b: Snap) -> dict[str, dict[str, float] | None]:
@@ -199,7 +235,10 @@ async def run_step(
     placed = load.placed.values()
     while perf() < deadline and not all(conf.settled(o, ls) for o, ls, _ in placed):  # noqa: ASYNC110
         await asyncio.sleep(0.2)
-    topics = consumed_delta(a, await snap(stack.urls))
+    if drain > 0:
+        await quiet(stack, pg_root, args.idle_sut, min(drain, args.quiet_cap))
+    drained = await snap(stack.urls)
+    topics = consumed_delta(a, drained)
     events: dict[str, float | None] = {}
     for n, v in consumed_delta(a, b).items():
         events[n] = None if v is None else sum(v.values()) / (b.cpu.t - a.cpu.t)
@@ -207,6 +246,7 @@ async def run_step(
         label, rate, seconds, load, cores(a, b, stack.pids, pg_root), dict(rss.peak), events,
         wall_from, wall_to, (a.load1, b.load1),
         topics={n: v for n, v in topics.items() if v is not None},
+        cpu_s=split(a, drained, stack.pids, pg_root) | {"generator": load.gen_cpu_s},
     )  # fmt: skip
     recount(step, conf)
     return step
@@ -356,7 +396,12 @@ def stack_env(folder: Path, args: argparse.Namespace) -> dict[str, str]:
         env["DROPSHIP_LOG_LEVEL"] = args.log_level
     if args.max_inflight:
         env["DROPSHIP_MAX_INFLIGHT_REQUESTS"] = str(args.max_inflight)
-    return env | {f"DROPSHIP_{name.upper()}_PORT": str(free_port()) for name in SERVICES}
+    env["DROPSHIP_ACCESS_LOG"] = "true" if args.access_log else "false"
+    for pair in args.env:  # e.g. DROPSHIP_KAFKA_IDLE_AFTER_S=0 to measure without a lever
+        key, _, value = pair.partition("=")
+        env[key] = value
+    names = (*SERVICES, "console", "marketplace_sim")
+    return env | {f"DROPSHIP_{name.upper()}_PORT": str(free_port()) for name in names}
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -391,16 +436,15 @@ async def run(args: argparse.Namespace) -> int:
             conf = Confirmations(f"127.0.0.1:{env['DROPSHIP_EMBEDDED_KAFKA_PORT']}", from_end=True)
             print(f"  bench consumer joined in {await conf.start():.1f}s")
             pg_root = procs.postmaster_pid(pg_server())
+            args.idle_sut = 0.0
+            idle: dict[str, float] = {}
             if args.idle > 0:  # what the stack costs with no orders at all
-                await asyncio.sleep(2)
-                a = await snap(stack.urls)
+                await asyncio.sleep(args.settle)  # start-up work and consumer joins are over
+                a = await snap(stack.urls, scrape=False)
                 await asyncio.sleep(args.idle)
-                idle = cores(a, await snap(stack.urls), stack.pids, pg_root)
-                notes.append(
-                    f"idle, no orders, {args.idle:g} s before the warm-up: cores "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in idle.items())
-                )
-                print(f"  {notes[-1]}")
+                idle = split(a, await snap(stack.urls, scrape=False), stack.pids, pg_root)
+                args.idle_sut = idle["sut"] / idle["wall"]
+                print("  idle: " + idle_line(idle))
             steps = await run_steps(stack, conf, args, pg_root)
             notes += await health_check(stack)
             await webhook_acks(stack, steps)
@@ -413,7 +457,7 @@ async def run(args: argparse.Namespace) -> int:
             stack.stop()
     base_rows = await baselines(args) if args.baselines else []
     span = (t_begin, datetime.now(UTC))
-    out(*markdown(args, info, report.command_line(), steps, base_rows, notes, span))
+    out(*markdown(args, info, report.command_line(), steps, base_rows, notes, span, idle))
     out.save()
     if args.keep or any("py-spy dump" in n for n in notes):
         print(f"stack data and logs kept in {folder}")
@@ -442,13 +486,30 @@ def options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--pause", type=float, default=2.0, help="seconds between steps")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds of unreported warm-up")
     ap.add_argument("--warmup-rate", type=float, default=20.0)
-    ap.add_argument("--idle", type=float, default=10.0, help="seconds of CPU with no orders first")
+    ap.add_argument("--idle", type=float, default=30.0, help="seconds of CPU with no orders first")
     ap.add_argument("--probe-rate", type=float, default=20.0, help="recovery probe after overload")
     ap.add_argument("--probe-seconds", type=float, default=10.0)
     ap.add_argument("--gen-procs", type=int, default=2)
     ap.add_argument("--conns", type=int, default=32, help="connections opened before each step")
     ap.add_argument("--max-conns", type=int, default=512, help="generator connection cap")
-    ap.add_argument("--log-level", default="", help="DROPSHIP_LOG_LEVEL for the stack")
+    ap.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="DROPSHIP_LOG_LEVEL for the stack and its rigs (default WARNING: no line per "
+        "request; '' keeps the services' INFO)",
+    )
+    ap.add_argument(
+        "--access-log",
+        action="store_true",
+        help="uvicorn access log on (DROPSHIP_ACCESS_LOG; off by default in the benchmark)",
+    )
+    ap.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for every process (repeatable)"
+    )
+    ap.add_argument("--settle", type=float, default=15.0, help="seconds before the idle window")
+    ap.add_argument(
+        "--quiet-cap", type=float, default=30.0, help="max seconds waiting for CPU to settle"
+    )
     ap.add_argument("--max-inflight", type=int, default=0, help="DROPSHIP_MAX_INFLIGHT_REQUESTS")
     ap.add_argument("--no-baselines", dest="baselines", action="store_false")
     ap.add_argument("--baseline-seconds", type=float, default=10.0)

@@ -47,18 +47,20 @@ class ContactBook:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.attempts = attempts
+        # the retry policy is built once; each lookup runs a copy (tenacity's own per-call way)
+        self._retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
+            retry=retry_if_exception_type(_Retryable),
+            reraise=True,
+        )
 
     async def fetch(self, order_id: str) -> Contact:
         """The order's contact; `TransientSendError` while the order service is unreachable."""
         url = f"{self.base_url}/v1/orders/{quote(order_id, safe='')}/contact"
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
-                retry=retry_if_exception_type(_Retryable),
-                reraise=True,
-            ):
+            async for attempt in self._retrying.copy():
                 with attempt:
                     try:
                         response = await self.http.get(url, headers=headers)

@@ -39,6 +39,7 @@ from services.notify.settings import NotifySettings
 from services.notify.store import NotifyUnitOfWork
 from shared import faults
 from shared.events import NotificationSent
+from shared.idle import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class Sender:
         self._mail_domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
 
     async def run(self) -> None:
+        poll = Backoff(self.settings.sender_poll_s, self.settings.idle_poll_backoff)
         try:
             while True:
                 self.wakeup.event.clear()
@@ -117,10 +119,11 @@ class Sender:
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
                 if len(claimed) < free or free == 0:
+                    wait = poll.found(bool(claimed or self._inflight))
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self.wakeup.event.wait(), self.settings.sender_poll_s
-                        )
+                        await asyncio.wait_for(self.wakeup.event.wait(), wait)
+                    if self.wakeup.event.is_set():
+                        poll.woken()
         finally:
             for task in list(self._inflight):
                 task.cancel()

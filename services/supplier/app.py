@@ -81,6 +81,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 ShipToBook(http, settings.order_url, settings.service_token.get_secret_value()),
                 callback_base=settings.public_url,
                 poll_s=settings.dispatcher_poll_s,
+                idle_backoff=settings.idle_poll_backoff,
                 concurrency=settings.dispatcher_concurrency,
                 lease=lease,
             )

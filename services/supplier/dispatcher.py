@@ -31,6 +31,7 @@ from services.supplier.handlers.dispatch import Cancellation
 from services.supplier.handlers.waiting import retry_waiting
 from services.supplier.ship_to import Redacted, ShipTo, ShipToBook
 from services.supplier.store import NewSupplierOrder, SupplierDirectory, SupplierUnitOfWork
+from shared.idle import Backoff
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Dispatcher:
         poll_s: float,
         concurrency: int,
         lease: timedelta = LEASE,
+        idle_backoff: float = 8.0,
     ) -> None:
         self.runtime = runtime
         self.lease = lease
@@ -85,6 +87,7 @@ class Dispatcher:
         self.ship_to = ship_to
         self.callback_base = callback_base.rstrip("/")
         self.poll_s = poll_s
+        self.idle_backoff = idle_backoff
         self.limit = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
         self._inflight: set[asyncio.Task[None]] = set()
@@ -94,6 +97,7 @@ class Dispatcher:
     async def run(self) -> None:
         self.wakeup.dispatcher = self
         recorder = asyncio.create_task(self._record_received(), name="supplier:record-received")
+        poll = Backoff(self.poll_s, self.idle_backoff)
         try:
             while True:
                 self.wakeup.event.clear()
@@ -103,8 +107,11 @@ class Dispatcher:
                 jobs = await self._claim(free) if free > 0 else []
                 self.start(jobs)
                 if free <= 0 or len(jobs) < free:  # else more may be due: claim again at once
+                    wait = poll.found(bool(jobs or self._inflight))
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wakeup.event.wait(), self.poll_s)
+                        await asyncio.wait_for(self.wakeup.event.wait(), wait)
+                    if self.wakeup.event.is_set():
+                        poll.woken()
         finally:
             self.wakeup.dispatcher = None
             for task in [*self._inflight, recorder]:

@@ -78,6 +78,12 @@ class ShipToBook:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.retry_for_s = retry_for_s
+        self._retrying = AsyncRetrying(  # built once; each fetch runs a copy
+            retry=retry_if_exception_type(ShipToUnavailable),
+            wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
+            stop=stop_after_delay(retry_for_s),
+            reraise=True,
+        )
 
     async def fetch(
         self, order_id: str, *, country: str | None = None, postal_code: str | None = None
@@ -87,12 +93,7 @@ class ShipToBook:
         Retries for up to `retry_for_s`; past that, `ShipToUnavailable` and the job's lease
         brings it back later.
         """
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(ShipToUnavailable),
-            wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
-            stop=stop_after_delay(self.retry_for_s),
-            reraise=True,
-        ):
+        async for attempt in self._retrying.copy():
             with attempt:
                 return await self._fetch_once(order_id, country=country, postal_code=postal_code)
         raise AssertionError("unreachable")  # pragma: no cover - reraise=True

@@ -1,0 +1,139 @@
+"""Idle consumers cost nothing: pause fetching when quiet, wake on the broker's doorbell.
+
+The embedded broker (tansu) answers a fetch by re-reading every partition in it a few
+times per `fetch_max_wait_ms`, so a consumer that long-polls 100+ partitions costs the
+broker a steady share of a core even with no message anywhere. `IdleGate` lets a
+`ConsumerRunner` stop fetching once nothing has arrived for `idle_after_s`: it pauses every
+assigned partition and waits for either
+
+- a ring on the doorbell topic (one partition, one empty message that every `KafkaBus`
+  publishes after a batch of events is acknowledged, read here from its end by a consumer
+  outside any group), or
+- `peek_s` passing: the partitions are resumed for one short fetch anyway, so a message
+  published without a ring (another producer, a ring lost in a crash) is still picked up,
+  at most `peek_s` late.
+
+Either way the partitions are resumed and the runner polls normally again (after a ring
+for at least `idle_after_s`, as more events usually follow); the gate only
+ever delays a fetch, it never skips one, so every delivery guarantee of the runner holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aiokafka.errors import KafkaError
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from shared.bus import KafkaBus
+
+log = logging.getLogger(__name__)
+
+
+class Doorbell:
+    """Sets `rung` whenever a ring arrives; retries quietly while the broker is away."""
+
+    def __init__(self, bus: KafkaBus) -> None:
+        self.bus = bus
+        self.rung = asyncio.Event()
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            listener = self.bus.doorbell_listener()
+            try:
+                await listener.start()
+                delay = 0.5
+                while True:
+                    if await listener.getmany(timeout_ms=5000):
+                        self.rung.set()
+            except (KafkaError, OSError) as exc:  # peeking still picks everything up
+                log.info("doorbell unavailable, peeking only", extra={"error": repr(exc)})
+            finally:
+                with contextlib.suppress(Exception):
+                    await listener.stop()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+class IdleGate:
+    """Decides when a consumer may stop fetching, and sleeps it until work may be there."""
+
+    def __init__(
+        self,
+        doorbell: Doorbell | None,
+        *,
+        idle_after_s: float,
+        peek_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.doorbell = doorbell
+        self.idle_after_s = idle_after_s
+        self.peek_s = peek_s
+        self.clock = clock
+        self._last_active = clock()
+        self.sleeps = 0
+        self.asleep = False
+
+    def active(self) -> None:
+        """Records arrived or work is in flight."""
+        self._last_active = self.clock()
+
+    def should_sleep(self) -> bool:
+        return self.idle_after_s > 0 and self.clock() - self._last_active >= self.idle_after_s
+
+    async def sleep(self, consumer: AIOKafkaConsumer, busy: set[TopicPartition]) -> None:
+        """Pause the idle partitions until a ring or `peek_s`, then resume them.
+
+        A ring heard before this call (while the last poll ran) returns at once: the ring
+        follows its batch's acknowledgement, so the next poll sees that batch."""
+        rung = self.doorbell.rung if self.doorbell is not None else asyncio.Event()
+        if rung.is_set():
+            rung.clear()
+            return
+        paused = [tp for tp in consumer.assignment() if tp not in busy]
+        for tp in paused:
+            consumer.pause(tp)
+        self.sleeps += 1
+        self.asleep = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rung.wait(), self.peek_s)
+            if rung.is_set():  # events are flowing: stay awake for what follows them
+                rung.clear()
+                self.active()
+        finally:
+            self.asleep = False
+            assigned = consumer.assignment()
+            for tp in paused:
+                if tp in assigned:
+                    consumer.resume(tp)
+
+
+class Backoff:
+    """The wait of a polling loop that also wakes on an event: `base_s` while it finds work,
+    doubling after each empty poll up to `base_s * max_factor` (1: never longer).
+
+    Only the safety-net poll slows down: an in-process wake-up still ends the wait at
+    once, so work written in the process is picked up as fast as before, and work that
+    becomes due by the clock alone is at most `base_s * max_factor` late when idle."""
+
+    def __init__(self, base_s: float, max_factor: float = 8.0) -> None:
+        self.base_s = base_s
+        self.max_s = base_s * max(1.0, max_factor)
+        self.current_s = base_s
+
+    def found(self, work: bool) -> float:
+        """Record one poll's result; the wait before the next one."""
+        self.current_s = self.base_s if work else min(self.current_s * 2, self.max_s)
+        return self.current_s
+
+    def woken(self) -> None:
+        self.current_s = self.base_s

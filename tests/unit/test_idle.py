@@ -1,0 +1,87 @@
+"""The idle gate and the poll backoff: when a consumer may sleep, what wakes it, how polls
+stretch and snap back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import TopicPartition
+
+from shared.idle import Backoff, Doorbell, IdleGate
+
+TP = [TopicPartition("order-placed", p) for p in range(3)]
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.paused: set[TopicPartition] = set()
+        self.ever_paused: set[TopicPartition] = set()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(TP)
+
+    def pause(self, tp: TopicPartition) -> None:
+        self.paused.add(tp)
+        self.ever_paused.add(tp)
+
+    def resume(self, tp: TopicPartition) -> None:
+        self.paused.discard(tp)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_doubles_while_idle_and_snaps_back() -> None:
+    poll = Backoff(1.0, 8)
+    assert [poll.found(False) for _ in range(5)] == [2.0, 4.0, 8.0, 8.0, 8.0]
+    assert poll.found(True) == 1.0
+    poll.found(False)
+    poll.woken()
+    assert poll.current_s == 1.0
+    assert Backoff(0.5, 1).found(False) == 0.5  # factor 1: never longer
+
+
+def test_gate_sleeps_only_after_the_quiet_spell() -> None:
+    clock = Clock()
+    gate = IdleGate(None, idle_after_s=3, peek_s=5, clock=clock)
+    clock.now = 2.9
+    assert not gate.should_sleep()
+    clock.now = 3.0
+    assert gate.should_sleep()
+    gate.active()
+    assert not gate.should_sleep()
+    assert not IdleGate(None, idle_after_s=0, peek_s=5, clock=clock).should_sleep()
+
+
+async def test_a_ring_wakes_the_sleeping_consumer_and_resumes_its_partitions() -> None:
+    bell = Doorbell(bus=None)  # type: ignore[arg-type]  # run() is not started here
+    gate = IdleGate(bell, idle_after_s=0.01, peek_s=60)
+    consumer = FakeConsumer()
+    sleeping = asyncio.create_task(gate.sleep(consumer, busy={TP[0]}))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the task runs up to its wait for the ring
+    assert gate.asleep
+    assert consumer.paused == {TP[1], TP[2]}  # a busy partition is the runner's to resume
+    bell.rung.set()
+    await asyncio.wait_for(sleeping, 1)
+    assert consumer.paused == set() and not gate.should_sleep()
+
+
+async def test_without_a_ring_the_peek_ends_the_sleep() -> None:
+    gate = IdleGate(None, idle_after_s=0.01, peek_s=0.05)
+    consumer = FakeConsumer()
+    await asyncio.wait_for(gate.sleep(consumer, busy=set()), 1)  # type: ignore[arg-type]
+    assert consumer.ever_paused == set(TP) and consumer.paused == set()
+
+
+async def test_a_ring_heard_while_awake_skips_the_next_sleep() -> None:
+    bell = Doorbell(bus=None)  # type: ignore[arg-type]
+    bell.rung.set()
+    gate = IdleGate(bell, idle_after_s=0.01, peek_s=60)
+    consumer = FakeConsumer()
+    await asyncio.wait_for(gate.sleep(consumer, busy=set()), 1)  # type: ignore[arg-type]
+    assert consumer.ever_paused == set() and not bell.rung.is_set()
