@@ -110,6 +110,9 @@ def up() -> int:
     )
     # notify reads contacts from the order service and breaker states from the supplier's
     env.setdefault("DROPSHIP_ORDER_URL", f"http://127.0.0.1:{port_of('order')}")
+    # a busy supplier service records callbacks and applies them shortly, never a 503
+    env.setdefault("DROPSHIP_SUPPLIER_CALLBACK_JOURNAL_DIR", str(folder))
+    env.setdefault("DROPSHIP_SUPPLIER_WEBHOOK_WAIT_S", "0.2")
     for name in ("supplier", "notify", "metrics"):  # the console works through their APIs
         env.setdefault(f"DROPSHIP_{name.upper()}_URL", f"http://127.0.0.1:{port_of(name)}")
     broker: EmbeddedBroker | None = None

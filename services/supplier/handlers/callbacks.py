@@ -144,7 +144,8 @@ _STATUS_STEPS: dict[str, list[CallbackType]] = {
 async def record_status(
     uow: SupplierUnitOfWork, supplier_id: str, so_id: str, status: SupplierStatus
 ) -> Outcome:
-    """What the supplier says of an order we have no decision for, applied like its callbacks.
+    """What the supplier says of an order (undecided, or whose next step was not reported),
+    applied like its callbacks; `delivered` delivers it, as the carrier's update would.
 
     The lifecycle's guards make this safe to race with a late callback: whichever
     commits first decides, the other changes nothing.
@@ -161,6 +162,12 @@ async def record_status(
                 status.tracking_number,
             )
             outcome = await apply_callback(uow, supplier_id, callback)
+        if status.status == "delivered":  # the carrier's updates may all have been lost too
+            so = await uow.supplier_orders.get(so_id, for_update=True)
+            if so is not None and so.supplier_id == supplier_id and so.can(Action.DELIVER):
+                so.deliver(datetime.now(UTC))
+                await uow.supplier_orders.save(so)
+                outcome = Outcome.DELIVERED
         await uow.commit()
     STATUS_CHECKS.labels(outcome.value).inc()
     return outcome
