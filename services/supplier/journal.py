@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.supplier.handlers import callbacks
-from services.supplier.handlers.callbacks import SupplierCallback, TrackingUpdate
+from services.supplier.handlers.callbacks import Recorded, SupplierCallback, TrackingUpdate
 from services.supplier.store import StockConflict, SupplierUnitOfWork
 from shared.runtime import ServiceRuntime
 
@@ -39,6 +39,8 @@ RECORDED = Counter(
     "dropship_supplier_callbacks_recorded",
     "Callbacks recorded in the journal while busy (applied later instead of a 503).",
 )
+BATCH = 50
+"""Journal entries applied in one transaction."""
 TRANSIENT = (OperationalError, DBAPIError, PoolTimeout, StockConflict, OSError)
 
 
@@ -97,47 +99,39 @@ class CallbackJournal:
                     await asyncio.wait_for(self._wake.wait(), 1.0)
 
     async def apply_pending(self, runtime: ServiceRuntime[SupplierUnitOfWork]) -> int:
-        """Apply every complete entry past the offset, in order; returns how many."""
+        """Apply every complete entry past the offset, in order, `BATCH` to a transaction
+        (one at a time when a batch fails); returns how many."""
         if not self.path.exists():
             return 0
         offset = self._offset()
-        data = self.path.read_bytes()[offset:]
-        applied = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # being written
-            await self._apply(runtime, line)
-            offset += len(line)
+        lines = [
+            line
+            for line in self.path.read_bytes()[offset:].splitlines(keepends=True)
+            if line.endswith(b"\n")  # the last may be being written
+        ]
+        for start in range(0, len(lines), BATCH):
+            chunk = lines[start : start + BATCH]
+            entries = [e for e in map(_parse, chunk) if e is not None]
+            try:
+                await callbacks.apply_recorded(runtime.uow(), entries)
+            except Exception as exc:  # one entry's trouble must not hold up the others
+                log.warning("journal batch not applied, one by one now: %r", exc)
+                for entry in entries:
+                    await self._apply_one(runtime, entry)
+            offset += sum(len(line) for line in chunk)
             self.offset_path.write_text(str(offset))
-            applied += 1
         if offset and offset >= self.path.stat().st_size:  # all applied: start afresh
             self.path.unlink()
             self.offset_path.unlink(missing_ok=True)
-        self.applied_total += applied
-        return applied
+        self.applied_total += len(lines)
+        return len(lines)
 
-    async def _apply(self, runtime: ServiceRuntime[SupplierUnitOfWork], line: bytes) -> None:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            log.error("unreadable journal entry skipped")
-            return
+    async def _apply_one(
+        self, runtime: ServiceRuntime[SupplierUnitOfWork], entry: Recorded
+    ) -> None:
         while True:
             try:
-                if entry["kind"] == "supplier":
-                    cb = SupplierCallback(**entry["callback"])
-                    await callbacks.supplier_callback(
-                        runtime.uow(), entry["supplier_id"], entry["delivery"], cb
-                    )
-                else:
-                    raw = entry["update"]
-                    when = raw["occurred_at"]
-                    update = TrackingUpdate(
-                        raw["tracking_number"],
-                        raw["status"],
-                        datetime.fromisoformat(when) if when else None,
-                    )
-                    await callbacks.tracking_update(runtime.uow(), entry["delivery"], update)
+                await callbacks.apply_recorded(runtime.uow(), [entry])
                 return
             except TRANSIENT as exc:
                 log.warning("journal entry not applied yet: %r", exc)
@@ -145,3 +139,22 @@ class CallbackJournal:
             except Exception:
                 log.exception("journal entry could not be applied; skipped")
                 return
+
+
+def _parse(line: bytes) -> Recorded | None:
+    try:
+        entry = json.loads(line)
+        if entry["kind"] == "supplier":
+            cb = SupplierCallback(**entry["callback"])
+            return Recorded(entry["delivery"], entry["supplier_id"], cb)
+        raw = entry["update"]
+        when = raw["occurred_at"]
+        update = TrackingUpdate(
+            raw["tracking_number"],
+            raw["status"],
+            datetime.fromisoformat(when) if when else None,
+        )
+        return Recorded(entry["delivery"], None, update)
+    except (ValueError, KeyError, TypeError):
+        log.error("unreadable journal entry skipped")
+        return None

@@ -114,16 +114,21 @@ class LocalStack:
         ) as client:
 
             async def one(i: int) -> str | None:
-                while True:  # as the API asks: a 503 is sent again after its Retry-After
-                    try:
+                failures = 0
+                while True:  # as the API asks: a 503 is sent again after its Retry-After,
+                    try:  # and an unanswered request again with the same Idempotency-Key
                         response = await client.post(
                             "/v1/orders",
                             json=order_body(sku=sku, quantity=1),
                             headers={"Idempotency-Key": f"burst-{sku}-{i}"},
                         )
-                    except httpx.HTTPError as exc:
-                        self.refused[type(exc).__name__] += 1
-                        return None
+                    except httpx.TransportError as exc:
+                        failures += 1
+                        if failures == 5:
+                            self.refused[type(exc).__name__] += 1
+                            return None
+                        await asyncio.sleep(1)
+                        continue
                     if response.status_code != 503:
                         break
                     self.shed += 1

@@ -6,6 +6,7 @@ answered `ignored` and changes nothing; routes verify signatures and parse bodie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -73,6 +74,31 @@ async def supplier_callback(
         outcome = await apply_callback(uow, supplier_id, callback)
         await uow.commit()
     return outcome
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A callback recorded while the service was busy: a supplier's (with its supplier id)
+    or a carrier's tracking update (`supplier_id` None)."""
+
+    delivery_id: str
+    supplier_id: str | None
+    callback: SupplierCallback | TrackingUpdate
+
+
+async def apply_recorded(uow: SupplierUnitOfWork, batch: Sequence[Recorded]) -> None:
+    """Recorded callbacks applied in order in one unit of work, each once per delivery id
+    (one write transaction for many: what lets a busy SQLite database catch up)."""
+    async with uow:
+        for r in batch:
+            if isinstance(r.callback, TrackingUpdate):
+                if await uow.deliveries.first("tracking", r.delivery_id):
+                    await _track(uow, r.callback)
+            elif r.supplier_id is not None and await uow.deliveries.first(
+                f"supplier:{r.supplier_id}", r.delivery_id
+            ):
+                await apply_callback(uow, r.supplier_id, r.callback)
+        await uow.commit()
 
 
 async def apply_callback(
