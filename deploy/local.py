@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from deploy.demo_shops import seed_shops
 from deploy.seed import seed
 from services.console.domain import Role
@@ -175,13 +177,7 @@ def up() -> int:
         for child in children:
             if child.name != "marketplace_sim":
                 wait_for_port("127.0.0.1", port_of(child.name), 60)
-        created = seed(
-            f"http://127.0.0.1:{port_of('supplier')}",
-            f"http://127.0.0.1:{port_of('simulator')}",
-            (env.get("DROPSHIP_ADMIN_API_KEYS") or env.get("DROPSHIP_API_KEYS", "dev-api-key"))
-            .split(",")[0]
-            .strip(),
-        )
+        created = _seed(env)
         if created:
             print(f"demo suppliers created: {', '.join(created)}")
         _demo_shops(env)
@@ -238,6 +234,24 @@ def _access_log(env: dict[str, str]) -> list[str]:
     """`DROPSHIP_ACCESS_LOG` (default true): uvicorn's line per request, for every process."""
     on = env.get("DROPSHIP_ACCESS_LOG", "true").strip().lower() not in ("0", "false", "no", "off")
     return [] if on else ["--no-access-log"]
+
+
+def _seed(env: dict[str, str]) -> list[str]:
+    """The demo suppliers (idempotent), tried again while a busy machine answers slowly."""
+    key = env.get("DROPSHIP_ADMIN_API_KEYS") or env.get("DROPSHIP_API_KEYS", "dev-api-key")
+    for attempt in range(1, 7):
+        try:
+            return seed(
+                f"http://127.0.0.1:{port_of('supplier')}",
+                f"http://127.0.0.1:{port_of('simulator')}",
+                key.split(",")[0].strip(),
+            )
+        except httpx.HTTPError as exc:
+            if attempt == 6:
+                raise
+            print(f"seeding the demo suppliers: {exc!r}; trying again", flush=True)
+            time.sleep(2 * attempt)
+    return []
 
 
 def _dev_admin(folder: Path, env: dict[str, str]) -> dict[str, object] | None:
@@ -301,6 +315,7 @@ def _kill_leftovers(folder: Path) -> None:
     record = folder / "stack.children"
     if not record.exists():
         return
+    killed = []
     for line in record.read_text().split():
         pid = int(line)
         try:
@@ -311,6 +326,11 @@ def _kill_leftovers(folder: Path) -> None:
             print(f"stopping a leftover process of the previous stack (pid {pid})", flush=True)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    deadline = time.monotonic() + 15  # their ports are free once they are gone
+    while killed and time.monotonic() < deadline:
+        killed = [pid for pid in killed if Path(f"/proc/{pid}").exists()]
+        time.sleep(0.1)
     record.unlink()
 
 
