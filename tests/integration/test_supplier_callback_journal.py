@@ -48,6 +48,7 @@ async def test_a_callback_to_a_busy_service_is_recorded_then_applied_once_after_
             simulator,
             supplier_check_after_s=3600,
             supplier_callback_journal_dir=journal,
+            supplier_cache_ttl_s=3600,  # the signing secret stays known with the pool taken
             pii_key=key,  # the restarted service reads the credentials it sealed
         )
 
