@@ -30,15 +30,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.asyncapi import FLOWS
 from shared.infra import free_port
 from shared.testing import eventually
 from tests.e2e.test_story import SERVICES, SHOPIFY_SECRET, add_supplier, system
 from tests.support.chaos_refunds import RefundStorm
-from tests.support.chaos_refunds_check import check_refunds
+from tests.support.chaos_refunds_check import check_refunds, rows
 from tests.support.data import API_KEY
 from tests.support.notify import smtp_server
 
@@ -191,15 +189,6 @@ class Storm:
                 ]
                 assert len(seen) == len(set(seen)), f"{key} received an order twice"
                 self.sim_seen.setdefault(key, set()).update(seen)
-
-
-async def rows(url: str, sql: str) -> list[Any]:
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            return list(await conn.execute(text(sql)))
-    finally:
-        await engine.dispose()
 
 
 @pytest.mark.timeout(900)  # storm, then up to 300 s to settle

@@ -25,6 +25,7 @@ FAULTS = {r.value for r in SUPPLIER_FAULTS}
 
 
 async def rows(url: str, sql: str) -> list[Any]:
+    """One query's rows from a service's database, read straight (the checkers' truth)."""
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
