@@ -153,13 +153,12 @@ async def record_cancel(uow: SupplierUnitOfWork, so_id: str, cancelled: bool) ->
 
 
 async def due_status_checks(
-    uow: SupplierUnitOfWork, limit: int, check_max: timedelta | None = None
+    uow: SupplierUnitOfWork, limit: int
 ) -> list[tuple[StatusCheck, SupplierEntry | None]]:
-    """Supplier orders to ask their supplier about (their next check pushed back): the
-    undecided ones and, with `check_max`, those whose next step is overdue; with who to
-    ask (None: the supplier is gone)."""
+    """Undecided supplier orders to ask their supplier about (their next check pushed
+    back), with who to ask (None: the supplier is gone)."""
     async with uow:
-        checks = await uow.supplier_orders.due_checks(limit, uow.check_after, check_max)
+        checks = await uow.supplier_orders.due_checks(limit, uow.check_after)
         suppliers = await uow.suppliers.entries({c.supplier_id for c in checks})
         await uow.commit()
     return [(c, suppliers.get(c.supplier_id)) for c in checks]
