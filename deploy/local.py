@@ -8,6 +8,10 @@ Every service runs as its own uvicorn process on its DESIGN port. A service that
 dies is restarted. Set `DROPSHIP_KAFKA_BOOTSTRAP` to use an existing broker instead
 of the embedded one (which keeps topics in memory: it is recreated at every start).
 `DROPSHIP_ACCESS_LOG=false` starts every process without uvicorn's line per request.
+A launcher that was killed outright (SIGKILL) leaves no process behind: its services die
+with it and its broker is stopped by the next start (`<data>/stack.children`). Published
+events the (memory-only) embedded broker lost are published again from the services'
+outboxes when they start, so every order accepted before a restart is finished after it.
 Every start also (re)creates a one-time development admin of the ops console and
 prints its e-mail, password and TOTP secret (dev environment only).
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -27,6 +33,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from deploy.demo_shops import seed_shops
 from deploy.seed import seed
@@ -102,6 +110,7 @@ def up() -> int:
     pidfile = folder / "stack.pid"
     if pidfile.exists():
         _stop_pid(int(pidfile.read_text()), "previous stack")
+    _kill_leftovers(folder)
     pidfile.write_text(str(os.getpid()))
     env = {**os.environ, **dev_secrets(folder), "DROPSHIP_DATA_DIR": str(folder)}
     env.setdefault(
@@ -110,6 +119,9 @@ def up() -> int:
     )
     # notify reads contacts from the order service and breaker states from the supplier's
     env.setdefault("DROPSHIP_ORDER_URL", f"http://127.0.0.1:{port_of('order')}")
+    # a busy supplier service records callbacks and applies them shortly, never a 503
+    env.setdefault("DROPSHIP_SUPPLIER_CALLBACK_JOURNAL_DIR", str(folder))
+    env.setdefault("DROPSHIP_SUPPLIER_WEBHOOK_WAIT_S", "0.2")
     for name in ("supplier", "notify", "metrics"):  # the console works through their APIs
         env.setdefault(f"DROPSHIP_{name.upper()}_URL", f"http://127.0.0.1:{port_of(name)}")
     broker: EmbeddedBroker | None = None
@@ -127,6 +139,7 @@ def up() -> int:
             port = int(os.environ.get("DROPSHIP_EMBEDDED_KAFKA_PORT", "9092"))
             broker = EmbeddedBroker(port=port, log_path=folder / "logs" / "broker.log").start()
             env["DROPSHIP_KAFKA_BOOTSTRAP"] = broker.bootstrap
+            _remember(folder, broker.process)
             print(f"embedded broker (tansu) on {broker.bootstrap}", flush=True)
         bootstrap = env["DROPSHIP_KAFKA_BOOTSTRAP"]
         partitions = int(env.get("DROPSHIP_KAFKA_PARTITIONS", "8"))
@@ -164,13 +177,7 @@ def up() -> int:
         for child in children:
             if child.name != "marketplace_sim":
                 wait_for_port("127.0.0.1", port_of(child.name), 60)
-        created = seed(
-            f"http://127.0.0.1:{port_of('supplier')}",
-            f"http://127.0.0.1:{port_of('simulator')}",
-            (env.get("DROPSHIP_ADMIN_API_KEYS") or env.get("DROPSHIP_API_KEYS", "dev-api-key"))
-            .split(",")[0]
-            .strip(),
-        )
+        created = _seed(env)
         if created:
             print(f"demo suppliers created: {', '.join(created)}")
         _demo_shops(env)
@@ -219,6 +226,7 @@ def up() -> int:
         if broker:
             broker.stop()
         pidfile.unlink(missing_ok=True)
+        (folder / "stack.children").unlink(missing_ok=True)
         print("stopped", flush=True)
 
 
@@ -226,6 +234,24 @@ def _access_log(env: dict[str, str]) -> list[str]:
     """`DROPSHIP_ACCESS_LOG` (default true): uvicorn's line per request, for every process."""
     on = env.get("DROPSHIP_ACCESS_LOG", "true").strip().lower() not in ("0", "false", "no", "off")
     return [] if on else ["--no-access-log"]
+
+
+def _seed(env: dict[str, str]) -> list[str]:
+    """The demo suppliers (idempotent), tried again while a busy machine answers slowly."""
+    key = env.get("DROPSHIP_ADMIN_API_KEYS") or env.get("DROPSHIP_API_KEYS", "dev-api-key")
+    for attempt in range(1, 7):
+        try:
+            return seed(
+                f"http://127.0.0.1:{port_of('supplier')}",
+                f"http://127.0.0.1:{port_of('simulator')}",
+                key.split(",")[0].strip(),
+            )
+        except httpx.HTTPError as exc:
+            if attempt == 6:
+                raise
+            print(f"seeding the demo suppliers: {exc!r}; trying again", flush=True)
+            time.sleep(2 * attempt)
+    return []
 
 
 def _dev_admin(folder: Path, env: dict[str, str]) -> dict[str, object] | None:
@@ -262,8 +288,50 @@ def _database_url(name: str, folder: Path, env: dict[str, str]) -> str:
 def _spawn(child: Child, env: dict[str, str], folder: Path) -> None:
     with (folder / "logs" / f"{child.name}.log").open("ab") as log:
         child.process = subprocess.Popen(
-            child.argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            child.argv,
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # only a prctl call in the forked child
         )
+    _remember(folder, child.process)
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when the launcher dies, even by SIGKILL."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _remember(folder: Path, process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None:
+        with (folder / "stack.children").open("a") as out:
+            out.write(f"{process.pid}\n")
+
+
+def _kill_leftovers(folder: Path) -> None:
+    """Stop what a launcher killed outright left running (the broker, above all)."""
+    record = folder / "stack.children"
+    if not record.exists():
+        return
+    killed = []
+    for line in record.read_text().split():
+        pid = int(line)
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # gone (or not Linux: nothing to check it against)
+        if b"tansu" in cmdline or b"uvicorn" in cmdline:
+            print(f"stopping a leftover process of the previous stack (pid {pid})", flush=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    deadline = time.monotonic() + 15  # their ports are free once they are gone
+    while killed and time.monotonic() < deadline:
+        killed = [pid for pid in killed if Path(f"/proc/{pid}").exists()]
+        time.sleep(0.1)
+    record.unlink()
 
 
 def _stop_pid(pid: int, what: str) -> None:

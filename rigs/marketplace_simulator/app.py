@@ -4,17 +4,20 @@ Each shop lives under `/{shop}`: `POST /{shop}/admin/api/2024-10/graphql.json` (
 `X-Shopify-Access-Token`) or `/{shop}/wp-json/wc/v3/orders/...` (WooCommerce, basic auth
 with the consumer key and secret), so a shop's `api_base_url` is `<sim>/{shop}`. Steered by
 `PUT /_control/shops/{shop}`; `GET /_control/calls` lists every call it accepted.
-In-memory: run one process.
+In memory, written through to `<state_dir>/marketplace-simulator.db` when set: run one process.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rigs.marketplace_simulator.shopify import execute
@@ -24,9 +27,16 @@ SHOPIFY_VERSION = "2024-10"
 
 
 class MarketplaceSimSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DROPSHIP_MARKETPLACE_SIM_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DROPSHIP_MARKETPLACE_SIM_", extra="ignore", populate_by_name=True
+    )
     host: str = "127.0.0.1"
     port: int = Field(8011, ge=1, le=65535)
+    state_dir: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("DROPSHIP_MARKETPLACE_SIM_STATE_DIR", "DROPSHIP_DATA_DIR"),
+    )
+    """Where its shops' orders and calls are kept across restarts; unset: memory only."""
 
 
 class ShopControl(BaseModel):
@@ -55,7 +65,17 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
     settings = settings or MarketplaceSimSettings()
     market = Marketplace()
-    app = FastAPI(title="Dropship marketplace simulator", version="0.1.0")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.state_dir is not None:
+            market.open(settings.state_dir)
+        try:
+            yield
+        finally:
+            market.close()
+
+    app = FastAPI(title="Dropship marketplace simulator", version="0.1.0", lifespan=lifespan)
     app.state.market = market
     control = APIRouter(prefix="/_control", tags=["control"])
 
@@ -71,7 +91,15 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
         """A WooCommerce shop's order (made on first sight), or the shop's refusal of the call."""
         shop = shop_of(name, "woocommerce")
         refused = _woo_gate(shop, authorization)
-        return shop.woo_order(order_id) if refused is None else refused
+        if refused is not None:
+            market.save(shop)  # a steered refusal used up one of its counters
+            return refused
+        return shop.woo_order(order_id)
+
+    def written(shop_name: str, call: Call) -> None:
+        """A write the shop took: its order and the call are kept."""
+        market.save(market.shops[shop_name], call.order_external_id)
+        market.record(call)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -90,6 +118,7 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
         for key in Steering.__dataclass_fields__:
             if getattr(body, key) is not None:
                 setattr(shop.steering, key, getattr(body, key))
+        market.save(shop)
         return _render_shop(shop)
 
     @control.get("/shops/{name}")
@@ -110,6 +139,7 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
             }
             for i, line in enumerate(lines, start=1)
         ]
+        market.save(market.shops[name], order_id)
         return order
 
     @control.get("/calls")
@@ -128,10 +158,11 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
             return _error(401, "[API] Invalid API key or access token")
         refused = _refusal(shop)
         if refused is not None:
+            market.save(shop)
             return refused
         data, call = execute(shop, str(body.get("query", "")), body.get("variables") or {})
         if call is not None:
-            market.calls.append(call)
+            written(name, call)
         return {"data": data, "extensions": _cost(shop, 10)}
 
     @app.api_route("/{name}/wp-json/wc/v3/orders/{order_id}", methods=["GET", "PUT"])
@@ -146,8 +177,8 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
             return order
         if body and "status" in body:
             order["status"] = str(body["status"])
-            market.calls.append(
-                Call("woocommerce", name, "orders.update", order_id, status=order["status"])
+            written(
+                name, Call("woocommerce", name, "orders.update", order_id, status=order["status"])
             )
         return order
 
@@ -171,9 +202,8 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
         }
         order["notes"].append(note)
         number = re.search(r"tracking number (\S+?)(?::|$)", text)
-        market.calls.append(
-            Call("woocommerce", name, "notes.create", order_id, number.group(1) if number else None)
-        )
+        number_text = number.group(1) if number else None
+        written(name, Call("woocommerce", name, "notes.create", order_id, number_text))
         return JSONResponse(note, status_code=201)
 
     @app.api_route("/{name}/wp-json/wc/v3/orders/{order_id}/refunds", methods=["GET", "POST"])
@@ -203,7 +233,7 @@ def create_app(settings: MarketplaceSimSettings | None = None) -> FastAPI:
             "refunded_payment": bool(body.get("api_refund", True)),
         }
         order["refunds"].append(refund)
-        market.calls.append(Call("woocommerce", name, "refunds.create", order_id, amount=amount))
+        written(name, Call("woocommerce", name, "refunds.create", order_id, amount=amount))
         return JSONResponse(refund, status_code=201)
 
     app.include_router(control)

@@ -1,13 +1,17 @@
-"""The simulator's in-memory shops: credentials, steering, orders and the calls received."""
+"""The simulator's shops: credentials, steering, orders and the calls received; in memory,
+written through to a state file when a state folder is set."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
+
+from rigs.marketplace_simulator.store import CALL, ORDER, SHOP, StateFile
 
 Platform = Literal["shopify", "woocommerce"]
 
@@ -129,3 +133,37 @@ class Call:
 class Marketplace:
     shops: dict[str, SimShop] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    store: StateFile | None = None
+
+    def open(self, folder: Path) -> None:
+        """Keep the state in `folder` from now on, starting from what it already holds."""
+        self.store = StateFile(folder)
+        for name, _, data in self.store.load(SHOP):
+            steering, refused = data.pop("steering"), data.pop("refused")
+            self.shops[name] = SimShop(**data, steering=Steering(**steering), refused=refused)
+        for name, order_id, data in self.store.load(ORDER):
+            if name in self.shops:
+                self.shops[name].orders[order_id] = data
+        for _, _, data in self.store.load(CALL):
+            self.calls.append(Call(**data | {"time": datetime.fromisoformat(data["time"])}))
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def save(self, shop: SimShop, order_id: str | None = None) -> None:
+        """Write the shop (steering and refusals included) and one of its orders through."""
+        if self.store is None:
+            return
+        data = {k: v for k, v in vars(shop).items() if k != "orders"}
+        data |= {"steering": asdict(shop.steering), "refused": dict(shop.refused)}
+        self.store.put(SHOP, shop.name, "", data)
+        if order_id is not None and order_id in shop.orders:
+            self.store.put(ORDER, shop.name, order_id, shop.orders[order_id])
+
+    def record(self, call: Call) -> None:
+        self.calls.append(call)
+        if self.store is not None:
+            data = asdict(call) | {"time": call.time.isoformat()}
+            self.store.put(CALL, call.shop, f"{len(self.calls):012d}", data)

@@ -25,6 +25,7 @@ from rigs.supplier_simulator.models import (
     ReturnGranted,
     ReturnList,
     ReturnRequest,
+    SupplierStats,
 )
 from rigs.supplier_simulator.state import Supplier
 from shared.http import field_errors
@@ -182,6 +183,13 @@ async def reset_supplier(simulator: Sim, supplier_key: ControlKey) -> ControlVie
 async def list_orders(simulator: Sim, supplier_key: ControlKey) -> OrderList:
     orders = simulator.supplier(supplier_key).orders.values()
     return OrderList.model_validate({"items": [o.view() for o in orders]})
+
+
+@control.get("/{supplier_key}/stats", response_model=SupplierStats)
+async def supplier_stats(simulator: Sim, supplier_key: ControlKey) -> SupplierStats:
+    """Its orders by state and its deliveries by outcome: `failed` ones were given up on
+    after every attempt (what the platform never heard from this supplier)."""
+    return SupplierStats.model_validate(simulator.supplier(supplier_key).stats())
 
 
 @control.get("/{supplier_key}/returns", response_model=ReturnList)

@@ -40,7 +40,7 @@ def create_app(
     app = FastAPI(
         title="Dropship supplier simulator",
         description="Simulated suppliers speaking the supplier API (docs/supplier-api.md), "
-        "steered through /_control. In-memory: run one process.",
+        "steered through /_control. Run one process (its state is kept under the data folder).",
         version="0.1.0",
         lifespan=lifespan,
     )

@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import logging
 import re
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -43,6 +44,7 @@ from rigs.supplier_simulator.state import (
     SimOrder,
     Supplier,
 )
+from rigs.supplier_simulator.store import StateFile
 from shared.logging import log_context
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,9 @@ class Simulator:
     """All simulated suppliers plus the background tasks that call back on their orders.
 
     Suppliers spring into existence, with default settings, the first time their key is used.
-    `start()` hands in the shared outbound client (from the app's lifespan); `stop()` cancels
-    every pending callback.
+    `start()` hands in the shared outbound client (from the app's lifespan) and, with a state
+    folder, carries on every order the file remembers; `stop()` cancels every pending
+    callback (a restart sends again whatever was not delivered yet).
     """
 
     def __init__(self, settings: SimulatorSettings) -> None:
@@ -67,6 +70,7 @@ class Simulator:
         self._suppliers: dict[str, Supplier] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._deliverer: Deliverer | None = None
+        self._store: StateFile | None = None
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -76,10 +80,23 @@ class Simulator:
             s.callback_max_attempts, s.callback_backoff_s, s.callback_backoff_max_s
         )
         self._deliverer = Deliverer(client, policy)
+        if self.settings.state_dir is not None:
+            self._store = StateFile(self.settings.state_dir)
+            for key, records in self._store.load().items():
+                supplier = self._suppliers[key] = Supplier(key, self.settings.seed, self._store)
+                supplier.restore(records)
+                for order in supplier.orders.values():
+                    if order.state is not OrderState.CANCELLED:
+                        self._spawn(supplier, self._run(supplier, order, resumed=True), "resume")
+            if self._suppliers:
+                log.info("state reloaded from %s", self._store.path)
 
     async def stop(self) -> None:
         await _cancel_all(self._tasks)
         self._deliverer = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     @property
     def pending_tasks(self) -> int:
@@ -92,7 +109,7 @@ class Simulator:
             raise UnknownSupplier(reason=f"no supplier {key!r}")
         found = self._suppliers.get(key)
         if found is None:
-            found = self._suppliers[key] = Supplier(key, self.settings.seed)
+            found = self._suppliers[key] = Supplier(key, self.settings.seed, self._store)
         return found
 
     def authenticate(self, key: str, authorization: str | None) -> Supplier:
@@ -111,6 +128,8 @@ class Simulator:
         old = self._suppliers.pop(key, None)
         if old is not None:
             await _cancel_all(old.tasks)
+        if self._store is not None:
+            self._store.forget(key)
         return self.supplier(key)
 
     # the supplier API ------------------------------------------------------------------
@@ -185,38 +204,58 @@ class Simulator:
 
         task.add_done_callback(done)
 
-    async def _run(self, supplier: Supplier, order: SimOrder) -> None:
+    async def _run(self, supplier: Supplier, order: SimOrder, *, resumed: bool = False) -> None:
         """Decide, then (maybe) dispatch, then (maybe) deliver, calling back at each step.
 
         The waits end early when the order is cancelled; the state checks make sure a
-        cancelled order is never decided on or dispatched afterwards.
+        cancelled order is never decided on or dispatched afterwards. `resumed` (after a
+        restart): steps already taken are skipped, callbacks not yet delivered are sent,
+        and the first wait lasts only what was left of it.
         """
         plan = order.plan
-        delay = supplier.control.decision_delay_s
-        await _pause(order, self.settings.decision_delay_s if delay is None else delay)
-        if not supplier.advance(order, frozenset({OrderState.RECEIVED}), plan.decision):
-            return  # cancelled before we decided
-        decision: dict[str, Any] = {"type": plan.decision.value}
-        if plan.decision in _REASONS:
-            decision["reason"] = _REASONS[plan.decision]
-        await self._callback(supplier, order, decision)
+
+        def wait(seconds: float) -> float:
+            nonlocal resumed
+            left = max(0.0, order.state_at + seconds - time.time()) if resumed else seconds
+            resumed = False
+            return left
+
+        if order.state is OrderState.RECEIVED:
+            delay = supplier.control.decision_delay_s
+            await _pause(order, wait(self.settings.decision_delay_s if delay is None else delay))
+            if not supplier.advance(order, frozenset({OrderState.RECEIVED}), plan.decision):
+                return  # cancelled before we decided
+        if order.state is OrderState.CANCELLED:
+            return
+        if not order.tried(SUPPLIER_CALLBACK.kind, plan.decision.value):
+            decision: dict[str, Any] = {"type": plan.decision.value}
+            if plan.decision in _REASONS:
+                decision["reason"] = _REASONS[plan.decision]
+            await self._callback(supplier, order, decision)
         if not plan.ships:
             return
-        await _pause(order, plan.ship_after_s)
-        if not supplier.advance(order, SHIPPABLE, OrderState.DISPATCHED):
-            return  # cancelled meanwhile
-        dispatched = {
-            "type": "dispatched",
-            "carrier": plan.carrier,
-            "tracking_number": plan.tracking_number,
-        }
-        await self._callback(supplier, order, dispatched)
+        if order.state in SHIPPABLE:
+            await _pause(order, wait(plan.ship_after_s))
+            if not supplier.advance(order, SHIPPABLE, OrderState.DISPATCHED):
+                return  # cancelled meanwhile
+        if order.state not in (OrderState.DISPATCHED, OrderState.DELIVERED):
+            return
+        if not order.tried(SUPPLIER_CALLBACK.kind, "dispatched"):
+            dispatched = {
+                "type": "dispatched",
+                "carrier": plan.carrier,
+                "tracking_number": plan.tracking_number,
+            }
+            await self._callback(supplier, order, dispatched)
         if plan.deliver_after_s is None:
             return  # the carrier never reports
-        await self._tracking(supplier, order, "in_transit", "picked up by carrier")
-        await asyncio.sleep(plan.deliver_after_s)
-        supplier.advance(order, frozenset({OrderState.DISPATCHED}), OrderState.DELIVERED)
-        await self._tracking(supplier, order, "delivered", "delivered to recipient")
+        if not order.tried(TRACKING_UPDATE.kind, "in_transit"):
+            await self._tracking(supplier, order, "in_transit", "picked up by carrier")
+        if order.state is OrderState.DISPATCHED:
+            await asyncio.sleep(wait(plan.deliver_after_s))
+            supplier.advance(order, frozenset({OrderState.DISPATCHED}), OrderState.DELIVERED)
+        if not order.tried(TRACKING_UPDATE.kind, "delivered"):
+            await self._tracking(supplier, order, "delivered", "delivered to recipient")
 
     async def _callback(self, supplier: Supplier, order: SimOrder, fields: dict[str, Any]) -> None:
         payload = {
@@ -231,12 +270,14 @@ class Simulator:
             await asyncio.sleep(control.callback_delay_s)
         if control.lose_callbacks:  # as if every delivery attempt had failed
             order.events.append(lost(SUPPLIER_CALLBACK, order.callback_url, payload))
+            supplier.save(order)
             return
         order.events.append(
             await self._outbound().deliver(
                 SUPPLIER_CALLBACK, order.callback_url, payload, control.webhook_secret
             )
         )
+        supplier.save(order)
 
     async def _tracking(
         self, supplier: Supplier, order: SimOrder, status: str, detail: str
@@ -251,6 +292,7 @@ class Simulator:
         url = str(self.settings.tracking_url)
         secret = self.settings.tracking_secret.get_secret_value()
         order.events.append(await self._outbound().deliver(TRACKING_UPDATE, url, payload, secret))
+        supplier.save(order)
 
     def _outbound(self) -> Deliverer:
         if self._deliverer is None:

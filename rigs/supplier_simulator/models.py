@@ -260,3 +260,14 @@ class RequestLog(BaseModel):
     """Arrival times (RFC 3339 UTC) of a supplier's API requests, oldest first."""
 
     items: list[str]
+
+
+class SupplierStats(BaseModel):
+    """`GET /_control/{key}/stats`: a supplier's orders and deliveries, counted."""
+
+    orders: int
+    states: dict[str, int]
+    deliveries: dict[str, dict[str, int]]
+    """`{"callback:dispatched": {"sent": 398, "failed": 2}, ...}` (kind:type -> outcome)."""
+    given_up: int
+    """Deliveries (callbacks and tracking updates) that failed after every attempt."""

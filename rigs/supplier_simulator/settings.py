@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, AnyHttpUrl, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -11,7 +13,8 @@ DEV_TRACKING_SECRET = "dev-tracking-secret"  # noqa: S105 - the documented devel
 class SimulatorSettings(BaseSettings):
     """Process-wide settings; per-supplier behaviour is steered at runtime via `/_control`.
 
-    The simulator keeps its state in memory: run it as a single process (one uvicorn worker).
+    The simulator keeps its state in memory (written through to `state_dir` when set): run
+    it as a single process (one uvicorn worker).
     """
 
     model_config = SettingsConfigDict(
@@ -22,6 +25,11 @@ class SimulatorSettings(BaseSettings):
     port: int = Field(8010, ge=1, le=65535)
     seed: int | None = None
     """Base seed: each supplier draws from `Random(f"{seed}:{supplier_key}")`; unset = random."""
+
+    state_dir: Path | None = Field(
+        None, validation_alias=AliasChoices("DROPSHIP_SIMULATOR_STATE_DIR", "DROPSHIP_DATA_DIR")
+    )
+    """Where its orders are kept across restarts (`supplier-simulator.db`); unset: memory only."""
 
     tracking_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8002/v1/webhooks/tracking")
     """Where carrier tracking updates (in transit, delivered) are POSTed."""

@@ -1,4 +1,7 @@
-"""In-memory state of the simulated suppliers: control, seeded randomness, orders, idempotency.
+"""State of the simulated suppliers: control, seeded randomness, orders, idempotency.
+
+Kept in memory and, with a state folder, written through to `store.StateFile` at every
+change, so a restarted simulator reloads it (`Supplier.restore`).
 
 Every mutation here is a plain (non-async) method: it runs to completion on the event loop
 without yielding, so concurrent requests can never interleave inside one. That is what makes
@@ -12,7 +15,8 @@ import hashlib
 import json
 import random
 import string
-from collections import deque
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -20,6 +24,7 @@ from typing import Any
 from rigs.supplier_simulator.callbacks import utc_now
 from rigs.supplier_simulator.errors import IdempotencyKeyReused, OutOfStock
 from rigs.supplier_simulator.models import PlaceOrderRequest, ReturnRequest, SupplierControl
+from rigs.supplier_simulator.store import CONTROL, ORDER, RETURN, StateFile
 
 CARRIERS = ("ups", "fedex", "dhl", "usps")
 REQUEST_LOG = 10_000
@@ -79,7 +84,48 @@ class SimOrder:
     carrier: str | None = None
     tracking_number: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    state_at: float = field(default_factory=time.time)
+    """When (Unix time) the order entered its state: a restart waits only what is left."""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def tried(self, kind: str, type_: str) -> bool:
+        """Whether this callback or tracking update was delivered (or given up on) already."""
+        return any(e["kind"] == kind and e["type"] == type_ for e in self.events)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "supplier_order_ref": self.supplier_order_ref,
+            "idempotency_key": self.idempotency_key,
+            "fingerprint": self.fingerprint,
+            "request": self.request.model_dump(mode="json"),
+            "plan": {**self.plan.__dict__, "decision": self.plan.decision.value},
+            "received_at": self.received_at,
+            "state": self.state.value,
+            "state_at": self.state_at,
+            "carrier": self.carrier,
+            "tracking_number": self.tracking_number,
+            "events": self.events,
+        }
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> SimOrder:
+        plan = dict(data["plan"])
+        order = cls(
+            supplier_order_ref=data["supplier_order_ref"],
+            idempotency_key=data["idempotency_key"],
+            fingerprint=data["fingerprint"],
+            request=PlaceOrderRequest.model_validate(data["request"]),
+            plan=Plan(**{**plan, "decision": OrderState(plan["decision"])}),
+            received_at=data["received_at"],
+            state=OrderState(data["state"]),
+            carrier=data["carrier"],
+            tracking_number=data["tracking_number"],
+            events=list(data["events"]),
+            state_at=float(data["state_at"]),
+        )
+        if order.state is OrderState.CANCELLED:
+            order.cancelled.set()
+        return order
 
     @property
     def callback_url(self) -> str:
@@ -142,6 +188,21 @@ class SimReturn:
             "requests": self.requests,
         }
 
+    def record(self) -> dict[str, Any]:
+        return {
+            "idempotency_key": self.idempotency_key,
+            "fingerprint": self.fingerprint,
+            "request": self.request.model_dump(mode="json"),
+            "rma": self.rma,
+            "refused_reason": self.refused_reason,
+            "received_at": self.received_at,
+            "requests": self.requests,
+        }
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> SimReturn:
+        return cls(**{**data, "request": ReturnRequest.model_validate(data["request"])})
+
 
 def fingerprint(request: PlaceOrderRequest | ReturnRequest) -> str:
     canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -151,8 +212,9 @@ def fingerprint(request: PlaceOrderRequest | ReturnRequest) -> str:
 class Supplier:
     """One simulated supplier: its control settings, its random stream and its orders."""
 
-    def __init__(self, key: str, base_seed: int | None) -> None:
+    def __init__(self, key: str, base_seed: int | None, store: StateFile | None = None) -> None:
         self.key = key
+        self.store = store
         self.base_seed = base_seed
         self.control = SupplierControl.defaults(key)
         self.rng = random.Random()
@@ -162,6 +224,31 @@ class Supplier:
         self.returns: dict[str, SimReturn] = {}  # by Idempotency-Key
         self.requests: deque[str] = deque(maxlen=REQUEST_LOG)  # when each API request came
         self.tasks: set[asyncio.Task[None]] = set()
+
+    def restore(self, records: dict[str, list[dict[str, Any]]]) -> None:
+        """Take back what the state file kept (control, orders, returns); saves nothing."""
+        for control in records.get(CONTROL, [])[-1:]:
+            self.control = SupplierControl.model_validate(control)
+            self.reseed()
+        for data in records.get(ORDER, []):
+            order = SimOrder.from_record(data)
+            self.orders[order.supplier_order_ref] = order
+            self.by_idempotency_key[order.idempotency_key] = order
+        for data in records.get(RETURN, []):
+            decided = SimReturn.from_record(data)
+            self.returns[decided.idempotency_key] = decided
+
+    def save(self, order: SimOrder) -> None:
+        if self.store is not None:
+            self.store.put(ORDER, self.key, order.supplier_order_ref, order.record())
+
+    def _save_control(self) -> None:
+        if self.store is not None:
+            self.store.put(CONTROL, self.key, "", self.control.model_dump(mode="json"))
+
+    def _save_return(self, decided: SimReturn) -> None:
+        if self.store is not None:
+            self.store.put(RETURN, self.key, decided.idempotency_key, decided.record())
 
     def reseed(self) -> None:
         """Restart the random stream from the supplier's seed (or the process seed)."""
@@ -176,6 +263,7 @@ class Supplier:
         self.control = self.control.model_copy(update=changes)
         if "seed" in changes:
             self.reseed()
+        self._save_control()
         return self.control
 
     def roll(self, rate: float) -> bool:
@@ -212,6 +300,7 @@ class Supplier:
         )
         self.orders[order.supplier_order_ref] = order
         self.by_idempotency_key[idempotency_key] = order
+        self.save(order)
         return order, True
 
     def ask_return(self, idempotency_key: str, request: ReturnRequest) -> SimReturn:
@@ -225,6 +314,7 @@ class Supplier:
                     reason="this Idempotency-Key was used for a different return request"
                 )
             existing.requests += 1
+            self._save_return(existing)
             return existing
         refused = self.control.rma_refuse
         decided = SimReturn(
@@ -235,6 +325,7 @@ class Supplier:
             refused_reason=self.control.rma_refuse_reason if refused else None,
         )
         self.returns[idempotency_key] = decided
+        self._save_return(decided)
         return decided
 
     def _new_ref(self) -> str:
@@ -262,14 +353,29 @@ class Supplier:
             tracking_number=tracking_number(carrier, self.rng),
         )
 
+    def stats(self) -> dict[str, Any]:
+        states: Counter[str] = Counter(o.state.value for o in self.orders.values())
+        deliveries: dict[str, Counter[str]] = {}
+        for order in self.orders.values():
+            for event in order.events:
+                kind = f"{event['kind']}:{event['type']}"
+                deliveries.setdefault(kind, Counter())[str(event["status"])] += 1
+        return {
+            "orders": len(self.orders),
+            "states": dict(states),
+            "deliveries": {k: dict(v) for k, v in deliveries.items()},
+            "given_up": sum(c["failed"] for c in deliveries.values()),
+        }
+
     def advance(self, order: SimOrder, allowed: frozenset[OrderState], to: OrderState) -> bool:
         """Move `order` to `to` if it is in one of `allowed`; False (no change) otherwise."""
         if order.state not in allowed:
             return False
-        order.state = to
+        order.state, order.state_at = to, time.time()
         if to is OrderState.CANCELLED:
             order.cancelled.set()
         if to is OrderState.DISPATCHED:
             order.carrier = order.plan.carrier
             order.tracking_number = order.plan.tracking_number
+        self.save(order)
         return True

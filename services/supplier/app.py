@@ -18,6 +18,7 @@ from services.supplier.breaker import CircuitBreaker
 from services.supplier.consumers import CONSUMERS
 from services.supplier.dispatcher import Dispatcher, Wakeup, sla_clock, waiting_clock
 from services.supplier.errors import DOMAIN_ERRORS
+from services.supplier.journal import CallbackJournal
 from services.supplier.reconciler import Reconciler
 from services.supplier.settings import SupplierSettings
 from services.supplier.ship_to import ShipToBook
@@ -90,6 +91,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 client,
                 interval_s=settings.supplier_reconcile_interval_s,
                 decision_timeout=timedelta(seconds=settings.supplier_decision_timeout_s),
+                check_max=timedelta(seconds=settings.supplier_check_max_s),
             )
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(dispatcher.run(), name="supplier:dispatcher")
@@ -109,17 +111,26 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     async def supplier_status(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
         await availability.run(runtime.uow)
 
+    journal = (
+        CallbackJournal(settings.supplier_callback_journal_dir)
+        if settings.supplier_callback_journal_dir
+        else None
+    )
+    background = {
+        "supplier-calls": supplier_calls,
+        "sla-clock": sla,
+        "waiting-lines": waiting,
+        "supplier-status": supplier_status,
+    }
+    if journal is not None:
+        background["callback-journal"] = journal.run
+
     runtime = ServiceRuntime(
         settings,
         MIGRATIONS,
         uow_class,
         handlers=CONSUMERS,
-        background={
-            "supplier-calls": supplier_calls,
-            "sla-clock": sla,
-            "waiting-lines": waiting,
-            "supplier-status": supplier_status,
-        },
+        background=background,
     )
     app = build_app(
         runtime,
@@ -137,6 +148,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     app.state.availability = availability
     app.state.directory = directory
     app.state.egress = settings.egress_policy()
+    app.state.journal = journal
     app.state.webhook_slots = asyncio.Semaphore(settings.supplier_webhook_concurrency)
     app.include_router(api.router)
     app.include_router(webhooks.router)

@@ -1,4 +1,4 @@
-"""The reconciler: asks suppliers about orders they took but never called back about.
+"""The reconciler: asks suppliers about orders whose next step they never reported.
 
 A supplier's decision arrives as a callback; if every delivery of it failed (we were
 down, or answered 503 while overloaded, past the supplier's own retries), the supplier
@@ -10,6 +10,12 @@ PostgreSQL, so replicas share the work), its status is fetched with
 guards make a late callback and a check racing each other decide exactly once. An order
 still `received` `DROPSHIP_SUPPLIER_DECISION_TIMEOUT_S` after the supplier took it is
 called off and its lines fail over.
+
+Decided orders are asked about too (with `check_max`): an accepted order not reported
+dispatched, or a dispatched one not reported delivered, `DROPSHIP_SUPPLIER_CHECK_AFTER_S`
+after its last step and then at growing gaps (at most `DROPSHIP_SUPPLIER_CHECK_MAX_S`),
+so what a supplier (or carrier) could not tell us, because every delivery of its
+callback failed, is still learnt.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class Reconciler:
         *,
         interval_s: float,
         decision_timeout: timedelta | None = None,
+        check_max: timedelta | None = None,
         batch: int = 100,
         concurrency: int = 8,
     ) -> None:
@@ -41,6 +48,7 @@ class Reconciler:
         self.client = client
         self.interval_s = interval_s
         self.decision_timeout = decision_timeout
+        self.check_max = check_max
         self.batch = batch
         self.limit = asyncio.Semaphore(concurrency)
 
@@ -52,7 +60,7 @@ class Reconciler:
 
     async def check_due(self) -> int:
         """Check one batch of due orders; returns how many were claimed."""
-        due = await dispatch.due_status_checks(self.runtime.uow(), self.batch)
+        due = await dispatch.due_status_checks(self.runtime.uow(), self.batch, self.check_max)
         checks = []
         for check, entry in due:
             if entry is None or not check.supplier_order_ref:
@@ -83,7 +91,8 @@ class Reconciler:
                     await dispatch.give_up_undecided(
                         self.runtime.uow(), so_id, self.decision_timeout
                     )
-                level = logging.INFO if undecided else logging.WARNING
+                quiet = undecided or outcome is callbacks.Outcome.IGNORED  # nothing new
+                level = logging.INFO if quiet else logging.WARNING
                 log.log(
                     level,
                     "supplier order %s is %s at the supplier: %s",

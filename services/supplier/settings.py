@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, SecretStr, model_validator
@@ -57,6 +58,10 @@ class SupplierSettings(ServiceSettings):
     supplier_check_after_s: float = Field(30.0, gt=0)
     """An order the supplier took but has not decided on is asked about after this long
     (and as often again while undecided): its callbacks may all have been lost."""
+    supplier_check_max_s: float = Field(3600.0, gt=0)
+    """An accepted order not reported dispatched (or a dispatched one not reported
+    delivered) is asked about `supplier_check_after_s` after that step, then at gaps of
+    half its age up to this long, for 30 days."""
     supplier_decision_timeout_s: float = Field(3600.0, gt=0)
     """A supplier that has neither accepted nor rejected this long after taking an order
     (as its status check tells) is called off and the lines fail over."""
@@ -80,6 +85,10 @@ class SupplierSettings(ServiceSettings):
     (as does a callback that finds every database connection taken)."""
     supplier_webhook_wait_s: float = Field(2.0, gt=0)
     """How long a callback waits for a slot before a 503."""
+    supplier_callback_journal_dir: Path | None = None
+    """With a folder, a callback that would get a 503 (busy) is recorded there and answered
+    202 `recorded` at once, then applied in order (`services/supplier/journal.py`);
+    `make up` sets it to the data folder. One journal per process: not for replicas."""
     supplier_allowed_hosts: str = ""
     """`DROPSHIP_SUPPLIER_ALLOWED_HOSTS`: comma-separated host names (`.corp.example` for a
     whole domain) and networks (`10.20.0.0/16`) a supplier's `api_base_url` may reach although

@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
@@ -20,6 +20,7 @@ from sqlalchemy.pool import Pool, QueuePool
 from services.supplier.api import runtime_of, settings_of
 from services.supplier.handlers import callbacks
 from services.supplier.handlers.callbacks import SupplierCallback, TrackingUpdate
+from services.supplier.journal import CallbackJournal
 from services.supplier.schemas import CallbackIn, TrackingIn
 from services.supplier.store import StockConflict
 from shared.db import READ_ONLY
@@ -154,8 +155,15 @@ def _delivery(value: str | None, header: str) -> str:
 
 
 BUSY: dict[int | str, dict[str, Any]] = {
-    503: {"description": "busy: retry after `Retry-After` seconds; nothing changed"}
+    202: {"description": "`recorded`: busy, kept in the callback journal, applied shortly"},
+    503: {"description": "busy: retry after `Retry-After` seconds; nothing changed"},
 }
+RECORDED = {"status": "recorded"}
+
+
+def _journal(request: Request) -> CallbackJournal | None:
+    journal: CallbackJournal | None = getattr(request.app.state, "journal", None)
+    return journal
 
 
 async def _webhook_secret(request: Request, supplier_id: str) -> str:
@@ -186,6 +194,7 @@ async def _webhook_secret(request: Request, supplier_id: str) -> str:
 async def supplier_callback(
     supplier_id: str,
     request: Request,
+    response: Response,
     x_supplier_signature: Annotated[str | None, Header()] = None,
     x_supplier_delivery_id: Annotated[str | None, Header()] = None,
     x_supplier_timestamp: Annotated[str | None, Header()] = None,
@@ -211,10 +220,20 @@ async def supplier_callback(
         body.carrier,
         body.tracking_number,
     )
-    async with capacity(request):
-        outcome = await callbacks.supplier_callback(
-            runtime_of(request).uow(), supplier_id, delivery, callback
-        )
+    journal = _journal(request)
+    try:
+        if journal is not None and journal.pending:
+            raise Busy("earlier callbacks wait in the journal")  # keep their order
+        async with capacity(request):
+            outcome = await callbacks.supplier_callback(
+                runtime_of(request).uow(), supplier_id, delivery, callback
+            )
+    except Busy:
+        if journal is None:
+            raise
+        journal.record_supplier(supplier_id, delivery, callback)
+        response.status_code = 202
+        return RECORDED
     return {"status": outcome.value}
 
 
@@ -225,6 +244,7 @@ async def supplier_callback(
 )
 async def tracking(
     request: Request,
+    response: Response,
     x_tracking_signature: Annotated[str | None, Header()] = None,
     x_tracking_delivery_id: Annotated[str | None, Header()] = None,
     x_tracking_timestamp: Annotated[str | None, Header()] = None,
@@ -235,6 +255,16 @@ async def tracking(
     delivery = _delivery(x_tracking_delivery_id, "X-Tracking-Delivery-Id")
     body = _parse(TrackingIn, raw)
     update = TrackingUpdate(body.tracking_number, body.status, body.occurred_at)
-    async with capacity(request):
-        outcome = await callbacks.tracking_update(runtime_of(request).uow(), delivery, update)
+    journal = _journal(request)
+    try:
+        if journal is not None and journal.pending:
+            raise Busy("earlier callbacks wait in the journal")  # keep their order
+        async with capacity(request):
+            outcome = await callbacks.tracking_update(runtime_of(request).uow(), delivery, update)
+    except Busy:
+        if journal is None:
+            raise
+        journal.record_tracking(delivery, update)
+        response.status_code = 202
+        return RECORDED
     return {"status": outcome.value}

@@ -279,6 +279,7 @@ class SupplierOrder:
         on_time = self.ship_by is None or now <= self.ship_by
         self.state, self.carrier, self.tracking_number = State.DISPATCHED, carrier, tracking_number
         self.dispatched_at, self.lease_until = now, None
+        self.next_check_at = None  # asked about again if its delivery is not reported
         self.tally.update(shipped=1, shipped_on_time=1 if on_time else 0)
         self.events.append(
             ShipmentDispatched(

@@ -6,6 +6,7 @@ answered `ignored` and changes nothing; routes verify signatures and parse bodie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -73,6 +74,31 @@ async def supplier_callback(
         outcome = await apply_callback(uow, supplier_id, callback)
         await uow.commit()
     return outcome
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A callback recorded while the service was busy: a supplier's (with its supplier id)
+    or a carrier's tracking update (`supplier_id` None)."""
+
+    delivery_id: str
+    supplier_id: str | None
+    callback: SupplierCallback | TrackingUpdate
+
+
+async def apply_recorded(uow: SupplierUnitOfWork, batch: Sequence[Recorded]) -> None:
+    """Recorded callbacks applied in order in one unit of work, each once per delivery id
+    (one write transaction for many: what lets a busy SQLite database catch up)."""
+    async with uow:
+        for r in batch:
+            if isinstance(r.callback, TrackingUpdate):
+                if await uow.deliveries.first("tracking", r.delivery_id):
+                    await _track(uow, r.callback)
+            elif r.supplier_id is not None and await uow.deliveries.first(
+                f"supplier:{r.supplier_id}", r.delivery_id
+            ):
+                await apply_callback(uow, r.supplier_id, r.callback)
+        await uow.commit()
 
 
 async def apply_callback(
@@ -144,7 +170,8 @@ _STATUS_STEPS: dict[str, list[CallbackType]] = {
 async def record_status(
     uow: SupplierUnitOfWork, supplier_id: str, so_id: str, status: SupplierStatus
 ) -> Outcome:
-    """What the supplier says of an order we have no decision for, applied like its callbacks.
+    """What the supplier says of an order (undecided, or whose next step was not reported),
+    applied like its callbacks; `delivered` delivers it, as the carrier's update would.
 
     The lifecycle's guards make this safe to race with a late callback: whichever
     commits first decides, the other changes nothing.
@@ -161,6 +188,12 @@ async def record_status(
                 status.tracking_number,
             )
             outcome = await apply_callback(uow, supplier_id, callback)
+        if status.status == "delivered":  # the carrier's updates may all have been lost too
+            so = await uow.supplier_orders.get(so_id, for_update=True)
+            if so is not None and so.supplier_id == supplier_id and so.can(Action.DELIVER):
+                so.deliver(datetime.now(UTC))
+                await uow.supplier_orders.save(so)
+                outcome = Outcome.DELIVERED
         await uow.commit()
     STATUS_CHECKS.labels(outcome.value).inc()
     return outcome

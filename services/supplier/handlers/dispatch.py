@@ -153,12 +153,13 @@ async def record_cancel(uow: SupplierUnitOfWork, so_id: str, cancelled: bool) ->
 
 
 async def due_status_checks(
-    uow: SupplierUnitOfWork, limit: int
+    uow: SupplierUnitOfWork, limit: int, check_max: timedelta | None = None
 ) -> list[tuple[StatusCheck, SupplierEntry | None]]:
-    """Undecided supplier orders to ask their supplier about (their next check pushed
-    back), with who to ask (None: the supplier is gone)."""
+    """Supplier orders to ask their supplier about (their next check pushed back): the
+    undecided ones and, with `check_max`, those whose next step is overdue; with who to
+    ask (None: the supplier is gone)."""
     async with uow:
-        checks = await uow.supplier_orders.due_checks(limit, uow.check_after)
+        checks = await uow.supplier_orders.due_checks(limit, uow.check_after, check_max)
         suppliers = await uow.suppliers.entries({c.supplier_id for c in checks})
         await uow.commit()
     return [(c, suppliers.get(c.supplier_id)) for c in checks]

@@ -67,9 +67,20 @@ _MARK_RECEIVED = (
 )
 
 
+IN_PROGRESS = frozenset({State.ACCEPTED, State.DISPATCHED})
+"""Decided orders still on their way: asked about when their next step is not reported."""
+PROGRESS_HORIZON = timedelta(days=30)
+"""How long after its last step an order on its way is still asked about."""
+_NEXT_CHECK = (
+    update(supplier_order)
+    .where(supplier_order.c.id == bindparam("so_id"))
+    .values(next_check_at=bindparam("check_at"))
+)
+
+
 @dataclass(frozen=True, slots=True)
 class StatusCheck:
-    """An undecided supplier order whose status is to be asked of its supplier."""
+    """A supplier order whose status is to be asked of its supplier."""
 
     so_id: str
     supplier_id: str
@@ -278,29 +289,43 @@ class SupplierOrderRepository:
             )
         return claimed
 
-    async def due_checks(self, limit: int, check_after: timedelta) -> list[StatusCheck]:
-        """Take undecided supplier orders whose check is due, and push their next check back."""
+    async def due_checks(
+        self, limit: int, check_after: timedelta, check_max: timedelta | None = None
+    ) -> list[StatusCheck]:
+        """Take supplier orders whose check is due, and push their next check back.
+
+        Undecided ones are due at `next_check_at` and then every `check_after`. Orders the
+        supplier accepted but that have not been reported dispatched, and dispatched ones
+        not reported delivered, are due `check_after` after their last step and then at
+        gaps growing with the time since it (half of it, at most `check_max`), for
+        `PROGRESS_HORIZON`: the callbacks or tracking updates that would have moved them
+        on may all have been lost. Without `check_max`, only undecided orders are taken.
+        """
         now = datetime.now(UTC)
+        c = supplier_order.c
+        undecided = c.state.in_(_in(WAITING_FOR_DECISION)) & (c.next_check_at <= now)
+        since = func.coalesce(c.dispatched_at, c.confirmed_at)
+        progress = (
+            c.state.in_(_in(IN_PROGRESS))
+            & (since >= now - PROGRESS_HORIZON)
+            & or_(c.next_check_at <= now, c.next_check_at.is_(None) & (since <= now - check_after))
+        )
         query = (
-            select(
-                supplier_order.c.id,
-                supplier_order.c.supplier_id,
-                supplier_order.c.supplier_order_ref,
-            )
-            .where(
-                supplier_order.c.state.in_(_in(WAITING_FOR_DECISION)),
-                supplier_order.c.next_check_at.is_not(None),
-                supplier_order.c.next_check_at <= now,
-            )
-            .order_by(supplier_order.c.next_check_at)
+            select(c.id, c.supplier_id, c.supplier_order_ref, c.state, since.label("since"))
+            .where(or_(undecided, progress) if check_max is not None else undecided)
+            .order_by(func.coalesce(c.next_check_at, since))
             .limit(limit)
         )
         rows = list(await self._sql.run(self._skip_locked(query)))
         if rows:
+            gaps = {}
+            for r in rows:
+                gap, last = check_after, aware(r.since)
+                if check_max is not None and State(r.state) in IN_PROGRESS and last is not None:
+                    gap = min(check_max, max(check_after, (now - last) / 2))
+                gaps[r.id] = now + gap
             await self._sql.run(
-                update(supplier_order)
-                .where(supplier_order.c.id.in_([r.id for r in rows]))
-                .values(next_check_at=now + check_after)
+                _NEXT_CHECK, [{"so_id": so_id, "check_at": at} for so_id, at in gaps.items()]
             )
         return [StatusCheck(r.id, r.supplier_id, r.supplier_order_ref) for r in rows]
 
