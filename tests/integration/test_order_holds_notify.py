@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from services.notify.app import create_app
+from services.notify.holds import alert_old_holds
 from services.notify.settings import NotifySettings
 from services.notify.tables import order_hold
 from shared.events import HoldReason, OrderHeld, OrderReleased, new_envelope
@@ -25,7 +26,7 @@ async def test_a_hold_older_than_the_limit_pages_ops_once(database_url, settings
             await database_url("notify"),
             ops_webhooks=json.dumps([{"kind": "generic", "url": sink.endpoint("generic")}]),
             order_url="http://127.0.0.1:9",
-            hold_alert_after_s=0.5,
+            hold_alert_after_s=60,
             hold_scan_s=0.1,
             sender_poll_s=0.1,
             escalation_scan_s=0.2,
@@ -53,7 +54,7 @@ async def test_a_hold_older_than_the_limit_pages_ops_once(database_url, settings
                 order_id="ord_a",
                 reason=HoldReason.ADDRESS_INVALID,
                 note="shipping_address.region: required",
-                held_at=datetime.now(UTC),
+                held_at=datetime.now(UTC) - timedelta(hours=1),  # over the limit already
             )
             await publish_envelopes(broker.bootstrap, [new_envelope(held)])
             await publish_envelopes(broker.bootstrap, [new_envelope(held)])  # told twice
@@ -64,3 +65,5 @@ async def test_a_hold_older_than_the_limit_pages_ops_once(database_url, settings
             assert "ord_a" in alert["title"] and "address_invalid" in alert["title"]
             alerts = (await notify.client.get("/v1/alerts", headers=API_KEY)).json()["items"]
             assert [(a["kind"], a["order_id"]) for a in alerts] == [("order_held", "ord_a")]
+            # once every hold is over the limit: ord_a was paged already, ord_b was released
+            assert await alert_old_holds(notify.runtime.uow(), timedelta(0)) == 0
