@@ -223,29 +223,6 @@ marketplace_sync_failure = Table(
 )
 """Write-backs to a shop that gave up (`marketplace-sync-failed`)."""
 
-FACT_TABLES = (
-    sale,
-    sale_line,
-    confirmation,
-    confirmation_line,
-    dispatch,
-    delay,
-    delivery,
-    cancellation,
-    routing_failure,
-    hold,
-    hold_release,
-    notice,
-    return_request,
-    return_line,
-    return_step,
-    refund,
-    complaint,
-    complaint_step,
-    marketplace_sync_failure,
-)
-"""Everything a rebuild empties (with the metrics consumer's inbox rows)."""
-
 kpi_rollup = Table(
     "kpi_rollup",
     metadata,
@@ -278,6 +255,17 @@ KPI_FACT_TABLES = (
     notice,
 )
 """The facts the order KPIs (and so the rollups) are computed from; each has `order_id`."""
+
+FACT_TABLES = KPI_FACT_TABLES + (
+    return_request,
+    return_line,
+    return_step,
+    refund,
+    complaint,
+    complaint_step,
+    marketplace_sync_failure,
+)
+"""Everything a rebuild empties (with the metrics consumer's inbox rows)."""
 
 for _table in (cancellation, routing_failure, hold, hold_release, notice):
     Index(f"ix_{_table.name}_order_id", _table.c.order_id)

@@ -1,4 +1,4 @@
-"""Fixtures of the integration tests: the supplier simulator and a served supplier service."""
+"""Fixtures of the integration tests: the simulators and a served supplier service."""
 
 from __future__ import annotations
 
@@ -12,8 +12,20 @@ import pytest
 from services.supplier.app import create_app
 from services.supplier.settings import SupplierSettings
 from shared.infra import free_port
+from tests.support.marketplace import MARKETPLACE_APP
 from tests.support.order_contacts import OrderContacts
 from tests.support.services import SIMULATOR_APP, ServiceProcess, served
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory):
+    """The marketplace simulator in its own process, shared by a module's tests."""
+    log = tmp_path_factory.mktemp("market") / "marketplace.log"
+    proc = ServiceProcess("marketplace", {}, free_port(), log, app=MARKETPLACE_APP).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture

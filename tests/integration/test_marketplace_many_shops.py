@@ -16,30 +16,18 @@ import pytest
 from services.order.app import create_app
 from services.order.marketplaces import sign
 from services.order.settings import OrderSettings
-from shared.infra import free_port
 from shared.testing import eventually
 from tests.support.data import API_KEY
 from tests.support.marketplace import (
     FIXTURES,
-    MARKETPLACE_APP,
     calls,
     ship,
     shopify_shop,
     woo_shop,
 )
-from tests.support.services import ServiceProcess, in_process
+from tests.support.services import in_process
 
 WOO_NUMBER, SHOPIFY_NUMBER = "4827", "5906483609841"  # the fixtures' order numbers
-
-
-@pytest.fixture(scope="module")
-def market(tmp_path_factory: pytest.TempPathFactory):
-    log = tmp_path_factory.mktemp("market") / "marketplace.log"
-    proc = ServiceProcess("marketplace", {}, free_port(), log, app=MARKETPLACE_APP).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

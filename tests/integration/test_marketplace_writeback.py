@@ -14,29 +14,17 @@ from services.order.marketplaces import sign
 from services.order.settings import OrderSettings
 from services.order.shops.handlers import queue
 from services.order.shops.writeback import WritebackWorker
-from shared.infra import free_port
 from shared.testing import eventually
 from tests.support.data import API_KEY
 from tests.support.marketplace import (
     FIXTURES,
-    MARKETPLACE_APP,
     calls,
     ship,
     shopify_shop,
     sim,
     woo_shop,
 )
-from tests.support.services import ServiceProcess, in_process
-
-
-@pytest.fixture(scope="module")
-def market(tmp_path_factory: pytest.TempPathFactory):
-    log = tmp_path_factory.mktemp("market") / "marketplace.log"
-    proc = ServiceProcess("marketplace", {}, free_port(), log, app=MARKETPLACE_APP).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+from tests.support.services import in_process
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import asyncio
 from aiokafka import TopicPartition
 
 from shared.idle import Backoff, Doorbell, IdleGate
+from shared.testing import eventually
 
 TP = [TopicPartition("order-placed", p) for p in range(3)]
 
@@ -63,8 +64,11 @@ async def test_a_ring_wakes_the_sleeping_consumer_and_resumes_its_partitions() -
     gate = IdleGate(bell, idle_after_s=0.01, peek_s=60)
     consumer = FakeConsumer()
     sleeping = asyncio.create_task(gate.sleep(consumer, busy={TP[0]}))  # type: ignore[arg-type]
-    await asyncio.sleep(0)  # the task runs up to its wait for the ring
-    assert gate.asleep
+
+    async def asleep() -> bool:
+        return gate.asleep
+
+    await eventually(asleep, timeout=1, interval=0.001, what="the gate asleep")
     assert consumer.paused == {TP[1], TP[2]}  # a busy partition is the runner's to resume
     bell.rung.set()
     await asyncio.wait_for(sleeping, 1)
