@@ -256,7 +256,8 @@ KPI_FACT_TABLES = (
 )
 """The facts the order KPIs (and so the rollups) are computed from; each has `order_id`."""
 
-FACT_TABLES = KPI_FACT_TABLES + (
+FACT_TABLES = (
+    *KPI_FACT_TABLES,
     return_request,
     return_line,
     return_step,
