@@ -73,18 +73,6 @@ class UnitOfWork:
     def emitted(self) -> list[Envelope]:
         return list(self._pending)
 
-    async def claim(self, consumer: str, envelope: Envelope, topic: str) -> bool:
-        """Record that `consumer` processes `envelope`; False if it already did (a duplicate)."""
-        values: dict[str, Any] = {
-            "consumer": consumer,
-            "event_id": envelope.id,
-            "topic": topic,
-            "processed_at": datetime.now(UTC),
-        }
-        stmt = dialect_insert(self.dialect)(inbox_table).values(**values).on_conflict_do_nothing()
-        result = await self.session.execute(stmt)
-        return bool(getattr(result, "rowcount", 0) == 1)
-
     async def claim_many(self, consumer: str, envelopes: Sequence[Envelope]) -> list[bool]:
         """Claim a batch in one statement; per envelope, False if already processed.
 

@@ -32,12 +32,13 @@ class FakeUnitOfWork:
     async def __aexit__(self, *exc: object) -> None:
         self._claims, self._effects = set(), set()  # uncommitted work is rolled back
 
-    async def claim(self, consumer: str, envelope, topic: str) -> bool:
-        key = f"{consumer}:{envelope.id}"
-        if key in self.store["inbox"] or key in self._claims:
-            return False
-        self._claims.add(key)
-        return True
+    async def claim_many(self, consumer: str, envelopes) -> list[bool]:
+        fresh = []
+        for envelope in envelopes:
+            key = f"{consumer}:{envelope.id}"
+            fresh.append(key not in self.store["inbox"] and key not in self._claims)
+            self._claims.add(key)
+        return fresh
 
     def record(self, effect: str) -> None:
         self._effects.add(effect)
