@@ -10,6 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from prometheus_client import Counter
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -99,6 +100,25 @@ READ_ONLY = "read_only"
 """Execution option: this transaction only reads (SQLite: no write lock at BEGIN)."""
 
 
+STATEMENTS = Counter(
+    "dropship_db_statements_total",
+    "SQL statements sent to the database: its round trips (an executemany counts once).",
+)
+TRANSACTIONS = Counter(
+    "dropship_db_transactions_total", "Database transactions ended.", ["outcome"]
+)
+
+
+def count_round_trips(engine: AsyncEngine) -> AsyncEngine:
+    """Count the engine's statements and transactions for the cost model (`bench stack`)."""
+    committed, rolled_back = TRANSACTIONS.labels("commit"), TRANSACTIONS.labels("rollback")
+    sync = engine.sync_engine
+    event.listen(sync, "before_cursor_execute", lambda *_: STATEMENTS.inc())
+    event.listen(sync, "commit", lambda _conn: committed.inc())
+    event.listen(sync, "rollback", lambda _conn: rolled_back.inc())
+    return engine
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` transactions.
 
@@ -130,12 +150,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             read_only = conn.get_execution_options().get(READ_ONLY, False)
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
-        return engine
+        return count_round_trips(engine)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_pre_ping", False)  # a dead connection fails once; the pool resets
     kwargs.setdefault("pool_recycle", 1800)
-    return create_async_engine(url, **kwargs)
+    return count_round_trips(create_async_engine(url, **kwargs))
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

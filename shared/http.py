@@ -259,6 +259,10 @@ SHED = Counter(
     "dropship_http_requests_shed_total",
     "Requests answered 503 + Retry-After because too many were in flight.",
 )
+REQUESTS = Counter(
+    "dropship_http_requests_total",
+    "HTTP requests received, probes and /metrics excepted (the cost model's HTTP calls).",
+)
 
 
 class LoadShedMiddleware:
@@ -286,6 +290,7 @@ class LoadShedMiddleware:
         if scope["type"] != "http" or scope["path"] in self.EXEMPT:
             await self.app(scope, receive, send)
             return
+        REQUESTS.inc()
         try:
             async with asyncio.timeout(self.wait_s):
                 await self.slots.acquire()

@@ -37,6 +37,8 @@ class Step:
     webhook: dict[str, dict[str, Any]] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
     """CPU seconds from the step's first order until the system was quiet again (`split`)."""
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per service, its cost counters over the same window as `cpu_s`."""
 
 
 def fmt(v: float | None, limit_s: float | None = None) -> str:
@@ -154,6 +156,38 @@ def per_order_table(steps: list[Step], idle_sut: float) -> list[str]:
     return out
 
 
+COST_KINDS = (("db_transactions", "transactions"), ("db_statements", "round trips"))
+
+
+def cost_table(steps: list[Step]) -> list[str]:
+    """The cost model: per accepted order and service, database transactions, database
+    round trips (statements) and HTTP requests received, over the per-order CPU window."""
+    out = [
+        "Cost model per order (same window; from each service's `/metrics`: "
+        "`dropship_db_transactions_total`, `dropship_db_statements_total`, "
+        "`dropship_http_requests_total`):",
+        "",
+        "| step | "
+        + " | ".join(f"{label}: {' / '.join(CONSUMERS)}" for _, label in COST_KINDS)
+        + " | HTTP requests received: "
+        + " / ".join(CONSUMERS)
+        + " |",
+        "|---|---:|---:|---:|",
+    ]
+    for s in steps:
+        n = s.load.ok or 0
+        if not s.costs or not n or s.label.startswith("overload"):
+            continue
+
+        def cell(kind: str, s: Step = s, n: int = n) -> str:
+            per = [s.costs.get(c, {}).get(kind, 0.0) / n for c in CONSUMERS]
+            return f"**{sum(per):.1f}** (" + " / ".join(f"{v:.1f}" for v in per) + ")"
+
+        kinds = (*(k for k, _ in COST_KINDS), "http_requests")
+        out.append(f"| {s.label} | " + " | ".join(cell(k) for k in kinds) + " |")
+    return out
+
+
 def overload_lines(steps: list[Step]) -> list[str]:
     out = []
     for s in steps:
@@ -227,6 +261,8 @@ def markdown(
         ("Idle: " + idle_line(idle)) if idle else "Idle: not measured (`--idle 0`)",
         "",
         *per_order_table(steps, getattr(args, "idle_sut", 0.0)),
+        "",
+        *cost_table(steps),
         "",
         *step_tables(steps, args),
         "",

@@ -55,6 +55,8 @@ API_KEY = "dev-api-key"
 # sale prices well above every demo supplier's cost (no negative-margin routing failures)
 PRICES = {"MUG-1": "12.00", "TEA-2": "5.50", "LAMP-3": "29.00", "BAG-4": "16.00", "CAP-5": "8.00"}
 STOCK = 1_000_000
+Counts = dict[str, float]
+PerService = dict[str, Counts | None]
 CONSUMED = re.compile(r"^dropship_events_consumed_total\{([^}]*)\}\s+([0-9.eE+-]+)$", re.MULTILINE)
 
 
@@ -90,37 +92,49 @@ async def prepare_suppliers(stack: Stack, latency_ms: float, ship_after_s: float
             (await c.put(url, json=items, headers=headers)).raise_for_status()
 
 
-async def consumed_counts(urls: dict[str, str]) -> dict[str, dict[str, float] | None]:
-    """`dropship_events_consumed_total` per service, per topic (every outcome summed);
-    None for a service whose `/metrics` did not answer."""
+COST = re.compile(
+    r"^dropship_(db_statements|db_transactions|http_requests)_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)$",
+    re.MULTILINE,
+)
+"""The cost model's counters: round trips, transactions and HTTP requests received."""
 
-    async def one(c: httpx.AsyncClient, name: str) -> dict[str, float] | None:
+
+async def scrape_metrics(urls: dict[str, str]) -> tuple[PerService, PerService]:
+    """Per service: `dropship_events_consumed_total` per topic (every outcome summed), and
+    the cost counters; None for a service whose `/metrics` did not answer."""
+
+    async def one(c: httpx.AsyncClient, name: str) -> tuple[Counts | None, Counts | None]:
         try:
             text = (await c.get(urls[name] + "/metrics")).text
         except httpx.HTTPError:
-            return None
+            return None, None
         per_topic: dict[str, float] = defaultdict(float)
         for labels, value in CONSUMED.findall(text):
             topic = re.search(r'topic="([^"]*)"', labels)
             per_topic[topic.group(1) if topic else "?"] += float(value)
-        return dict(per_topic)
+        costs: dict[str, float] = defaultdict(float)
+        for kind, value in COST.findall(text):
+            costs[kind] += float(value)
+        return dict(per_topic), dict(costs)
 
     async with httpx.AsyncClient(timeout=15) as c:
         got = await asyncio.gather(*(one(c, n) for n in CONSUMERS))
-    return dict(zip(CONSUMERS, got, strict=True))
+    consumed = {n: g[0] for n, g in zip(CONSUMERS, got, strict=True)}
+    return consumed, {n: g[1] for n, g in zip(CONSUMERS, got, strict=True)}
 
 
 @dataclass(frozen=True)
 class Snap:
     cpu: procs.Snapshot
-    consumed: dict[str, dict[str, float] | None]
+    consumed: dict[str, Counts | None]
     load1: float
+    costs: dict[str, Counts | None]
 
 
 async def snap(urls: dict[str, str], *, scrape: bool = True) -> Snap:
     cpu = procs.snapshot()
-    consumed = await consumed_counts(urls) if scrape else {}
-    return Snap(cpu, consumed, os.getloadavg()[0])
+    consumed, costs = await scrape_metrics(urls) if scrape else ({}, {})
+    return Snap(cpu, consumed, os.getloadavg()[0], costs)
 
 
 def cores(a: Snap, b: Snap, pids: dict[str, int], pg_root: int | None) -> dict[str, float]:
@@ -167,13 +181,17 @@ async def quiet(stack: Stack, pg_root: int | None, idle_sut: float, cap_s: float
             return
 
 
-def consumed_delta(a: Snap, b: Snap) -> dict[str, dict[str, float] | None]:
-    """Events consumed per service and topic between two snapshots (None: a scrape failed)."""
-    out: dict[str, dict[str, float] | None] = {}
+def consumed_delta(a: Snap, b: Snap, *, costs: bool = False) -> dict[str, Counts | None]:
+    """Events consumed per service and topic (or, with `costs`, the cost counters) between
+    two snapshots (None: a scrape failed)."""
+    out: dict[str, Counts | None] = {}
+    first, last = (a.costs, b.costs) if costs else (a.consumed, b.consumed)
     for n in CONSUMERS:
-        before, after = a.consumed.get(n), b.consumed.get(n)
-        ok = before is not None and after is not None
-        out[n] = {t: v - before.get(t, 0.0) for t, v in after.items()} if ok else None  # type: ignore[union-attr]  # ok checks both
+        before, after = first.get(n), last.get(n)
+        if before is None or after is None:
+            out[n] = None
+        else:
+            out[n] = {t: v - before.get(t, 0.0) for t, v in after.items()}
     return out
 
 
@@ -247,6 +265,7 @@ async def run_step(
         wall_from, wall_to, (a.load1, b.load1),
         topics={n: v for n, v in topics.items() if v is not None},
         cpu_s=split(a, drained, stack.pids, pg_root) | {"generator": load.gen_cpu_s},
+        costs={n: v for n, v in consumed_delta(a, drained, costs=True).items() if v is not None},
     )  # fmt: skip
     recount(step, conf)
     return step

@@ -8,6 +8,7 @@ import math
 import pkgutil
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,6 +20,7 @@ from bench.harness.load import merge
 from bench.harness.procs import log_summary
 from bench.harness.stats import fmt_ms, p50_p99, percentile, rounded, summary, timeline
 from bench.scenarios import SCENARIOS
+from bench.scenarios._stack_report import cost_table
 
 pytestmark = pytest.mark.unit
 
@@ -180,3 +182,22 @@ def test_row_flags_name_what_went_wrong() -> None:
     assert quiet == ["late p99 1.0 ms"]
     loud = report.flags(late_p99_ms=9.0, achieved=50.0, rate=100.0, left=3, what="ORDERS")
     assert loud[:3] == ["BELOW OFFERED", "PUBLISHER LAGGED", "STARTED WITH 3 EARLIER ORDERS"]
+
+
+def test_the_cost_model_divides_each_service_counters_by_the_accepted_orders() -> None:
+    step = SimpleNamespace(
+        label="20/s",
+        load=SimpleNamespace(ok=10),
+        costs={
+            "order": {"db_transactions": 40, "db_statements": 200, "http_requests": 20},
+            "supplier": {"db_transactions": 60, "db_statements": 300, "http_requests": 30},
+            "notify": {"db_statements": 100},
+        },
+    )
+    overload = SimpleNamespace(label="overload 400/s", load=SimpleNamespace(ok=10), costs={"x": {}})
+    rows = cost_table([step, overload])  # type: ignore[list-item]
+    assert rows[-1] == (
+        "| 20/s | **10.0** (4.0 / 6.0 / 0.0 / 0.0) | **60.0** (20.0 / 30.0 / 10.0 / 0.0) "
+        "| **5.0** (2.0 / 3.0 / 0.0 / 0.0) |"
+    )
+    assert not any("overload" in r for r in rows)
