@@ -16,7 +16,6 @@ from shared.testing import eventually
 from tests.integration.test_marketplace_writeback import (
     API_KEY,
     calls,
-    market,
     ship,
     shopify_order,
     shopify_shop,
@@ -24,8 +23,6 @@ from tests.integration.test_marketplace_writeback import (
 )
 from tests.support.notify import until, webhook_sink
 from tests.support.services import in_process
-
-__all__ = ["market"]  # the simulator fixture, shared with the write-back tests
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from shared.testing import eventually
 from tests.integration.test_marketplace_writeback import (
     API_KEY,
     calls,
-    market,
     shopify_order,
     shopify_shop,
     sim,
@@ -31,8 +30,6 @@ from tests.integration.test_marketplace_writeback import (
 )
 from tests.support.kafka import publish_envelopes
 from tests.support.services import in_process
-
-__all__ = ["market"]  # the simulator fixture, shared with the write-back tests
 
 
 def refund(order_id: str, amount: str, currency: str = "USD") -> RefundIssued:
