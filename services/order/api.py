@@ -35,6 +35,8 @@ from services.order.repository import OrderFilter
 from services.order.schemas import (
     CancelIn,
     Channel,
+    ContactLookupIn,
+    ContactLookupOut,
     ContactOut,
     HoldIn,
     OrderIn,
@@ -44,6 +46,7 @@ from services.order.schemas import (
     ShippingAddressIn,
     TimelineOut,
     render_contact,
+    render_contacts,
     render_order,
     render_timeline,
 )
@@ -290,6 +293,21 @@ async def change_shipping_address(
 )
 async def read_contact(order_id: str, uow: UoW, _: ServiceToken) -> dict[str, Any]:
     return render_contact(await handlers.contact(order_id, uow))
+
+
+@router.post(
+    "/contacts:lookup",
+    response_model=ContactLookupOut,
+    tags=["service-to-service"],
+    summary="Many orders' customer contacts at once (service token only; never logged)",
+    description="Up to 100 `order_ids` read together. Each known order's `name`, `email`, "
+    "`phone`, `locale` and `redacted` as `GET /v1/orders/{id}/contact` gives them (no "
+    "`ship_to`); ids the service does not know are listed in `unknown` (the single "
+    "lookup's 404).",
+    responses={422: {"description": "no ids, more than 100, or a malformed id (field named)"}},
+)
+async def lookup_contacts(body: ContactLookupIn, uow: UoW, _: ServiceToken) -> dict[str, Any]:
+    return render_contacts(body.order_ids, await handlers.contacts(body.order_ids, uow))
 
 
 @router.post(

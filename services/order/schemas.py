@@ -30,7 +30,7 @@ from services.order.domain import (
     OrderLine,
     PlaceOrder,
 )
-from services.order.repository import TimelineEntry
+from services.order.repository import CustomerContact, TimelineEntry
 from shared.money import format_amount, minor_units
 
 
@@ -423,3 +423,52 @@ def render_contact(order: Order) -> dict[str, Any]:
         },
         "ship_to_unavailable": None,
     }
+
+
+CONTACT_LOOKUP_MAX = 100
+"""Order ids one `POST /v1/contacts:lookup` may ask about."""
+
+OrderId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+
+
+class ContactLookupIn(BaseModel):
+    model_config = _strict
+
+    order_ids: list[OrderId] = Field(min_length=1, max_length=CONTACT_LOOKUP_MAX)
+
+
+class CustomerContactOut(BaseModel):
+    order_id: str
+    name: str | None
+    email: str | None
+    phone: str | None
+    locale: str | None
+    redacted: bool
+
+
+class ContactLookupOut(BaseModel):
+    items: list[CustomerContactOut]
+    unknown: list[str] = Field(description="asked-for order ids the service does not know")
+
+
+def render_contacts(asked: list[str], found: list[CustomerContact]) -> dict[str, Any]:
+    """The lookup's answer: each known order's contact (in the order asked), the unknown ids."""
+    by_id = {contact.order_id: contact for contact in found}
+    items, unknown = [], []
+    for order_id in dict.fromkeys(asked):  # each id once, in the order asked
+        contact = by_id.get(order_id)
+        if contact is None:
+            unknown.append(order_id)
+            continue
+        c, erased = contact.customer, contact.redacted
+        items.append(
+            {
+                "order_id": order_id,
+                "name": None if erased else (c.name or None),
+                "email": None if erased else (c.email or None),
+                "phone": None if erased else c.phone,
+                "locale": c.locale,
+                "redacted": erased,
+            }
+        )
+    return {"items": items, "unknown": unknown}

@@ -22,7 +22,7 @@ from services.order.handlers.commands import (
     rotate_pii,
 )
 from services.order.handlers.events import apply_supply_event
-from services.order.handlers.queries import contact, get_order, list_orders, timeline
+from services.order.handlers.queries import contact, contacts, get_order, list_orders, timeline
 from services.order.handlers.webhooks import (
     MarketplaceWebhook,
     WebhookOutcome,
@@ -41,6 +41,7 @@ __all__ = [
     "cancel_order",
     "change_address",
     "contact",
+    "contacts",
     "get_order",
     "handle_marketplace_webhook",
     "hold_order",

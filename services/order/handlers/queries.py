@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from services.order.domain import Order
 from services.order.errors import OrderNotFound
-from services.order.repository import OrderFilter, TimelineEntry
+from services.order.repository import CustomerContact, OrderFilter, TimelineEntry
 from services.order.store import OrderUnitOfWork
 
 
@@ -34,3 +36,9 @@ async def timeline(order_id: str, uow: OrderUnitOfWork) -> list[TimelineEntry]:
 async def contact(order_id: str, uow: OrderUnitOfWork) -> Order:
     """The order whose contact details and ship-to are asked for (`order.redacted` says)."""
     return await get_order(order_id, uow)
+
+
+async def contacts(order_ids: Collection[str], uow: OrderUnitOfWork) -> list[CustomerContact]:
+    """The customer contacts of those of `order_ids` that exist (read in one query)."""
+    async with uow:
+        return await uow.orders.contacts(list(dict.fromkeys(order_ids)))

@@ -4,7 +4,7 @@ Each takes `(session, dialect)`, never commits (the unit of work does), and spea
 domain objects or small frozen records:
 
 - `OrderRepository` (`uow.orders`): Order aggregates, PII encrypted at rest (`orders`,
-  with the row mapping in `rows`);
+  with the row mapping in `rows`), and `CustomerContact`s read many at once;
 - `Timeline` (`uow.timeline`): every event that touched an order;
 - `IdempotencyKeys` (`uow.idempotency`): `Idempotency-Key`s and their first result;
 - `WebhookDeliveries` (`uow.webhooks`): marketplace delivery ids already processed.
@@ -13,9 +13,11 @@ domain objects or small frozen records:
 from services.order.repository.deliveries import WebhookDeliveries
 from services.order.repository.idempotency import IdempotencyKeys, StoredResult
 from services.order.repository.orders import OrderFilter, OrderRepository
+from services.order.repository.rows import CustomerContact
 from services.order.repository.timeline import Timeline, TimelineEntry
 
 __all__ = [
+    "CustomerContact",
     "IdempotencyKeys",
     "OrderFilter",
     "OrderRepository",

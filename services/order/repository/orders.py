@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,9 @@ from services.order.errors import InvalidCursor
 from services.order.pii import PiiCipher
 from services.order.repository.rows import (
     PII_COLUMNS,
+    CustomerContact,
     address_values,
+    contact_from_row,
     hold_values,
     line_values,
     order_from_rows,
@@ -188,6 +191,17 @@ class OrderRepository:
     # -- reading ------------------------------------------------------------------------
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
         return await self._one(customer_order.c.id == order_id, for_update)
+
+    async def contacts(self, order_ids: Collection[str]) -> list[CustomerContact]:
+        """The customer contacts of the orders that exist among `order_ids`, in one query."""
+        if not order_ids:
+            return []
+        c = customer_order.c
+        query = select(c.id, c.customer_name, c.email, c.phone, c.locale, c.redacted_at).where(
+            c.id.in_(order_ids)
+        )
+        rows = (await self.session.execute(query)).all()
+        return [contact_from_row(row, self.cipher) for row in rows]
 
     async def get_by_external(
         self, channel: str, external_id: str, shop_id: str | None, *, for_update: bool = False

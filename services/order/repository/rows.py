@@ -4,6 +4,7 @@ shown redacted) on the way out. No queries here; `orders.OrderRepository` runs t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -125,6 +126,31 @@ def _external_ids(state: dict[str, Any], line_id: str) -> tuple[str, ...] | None
 
 def _moment(value: datetime) -> datetime:
     return aware(value) or value
+
+
+@dataclass(frozen=True)
+class CustomerContact:
+    """An order's customer contact as other services read it (no ship-to, no lines)."""
+
+    order_id: str
+    customer: Contact
+    redacted: bool
+
+
+def contact_from_row(row: Any, cipher: PiiCipher) -> CustomerContact:
+    """An order's customer contact from its `customer_order` row (only what it needs)."""
+    redacted = row.redacted_at is not None
+    dec = cipher.decrypt
+    return CustomerContact(
+        order_id=row.id,
+        customer=Contact(
+            name=REDACTED if redacted else (dec(row.customer_name, "customer_name") or ""),
+            email=REDACTED if redacted else (dec(row.email, "email") or ""),
+            phone=None if redacted else dec(row.phone, "phone"),
+            locale=row.locale,
+        ),
+        redacted=redacted,
+    )
 
 
 def order_from_rows(
