@@ -1,7 +1,8 @@
 """The sender: delivers queued notifications outside any transaction.
 
 It claims due rows under a lease (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so replicas
-share the work), looks the customer up, renders, sends, and records the outcome with
+share the work), looks the customers of the claimed rows up together (one request to the
+order service, `contacts.ContactBatch`), renders, sends, and records the outcome with
 its `notification-sent` event in one new transaction. A crash before the outcome is
 recorded leaves the lease to expire and the row is sent again — with the same
 Message-ID, the same `.eml` name or the same SMS `reference`, so the far side can tell.
@@ -32,7 +33,7 @@ from services.notify.channels import (
     send_alert,
     send_sms,
 )
-from services.notify.contacts import ContactBook, OrderUnknown
+from services.notify.contacts import ContactBatch, ContactBook, OrderUnknown
 from services.notify.domain import CAPPED_KINDS, Kind, Notification, Status
 from services.notify.rendering import Renderer, notice_context
 from services.notify.settings import NotifySettings
@@ -114,8 +115,9 @@ class Sender:
                 self.wakeup.event.clear()
                 free = self.limit - len(self._inflight)
                 claimed = await self._claim(free) if free > 0 else []
+                contacts = self._contacts_of(claimed)
                 for send in claimed:
-                    task = asyncio.create_task(self._perform(send))
+                    task = asyncio.create_task(self._perform(send, contacts))
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
                 if len(claimed) < free or free == 0:
@@ -137,10 +139,15 @@ class Sender:
             await uow.commit()
         return claimed
 
-    async def _perform(self, send: Notification) -> None:
+    def _contacts_of(self, claimed: list[Notification]) -> ContactBatch:
+        """One contact lookup for the customers of every send claimed together."""
+        orders = (s.order_id for s in claimed if s.recipient_kind == "customer" and s.order_id)
+        return ContactBatch(self.contacts, orders)
+
+    async def _perform(self, send: Notification, contacts: ContactBatch) -> None:
         try:
             if send.recipient_kind == "customer":
-                locale, recipient = await self._customer(send)
+                locale, recipient = await self._customer(send, contacts)
             else:
                 locale, recipient = None, None
                 await self._ops(send)
@@ -167,10 +174,10 @@ class Sender:
             self.wakeup()  # a slot is free: claim the next due send now, not at the next poll
 
     # -- customers --------------------------------------------------------------------------
-    async def _customer(self, send: Notification) -> tuple[str, str]:
+    async def _customer(self, send: Notification, contacts: ContactBatch) -> tuple[str, str]:
         if send.order_id is None:
             raise PermanentSendError("a customer notice names no order")
-        contact = await self.contacts.fetch(send.order_id)
+        contact = await contacts.get(send.order_id)
         if contact.redacted:
             raise Skip("customer_redacted")
         address = contact.email if send.channel == "email" else contact.phone
