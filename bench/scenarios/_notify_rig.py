@@ -196,6 +196,7 @@ class Rig:
     waits: WaitSampler | None
     args: argparse.Namespace
     earlier: list[Order] = field(default_factory=list)  # orders of the phases before
+    notify_url: str = ""  # where notify's /metrics is read (contact requests)
 
     def delivered(self, orders: list[Order]) -> int:
         return sum(1 for o in orders if o.email in self.mailbox.arrivals)
@@ -208,6 +209,39 @@ class Phase:
     row: Row
     waits: str = ""
     timeline: str = ""
+
+
+CONTACT_REQUESTS = "dropship_notify_contact_requests_total{"
+
+
+async def contact_requests(url: str) -> dict[str, float]:
+    """Notify's count of its contact requests to the order service, by endpoint ({}: none)."""
+    if not url:
+        return {}
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            text = (await http.get(f"{url}/metrics")).text
+    except httpx.HTTPError:
+        return {}
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(CONTACT_REQUESTS):
+            labels, _, value = line.rpartition(" ")
+            found[labels.split('endpoint="', 1)[1].split('"', 1)[0]] = float(value)
+    return found
+
+
+def lookups_note(before: dict[str, float], after: dict[str, float], row: Row) -> str:
+    """Contact requests per e-mail and the order service's CPU per e-mail, for the note."""
+    order_ms = row.cpu.get("order", 0.0) * row.cpu.get("wall", 0.0) * 1000
+    per_mail = f"order {order_ms / row.mailed:.2f} cpu-ms/mail" if row.mailed else ""
+    if not after:
+        return f"contact lookups: not reported; {per_mail}"
+    counts = {k: after[k] - before.get(k, 0.0) for k in sorted(after)}
+    total = sum(counts.values())
+    each = ", ".join(f"{k} {v:.0f}" for k, v in counts.items())
+    rate = f"{total / row.mailed:.2f}/mail" if row.mailed else "-"
+    return f"contact lookups: {total:.0f} ({each}) = {rate}; {per_mail}"
 
 
 async def run_phase(
@@ -231,6 +265,7 @@ async def run_phase(
     if on_start is not None:
         on_start()
     wall = time.time() - perf()  # the mailbox notes time.time()
+    asked_before = await contact_requests(rig.notify_url)
     with CpuMeter() as meter:
         t0 = perf()
         late: list[float] = []
@@ -243,6 +278,7 @@ async def run_phase(
             o.scheduled = wall + sent
         deadline = perf() + (orders[-1].scheduled + within - time.time())
         await wait_until(lambda: rig.delivered(orders) >= len(orders), deadline, 0.02)
+    asked_after = await contact_requests(rig.notify_url)
     # an e-mail later than `within` after its event's scheduled time counts as missing
     arrivals = {o.order_id: mailbox.first(o.email) for o in orders}
     for o in orders:
@@ -278,6 +314,7 @@ async def run_phase(
         summary(latencies), len(orders) - len(got), dups, meter.named(rig.pids, rig.db_root),
         note="; ".join(note),
     )  # fmt: skip
+    row.note += "; " + lookups_note(asked_before, asked_after, row)
     waits = rig.waits.summary() if rig.waits else ""
     return Phase(load, orders, row, waits, timeline(got, first))
 

@@ -249,6 +249,7 @@ async def run_backend(
                 await waits.start()
             pids = {"notify": notify.pid, "order": order.pid, "broker": kafka.broker_pid(broker)}
             rig = Rig(backend, producer, mailbox, pids, db_root(backend), waits, args)
+            rig.notify_url = notify.base
             phases, more, profile_lines = await measure(rig, placed, notify.pid or 0, tmp)
             await stage_breakdown(urls["notify"], phases, mailbox)
             notes += more + (

@@ -57,6 +57,8 @@ class Renderer:
             undefined=StrictUndefined,
             keep_trailing_newline=False,
             trim_blocks=False,
+            # templates ship with the code: compiled once, no stat of each file per render
+            auto_reload=False,
         )
         self.env.filters["money"] = format_money
 
