@@ -41,6 +41,7 @@ from services.notify.store import NotifyUnitOfWork
 from shared import faults
 from shared.events import NotificationSent
 from shared.idle import Backoff
+from shared.logging import log_context
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ class Sender:
                 claimed = await self._claim(free) if free > 0 else []
                 contacts = self._contacts_of(claimed)
                 for send in claimed:
-                    task = asyncio.create_task(self._perform(send, contacts))
+                    with log_context(order_id=send.order_id):  # the task copies the context
+                        task = asyncio.create_task(self._perform(send, contacts))
                     self._inflight.add(task)
                     task.add_done_callback(self._inflight.discard)
                 if len(claimed) < free or free == 0:
@@ -304,6 +306,11 @@ class Sender:
             )
             await uow.commit()
         SENT.labels(send.recipient_kind, send.channel, send.kind, status.value).inc()
+        log.info(
+            "notification %s",
+            status.value,
+            extra={"notification": send.id, "kind": send.kind, "channel": send.channel},
+        )
 
     async def _retry_later(self, send: Notification, error: str, retry_after: float | None) -> None:
         at = self.retry.next_attempt(datetime.now(UTC), send.attempts, retry_after)
