@@ -375,7 +375,6 @@ async def test_ops_alerts_are_signed_retried_escalated_and_acknowledged(
             settings_for,
             broker,
             ops_webhooks=json.dumps(hooks),
-            alert_target_urgent_s=1.5,
         ) as s:
             order = await s.place()
             failed = OrderRoutingFailed(
@@ -408,7 +407,12 @@ async def test_ops_alerts_are_signed_retried_escalated_and_acknowledged(
             assert len(alerts) == 1 and alerts[0]["severity"] == "urgent"
             alert_id = alerts[0]["id"]
 
-            # nobody acknowledges within the (shortened) urgent target: it re-fires as major
+            # nobody acknowledges within the urgent target: once it passed, the scan re-fires
+            # the alert as major (run here at a clock past the target, so that the checks
+            # above cannot race an escalation on a slow machine)
+            past_target = datetime.now(UTC) + timedelta(hours=5)  # the urgent target: 4 h
+            assert await escalate_overdue(s.notify.runtime.uow(), past_target) == 1
+
             async def escalated() -> bool:
                 return len(sink.of("generic")) == 2
 
