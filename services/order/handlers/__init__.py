@@ -21,7 +21,7 @@ from services.order.handlers.commands import (
     release_order,
     rotate_pii,
 )
-from services.order.handlers.events import apply_supply_event
+from services.order.handlers.events import apply_event, apply_supply_event
 from services.order.handlers.queries import contact, contacts, get_order, list_orders, timeline
 from services.order.handlers.webhooks import (
     MarketplaceWebhook,
@@ -36,6 +36,7 @@ __all__ = [
     "Replayed",
     "WebhookOutcome",
     "accept_order",
+    "apply_event",
     "apply_supply_event",
     "cancel_external",
     "cancel_order",

@@ -9,27 +9,40 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.order.aftersales.redaction import redact_texts
 from services.order.domain import Order
 from services.order.errors import InvalidCursor
 from services.order.pii import PiiCipher
+from services.order.repository.changes import Changes, Loaded
 from services.order.repository.rows import (
+    LEAN_COLUMNS,
     PII_COLUMNS,
     CustomerContact,
     address_values,
     contact_from_row,
-    hold_values,
     line_values,
     order_from_rows,
     order_values,
     reencrypted,
-    state_values,
 )
 from services.order.tables import allocation, customer_order, order_line, shipment
 from shared.db import aware, dialect_insert
+
+_UPDATE_LINE = (
+    update(order_line)
+    .where(order_line.c.id == bindparam("b_id"))
+    .values(
+        stage=bindparam("stage"),
+        supplier_id=bindparam("supplier_id"),
+        unit_cost=bindparam("unit_cost"),
+        routing_failed=bindparam("routing_failed"),
+        waiting=bindparam("waiting"),
+    )
+)
+"""One statement for every moved line of an order (executemany, `changes.line_columns`)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,8 @@ class OrderRepository:
         self.session = session
         self.dialect = dialect
         self.cipher = cipher
+        self._loaded: dict[str, Loaded] = {}
+        """The orders loaded for update in this transaction, as loaded (or last saved)."""
 
     # -- writing ------------------------------------------------------------------------
     async def add(self, order: Order) -> None:
@@ -77,66 +92,39 @@ class OrderRepository:
         await self.session.execute(order_line.insert(), line_values(order))
 
     async def save(self, order: Order) -> None:
-        """Write back what the aggregate changed (it was loaded with `get(for_update=True)`)."""
-        await self.session.execute(
-            update(customer_order)
-            .where(customer_order.c.id == order.id)
-            .values(
-                status=order.status.value,
-                delayed=order.delayed,
-                state=state_values(order),
-                holds=hold_values(order),
-                cancelled_at=order.cancelled_at,
-                cancel_reason=order.cancel_reason,
-                updated_at=datetime.now(UTC),
-            )
-        )
-        for ln in order.lines:
+        """Write back what the aggregate changed since it was loaded (`get(for_update=True)`):
+        `customer_order` if its columns moved, the lines that moved (one executemany), the
+        new allocations and the new or delivered shipments (one statement each). Never PII."""
+        changes = Changes.since(order, self._loaded.get(order.id))
+        if changes.order is not None:
             await self.session.execute(
-                update(order_line)
-                .where(order_line.c.id == ln.line_id)
-                .values(
-                    stage=int(ln.stage),
-                    supplier_id=ln.supplier_id,
-                    unit_cost=ln.unit_cost,
-                    routing_failed=ln.routing_failed,
-                    waiting=ln.waiting,
-                )
+                update(customer_order)
+                .where(customer_order.c.id == order.id)
+                .values(**changes.order, updated_at=datetime.now(UTC))
             )
+        if changes.lines:
+            await self.session.execute(_UPDATE_LINE, changes.lines)
         insert = dialect_insert(self.dialect)
-        for a in order.allocations:
+        if changes.allocations:
             await self.session.execute(
-                insert(allocation)
-                .values(
-                    order_id=order.id,
-                    supplier_id=a.supplier_id,
-                    supplier_order_ref=a.supplier_order_ref,
-                    line_ids=a.line_ids,
-                    currency=a.currency,
-                    ship_by=a.ship_by,
-                    confirmed_at=a.confirmed_at,
-                )
-                .on_conflict_do_nothing()
+                insert(allocation).values(changes.allocations).on_conflict_do_nothing()
             )
-        for sh in order.shipments:
-            stmt = insert(shipment).values(
-                order_id=order.id,
-                supplier_id=sh.supplier_id,
-                carrier=sh.carrier,
-                tracking_number=sh.tracking_number,
-                line_ids=sh.line_ids,
-                dispatched_at=sh.dispatched_at,
-                delivered_at=sh.delivered_at,
-            )
+        if changes.shipments:
+            stmt = insert(shipment).values(changes.shipments)
             await self.session.execute(
                 stmt.on_conflict_do_update(
                     index_elements=[shipment.c.order_id, shipment.c.tracking_number],
                     set_={"delivered_at": stmt.excluded.delivered_at},
                 )
             )
+        before = self._loaded.get(order.id)
+        self._loaded[order.id] = Loaded.of(order, pii=before is None or before.pii)
 
     async def save_address(self, order: Order) -> None:
         """Write the order's (changed) shipping address and phone."""
+        loaded = self._loaded.get(order.id)
+        if loaded is not None and not loaded.pii:
+            raise ValueError(f"order {order.id} was loaded without its PII: not writing it")
         await self.session.execute(
             update(customer_order)
             .where(customer_order.c.id == order.id)
@@ -189,8 +177,12 @@ class OrderRepository:
         return len(rows)
 
     # -- reading ------------------------------------------------------------------------
-    async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
-        return await self._one(customer_order.c.id == order_id, for_update)
+    async def get(
+        self, order_id: str, *, for_update: bool = False, pii: bool = True
+    ) -> Order | None:
+        """The order; with `pii=False` its PII columns are neither read nor decrypted (name,
+        e-mail, phone and street blank): what applying a supplier event needs."""
+        return await self._one(customer_order.c.id == order_id, for_update, pii)
 
     async def contacts(self, order_ids: Collection[str]) -> list[CustomerContact]:
         """The customer contacts of the orders that exist among `order_ids`, in one query."""
@@ -269,14 +261,22 @@ class OrderRepository:
             next_cursor = encode_cursor(last.created_at, last.id)
         return orders, next_cursor
 
-    async def _one(self, where: ColumnElement[bool], for_update: bool) -> Order | None:
-        query = select(customer_order).where(where)
+    async def _one(
+        self, where: ColumnElement[bool], for_update: bool, pii: bool = True
+    ) -> Order | None:
+        query = select(customer_order) if pii else select(*LEAN_COLUMNS)
+        query = query.where(where)
         if for_update:
             query = query.with_for_update()
         row = (await self.session.execute(query)).first()
-        return None if row is None else await self._load(row)
+        if row is None:
+            return None
+        order = await self._load(row, pii)
+        if for_update or not pii:  # what save() compares with; save_address() refuses lean
+            self._loaded[order.id] = Loaded.of(order, pii=pii)
+        return order
 
-    async def _load(self, row: Any) -> Order:
+    async def _load(self, row: Any, pii: bool = True) -> Order:
         lines = await self.session.execute(
             select(order_line)
             .where(order_line.c.order_id == row.id)
@@ -288,4 +288,5 @@ class OrderRepository:
         ships = await self.session.execute(
             select(shipment).where(shipment.c.order_id == row.id).order_by(shipment.c.id)
         )
-        return order_from_rows(row, lines.all(), allocs.all(), ships.all(), self.cipher)
+        cipher = self.cipher if pii else None
+        return order_from_rows(row, lines.all(), allocs.all(), ships.all(), cipher)

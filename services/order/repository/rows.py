@@ -20,6 +20,7 @@ from services.order.domain import (
     Shipment,
 )
 from services.order.pii import PiiCipher
+from services.order.tables import customer_order
 from shared.db import aware
 from shared.events import HoldReason
 
@@ -27,6 +28,10 @@ REDACTED = "[redacted]"
 
 PII_COLUMNS = ("customer_name", "email", "phone", "ship_line1", "ship_line2")
 """The encrypted columns of `customer_order`."""
+
+LEAN_COLUMNS = tuple(c for c in customer_order.c if c.name not in (*PII_COLUMNS, "email_index"))
+"""The `customer_order` columns an order loaded without its PII reads (no ciphertext, no
+blind index): all its supply-chain events need."""
 
 
 def order_values(order: Order, cipher: PiiCipher) -> dict[str, Any]:
@@ -128,6 +133,26 @@ def _moment(value: datetime) -> datetime:
     return aware(value) or value
 
 
+def _contact(row: Any, redacted: bool, cipher: PiiCipher | None) -> Contact:
+    if cipher is None:
+        return Contact(name="", email="", phone=None, locale=row.locale)
+    if redacted:
+        return Contact(name=REDACTED, email=REDACTED, phone=None, locale=row.locale)
+    dec = cipher.decrypt
+    return Contact(
+        name=dec(row.customer_name, "customer_name") or "",
+        email=dec(row.email, "email") or "",
+        phone=dec(row.phone, "phone"),
+        locale=row.locale,
+    )
+
+
+def _street(row: Any, redacted: bool, cipher: PiiCipher | None) -> str:
+    if cipher is None:
+        return ""
+    return REDACTED if redacted else (cipher.decrypt(row.ship_line1, "ship_line1") or "")
+
+
 @dataclass(frozen=True)
 class CustomerContact:
     """An order's customer contact as other services read it (no ship-to, no lines)."""
@@ -140,17 +165,7 @@ class CustomerContact:
 def contact_from_row(row: Any, cipher: PiiCipher) -> CustomerContact:
     """An order's customer contact from its `customer_order` row (only what it needs)."""
     redacted = row.redacted_at is not None
-    dec = cipher.decrypt
-    return CustomerContact(
-        order_id=row.id,
-        customer=Contact(
-            name=REDACTED if redacted else (dec(row.customer_name, "customer_name") or ""),
-            email=REDACTED if redacted else (dec(row.email, "email") or ""),
-            phone=None if redacted else dec(row.phone, "phone"),
-            locale=row.locale,
-        ),
-        redacted=redacted,
-    )
+    return CustomerContact(row.id, _contact(row, redacted, cipher), redacted)
 
 
 def order_from_rows(
@@ -158,10 +173,12 @@ def order_from_rows(
     lines: Sequence[Any],
     allocations: Sequence[Any],
     shipments: Sequence[Any],
-    cipher: PiiCipher,
+    cipher: PiiCipher | None,
 ) -> Order:
-    """The aggregate from its `customer_order` row and child rows."""
-    dec = cipher.decrypt
+    """The aggregate from its `customer_order` row and child rows.
+
+    Without a `cipher` the row holds only `LEAN_COLUMNS`: name, e-mail, phone and street
+    are left blank (and `OrderRepository.save_address` refuses such an order)."""
     state = row.state or {}
     redacted = row.redacted_at is not None
     return Order(
@@ -170,15 +187,12 @@ def order_from_rows(
         external_id=row.external_id,
         shop_id=row.shop_id or None,
         currency=row.currency,
-        customer=Contact(
-            name=REDACTED if redacted else (dec(row.customer_name, "customer_name") or ""),
-            email=REDACTED if redacted else (dec(row.email, "email") or ""),
-            phone=None if redacted else dec(row.phone, "phone"),
-            locale=row.locale,
-        ),
+        customer=_contact(row, redacted, cipher),
         shipping=Address(
-            line1=REDACTED if redacted else (dec(row.ship_line1, "ship_line1") or ""),
-            line2=None if redacted else dec(row.ship_line2, "ship_line2"),
+            line1=_street(row, redacted, cipher),
+            line2=None
+            if redacted or cipher is None
+            else cipher.decrypt(row.ship_line2, "ship_line2"),
             city=row.ship_city,
             region=row.ship_region,
             postal_code=row.ship_postal_code,

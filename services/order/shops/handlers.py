@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from services.order.domain import Status
-from services.order.handlers import apply_supply_event
+from services.order.handlers import apply_event
 from services.order.shops.domain import (
     Credentials,
     DuplicateShop,
@@ -141,13 +141,12 @@ async def remember_origin(
 async def apply_dispatch(
     envelope: Envelope, event: ShipmentDispatched, uow: OrderUnitOfWork
 ) -> None:
-    """Consumer: the order moves on, and its shop's fulfilment is queued, in one transaction."""
-    await apply_supply_event(envelope, event, uow)
+    """Consumer: the order moves on, and its shop's fulfilment is queued, in one transaction
+    (from the order as the event left it: SKUs, quantities, status; no PII read)."""
+    order = await apply_event(envelope, event, uow)
     origin = await origins(uow).of(event.order_id)
     if origin is None:
         return
-    order = await uow.orders.get(event.order_id)
-    assert order is not None  # apply_supply_event refused an unknown order
     shipped = set(event.line_ids)
     skus: dict[str, int] = {}
     for line in order.lines:

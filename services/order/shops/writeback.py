@@ -119,7 +119,7 @@ class WritebackWorker:
             if shop is not None:
                 platform = shop.platform
             else:  # the shop is gone: the order's channel names its platform
-                order = await uow.orders.get(task.order_id)
+                order = await uow.orders.get(task.order_id, pii=False)
                 platform = "woocommerce" if order and order.channel == "woocommerce" else "shopify"
             failed = MarketplaceSyncFailed(
                 order_id=task.order_id,
