@@ -4,9 +4,19 @@ Modules starting with `_` hold a scenario's larger parts (its rig, its report).
 """
 
 from bench.harness.cli import Scenario
-from bench.scenarios import intake, kpis, load, metrics, notify, pipeline, routing, stack
+from bench.scenarios import (
+    intake,
+    kpis,
+    load,
+    metrics,
+    notify,
+    order_events,
+    pipeline,
+    routing,
+    stack,
+)
 
 SCENARIOS: dict[str, Scenario] = {
     s.SCENARIO.name: s.SCENARIO
-    for s in (pipeline, intake, routing, notify, metrics, kpis, stack, load)
+    for s in (pipeline, intake, routing, notify, metrics, kpis, order_events, stack, load)
 }

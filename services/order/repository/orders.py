@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -43,6 +44,21 @@ _UPDATE_LINE = (
     )
 )
 """One statement for every moved line of an order (executemany, `changes.line_columns`)."""
+
+
+@functools.cache
+def _child_writes(dialect: str) -> tuple[Any, Any]:
+    """The allocation insert and the shipment upsert of `dialect`, built once: executed with
+    a list of rows (one executemany each), they stay in SQLAlchemy's compiled cache, which
+    a multi-row `.values([...])` would not."""
+    insert = dialect_insert(dialect)
+    new_allocations = insert(allocation).on_conflict_do_nothing()
+    stmt = insert(shipment)
+    upsert_shipments = stmt.on_conflict_do_update(
+        index_elements=[shipment.c.order_id, shipment.c.tracking_number],
+        set_={"delivered_at": stmt.excluded.delivered_at},
+    )
+    return new_allocations, upsert_shipments
 
 
 @dataclass(frozen=True)
@@ -104,19 +120,11 @@ class OrderRepository:
             )
         if changes.lines:
             await self.session.execute(_UPDATE_LINE, changes.lines)
-        insert = dialect_insert(self.dialect)
+        new_allocations, upsert_shipments = _child_writes(self.dialect)
         if changes.allocations:
-            await self.session.execute(
-                insert(allocation).values(changes.allocations).on_conflict_do_nothing()
-            )
+            await self.session.execute(new_allocations, changes.allocations)
         if changes.shipments:
-            stmt = insert(shipment).values(changes.shipments)
-            await self.session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[shipment.c.order_id, shipment.c.tracking_number],
-                    set_={"delivered_at": stmt.excluded.delivered_at},
-                )
-            )
+            await self.session.execute(upsert_shipments, changes.shipments)
         before = self._loaded.get(order.id)
         self._loaded[order.id] = Loaded.of(order, pii=before is None or before.pii)
 
