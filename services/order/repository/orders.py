@@ -100,7 +100,8 @@ class OrderRepository:
         self.dialect = dialect
         self.cipher = cipher
         self._loaded: dict[str, Loaded] = {}
-        """The orders loaded for update in this transaction, as loaded (or last saved)."""
+        """The orders loaded for update (or without PII) in this transaction, as loaded or
+        last saved: what `save` compares with."""
 
     # -- writing ------------------------------------------------------------------------
     async def add(self, order: Order) -> None:
