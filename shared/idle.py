@@ -104,8 +104,9 @@ class IdleGate:
         self.sleeps += 1
         self.asleep = True
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(rung.wait(), self.peek_s)
+            with contextlib.suppress(TimeoutError):  # 3.11 wait_for can lose a cancel
+                async with asyncio.timeout(self.peek_s):
+                    await rung.wait()
             if rung.is_set():  # events are flowing: stay awake for what follows them
                 rung.clear()
                 self.active()

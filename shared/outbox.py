@@ -123,8 +123,9 @@ class OutboxRelay:
                 if datetime.now(UTC) - last_purge > timedelta(minutes=10):
                     await self.purge()
                     last_purge = datetime.now(UTC)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), poll.found(published > 0))
+                with contextlib.suppress(TimeoutError):  # 3.11 wait_for can lose a cancel
+                    async with asyncio.timeout(poll.found(published > 0)):
+                        await self._wake.wait()
                 if self._wake.is_set():
                     poll.woken()
 

@@ -176,7 +176,7 @@ class ServiceRuntime(Generic[U, S]):
         if self._tasks:
             _, stuck = await asyncio.wait(self._tasks, timeout=grace_s)
             for task in stuck:
-                log.error("background task did not stop in time", extra={"task": task.get_name()})
+                log.error("background task %s did not stop in time", task.get_name())
         self._tasks.clear()
         for step, closing in (
             ("producer", self.bus.close()),

@@ -302,8 +302,9 @@ class Simulator:
 
 async def _pause(order: SimOrder, seconds: float) -> None:
     """Wait `seconds`, or less if the order gets cancelled meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(order.cancelled.wait(), timeout=seconds)
+    with contextlib.suppress(TimeoutError):  # 3.11 wait_for can lose a cancel
+        async with asyncio.timeout(seconds):
+            await order.cancelled.wait()
 
 
 async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:

@@ -124,8 +124,9 @@ class Sender:
                     task.add_done_callback(self._inflight.discard)
                 if len(claimed) < free or free == 0:
                     wait = poll.found(bool(claimed or self._inflight))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wakeup.event.wait(), wait)
+                    with contextlib.suppress(TimeoutError):  # 3.11 wait_for can lose a cancel
+                        async with asyncio.timeout(wait):
+                            await self.wakeup.event.wait()
                     if self.wakeup.event.is_set():
                         poll.woken()
         finally:

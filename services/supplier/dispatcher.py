@@ -108,8 +108,9 @@ class Dispatcher:
                 self.start(jobs)
                 if free <= 0 or len(jobs) < free:  # else more may be due: claim again at once
                     wait = poll.found(bool(jobs or self._inflight))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wakeup.event.wait(), wait)
+                    with contextlib.suppress(TimeoutError):  # 3.11 wait_for can lose a cancel
+                        async with asyncio.timeout(wait):
+                            await self.wakeup.event.wait()
                     if self.wakeup.event.is_set():
                         poll.woken()
         finally:

@@ -95,8 +95,9 @@ class CallbackJournal:
         while True:
             self._wake.clear()
             if not await self.apply_pending(runtime):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                with contextlib.suppress(TimeoutError):  # 3.11 wait_for can lose a cancel
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
 
     async def apply_pending(self, runtime: ServiceRuntime[SupplierUnitOfWork]) -> int:
         """Apply every complete entry past the offset, in order, `BATCH` to a transaction
