@@ -375,40 +375,41 @@ class ShipToOut(BaseModel):
     country: str | None
 
 
-class ContactOut(BaseModel):
+class CustomerContactOut(BaseModel):
     order_id: str
     name: str | None
     email: str | None
     phone: str | None
     locale: str | None
     redacted: bool
+
+
+class ContactOut(CustomerContactOut):
     ship_to: ShipToOut | None = Field(
         None, description="null when the customer was redacted (see ship_to_unavailable)"
     )
     ship_to_unavailable: Literal["customer_redacted"] | None = None
 
 
+def _contact_fields(order_id: str, c: Contact, redacted: bool) -> dict[str, Any]:
+    """The customer's contact as other services read it; nothing but the locale once erased."""
+    return {
+        "order_id": order_id,
+        "name": None if redacted else (c.name or None),
+        "email": None if redacted else (c.email or None),
+        "phone": None if redacted else c.phone,
+        "locale": c.locale,
+        "redacted": redacted,
+    }
+
+
 def render_contact(order: Order) -> dict[str, Any]:
     """What notify (the customer's contact) and supplier (the ship-to) read; PII."""
     c, s = order.customer, order.shipping
+    out = _contact_fields(order.id, c, order.redacted)
     if order.redacted:
-        return {
-            "order_id": order.id,
-            "name": None,
-            "email": None,
-            "phone": None,
-            "locale": c.locale,
-            "redacted": True,
-            "ship_to": None,
-            "ship_to_unavailable": "customer_redacted",
-        }
-    return {
-        "order_id": order.id,
-        "name": c.name or None,
-        "email": c.email or None,
-        "phone": c.phone,
-        "locale": c.locale,
-        "redacted": False,
+        return out | {"ship_to": None, "ship_to_unavailable": "customer_redacted"}
+    return out | {
         "ship_to": {
             # a marketplace order may lack some (it is held until they are given)
             "name": c.name or None,
@@ -437,15 +438,6 @@ class ContactLookupIn(BaseModel):
     order_ids: list[OrderId] = Field(min_length=1, max_length=CONTACT_LOOKUP_MAX)
 
 
-class CustomerContactOut(BaseModel):
-    order_id: str
-    name: str | None
-    email: str | None
-    phone: str | None
-    locale: str | None
-    redacted: bool
-
-
 class ContactLookupOut(BaseModel):
     items: list[CustomerContactOut]
     unknown: list[str] = Field(description="asked-for order ids the service does not know")
@@ -460,15 +452,5 @@ def render_contacts(asked: list[str], found: list[CustomerContact]) -> dict[str,
         if contact is None:
             unknown.append(order_id)
             continue
-        c, erased = contact.customer, contact.redacted
-        items.append(
-            {
-                "order_id": order_id,
-                "name": None if erased else (c.name or None),
-                "email": None if erased else (c.email or None),
-                "phone": None if erased else c.phone,
-                "locale": c.locale,
-                "redacted": erased,
-            }
-        )
+        items.append(_contact_fields(order_id, contact.customer, contact.redacted))
     return {"items": items, "unknown": unknown}
