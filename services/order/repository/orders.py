@@ -17,15 +17,14 @@ from services.order.aftersales.redaction import redact_texts
 from services.order.domain import Order
 from services.order.errors import InvalidCursor
 from services.order.pii import PiiCipher
+from services.order.repository import loads
 from services.order.repository.changes import Changes, Loaded
 from services.order.repository.rows import (
-    LEAN_COLUMNS,
     PII_COLUMNS,
     CustomerContact,
     address_values,
     contact_from_row,
     line_values,
-    order_from_rows,
     order_values,
     reencrypted,
 )
@@ -112,7 +111,8 @@ class OrderRepository:
         """Write back what the aggregate changed since it was loaded (`get(for_update=True)`):
         `customer_order` if its columns moved, the lines that moved (one executemany), the
         new allocations and the new or delivered shipments (one statement each). Never PII."""
-        changes = Changes.since(order, self._loaded.get(order.id))
+        before = self._loaded.get(order.id)
+        changes = Changes.since(order, before)
         if changes.order is not None:
             await self.session.execute(
                 update(customer_order)
@@ -126,7 +126,6 @@ class OrderRepository:
             await self.session.execute(new_allocations, changes.allocations)
         if changes.shipments:
             await self.session.execute(upsert_shipments, changes.shipments)
-        before = self._loaded.get(order.id)
         self._loaded[order.id] = Loaded.of(order, pii=before is None or before.pii)
 
     async def save_address(self, order: Order) -> None:
@@ -191,7 +190,7 @@ class OrderRepository:
     ) -> Order | None:
         """The order; with `pii=False` its PII columns are neither read nor decrypted (name,
         e-mail, phone and street blank): what applying a supplier event needs."""
-        return await self._one(customer_order.c.id == order_id, for_update, pii)
+        return await self._one("id", {"order_id": order_id}, for_update, pii)
 
     async def contacts(self, order_ids: Collection[str]) -> list[CustomerContact]:
         """The customer contacts of the orders that exist among `order_ids`, in one query."""
@@ -209,14 +208,8 @@ class OrderRepository:
     ) -> Order | None:
         """The order `shop_id` (None: the storefront or the default shop) knows as
         `external_id`: each shop's order numbers are its own."""
-        return await self._one(
-            and_(
-                customer_order.c.channel == channel,
-                customer_order.c.shop_id == (shop_id or ""),
-                customer_order.c.external_id == external_id,
-            ),
-            for_update,
-        )
+        key = {"channel": channel, "shop_id": shop_id or "", "external_id": external_id}
+        return await self._one("external", key, for_update)
 
     async def list(
         self, flt: OrderFilter, limit: int, cursor: str | None
@@ -263,7 +256,13 @@ class OrderRepository:
             customer_order.c.created_at.desc(), customer_order.c.id.desc()
         ).limit(limit + 1)
         rows = (await self.session.execute(query)).all()
-        orders = [await self._load(r) for r in rows[:limit]]
+        page = rows[:limit]
+        kids = loads.group(
+            await self.session.execute(loads.children("ids"), {"order_ids": [r.id for r in page]})
+            if page
+            else []
+        )
+        orders = [loads.assemble(r, kids.get(r.id), self.cipher) for r in page]
         next_cursor = None
         if len(rows) > limit:
             last = orders[-1]
@@ -271,31 +270,20 @@ class OrderRepository:
         return orders, next_cursor
 
     async def _one(
-        self, where: ColumnElement[bool], for_update: bool, pii: bool = True
+        self, key: loads.Key, params: dict[str, Any], for_update: bool, pii: bool = True
     ) -> Order | None:
-        query = select(customer_order) if pii else select(*LEAN_COLUMNS)
-        query = query.where(where)
-        if for_update:
-            query = query.with_for_update()
-        row = (await self.session.execute(query)).first()
-        if row is None:
+        """The order `key` names, in one round trip (two on PostgreSQL for update: the lock
+        first, see `loads`)."""
+        if for_update and self.dialect == "postgresql":
+            order_id = (await self.session.execute(loads.lock(key), params)).scalar()
+            if order_id is None:
+                return None
+            key, params = "id", {"order_id": order_id}
+        rows = await self.session.execute(loads.load(key, pii), params)
+        found = loads.orders(rows, self.cipher if pii else None)
+        if not found:
             return None
-        order = await self._load(row, pii)
+        order = found[0]
         if for_update or not pii:  # what save() compares with; save_address() refuses lean
             self._loaded[order.id] = Loaded.of(order, pii=pii)
         return order
-
-    async def _load(self, row: Any, pii: bool = True) -> Order:
-        lines = await self.session.execute(
-            select(order_line)
-            .where(order_line.c.order_id == row.id)
-            .order_by(order_line.c.position)
-        )
-        allocs = await self.session.execute(
-            select(allocation).where(allocation.c.order_id == row.id).order_by(allocation.c.id)
-        )
-        ships = await self.session.execute(
-            select(shipment).where(shipment.c.order_id == row.id).order_by(shipment.c.id)
-        )
-        cipher = self.cipher if pii else None
-        return order_from_rows(row, lines.all(), allocs.all(), ships.all(), cipher)
