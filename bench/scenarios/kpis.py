@@ -13,7 +13,8 @@ Per backend, on a fresh database:
    query, the items, the response model and its JSON, `--reps` times per window (30 and
    365 days ending today) and grouping (day, supplier, channel); p50 / p99 / max wall
    time, and the CPU time of this process (all of it on SQLite, none of PostgreSQL's),
-   which a busy machine inflates less than the wall time.
+   which a busy machine inflates less than the wall time; on PostgreSQL also the
+   server's CPU per request (its backends' CPU over the line's requests, mean).
    `--before` also times the from-facts computation this replaced (30 days, 3 times).
 3. ingest: `--events` new events (bench.scenarios.metrics' mix) through the live
    consumer's path (`MessageProcessor.process_many`, the metrics batch handler, `--batch`
@@ -32,7 +33,8 @@ from typing import Any
 
 from bench.harness.cli import Scenario, add_backends
 from bench.harness.clock import perf
-from bench.harness.dbs import databases
+from bench.harness.dbs import databases, db_root
+from bench.harness.procs import proc_stats
 from bench.harness.report import Output
 from bench.scenarios.metrics import CHANNELS, SUPPLIERS, history, ingest
 from services.metrics import domain, queries
@@ -145,6 +147,14 @@ async def load_history(url: str, orders: int, days: int, out: Output) -> None:
         await engine.dispose()
 
 
+def _db_cpu_s(root: int | None) -> float:
+    """CPU seconds the PostgreSQL server's backends have used (0 on SQLite: in-process)."""
+    if root is None:
+        return 0.0
+    ticks = sum(s.ticks for s in proc_stats().values() if s.ppid == root)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
@@ -157,23 +167,28 @@ async def query(url: str, reps: int, out: Output, backend: str) -> dict[str, Any
     cache = queries.FactsCache(lambda: MetricsUnitOfWork(sessions), ttl_s=0)
     today = datetime.now(UTC).date()
     result: dict[str, Any] = {}
+    root = db_root(backend)
     try:
         for days in (30, 365):
             window = queries.Window(today - timedelta(days=days - 1), today)
             for group in domain.GroupBy:
                 times, cpu = [], []
+                db_started = _db_cpu_s(root)
                 for _ in range(reps):
                     started, cpu_started = perf(), time.process_time()
                     report = await queries.report(cache, window, group)
                     KpiReport.model_validate(report).model_dump_json(by_alias=True)
                     times.append((perf() - started) * 1000)
                     cpu.append((time.process_time() - cpu_started) * 1000)
+                db_ms = (_db_cpu_s(root) - db_started) * 1000 / reps
                 p50, p99 = _pct(times, 50), _pct(times, 99)
-                result[f"{days}d_{group.value}"] = {"p50_ms": p50, "p99_ms": p99}
+                line = {"p50_ms": p50, "p99_ms": p99, "db_cpu_ms": db_ms}
+                result[f"{days}d_{group.value}"] = line
+                db = f"  database CPU {db_ms:5.1f} ms/request" if root else ""
                 out(
                     f"{backend:10} GET /v1/kpis {days:>3} days by {group.value:8} "
                     f"p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  max {max(times):7.1f} ms  "
-                    f"CPU here p50 {_pct(cpu, 50):6.1f} ms  ({len(report['items'])} items, "
+                    f"CPU here p50 {_pct(cpu, 50):6.1f} ms{db}  ({len(report['items'])} items, "
                     f"{reps} runs)"
                 )
     finally:

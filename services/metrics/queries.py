@@ -17,8 +17,8 @@ from services.metrics.store import MetricsUnitOfWork
 T = TypeVar("T")
 K = TypeVar("K")
 
-Grouped = dict[str, dict[tuple[str, str], list[int]]]
-"""Summed rollup cells per group key (see `RollupRepository.sums`)."""
+Grouped = dict[str, dict[str, list[tuple[str, int, int]]]]
+"""Summed rollup cells per group key, by metric (see `RollupRepository.sums`)."""
 
 
 @dataclass(frozen=True)

@@ -147,8 +147,8 @@ class RollupRepository:
 
     async def sums(
         self, dim: str, first: date, last: date, *, by: str | None, per_day: bool = False
-    ) -> dict[str, dict[tuple[str, str], list[int]]]:
-        """(metric, label) -> [value, amount] summed over the days `first`..`last`, per
+    ) -> dict[str, dict[str, list[tuple[str, int, int]]]]:
+        """metric -> [(label, value, amount)] summed over the days `first`..`last`, per
         `by` (`start`: per day; `key`: per channel or supplier; None: one total `all`).
 
         A window reads whole months from the monthly rows and only its ragged ends from
@@ -163,25 +163,34 @@ class RollupRepository:
             since_ok = or_(since_ok, r.c.metric == "failed_orders")
         group = r.c.start if by == "start" else r.c.key if by == "key" else literal("all")
         where = (r.c.dim == dim, _periods(first, last, monthly=by != "start"), since_ok)
-        value, amount = func.sum(r.c.value), func.sum(r.c.amount)
         counters = (
-            select(group.label("k"), r.c.metric, r.c.label, value, amount)
+            select(group.label("k"), r.c.metric, r.c.label, _summed(r.c.value), _summed(r.c.amount))
             .where(*where, r.c.metric.not_in(rollup.HISTOGRAMS))
             .group_by(group, r.c.metric, r.c.label)
         )
-        out: dict[str, dict[tuple[str, str], list[int]]] = defaultdict(dict)
+        out: dict[str, dict[str, list[tuple[str, int, int]]]] = {}
         for k, metric, label, v, a in (await self.session.execute(counters)).all():
-            out[str(k)][(metric, label)] = [int(v), int(a)]
+            cells = out.get(k) or out.setdefault(str(k), {})
+            got = cells.get(metric)
+            if got is None:
+                cells[metric] = [(label, int(v), int(a))]
+            else:
+                got.append((label, int(v), int(a)))
         for k, metric, n, ms, cum, total in (
             await self.session.execute(_ranked(group, where))
         ).all():
-            cells = out[str(k)]
-            cells[(f"{metric}@count", "")] = [int(total), 0]
+            cells = out.get(k) or out.setdefault(str(k), {})
+            cells[f"{metric}@count"] = [("", int(total), 0)]
             for q in (50, 95):
                 wanted = max(1, -(-q * int(total) // 100))
                 if int(cum) - int(n) < wanted <= int(cum):
-                    cells[(f"{metric}@p{q}", "")] = [int(n), int(ms)]
+                    cells[f"{metric}@p{q}"] = [("", int(n), int(ms))]
         return out
+
+
+def _summed(column: Any) -> Any:
+    """sum(column) as a bigint (PostgreSQL sums a bigint to numeric, read back as Decimal)."""
+    return cast(func.sum(column), BigInteger)
 
 
 def _ranked(group: Any, where: tuple[Any, ...]) -> Any:

@@ -90,3 +90,34 @@ def test_histogram_percentiles_are_within_the_stated_error(samples: list[int]) -
 def test_equal_samples_give_exact_percentiles() -> None:
     sums = {("cycle", str(rollup.bin_of(600_000))): [3, 1_800_000]}
     assert rollup_report.percentiles(sums, "cycle") == {"p50": 600.0, "p95": 600.0, "count": 3}
+
+
+def test_an_item_reads_its_cells_by_metric() -> None:
+    sums = {
+        ("orders", ""): [3, 0],
+        ("orders_ccy", "USD"): [3, 0],
+        ("gmv", "USD"): [30_000_000, 0],
+        ("confirmed_orders", ""): [2, 0],
+        ("failed_orders", ""): [1, 0],
+        ("latency", str(rollup.bin_of(1_000))): [2, 2_000],
+        ("delayed_by", "late"): [1, 0],
+        ("due", ""): [4, 0],
+        ("delayed", ""): [1, 0],
+    }
+    cells = rollup_report.by_metric(sums)
+    got = rollup_report.item("all", cells, False)
+    assert got["orders"] == 3
+    assert got["gmv"] == {"USD": "30.00"} and got["aov"] == {"USD": "10.00"}
+    assert got["confirmation_rate"] == round(2 / 3, 6)
+    assert got["confirmation_latency_s"] == {"p50": 1.0, "p95": 1.0, "count": 2}
+    assert got["cycle_time_s"] == {"p50": None, "p95": None, "count": 0}
+    assert got["delay_rate_by_reason"] == {"late": 0.25}
+    assert got["notices"] == [] and got["cancellations"] == 0
+    # the bins the query found give the same percentiles as every bin
+    found = {"latency@count": [("", 2, 0)], "latency@p50": [("", 2, 2_000)]}
+    found["latency@p95"] = found["latency@p50"]
+    same = rollup_report.item("all", {**cells, **found}, False)
+    assert same == got
+    by_supplier = rollup_report.item("s1", cells, True)
+    assert by_supplier["orders"] == 0 and by_supplier["cancellations"] is None
+    assert rollup_report.items({"x": {"orders": [("", 0, 0)]}}, False) == []
