@@ -142,6 +142,7 @@ class ServiceRuntime(Generic[U, S]):
                 self.bus,
                 delivery,
                 batch_size=s.consumer_batch_size,
+                linger_ms=s.kafka_linger_ms,
                 idle_after_s=s.kafka_idle_after_s,
                 peek_s=s.kafka_idle_peek_s,
             )

@@ -109,7 +109,11 @@ class ServiceSettings(BaseSettings):
     consumer_retry_backoff_max_s: float = Field(5.0, ge=0)
     consumers_enabled: bool = True
     consumer_batch_size: int = Field(100, ge=1)
-    """Events of a partition applied per transaction (a failing batch goes one by one)."""
+    """Events applied per transaction: a poll's events across partitions and topics go in one
+    (a failing one goes partition by partition, then one by one)."""
+    kafka_linger_ms: float = Field(5.0, ge=0)
+    """After a poll returns fewer than `consumer_batch_size` events, wait this long for more
+    before applying them (0: apply at once)."""
     kafka_fetch_max_wait_ms: int = Field(100, ge=0)
     kafka_idle_after_s: float = Field(3.0, ge=0)
     """A consumer with nothing to do for this long stops fetching until the doorbell rings
