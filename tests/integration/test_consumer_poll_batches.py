@@ -1,0 +1,227 @@
+"""Whole polls per transaction against the real broker and databases: fewer transactions,
+nothing lost or applied twice (poison messages, crashes mid-transaction, restarts)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+
+from shared.bus import BusConfig, KafkaBus, OutgoingMessage
+from shared.consumer import (
+    ConsumerRunner,
+    MessageProcessor,
+    PermanentError,
+    RetryingDelivery,
+    on,
+    subscriptions,
+)
+from shared.db import create_engine, new_metadata, session_factory
+from shared.events import OrderCancelled, OrderPlaced, new_envelope
+from shared.testing import eventually
+from shared.uow import UnitOfWork
+
+GROUP = "probe"
+
+
+class Ledger:
+    """What reached the consumer (before the inbox) and what it committed, repeats kept."""
+
+    def __init__(self) -> None:
+        self.delivered: list[str] = []
+        self.applied: list[str] = []
+        self.commits = 0
+        self.polls: list[set[tuple[str, int]]] = []  # partitions of each poll's transaction
+        self.dead: list[OutgoingMessage] = []
+
+
+class LedgerUnitOfWork(UnitOfWork):
+    def __init__(self, sessions, ledger: Ledger) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(sessions)
+        self.ledger = ledger
+        self.effects: list[str] = []
+
+    async def commit(self) -> None:
+        await super().commit()
+        self.ledger.commits += 1
+        self.ledger.applied += self.effects
+
+
+class Recorder:
+    """The DLQ publisher, keeping what it sent."""
+
+    def __init__(self, bus: KafkaBus, ledger: Ledger) -> None:
+        self.bus, self.ledger = bus, ledger
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> None:
+        await self.bus.send_batch(messages)
+        self.ledger.dead += messages
+
+
+class Rig:
+    def __init__(self, bus: KafkaBus, sessions, ledger: Ledger, **runner: float) -> None:  # type: ignore[no-untyped-def]
+        self.bus, self.sessions, self.ledger = bus, sessions, ledger
+        self.runner_options = runner
+        self.block: asyncio.Event | None = None  # the handler waits on it at "ord_block"
+        self.blocked = asyncio.Event()
+
+    async def handle(self, envelope, data, uow: LedgerUnitOfWork) -> None:  # type: ignore[no-untyped-def]
+        if data.order_id == "ord_poison":
+            raise PermanentError("no supplier stocks it")
+        if data.order_id == "ord_block" and self.block is not None:
+            self.blocked.set()
+            await self.block.wait()
+        uow.effects.append(data.order_id)
+
+    def start(self) -> asyncio.Task[None]:
+        ledger = self.ledger
+        processor = MessageProcessor(
+            GROUP,
+            subscriptions(on(OrderPlaced, self.handle), on(OrderCancelled, self.handle)),
+            lambda: LedgerUnitOfWork(self.sessions, ledger),
+        )
+        process_many = processor.process_many
+
+        async def seen(messages):  # type: ignore[no-untyped-def]
+            ledger.delivered += [new_id(raw) for _, raw in messages]
+            return await process_many(messages)
+
+        processor.process_many = seen  # type: ignore[method-assign]
+        delivery = RetryingDelivery(processor, Recorder(self.bus, ledger), backoff=0.05)
+        deliver_poll = delivery.deliver_poll
+
+        async def poll(records, finished):  # type: ignore[no-untyped-def]
+            ledger.polls.append({(r.topic, r.partition) for r in records})
+            await deliver_poll(records, finished)
+
+        delivery.deliver_poll = poll  # type: ignore[method-assign]
+        runner = ConsumerRunner(self.bus, delivery, **self.runner_options)  # type: ignore[arg-type]
+        return asyncio.create_task(runner.run())
+
+
+def new_id(raw: bytes | None) -> str:
+    from shared.events import Envelope
+
+    data = Envelope.from_bytes(raw).payload()
+    return str(data.order_id)  # type: ignore[attr-defined]
+
+
+def cancelled(order_id: str) -> bytes:
+    return new_envelope(OrderCancelled(order_id=order_id, reason="customer asked")).to_bytes()
+
+
+async def publish(bootstrap: str, by_partition: dict[int, list[str]], topic: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for partition, orders in by_partition.items():
+            for order_id in orders:
+                value = cancelled(order_id)
+                await producer.send_and_wait(
+                    topic, value, key=order_id.encode(), partition=partition
+                )
+    finally:
+        await producer.stop()
+
+
+async def _setup(database_url, broker):  # type: ignore[no-untyped-def]
+    engine = create_engine(await database_url("consumer"))
+    async with engine.begin() as conn:
+        await conn.run_sync(new_metadata().create_all)
+    bus = KafkaBus(BusConfig(broker.bootstrap, "test"))
+    await bus.connect()
+    return engine, session_factory(engine), bus
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_poll_spanning_partitions_is_applied_in_one_transaction(database_url, broker):
+    engine, sessions, bus = await _setup(database_url, broker)
+    ledger = Ledger()
+    orders = {p: [f"ord_{p}_{i}" for i in range(3)] for p in range(8)}
+    await publish(broker.bootstrap, orders, "order-cancelled")
+    rig = Rig(bus, sessions, ledger, linger_ms=300)
+    task = rig.start()
+    try:
+        expected = sorted(o for os in orders.values() for o in os)
+        await eventually(lambda: _is(sorted(ledger.applied) == expected), what="all applied")
+        assert ledger.commits == len(ledger.polls), "one transaction per poll"
+        assert ledger.commits < 8, f"24 events on 8 partitions took {ledger.commits} transactions"
+        assert max(len(p) for p in ledger.polls) > 1, "a transaction spanned partitions"
+    finally:
+        await stop(task)
+        await bus.close()
+        await engine.dispose()
+
+
+async def test_a_poison_message_costs_only_itself_and_offsets_move_past_everything(
+    database_url, broker
+):
+    engine, sessions, bus = await _setup(database_url, broker)
+    ledger = Ledger()
+    orders = {0: ["ord_a1", "ord_poison", "ord_a2"], 1: ["ord_b1", "ord_b2"], 5: ["ord_c1"]}
+    await publish(broker.bootstrap, orders, "order-cancelled")
+    rig = Rig(bus, sessions, ledger, linger_ms=300)
+    task = rig.start()
+    good = ["ord_a1", "ord_a2", "ord_b1", "ord_b2", "ord_c1"]
+    try:
+        await eventually(lambda: _is(len(ledger.applied) >= 5 and ledger.dead), what="done")
+        assert Counter(ledger.applied) == Counter(good), "each good event applied exactly once"
+        [letter] = ledger.dead
+        assert letter.topic == "order-cancelled.dlq"
+    finally:
+        await stop(task)  # commits what finished
+    # a new member of the group starts where the first stopped: nothing is read again
+    delivered = len(ledger.delivered)
+    await publish(broker.bootstrap, {3: ["ord_after"]}, "order-cancelled")
+    task = Rig(bus, sessions, ledger).start()
+    try:
+        await eventually(lambda: _is("ord_after" in ledger.applied), what="the next event")
+        assert ledger.delivered[delivered:] == ["ord_after"], "offsets were committed"
+        assert Counter(ledger.applied) == Counter([*good, "ord_after"])
+    finally:
+        await stop(task)
+        await bus.close()
+        await engine.dispose()
+
+
+async def test_a_crash_mid_transaction_loses_nothing_and_applies_nothing_twice(
+    database_url, broker
+):
+    engine, sessions, bus = await _setup(database_url, broker)
+    ledger = Ledger()
+    first = {p: [f"ord_{p}_0"] for p in range(8)}
+    await publish(broker.bootstrap, first, "order-cancelled")
+    rig = Rig(bus, sessions, ledger)
+    task = rig.start()
+    try:
+        await eventually(lambda: _is(len(ledger.applied) == 8), what="first wave applied")
+        rig.block = asyncio.Event()  # the next transaction hangs half-way, then the process dies
+        second = {p: [f"ord_{p}_1", "ord_block" if p == 4 else f"ord_{p}_2"] for p in range(8)}
+        await publish(broker.bootstrap, second, "order-cancelled")
+        await asyncio.wait_for(rig.blocked.wait(), 30)
+    finally:
+        await stop(task)  # the crash: the open transaction is rolled back
+    assert "ord_block" not in ledger.applied, "the hung transaction never committed"
+
+    rig = Rig(bus, sessions, ledger)
+    task = rig.start()
+    try:
+        expected = [o for os in (*first.values(), *second.values()) for o in os]
+        await eventually(
+            lambda: _is(Counter(ledger.applied) == Counter(expected)),
+            what="every event applied exactly once after the restart",
+        )
+    finally:
+        await stop(task)
+        await bus.close()
+        await engine.dispose()
+
+
+async def _is(value: object) -> object:
+    return value
