@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ from typing import Any
 import aiokafka
 import sqlalchemy
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.harness.cli import Scenario, add_backends
@@ -210,7 +213,17 @@ async def platform_path(
     processor = MessageProcessor(
         "bench", subscriptions(on(OrderPlaced, handler)), lambda: UnitOfWork(cons_sessions)
     )
-    runner = ConsumerRunner(cons_bus, RetryingDelivery(processor, cons_bus))
+    tuning: dict[str, Any] = {}
+    if args.linger is not None and "linger_ms" in inspect.signature(ConsumerRunner).parameters:
+        tuning["linger_ms"] = args.linger
+    runner = ConsumerRunner(cons_bus, RetryingDelivery(processor, cons_bus), **tuning)
+    consumer_txns = 0
+
+    def counted(_conn: object) -> None:
+        nonlocal consumer_txns
+        consumer_txns += 1
+
+    event.listen(cons_engine.sync_engine, "commit", counted)
     relay_task = asyncio.create_task(relay.run(), name="bench-relay")
     consumer_task = asyncio.create_task(runner.run(), name="bench-consumer")
     try:
@@ -219,12 +232,18 @@ async def platform_path(
             raise RuntimeError("consumer got no partitions within 60 s")
         join_s = perf() - t_join
         deadline = perf() + args.timeout
+        txns_before, cpu_before = consumer_txns, time.process_time()
         p = await produce(
             lambda: UnitOfWork(prod_sessions, on_commit=relay.wake), "pipe", args, args.rate
         )
         produced = len(p.committed)
         await wait_until(
             lambda: len(received) >= produced or relay_task.done() or consumer_task.done(), deadline
+        )
+        cpu_ms = (time.process_time() - cpu_before) * 1000
+        cost = (
+            f"consumer {(consumer_txns - txns_before) / max(len(received), 1):.3f} txn/event, "
+            f"process CPU {cpu_ms / max(len(received), 1):.2f} ms/event; "
         )
         got = {eid: received[eid] for eid in p.committed if eid in received}
         acked = {eid: recorder.acked[k] for eid, k in p.key_of.items() if k in recorder.acked}
@@ -270,7 +289,7 @@ async def platform_path(
                 args.events,
                 last_recv - p.first_commit,
                 [(got[e] - p.committed[e]) * 1000 for e in got],
-                partial + f"consumer drain {drain:.0f}/s; join {join_s:.1f}s untimed",
+                partial + cost + f"drain {drain:.0f}/s; join {join_s:.1f}s untimed",
             ),
         ]
     finally:
@@ -387,6 +406,12 @@ def options(ap: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="pace the pipeline producer to this many events/s (0: full speed)",
+    )
+    ap.add_argument(
+        "--linger",
+        type=float,
+        default=None,
+        help="the consumer's linger in ms (default: the ConsumerRunner's)",
     )
 
 
