@@ -130,6 +130,7 @@ class ConsumerRunner:
             if bell is not None:
                 bell.cancel()
                 await asyncio.gather(bell, return_exceptions=True)
+            self._held = {}  # never applied: the next owner (or our next run) reads them again
             lanes = set(self._work.values())
             for task in lanes:
                 task.cancel()
