@@ -92,6 +92,8 @@ class ConsumerRunner:
         self.delivery = delivery
         self.batch_size = batch_size
         self.linger_ms = linger_ms
+        self.revoke_grace_s = 10.0
+        """How long a rebalance waits for transactions in flight before rolling them back."""
         self.doorbell = Doorbell(bus) if bus.config.doorbell and idle_after_s > 0 else None
         self.idle = IdleGate(self.doorbell, idle_after_s=idle_after_s, peek_s=peek_s)
         self.assigned = False
@@ -259,7 +261,7 @@ class ConsumerRunner:
             self._held.pop(tp, None)
         lanes = {self._work[tp] for tp in revoked if tp in self._work}
         if lanes:
-            _, stuck = await asyncio.wait(lanes, timeout=10)
+            _, stuck = await asyncio.wait(lanes, timeout=self.revoke_grace_s)
             for task in stuck:
                 task.cancel()
             await asyncio.gather(*stuck, return_exceptions=True)
