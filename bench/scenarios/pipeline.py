@@ -217,13 +217,18 @@ async def platform_path(
     if args.linger is not None and "linger_ms" in inspect.signature(ConsumerRunner).parameters:
         tuning["linger_ms"] = args.linger
     runner = ConsumerRunner(cons_bus, RetryingDelivery(processor, cons_bus), **tuning)
-    consumer_txns = 0
+    consumer_txns = consumer_statements = 0
 
     def counted(_conn: object) -> None:
         nonlocal consumer_txns
         consumer_txns += 1
 
+    def statement(*_: object) -> None:
+        nonlocal consumer_statements
+        consumer_statements += 1
+
     event.listen(cons_engine.sync_engine, "commit", counted)
+    event.listen(cons_engine.sync_engine, "before_cursor_execute", statement)
     relay_task = asyncio.create_task(relay.run(), name="bench-relay")
     consumer_task = asyncio.create_task(runner.run(), name="bench-consumer")
     try:
@@ -233,6 +238,7 @@ async def platform_path(
         join_s = perf() - t_join
         deadline = perf() + args.timeout
         txns_before, cpu_before = consumer_txns, time.process_time()
+        statements_before = consumer_statements
         p = await produce(
             lambda: UnitOfWork(prod_sessions, on_commit=relay.wake), "pipe", args, args.rate
         )
@@ -241,9 +247,11 @@ async def platform_path(
             lambda: len(received) >= produced or relay_task.done() or consumer_task.done(), deadline
         )
         cpu_ms = (time.process_time() - cpu_before) * 1000
+        n = max(len(received), 1)
         cost = (
-            f"consumer {(consumer_txns - txns_before) / max(len(received), 1):.3f} txn/event, "
-            f"process CPU {cpu_ms / max(len(received), 1):.2f} ms/event; "
+            f"consumer {(consumer_txns - txns_before) / n:.3f} txn/event, "
+            f"{(consumer_statements - statements_before) / n:.2f} statements/event, "
+            f"process CPU {cpu_ms / n:.2f} ms/event; "
         )
         got = {eid: received[eid] for eid in p.committed if eid in received}
         acked = {eid: recorder.acked[k] for eid, k in p.key_of.items() if k in recorder.acked}
