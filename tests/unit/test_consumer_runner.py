@@ -107,6 +107,25 @@ async def test_a_rebalance_commits_finished_work_and_never_applies_a_revoked_par
     assert runner._work == {} and runner._done == {}
 
 
+async def test_a_partition_stuck_in_its_transaction_keeps_the_others_flowing():
+    release = asyncio.Event()
+
+    async def handler(order_id: str) -> None:
+        if order_id == "ord_stuck":
+            await release.wait()
+
+    delivery, store, _ = setup(handler)
+    consumer = FakeConsumer(records(0, "ord_stuck"), records(1, "ord_next"))
+    runner = runner_for(delivery, consumer, batch_size=100, linger_ms=0)
+    await runner._poll(consumer, 100)  # type: ignore[arg-type]
+    await runner._poll(consumer, 100)  # type: ignore[arg-type]  # the next poll: partition 1
+    await eventually(lambda: _is(store.applied == ["ord_next"]), timeout=5, what="others flow")
+    assert consumer.paused == {TopicPartition(TOPIC, 0)}, "only the busy partition waits"
+    release.set()
+    await eventually(lambda: idle(runner), timeout=5, what="stuck one done")
+    assert sorted(store.applied) == ["ord_next", "ord_stuck"] and consumer.paused == set()
+
+
 async def test_records_held_while_lingering_are_dropped_when_their_partition_is_revoked():
     delivery, store, _ = setup(_nothing)
     consumer = FakeConsumer()
