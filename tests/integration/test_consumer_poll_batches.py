@@ -22,7 +22,7 @@ from shared.consumer import (
     subscriptions,
 )
 from shared.db import create_engine, new_metadata, session_factory
-from shared.events import OrderCancelled, OrderPlaced, new_envelope
+from shared.events import Envelope, OrderCancelled, OrderPlaced, new_envelope
 from shared.testing import eventually
 from shared.uow import UnitOfWork
 
@@ -89,7 +89,7 @@ class Rig:
         process_many = processor.process_many
 
         async def seen(messages):  # type: ignore[no-untyped-def]
-            ledger.delivered += [new_id(raw) for _, raw in messages]
+            ledger.delivered += [order_of(raw) for _, raw in messages]
             return await process_many(messages)
 
         processor.process_many = seen  # type: ignore[method-assign]
@@ -105,11 +105,8 @@ class Rig:
         return asyncio.create_task(runner.run())
 
 
-def new_id(raw: bytes | None) -> str:
-    from shared.events import Envelope
-
-    data = Envelope.from_bytes(raw).payload()
-    return str(data.order_id)  # type: ignore[attr-defined]
+def order_of(raw: bytes | None) -> str:
+    return str(Envelope.from_bytes(raw).payload().order_id)  # type: ignore[attr-defined]
 
 
 def cancelled(order_id: str) -> bytes:
