@@ -59,9 +59,12 @@ def _sqlite_statement(table: Table) -> tuple[str, tuple[str, ...], frozenset[str
 
 
 def _sqlite_moment(value: datetime | None) -> str | None:
+    """`SQLITE_DATETIME` text (isoformat: several times faster than strftime)."""
     if value is None:
         return None
-    return value.astimezone(UTC).replace(tzinfo=None).strftime(SQLITE_DATETIME)
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:

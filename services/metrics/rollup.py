@@ -111,15 +111,22 @@ def contribution(order: OrderFacts, parts: Iterable[str] | None = None) -> Contr
     return out
 
 
-def _sales(
-    out: Contribution, order: OrderFacts, sale: Row | None, channel: str, _: datetime | None
+def _orders(
+    out: Contribution, _: OrderFacts, sale: Row | None, channel: str, __: datetime | None
 ) -> None:
-    """Orders and GMV by placing day, and what the lines' latest confirmations add."""
+    """Orders and GMV by placing day."""
     if sale is not None:
         day, ccy = sale["placed_at"].date(), sale["currency"]
         _add(out, Cell(day, channel, NO_SUPPLIER, "orders"), 1)
         _add(out, Cell(day, channel, NO_SUPPLIER, "orders_ccy", ccy), 1)
         _add(out, Cell(day, channel, NO_SUPPLIER, "gmv", ccy), sale["total_micros"])
+
+
+def _confirmed_lines(
+    out: Contribution, order: OrderFacts, sale: Row | None, _: str, __: datetime | None
+) -> None:
+    """What the lines' latest confirmations add (an order placed, whose lines are known)."""
+    if sale is not None:
         _lines(out, order, sale)
 
 
@@ -150,16 +157,36 @@ def _lines(out: Contribution, order: OrderFacts, sale: Row) -> None:
             _add(out, Cell(day, channel, supplier, "margin", ccy), margin, 1)
 
 
-def _supplier_orders(
-    out: Contribution, order: OrderFacts, _: Row | None, channel: str, placed_at: datetime | None
-) -> None:
-    """Latency by confirmation day, on-time and delays by due day, the first confirmation."""
+def _firsts(order: OrderFacts) -> tuple[dict[str, datetime], dict[str, datetime]]:
+    """Each supplier's first confirmation and earliest ship-by of the order."""
     confirmed: dict[str, datetime] = {}
     ship_by: dict[str, datetime] = {}
     for c in order.get("confirmation", ()):
         s = c["supplier_id"]
         confirmed[s] = min(confirmed.get(s, c["confirmed_at"]), c["confirmed_at"])
         ship_by[s] = min(ship_by.get(s, c["ship_by"]), c["ship_by"])
+    return confirmed, ship_by
+
+
+def _confirmations(
+    out: Contribution, order: OrderFacts, _: Row | None, channel: str, placed_at: datetime | None
+) -> None:
+    """Latency by confirmation day, and the order's first confirmation."""
+    confirmed, _ = _firsts(order)
+    if not confirmed:
+        return
+    if placed_at is not None:
+        for s, at in confirmed.items():
+            _sample(out, at.date(), channel, s, "latency", _millis(at, placed_at))
+    first = min(confirmed.values())
+    _add(out, Cell(first.date(), channel, NO_SUPPLIER, "confirmed_orders"), 1)
+
+
+def _supplier_orders(
+    out: Contribution, order: OrderFacts, _: Row | None, channel: str, __: datetime | None
+) -> None:
+    """On-time and delays by due day, per supplier confirming."""
+    confirmed, ship_by = _firsts(order)
     if not confirmed:
         return
     dispatched: dict[str, datetime] = {}
@@ -169,23 +196,19 @@ def _supplier_orders(
     reasons: dict[str, set[str]] = defaultdict(set)
     for d in order.get("delay", ()):
         reasons[d["supplier_id"]].add(d["reason"])
-    for s, at in confirmed.items():
-        if placed_at is not None:
-            _sample(out, at.date(), channel, s, "latency", _millis(at, placed_at))
+    for s in confirmed:
         due = ship_by[s]
-        cell = Cell(due.date(), channel, s, "due")
-        _add(out, cell, 1)
+        day = due.date()
+        _add(out, Cell(day, channel, s, "due"), 1)
         sent = dispatched.get(s)
         if sent is not None and sent <= due:
-            _add(out, cell._replace(metric="on_time"), 1)
+            _add(out, Cell(day, channel, s, "on_time"), 1)
         elif sent is not None or "no_tracking_by_deadline" in reasons[s]:
-            _add(out, cell._replace(metric="late"), 1)
+            _add(out, Cell(day, channel, s, "late"), 1)
         if reasons[s]:
-            _add(out, cell._replace(metric="delayed"), 1)
+            _add(out, Cell(day, channel, s, "delayed"), 1)
             for reason in reasons[s]:
-                _add(out, cell._replace(metric="delayed_by", label=reason), 1)
-    first = min(confirmed.values())
-    _add(out, Cell(first.date(), channel, NO_SUPPLIER, "confirmed_orders"), 1)
+                _add(out, Cell(day, channel, s, "delayed_by", reason), 1)
 
 
 def _occurrences(
@@ -235,7 +258,12 @@ def _deliveries(
 
 Part = Callable[[Contribution, OrderFacts, Row | None, str, datetime | None], None]
 PARTS: dict[str, tuple[frozenset[str], Part]] = {
-    "sales": (frozenset({"sale", "sale_line", "confirmation", "confirmation_line"}), _sales),
+    "orders": (frozenset({"sale"}), _orders),
+    "lines": (
+        frozenset({"sale", "sale_line", "confirmation", "confirmation_line"}),
+        _confirmed_lines,
+    ),
+    "confirmations": (frozenset({"sale", "confirmation"}), _confirmations),
     "supplier_orders": (
         frozenset({"sale", "confirmation", "dispatch", "delay"}),
         _supplier_orders,
@@ -274,16 +302,23 @@ def batch_delta(
 ) -> Contribution:
     """What inserting the `new` fact rows (by order, then table) changes in the rollups,
     given the facts `existing` for those orders (at least the tables the changed parts
-    read: `parts_reading`) and each table's key columns."""
+    read: `parts_reading`) and each table's key columns.
+
+    An order none of whose new rows is new (a repeated event) is skipped; one with no
+    facts before adds its contribution after, with nothing to take away."""
     change: Contribution = {}
     parts, _ = parts_reading({table for rows in new.values() for table in rows})
     for order_id, rows in new.items():
         before_facts = existing.get(order_id, {})
-        before = contribution(before_facts, parts)
-        after = contribution(merge_facts(before_facts, rows, keys), parts)
-        for cell, (value, amount) in delta(before, after).items():
+        after_facts, added = _merged(before_facts, rows, keys)
+        if not added:
+            continue
+        for cell, (value, amount) in contribution(after_facts, parts).items():
             _add(change, cell, value, amount)
-    return change
+        if any(before_facts.values()):
+            for cell, (value, amount) in contribution(before_facts, parts).items():
+                _add(change, cell, -value, -amount)
+    return {c: v for c, v in change.items() if v[0] or v[1]}
 
 
 RollupRow = tuple[str, str, str, str, str, str, str]
@@ -297,34 +332,48 @@ DAY, MONTH = "d", "m"
 def rollup_rows(cells: Mapping[Cell, Sequence[int]]) -> dict[RollupRow, list[int]]:
     """Cells spread over the stored views: all / by channel / by supplier, by day and month."""
     out: dict[RollupRow, list[int]] = {}
+    get = out.get
     starts: dict[date, tuple[str, str]] = {}
     for (day, channel, supplier, metric, label, since), (value, amount) in cells.items():
         periods = starts.get(day)
         if periods is None:
             periods = starts[day] = (day.isoformat(), day.replace(day=1).isoformat())
-        views: list[tuple[str, str]] = []
-        if metric not in SUPPLIER_ONLY:
-            views += [(ALL, ALL), ("channel", channel)]
+        d, m = periods
+        if metric in SUPPLIER_ONLY:
+            rows: tuple[RollupRow, ...] = ()
+        else:
+            rows = (
+                (ALL, DAY, d, ALL, metric, label, since),
+                (ALL, MONTH, m, ALL, metric, label, since),
+                ("channel", DAY, d, channel, metric, label, since),
+                ("channel", MONTH, m, channel, metric, label, since),
+            )
         if supplier != NO_SUPPLIER and metric not in ALL_ONLY:
-            views.append(("supplier", supplier))
-        for dim, key in views:
-            for row in (
-                (dim, DAY, periods[0], key, metric, label, since),
-                (dim, MONTH, periods[1], key, metric, label, since),
-            ):
-                got = out.get(row)
-                if got is None:
-                    out[row] = [value, amount]
-                else:
-                    got[0] += value
-                    got[1] += amount
+            rows += (
+                ("supplier", DAY, d, supplier, metric, label, since),
+                ("supplier", MONTH, m, supplier, metric, label, since),
+            )
+        for row in rows:
+            got = get(row)
+            if got is None:
+                out[row] = [value, amount]
+            else:
+                got[0] += value
+                got[1] += amount
     return out
 
 
 def merge_facts(existing: OrderFacts, new: Mapping[str, Iterable[Row]],
                 keys: Mapping[str, Sequence[str]]) -> dict[str, list[Row]]:  # fmt: skip
     """The facts after inserting `new` where its key is not taken (first one wins)."""
+    return _merged(existing, new, keys)[0]
+
+
+def _merged(existing: OrderFacts, new: Mapping[str, Iterable[Row]],
+            keys: Mapping[str, Sequence[str]]) -> tuple[dict[str, list[Row]], bool]:  # fmt: skip
+    """`merge_facts`, and whether any new row was added."""
     out: dict[str, list[Row]] = {t: list(rows) for t, rows in existing.items()}
+    added = False
     for table, rows in new.items():
         have = out.setdefault(table, [])
         columns = keys[table]
@@ -334,4 +383,5 @@ def merge_facts(existing: OrderFacts, new: Mapping[str, Iterable[Row]],
             if key not in taken:
                 taken.add(key)
                 have.append(r)
-    return out
+                added = True
+    return out, added
