@@ -319,7 +319,12 @@ async def run_backend(
 def options(ap: argparse.ArgumentParser) -> None:
     add_backends(ap)
     ap.add_argument("--events", type=int, default=100_000, help="events (default 100000)")
-    ap.add_argument("--batch", type=int, default=500, help="events per transaction")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=MetricsSettings.model_fields["consumer_batch_size"].default,
+        help="events per transaction (default: the consumer's own batch size setting)",
+    )
     ap.add_argument(
         "--concurrency",
         type=int,

@@ -22,13 +22,18 @@ Store = dict[str, dict[str, list[Any]]]
 
 
 def _apply(facts: Store, rollups: dict[rollup.RollupRow, list[int]], batch: list[Any]) -> bool:
-    """One consumer batch in memory, as `RollupRepository.apply` then the fact insert do it;
-    True if it changed any rollup."""
+    """One consumer batch in memory, as `RollupRepository.apply` then the fact insert do it
+    (the stored facts handed over only for the tables the changed parts read); True if it
+    changed any rollup."""
     rows: Rows = defaultdict(list)
     for envelope in batch:
         fact_rows(envelope, envelope.payload(), rows)
     new = _new_by_order(rows)
-    change = rollup.batch_delta({o: facts.get(o, {}) for o in new}, new, FACT_KEYS)
+    _, reads = rollup.parts_reading({table for order in new.values() for table in order})
+    existing = {
+        o: {table: r for table, r in facts.get(o, {}).items() if table in reads} for o in new
+    }
+    change = rollup.batch_delta(existing, new, FACT_KEYS)
     for order_id, order_rows in new.items():
         facts[order_id] = rollup.merge_facts(facts.get(order_id, {}), order_rows, FACT_KEYS)
     for row, (value, amount) in rollup.rollup_rows(change).items():
