@@ -20,7 +20,6 @@ it is empty for everything else. The reading side is `rollup_report`.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
@@ -162,9 +161,15 @@ def _firsts(order: OrderFacts) -> tuple[dict[str, datetime], dict[str, datetime]
     confirmed: dict[str, datetime] = {}
     ship_by: dict[str, datetime] = {}
     for c in order.get("confirmation", ()):
-        s = c["supplier_id"]
-        confirmed[s] = min(confirmed.get(s, c["confirmed_at"]), c["confirmed_at"])
-        ship_by[s] = min(ship_by.get(s, c["ship_by"]), c["ship_by"])
+        s, at, by = c["supplier_id"], c["confirmed_at"], c["ship_by"]
+        seen = confirmed.get(s)
+        if seen is None:
+            confirmed[s], ship_by[s] = at, by
+            continue
+        if at < seen:
+            confirmed[s] = at
+        if by < ship_by[s]:
+            ship_by[s] = by
     return confirmed, ship_by
 
 
@@ -191,23 +196,26 @@ def _supplier_orders(
         return
     dispatched: dict[str, datetime] = {}
     for d in order.get("dispatch", ()):
-        s = d["supplier_id"]
-        dispatched[s] = min(dispatched.get(s, d["dispatched_at"]), d["dispatched_at"])
-    reasons: dict[str, set[str]] = defaultdict(set)
+        s, at = d["supplier_id"], d["dispatched_at"]
+        seen = dispatched.get(s)
+        if seen is None or at < seen:
+            dispatched[s] = at
+    reasons: dict[str, set[str]] = {}
     for d in order.get("delay", ()):
-        reasons[d["supplier_id"]].add(d["reason"])
+        reasons.setdefault(d["supplier_id"], set()).add(d["reason"])
     for s in confirmed:
         due = ship_by[s]
         day = due.date()
         _add(out, Cell(day, channel, s, "due"), 1)
         sent = dispatched.get(s)
+        why = reasons.get(s)
         if sent is not None and sent <= due:
             _add(out, Cell(day, channel, s, "on_time"), 1)
-        elif sent is not None or "no_tracking_by_deadline" in reasons[s]:
+        elif sent is not None or (why and "no_tracking_by_deadline" in why):
             _add(out, Cell(day, channel, s, "late"), 1)
-        if reasons[s]:
+        if why:
             _add(out, Cell(day, channel, s, "delayed"), 1)
-            for reason in reasons[s]:
+            for reason in why:
                 _add(out, Cell(day, channel, s, "delayed_by", reason), 1)
 
 
