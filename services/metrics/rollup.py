@@ -374,16 +374,17 @@ def rollup_rows(cells: Mapping[Cell, Sequence[int]]) -> dict[RollupRow, list[int
 def merge_facts(existing: OrderFacts, new: Mapping[str, Iterable[Row]],
                 keys: Mapping[str, Sequence[str]]) -> dict[str, list[Row]]:  # fmt: skip
     """The facts after inserting `new` where its key is not taken (first one wins)."""
-    return _merged(existing, new, keys)[0]
+    return {table: list(rows) for table, rows in _merged(existing, new, keys)[0].items()}
 
 
-def _merged(existing: OrderFacts, new: Mapping[str, Iterable[Row]],
-            keys: Mapping[str, Sequence[str]]) -> tuple[dict[str, list[Row]], bool]:  # fmt: skip
+def _merged(
+    existing: OrderFacts, new: Mapping[str, Iterable[Row]], keys: Mapping[str, Sequence[str]]
+) -> tuple[dict[str, Sequence[Row]], bool]:
     """`merge_facts`, and whether any new row was added."""
-    out: dict[str, list[Row]] = {t: list(rows) for t, rows in existing.items()}
+    out: dict[str, Sequence[Row]] = dict(existing)  # tables with nothing new are shared
     added = False
     for table, rows in new.items():
-        have = out.setdefault(table, [])
+        have = out[table] = list(out.get(table, ()))
         columns = keys[table]
         taken = {tuple(r[c] for c in columns) for r in have}
         for r in rows:

@@ -159,10 +159,8 @@ class RollupRepository:
         if not ordered:
             return
         if self.dialect == "postgresql":
-            params: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
-            for key, (value, amount) in ordered:
-                for name, part in zip(_COLUMNS, (*key, value, amount), strict=True):
-                    params[name].append(part)
+            columns = zip(*((*key, value, amount) for key, (value, amount) in ordered), strict=True)
+            params = {name: list(column) for name, column in zip(_COLUMNS, columns, strict=True)}
             await self.session.execute(_UPSERT_PG, params)
             return
         connection = await self.session.connection()
