@@ -137,7 +137,8 @@ class RollupRepository:
         out: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
         connection = await self.session.connection()
         pg = self.dialect == "postgresql"
-        ids: Any = list(order_ids) if pg else json.dumps(list(order_ids))
+        distinct = list(dict.fromkeys(order_ids))  # PostgreSQL joins them: each id once
+        ids: Any = distinct if pg else json.dumps(distinct)
         for table in t.KPI_FACT_TABLES:
             if table.name not in tables:
                 continue
