@@ -3,7 +3,7 @@
 Every KPI joins facts of one order only (its sale, confirmations, dispatches, delays,
 deliveries, cancellations, ...), so an order's whole contribution to the rollups is a
 function of its own facts: `contribution(order)`. A batch of events changes the facts of
-a few orders, and the rollups change by `after - before` of those orders (`delta`),
+a few orders, and the rollups change by `after - before` of those orders (`batch_delta`),
 whatever order the events came in: a confirmation seen before its sale is counted on
 channel `unknown`, and moves to the sale's channel when the sale arrives; a repeated
 event changes no fact, so its delta is zero. Replaying the topics rebuilds the same facts,
@@ -291,16 +291,6 @@ def parts_reading(tables: Iterable[str]) -> tuple[list[str], frozenset[str]]:
     changed = set(tables)
     parts = [name for name, (reads, _) in PARTS.items() if reads & changed]
     return parts, frozenset().union(*(PARTS[name][0] for name in parts))
-
-
-def delta(before: Contribution, after: Contribution) -> Contribution:
-    """`after - before`, without the cells that did not change."""
-    out: Contribution = {}
-    for cell, (value, amount) in after.items():
-        out[cell] = [value, amount]
-    for cell, (value, amount) in before.items():
-        _add(out, cell, -value, -amount)
-    return {c: v for c, v in out.items() if v[0] or v[1]}
 
 
 def batch_delta(
