@@ -6,7 +6,9 @@ Per backend, one process: units of work commit one event each (as requests do), 
 `--rate`/s, with an `OutboxRelay` publishing to an in-memory publisher (no broker, so the
 figures are the relay's own). The same commits run first with no relay, so the relay's CPU
 per event is the difference. Statements are counted per asyncio task on the engine (the
-relay's task versus the committing task).
+relay's task versus the committing task). `--linger-ms 0,2,5` adds runs that publish to an
+embedded tansu broker with that producer linger: this process's and tansu's CPU per event,
+events per send and commit -> acknowledgement latency.
 """
 
 from __future__ import annotations
@@ -16,19 +18,22 @@ import asyncio
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.harness.cli import Scenario, add_backends
+from bench.harness.cli import Scenario, add_backends, floats
 from bench.harness.clock import paced, perf, stop_tasks, wait_until
 from bench.harness.dbs import databases
+from bench.harness.procs import Usage, snapshot
 from bench.harness.report import Output
+from bench.harness.stats import percentile
 from bench.scenarios.pipeline import fresh_engine, order_placed
-from shared.bus import OutgoingMessage
+from shared.bus import BusConfig, KafkaBus, OutgoingMessage, Publisher
 from shared.db import session_factory
+from shared.infra import EmbeddedBroker
 from shared.outbox import OutboxRelay
 from shared.uow import UnitOfWork
 
@@ -36,13 +41,20 @@ RELAY_TASK = "bench-relay"
 
 
 class Sink:
-    """A publisher that only counts (the relay's cost without a broker's)."""
+    """A publisher that counts, and passes on to `bus` if given (else: no broker)."""
 
-    def __init__(self) -> None:
+    def __init__(self, bus: Publisher | None = None) -> None:
+        self.bus = bus
         self.sent = 0
         self.batches = 0
+        self.acked: dict[bytes, float] = {}
 
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> None:
+        if self.bus is not None:
+            await self.bus.send_batch(messages)
+            now = perf()
+            for m in messages:
+                self.acked.setdefault(m.key, now)
         self.sent += len(messages)
         self.batches += 1
 
@@ -59,18 +71,26 @@ def count_by_task(engine: AsyncEngine) -> Counter[str]:
     return counts
 
 
-async def commit_paced(uow: Callable[[], UnitOfWork], events: int, rate: float) -> None:
+async def commit_paced(
+    uow: Callable[[], UnitOfWork], events: int, rate: float
+) -> dict[bytes, float]:
+    """Commit one event per transaction; returns each event's key -> commit time."""
+    committed: dict[bytes, float] = {}
     async for i, _ in paced(events, rate):
         async with uow() as u:
-            u.emit(order_placed("relay", i))
+            key = u.emit(order_placed("relay", i)).key
             await u.commit()
+        committed[key] = perf()
+    return committed
 
 
-async def phase(url: str, args: argparse.Namespace, *, relay: bool) -> dict[str, float]:
+async def phase(
+    url: str, args: argparse.Namespace, *, relay: bool, bus: Publisher | None = None
+) -> dict[str, float]:
     engine = await fresh_engine(url)
     sessions = session_factory(engine)
     counts = count_by_task(engine)
-    sink = Sink()
+    sink = Sink(bus)
     outbox = OutboxRelay("bench", engine, sessions, sink)
     tasks = [asyncio.create_task(outbox.run(), name=RELAY_TASK)] if relay else []
     try:
@@ -78,7 +98,7 @@ async def phase(url: str, args: argparse.Namespace, *, relay: bool) -> dict[str,
             raise RuntimeError("the relay did not lead within 30 s")
         counts.clear()
         cpu0, t0 = time.process_time(), perf()
-        await commit_paced(
+        committed = await commit_paced(
             lambda: UnitOfWork(sessions, on_commit=outbox.wake), args.events, args.rate
         )
         if relay and not await wait_until(lambda: sink.sent >= args.events, perf() + 60):
@@ -94,6 +114,11 @@ async def phase(url: str, args: argparse.Namespace, *, relay: bool) -> dict[str,
         "relay_statements": relay_statements / args.events,
         "commit_statements": (sum(counts.values()) - relay_statements) / args.events,
         "events_per_send": sink.sent / sink.batches if sink.batches else 0.0,
+        "handed": getattr(outbox, "handed_published", 0) / args.events,  # 0 before lever 5
+        "ack_p50_ms": percentile(
+            [(sink.acked[k] - t) * 1000 for k, t in committed.items() if k in sink.acked], 50
+        )
+        or 0.0,
     }
 
 
@@ -101,6 +126,12 @@ def options(ap: argparse.ArgumentParser) -> None:
     add_backends(ap)
     ap.add_argument("--events", type=int, default=2000, help="events per phase (default 2000)")
     ap.add_argument("--rate", type=float, default=100.0, help="commits per second (default 100)")
+    ap.add_argument(
+        "--linger-ms",
+        type=floats,
+        default=[],
+        help="also publish to an embedded broker with each of these producer lingers",
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -121,15 +152,48 @@ async def run(args: argparse.Namespace) -> int:
             f"{backend:<11}{alone['commit_statements']:>12.2f}{with_relay['relay_statements']:>12.2f}"
             f"{alone['cpu_ms']:>14.2f}{with_relay['cpu_ms']:>14.2f}"
             f"{with_relay['cpu_ms'] - alone['cpu_ms']:>14.2f}{with_relay['events_per_send']:>12.2f}"
+            f"{with_relay['handed']:>9.0%}"
         )
     out.table(
         f"{'backend':<11}{'commit st/ev':>12}{'relay st/ev':>12}{'cpu ms/ev':>14}"
-        f"{'+relay ms/ev':>14}{'relay ms/ev':>14}{'ev/send':>12}",
+        f"{'+relay ms/ev':>14}{'relay ms/ev':>14}{'ev/send':>12}{'handed':>9}",
         lines,
     )
+    if args.linger_ms:
+        out.table(
+            f"{'backend':<11}{'linger ms':>10}{'cpu ms/ev':>11}{'tansu ms/ev':>13}"
+            f"{'ev/send':>9}{'ack p50 ms':>12}",
+            [line async for line in linger_lines(args)],
+        )
     out(f"  load average at end {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     out.save()
     return 0
+
+
+async def linger_lines(args: argparse.Namespace) -> AsyncIterator[str]:
+    broker = EmbeddedBroker().start()
+    try:
+        assert broker.process is not None
+        tansu = broker.process.pid
+        for backend in args.backends:
+            for linger in args.linger_ms:
+                config = BusConfig(broker.bootstrap, "bench-relay", linger_ms=int(linger))
+                bus = KafkaBus(config)
+                await bus.connect()
+                try:
+                    async with databases(backend, ["relay"]) as urls:
+                        before = snapshot()
+                        got = await phase(urls["relay"], args, relay=True, bus=bus)
+                        used = Usage(before, snapshot())
+                finally:
+                    await bus.close()
+                yield (
+                    f"{backend:<11}{linger:>10g}{got['cpu_ms']:>11.2f}"
+                    f"{used.cpu_s(tansu) * 1000 / args.events:>13.2f}"
+                    f"{got['events_per_send']:>9.2f}{got['ack_p50_ms']:>12.1f}"
+                )
+    finally:
+        broker.stop()
 
 
 SCENARIO = Scenario("relay", __doc__ or "", options, run)
