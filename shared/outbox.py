@@ -182,7 +182,8 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish one batch, handed over or read from the table; returns how many went out."""
         if self._handed and not self._read_table:
-            batch = sorted(self._handed[: self._batch_size])
+            self._handed.sort()
+            batch = self._handed[: self._batch_size]
             del self._handed[: len(batch)]
             try:
                 if await self._in_order(batch):
@@ -286,14 +287,15 @@ class OutboxRelay:
         )
 
     async def _on_lock_conn(self, stmt: Any) -> list[Any]:
-        """Run `stmt` on the lock's connection (autocommit); any failure means the lock may
-        be gone."""
+        """Run `stmt` on the lock's connection (autocommit: no BEGIN or COMMIT round trips);
+        any failure means the lock may be gone."""
         conn = self._lock_conn
         if conn is None:
             raise LeadershipLost("not leading")
         try:
             async with asyncio.timeout(5):
-                return list((await conn.execute(stmt)).all())
+                result = await conn.execute(stmt)
+                return list(result.all()) if result.returns_rows else []
         except Exception as exc:
             raise LeadershipLost(f"lock connection unusable: {exc!r}") from exc
 
@@ -319,7 +321,7 @@ class OutboxRelay:
             .values(published_at=datetime.now(UTC))
         )
         if self._lock_conn is not None:
-            await self._lock_conn.execute(mark)  # autocommit: one round trip
+            await self._on_lock_conn(mark)  # autocommit: one round trip
         else:
             async with self._sessions() as session:
                 await session.execute(mark)
