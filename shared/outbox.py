@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, StatusCode
-from sqlalchemy import delete, func, select, table, text, true, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import delete, func, select, true, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import (
@@ -25,11 +21,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from shared import faults, tracing
+from shared import faults, relay_lock, tracing
 from shared.bus import OutgoingMessage, Publisher
 from shared.db import READ_ONLY, outbox_table
 from shared.idle import Backoff
-from shared.uow import OUTBOX_CHANNEL, OutboxRow
+from shared.uow import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +94,7 @@ class OutboxRelay:
         self.published_total = 0
         self.leading = False
         self._lock_conn: AsyncConnection | None = None
-        self._lock_key = zlib.crc32(f"outbox-relay:{service}".encode())
+        self._lock_key = relay_lock.lock_key(service)
         self._hand_off = hand_off
         self._hand_off_max = hand_off_max
         self._handed: list[OutboxRow] = []
@@ -216,7 +212,8 @@ class OutboxRelay:
             )
             .scalar_subquery()
         )
-        held, missing = (await self._on_lock_conn(select(self._held(), older)))[0]
+        check = select(relay_lock.held(self._lock_key), older)
+        held, missing = (await self._on_lock_conn(check))[0]
         if not held:
             raise LeadershipLost("advisory lock no longer held")
         return not missing
@@ -252,7 +249,7 @@ class OutboxRelay:
         )
         pg = self._lock_conn is not None
         top = func.coalesce(func.max(outbox_table.c.id), 0)  # rowids start at 1
-        head = select((self._held() if pg else top).label("head"))
+        head = select((relay_lock.held(self._lock_key) if pg else top).label("head"))
         first = head.subquery()
         stmt = (
             select(first.c.head, pending.c.id, pending.c.topic, pending.c.key, pending.c.payload)
@@ -271,20 +268,6 @@ class OutboxRelay:
         rows = [OutboxRow(int(r[1]), r[2], r[3], r[4]) for r in found if r[1] is not None]
         highest = found[0][0] if found and not pg else None
         return rows, None if highest is None else int(highest)
-
-    def _held(self) -> Any:
-        """Whether this session holds the relay's advisory lock (a scalar subquery)."""
-        return (
-            select(func.count())
-            .select_from(table("pg_locks"))
-            .where(
-                text(
-                    "locktype = 'advisory' AND pid = pg_backend_pid() AND granted"
-                    " AND classid = 0 AND objid::text::bigint = :k AND objsubid = 1"
-                ).bindparams(k=self._lock_key)
-            )
-            .scalar_subquery()
-        )
 
     async def _on_lock_conn(self, stmt: Any) -> list[Any]:
         """Run `stmt` on the lock's connection (autocommit: no BEGIN or COMMIT round trips);
@@ -413,56 +396,10 @@ class OutboxRelay:
     @contextlib.asynccontextmanager
     async def _leadership(self) -> AsyncIterator[None]:
         try:
-            async with self._lead():
-                yield
-        finally:
-            self.leading = False
-            self._handed.clear()
-
-    @contextlib.asynccontextmanager
-    async def _lead(self) -> AsyncIterator[None]:
-        if self._engine.dialect.name == "postgresql":
-            conn = await self._engine.connect()
-            try:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await self._pg_lead(conn)
+            async with relay_lock.lead(self._engine, self._lock_key, self.wake) as conn:
                 self._lock_conn = conn
                 yield
-            finally:
-                self._lock_conn = None
-                with contextlib.suppress(Exception):
-                    await conn.execute(text("SELECT pg_advisory_unlock_all()"))
-                with contextlib.suppress(Exception):
-                    await conn.close()
-        else:
-            async with self._file_lock():
-                yield
-
-    async def _pg_lead(self, conn: AsyncConnection) -> None:
-        key = self._lock_key
-        while not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
-            await conn.rollback()
-            await asyncio.sleep(2.0)
-        await conn.commit()
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        await driver.add_listener(OUTBOX_CHANNEL, lambda *_: self.wake())
-
-    @contextlib.asynccontextmanager
-    async def _file_lock(self) -> AsyncIterator[None]:
-        database = make_url(str(self._engine.url)).database or ""
-        if not database or database == ":memory:":
-            yield
-            return
-        path = Path(database + ".relay.lock")
-        with path.open("a+") as handle:  # noqa: ASYNC230 - opening a lock file is instant
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(2.0)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            self._lock_conn = None
+            self.leading = False
+            self._handed.clear()
