@@ -43,7 +43,8 @@ class OutboxRelay:
       transactions serialise on the order's row).
     - Wakes on `wake()` (same process) or PostgreSQL NOTIFY (other processes), and
       polls every `poll_interval` as a safety net (up to `idle_backoff` times slower
-      while polls find nothing: `shared.idle.Backoff`).
+      while polls find nothing: `shared.idle.Backoff`). Woken from idle, it waits `linger`
+      seconds first, so commits close behind one another go out (and are marked) together.
     - In-memory hand-off: a unit of work in this process hands its committed rows to
       `wake(rows)`, and the leader publishes them without reading them back, once it knows
       no older unpublished row is missing from its hand (else it reads the table, as it
@@ -79,6 +80,7 @@ class OutboxRelay:
         topic_sizes: Callable[[Sequence[str]], Awaitable[dict[str, int]]] | None = None,
         hand_off: bool = True,
         hand_off_max: int = 10_000,
+        linger: float = 0.0,
     ) -> None:
         self.service = service
         self._engine = engine
@@ -97,6 +99,7 @@ class OutboxRelay:
         self._lock_key = relay_lock.lock_key(service)
         self._hand_off = hand_off
         self._hand_off_max = hand_off_max
+        self._linger = linger
         self._handed: list[OutboxRow] = []
         self._read_table = True
         """The table may hold unpublished rows the hand-off does not: read it next pass."""
@@ -156,6 +159,8 @@ class OutboxRelay:
                         await self._wake.wait()
                 if self._wake.is_set():
                     poll.woken()
+                    if self._linger > 0:  # let commits close behind this one join its batch
+                        await asyncio.sleep(self._linger)
                 else:
                     self._read_table = True  # the safety-net poll
 

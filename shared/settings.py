@@ -139,6 +139,8 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_s: float = Field(1.0, gt=0)
     outbox_hand_off: bool = True
     """Publish the rows a commit in this process just wrote without reading them back."""
+    outbox_linger_ms: float = Field(5.0, ge=0, le=1000)
+    """Woken from idle, the relay waits this long so commits close behind join one batch."""
     idle_poll_backoff: float = Field(8.0, ge=1)
     """Safety-net polls that also wake on events (outbox relay, supplier dispatcher, notify
     sender) stretch up to this many times their interval while they find nothing; 1: off."""

@@ -91,7 +91,8 @@ async def phase(
     sessions = session_factory(engine)
     counts = count_by_task(engine)
     sink = Sink(bus)
-    outbox = OutboxRelay("bench", engine, sessions, sink)
+    extra = {"linger": args.relay_linger_ms / 1000} if args.relay_linger_ms else {}
+    outbox = OutboxRelay("bench", engine, sessions, sink, **extra)
     tasks = [asyncio.create_task(outbox.run(), name=RELAY_TASK)] if relay else []
     try:
         if relay and not await wait_until(lambda: outbox.leading, perf() + 30):
@@ -99,7 +100,11 @@ async def phase(
         counts.clear()
         cpu0, t0 = time.process_time(), perf()
         committed = await commit_paced(
-            lambda: UnitOfWork(sessions, on_commit=outbox.wake), args.events, args.rate
+            lambda: UnitOfWork(
+                sessions, on_commit=outbox.wake, notify_others=lambda: not outbox.leading
+            ),
+            args.events,
+            args.rate,
         )
         if relay and not await wait_until(lambda: sink.sent >= args.events, perf() + 60):
             raise RuntimeError(f"published {sink.sent} of {args.events} within 60 s")
@@ -127,6 +132,9 @@ def options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--events", type=int, default=2000, help="events per phase (default 2000)")
     ap.add_argument("--rate", type=float, default=100.0, help="commits per second (default 100)")
     ap.add_argument(
+        "--relay-linger-ms", type=float, default=0.0, help="the relay's `linger`, in ms"
+    )
+    ap.add_argument(
         "--linger-ms",
         type=floats,
         default=[],
@@ -139,8 +147,8 @@ async def run(args: argparse.Namespace) -> int:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     out(
         "dropship outbox relay cost",
-        f"  events={args.events} rate={args.rate:g}/s, one event per transaction; "
-        f"load average at start {load}",
+        f"  events={args.events} rate={args.rate:g}/s, one event per transaction, relay "
+        f"linger {args.relay_linger_ms:g} ms; load average at start {load}",
         "",
     )
     lines = []
