@@ -26,12 +26,14 @@ class Recorder:
 
     def __init__(self, fail_first: int = 0) -> None:
         self.sent: list[tuple[str, str]] = []
+        self.sends = 0
         self.fail_first = fail_first
 
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> None:
         if self.fail_first > 0:
             self.fail_first -= 1
             raise ConnectionError("broker away")
+        self.sends += 1
         for m in messages:
             self.sent.append((m.key.decode(), Envelope.from_bytes(m.value).data["reason"]))
 
@@ -89,7 +91,7 @@ async def test_handed_rows_go_out_unread_and_a_batch_is_marked_with_one_update(d
         reasons = [f"r{i:02d}" for i in range(50)]
         statements.clear()
         await _emit(sessions, "ord_batch", reasons, hook=relay.wake)
-        await eventually(lambda: _true(len(out.sent) == 50), what="the batch published")
+        await eventually(lambda: _true(relay.published_total == 50), what="published, marked")
         assert out.of("ord_batch") == reasons
         assert relay.handed_published == 50, "published from memory, not read back"
         await eventually(lambda: _true(statements.count("UPDATE") == 1), what="marked")
@@ -111,11 +113,11 @@ async def test_a_lost_hand_off_is_read_from_the_table_before_newer_handed_rows(d
         # committed, never handed over and (PostgreSQL) no NOTIFY: only the table knows it
         await _emit(sessions, "ord_k", ["first"], hook=None, notify=False)
         await _emit(sessions, "ord_k", ["second"], hook=relay.wake)
-        await eventually(lambda: _true(len(out.sent) >= 2), what="both published")
+        await eventually(lambda: _true(relay.published_total >= 2), what="both published")
         assert out.of("ord_k") == ["first", "second"]
         assert relay.handed_published == 0, "the hand-off gave way to a read of the table"
         await _emit(sessions, "ord_k", ["third"], hook=relay.wake)  # nothing older is missing
-        await eventually(lambda: _true(len(out.sent) >= 3), what="third published")
+        await eventually(lambda: _true(relay.published_total >= 3), what="third published")
         assert out.of("ord_k") == ["first", "second", "third"]
         assert relay.handed_published == 1
         assert await relay.backlog() == 0
@@ -132,7 +134,7 @@ async def test_a_hand_off_that_failed_to_publish_goes_out_from_the_table(databas
     try:
         out.fail_first = 1  # the broker refuses the handed batch once
         await _emit(sessions, "ord_retry", ["a", "b"], hook=relay.wake)
-        await eventually(lambda: _true(len(out.sent) >= 2), what="published on retry")
+        await eventually(lambda: _true(relay.published_total >= 2), what="published on retry")
         assert out.of("ord_retry") == ["a", "b"]
         assert relay.handed_published == 0
         assert await relay.backlog() == 0
@@ -193,7 +195,7 @@ async def test_events_of_each_key_keep_commit_order_with_two_writing_processes(d
 
     try:
         await asyncio.gather(writer("here", True), writer("here2", True), writer("there", False))
-        await eventually(lambda: _true(len(out.sent) >= 45), what="all published")
+        await eventually(lambda: _true(relay.published_total >= 45), what="all published")
         for key in keys:
             assert out.of(key) == committed[key], f"{key} out of commit order"
         assert len(out.sent) == 45, "nothing published twice"
@@ -202,3 +204,20 @@ async def test_events_of_each_key_keep_commit_order_with_two_writing_processes(d
         await _stop(task)
         await engine.dispose()
         await other_engine.dispose()
+
+
+async def test_with_a_linger_commits_close_behind_one_another_go_out_together(database_url):
+    engine, sessions = await _database(await database_url("producer"))
+    out = Recorder()
+    relay = OutboxRelay("producer", engine, sessions, out, poll_interval=300, linger=0.5)
+    task = await _running(relay)
+    try:
+        sends = out.sends
+        for n in range(3):  # three requests' commits, well within the linger
+            await _emit(sessions, f"ord_{n}", ["x"], hook=relay.wake)
+        await eventually(lambda: _true(relay.published_total == 3), what="published, marked")
+        assert out.sends - sends == 1, "one batch, one send, one UPDATE"
+        assert relay.handed_published == 3
+    finally:
+        await _stop(task)
+        await engine.dispose()
