@@ -9,7 +9,7 @@ import random
 from collections.abc import Sequence
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from shared.bus import OutgoingMessage
 from shared.db import create_engine, new_metadata, session_factory
@@ -221,3 +221,38 @@ async def test_with_a_linger_commits_close_behind_one_another_go_out_together(da
     finally:
         await _stop(task)
         await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_a_leader_that_lost_its_lock_publishes_nothing_it_was_handed(database_url):
+    """The lock's session ends (a database restart) while rows are being handed over: the
+    old leader must not publish them from memory; whoever leads next publishes them."""
+    url = await database_url("producer")
+    engine, sessions = await _database(url)
+    other_engine = create_engine(url)
+    old_out, new_out = Recorder(), Recorder()
+    old = OutboxRelay("producer", engine, sessions, old_out, poll_interval=300)
+    new = OutboxRelay(
+        "producer", other_engine, session_factory(other_engine), new_out, poll_interval=0.2
+    )
+    tasks = [await _running(old)]
+    try:
+        async with other_engine.connect() as killer:  # end the old leader's lock session
+            await killer.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                )
+            )
+            await killer.commit()
+        for n in range(3):
+            await _emit(sessions, f"ord_{n}", ["x"], hook=old.wake)
+        await eventually(lambda: _true(not old.leading), what="the old leader stands down")
+        tasks.append(asyncio.create_task(new.run()))
+        await eventually(lambda: _true(len(old_out.sent) + len(new_out.sent) >= 3), timeout=30)
+        assert old_out.sent == [], "published from memory without the lock"
+        assert sorted(new_out.sent) == [(f"ord_{n}", "x") for n in range(3)]
+    finally:
+        await _stop(*tasks)
+        await engine.dispose()
+        await other_engine.dispose()
