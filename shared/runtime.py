@@ -107,7 +107,7 @@ class ServiceRuntime(Generic[U, S]):
                 connect_backoff_max_s=s.kafka_connect_backoff_max_s,
                 fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
                 doorbell=s.kafka_doorbell,
-                linger_ms=s.kafka_linger_ms,
+                linger_ms=s.kafka_producer_linger_ms,
             )
         )
         self.relay = OutboxRelay(

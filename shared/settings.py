@@ -103,7 +103,7 @@ class ServiceSettings(BaseSettings):
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 500
     kafka_connect_backoff_max_s: float = 5.0
-    kafka_linger_ms: int = Field(2, ge=0, le=100)
+    kafka_producer_linger_ms: int = Field(2, ge=0, le=100)
     """How long the producer waits for more messages to fill a batch before sending."""
 
     consumer_max_attempts: int = Field(5, ge=1)
