@@ -60,6 +60,9 @@ class BusConfig:
     fetch_max_wait_ms: int = 100
     doorbell: bool = True
     """Ring the doorbell topic after every acknowledged batch of events."""
+    linger_ms: int = 2
+    """The producer waits this long for more messages to fill a batch (a relay batch is
+    sent at once; the wait lets the doorbell ring and a following batch join it)."""
 
 
 class KafkaBus:
@@ -91,7 +94,7 @@ class KafkaBus:
                     client_id=self.config.client_id,
                     acks="all",
                     enable_idempotence=self.config.enable_idempotence,
-                    linger_ms=2,
+                    linger_ms=self.config.linger_ms,
                 )
                 await producer.start()
             except (KafkaError, OSError) as exc:

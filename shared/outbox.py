@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, StatusCode
-from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import delete, func, select, true, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import (
@@ -25,11 +21,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from shared import faults, tracing
+from shared import faults, relay_lock, tracing
 from shared.bus import OutgoingMessage, Publisher
-from shared.db import outbox_table
+from shared.db import READ_ONLY, outbox_table
 from shared.idle import Backoff
-from shared.uow import OUTBOX_CHANNEL
+from shared.uow import OutboxRow
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +43,17 @@ class OutboxRelay:
       transactions serialise on the order's row).
     - Wakes on `wake()` (same process) or PostgreSQL NOTIFY (other processes), and
       polls every `poll_interval` as a safety net (up to `idle_backoff` times slower
-      while polls find nothing: `shared.idle.Backoff`).
+      while polls find nothing: `shared.idle.Backoff`). Woken from idle, it waits `linger`
+      seconds first, so commits close behind one another go out (and are marked) together.
+    - In-memory hand-off: a unit of work in this process hands its committed rows to
+      `wake(rows)`, and the leader publishes them without reading them back, once it knows
+      no older unpublished row is missing from its hand (else it reads the table, as it
+      does after a NOTIFY, a poll or taking the lead). PostgreSQL: the lock check that
+      precedes every batch also counts older unpublished rows not in hand. SQLite (whose
+      ids follow commit order): the handed ids must directly follow the highest id known
+      to be published. The table stays the truth: anything not marked goes out on a pass.
+    - Marks a batch published with one UPDATE; on PostgreSQL the reads, lock checks and
+      marks run on the lock's own connection in autocommit (one round trip each).
     - On broker failure it retries with jittered backoff; rows stay until acknowledged,
       so a crash between publish and marking re-sends them (consumers dedupe).
     - The PostgreSQL lock is held by one connection's session: if that connection drops
@@ -72,6 +78,9 @@ class OutboxRelay:
         retention: timedelta = timedelta(days=7),
         tracer: tracing.Tracing | None = None,
         topic_sizes: Callable[[Sequence[str]], Awaitable[dict[str, int]]] | None = None,
+        hand_off: bool = True,
+        hand_off_max: int = 10_000,
+        linger: float = 0.0,
     ) -> None:
         self.service = service
         self._engine = engine
@@ -87,9 +96,27 @@ class OutboxRelay:
         self.published_total = 0
         self.leading = False
         self._lock_conn: AsyncConnection | None = None
-        self._lock_key = zlib.crc32(f"outbox-relay:{service}".encode())
+        self._lock_key = relay_lock.lock_key(service)
+        self._hand_off = hand_off
+        self._hand_off_max = hand_off_max
+        self._linger = linger
+        self._handed: list[OutboxRow] = []
+        self._read_table = True
+        """The table may hold unpublished rows the hand-off does not: read it next pass."""
+        self._top: int | None = None
+        """SQLite: every row with an id up to this one is published (or will never exist)."""
+        self.handed_published = 0
+        self.passes = 0
 
-    def wake(self) -> None:
+    def wake(self, committed: Sequence[OutboxRow] = ()) -> None:
+        """Publish soon; `committed` are outbox rows this process has just committed."""
+        if not committed or not (self.leading and self._hand_off):
+            self._read_table = True
+        elif len(self._handed) + len(committed) > self._hand_off_max:
+            self._handed.clear()  # the table has them all
+            self._read_table = True
+        else:
+            self._handed.extend(committed)
         self._wake.set()
 
     async def run(self) -> None:
@@ -106,6 +133,9 @@ class OutboxRelay:
     async def _run_leading(self) -> None:
         async with self._leadership():
             self.leading = True
+            self._handed.clear()
+            self._read_table = True
+            self._top = None
             log.info("outbox relay leading", extra={"service": self.service})
             try:
                 await self.republish_forgotten()
@@ -118,6 +148,7 @@ class OutboxRelay:
             while True:
                 self._wake.clear()
                 published = await self._publish_with_retry()
+                self.passes += 1
                 if published >= self._batch_size:
                     continue
                 if datetime.now(UTC) - last_purge > timedelta(minutes=10):
@@ -128,6 +159,10 @@ class OutboxRelay:
                         await self._wake.wait()
                 if self._wake.is_set():
                     poll.woken()
+                    if self._linger > 0:  # let commits close behind this one join its batch
+                        await asyncio.sleep(self._linger)
+                else:
+                    self._read_table = True  # the safety-net poll
 
     async def _publish_with_retry(self) -> int:
         async for attempt in AsyncRetrying(
@@ -146,25 +181,114 @@ class OutboxRelay:
         raise AssertionError("unreachable")
 
     async def publish_pending(self) -> int:
-        """Publish one batch of unpublished rows; returns how many went out."""
-        async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        outbox_table.c.id,
-                        outbox_table.c.topic,
-                        outbox_table.c.key,
-                        outbox_table.c.payload,
-                    )
-                    .where(outbox_table.c.published_at.is_(None))
-                    .order_by(outbox_table.c.id)
-                    .limit(self._batch_size)
-                )
-            ).all()
-            await session.rollback()
-        if not rows:
-            return 0
-        await self._check_leading()
+        """Publish one batch, handed over or read from the table; returns how many went out."""
+        if self._handed and not self._read_table:
+            self._handed.sort()
+            batch = self._handed[: self._batch_size]
+            del self._handed[: len(batch)]
+            try:
+                if await self._in_order(batch):
+                    await self._publish(batch)
+                    self.handed_published += len(batch)
+                    if self._lock_conn is None:
+                        self._top = batch[-1].id
+                    return len(batch)
+            except BaseException:
+                self._read_table = True  # the retry reads the table: nothing handed is lost
+                raise
+            self._read_table = True  # an older row is missing from the hand: read the table
+        return await self._publish_table()
+
+    async def _in_order(self, batch: Sequence[OutboxRow]) -> bool:
+        """Whether no unpublished row older than the newest in `batch` is missing from it
+        (PostgreSQL: asked together with the lock check; SQLite: ids follow commit order)."""
+        if self._lock_conn is None:
+            top = self._top
+            return top is not None and [r.id for r in batch] == list(
+                range(top + 1, top + 1 + len(batch))
+            )
+        older = (
+            select(func.count())
+            .select_from(outbox_table)
+            .where(
+                outbox_table.c.published_at.is_(None),
+                outbox_table.c.id < batch[-1].id,
+                outbox_table.c.id.not_in([r.id for r in batch]),
+            )
+            .scalar_subquery()
+        )
+        check = select(relay_lock.held(self._lock_key), older)
+        held, missing = (await self._on_lock_conn(check))[0]
+        if not held:
+            raise LeadershipLost("advisory lock no longer held")
+        return not missing
+
+    async def _publish_table(self) -> int:
+        self._handed.clear()  # all committed before now, so the read below sees them
+        self._read_table = False
+        try:
+            rows, top = await self._read_pending()
+            if len(rows) >= self._batch_size:
+                self._read_table = True
+            if rows:
+                await self._publish(rows)
+        except BaseException:
+            self._read_table = True
+            raise
+        read = {r.id for r in rows}  # handed over while being read: out already
+        self._handed = [r for r in self._handed if r.id not in read]
+        if self._lock_conn is None:
+            self._top = rows[-1].id if len(rows) >= self._batch_size else top
+        return len(rows)
+
+    async def _read_pending(self) -> tuple[list[OutboxRow], int | None]:
+        """The oldest unpublished rows, in one statement with (PostgreSQL) the lock check or
+        (SQLite) the highest id in the table."""
+        pending = (
+            select(outbox_table.c.id, outbox_table.c.topic, outbox_table.c.key)
+            .add_columns(outbox_table.c.payload)
+            .where(outbox_table.c.published_at.is_(None))
+            .order_by(outbox_table.c.id)
+            .limit(self._batch_size)
+            .subquery()
+        )
+        pg = self._lock_conn is not None
+        top = func.coalesce(func.max(outbox_table.c.id), 0)  # rowids start at 1
+        head = select((relay_lock.held(self._lock_key) if pg else top).label("head"))
+        first = head.subquery()
+        stmt = (
+            select(first.c.head, pending.c.id, pending.c.topic, pending.c.key, pending.c.payload)
+            .select_from(first.outerjoin(pending, true()))
+            .order_by(pending.c.id)
+        )
+        if pg:
+            found = await self._on_lock_conn(stmt)
+            if not found or not found[0][0]:
+                raise LeadershipLost("advisory lock no longer held")
+        else:
+            async with self._engine.connect() as conn:
+                await conn.execution_options(**{READ_ONLY: True})
+                found = list((await conn.execute(stmt)).all())
+                await conn.rollback()
+        rows = [OutboxRow(int(r[1]), r[2], r[3], r[4]) for r in found if r[1] is not None]
+        highest = found[0][0] if found and not pg else None
+        return rows, None if highest is None else int(highest)
+
+    async def _on_lock_conn(self, stmt: Any) -> list[Any]:
+        """Run `stmt` on the lock's connection (autocommit: no BEGIN or COMMIT round trips);
+        any failure means the lock may be gone."""
+        conn = self._lock_conn
+        if conn is None:
+            raise LeadershipLost("not leading")
+        try:
+            async with asyncio.timeout(5):
+                result = await conn.execute(stmt)
+                return list(result.all()) if result.returns_rows else []
+        except Exception as exc:
+            raise LeadershipLost(f"lock connection unusable: {exc!r}") from exc
+
+    async def _publish(self, rows: Sequence[OutboxRow]) -> None:
+        """Send `rows` and mark them published (one UPDATE)."""
         spans = self._producer_spans(rows) if self._tracer.recording else []
         try:
             await self._publisher.send_batch(
@@ -179,15 +303,18 @@ class OutboxRelay:
             for span in spans:
                 span.end()
         faults.crash_point("relay.after_publish")
-        async with self._sessions() as session:
-            await session.execute(
-                update(outbox_table)
-                .where(outbox_table.c.id.in_([r.id for r in rows]))
-                .values(published_at=datetime.now(UTC))
-            )
-            await session.commit()
+        mark = (
+            update(outbox_table)
+            .where(outbox_table.c.id.in_([r.id for r in rows]))
+            .values(published_at=datetime.now(UTC))
+        )
+        if self._lock_conn is not None:
+            await self._on_lock_conn(mark)  # autocommit: one round trip
+        else:
+            async with self._sessions() as session:
+                await session.execute(mark)
+                await session.commit()
         self.published_total += len(rows)
-        return len(rows)
 
     async def republish_forgotten(self) -> int:
         """Mark published rows unpublished again for topics the broker holds fewer messages
@@ -269,79 +396,15 @@ class OutboxRelay:
                 )
             )
             await session.commit()
+        self._top = None  # SQLite may reuse the ids of deleted rows
 
     @contextlib.asynccontextmanager
     async def _leadership(self) -> AsyncIterator[None]:
         try:
-            async with self._lead():
-                yield
-        finally:
-            self.leading = False
-
-    @contextlib.asynccontextmanager
-    async def _lead(self) -> AsyncIterator[None]:
-        if self._engine.dialect.name == "postgresql":
-            conn = await self._engine.connect()
-            try:
-                await self._pg_lead(conn)
+            async with relay_lock.lead(self._engine, self._lock_key, self.wake) as conn:
                 self._lock_conn = conn
                 yield
-            finally:
-                self._lock_conn = None
-                with contextlib.suppress(Exception):
-                    await conn.execute(text("SELECT pg_advisory_unlock_all()"))
-                with contextlib.suppress(Exception):
-                    await conn.close()
-        else:
-            async with self._file_lock():
-                yield
-
-    async def _check_leading(self) -> None:
-        """Raise `LeadershipLost` unless the lock connection still holds the lock."""
-        conn = self._lock_conn
-        if conn is None:
-            return  # SQLite: the file lock lives as long as the process
-        try:
-            async with asyncio.timeout(5):
-                held = await conn.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                        " AND pid = pg_backend_pid() AND granted AND classid = 0"
-                        " AND objid::text::bigint = :k AND objsubid = 1"
-                    ),
-                    {"k": self._lock_key},
-                )
-                await conn.rollback()
-        except Exception as exc:
-            raise LeadershipLost(f"lock connection unusable: {exc!r}") from exc
-        if not held:
-            raise LeadershipLost("advisory lock no longer held")
-
-    async def _pg_lead(self, conn: AsyncConnection) -> None:
-        key = self._lock_key
-        while not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
-            await conn.rollback()
-            await asyncio.sleep(2.0)
-        await conn.commit()
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        await driver.add_listener(OUTBOX_CHANNEL, lambda *_: self.wake())
-
-    @contextlib.asynccontextmanager
-    async def _file_lock(self) -> AsyncIterator[None]:
-        database = make_url(str(self._engine.url)).database or ""
-        if not database or database == ":memory:":
-            yield
-            return
-        path = Path(database + ".relay.lock")
-        with path.open("a+") as handle:  # noqa: ASYNC230 - opening a lock file is instant
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    await asyncio.sleep(2.0)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            self._lock_conn = None
+            self.leading = False
+            self._handed.clear()

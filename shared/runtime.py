@@ -107,6 +107,7 @@ class ServiceRuntime(Generic[U, S]):
                 connect_backoff_max_s=s.kafka_connect_backoff_max_s,
                 fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
                 doorbell=s.kafka_doorbell,
+                linger_ms=s.kafka_producer_linger_ms,
             )
         )
         self.relay = OutboxRelay(
@@ -119,6 +120,8 @@ class ServiceRuntime(Generic[U, S]):
             idle_backoff=s.idle_poll_backoff,
             tracer=self.tracing,
             topic_sizes=self.bus.topic_sizes,
+            hand_off=s.outbox_hand_off,
+            linger=s.outbox_linger_ms / 1000,
         )
         self._spawn("bus-connect", self.bus.connect, restart=False)
         if s.relay_enabled:

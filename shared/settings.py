@@ -103,6 +103,8 @@ class ServiceSettings(BaseSettings):
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 500
     kafka_connect_backoff_max_s: float = 5.0
+    kafka_producer_linger_ms: int = Field(2, ge=0, le=100)
+    """How long the producer waits for more messages to fill a batch before sending."""
 
     consumer_max_attempts: int = Field(5, ge=1)
     consumer_retry_backoff_s: float = Field(0.2, ge=0)
@@ -135,6 +137,10 @@ class ServiceSettings(BaseSettings):
 
     outbox_batch_size: int = Field(500, ge=1)
     outbox_poll_interval_s: float = Field(1.0, gt=0)
+    outbox_hand_off: bool = True
+    """Publish the rows a commit in this process just wrote without reading them back."""
+    outbox_linger_ms: float = Field(5.0, ge=0, le=1000)
+    """Woken from idle, the relay waits this long so commits close behind join one batch."""
     idle_poll_backoff: float = Field(8.0, ge=1)
     """Safety-net polls that also wake on events (outbox relay, supplier dispatcher, notify
     sender) stretch up to this many times their interval while they find nothing; 1: off."""

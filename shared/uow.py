@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,12 +18,27 @@ OUTBOX_CHANNEL = "dropship_outbox"
 """PostgreSQL NOTIFY channel that wakes outbox relays in other processes."""
 
 
+class OutboxRow(NamedTuple):
+    """One committed outbox row, as the relay reads it from the table or is handed it."""
+
+    id: int
+    topic: str
+    key: str
+    payload: bytes
+
+
+CommitHook = Callable[[Sequence[OutboxRow]], None]
+"""Called after a commit with the outbox rows it wrote (the relay's `wake`)."""
+
+
 class UnitOfWork:
     """Async context manager around one session and one transaction.
 
     Handlers record events with `emit`; `commit` writes them to the outbox in the
     same transaction as the state change, so an event exists if and only if the
-    change does. Nothing is published here: the relay does that.
+    change does. Nothing is published here: the relay does that. After the commit,
+    `on_commit` is handed the rows written (with their ids), so the relay in this
+    process can publish them without reading them back; the table stays the truth.
     Services subclass it to add repositories bound to `self.session`.
     """
 
@@ -32,7 +47,7 @@ class UnitOfWork:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        on_commit: Callable[[], None] | None = None,
+        on_commit: CommitHook | None = None,
         notify_others: Callable[[], bool] = lambda: True,
     ) -> None:
         self._sessions = sessions
@@ -102,32 +117,39 @@ class UnitOfWork:
         return fresh
 
     async def commit(self) -> None:
+        rows: list[OutboxRow] = []
         if self._pending:
             now = datetime.now(UTC)
-            await self.session.execute(
-                insert(outbox_table),
-                [
-                    {
-                        "event_id": e.id,
-                        "topic": e.type,
-                        "key": e.subject,
-                        "payload": e.to_bytes(),
-                        "created_at": now,
-                    }
-                    for e in self._pending
-                ],
-            )
+            payloads = [e.to_bytes() for e in self._pending]
+            ids = (
+                await self.session.scalars(
+                    insert(outbox_table).returning(outbox_table.c.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "event_id": e.id,
+                            "topic": e.type,
+                            "key": e.subject,
+                            "payload": payload,
+                            "created_at": now,
+                        }
+                        for e, payload in zip(self._pending, payloads, strict=True)
+                    ],
+                )
+            ).all()
+            rows = [
+                OutboxRow(int(i), e.type, e.subject, payload)
+                for i, e, payload in zip(ids, self._pending, payloads, strict=True)
+            ]
             if self.dialect == "postgresql" and self._notify_others():
                 # the relay leads in another process: wake it (ours is woken in-process)
                 await self.session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
         await self.session.commit()
         self.committed = True
-        had_events = bool(self._pending)
         self._pending = []
-        if had_events:
+        if rows:
             faults.crash_point("uow.after_commit")  # committed, not yet published
             if self._on_commit is not None:
-                self._on_commit()
+                self._on_commit(rows)
 
     async def rollback(self) -> None:
         self._pending = []

@@ -12,11 +12,12 @@ from bench.scenarios import (
     notify,
     order_events,
     pipeline,
+    relay,
     routing,
     stack,
 )
 
 SCENARIOS: dict[str, Scenario] = {
     s.SCENARIO.name: s.SCENARIO
-    for s in (pipeline, intake, routing, notify, metrics, kpis, order_events, stack, load)
+    for s in (pipeline, relay, intake, routing, notify, metrics, kpis, order_events, stack, load)
 }

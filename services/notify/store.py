@@ -17,7 +17,7 @@ from services.notify.repository import (
     WaitingWatches,
 )
 from services.notify.tables import metadata
-from shared.uow import UnitOfWork
+from shared.uow import CommitHook, UnitOfWork
 
 __all__ = ["NotifyUnitOfWork", "metadata"]
 
@@ -36,7 +36,7 @@ class NotifyUnitOfWork(UnitOfWork):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        on_commit: Callable[[], None] | None = None,
+        on_commit: CommitHook | None = None,
         notify_others: Callable[[], bool] = lambda: True,
         *,
         policy: Policy | None = None,

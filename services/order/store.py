@@ -10,7 +10,7 @@ from services.order.intake import IntakePolicy
 from services.order.pii import PiiCipher
 from services.order.repository import IdempotencyKeys, OrderRepository, Timeline, WebhookDeliveries
 from services.order.tables import metadata
-from shared.uow import UnitOfWork
+from shared.uow import CommitHook, UnitOfWork
 
 __all__ = ["OrderUnitOfWork", "metadata"]
 
@@ -26,7 +26,7 @@ class OrderUnitOfWork(UnitOfWork):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        on_commit: Callable[[], None] | None = None,
+        on_commit: CommitHook | None = None,
         notify_others: Callable[[], bool] = lambda: True,
         *,
         cipher: PiiCipher,

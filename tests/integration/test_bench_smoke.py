@@ -31,3 +31,16 @@ def test_pipeline_scenario_measures_every_path(capsys: pytest.CaptureFixture[str
         assert row["events"] == 200, row
         assert row["events_per_s"] > 0, row
     assert paths["pipeline: commit -> consume"]["p99_ms"] is not None
+
+
+def test_relay_scenario_counts_statements_and_hands_over(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["relay", "--backends", "sqlite", "--events", "40", "--rate", "400"]
+    assert main(SCENARIOS, [*argv, "--linger-ms", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "dropship outbox relay cost" in out
+    sqlite = next(line.split() for line in out.splitlines() if line.startswith("sqlite"))
+    assert float(sqlite[2]) < 2.0, "relay statements per event"
+    assert sqlite[-1].endswith("%") and int(sqlite[-1][:-1]) > 50, "most events handed over"
+    assert sum(line.startswith("sqlite") for line in out.splitlines()) == 2  # + the broker run

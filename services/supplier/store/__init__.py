@@ -28,7 +28,7 @@ from services.supplier.store.quality import QualityRepository
 from services.supplier.store.requests import CallbackDeliveries, RoutingRequests
 from services.supplier.store.waiting import Clocks, ClockScans, Holds, WaitingLine, WaitingLines
 from services.supplier.tables import metadata
-from shared.uow import UnitOfWork
+from shared.uow import CommitHook, UnitOfWork
 
 __all__ = [
     "AllocationView",
@@ -61,7 +61,7 @@ class SupplierUnitOfWork(UnitOfWork):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        on_commit: Callable[[], None] | None = None,
+        on_commit: CommitHook | None = None,
         notify_others: Callable[[], bool] = lambda: True,
         *,
         directory: SupplierDirectory,
