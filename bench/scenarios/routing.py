@@ -17,7 +17,9 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
 import random
+import re
 import tempfile
 import time
 import uuid
@@ -113,26 +115,47 @@ class Row:
     cpu: dict[str, float] = field(default_factory=dict)  # cores used during the phase
     stages: Stages = field(default_factory=dict)
     note: str = ""
+    statements: float | None = None  # the supplier service's SQL round trips per order
+    transactions: float | None = None  # its database transactions per order
+    load1: float = 0.0  # the machine's 1-minute load average at the end of the phase
+
+
+COST = re.compile(
+    r"^dropship_(db_statements|db_transactions)_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)$",
+    re.MULTILINE,
+)
+
+
+async def costs(base: str) -> dict[str, float]:
+    """The supplier service's round trips and transactions so far (its `/metrics`)."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        text = (await client.get(f"{base}/metrics")).text
+    out: dict[str, float] = {"db_statements": 0.0, "db_transactions": 0.0}
+    for kind, value in COST.findall(text):
+        out[kind] += float(value)
+    return out
 
 
 def table(out: Output, rows: list[Row], timeout: float) -> None:
     def line(r: Row) -> str:
         svc, db = r.cpu.get("supplier", 0.0), r.cpu.get("db")
         per = f"{svc * r.cpu.get('wall', 0.0) / r.confirmed * 1000:.2f}" if r.confirmed else "-"
+        stmts = "-" if r.statements is None else f"{r.statements:.1f}"
+        txns = "-" if r.transactions is None else f"{r.transactions:.2f}"
         lat = "".join(f"{fmt_ms(v, timeout):>8}" for v in r.latency.values())
         return (
             f"{r.load:<18}{f'{r.offered:g}/s':>8}{r.sent_per_s:>8.0f}{r.orders:>7}"
             f"{r.confirmed:>10}{r.confirmed_per_s:>8.0f}{lat}{r.unconfirmed:>7}"
             f"{svc:>8.2f}{r.cpu.get('simulator', 0.0):>8.2f}{r.cpu.get('broker', 0.0):>7.2f}"
             f"{'-' if db is None else f'{db:.2f}':>7}{r.cpu.get('other', 0.0):>6.2f}{per:>11}"
-            f"  {r.note}"
+            f"{stmts:>10}{txns:>9}{r.load1:>6.2f}  {r.note}"
         )
 
     out.table(
         f"{'load':<18}{'offered':>8}{'sent/s':>8}{'orders':>7}{'confirmed':>10}{'conf/s':>8}"
         f"{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}{'unconf':>7}"
         f"{'svc cpu':>8}{'sim cpu':>8}{'broker':>7}{'db cpu':>7}{'other':>6}{'svc ms/ord':>11}"
-        "  note",
+        f"{'stmts/ord':>10}{'txns/ord':>9}{'load':>6}  note",
         map(line, rows),
     )
 
@@ -206,6 +229,7 @@ class Rig:
     seen: Confirmations
     pids: dict[str, int | None]  # processes whose CPU is reported
     db_root: int | None  # the PostgreSQL postmaster (None on SQLite)
+    base: str  # the supplier service's URL (its /metrics: round trips, transactions)
     waits: WaitSampler | None
     args: argparse.Namespace
     rng: random.Random
@@ -244,6 +268,7 @@ async def run_phase(
     if rig.waits is not None:
         rig.waits.reset()
     ids = {o.order_id for o in orders}
+    before = await costs(rig.base)
     with CpuMeter() as meter:
         messages = [(o.key, o.value) for o in orders]
         due_at, late = await publish_paced(rig.producer, PLACED, messages, rate)
@@ -252,6 +277,7 @@ async def run_phase(
         sent_span = max(perf() - orders[0].scheduled, 1e-9)
         deadline = orders[-1].scheduled + (settle_s or args.timeout)
         await wait_until(lambda: not rig.unsettled(orders), deadline, 0.02)
+    after = await costs(rig.base)
     rig.earlier += orders
     at = {o.order_id: seen.confirmed_at(o.order_id, o.line_ids) for o in orders}
     done = {i: t for i, t in at.items() if t is not None}
@@ -285,6 +311,10 @@ async def run_phase(
         summary(latencies), len(orders) - len(done), failed, sum(seen.events[i] for i in ids),
         cpu, note="; ".join(note),
     )  # fmt: skip
+    if done:  # what the service did in the window, per order it confirmed
+        row.statements = (after["db_statements"] - before["db_statements"]) / len(done)
+        row.transactions = (after["db_transactions"] - before["db_transactions"]) / len(done)
+    row.load1 = os.getloadavg()[0]
     return Phase(load, orders, row, rig.waits.summary() if rig.waits else "")
 
 
@@ -426,7 +456,9 @@ async def run_backend(
             pids = {"supplier": supplier.pid, "simulator": simulator.pid}
             pids["broker"] = kafka.broker_pid(broker)
             rng = random.Random(f"routing:{backend}")
-            rig = Rig(backend, producer, seen, pids, db_root(backend), waits, args, rng)
+            rig = Rig(
+                backend, producer, seen, pids, db_root(backend), supplier.base, waits, args, rng
+            )
             phases, more, profile_lines = await measure(rig, backend, supplier.pid or 0)
         except Exception:
             for svc in (supplier, simulator):

@@ -15,7 +15,7 @@ from services.supplier import api, rma, webhooks
 from services.supplier.adapter import SupplierClient
 from services.supplier.availability import AvailabilityReporter
 from services.supplier.breaker import CircuitBreaker
-from services.supplier.consumers import CONSUMERS
+from services.supplier.consumers import BATCH, CONSUMERS
 from services.supplier.dispatcher import Dispatcher, Wakeup, sla_clock, waiting_clock
 from services.supplier.errors import DOMAIN_ERRORS
 from services.supplier.journal import CallbackJournal
@@ -131,6 +131,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         uow_class,
         handlers=CONSUMERS,
         background=background,
+        batch_handler=BATCH if settings.route_in_batches else None,
     )
     app = build_app(
         runtime,

@@ -110,7 +110,11 @@ async def mapped(uow: SupplierUnitOfWork, lines: list[Line], currency: str) -> l
     """SKU-less marketplace lines under the SKU an offer maps their platform ids to (the most
     specific id first); the others unchanged (unmapped ones fail `unmapped_sku`)."""
     wanted = {e for ln in lines for e in ln.external_ids or ()}
-    skus = await uow.offers.mapped_skus(wanted, currency)
+    return map_lines(lines, await uow.offers.mapped_skus(wanted, currency))
+
+
+def map_lines(lines: list[Line], skus: dict[str, str]) -> list[Line]:
+    """`mapped`, given which SKU each platform id maps to."""
     out = []
     for line in lines:
         sku = next((skus[e] for e in line.external_ids or () if e in skus), None)
@@ -163,7 +167,12 @@ async def route_to(
 
 
 async def _record(uow: SupplierUnitOfWork, order: RoutingRequest, result: Plan) -> list[str]:
-    """A supplier order per supplier of the plan, sent by this process once committed."""
+    return await record(uow, [(order, result)])
+
+
+async def record(uow: SupplierUnitOfWork, plans: list[tuple[RoutingRequest, Plan]]) -> list[str]:
+    """A supplier order per supplier of each plan (written together), sent by this process
+    once committed."""
     now = datetime.now(UTC)
     orders = [
         SupplierOrder.place(
@@ -185,10 +194,12 @@ async def _record(uow: SupplierUnitOfWork, order: RoutingRequest, result: Plan) 
             now=now,
             lease_until=now + uow.lease,
         )
+        for order, result in plans
         for supplier_id, picks in result.by_supplier.items()
     ]
     await uow.supplier_orders.add_all(orders)
-    uow.dispatch_after_commit([to_send(so, order) for so in orders])
+    requests = {order.order_id: order for order, _ in plans}
+    uow.dispatch_after_commit([to_send(so, requests[so.order_id]) for so in orders])
     return [so.id for so in orders]
 
 

@@ -28,8 +28,13 @@ class SupplierSettings(ServiceSettings):
     database_url: str | None = Field(None, validation_alias="DROPSHIP_SUPPLIER_DATABASE_URL")
     port: int | None = Field(None, validation_alias="DROPSHIP_SUPPLIER_PORT")
 
-    consumer_batch_size: int = Field(1, ge=1)
-    """One order per routing transaction: offer stock rows are hot, so locks stay short."""
+    consumer_batch_size: int = Field(
+        50, ge=1, validation_alias="DROPSHIP_SUPPLIER_CONSUMER_BATCH_SIZE"
+    )
+    """Events of a partition per transaction. Placed orders of one are routed together
+    (offer rows are locked only at the end, summed, in (supplier, sku) order)."""
+    route_in_batches: bool = Field(True, validation_alias="DROPSHIP_SUPPLIER_ROUTE_IN_BATCHES")
+    """False: every consumed event by its own handler (as before issue 15's lever 1)."""
     pii_key: SecretStr | None = None
     """`DROPSHIP_PII_KEY` also seals supplier credentials at rest."""
     public_url: str | None = Field(None, validation_alias="DROPSHIP_SUPPLIER_PUBLIC_URL")

@@ -100,6 +100,9 @@ class FakeOffers:
     async def for_skus(self, skus: set[str], currency: str) -> list[Offer]:
         return [o for o in self.rows.values() if o.sku in skus and o.currency == currency]
 
+    async def in_currencies(self, skus: set[str], currencies: set[str]) -> list[Offer]:
+        return [o for o in self.rows.values() if o.sku in skus and o.currency in currencies]
+
     async def mapped_skus(self, external_ids: set[str], currency: str) -> dict[str, str]:
         found: dict[str, str] = {}
         for o in sorted(self.rows.values(), key=lambda o: o.sku, reverse=True):
@@ -175,11 +178,20 @@ class FakeRoutingRequests:
         self.rows[request.order_id] = request
         return True
 
+    async def add_many(self, requests: list[RoutingRequest]) -> set[str]:
+        return {r.order_id for r in requests if await self.add(r)}
+
     async def get(self, order_id: str, *, for_update: bool = False) -> RoutingRequest | None:
         return self.rows.get(order_id)
 
     async def lock_order(self, order_id: str) -> None:
         return None  # one task at a time: nothing to serialise
+
+    async def lock_orders(self, order_ids: list[str]) -> None:
+        return None
+
+    async def cancelled_of(self, order_ids: list[str]) -> set[str]:
+        return self.cancelled & set(order_ids)
 
     async def remember_cancellation(self, order_id: str, reason: str) -> None:
         self.cancelled.add(order_id)
@@ -251,6 +263,10 @@ class FakeWaiting:
             if key[0] == order_id and (line_ids is None or key[1] in line_ids):
                 del self.rows[key]
 
+    async def clear_lines(self, lines: dict[str, list[str]]) -> None:
+        for order_id, line_ids in lines.items():
+            await self.clear(order_id, line_ids)
+
 
 class FakeClocks:
     def __init__(self) -> None:
@@ -267,6 +283,9 @@ class FakeHolds:
     async def held(self, order_id: str) -> bool:
         held, released, _ = self.rows.get(order_id, (None, None, set()))
         return held is not None and (released is None or held > released)
+
+    async def held_of(self, order_ids: list[str]) -> set[str]:
+        return {o for o in order_ids if await self.held(o)}
 
     async def hold(self, order_id: str, at: datetime) -> None:
         held, released, parked = self.rows.get(order_id, (None, None, set()))

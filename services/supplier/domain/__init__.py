@@ -35,6 +35,7 @@ from services.supplier.domain.routing_policy import (
     Weights,
     could_wait,
     plan,
+    plan_in_turn,
     rank,
     score,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "cost_precision_error",
     "could_wait",
     "plan",
+    "plan_in_turn",
     "rank",
     "score",
     "status_change",

@@ -26,8 +26,8 @@ Lines routed to the same supplier form one supplier order.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -267,3 +267,23 @@ def plan(
         grouped[best.supplier_id].append(Pick(line, best))
     result.by_supplier = dict(grouped)
     return result
+
+
+def plan_in_turn(
+    orders: Sequence[tuple[list[Line], str]],
+    offers: list[Offer],
+    suppliers: dict[str, SupplierInfo],
+    weights: Weights,
+) -> list[Plan]:
+    """Plans for orders (lines, currency) in turn, each seeing the stock the ones before
+    it took: the same plans as routing them one by one, in this order."""
+    stock = {(o.supplier_id, o.sku): o.stock for o in offers}
+    plans = []
+    for lines, currency in orders:
+        live = [replace(o, stock=stock[(o.supplier_id, o.sku)]) for o in offers]
+        result = plan(lines, live, suppliers, currency, weights)
+        for supplier_id, picks in result.by_supplier.items():
+            for p in picks:
+                stock[(supplier_id, p.line.sku)] -= p.line.quantity
+        plans.append(result)
+    return plans

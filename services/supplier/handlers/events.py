@@ -3,18 +3,19 @@ a held one is parked until released."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from services.supplier.domain import Action, Line, RoutingRequest
 from services.supplier.handlers.waiting import live_lines
 from services.supplier.routing import PERMANENT, route
+from services.supplier.routing_batch import route_placed
 from services.supplier.store import SupplierUnitOfWork
 from shared.events import Envelope, OrderCancelled, OrderHeld, OrderPlaced, OrderReleased
 
 
-async def on_order_placed(envelope: Envelope, data: OrderPlaced, uow: SupplierUnitOfWork) -> None:
-    await uow.routing_requests.lock_order(data.order_id)  # a cancellation racing it wins
-    request = RoutingRequest(
+def _request(data: OrderPlaced, received_at: datetime) -> RoutingRequest:
+    return RoutingRequest(
         order_id=data.order_id,
         currency=data.currency,
         lines=[
@@ -30,8 +31,34 @@ async def on_order_placed(envelope: Envelope, data: OrderPlaced, uow: SupplierUn
         ship_country=data.shipping_country,
         ship_postal_code=data.shipping_postal_code,
         placed_at=data.placed_at,
-        received_at=datetime.now(UTC),
+        received_at=received_at,
     )
+
+
+async def on_orders_placed(
+    batch: Sequence[tuple[Envelope, OrderPlaced]], uow: SupplierUnitOfWork
+) -> None:
+    """`on_order_placed` for each, in this order, with set-based reads and writes: a
+    repeated order is routed once (the first), cancelled ones never, held ones parked."""
+    now = datetime.now(UTC)
+    requests: dict[str, RoutingRequest] = {}
+    for _, data in batch:
+        requests.setdefault(data.order_id, _request(data, now))
+    await uow.routing_requests.lock_orders(list(requests))  # cancellations racing them win
+    kept = await uow.routing_requests.add_many(list(requests.values()))
+    new = [r for r in requests.values() if r.order_id in kept]
+    cancelled = await uow.routing_requests.cancelled_of([r.order_id for r in new])
+    new = [r for r in new if r.order_id not in cancelled]
+    held = await uow.holds.held_of([r.order_id for r in new])
+    for r in new:
+        if r.order_id in held:  # the hold was consumed first: park it all
+            await uow.holds.park(r.order_id, [ln.line_id for ln in r.lines])
+    await route_placed(uow, [r for r in new if r.order_id not in held])
+
+
+async def on_order_placed(envelope: Envelope, data: OrderPlaced, uow: SupplierUnitOfWork) -> None:
+    await uow.routing_requests.lock_order(data.order_id)  # a cancellation racing it wins
+    request = _request(data, datetime.now(UTC))
     if await uow.routing_requests.add(request) and not await uow.routing_requests.was_cancelled(
         data.order_id
     ):

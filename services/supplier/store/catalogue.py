@@ -315,8 +315,14 @@ class OfferRepository:
         return {r.external_id: r.sku for r in rows}
 
     async def for_skus(self, skus: set[str], currency: str) -> list[Offer]:
+        return await self.in_currencies(skus, {currency})
+
+    async def in_currencies(self, skus: set[str], currencies: set[str]) -> list[Offer]:
+        """Offers of these SKUs quoted in any of these currencies, in (supplier, sku) order."""
         rows = await self._sql.run(
-            select(offer).where(offer.c.sku.in_(skus), offer.c.currency == currency)
+            select(offer)
+            .where(offer.c.sku.in_(skus), offer.c.currency.in_(currencies))
+            .order_by(offer.c.supplier_id, offer.c.sku)
         )
         return [_offer(r) for r in rows]
 

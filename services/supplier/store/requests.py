@@ -20,30 +20,20 @@ class RoutingRequests:
 
     async def add(self, request: RoutingRequest) -> bool:
         """Keep the order; False if it was already kept (a redelivered `order-placed`)."""
-        lines = [
-            {
-                "line_id": ln.line_id,
-                "sku": ln.sku,
-                "quantity": ln.quantity,
-                "unit_price": str(ln.unit_price),
-                **({} if ln.external_ids is None else {"external_ids": list(ln.external_ids)}),
-            }
-            for ln in request.lines
-        ]
+        stmt = self._sql.insert()(routing_request).values(**_row(request)).on_conflict_do_nothing()
+        return rowcount(await self._sql.run(stmt)) == 1
+
+    async def add_many(self, requests: list[RoutingRequest]) -> set[str]:
+        """Keep orders (distinct ids) in one statement; the ids not kept before."""
+        if not requests:
+            return set()
         stmt = (
             self._sql.insert()(routing_request)
-            .values(
-                order_id=request.order_id,
-                currency=request.currency,
-                lines=lines,
-                ship_country=request.ship_country,
-                ship_postal_code=request.ship_postal_code,
-                placed_at=request.placed_at,
-                received_at=request.received_at,
-            )
+            .values([_row(r) for r in requests])
             .on_conflict_do_nothing()
+            .returning(routing_request.c.order_id)
         )
-        return rowcount(await self._sql.run(stmt)) == 1
+        return {r.order_id for r in await self._sql.run(stmt)}
 
     async def get(self, order_id: str, *, for_update: bool = False) -> RoutingRequest | None:
         query = select(routing_request).where(routing_request.c.order_id == order_id)
@@ -62,6 +52,30 @@ class RoutingRequests:
             await self._sql.run(
                 select(func.pg_advisory_xact_lock(func.hashtext("order:" + order_id)))
             )
+
+    async def lock_orders(self, order_ids: list[str]) -> None:
+        """`lock_order` for many orders in one statement, in id order (two transactions
+        locking overlapping sets cannot deadlock on them)."""
+        if self._sql.dialect == "postgresql" and order_ids:
+            await self._sql.run(
+                select(
+                    *(
+                        func.pg_advisory_xact_lock(func.hashtext("order:" + order_id))
+                        for order_id in sorted(set(order_ids))
+                    )
+                )
+            )
+
+    async def cancelled_of(self, order_ids: list[str]) -> set[str]:
+        """Which of these orders were cancelled (`was_cancelled` for many)."""
+        if not order_ids:
+            return set()
+        rows = await self._sql.run(
+            select(order_cancellation.c.order_id).where(
+                order_cancellation.c.order_id.in_(order_ids)
+            )
+        )
+        return {r.order_id for r in rows}
 
     async def remember_cancellation(self, order_id: str, reason: str) -> None:
         """Remembered even before the order arrives: an order-placed consumed later is never
@@ -89,6 +103,28 @@ class RoutingRequests:
             select(routing_request.c.order_id).order_by(routing_request.c.received_at)
         )
         return [r.order_id for r in rows]
+
+
+def _row(request: RoutingRequest) -> dict[str, Any]:
+    lines = [
+        {
+            "line_id": ln.line_id,
+            "sku": ln.sku,
+            "quantity": ln.quantity,
+            "unit_price": str(ln.unit_price),
+            **({} if ln.external_ids is None else {"external_ids": list(ln.external_ids)}),
+        }
+        for ln in request.lines
+    ]
+    return {
+        "order_id": request.order_id,
+        "currency": request.currency,
+        "lines": lines,
+        "ship_country": request.ship_country,
+        "ship_postal_code": request.ship_postal_code,
+        "placed_at": request.placed_at,
+        "received_at": request.received_at,
+    }
 
 
 def _request(row: Row[Any]) -> RoutingRequest:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, select, update
+from sqlalchemy import Row, and_, delete, func, or_, select, update
 
 from services.supplier.domain import State
 from services.supplier.store.base import Sql, rowcount
@@ -113,6 +113,16 @@ class WaitingLines:
             stmt = stmt.where(waiting_line.c.line_id.in_(line_ids))
         await self._sql.run(stmt)
 
+    async def clear_lines(self, lines: dict[str, list[str]]) -> None:
+        """`clear` of these lines (order id -> line ids) of many orders, in one statement."""
+        if lines:
+            t = waiting_line.c
+            await self._sql.run(
+                delete(waiting_line).where(
+                    or_(*(and_(t.order_id == o, t.line_id.in_(ids)) for o, ids in lines.items()))
+                )
+            )
+
 
 class Clocks:
     """Alarms that fire once per subject, and when each parcel last moved."""
@@ -180,11 +190,16 @@ class Holds:
         )
 
     async def held(self, order_id: str) -> bool:
-        row = await self._row(order_id)
-        if row is None or row.held_at is None:
-            return False
-        released = aware(row.released_at)
-        return released is None or (aware(row.held_at) or released) > released
+        return _held(await self._row(order_id))
+
+    async def held_of(self, order_ids: list[str]) -> set[str]:
+        """Which of these orders are on hold (`held` for many, their rows locked alike)."""
+        if not order_ids:
+            return set()
+        query = select(order_hold).where(order_hold.c.order_id.in_(order_ids))
+        if self._sql.dialect == "postgresql":
+            query = query.order_by(order_hold.c.order_id).with_for_update()
+        return {r.order_id for r in await self._sql.run(query) if _held(r)}
 
     async def hold(self, order_id: str, at: datetime) -> None:
         row = await self._row(order_id)
@@ -305,6 +320,13 @@ class ClockScans:
             .limit(limit)
         )
         return [Silent(r.id, r.order_id, r.supplier_id) for r in rows]
+
+
+def _held(row: Row[Any] | None) -> bool:
+    if row is None or row.held_at is None:
+        return False
+    released = aware(row.released_at)
+    return released is None or (aware(row.held_at) or released) > released
 
 
 def _after(now: datetime, seconds: float) -> datetime:
