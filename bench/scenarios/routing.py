@@ -362,8 +362,11 @@ async def stage_breakdown(url: str, phases: list[Phase], seen: Confirmations) ->
         phase.row.stages = {name: p50_p99(v) for name, v in spans.items()}
 
 
-def apps(folder: Path, url: str, bootstrap: str, workers: int) -> tuple[UvicornApp, UvicornApp]:
-    """The supplier service and the simulator, as deployed (not started)."""
+def apps(
+    folder: Path, url: str, bootstrap: str, workers: int, one_by_one: bool = False
+) -> tuple[UvicornApp, UvicornApp]:
+    """The supplier service and the simulator, as deployed (not started); `one_by_one`:
+    each order in its own routing transaction, as before batched routing."""
     log = folder / "supplier.log"
     supplier = UvicornApp("supplier service", "services.supplier.app:create_app", {}, workers, log)
     supplier.env = clean_env(
@@ -376,6 +379,11 @@ def apps(folder: Path, url: str, bootstrap: str, workers: int) -> tuple[UvicornA
         DROPSHIP_LOG_LEVEL="WARNING",
         DROPSHIP_DATA_DIR=str(folder),
     )
+    if one_by_one:
+        supplier.env |= {
+            "DROPSHIP_SUPPLIER_ROUTE_IN_BATCHES": "false",
+            "DROPSHIP_SUPPLIER_CONSUMER_BATCH_SIZE": "1",
+        }
     env = clean_env(
         DROPSHIP_SIMULATOR_SEED="1",
         DROPSHIP_LOG_LEVEL="WARNING",
@@ -435,7 +443,7 @@ async def run_backend(
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dropship-routing-")))
         url = (await stack.enter_async_context(databases(backend, ["supplier"])))["supplier"]
         await asyncio.to_thread(migrate, MIGRATIONS, url)
-        supplier, simulator = apps(tmp, url, broker.bootstrap, args.workers)
+        supplier, simulator = apps(tmp, url, broker.bootstrap, args.workers, args.one_by_one)
         seen = Confirmations(broker.bootstrap, fetch_max_wait_ms=10)
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
         waits = WaitSampler(url) if backend == "postgresql" else None
@@ -489,6 +497,11 @@ def options(ap: argparse.ArgumentParser) -> None:
         timeout=10.0, timeout_help="seconds after its due time before an order is unconfirmed",
     )  # fmt: skip
     ap.add_argument("--workers", type=int, default=1, help="supplier service workers (default 1)")
+    ap.add_argument(
+        "--one-by-one",
+        action="store_true",
+        help="route each order in its own transaction (batch size 1, no batch handler)",
+    )
     ap.add_argument("--latency-ms", type=float, default=20.0, help="simulator answer latency")
     ap.add_argument("--pause", type=float, default=1.0, help="quiet seconds between rates")
     ap.add_argument("--drain", type=float, default=10.0, help="max seconds for a backlog to settle")
@@ -511,7 +524,8 @@ async def run(args: argparse.Namespace) -> int:
         info,
         f"  rates={','.join(f'{r:g}' for r in args.rates)}/s duration={args.duration:g}s "
         f"simulator latency={args.latency_ms:g}ms suppliers={len(SUPPLIERS)} skus={len(SKUS)} "
-        f"timeout={args.timeout:g}s partitions={PARTITIONS} backends={','.join(args.backends)}",
+        f"timeout={args.timeout:g}s partitions={PARTITIONS} backends={','.join(args.backends)}"
+        f"{' routing one by one' if args.one_by_one else ''}",
         f"  one machine: supplier service ({args.workers} worker(s)), simulator, broker, "
         "database and this publisher share the cores; cpu columns are cores used",
     )
