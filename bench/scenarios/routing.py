@@ -23,7 +23,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -362,8 +362,42 @@ async def stage_breakdown(url: str, phases: list[Phase], seen: Confirmations) ->
         phase.row.stages = {name: p50_p99(v) for name, v in spans.items()}
 
 
+@contextlib.asynccontextmanager
+async def contact_stub() -> AsyncIterator[str]:
+    """The order service's `GET /v1/orders/{id}/contact`, in this process: the dispatcher
+    reads each order's destination there before placing it."""
+    stub = fastapi.FastAPI()
+
+    @stub.get("/v1/orders/{order_id}/contact")
+    async def contact(order_id: str) -> dict[str, str]:
+        return {
+            "name": "Bench Buyer", "phone": "+15550100", "email": "buyer@example.com",
+            "line1": "1 Bench Street", "city": "New York", "region": "NY",
+            "postal_code": "10001", "country": "US",
+        }  # fmt: skip
+
+    config = uvicorn.Config(stub, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(), name="bench-contact-stub")
+    while not server.started:
+        if task.done():
+            await task  # raises what stopped it
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
 def apps(
-    folder: Path, url: str, bootstrap: str, workers: int, one_by_one: bool = False
+    folder: Path,
+    url: str,
+    bootstrap: str,
+    workers: int,
+    one_by_one: bool = False,
+    order_url: str = "",
 ) -> tuple[UvicornApp, UvicornApp]:
     """The supplier service and the simulator, as deployed (not started); `one_by_one`:
     each order in its own routing transaction, as before batched routing."""
@@ -378,6 +412,7 @@ def apps(
         DROPSHIP_MIGRATE_ON_START="false",
         DROPSHIP_LOG_LEVEL="WARNING",
         DROPSHIP_DATA_DIR=str(folder),
+        DROPSHIP_ORDER_URL=order_url,
     )
     if one_by_one:
         supplier.env |= {
@@ -443,7 +478,10 @@ async def run_backend(
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dropship-routing-")))
         url = (await stack.enter_async_context(databases(backend, ["supplier"])))["supplier"]
         await asyncio.to_thread(migrate, MIGRATIONS, url)
-        supplier, simulator = apps(tmp, url, broker.bootstrap, args.workers, args.one_by_one)
+        order_url = await stack.enter_async_context(contact_stub())
+        supplier, simulator = apps(
+            tmp, url, broker.bootstrap, args.workers, args.one_by_one, order_url
+        )
         seen = Confirmations(broker.bootstrap, fetch_max_wait_ms=10)
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
         waits = WaitSampler(url) if backend == "postgresql" else None
