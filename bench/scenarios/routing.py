@@ -19,11 +19,10 @@ import contextlib
 import math
 import os
 import random
-import re
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -44,15 +43,15 @@ from bench.harness.cli import Scenario
 from bench.harness.clock import perf, wait_until
 from bench.harness.dbs import WaitSampler, databases, db_root, pg_stats, server_version
 from bench.harness.kafka import PARTITIONS, publish_paced
-from bench.harness.procs import CpuMeter, UvicornApp, clean_env, log_notes
+from bench.harness.procs import CpuMeter, UvicornApp, log_notes
 from bench.harness.report import Output, Stages
 from bench.harness.stats import fmt_ms, p50_p99, percentile, summary
 from bench.harness.watch import Confirmations
+from bench.scenarios._routing_rig import apps, contact_stub, costs
 from services.supplier.app import MIGRATIONS
 from services.supplier.tables import routing_request, supplier_order
 from shared import tracing
 from shared.bus import ALL_TOPICS
-from shared.crypto import generate_key
 from shared.db import aware, create_engine, migrate
 from shared.events import OrderPlaced, PlacedLine, new_envelope
 
@@ -118,22 +117,6 @@ class Row:
     statements: float | None = None  # the supplier service's SQL round trips per order
     transactions: float | None = None  # its database transactions per order
     load1: float = 0.0  # the machine's 1-minute load average at the end of the phase
-
-
-COST = re.compile(
-    r"^dropship_(db_statements|db_transactions)_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)$",
-    re.MULTILINE,
-)
-
-
-async def costs(base: str) -> dict[str, float]:
-    """The supplier service's round trips and transactions so far (its `/metrics`)."""
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        text = (await client.get(f"{base}/metrics")).text
-    out: dict[str, float] = {"db_statements": 0.0, "db_transactions": 0.0}
-    for kind, value in COST.findall(text):
-        out[kind] += float(value)
-    return out
 
 
 def table(out: Output, rows: list[Row], timeout: float) -> None:
@@ -360,73 +343,6 @@ async def stage_breakdown(url: str, phases: list[Phase], seen: Confirmations) ->
                 if value is not None:
                     spans[name].append(value)
         phase.row.stages = {name: p50_p99(v) for name, v in spans.items()}
-
-
-@contextlib.asynccontextmanager
-async def contact_stub() -> AsyncIterator[str]:
-    """The order service's `GET /v1/orders/{id}/contact`, in this process: the dispatcher
-    reads each order's destination there before placing it."""
-    stub = fastapi.FastAPI()
-
-    @stub.get("/v1/orders/{order_id}/contact")
-    async def contact(order_id: str) -> dict[str, str]:
-        return {
-            "name": "Bench Buyer", "phone": "+15550100", "email": "buyer@example.com",
-            "line1": "1 Bench Street", "city": "New York", "region": "NY",
-            "postal_code": "10001", "country": "US",
-        }  # fmt: skip
-
-    config = uvicorn.Config(stub, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(), name="bench-contact-stub")
-    while not server.started:
-        if task.done():
-            await task  # raises what stopped it
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-def apps(
-    folder: Path,
-    url: str,
-    bootstrap: str,
-    workers: int,
-    one_by_one: bool = False,
-    order_url: str = "",
-) -> tuple[UvicornApp, UvicornApp]:
-    """The supplier service and the simulator, as deployed (not started); `one_by_one`:
-    each order in its own routing transaction, as before batched routing."""
-    log = folder / "supplier.log"
-    supplier = UvicornApp("supplier service", "services.supplier.app:create_app", {}, workers, log)
-    supplier.env = clean_env(
-        DROPSHIP_SUPPLIER_DATABASE_URL=url,
-        DROPSHIP_SUPPLIER_PORT=str(supplier.port),
-        DROPSHIP_SUPPLIER_PUBLIC_URL=supplier.base,
-        DROPSHIP_KAFKA_BOOTSTRAP=bootstrap,
-        DROPSHIP_PII_KEY=generate_key(),
-        DROPSHIP_MIGRATE_ON_START="false",
-        DROPSHIP_LOG_LEVEL="WARNING",
-        DROPSHIP_DATA_DIR=str(folder),
-        DROPSHIP_ORDER_URL=order_url,
-    )
-    if one_by_one:
-        supplier.env |= {
-            "DROPSHIP_SUPPLIER_ROUTE_IN_BATCHES": "false",
-            "DROPSHIP_SUPPLIER_CONSUMER_BATCH_SIZE": "1",
-        }
-    env = clean_env(
-        DROPSHIP_SIMULATOR_SEED="1",
-        DROPSHIP_LOG_LEVEL="WARNING",
-        DROPSHIP_SIMULATOR_TRACKING_URL=f"{supplier.base}/v1/webhooks/tracking",
-    )
-    spec = "rigs.supplier_simulator.app:create_app"
-    simulator = UvicornApp("simulator", spec, env, 1, folder / "simulator.log", health="/healthz")
-    return supplier, simulator
 
 
 async def profiled(rig: Rig, backend: str, pid: int) -> tuple[Phase, list[str]]:
