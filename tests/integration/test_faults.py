@@ -209,7 +209,10 @@ async def test_exhausted_retries_dead_letter_and_replay_after_the_fix(
     database_url, settings_for, broker
 ):
     settings = settings_for(
-        SupplierSettings, await database_url("supplier"), consumer_max_attempts=3
+        SupplierSettings,
+        await database_url("supplier"),
+        consumer_max_attempts=3,
+        route_in_batches=False,  # the per-event handler below is the one swapped for a bug
     )
     broken = True
 
