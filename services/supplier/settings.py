@@ -31,8 +31,8 @@ class SupplierSettings(ServiceSettings):
     consumer_batch_size: int = Field(
         50, ge=1, validation_alias="DROPSHIP_SUPPLIER_CONSUMER_BATCH_SIZE"
     )
-    """Events of a partition per transaction. Placed orders of one are routed together
-    (offer rows are locked only at the end, summed, in (supplier, sku) order)."""
+    """Events per transaction (a whole poll, across partitions). Placed orders of one are
+    routed together (offer rows are locked only at the end, summed, in (supplier, sku) order)."""
     route_in_batches: bool = Field(True, validation_alias="DROPSHIP_SUPPLIER_ROUTE_IN_BATCHES")
     """False: every consumed event by its own handler (as before issue 15's lever 1)."""
     pii_key: SecretStr | None = None
