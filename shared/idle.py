@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from aiokafka.errors import KafkaError
@@ -138,3 +139,55 @@ class Backoff:
 
     def woken(self) -> None:
         self.current_s = self.base_s
+
+
+class Alarm:
+    """The sleep of a clock-driven loop whose work is due at times kept in the database.
+
+    After each round the loop reads the earliest due time and sleeps until then, but at
+    least `min_s` after the last round began (it never polls more often than every
+    `min_s`, as before) and at most `max_s` (a safety net for work nobody woke it for:
+    written by another process or by hand). `wake()`, called once a transaction that
+    created work or brought it forward has committed, ends the sleep as soon as `min_s`
+    has passed since the last round, so work written in the process is picked up as
+    fast as it was by a poll every `min_s`, and an idle loop costs one round per `max_s`.
+    """
+
+    def __init__(
+        self,
+        min_s: float,
+        max_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.min_s = min_s
+        self.max_s = max(min_s, max_s)
+        self.clock = clock
+        self.now = now
+        self.rounds = 0
+        self._woken = asyncio.Event()
+        self._round_at = clock()
+
+    def wake(self) -> None:
+        """Work was committed: run the next round soon (safe from any task, any time)."""
+        self._woken.set()
+
+    def wait_s(self, due: datetime | None) -> float:
+        """How long to sleep from now before the next round, with `due` the earliest due
+        time the database holds (None: nothing pending)."""
+        since = self.clock() - self._round_at
+        until_due = self.max_s if due is None else (due - self.now()).total_seconds()
+        return max(self.min_s - since, min(until_due, self.max_s - since), 0.0)
+
+    async def sleep(self, due: datetime | None) -> None:
+        """Sleep until the next round (see the class); a wake before this call counts."""
+        if not self._woken.is_set():
+            with contextlib.suppress(TimeoutError):  # 3.11 wait_for can lose a cancel
+                async with asyncio.timeout(self.wait_s(due)):
+                    await self._woken.wait()
+        if self._woken.is_set():  # woken: but not sooner than `min_s` after the last round
+            await asyncio.sleep(max(self.min_s - (self.clock() - self._round_at), 0.0))
+        self._woken.clear()
+        self._round_at = self.clock()
+        self.rounds += 1
