@@ -1,13 +1,15 @@
-"""The idle gate and the poll backoff: when a consumer may sleep, what wakes it, how polls
-stretch and snap back."""
+"""The idle gate, the poll backoff and the alarm: when a consumer may sleep, what wakes it,
+how polls stretch and snap back, how long a clock-driven loop sleeps."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import TopicPartition
 
-from shared.idle import Backoff, Doorbell, IdleGate
+from shared.idle import Alarm, Backoff, Doorbell, IdleGate
 from shared.testing import eventually
 
 TP = [TopicPartition("order-placed", p) for p in range(3)]
@@ -89,3 +91,38 @@ async def test_a_ring_heard_while_awake_skips_the_next_sleep() -> None:
     consumer = FakeConsumer()
     await asyncio.wait_for(gate.sleep(consumer, busy=set()), 1)  # type: ignore[arg-type]
     assert consumer.ever_paused == set() and not bell.rung.is_set()
+
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+def test_an_alarm_sleeps_until_the_next_due_time_within_its_bounds() -> None:
+    clock = Clock()
+    alarm = Alarm(1.0, 60.0, clock=clock, now=lambda: NOW)
+    clock.now = 0.2  # the round took 0.2 s
+    assert alarm.wait_s(None) == 59.8, "nothing pending: the safety net"
+    assert alarm.wait_s(NOW + timedelta(seconds=7)) == 7.0
+    assert alarm.wait_s(NOW + timedelta(hours=1)) == 59.8
+    assert alarm.wait_s(NOW + timedelta(seconds=0.3)) == 0.8, "never sooner than min_s"
+    assert alarm.wait_s(NOW - timedelta(seconds=5)) == 0.8, "overdue: as soon as allowed"
+    clock.now = 3.0
+    assert alarm.wait_s(NOW - timedelta(seconds=5)) == 0.0
+
+
+async def test_a_wake_ends_a_long_sleep_and_one_before_it_is_not_lost() -> None:
+    alarm = Alarm(0.01, 60.0)
+    sleeping = asyncio.create_task(alarm.sleep(None))
+    await asyncio.sleep(0)  # it is waiting now (a wake is an event, not a poll)
+    alarm.wake()
+    await asyncio.wait_for(sleeping, 1)
+    alarm.wake()  # work committed while the loop ran its round
+    await asyncio.wait_for(alarm.sleep(NOW + timedelta(hours=1)), 1)
+    assert alarm.rounds == 2
+
+
+async def test_a_wake_is_held_back_until_min_s_after_the_last_round() -> None:
+    alarm = Alarm(0.2, 60.0)
+    alarm.wake()
+    started = time.monotonic()
+    await asyncio.wait_for(alarm.sleep(None), 1)
+    assert time.monotonic() - started >= 0.15, "no more often than every min_s"
