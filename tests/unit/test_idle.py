@@ -31,6 +31,22 @@ class FakeConsumer:
         self.paused.discard(tp)
 
 
+class PeekedConsumer(FakeConsumer):
+    """Answers peeks: every partition's end offset, and the consumer's positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends = dict.fromkeys(TP, 7)
+        self.peeked = 0
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self.peeked += 1
+        return {tp: self.ends[tp] for tp in tps}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 7
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -82,6 +98,28 @@ async def test_without_a_ring_the_peek_ends_the_sleep() -> None:
     consumer = FakeConsumer()
     await asyncio.wait_for(gate.sleep(consumer, busy=set()), 1)  # type: ignore[arg-type]
     assert consumer.ever_paused == set(TP) and consumer.paused == set()
+
+
+async def test_a_peek_that_finds_nothing_keeps_the_partitions_paused() -> None:
+    gate = IdleGate(None, idle_after_s=0.01, peek_s=0.01)
+    consumer = PeekedConsumer()
+    sleeping = asyncio.create_task(gate.sleep(consumer, busy=set()))  # type: ignore[arg-type]
+
+    async def peeked_twice() -> bool:
+        return consumer.peeked >= 2
+
+    await eventually(peeked_twice, timeout=1, interval=0.001, what="two peeks")
+    assert gate.asleep and consumer.paused == set(TP), "no fetch: nothing arrived"
+    consumer.ends[TP[2]] = 8  # published without a ring
+    await asyncio.wait_for(sleeping, 1)
+    assert consumer.paused == set()
+
+
+async def test_the_runner_fetches_anyway_every_fetch_every_s() -> None:
+    gate = IdleGate(None, idle_after_s=0.01, peek_s=0.01, fetch_every_s=0.05)
+    consumer = PeekedConsumer()
+    await asyncio.wait_for(gate.sleep(consumer, busy=set()), 1)  # type: ignore[arg-type]
+    assert consumer.paused == set() and gate.peeks >= 2
 
 
 async def test_a_ring_heard_while_awake_skips_the_next_sleep() -> None:
