@@ -27,9 +27,11 @@ EVENT_TOPICS: tuple[str, ...] = tuple(EVENT_TYPES)
 ALL_TOPICS: tuple[str, ...] = EVENT_TOPICS + tuple(t + DLQ_SUFFIX for t in EVENT_TOPICS)
 DOORBELL_TOPIC = "dropship-doorbell"
 """One partition of empty messages: "events were just published" (see `shared.idle`)."""
-DOORBELL_WAIT_MS = 200
-"""Fetch wait of a doorbell listener: tansu reads the partition at 0 and at 200 ms, so a ring
-is heard within ~200 ms at five fetches a second."""
+DOORBELL_WAIT_MS = 1000
+"""Default fetch wait of a doorbell listener. tansu answers a fetch by re-reading its
+partitions at the start and then at half the remaining wait (for waits of 250 ms and more),
+so a listener costs the broker about one request a second at 1000 ms against five at 200
+ms; a ring is heard within about half the wait (the first hop after an idle spell only)."""
 
 Headers = list[tuple[str, bytes]]
 
@@ -63,6 +65,13 @@ class BusConfig:
     linger_ms: int = 2
     """The producer waits this long for more messages to fill a batch (a relay batch is
     sent at once; the wait lets the doorbell ring and a following batch join it)."""
+    doorbell_wait_ms: int = DOORBELL_WAIT_MS
+    """Fetch wait of the doorbell listener (`DOORBELL_WAIT_MS`)."""
+    consumer_timeout_ms: int = 2000
+    """Longest aiokafka's background fetch routine sleeps with nothing to react to. It
+    wakes at once for a fetch answered, a partition resumed, records consumed, a seek or a
+    rebalance, so this only bounds its idle spinning (aiokafka's default, 200 ms, walks
+    every assigned partition five times a second even while all of them are paused)."""
 
 
 class KafkaBus:
@@ -187,6 +196,7 @@ class KafkaBus:
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             max_poll_records=1000,
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
+            consumer_timeout_ms=self.config.consumer_timeout_ms,
         )
 
     def doorbell_listener(self) -> AIOKafkaConsumer:
@@ -198,7 +208,8 @@ class KafkaBus:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
-            fetch_max_wait_ms=DOORBELL_WAIT_MS,
+            fetch_max_wait_ms=self.config.doorbell_wait_ms,
+            consumer_timeout_ms=self.config.consumer_timeout_ms,
         )
 
 

@@ -108,6 +108,8 @@ class ServiceRuntime(Generic[U, S]):
                 fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
                 doorbell=s.kafka_doorbell,
                 linger_ms=s.kafka_producer_linger_ms,
+                doorbell_wait_ms=s.kafka_doorbell_wait_ms,
+                consumer_timeout_ms=s.kafka_consumer_timeout_ms,
             )
         )
         self.relay = OutboxRelay(

@@ -124,6 +124,12 @@ class ServiceSettings(BaseSettings):
     """Longest an idle consumer goes without fetching (picks up messages nobody rang for)."""
     kafka_doorbell: bool = True
     """Ring the one-partition `dropship-doorbell` topic after each published batch."""
+    kafka_consumer_timeout_ms: int = Field(2000, ge=10)
+    """Longest aiokafka's fetch routine sleeps with nothing to react to (its default 200 ms
+    walks every paused partition of an idle consumer five times a second)."""
+    kafka_doorbell_wait_ms: int = Field(1000, ge=10, le=10_000)
+    """Fetch wait of each process's doorbell listener: longer costs the broker less while
+    idle and adds up to about half of it to the first hop after an idle spell."""
     db_pool_pre_ping: bool = False
     max_inflight_requests: int = Field(64, ge=1)
     """HTTP requests one process serves at once; the rest wait up to `shed_wait_s`, then 503."""
@@ -144,6 +150,10 @@ class ServiceSettings(BaseSettings):
     idle_poll_backoff: float = Field(8.0, ge=1)
     """Safety-net polls that also wake on events (outbox relay, supplier dispatcher, notify
     sender) stretch up to this many times their interval while they find nothing; 1: off."""
+    idle_poll_max_s: float = Field(60.0, gt=0)
+    """Clock-driven polls that read their next due time from the database (marketplace
+    write-back, waiting lines, supplier status checks) sleep until it, but at most this
+    long: a safety net for work written where no wake-up reaches them (another process)."""
     relay_enabled: bool = True
 
     api_keys: str = DEV_API_KEY

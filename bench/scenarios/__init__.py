@@ -5,6 +5,7 @@ Modules starting with `_` hold a scenario's larger parts (its rig, its report).
 
 from bench.harness.cli import Scenario
 from bench.scenarios import (
+    idle,
     intake,
     kpis,
     load,
@@ -19,5 +20,17 @@ from bench.scenarios import (
 
 SCENARIOS: dict[str, Scenario] = {
     s.SCENARIO.name: s.SCENARIO
-    for s in (pipeline, relay, intake, routing, notify, metrics, kpis, order_events, stack, load)
+    for s in (
+        pipeline,
+        relay,
+        intake,
+        routing,
+        notify,
+        metrics,
+        kpis,
+        order_events,
+        stack,
+        load,
+        idle,
+    )
 }

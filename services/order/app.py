@@ -18,6 +18,7 @@ from services.order.shops import api as shops_api
 from services.order.shops.writeback import run_writebacks
 from services.order.store import OrderUnitOfWork
 from shared.http import install_domain_errors
+from shared.idle import Alarm
 from shared.runtime import ServiceRuntime, build_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -35,12 +36,16 @@ async def purge_expired_keys(runtime: ServiceRuntime[Any]) -> None:
 
 def create_app(settings: OrderSettings | None = None) -> FastAPI:
     settings = settings or OrderSettings()
+    writebacks = Alarm(settings.writeback_poll_s, settings.idle_poll_max_s)
     uow_class = functools.partial(
-        OrderUnitOfWork, cipher=settings.cipher(), intake=settings.intake()
+        OrderUnitOfWork,
+        cipher=settings.cipher(),
+        intake=settings.intake(),
+        wake_writeback=writebacks.wake,
     )
     background: dict[str, Any] = {"purge-idempotency-keys": purge_expired_keys}
     if settings.writeback_enabled:
-        background["marketplace-writeback"] = run_writebacks
+        background["marketplace-writeback"] = functools.partial(run_writebacks, alarm=writebacks)
     runtime = ServiceRuntime(
         settings,
         MIGRATIONS,

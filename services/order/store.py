@@ -31,8 +31,11 @@ class OrderUnitOfWork(UnitOfWork):
         *,
         cipher: PiiCipher,
         intake: IntakePolicy | None = None,
+        wake_writeback: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(sessions, on_commit, notify_others)
+        self._wake_writeback = wake_writeback
+        self._writeback_queued = False
         self.cipher = cipher
         self.intake = intake or IntakePolicy()
         """Which holds a new order starts with (address rules, high-value limits)."""
@@ -44,4 +47,15 @@ class OrderUnitOfWork(UnitOfWork):
         self.timeline = Timeline(session, dialect)
         self.idempotency = IdempotencyKeys(session, dialect)
         self.webhooks = WebhookDeliveries(session, dialect)
+        self._writeback_queued = False
         return self
+
+    def writeback_queued(self) -> None:
+        """A marketplace write-back is due now: wake the worker once this commits."""
+        self._writeback_queued = True
+
+    async def commit(self) -> None:
+        await super().commit()
+        if self._writeback_queued:
+            self._writeback_queued = False
+            self._wake_writeback()

@@ -25,6 +25,7 @@ from services.supplier.ship_to import ShipToBook
 from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
 from shared.egress import guarded_client
 from shared.http import install_domain_errors
+from shared.idle import Alarm
 from shared.runtime import ServiceRuntime, build_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -35,6 +36,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     settings = settings or SupplierSettings()
     sealer = Sealer.with_cipher(settings.cipher())
     wakeup = Wakeup()
+    waiting_alarm = Alarm(settings.dispatcher_poll_s, settings.idle_poll_max_s)
     lease = timedelta(seconds=settings.supplier_lease_s)
     directory = SupplierDirectory(
         sealer, settings.supplier_cache_ttl_s, settings.supplier_cache_max_entries
@@ -44,6 +46,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         directory=directory,
         hand_off=wakeup.hand_off,
         wake_dispatcher=wakeup,
+        wake_waiting=waiting_alarm.wake,
         lease=lease,
         check_after=timedelta(seconds=settings.supplier_check_after_s),
         retry_waiting_s=settings.supplier_retry_waiting_s,
@@ -90,6 +93,8 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 runtime,
                 client,
                 interval_s=settings.supplier_reconcile_interval_s,
+                # an order sent or moving on is first due `check_after` later
+                max_sleep_s=min(settings.idle_poll_max_s, settings.supplier_check_after_s),
                 decision_timeout=timedelta(seconds=settings.supplier_decision_timeout_s),
                 check_max=timedelta(seconds=settings.supplier_check_max_s),
             )
@@ -106,7 +111,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
         )
 
     async def waiting(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
-        await waiting_clock(runtime, settings.dispatcher_poll_s)
+        await waiting_clock(runtime, waiting_alarm)
 
     async def supplier_status(runtime: ServiceRuntime[SupplierUnitOfWork]) -> None:
         await availability.run(runtime.uow)

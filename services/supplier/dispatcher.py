@@ -28,10 +28,10 @@ from services.supplier.adapter import (
 from services.supplier.handlers import dispatch
 from services.supplier.handlers.clocks import scan_clocks
 from services.supplier.handlers.dispatch import Cancellation
-from services.supplier.handlers.waiting import retry_waiting
+from services.supplier.handlers.waiting import next_retry_at, retry_waiting
 from services.supplier.ship_to import Redacted, ShipTo, ShipToBook
 from services.supplier.store import NewSupplierOrder, SupplierDirectory, SupplierUnitOfWork
-from shared.idle import Backoff
+from shared.idle import Alarm, Backoff
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -226,11 +226,14 @@ async def sla_clock(
         await asyncio.sleep(interval_s)
 
 
-async def waiting_clock(runtime: ServiceRuntime[SupplierUnitOfWork], interval_s: float) -> None:
-    """Route lines waiting for a supplier again when their next try is due."""
+async def waiting_clock(runtime: ServiceRuntime[SupplierUnitOfWork], alarm: Alarm) -> None:
+    """Route lines waiting for a supplier again when their next try is due: sleeps until
+    the earliest next try, woken when a commit parks a line or brings its try forward."""
     while True:
         try:
             await retry_waiting(runtime.uow())
+            due = await next_retry_at(runtime.uow())
         except Exception:
             log.exception("routing waiting lines again failed; trying again")
-        await asyncio.sleep(interval_s)
+            due = alarm.now()
+        await alarm.sleep(due)

@@ -27,6 +27,7 @@ from datetime import timedelta
 from services.supplier.adapter import SupplierClient, SupplierEndpoint, SupplierStatus
 from services.supplier.handlers import callbacks, dispatch
 from services.supplier.store import SupplierUnitOfWork
+from shared.idle import Alarm
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Reconciler:
         client: SupplierClient,
         *,
         interval_s: float,
+        max_sleep_s: float | None = None,
         decision_timeout: timedelta | None = None,
         check_max: timedelta | None = None,
         batch: int = 100,
@@ -47,16 +49,22 @@ class Reconciler:
         self.runtime = runtime
         self.client = client
         self.interval_s = interval_s
+        self.max_sleep_s = interval_s if max_sleep_s is None else max_sleep_s
         self.decision_timeout = decision_timeout
         self.check_max = check_max
         self.batch = batch
         self.limit = asyncio.Semaphore(concurrency)
 
     async def run(self) -> None:
+        """Check what is due; then sleep until the next check is due (at least
+        `interval_s`, at most `max_sleep_s`: an order sent or moving on meanwhile is first
+        due `check_after` later, so it is never missed while that is the longer)."""
+        alarm = Alarm(self.interval_s, self.max_sleep_s)
         while True:
             checked = await self.check_due()
             if checked < self.batch:
-                await asyncio.sleep(self.interval_s)
+                due = await dispatch.next_status_check(self.runtime.uow(), self.check_max)
+                await alarm.sleep(due)
 
     async def check_due(self) -> int:
         """Check one batch of due orders; returns how many were claimed."""

@@ -1,13 +1,15 @@
-"""The idle gate and the poll backoff: when a consumer may sleep, what wakes it, how polls
-stretch and snap back."""
+"""The idle gate, the poll backoff and the alarm: when a consumer may sleep, what wakes it,
+how polls stretch and snap back, how long a clock-driven loop sleeps."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import TopicPartition
 
-from shared.idle import Backoff, Doorbell, IdleGate
+from shared.idle import Alarm, Backoff, Doorbell, IdleGate
 from shared.testing import eventually
 
 TP = [TopicPartition("order-placed", p) for p in range(3)]
@@ -27,6 +29,22 @@ class FakeConsumer:
 
     def resume(self, tp: TopicPartition) -> None:
         self.paused.discard(tp)
+
+
+class PeekedConsumer(FakeConsumer):
+    """Answers peeks: every partition's end offset, and the consumer's positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends = dict.fromkeys(TP, 7)
+        self.peeked = 0
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self.peeked += 1
+        return {tp: self.ends[tp] for tp in tps}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 7
 
 
 class Clock:
@@ -82,6 +100,28 @@ async def test_without_a_ring_the_peek_ends_the_sleep() -> None:
     assert consumer.ever_paused == set(TP) and consumer.paused == set()
 
 
+async def test_a_peek_that_finds_nothing_keeps_the_partitions_paused() -> None:
+    gate = IdleGate(None, idle_after_s=0.01, peek_s=0.01)
+    consumer = PeekedConsumer()
+    sleeping = asyncio.create_task(gate.sleep(consumer, busy=set()))  # type: ignore[arg-type]
+
+    async def peeked_twice() -> bool:
+        return consumer.peeked >= 2
+
+    await eventually(peeked_twice, timeout=1, interval=0.001, what="two peeks")
+    assert gate.asleep and consumer.paused == set(TP), "no fetch: nothing arrived"
+    consumer.ends[TP[2]] = 8  # published without a ring
+    await asyncio.wait_for(sleeping, 1)
+    assert consumer.paused == set()
+
+
+async def test_the_runner_fetches_anyway_every_fetch_every_s() -> None:
+    gate = IdleGate(None, idle_after_s=0.01, peek_s=0.01, fetch_every_s=0.05)
+    consumer = PeekedConsumer()
+    await asyncio.wait_for(gate.sleep(consumer, busy=set()), 1)  # type: ignore[arg-type]
+    assert consumer.paused == set() and gate.peeks >= 2
+
+
 async def test_a_ring_heard_while_awake_skips_the_next_sleep() -> None:
     bell = Doorbell(bus=None)  # type: ignore[arg-type]
     bell.rung.set()
@@ -89,3 +129,38 @@ async def test_a_ring_heard_while_awake_skips_the_next_sleep() -> None:
     consumer = FakeConsumer()
     await asyncio.wait_for(gate.sleep(consumer, busy=set()), 1)  # type: ignore[arg-type]
     assert consumer.ever_paused == set() and not bell.rung.is_set()
+
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+def test_an_alarm_sleeps_until_the_next_due_time_within_its_bounds() -> None:
+    clock = Clock()
+    alarm = Alarm(1.0, 60.0, clock=clock, now=lambda: NOW)
+    clock.now = 0.2  # the round took 0.2 s
+    assert alarm.wait_s(None) == 59.8, "nothing pending: the safety net"
+    assert alarm.wait_s(NOW + timedelta(seconds=7)) == 7.0
+    assert alarm.wait_s(NOW + timedelta(hours=1)) == 59.8
+    assert alarm.wait_s(NOW + timedelta(seconds=0.3)) == 0.8, "never sooner than min_s"
+    assert alarm.wait_s(NOW - timedelta(seconds=5)) == 0.8, "overdue: as soon as allowed"
+    clock.now = 3.0
+    assert alarm.wait_s(NOW - timedelta(seconds=5)) == 0.0
+
+
+async def test_a_wake_ends_a_long_sleep_and_one_before_it_is_not_lost() -> None:
+    alarm = Alarm(0.01, 60.0)
+    sleeping = asyncio.create_task(alarm.sleep(None))
+    await asyncio.sleep(0)  # it is waiting now (a wake is an event, not a poll)
+    alarm.wake()
+    await asyncio.wait_for(sleeping, 1)
+    alarm.wake()  # work committed while the loop ran its round
+    await asyncio.wait_for(alarm.sleep(NOW + timedelta(hours=1)), 1)
+    assert alarm.rounds == 2
+
+
+async def test_a_wake_is_held_back_until_min_s_after_the_last_round() -> None:
+    alarm = Alarm(0.2, 60.0)
+    alarm.wake()
+    started = time.monotonic()
+    await asyncio.wait_for(alarm.sleep(None), 1)
+    assert time.monotonic() - started >= 0.15, "no more often than every min_s"

@@ -43,7 +43,7 @@ def origins(uow: OrderUnitOfWork) -> OrderShops:
 
 
 def queue(uow: OrderUnitOfWork) -> WritebackQueue:
-    return WritebackQueue(uow.session, uow.dialect)
+    return WritebackQueue(uow.session, uow.dialect, uow.writeback_queued)
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.order.pii import PiiCipher
@@ -157,9 +158,13 @@ class OrderShops:
 class WritebackQueue:
     """The durable queue of write-backs; `key` makes each one happen once."""
 
-    def __init__(self, session: AsyncSession, dialect: str) -> None:
+    def __init__(
+        self, session: AsyncSession, dialect: str, queued: Callable[[], None] = lambda: None
+    ) -> None:
         self.session = session
         self.dialect = dialect
+        self._queued = queued
+        """Called when a task becomes due now (the worker is woken once this commits)."""
 
     async def put(
         self,
@@ -188,7 +193,16 @@ class WritebackQueue:
             .on_conflict_do_nothing()
         )
         result = await self.session.execute(stmt)
-        return getattr(result, "rowcount", 0) == 1
+        if getattr(result, "rowcount", 0) != 1:
+            return False
+        self._queued()
+        return True
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest pending task is due (None: the queue is empty)."""
+        t = marketplace_writeback.c
+        at = await self.session.scalar(select(func.min(t.next_at)).where(t.status == "pending"))
+        return aware(at)
 
     async def due(self, limit: int) -> list[int]:
         now = datetime.now(UTC)
@@ -268,7 +282,10 @@ class WritebackQueue:
             .where(t.id == task_id, t.status == "failed")
             .values(status="pending", attempts=0, next_at=datetime.now(UTC))
         )
-        return getattr(result, "rowcount", 0) == 1
+        if getattr(result, "rowcount", 0) != 1:
+            return False
+        self._queued()
+        return True
 
     async def of_order(self, order_id: str) -> list[dict[str, Any]]:
         rows = await self.session.execute(

@@ -10,7 +10,6 @@ gives one, otherwise exponential backoff with jitter.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import re
@@ -27,6 +26,7 @@ from services.order.shops.handlers import queue, shops
 from services.order.store import OrderUnitOfWork
 from shared.egress import guarded_client
 from shared.events import Envelope, MarketplaceOperation, MarketplaceSyncFailed
+from shared.idle import Alarm
 from shared.logging import log_context
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,14 @@ class WritebackWorker:
         self.batch = batch
         self.refund_money = refund_money
 
-    async def run(self, poll_s: float) -> None:
+    async def run(self, alarm: Alarm) -> None:
+        """Send what is due; when nothing was, sleep until the next task is due or one is
+        queued in this process (`OrderUnitOfWork.writeback_queued` wakes `alarm`)."""
         while True:
             if await self.run_once() == 0:
-                await asyncio.sleep(poll_s)
+                async with self.uow() as uow:
+                    due = await queue(uow).next_due()
+                await alarm.sleep(due)
 
     async def run_once(self) -> int:
         """Send every due write-back once; the number attempted."""
@@ -169,8 +173,9 @@ def _entry(task: WritebackTask, shop: Shop | None, kind: str, extra: dict[str, A
     )
 
 
-async def run_writebacks(runtime: Any) -> None:
-    """Background job of the order service (`ServiceRuntime` background)."""
+async def run_writebacks(runtime: Any, alarm: Alarm) -> None:
+    """Background job of the order service (`ServiceRuntime` background); `alarm` is the
+    one the order service's units of work wake when they queue a write-back."""
     s = runtime.settings
     async with guarded_client(s.egress_policy(), timeout=s.writeback_timeout_s) as http:
         worker = WritebackWorker(
@@ -182,4 +187,4 @@ async def run_writebacks(runtime: Any) -> None:
             lease_s=s.writeback_lease_s,
             refund_money=s.writeback_refund_money,
         )
-        await worker.run(s.writeback_poll_s)
+        await worker.run(alarm)

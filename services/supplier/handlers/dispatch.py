@@ -165,6 +165,14 @@ async def due_status_checks(
     return [(c, suppliers.get(c.supplier_id)) for c in checks]
 
 
+async def next_status_check(
+    uow: SupplierUnitOfWork, check_max: timedelta | None = None
+) -> datetime | None:
+    """When `due_status_checks` next has an order to take (None: none now)."""
+    async with uow:
+        return await uow.supplier_orders.next_check(uow.check_after, check_max)
+
+
 async def scan_sla(uow: SupplierUnitOfWork, now: datetime | None = None, page: int = 500) -> int:
     """Emit at_risk / no_tracking_by_deadline / major for untracked accepted orders, once each.
 

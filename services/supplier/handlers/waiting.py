@@ -42,6 +42,12 @@ async def retry_waiting(uow: SupplierUnitOfWork, now: datetime | None = None) ->
     return tried
 
 
+async def next_retry_at(uow: SupplierUnitOfWork) -> datetime | None:
+    """When the clock of waiting lines next has work (None: no line waits)."""
+    async with uow:
+        return await uow.waiting.next_due()
+
+
 async def live_lines(uow: SupplierUnitOfWork, order_id: str) -> set[str]:
     """Lines of the order a supplier order is working on (sending, placed, accepted, shipped)."""
     return {

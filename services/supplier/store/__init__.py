@@ -67,6 +67,7 @@ class SupplierUnitOfWork(UnitOfWork):
         directory: SupplierDirectory,
         hand_off: Callable[[list[NewSupplierOrder]], None] = lambda _: None,
         wake_dispatcher: Callable[[], None] = lambda: None,
+        wake_waiting: Callable[[], None] = lambda: None,
         lease: timedelta = timedelta(seconds=60),
         check_after: timedelta = timedelta(seconds=30),
         retry_waiting_s: float = 5.0,
@@ -80,6 +81,7 @@ class SupplierUnitOfWork(UnitOfWork):
         self.check_after = check_after
         self._hand_off = hand_off
         self._wake_dispatcher = wake_dispatcher
+        self._wake_waiting = wake_waiting
         self._after = AfterCommit()
 
     async def __aenter__(self) -> Self:
@@ -91,7 +93,7 @@ class SupplierUnitOfWork(UnitOfWork):
         self.supplier_orders = SupplierOrderRepository(sql, self._after, self.emit, self.lease)
         self.routing_requests = RoutingRequests(sql)
         self.deliveries = CallbackDeliveries(sql)
-        self.waiting = WaitingLines(sql)
+        self.waiting = WaitingLines(sql, self._after)
         self.clocks = Clocks(sql)
         self.clock_scans = ClockScans(sql)
         self.holds = Holds(sql)
@@ -114,6 +116,8 @@ class SupplierUnitOfWork(UnitOfWork):
             self._hand_off(after.new_orders)
         if after.wake_dispatcher:
             self._wake_dispatcher()
+        if after.wake_waiting:
+            self._wake_waiting()
 
     async def rollback(self) -> None:
         self._after.take()

@@ -8,7 +8,20 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Row,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.sql.elements import ColumnElement
 
 from services.supplier.domain import (
     PASSED_OVER,
@@ -328,6 +341,30 @@ class SupplierOrderRepository:
                 _NEXT_CHECK, [{"so_id": so_id, "check_at": at} for so_id, at in gaps.items()]
             )
         return [StatusCheck(r.id, r.supplier_id, r.supplier_order_ref) for r in rows]
+
+    async def next_check(
+        self, check_after: timedelta, check_max: timedelta | None = None
+    ) -> datetime | None:
+        """When `due_checks` next has an order to take (None: none to check, ever, unless
+        one is sent or moves on; each of those is first due `check_after` later)."""
+        now = datetime.now(UTC)
+        c = supplier_order.c
+        since = func.coalesce(c.dispatched_at, c.confirmed_at)
+        undecided = c.state.in_(_in(WAITING_FOR_DECISION))
+        progress: ColumnElement[bool] = false()
+        if check_max is not None:
+            progress = c.state.in_(_in(IN_PROGRESS)) & (since >= now - PROGRESS_HORIZON)
+        row = (
+            await self._sql.run(
+                select(
+                    func.min(case((undecided | progress, c.next_check_at))).label("checks"),
+                    func.min(case((progress & c.next_check_at.is_(None), since))).label("last"),
+                ).where(undecided | progress)
+            )
+        ).one()
+        checks, last = aware(row.checks), aware(row.last)
+        times = [t for t in (checks, last + check_after if last else None) if t is not None]
+        return min(times, default=None)
 
     async def sla_due(
         self, limit: int = 500, after: tuple[datetime, str] | None = None

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Row, and_, delete, func, or_, select, update
 
 from services.supplier.domain import State
-from services.supplier.store.base import Sql, rowcount
+from services.supplier.store.base import AfterCommit, Sql, rowcount
 from services.supplier.tables import (
     allocation,
     clock_alarm,
@@ -33,8 +33,9 @@ class WaitingLine:
 
 
 class WaitingLines:
-    def __init__(self, sql: Sql) -> None:
+    def __init__(self, sql: Sql, after: AfterCommit | None = None) -> None:
         self._sql = sql
+        self._after = after or AfterCommit()
 
     async def of_order(self, order_id: str) -> dict[str, WaitingLine]:
         rows = await self._sql.run(select(waiting_line).where(waiting_line.c.order_id == order_id))
@@ -53,6 +54,7 @@ class WaitingLines:
         """Park lines until their next try (backing off per attempt); returns the lines that
         were not waiting before and when the earliest of them started waiting."""
         known = await self.of_order(order_id)
+        self._after.wake_waiting = True  # the clock learns the new next try
         fresh = [ln for ln in line_ids if ln not in known]
         since = min([now, *(known[ln].since for ln in line_ids if ln in known)])
         for ln in line_ids:
@@ -105,7 +107,12 @@ class WaitingLines:
         result = await self._sql.run(
             update(waiting_line).where(waiting_line.c.retry_at.is_not(None)).values(retry_at=now)
         )
+        self._after.wake_waiting = True
         return rowcount(result)
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest waiting line is next tried (None: no line waits)."""
+        return aware(await self._sql.scalar(select(func.min(waiting_line.c.retry_at))))
 
     async def clear(self, order_id: str, line_ids: list[str] | None = None) -> None:
         stmt = delete(waiting_line).where(waiting_line.c.order_id == order_id)
