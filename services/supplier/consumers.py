@@ -18,7 +18,7 @@ from services.supplier.handlers.events import (
     on_orders_placed,
 )
 from services.supplier.store import SupplierUnitOfWork
-from shared.consumer import BatchHandler, Subscription, on, subscriptions
+from shared.consumer import BatchHandler, Subscription, event_span, on, subscriptions
 from shared.events import (
     Envelope,
     EventData,
@@ -53,7 +53,8 @@ async def apply_batch(
         if placed:
             await on_orders_placed(placed, uow)
             placed = []
-        await CONSUMERS[envelope.type].apply(envelope, data, uow)
+        with event_span(envelope):  # what it emits continues its own trace
+            await CONSUMERS[envelope.type].apply(envelope, data, uow)
     if placed:
         await on_orders_placed(placed, uow)
 

@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 
 from services.supplier.domain import Line, Plan, RoutingRequest, plan_in_turn
 from services.supplier.routing import REPLANS, WEIGHTS, map_lines, record
 from services.supplier.store import StockConflict, SupplierUnitOfWork
-from shared.events import OrderRoutingFailed, RoutingFailureReason
+from shared.consumer import event_span
+from shared.events import Envelope, OrderRoutingFailed, RoutingFailureReason
 
 log = logging.getLogger(__name__)
 
 
-async def route_placed(uow: SupplierUnitOfWork, orders: list[RoutingRequest]) -> list[Plan]:
+async def route_placed(
+    uow: SupplierUnitOfWork,
+    orders: list[RoutingRequest],
+    envelopes: Mapping[str, Envelope] | None = None,
+) -> list[Plan]:
     """Route every line of new orders (`route(uow, order, order.lines, {})` for each, in
-    turn); unroutable lines are reported with `order-routing-failed`, as one by one."""
+    turn); unroutable lines are reported with `order-routing-failed`, as one by one, each
+    in the trace of the event that placed its order (`envelopes` by order id)."""
     if not orders:
         return []
     todo = await _mapped(uow, orders)
@@ -56,9 +63,12 @@ async def route_placed(uow: SupplierUnitOfWork, orders: list[RoutingRequest]) ->
         by_reason: dict[RoutingFailureReason, list[str]] = defaultdict(list)
         for line_id, reason in result.failed.items():
             by_reason[reason].append(line_id)
-        for reason, line_ids in by_reason.items():
-            uow.emit(OrderRoutingFailed(order_id=order.order_id, line_ids=line_ids, reason=reason))
-            failed.setdefault(order.order_id, []).extend(line_ids)
+        with event_span((envelopes or {}).get(order.order_id)):
+            for reason, line_ids in by_reason.items():
+                uow.emit(
+                    OrderRoutingFailed(order_id=order.order_id, line_ids=line_ids, reason=reason)
+                )
+                failed.setdefault(order.order_id, []).extend(line_ids)
     await uow.waiting.clear_lines(failed)
     return plans
 

@@ -21,6 +21,7 @@ from shared.consumer.processor import (
     MessageProcessor,
     PermanentError,
     Subscription,
+    event_span,
     on,
     subscriptions,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "RetryingDelivery",
     "Subscription",
     "dead_letter_headers",
+    "event_span",
     "on",
     "subscriptions",
 ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
@@ -26,6 +28,23 @@ Handler = Callable[[Envelope, E, U], Awaitable[None]]
 
 BatchHandler = Callable[[Sequence[tuple[Envelope, EventData]], U], Awaitable[None]]
 """Applies the fresh events of one batch at once (set-based writes); see `MessageProcessor`."""
+
+_BATCH_SPANS: ContextVar[Mapping[str, Span] | None] = ContextVar(
+    "dropship_batch_spans", default=None
+)
+
+
+@contextlib.contextmanager
+def event_span(envelope: Envelope | None) -> Iterator[None]:
+    """Inside a batch handler: `envelope`'s consumer span is current, so the events emitted
+    for it continue its trace (as they do under a one-event handler); else nothing."""
+    spans = _BATCH_SPANS.get()
+    span = spans.get(envelope.id) if spans is not None and envelope is not None else None
+    if span is None:
+        yield
+        return
+    with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+        yield
 
 
 @dataclass(frozen=True)
@@ -135,11 +154,13 @@ class MessageProcessor(Generic[U]):
         parsed: Sequence[tuple[Envelope, EventData, _Apply[U]]],
         batch_handler: BatchHandler[U],
     ) -> list[bool]:
-        spans = [
-            span
+        by_event = {
+            envelope.id: span
             for envelope, _, _ in parsed
             if (span := self.tracer.start_span(*self._span_args(envelope))) is not None
-        ]
+        }
+        spans = list(by_event.values())
+        scope = _BATCH_SPANS.set(by_event)
         try:
             async with self.uow_factory() as uow:
                 fresh = await uow.claim_many(self.group, [envelope for envelope, _, _ in parsed])
@@ -153,6 +174,7 @@ class MessageProcessor(Generic[U]):
                 span.set_status(StatusCode.ERROR)
             raise
         finally:
+            _BATCH_SPANS.reset(scope)
             for span in spans:
                 span.end()
         return fresh

@@ -53,7 +53,8 @@ async def on_orders_placed(
     for r in new:
         if r.order_id in held:  # the hold was consumed first: park it all
             await uow.holds.park(r.order_id, [ln.line_id for ln in r.lines])
-    await route_placed(uow, [r for r in new if r.order_id not in held])
+    envelopes = {data.order_id: envelope for envelope, data in reversed(batch)}  # the first
+    await route_placed(uow, [r for r in new if r.order_id not in held], envelopes)
 
 
 async def on_order_placed(envelope: Envelope, data: OrderPlaced, uow: SupplierUnitOfWork) -> None:
