@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanKind
 from sqlalchemy import delete, func, select, true, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -289,19 +289,10 @@ class OutboxRelay:
 
     async def _publish(self, rows: Sequence[OutboxRow]) -> None:
         """Send `rows` and mark them published (one UPDATE)."""
-        spans = self._producer_spans(rows) if self._tracer.recording else []
-        try:
+        with tracing.ending(self._producer_spans(rows) if self._tracer.recording else []):
             await self._publisher.send_batch(
                 [OutgoingMessage(topic=r.topic, key=r.key.encode(), value=r.payload) for r in rows]
             )
-        except Exception as exc:
-            for span in spans:
-                span.record_exception(exc)
-                span.set_status(StatusCode.ERROR)
-            raise
-        finally:
-            for span in spans:
-                span.end()
         faults.crash_point("relay.after_publish")
         mark = (
             update(outbox_table)

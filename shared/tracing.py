@@ -18,7 +18,7 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
 from opentelemetry import context as otel_context
@@ -33,7 +33,14 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.util.types import AttributeValue
 
 log = logging.getLogger(__name__)
@@ -107,6 +114,30 @@ def _unrecorded_child(traceparent: str | None) -> NonRecordingSpan:
     flags = remote.trace_flags if remote else _SAMPLED
     span_id = secrets.randbits(64) or 1
     return NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=flags))
+
+
+@contextlib.contextmanager
+def ending(spans: Sequence[Span]) -> Iterator[None]:
+    """End spans made by `Tracing.start_span` after the block, each marked with its error."""
+    try:
+        yield
+    except Exception as exc:
+        for span in spans:
+            span.record_exception(exc)
+            span.set_status(StatusCode.ERROR)
+        raise
+    finally:
+        for span in spans:
+            span.end()
+
+
+@contextlib.contextmanager
+def resumed(span: Span | None, parent: str | None) -> Iterator[None]:
+    """Make a span made by `Tracing.start_span` current for the block (it stays open); with
+    none (nothing recorded), an unrecorded child of `parent`, so the ids still travel."""
+    current_span = span if span is not None else _unrecorded_child(parent)
+    with trace.use_span(current_span, record_exception=False, set_status_on_exception=False):
+        yield
 
 
 class Tracing:

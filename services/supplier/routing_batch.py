@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 async def route_placed(
     uow: SupplierUnitOfWork,
     orders: list[RoutingRequest],
-    envelopes: Mapping[str, Envelope] | None = None,
+    envelopes: Mapping[str, Envelope],
 ) -> list[Plan]:
     """Route every line of new orders (`route(uow, order, order.lines, {})` for each, in
     turn); unroutable lines are reported with `order-routing-failed`, as one by one, each
@@ -63,7 +63,7 @@ async def route_placed(
         by_reason: dict[RoutingFailureReason, list[str]] = defaultdict(list)
         for line_id, reason in result.failed.items():
             by_reason[reason].append(line_id)
-        with event_span((envelopes or {}).get(order.order_id)):
+        with event_span(envelopes[order.order_id]):
             for reason, line_ids in by_reason.items():
                 uow.emit(
                     OrderRoutingFailed(order_id=order.order_id, line_ids=line_ids, reason=reason)

@@ -83,16 +83,10 @@ class RetryingDelivery:
         parts: dict[tuple[str, int], list[R]] = {}
         for record in records:
             parts.setdefault((record.topic, record.partition), []).append(record)
-        if len(parts) > 1:
-            try:
-                fresh = await self.processor.process_many([(r.topic, r.value) for r in records])
-            except Exception as exc:
-                log.info("poll batch failed, delivering by partition", extra={"error": repr(exc)})
-            else:
-                self._count(records, fresh)
-                for part in parts.values():
-                    finished(part)
-                return
+        if len(parts) > 1 and await self._together(records, "by partition") is not None:
+            for part in parts.values():
+                finished(part)
+            return
 
         async def one(part: list[R]) -> None:
             await self.deliver_many(part)
@@ -103,7 +97,14 @@ class RetryingDelivery:
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    def _count(self, records: Sequence[Record], fresh: Sequence[bool]) -> list[str]:
+    async def _together(self, records: Sequence[Record], fallback: str) -> list[str] | None:
+        """Apply `records` in one transaction: their outcomes, or None when it failed (and
+        nothing of it stayed), for the caller to deliver them `fallback`."""
+        try:
+            fresh = await self.processor.process_many([(r.topic, r.value) for r in records])
+        except Exception as exc:
+            log.info("batch failed, delivering %s", fallback, extra={"error": repr(exc)})
+            return None
         outcomes = ["processed" if f else "duplicate" for f in fresh]
         for record, outcome in zip(records, outcomes, strict=True):
             CONSUMED.labels(self.processor.group, record.topic, outcome).inc()
@@ -115,13 +116,8 @@ class RetryingDelivery:
         If the batch fails as a whole, each record is delivered on its own, so one bad
         message costs its neighbours nothing but a second try.
         """
-        if len(records) > 1:
-            try:
-                fresh = await self.processor.process_many([(r.topic, r.value) for r in records])
-            except Exception as exc:
-                log.info("batch failed, delivering one by one", extra={"error": repr(exc)})
-            else:
-                return self._count(records, fresh)
+        if len(records) > 1 and (outcomes := await self._together(records, "one by one")):
+            return outcomes
         return [await self.deliver(r) for r in records]
 
     async def deliver(self, record: Record) -> str:

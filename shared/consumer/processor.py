@@ -9,8 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from shared import tracing
@@ -35,15 +34,14 @@ _BATCH_SPANS: ContextVar[Mapping[str, Span] | None] = ContextVar(
 
 
 @contextlib.contextmanager
-def event_span(envelope: Envelope | None) -> Iterator[None]:
+def event_span(envelope: Envelope) -> Iterator[None]:
     """Inside a batch handler: `envelope`'s consumer span is current, so the events emitted
-    for it continue its trace (as they do under a one-event handler); else nothing."""
+    for it continue its trace (as they do under a one-event handler); elsewhere nothing."""
     spans = _BATCH_SPANS.get()
-    span = spans.get(envelope.id) if spans is not None and envelope is not None else None
-    if span is None:
+    if spans is None:
         yield
         return
-    with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+    with tracing.resumed(spans.get(envelope.id), envelope.traceparent):
         yield
 
 
@@ -159,24 +157,18 @@ class MessageProcessor(Generic[U]):
             for envelope, _, _ in parsed
             if (span := self.tracer.start_span(*self._span_args(envelope))) is not None
         }
-        spans = list(by_event.values())
         scope = _BATCH_SPANS.set(by_event)
         try:
-            async with self.uow_factory() as uow:
-                fresh = await uow.claim_many(self.group, [envelope for envelope, _, _ in parsed])
-                todo = [(e, d) for (e, d, _), new in zip(parsed, fresh, strict=True) if new]
-                if todo:
-                    await batch_handler(todo, uow)
-                await uow.commit()
-        except Exception as exc:
-            for span in spans:
-                span.record_exception(exc)
-                span.set_status(StatusCode.ERROR)
-            raise
+            with tracing.ending(list(by_event.values())):
+                async with self.uow_factory() as uow:
+                    envelopes = [envelope for envelope, _, _ in parsed]
+                    fresh = await uow.claim_many(self.group, envelopes)
+                    todo = [(e, d) for (e, d, _), new in zip(parsed, fresh, strict=True) if new]
+                    if todo:
+                        await batch_handler(todo, uow)
+                    await uow.commit()
         finally:
             _BATCH_SPANS.reset(scope)
-            for span in spans:
-                span.end()
         return fresh
 
     def _span(self, envelope: Envelope) -> contextlib.AbstractContextManager[Span]:

@@ -10,15 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.order.app import create_app
-from services.order.settings import OrderSettings
 from services.supplier.handlers import dispatch
 from shared.testing import eventually
 from tests.integration.test_marketplace_writeback import shopify_order
 from tests.support.data import API_KEY
 from tests.support.kafka import publish_envelopes
-from tests.support.marketplace import calls, shopify_shop, sim
-from tests.support.services import in_process
+from tests.support.marketplace import cancellations, shopify_shop, sim, writeback_service
 from tests.support.supplier import add_supplier, control, placed, states
 
 ASLEEP_S = 600.0
@@ -26,17 +23,7 @@ ASLEEP_S = 600.0
 
 @pytest.fixture
 async def order(database_url, settings_for):
-    settings = settings_for(
-        OrderSettings,
-        await database_url("order"),
-        writeback_poll_s=0.1,
-        writeback_backoff_s=0.05,
-        writeback_backoff_max_s=0.3,
-        writeback_max_attempts=4,
-        idle_poll_max_s=ASLEEP_S,
-    )
-    async with in_process(create_app, settings) as svc:
-        await svc.runtime.bus.wait_connected()
+    async with writeback_service(database_url, settings_for, idle_poll_max_s=ASLEEP_S) as svc:
         yield svc
 
 
@@ -50,10 +37,9 @@ async def test_a_write_back_queued_while_the_worker_sleeps_is_sent_at_once(order
     )
     assert cancel.status_code == 200, cancel.text
 
-    async def cancelled():
-        return [c for c in (await calls(market, shop)) if c["operation"] == "orderCancel"] or None
-
-    await eventually(cancelled, timeout=20, what="orderCancel at the shop (woken)")
+    await eventually(
+        lambda: cancellations(market, shop), timeout=20, what="orderCancel at the shop (woken)"
+    )
 
 
 async def test_a_write_back_retried_later_is_sent_when_due_while_the_worker_sleeps(order, market):
@@ -65,10 +51,11 @@ async def test_a_write_back_retried_later_is_sent_when_due_while_the_worker_slee
         headers=API_KEY,
     )
 
-    async def cancelled():
-        return [c for c in (await calls(market, shop)) if c["operation"] == "orderCancel"] or None
-
-    await eventually(cancelled, timeout=20, what="orderCancel after two refusals (due time)")
+    await eventually(
+        lambda: cancellations(market, shop),
+        timeout=20,
+        what="orderCancel after two refusals (due time)",
+    )
     state = (await sim(market, "GET", f"/_control/shops/{shop['name']}")).json()
     assert state["refused"] == {"failing_calls": 2}
 

@@ -12,8 +12,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from services.order.app import create_app
-from services.order.settings import OrderSettings
 from services.order.shops.handlers import queue
 from services.order.shops.writeback import WritebackWorker
 from shared.db import inbox_table
@@ -29,7 +27,7 @@ from tests.integration.test_marketplace_writeback import (
     woo_shop,
 )
 from tests.support.kafka import publish_envelopes
-from tests.support.services import in_process
+from tests.support.marketplace import writeback_service
 
 
 def refund(order_id: str, amount: str, currency: str = "USD") -> RefundIssued:
@@ -46,19 +44,6 @@ def refund(order_id: str, amount: str, currency: str = "USD") -> RefundIssued:
     )
 
 
-async def serve(database_url, settings_for, **overrides):
-    settings = settings_for(
-        OrderSettings,
-        await database_url("order"),
-        writeback_poll_s=0.1,
-        writeback_backoff_s=0.05,
-        writeback_backoff_max_s=0.3,
-        writeback_max_attempts=4,
-        **overrides,
-    )
-    return in_process(create_app, settings)
-
-
 async def refunds_made(market, shop: dict, operation: str, count: int):
     async def probe():
         made = [c for c in await calls(market, shop) if c["operation"] == operation]
@@ -71,7 +56,7 @@ async def refunds_made(market, shop: dict, operation: str, count: int):
 async def test_each_refund_reaches_shopify_exactly_once(
     database_url, settings_for, market, broker, money
 ):
-    async with await serve(database_url, settings_for, writeback_refund_money=money) as order:
+    async with writeback_service(database_url, settings_for, writeback_refund_money=money) as order:
         await order.runtime.bus.wait_connected()
         shop = await shopify_shop(order, market, throttled_calls=1, rate_limited_calls=1)
         placed = (await shopify_order(order, shop)).json()
@@ -107,7 +92,7 @@ async def test_each_refund_reaches_shopify_exactly_once(
 async def test_a_refund_reaches_woocommerce_without_calling_the_gateway(
     database_url, settings_for, market, broker
 ):
-    async with await serve(database_url, settings_for) as order:
+    async with writeback_service(database_url, settings_for) as order:
         await order.runtime.bus.wait_connected()
         shop = await woo_shop(order, market)
         placed = (await woo_order(order, shop)).json()
@@ -125,7 +110,7 @@ async def test_a_refund_reaches_woocommerce_without_calling_the_gateway(
 async def test_a_refund_of_an_order_from_no_shop_is_not_written_back(
     database_url, settings_for, market, broker
 ):
-    async with await serve(database_url, settings_for) as order:
+    async with writeback_service(database_url, settings_for) as order:
         await order.runtime.bus.wait_connected()
         envelope = new_envelope(refund("ord_storefront", "3.00"))
         await publish_envelopes(broker.bootstrap, [envelope])
@@ -162,7 +147,7 @@ class CrashAfterRefund(httpx.AsyncBaseTransport):
 async def test_a_crash_after_the_shop_accepted_a_refund_never_refunds_twice(
     database_url, settings_for, market, platform
 ):
-    async with await serve(
+    async with writeback_service(
         database_url, settings_for, writeback_enabled=False, consumers_enabled=False
     ) as svc:
         if platform == "shopify":

@@ -19,26 +19,19 @@ from tests.support.data import API_KEY
 from tests.support.marketplace import (
     FIXTURES,
     calls,
+    cancellations,
     ship,
     shopify_shop,
     sim,
     woo_shop,
+    writeback_service,
 )
 from tests.support.services import in_process
 
 
 @pytest.fixture
 async def order(database_url, settings_for):
-    settings = settings_for(
-        OrderSettings,
-        await database_url("order"),
-        writeback_poll_s=0.1,
-        writeback_backoff_s=0.05,
-        writeback_backoff_max_s=0.3,
-        writeback_max_attempts=4,
-    )
-    async with in_process(create_app, settings) as svc:
-        await svc.runtime.bus.wait_connected()
+    async with writeback_service(database_url, settings_for) as svc:
         yield svc
 
 
@@ -215,10 +208,7 @@ async def test_a_cancellation_is_written_back_to_shopify(order, market):
     )
     assert cancel.status_code == 200, cancel.text
 
-    async def cancelled():
-        return [c for c in (await calls(market, shop)) if c["operation"] == "orderCancel"] or None
-
-    [call] = await eventually(cancelled, what="orderCancel at the shop")
+    [call] = await eventually(lambda: cancellations(market, shop), what="orderCancel at the shop")
     assert call["order_external_id"] == "5906483609841"
 
 

@@ -3,22 +3,48 @@ marketplace simulator, shipments over the broker and what the simulator received
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
 
+from services.order.app import create_app
 from services.order.marketplaces import sign
+from services.order.settings import OrderSettings
 from shared.events import ConfirmedLine, ShipmentDispatched, SupplierConfirmed, new_envelope
 from tests.support.data import API_KEY
 from tests.support.kafka import publish_envelopes
+from tests.support.services import InProcessService, in_process
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DEFAULT_SECRET = "default-shop-secret"
 """The env secret of the default shop in the tests that sign without a registered shop."""
 MARKETPLACE_APP = "rigs.marketplace_simulator.app:create_app"
+
+
+QUICK_WRITEBACK = {
+    "writeback_poll_s": 0.1,
+    "writeback_backoff_s": 0.05,
+    "writeback_backoff_max_s": 0.3,
+    "writeback_max_attempts": 4,
+}
+"""A write-back worker quick enough for tests: 0.1 s polls, retries 0.05-0.3 s apart, 4 tries."""
+
+
+@contextlib.asynccontextmanager
+async def writeback_service(
+    database_url, settings_for, **overrides
+) -> AsyncIterator[InProcessService]:
+    """The order service with `QUICK_WRITEBACK` (and `overrides`), connected to the broker."""
+    url = await database_url("order")
+    settings = settings_for(OrderSettings, url, **{**QUICK_WRITEBACK, **overrides})
+    async with in_process(create_app, settings) as svc:
+        await svc.runtime.bus.wait_connected()
+        yield svc
 
 
 async def deliver(order, platform: str, fixture: str, secret: str = DEFAULT_SECRET) -> dict:
@@ -133,3 +159,9 @@ async def calls(market, shop: dict) -> list[dict]:
     """What the simulator accepted from us for one shop, oldest first."""
     response = await sim(market, "GET", "/_control/calls", params={"shop": shop["name"]})
     return response.json()["items"]
+
+
+async def cancellations(market, shop: dict) -> list[dict] | None:
+    """The `orderCancel` calls the simulator received for `shop`; None while there are none
+    (a probe for `eventually`)."""
+    return [c for c in await calls(market, shop) if c["operation"] == "orderCancel"] or None

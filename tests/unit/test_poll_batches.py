@@ -8,11 +8,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from aiokafka import ConsumerRecord, TopicPartition
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from shared import tracing
 from shared.bus import OutgoingMessage
-from shared.consumer import MessageProcessor, PermanentError, RetryingDelivery, on, subscriptions
+from shared.consumer import (
+    MessageProcessor,
+    PermanentError,
+    RetryingDelivery,
+    event_span,
+    on,
+    subscriptions,
+)
 from shared.consumer.runner import plan_lanes
-from shared.events import OrderPlaced, PlacedLine, new_envelope
+from shared.events import Envelope, OrderPlaced, PlacedLine, new_envelope
 from shared.testing import eventually
 
 
@@ -263,3 +272,56 @@ async def test_a_crash_at_commit_loses_nothing_and_applies_nothing_twice():
     again = await finishing(delivery, records)
     assert again == finished
     assert len(store.applied) == 12, "the repeat was recognised by the inbox"
+
+
+CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def traced_batch(tracer: tracing.Tracing):
+    """A batch processor whose handler notes what each event's emits would carry."""
+    emitted: dict[str, str] = {}
+
+    async def batch(events, uow) -> None:
+        for envelope, data in events:
+            with event_span(envelope):
+                emitted[data.order_id] = tracing.for_event()
+
+    async def one(envelope, data, uow) -> None:  # pragma: no cover - the batch handles all
+        raise AssertionError("the batch handler takes every event")
+
+    processor = MessageProcessor(
+        "probe",
+        subscriptions(on(OrderPlaced, one)),
+        lambda: FakeUnitOfWork(Store()),
+        batch_handler=batch,
+        tracer=tracer,
+    )
+    return processor, emitted
+
+
+def caller_placed(order_id: str) -> bytes:
+    envelope = Envelope.from_bytes(placed(order_id))
+    return envelope.model_copy(update={"traceparent": CALLER}).to_bytes()
+
+
+async def test_a_batch_handler_emits_in_each_events_trace_with_nothing_recorded():
+    processor, emitted = traced_batch(tracing.Tracing("supplier"))
+    await processor.process_many(
+        [("order-placed", caller_placed("ord_a")), ("order-placed", placed("ord_b"))]
+    )
+    assert emitted["ord_a"].split("-")[1] == CALLER.split("-")[1], "the caller's trace goes on"
+    assert emitted["ord_a"].split("-")[2] != CALLER.split("-")[2], "under a span of its own"
+    assert emitted["ord_b"].split("-")[1] != CALLER.split("-")[1], "each event its own trace"
+    assert tracing.current() is None, "nothing stays current after the batch"
+
+
+async def test_a_batch_handler_emits_under_each_events_recorded_consumer_span():
+    exporter = InMemorySpanExporter()
+    tracer = tracing.Tracing("supplier")
+    tracer.export_to(exporter)
+    processor, emitted = traced_batch(tracer)
+    await processor.process_many([("order-placed", caller_placed("ord_a"))])
+    tracer.shutdown()
+    [span] = exporter.get_finished_spans()
+    assert span.name == "order-placed process"
+    assert emitted["ord_a"] == tracing.format_traceparent(span.context)
