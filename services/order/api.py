@@ -31,6 +31,7 @@ from services.order.errors import (
     OrderNotFound,
     SupplierHasOrder,
 )
+from services.order.intake_writer import IntakeWriter
 from services.order.repository import OrderFilter
 from services.order.schemas import (
     CancelIn,
@@ -136,8 +137,8 @@ ServiceToken = Annotated[None, Depends(service_token)]
     },
 )
 async def create_order(
+    request: Request,
     body: OrderIn,
-    uow: UoW,
     key: ApiKey,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JSONResponse:
@@ -148,7 +149,8 @@ async def create_order(
         ).hexdigest()
         scope = hashlib.sha256(key.encode()).hexdigest()[:32]
         idem = handlers.Idempotency(scope, idempotency_key, fingerprint, snapshot=render_order)
-    match await handlers.place_order(body.to_command(), uow, idempotency=idem):
+    writer: IntakeWriter = request.app.state.intake_writer
+    match await writer.place(body.to_command(), idem):
         case handlers.Replayed(snapshot):
             return JSONResponse(snapshot, status_code=201, headers={"Idempotent-Replayed": "true"})
         case handlers.Placed(order):

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from services.order import api, handlers, ops_api, webhooks
 from services.order.aftersales import api as aftersales_api
 from services.order.consumers import CONSUMERS
+from services.order.intake_writer import IntakeWriter
 from services.order.settings import OrderSettings
 from services.order.shops import api as shops_api
 from services.order.shops.writeback import run_writebacks
@@ -57,6 +58,11 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
         runtime,
         title="Dropship order service",
         description="Storefront and marketplace orders: lifecycle, timeline, customer privacy.",
+    )
+    app.state.intake_writer = IntakeWriter(
+        runtime.uow,
+        linger_s=settings.order_intake_linger_ms / 1000,
+        max_group=settings.order_intake_max_group,
     )
     install_domain_errors(
         app,

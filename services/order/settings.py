@@ -50,6 +50,12 @@ class OrderSettings(ServiceSettings):
                 raise ValueError(f"the {currency} limit must be a non-negative amount")
         return value
 
+    order_intake_linger_ms: float = Field(2.0, ge=0, le=1000)
+    """`DROPSHIP_ORDER_INTAKE_LINGER_MS`: how long the first storefront order of a group waits
+    for others to share its transaction (group commit); 0: each order commits alone."""
+    order_intake_max_group: int = Field(64, ge=1, le=1000)
+    """`DROPSHIP_ORDER_INTAKE_MAX_GROUP`: at most this many orders in one intake transaction."""
+
     # marketplace write-back (services.order.shops.writeback)
     writeback_enabled: bool = True
     writeback_poll_s: float = Field(1.0, gt=0)

@@ -137,12 +137,12 @@ async def record_changes(order: Order, uow: OrderUnitOfWork) -> None:
         await uow.timeline.record(order.id, note)
     order.notes.clear()
     for event in order.events:
-        envelope = uow.emit(event, time=_happened_at(event))
+        envelope = uow.emit(event, time=happened_at(event))
         await uow.timeline.add(envelope)
     order.events.clear()
 
 
-def _happened_at(event: EventData) -> datetime | None:
+def happened_at(event: EventData) -> datetime | None:
     """The envelope's time: when the aggregate says it happened, so the timeline reads in order."""
     if isinstance(event, OrderPlaced):
         return event.placed_at

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,6 +60,28 @@ class IdempotencyKeys:
             )
         ).one()
         return StoredResult(row.request_hash, row.response)
+
+    async def claim_many(
+        self, claims: Sequence[tuple[str, str, str, dict[str, Any]]]
+    ) -> set[tuple[str, str]]:
+        """Reserve `(scope, key, request_hash, result)` claims in one statement; the
+        `(scope, key)`s reserved now (a key used before is left out, untouched)."""
+        if not claims:
+            return set()
+        now = datetime.now(UTC)
+        stmt = (
+            dialect_insert(self.dialect)(idempotency_key)
+            .on_conflict_do_nothing()
+            .returning(idempotency_key.c.scope, idempotency_key.c.key)
+        )
+        rows = await self.session.execute(
+            stmt,
+            [
+                {"scope": s, "key": k, "request_hash": h, "response": r, "created_at": now}
+                for s, k, h, r in claims
+            ],
+        )
+        return {(row.scope, row.key) for row in rows}
 
     async def purge(self) -> int:
         """Forget keys past their retention; how many were forgotten."""

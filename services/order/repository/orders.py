@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.order.aftersales.redaction import redact_texts
@@ -106,6 +106,30 @@ class OrderRepository:
     async def add(self, order: Order) -> None:
         await self.session.execute(customer_order.insert(), order_values(order, self.cipher))
         await self.session.execute(order_line.insert(), line_values(order))
+
+    async def add_many(self, orders: Sequence[Order]) -> None:
+        """New orders together: one statement for their `customer_order` rows, one for all
+        their lines (each an executemany)."""
+        if not orders:
+            return
+        await self.session.execute(
+            customer_order.insert(), [order_values(o, self.cipher) for o in orders]
+        )
+        await self.session.execute(order_line.insert(), [v for o in orders for v in line_values(o)])
+
+    async def external_taken(
+        self, keys: Collection[tuple[str, str, str]]
+    ) -> set[tuple[str, str, str]]:
+        """Which `(channel, shop_id or "", external_id)` keys are taken already (one query)."""
+        if not keys:
+            return set()
+        c = customer_order.c
+        rows = await self.session.execute(
+            select(c.channel, c.shop_id, c.external_id).where(
+                tuple_(c.channel, c.shop_id, c.external_id).in_(list(keys))
+            )
+        )
+        return {(r.channel, r.shop_id, r.external_id) for r in rows}
 
     async def save(self, order: Order) -> None:
         """Write back what the aggregate changed since it was loaded (`get(for_update=True)`):

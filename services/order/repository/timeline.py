@@ -25,6 +25,32 @@ class TimelineEntry:
     note: str | None
 
 
+def event_row(envelope: Envelope, note: str | None = None) -> dict[str, Any]:
+    """The timeline row of an event the order emitted or received."""
+    return dict(
+        order_id=envelope.subject,
+        event_id=envelope.id,
+        type=envelope.type,
+        time=envelope.time,
+        source=envelope.source,
+        data=envelope.data,
+        note=note,
+    )
+
+
+def note_row(order_id: str, note: Note) -> dict[str, Any]:
+    """The timeline row of a change of the order's own with no event."""
+    return dict(
+        order_id=order_id,
+        event_id=f"note-{uuid.uuid4().hex}",
+        type=note.type,
+        time=note.at,
+        source="order",
+        data=note.data,
+        note=None,
+    )
+
+
 class Timeline:
     """One row per event an order emitted or received, with a note when it was unusual."""
 
@@ -33,33 +59,16 @@ class Timeline:
         self.dialect = dialect
 
     async def add(self, envelope: Envelope, note: str | None = None) -> None:
-        await self.session.execute(
-            order_timeline.insert(),
-            dict(
-                order_id=envelope.subject,
-                event_id=envelope.id,
-                type=envelope.type,
-                time=envelope.time,
-                source=envelope.source,
-                data=envelope.data,
-                note=note,
-            ),
-        )
+        await self.session.execute(order_timeline.insert(), event_row(envelope, note))
 
     async def record(self, order_id: str, note: Note) -> None:
         """A change of the order's own with no event (a hold lifted, an address changed)."""
-        await self.session.execute(
-            order_timeline.insert(),
-            dict(
-                order_id=order_id,
-                event_id=f"note-{uuid.uuid4().hex}",
-                type=note.type,
-                time=note.at,
-                source="order",
-                data=note.data,
-                note=None,
-            ),
-        )
+        await self.session.execute(order_timeline.insert(), note_row(order_id, note))
+
+    async def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Many entries (`event_row`, `note_row`) in one statement."""
+        if rows:
+            await self.session.execute(order_timeline.insert(), rows)
 
     async def of(self, order_id: str) -> list[TimelineEntry]:
         rows = await self.session.execute(
