@@ -1,0 +1,221 @@
+"""Group commit at intake: orders accepted together are written together, each answered as
+alone, on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.order.app import create_app
+from services.order.pii import generate_key
+from services.order.settings import OrderSettings
+from services.order.tables import customer_order, idempotency_key, order_timeline
+from shared.db import TRANSACTIONS, outbox_table
+from tests.support.data import API_KEY, order_body
+from tests.support.services import in_process, service_process
+
+LINGER_MS = 200.0  # long enough that requests sent together share a group on a busy machine
+
+
+@pytest.fixture
+async def order(database_url, settings_for):
+    settings = settings_for(
+        OrderSettings,
+        await database_url("order"),
+        consumers_enabled=False,
+        order_intake_linger_ms=LINGER_MS,
+    )
+    async with in_process(create_app, settings) as svc:
+        yield svc
+
+
+def commits() -> float:
+    return TRANSACTIONS.labels("commit")._value.get()
+
+
+async def together(svc, *requests: tuple[dict[str, Any], dict[str, str]]) -> list[httpx.Response]:
+    """POST every (body, headers) at once: they arrive within one linger."""
+    return list(
+        await asyncio.gather(
+            *(svc.client.post("/v1/orders", json=b, headers={**API_KEY, **h}) for b, h in requests)
+        )
+    )
+
+
+async def stored(svc) -> dict[str, int]:
+    async with svc.runtime.uow() as uow:
+
+        async def count(table: Any, *where: Any) -> int:
+            query = select(func.count()).select_from(table).where(*where)
+            return int(await uow.session.scalar(query))
+
+        return {
+            "orders": await count(customer_order),
+            "outbox": await count(outbox_table),
+            "placed": await count(outbox_table, outbox_table.c.topic == "order-placed"),
+            "timeline": await count(order_timeline),
+            "keys": await count(idempotency_key),
+        }
+
+
+async def placed_order_ids(svc) -> list[str]:
+    async with svc.runtime.uow() as uow:
+        payloads = await uow.session.scalars(
+            select(outbox_table.c.payload).where(outbox_table.c.topic == "order-placed")
+        )
+        return sorted(json.loads(p)["data"]["order_id"] for p in payloads)
+
+
+async def test_orders_sent_together_share_one_transaction_and_each_gets_its_order(order):
+    before = commits()
+    bodies = [
+        (order_body(external_id=f"web-{i}"), {"Idempotency-Key": f"k-{i}"}) for i in range(12)
+    ]
+    responses = await together(order, *bodies)
+    assert [r.status_code for r in responses] == [201] * 12
+    assert [r.json()["external_id"] for r in responses] == [f"web-{i}" for i in range(12)]
+    assert commits() - before < 12, "the orders were not grouped"
+    assert await stored(order) == {
+        "orders": 12, "outbox": 12, "placed": 12, "timeline": 12, "keys": 12
+    }  # fmt: skip
+    assert await placed_order_ids(order) == sorted(r.json()["id"] for r in responses)
+    for r in responses:  # each one reads back as it was answered
+        read = await order.client.get(f"/v1/orders/{r.json()['id']}", headers=API_KEY)
+        assert read.json() == r.json()
+    # and a retry later replays each one's own answer
+    again = await together(order, *bodies)
+    assert [r.json() for r in again] == [r.json() for r in responses]
+    assert all(r.headers.get("Idempotent-Replayed") == "true" for r in again)
+    assert (await stored(order))["orders"] == 12
+
+
+async def test_one_key_twice_in_a_group_one_order_the_other_replayed_or_refused(order):
+    key = {"Idempotency-Key": "double-click"}
+    same = await together(order, (order_body(), key), (order_body(), key), (order_body(), {}))
+    assert [r.status_code for r in same] == [201, 201, 201]
+    assert same[0].json() == same[1].json()
+    assert same[1].headers.get("Idempotent-Replayed") == "true"
+    assert same[2].json()["id"] != same[0].json()["id"]
+
+    key = {"Idempotency-Key": "other-body"}
+    other = await together(order, (order_body(), key), (order_body(quantity=3), key))
+    assert [r.status_code for r in other] == [201, 409]
+    assert other[1].json()["error"]["code"] == "idempotency_key_reused"
+    assert await stored(order) == {"orders": 3, "outbox": 3, "placed": 3, "timeline": 3, "keys": 2}
+
+
+async def test_one_external_id_twice_in_a_group_one_order_the_other_409(order):
+    twins = await together(
+        order,
+        (order_body(external_id="web-7"), {}),
+        (order_body(external_id="web-7"), {}),
+        (order_body(external_id="web-8"), {}),
+    )
+    assert [r.status_code for r in twins] == [201, 409, 201]
+    assert twins[1].json()["error"]["code"] == "duplicate_external_id"
+    assert twins[1].json()["error"]["details"] == {"order_id": twins[0].json()["id"]}
+    assert (await stored(order))["orders"] == (await stored(order))["placed"] == 2
+
+
+async def test_a_conflict_in_a_group_fails_only_its_own_order(order):
+    first = await order.client.post(
+        "/v1/orders",
+        json=order_body(external_id="web-1"),
+        headers={**API_KEY, "Idempotency-Key": "a"},
+    )
+    assert first.status_code == 201
+    group = await together(
+        order,
+        (order_body(external_id="web-2"), {}),
+        (order_body(external_id="web-1"), {}),  # taken before: 409
+        (order_body(external_id="web-3"), {"Idempotency-Key": "a"}),  # key used: other body
+        (order_body(external_id="web-1"), {"Idempotency-Key": "a"}),  # key used: replay
+        (order_body(external_id="web-4"), {"Idempotency-Key": "b"}),
+    )
+    assert [r.status_code for r in group] == [201, 409, 409, 201, 201]
+    assert group[1].json()["error"]["details"] == {"order_id": first.json()["id"]}
+    assert group[2].json()["error"]["code"] == "idempotency_key_reused"
+    assert group[3].json() == first.json()
+    assert await stored(order) == {"orders": 3, "outbox": 3, "placed": 3, "timeline": 3, "keys": 2}
+    assert await placed_order_ids(order) == sorted(
+        r.json()["id"] for r in (first, group[0], group[4])
+    )
+
+
+async def test_holds_are_decided_per_order_as_alone(database_url, settings_for):
+    settings = settings_for(
+        OrderSettings,
+        await database_url("order"),
+        consumers_enabled=False,
+        order_intake_linger_ms=LINGER_MS,
+        high_value_limits={"USD": "100"},
+    )
+    async with in_process(create_app, settings) as svc:
+        rs = await together(svc, (order_body(), {}), (order_body(quantity=500), {}))
+        assert [r.status_code for r in rs] == [201, 201]
+        assert rs[0].json()["status"] != "on_hold"
+        assert rs[1].json()["status"] == "on_hold"
+        async with svc.runtime.uow() as uow:
+            topics = sorted(await uow.session.scalars(select(outbox_table.c.topic)))
+        assert topics == ["order-held", "order-placed"]
+
+
+@pytest.mark.parametrize(
+    ("failpoint", "committed"),
+    [("intake.group_before_commit", False), ("uow.after_commit", True)],
+)
+async def test_killed_mid_group_no_answered_order_lost_no_order_twice(
+    database_url, broker, tmp_path, failpoint, committed
+):
+    url = await database_url("order")
+    env = {
+        "DROPSHIP_ENVIRONMENT": "test",
+        "DROPSHIP_ORDER_DATABASE_URL": url,
+        "DROPSHIP_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "DROPSHIP_DATA_DIR": str(tmp_path),
+        "DROPSHIP_LOG_JSON": "false",
+        "DROPSHIP_PII_KEY": generate_key(),
+        "DROPSHIP_ORDER_INTAKE_LINGER_MS": str(LINGER_MS),
+    }
+    process = service_process("order", env, tmp_path)
+    process.start(extra_env={"DROPSHIP_FAULT_POINTS": failpoint})
+    keys = [f"crash-{i}" for i in range(5)]
+    try:
+        async with httpx.AsyncClient(base_url=process.url, timeout=10) as client:
+
+            async def post(key: str) -> int | None:
+                with contextlib.suppress(httpx.HTTPError):
+                    headers = {**API_KEY, "Idempotency-Key": key}
+                    return (
+                        await client.post("/v1/orders", json=order_body(), headers=headers)
+                    ).status_code
+                return None
+
+            first = await asyncio.gather(*(post(k) for k in keys))
+            assert first == [None] * 5, "answered before the commit"
+            assert process.wait_exit(30) == 137, process.log_tail()
+            assert await _count(url, customer_order) == (5 if committed else 0)
+
+            process.start()  # the clients retry with their keys
+            again = await asyncio.gather(*(post(k) for k in keys))
+            assert again == [201] * 5
+            assert await _count(url, customer_order) == 5
+            assert await _count(url, outbox_table) == 5, "one order-placed per order"
+    finally:
+        process.stop()
+
+
+async def _count(url: str, table: Any) -> int:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(table)))
+    finally:
+        await engine.dispose()
