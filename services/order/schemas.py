@@ -18,7 +18,15 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
 import pycountry
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from services.order.domain import (
@@ -111,13 +119,25 @@ class HoldIn(BaseModel):
     note: Text500 = "held by merchant"
 
 
+def _as_parsed(value: object) -> object:
+    """Nothing; being there, it makes a JSON number the same Decimal from the body's bytes
+    (`POST /v1/orders`) as from a parsed dict: without it, pydantic reads `100.0` from
+    JSON as Decimal('100') but the float 100.0 as Decimal('100.0'), and the
+    Idempotency-Key fingerprint (`model_dump`) would differ between the two paths."""
+    return value
+
+
 class LineIn(BaseModel):
     model_config = _strict
     sku: Annotated[
         str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
     ]
     quantity: Annotated[int, Field(ge=1, le=10_000, strict=True)]
-    unit_price: Annotated[Decimal, Field(ge=0, le=Decimal("1000000"), allow_inf_nan=False)]
+    unit_price: Annotated[
+        Decimal,
+        BeforeValidator(_as_parsed),
+        Field(ge=0, le=Decimal("1000000"), allow_inf_nan=False),
+    ]
 
 
 class _OrderBody(BaseModel):

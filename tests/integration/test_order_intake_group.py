@@ -219,3 +219,29 @@ async def _count(url: str, table: Any) -> int:
             return int(await conn.scalar(select(func.count()).select_from(table)))
     finally:
         await engine.dispose()
+
+
+async def test_odd_requests_are_answered_as_fastapi_answers_them(order):
+    raw = json.dumps(order_body()).encode()
+    cases = [
+        (b'{"channel": ', {"content-type": "application/json"}, 422, "body.12"),
+        (raw, {}, 422, "body"),  # no content type: not read as JSON
+        (raw, {"content-type": "text/plain"}, 422, "body"),
+        (raw, {"content-type": "application/json", "Idempotency-Key": ""}, 422, None),
+        (b"null", {"content-type": "application/json"}, 422, "body"),
+    ]
+    for content, headers, status, field in cases:
+        r = await order.client.post("/v1/orders", content=content, headers={**API_KEY, **headers})
+        assert r.status_code == status, (content[:20], headers, r.text)
+        fields = [d["field"] for d in r.json()["error"]["details"]]
+        assert field is None or field in fields, fields
+        if field is None:
+            assert any("idempotency" in f.lower() for f in fields), fields
+    no_key = await order.client.post(
+        "/v1/orders", content=raw, headers={"content-type": "application/json"}
+    )
+    assert no_key.status_code == 401
+    charset = {**API_KEY, "content-type": "application/json; charset=utf-8"}
+    ok = await order.client.post("/v1/orders", content=raw, headers=charset)
+    assert ok.status_code == 201
+    assert (await stored(order))["orders"] == 1
