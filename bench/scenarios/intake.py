@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import re
 import shutil
 import tempfile
 import uuid
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -73,6 +75,45 @@ PHASES: profile.Rules = (
     (profile.DB, profile.DB_MARKERS),
     ("handler: domain, uow, events (ours)", ("create_order (services/order/api.py",)),
 )
+
+
+COST = re.compile(
+    r"^dropship_(db_statements|db_transactions)_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", re.MULTILINE
+)
+"""The cost model's counters: database round trips and transactions (commits and rollbacks)."""
+STARTED = re.compile(r"^process_start_time_seconds\s+([0-9.eE+-]+)$", re.MULTILINE)
+"""Tells the workers apart: each answers `/metrics` from its own counters."""
+Costs = dict[str, dict[str, float]]
+
+
+async def worker_costs(base: str, workers: int) -> Costs:
+    """Each worker's cost counters, by its start time; a new connection per scrape lets the
+    kernel hand it to any worker (up to 20 tries per worker)."""
+    seen: Costs = {}
+    for _ in range(20 * workers):
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            text = (await client.get(base + "/metrics")).text
+        started = STARTED.search(text)
+        costs: dict[str, float] = defaultdict(float)
+        for kind, value in COST.findall(text):
+            costs[kind] += float(value)
+        seen[started.group(1) if started else "?"] = dict(costs)
+        if len(seen) >= workers:
+            break
+    return seen
+
+
+def per_order(before: Costs, after: Costs, ok: int, workers: int) -> str:
+    """Statements and transactions per 201 over every worker; '' unless all were seen."""
+    if not ok or len(before) < workers or set(before) != set(after):
+        return ""
+    got = {
+        kind: sum(after[w].get(kind, 0.0) - before[w].get(kind, 0.0) for w in before) / ok
+        for kind in ("db_statements", "db_transactions")
+    }
+    return (
+        f"per 201: {got['db_statements']:.2f} statements, {got['db_transactions']:.3f} transactions"
+    )
 
 
 @dataclass(frozen=True)
@@ -177,15 +218,21 @@ class Target(UvicornApp):
 
 async def wrk_row(backend: str, target: Target, load: Load, run_id: str) -> Row:
     """Closed loop: wrk at `load.connections` for `load.duration` seconds."""
+    counted = target.name == "order service"  # the bare app keeps no counters
+    before = await worker_costs(target.base, target.workers) if counted else {}
     with CpuMeter() as meter:
         res = await run_wrk(
             target.base, LUA, load.threads, load.connections, load.duration, load.timeout, run_id
         )
     ok = res.statuses.get(201, 0)
+    after = await worker_costs(target.base, target.workers) if counted else {}
+    costs = per_order(before, after, ok, target.workers)
     target.ok_total += ok
     others = {k: v for k, v in res.statuses.items() if k != 201}
     cpu, split = target.cores(meter.usage)
     note = [f"closed loop, {load.connections} conns; workers {split}"]
+    if costs:
+        note.append(costs)
     if others:
         note.append(f"non-201 {dict(sorted(others.items()))}")
     if res.socket_errors:
@@ -356,6 +403,8 @@ async def run_backend(backend: str, args: argparse.Namespace) -> tuple[list[Row]
                     db_root=root,
                 )
                 order.env["DROPSHIP_ORDER_PORT"] = str(order.port)
+                if args.linger_ms is not None:
+                    order.env["DROPSHIP_ORDER_INTAKE_LINGER_MS"] = f"{args.linger_ms:g}"
                 bare = bare_target(
                     urls["bare"], args.workers, Path(tmp) / "bare.log", broker_pid, root
                 )
@@ -385,6 +434,10 @@ def options(ap: argparse.ArgumentParser) -> None:
         "--rates", type=floats, default=[300.0, 700.0], help="open-model orders/s (default 300,700)"
     )
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers per app")
+    ap.add_argument(
+        "--linger-ms", type=float, default=None,
+        help="the order service's DROPSHIP_ORDER_INTAKE_LINGER_MS (default: its own; 0: no groups)",
+    )  # fmt: skip
     ap.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     ap.add_argument("--gen-procs", type=int, default=2, help="open-model generator processes")
