@@ -44,6 +44,7 @@ class IntakeWriter:
             return await place_order(cmd, self._new_uow(), idempotency=idempotency)
         loop = asyncio.get_running_loop()
         answer: Answer = loop.create_future()
+        answer.add_done_callback(_retrieved)  # a request gone: its error is not "unretrieved"
         self._waiting.append((Intake(cmd, idempotency), answer))
         if len(self._waiting) >= self.max_group:
             self._flush()
@@ -100,6 +101,11 @@ def _place_one(intake: Intake, uow: OrderUnitOfWork) -> asyncio.Task[Placed | Re
     return asyncio.get_running_loop().create_task(
         place_order(intake.cmd, uow, idempotency=intake.idempotency)
     )
+
+
+def _retrieved(answer: Answer) -> None:
+    if not answer.cancelled():
+        answer.exception()
 
 
 def _settle(
