@@ -79,6 +79,8 @@ class IntakeWriter:
             for (_, answer), result in zip(group, placed, strict=True):
                 _settle(answer, result)
             return
+        if len(group) > 1:
+            log.info("intake group placed one by one", extra={"orders": len(group)})
         for intake, answer in group:  # one by one, in arrival order
             try:
                 task = intake.context.run(_place_one, intake, self._new_uow())

@@ -245,3 +245,23 @@ async def test_odd_requests_are_answered_as_fastapi_answers_them(order):
     ok = await order.client.post("/v1/orders", content=raw, headers=charset)
     assert ok.status_code == 201
     assert (await stored(order))["orders"] == 1
+
+
+async def test_twin_groups_in_two_processes_one_order_per_external_id(database_url, settings_for):
+    """Two processes' groups race for one external id: the unique index (or the check)
+    decides, the loser's group falls back to one by one; nothing else is refused."""
+    url = await database_url("order")
+    settings = settings_for(
+        OrderSettings, url, consumers_enabled=False, order_intake_linger_ms=LINGER_MS
+    )  # one PII key: two processes of one service
+    async with in_process(create_app, settings) as a, in_process(create_app, settings) as b:
+        for round_ in range(3):
+            twin = order_body(external_id=f"race-{round_}")
+            got_a, got_b = await asyncio.gather(
+                together(a, (twin, {}), (order_body(), {})),
+                together(b, (order_body(), {}), (twin, {})),
+            )
+            assert sorted([got_a[0].status_code, got_b[1].status_code]) == [201, 409]
+            assert got_a[1].status_code == got_b[0].status_code == 201
+        counts = await stored(a)
+        assert counts["orders"] == counts["placed"] == counts["outbox"] == 9
