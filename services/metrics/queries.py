@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from services.metrics import domain, rollup_report
 from services.metrics.aftersales import AfterSalesFacts, after_sales_kpis
+from services.metrics.kpi_days import DayItems, Render
 from services.metrics.store import MetricsUnitOfWork
 
 T = TypeVar("T")
@@ -55,6 +56,8 @@ class FactsCache:
         self._loads: dict[Window, tuple[float, asyncio.Task[domain.Facts]]] = {}
         self._after_sales: dict[Window, tuple[float, asyncio.Task[AfterSalesFacts]]] = {}
         self._sums: dict[tuple[Window, str, str | None], tuple[float, asyncio.Task[Grouped]]] = {}
+        self.days = DayItems(uows)
+        """By-day items, exact (kept per day's revision, whatever `ttl_s`)."""
 
     async def _load(self, window: Window) -> domain.Facts:
         async with self._uows() as uow:
@@ -143,6 +146,16 @@ async def report(cache: FactsCache, window: Window, group_by: domain.GroupBy) ->
         "items": items,
         "total": total,
     }
+
+
+async def day_report(cache: FactsCache, window: Window, render: Render) -> bytes:
+    """`report` by day as the response's JSON, each day's item rendered by `render` (kept
+    per day: only the days whose rollups changed are read and rendered again)."""
+    days, (total,) = await asyncio.gather(
+        cache.days.rendered(window.first, window.last, render), _items(cache, window, None)
+    )
+    head = f'{{"from":"{window.first}","to":"{window.last}","group_by":"day","items":['
+    return b"".join((head.encode(), b",".join(days), b'],"total":', render(total), b"}"))
 
 
 async def after_sales_report(

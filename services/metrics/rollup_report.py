@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 from services.metrics.domain import mean_money, money, ratio
-from services.metrics.rollup import NOTICE_SEPARATOR
+from services.metrics.rollup import HISTOGRAMS, NOTICE_SEPARATOR
 
 Sums = Mapping[tuple[str, str], Sequence[int]]
 """(metric, label) -> [value, amount], summed over a window for one group key."""
@@ -151,3 +151,48 @@ def items(
     """Items sorted by key: every key of `keys`, and every other key with something counted."""
     wanted = set(keys) | {k for k, cells in grouped.items() if present(cells)}
     return [item(k, grouped.get(k, {}), per_supplier) for k in sorted(wanted)]
+
+
+DayRow = tuple[str, str, str, int, int]
+"""A stored whole-shop rollup row of one day: metric, label, since, value, amount."""
+
+
+def repeats(rows: Iterable[DayRow]) -> list[str]:
+    """The distinct `since` days of a day's rows that a window's first day can leave out
+    (everything but `failed_orders`, which counts per day): sorted."""
+    return sorted({s for m, _, s, _, _ in rows if s and m != "failed_orders"})
+
+
+def day_cells(rows: Iterable[DayRow], first: str) -> dict[str, list[tuple[str, int, int]]]:
+    """A day's `Cells` as `RollupRepository.sums` sums them per day for a window whose
+    first day is `first`: a repeat counts only if its `since` is before `first`; each
+    histogram's p50/p95 bin found by the same nearest-rank walk over its bins."""
+    summed: dict[tuple[str, str], list[int]] = {}
+    for metric, label, since, value, amount in rows:
+        if since >= first and metric != "failed_orders":  # "" (no since) is before any day
+            continue
+        got = summed.get((metric, label))
+        if got is None:
+            summed[metric, label] = [value, amount]
+        else:
+            got[0] += value
+            got[1] += amount
+    cells: dict[str, list[tuple[str, int, int]]] = {}
+    bins: dict[str, list[tuple[int, int, int]]] = {}
+    for (metric, label), (value, amount) in summed.items():
+        if metric not in HISTOGRAMS:
+            cells.setdefault(metric, []).append((label, value, amount))
+        elif value > 0:
+            bins.setdefault(metric, []).append((int(label), value, amount))
+    for metric, found in bins.items():
+        found.sort()
+        total = sum(n for _, n, _ in found)
+        cells[f"{metric}@count"] = [("", total, 0)]
+        for q in (50, 95):
+            wanted, seen = max(1, -(-q * total // 100)), 0
+            for _, n, ms in found:
+                seen += n
+                if seen >= wanted:
+                    cells[f"{metric}@p{q}"] = [("", n, ms)]
+                    break
+    return cells

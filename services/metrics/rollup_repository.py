@@ -33,6 +33,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,6 +61,15 @@ _UPSERT_SQLITE = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (dim, period, start, key, metric, label, since) DO UPDATE SET "
     "value = value + excluded.value, amount = amount + excluded.amount"
+)
+_BUMP_PG = text(
+    "INSERT INTO kpi_day_revision (day, revision) "
+    "SELECT day, 1 FROM unnest(CAST(:days AS text[])) AS d(day) "
+    "ON CONFLICT (day) DO UPDATE SET revision = kpi_day_revision.revision + 1"
+)
+_BUMP_SQLITE = (
+    "INSERT INTO kpi_day_revision (day, revision) VALUES (?, 1) "
+    "ON CONFLICT (day) DO UPDATE SET revision = revision + 1"
 )
 _LOCK_PG = text(
     "SELECT pg_advisory_xact_lock(:ns, h) FROM "
@@ -159,18 +169,53 @@ class RollupRepository:
         ordered = sorted((k, v) for k, v in rows.items() if v[0] or v[1])
         if not ordered:
             return
+        # the days whose whole-shop rows change, in order (after the rows: one lock order)
+        days = sorted({k[2] for k, _ in ordered if k[0] == rollup.ALL and k[1] == rollup.DAY})
         if self.dialect == "postgresql":
             columns = zip(*((*key, value, amount) for key, (value, amount) in ordered), strict=True)
             params = {name: list(column) for name, column in zip(_COLUMNS, columns, strict=True)}
             await self.session.execute(_UPSERT_PG, params)
+            if days:
+                await self.session.execute(_BUMP_PG, {"days": days})
             return
         connection = await self.session.connection()
         await connection.exec_driver_sql(
             _UPSERT_SQLITE, [(*key, value, amount) for key, (value, amount) in ordered]
         )
+        if days:
+            await connection.exec_driver_sql(_BUMP_SQLITE, [(day,) for day in days])
 
     async def clear(self) -> None:
+        """Empty the rollups; every day's revision moves on (a copy read before is stale)."""
         await self.session.execute(delete(t.kpi_rollup))
+        r = t.kpi_day_revision
+        await self.session.execute(update(r).values(revision=r.c.revision + 1))
+
+    async def day_revisions(self, first: date, last: date) -> dict[str, int]:
+        """The revision of each day of `first`..`last` that was ever rolled up."""
+        await self.session.connection(execution_options={READ_ONLY: True})
+        r = t.kpi_day_revision
+        query = select(r.c.day, r.c.revision).where(
+            r.c.day >= first.isoformat(), r.c.day <= last.isoformat()
+        )
+        return {day: int(n) for day, n in (await self.session.execute(query)).all()}
+
+    async def day_rows(
+        self, days: Collection[str]
+    ) -> dict[str, list[tuple[str, str, str, int, int]]]:
+        """The whole-shop rollup rows of these days: day -> [(metric, label, since, value,
+        amount)], every row (a histogram's every bin, every `since`), unsummed."""
+        if not self.session.in_transaction():  # else: as `day_revisions` began it
+            await self.session.connection(execution_options={READ_ONLY: True})
+        r = t.kpi_rollup
+        out: dict[str, list[tuple[str, str, str, int, int]]] = {day: [] for day in days}
+        query = select(r.c.start, r.c.metric, r.c.label, r.c.since, r.c.value, r.c.amount).where(
+            r.c.dim == rollup.ALL, r.c.period == rollup.DAY, r.c.key == rollup.ALL,
+            r.c.start.in_(sorted(days)),
+        )  # fmt: skip
+        for day, metric, label, since, value, amount in (await self.session.execute(query)).all():
+            out[day].append((metric, label, since, int(value), int(amount)))
+        return out
 
     async def sums(
         self, dim: str, first: date, last: date, *, by: str | None, per_day: bool = False

@@ -240,6 +240,16 @@ kpi_rollup = Table(
 day (`period` d) and month (m) starting on `start` (YYYY-MM-DD), a metric cell's summed
 value and amount. Upserted with deltas in the transaction that writes the facts."""
 
+kpi_day_revision = Table(
+    "kpi_day_revision",
+    metadata,
+    Column("day", String(10), primary_key=True),
+    Column("revision", BigInteger, nullable=False),
+)
+"""How many times the whole-shop rollup rows of a UTC day (`kpi_rollup` dim all, period
+d) changed: bumped in the transaction that changes them (and by a rebuild's reset), never
+reset, so a reader's copy of a day's KPIs is current exactly while the revision is."""
+
 KPI_FACT_TABLES = (
     sale,
     sale_line,
