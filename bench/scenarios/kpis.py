@@ -10,11 +10,14 @@ Per backend, on a fresh database:
    rollups computed by the consumer's own `rollup.contribution` in the same transaction,
    20,000 orders per transaction. Not timed as ingestion: it stands for years of traffic.
 2. query: the work of `GET /v1/kpis` without its cache (`kpi_cache_s` 0): the rollup
-   query, the items, the response model and its JSON, `--reps` times per window (30 and
-   365 days ending today) and grouping (day, supplier, channel); p50 / p99 / max wall
-   time, and the CPU time of this process (all of it on SQLite, none of PostgreSQL's),
-   which a busy machine inflates less than the wall time; on PostgreSQL also the
-   server's CPU per request (its backends' CPU over the line's requests, mean).
+   query, the items, the response model and its JSON (by day: the kept days' items, the
+   days not kept yet read and rendered by the first request; `--fresh` also times the
+   by-day report computed afresh and checks both bodies are the same), `--reps` times
+   per window (30 and 365 days ending today) and grouping (day, supplier, channel);
+   p50 / p99 / max wall time, and the CPU time of this process (all of it on SQLite,
+   none of PostgreSQL's), which a busy machine inflates less than the wall time; on
+   PostgreSQL also the server's CPU per request (its backends' CPU over the line's
+   requests, mean).
    `--before` also times the from-facts computation this replaced (30 days, 3 times).
 3. ingest: `--events` new events (bench.scenarios.metrics' mix) through the live
    consumer's path (`MessageProcessor.process_many`, the metrics batch handler, `--batch`
@@ -31,6 +34,8 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from bench.harness.cli import Scenario, add_backends
 from bench.harness.clock import perf
 from bench.harness.dbs import databases, db_root
@@ -39,7 +44,7 @@ from bench.harness.report import Output
 from bench.scenarios.metrics import CHANNELS, SUPPLIERS, history, ingest
 from services.metrics import domain, queries
 from services.metrics import tables as t
-from services.metrics.api import KpiReport
+from services.metrics.api import KpiReport, render_item
 from services.metrics.app import MIGRATIONS
 from services.metrics.bulk import insert_rows
 from services.metrics.rollup_backfill import rollup_rows_of
@@ -48,6 +53,7 @@ from services.metrics.store import MetricsUnitOfWork
 from shared.db import create_engine, migrate_async, session_factory
 
 CHUNK = 20_000
+REPORT = TypeAdapter(KpiReport)
 
 
 def _order(rnd: random.Random, n: int, end: datetime, days: int, rows: Rows) -> None:
@@ -160,36 +166,61 @@ def _pct(samples: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-async def query(url: str, reps: int, out: Output, backend: str) -> dict[str, Any]:
-    """p50/p99/max milliseconds of the uncached `GET /v1/kpis` work, per window and grouping."""
+async def _once(cache: queries.FactsCache, window: queries.Window, group: domain.GroupBy,
+                fresh: bool) -> bytes:  # fmt: skip
+    """The route's work for one request: its body (by day: the kept days, unless `fresh`)."""
+    if group is domain.GroupBy.DAY and not fresh:
+        return await queries.day_report(cache, window, render_item)
+    report = await queries.report(cache, window, group)
+    return REPORT.dump_json(REPORT.validate_python(report), by_alias=True)
+
+
+async def query(
+    url: str, reps: int, out: Output, backend: str, *, fresh: bool = False
+) -> dict[str, Any]:
+    """p50/p99/max milliseconds of the uncached `GET /v1/kpis` work, per window and grouping.
+
+    By day, the first request of a window reads and renders every day not kept yet (shown
+    apart as `first`); `fresh` also times the by-day report computed afresh (the path
+    before the days were kept) and checks that both give the same body."""
     engine = create_engine(url)
     sessions = session_factory(engine)
     cache = queries.FactsCache(lambda: MetricsUnitOfWork(sessions), ttl_s=0)
     today = datetime.now(UTC).date()
     result: dict[str, Any] = {}
     root = db_root(backend)
+    lines = [(group, False) for group in domain.GroupBy]
+    if fresh:
+        lines.insert(1, (domain.GroupBy.DAY, True))
     try:
         for days in (30, 365):
             window = queries.Window(today - timedelta(days=days - 1), today)
-            for group in domain.GroupBy:
+            for group, afresh in lines:
+                first = ""
+                if group is domain.GroupBy.DAY and not afresh:
+                    started = perf()
+                    kept = await _once(cache, window, group, False)
+                    first = f"  first {(perf() - started) * 1000:.0f} ms"
+                    if fresh:
+                        assert kept == await _once(cache, window, group, True), window
                 times, cpu = [], []
                 db_started = _db_cpu_s(root)
                 for _ in range(reps):
                     started, cpu_started = perf(), time.process_time()
-                    report = await queries.report(cache, window, group)
-                    KpiReport.model_validate(report).model_dump_json(by_alias=True)
+                    body = await _once(cache, window, group, afresh)
                     times.append((perf() - started) * 1000)
                     cpu.append((time.process_time() - cpu_started) * 1000)
                 db_ms = (_db_cpu_s(root) - db_started) * 1000 / reps
                 p50, p99 = _pct(times, 50), _pct(times, 99)
-                line = {"p50_ms": p50, "p99_ms": p99, "db_cpu_ms": db_ms}
-                result[f"{days}d_{group.value}"] = line
+                line = {"p50_ms": p50, "p99_ms": p99, "db_cpu_ms": db_ms, "cpu_ms": _pct(cpu, 50)}
+                name = f"{group.value}{' afresh' if afresh else ''}"
+                result[f"{days}d_{name.replace(' ', '_')}"] = line
                 db = f"  database CPU {db_ms:5.1f} ms/request" if root else ""
                 out(
-                    f"{backend:10} GET /v1/kpis {days:>3} days by {group.value:8} "
+                    f"{backend:10} GET /v1/kpis {days:>3} days by {name:13} "
                     f"p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  max {max(times):7.1f} ms  "
-                    f"CPU here p50 {_pct(cpu, 50):6.1f} ms{db}  ({len(report['items'])} items, "
-                    f"{reps} runs)"
+                    f"CPU here p50 {_pct(cpu, 50):6.1f} ms{db}  ({len(body):,} bytes, "
+                    f"{reps} runs){first}"
                 )
     finally:
         await engine.dispose()
@@ -226,7 +257,7 @@ async def run_backend(out: Output, backend: str, args: argparse.Namespace) -> di
         await load_history(url, args.orders, args.days, out)
         seconds = perf() - started
         out(f"{backend:10} history  {args.orders:,} orders, {args.days} days, in {seconds:.0f} s")
-        result["query"] = await query(url, args.reps, out, backend)
+        result["query"] = await query(url, args.reps, out, backend, fresh=args.fresh)
         if args.before:
             await before(url, out, backend)
         if args.events:
@@ -252,6 +283,9 @@ def options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch", type=int, default=500, help="events per transaction")
     ap.add_argument("--concurrency", type=int, help="transactions at once (1 sqlite, 4 pg)")
     ap.add_argument("--before", action="store_true", help="also time the from-facts path")
+    ap.add_argument(
+        "--fresh", action="store_true", help="also time the by-day report computed afresh"
+    )
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
-from typing import Any
 
 from pydantic import TypeAdapter
 
@@ -101,4 +100,3 @@ async def test_kept_days_give_the_report_computed_afresh_byte_for_byte(database_
         assert await _check(cache, fresh) == whole
     finally:
         await engine.dispose()
-
