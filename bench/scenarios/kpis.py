@@ -19,7 +19,8 @@ Per backend, on a fresh database:
    PostgreSQL also the server's CPU per request (its backends' CPU over the line's
    requests, mean).
    `--before` also times the from-facts computation this replaced (30 days, 3 times).
-3. ingest: `--events` new events (bench.scenarios.metrics' mix) through the live
+   `--live N`: 365 days by day again, N events applied before each request.
+3. ingest (unless `--live`): `--events` new events (bench.scenarios.metrics' mix) through the live
    consumer's path (`MessageProcessor.process_many`, the metrics batch handler, `--batch`
    events per transaction, `--concurrency` at once) on top of that history.
 """
@@ -47,9 +48,11 @@ from services.metrics import tables as t
 from services.metrics.api import KpiReport, render_item
 from services.metrics.app import MIGRATIONS
 from services.metrics.bulk import insert_rows
+from services.metrics.consumers import BATCH, CONSUMERS
 from services.metrics.rollup_backfill import rollup_rows_of
 from services.metrics.rows import Rows
 from services.metrics.store import MetricsUnitOfWork
+from shared.consumer import MessageProcessor
 from shared.db import create_engine, migrate_async, session_factory
 
 CHUNK = 20_000
@@ -227,6 +230,50 @@ async def query(
     return result
 
 
+async def live(url: str, reps: int, events: int, batch: int, out: Output, backend: str) -> Any:
+    """365 days by day while events arrive: `batch` events of `events` (bench.scenarios.metrics'
+    month, in publish order) applied through the consumer's path before each request (not
+    timed), so each request reads again the days the batch changed."""
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+
+    def uows() -> MetricsUnitOfWork:
+        return MetricsUnitOfWork(sessions)
+
+    processor = MessageProcessor("metrics", CONSUMERS, uows, batch_handler=BATCH)
+    messages = [(e.type, e.to_bytes()) for e in history(events)]
+    cache = queries.FactsCache(uows, ttl_s=0)
+    today = datetime.now(UTC).date()
+    window = queries.Window(today - timedelta(days=364), today)
+    root = db_root(backend)
+    try:
+        await _once(cache, window, domain.GroupBy.DAY, False)
+        times, cpu, db_s, stale = [], [], 0.0, list[float]()
+        for n in range(reps):
+            chunk = messages[n * batch : (n + 1) * batch]
+            await processor.process_many(chunk)
+            async with uows() as uow:
+                revisions = await uow.rollups.day_revisions(window.first, window.last)
+            stale.append(sum(1 for d, r in revisions.items() if cache.days.kept(d) != r))
+            db_started, started, cpu_started = _db_cpu_s(root), perf(), time.process_time()
+            body = await _once(cache, window, domain.GroupBy.DAY, False)
+            times.append((perf() - started) * 1000)
+            cpu.append((time.process_time() - cpu_started) * 1000)
+            db_s += _db_cpu_s(root) - db_started
+        assert body == await _once(cache, window, domain.GroupBy.DAY, True)
+        p50, p99, db_ms = _pct(times, 50), _pct(times, 99), db_s * 1000 / reps
+        db = f"  database CPU {db_ms:5.1f} ms/request" if root else ""
+        out(
+            f"{backend:10} GET /v1/kpis 365 days by day, {batch} events applied before each: "
+            f"p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  max {max(times):7.1f} ms  CPU here p50 "
+            f"{_pct(cpu, 50):6.1f} ms{db}  ({_pct(stale, 50):.0f} days read again p50, "
+            f"{max(stale):.0f} max; {reps} runs)"
+        )
+        return {"p50_ms": p50, "p99_ms": p99, "db_cpu_ms": db_ms, "cpu_ms": _pct(cpu, 50)}
+    finally:
+        await engine.dispose()
+
+
 async def before(url: str, out: Output, backend: str) -> None:
     """The from-facts computation the rollups replaced (30 days, by day), for comparison."""
     engine = create_engine(url)
@@ -260,7 +307,10 @@ async def run_backend(out: Output, backend: str, args: argparse.Namespace) -> di
         result["query"] = await query(url, args.reps, out, backend, fresh=args.fresh)
         if args.before:
             await before(url, out, backend)
-        if args.events:
+        if args.live:
+            live_args = (args.reps, args.live, args.batch, out, backend)
+            result["live"] = await live(url, *live_args)
+        elif args.events:
             envelopes = history(args.events)
             workers = args.concurrency or (1 if backend == "sqlite" else 4)
             seconds, cpu = await ingest(url, envelopes, args.batch, workers)
@@ -283,6 +333,9 @@ def options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch", type=int, default=500, help="events per transaction")
     ap.add_argument("--concurrency", type=int, help="transactions at once (1 sqlite, 4 pg)")
     ap.add_argument("--before", action="store_true", help="also time the from-facts path")
+    ap.add_argument(
+        "--live", type=int, default=0, help="events applied between by-day reads (not --events)"
+    )
     ap.add_argument(
         "--fresh", action="store_true", help="also time the by-day report computed afresh"
     )

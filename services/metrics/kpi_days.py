@@ -65,6 +65,10 @@ class DayItems:
         start = first.isoformat()
         return [self._render(day, self._days[day], start, render) for day in days]
 
+    def kept(self, day: str) -> int | None:
+        """The revision of the day's copy, if one is kept."""
+        return self._revision(day)
+
     def _revision(self, day: str) -> int | None:
         got = self._days.get(day)
         return None if got is None else got.revision
