@@ -71,6 +71,15 @@ _BUMP_SQLITE = (
     "INSERT INTO kpi_day_revision (day, revision) VALUES (?, 1) "
     "ON CONFLICT (day) DO UPDATE SET revision = revision + 1"
 )
+_DAY_ROWS_PG = text(
+    # per day an index lookup (`OFFSET 0` keeps the lateral subquery apart, so the plan is
+    # a lookup per day whatever the statistics say: `start = ANY(:days)` or a plain join
+    # scanned every day of the view when a fresh table's statistics said it was small)
+    "SELECT d.day, r.metric, r.label, r.since, r.value, r.amount "
+    "FROM unnest(CAST(:days AS text[])) AS d(day) CROSS JOIN LATERAL "
+    "(SELECT metric, label, since, value, amount FROM kpi_rollup "
+    "WHERE dim = 'all' AND period = 'd' AND start = d.day AND key = 'all' OFFSET 0) AS r"
+)
 _LOCK_PG = text(
     "SELECT pg_advisory_xact_lock(:ns, h) FROM "
     "(SELECT DISTINCT hashtext(o) AS h FROM unnest(CAST(:ids AS text[])) AS o ORDER BY h) AS s"
@@ -209,10 +218,13 @@ class RollupRepository:
             await self.session.connection(execution_options={READ_ONLY: True})
         r = t.kpi_rollup
         out: dict[str, list[tuple[str, str, str, int, int]]] = {day: [] for day in days}
-        query = select(r.c.start, r.c.metric, r.c.label, r.c.since, r.c.value, r.c.amount).where(
-            r.c.dim == rollup.ALL, r.c.period == rollup.DAY, r.c.key == rollup.ALL,
-            r.c.start.in_(sorted(days)),
-        )  # fmt: skip
+        query: Any = _DAY_ROWS_PG.bindparams(days=sorted(days))
+        if self.dialect != "postgresql":
+            query = select(r.c.start, r.c.metric, r.c.label, r.c.since, r.c.value, r.c.amount)
+            query = query.where(
+                r.c.dim == rollup.ALL, r.c.period == rollup.DAY, r.c.key == rollup.ALL,
+                r.c.start.in_(sorted(days)),
+            )  # fmt: skip
         for day, metric, label, since, value, amount in (await self.session.execute(query)).all():
             out[day].append((metric, label, since, int(value), int(amount)))
         return out
