@@ -75,11 +75,11 @@ class DayItems:
 
     @staticmethod
     def _render(day: str, got: _Day, first: str, render: Render) -> bytes:
-        leaves = bisect_left(got.repeats, first)
-        done = got.rendered.get(leaves)
+        counted = bisect_left(got.repeats, first)  # the repeats before the first day count
+        done = got.rendered.get(counted)
         if done is None:
             cells = rollup_report.day_cells(got.rows or (), first)
-            done = got.rendered[leaves] = render(rollup_report.item(day, cells, False))
+            done = got.rendered[counted] = render(rollup_report.item(day, cells, False))
             if not got.repeats:
                 got.rows = None  # its one rendering is all it will need
         return done
