@@ -20,6 +20,12 @@ class NotifySettings(ServiceSettings):
     database_url: str | None = Field(None, validation_alias="DROPSHIP_NOTIFY_DATABASE_URL")
     port: int | None = Field(None, validation_alias="DROPSHIP_NOTIFY_PORT")
 
+    kafka_linger_ms: float = Field(
+        100.0, ge=0, le=5000, validation_alias="DROPSHIP_NOTIFY_CONSUMER_LINGER_MS"
+    )
+    """After a poll returns fewer than a batch, keep fetching this long for more before
+    applying them in one transaction (a notice may wait this much longer to be queued)."""
+
     smtp_url: SecretStr | None = None
     """`smtp://[user:pass@]host:port` (plain), `smtp+starttls://…` (STARTTLS) or `smtps://…`
     (TLS from the first byte); `?verify=false` accepts a self-signed certificate. Unset:

@@ -69,7 +69,8 @@ class ConsumerRunner:
 
     The records of a poll, across partitions and topics, are applied in one transaction
     (up to `batch_size`; see `plan_lanes`), strictly in offset order within each partition;
-    when a poll returns fewer than `batch_size`, the runner lingers `linger_ms` for more.
+    when a poll returns fewer than `batch_size`, the runner lingers up to `linger_ms` for more
+    (a latency-tolerant consumer lingers longer, so one transaction holds many events).
     Partitions with work in flight are paused, so the others keep flowing. A failing
     transaction falls back to each partition on its own (`RetryingDelivery.deliver_poll`).
     Offsets are committed for what has finished (only after its transaction committed),
@@ -147,12 +148,7 @@ class ConsumerRunner:
         self._hold(await consumer.getmany(timeout_ms=poll_ms, max_records=self.batch_size * 8))
         if not self._held:
             return False
-        held = sum(len(records) for records in self._held.values())
-        if self.linger_ms > 0 and held < self.batch_size:
-            more = await consumer.getmany(
-                timeout_ms=int(self.linger_ms), max_records=self.batch_size - held
-            )
-            self._hold(more)  # a revocation meanwhile dropped its partitions from the hold
+        await self._linger(consumer)
         polled, self._held = self._held, {}
         assigned = consumer.assignment()
         polled = {tp: records for tp, records in polled.items() if tp in assigned}
@@ -162,6 +158,23 @@ class ConsumerRunner:
                 consumer.pause(tp)
                 self._work[tp] = task
         return bool(polled)
+
+    async def _linger(self, consumer: AIOKafkaConsumer) -> None:
+        """Top the hold up to a batch for up to `linger_ms`: each fetch returns as soon as
+        anything arrives, so keep asking until the batch is full, the time is up, or a
+        fetch comes back empty (its wait ran out)."""
+        if self.linger_ms <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.linger_ms / 1000
+        while (held := sum(map(len, self._held.values()))) < self.batch_size:
+            left_ms = int((deadline - loop.time()) * 1000)
+            if left_ms <= 0:
+                return
+            more = await consumer.getmany(timeout_ms=left_ms, max_records=self.batch_size - held)
+            if not more:
+                return
+            self._hold(more)  # a revocation meanwhile dropped its partitions from the hold
 
     def _hold(self, polled: Mapping[TopicPartition, list[Message]]) -> None:
         for tp, records in polled.items():

@@ -160,6 +160,29 @@ async def test_a_poll_spanning_partitions_is_applied_in_one_transaction(database
         await engine.dispose()
 
 
+async def test_a_long_linger_gathers_a_trickle_into_one_transaction(database_url, broker):
+    """Each fetch returns on the first arrival: the runner keeps asking until its linger is
+    up, so events arriving one by one over a few hundred ms share one transaction."""
+    engine, sessions, bus = await _setup(database_url, broker)
+    ledger = Ledger()
+    task = Rig(bus, sessions, ledger, linger_ms=1500).start()
+    try:
+        await publish(broker.bootstrap, {0: ["ord_warm"]}, "order-cancelled")
+        await eventually(lambda: _is(ledger.applied == ["ord_warm"]), what="joined")
+        before = ledger.commits
+        trickle = [f"ord_t{i}" for i in range(8)]
+        for i, order_id in enumerate(trickle):  # one at a time, 40 ms apart, partition by partition
+            await publish(broker.bootstrap, {i: [order_id]}, "order-cancelled")
+            await asyncio.sleep(0.04)  # pacing the producer, not synchronisation
+        await eventually(lambda: _is(len(ledger.applied) == 9), what="the trickle applied")
+        assert Counter(ledger.applied) == Counter(["ord_warm", *trickle]), "each once"
+        assert ledger.commits - before <= 2, f"8 trickled events: {ledger.commits - before} txns"
+    finally:
+        await stop(task)
+        await bus.close()
+        await engine.dispose()
+
+
 async def test_a_poison_message_costs_only_itself_and_offsets_move_past_everything(
     database_url, broker
 ):

@@ -70,12 +70,12 @@ async def idle(runner: ConsumerRunner) -> bool:
     return not runner._work
 
 
-async def test_a_short_poll_lingers_once_and_goes_in_one_transaction():
+async def test_a_short_poll_lingers_and_goes_in_one_transaction():
     delivery, store, _ = setup(_nothing)
     consumer = FakeConsumer(records(0, "ord_a"), records(3, "ord_b", "ord_c"))
-    runner = runner_for(delivery, consumer, batch_size=100, linger_ms=5)
+    runner = runner_for(delivery, consumer, batch_size=100, linger_ms=50)
     assert await runner._poll(consumer, 100)  # type: ignore[arg-type]
-    assert consumer.linger_polls == [99], "topped up to one batch, no more"
+    assert consumer.linger_polls == [99, 97], "topped up to one batch, until a fetch came empty"
     assert consumer.paused == {TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 3)}
     await eventually(lambda: idle(runner), timeout=5, what="transaction done")
     assert store.commits == 1 and sorted(store.applied) == ["ord_a", "ord_b", "ord_c"]
@@ -143,3 +143,13 @@ async def _nothing(order_id: str) -> None:
 
 async def _is(value: object) -> object:
     return value
+
+
+async def test_a_linger_stops_asking_once_the_batch_is_full():
+    delivery, store, _ = setup(_nothing)
+    consumer = FakeConsumer(records(0, "ord_a"), records(3, "ord_b"), records(5, "ord_c"))
+    runner = runner_for(delivery, consumer, batch_size=2, linger_ms=50)
+    assert await runner._poll(consumer, 100)  # type: ignore[arg-type]
+    assert consumer.linger_polls == [1], "full after one top-up: no further fetch"
+    await eventually(lambda: idle(runner), timeout=5, what="transaction done")
+    assert store.commits == 1 and sorted(store.applied) == ["ord_a", "ord_b"]

@@ -1,0 +1,28 @@
+"""Latency-tolerant consumers linger longer: per-service settings reach the runner."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.metrics.settings import MetricsSettings
+from services.notify.settings import NotifySettings
+from shared.settings import ServiceSettings
+
+
+def test_metrics_and_notify_linger_longer_than_the_shared_default():
+    shared = ServiceSettings().kafka_linger_ms
+    assert MetricsSettings().kafka_linger_ms == 250 > shared
+    assert NotifySettings().kafka_linger_ms == 100 > shared
+
+
+def test_each_service_reads_its_own_variable(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DROPSHIP_METRICS_CONSUMER_LINGER_MS", "40")
+    monkeypatch.setenv("DROPSHIP_NOTIFY_CONSUMER_LINGER_MS", "0")
+    assert MetricsSettings().kafka_linger_ms == 40
+    assert NotifySettings().kafka_linger_ms == 0
+
+
+def test_a_negative_linger_is_refused(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DROPSHIP_NOTIFY_CONSUMER_LINGER_MS", "-1")
+    with pytest.raises(ValueError, match="DROPSHIP_NOTIFY_CONSUMER_LINGER_MS"):
+        NotifySettings()
