@@ -5,6 +5,7 @@ Modules starting with `_` hold a scenario's larger parts (its rig, its report).
 
 from bench.harness.cli import Scenario
 from bench.scenarios import (
+    downstream,
     idle,
     intake,
     kpis,
@@ -32,5 +33,6 @@ SCENARIOS: dict[str, Scenario] = {
         stack,
         load,
         idle,
+        downstream,
     )
 }
