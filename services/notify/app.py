@@ -58,7 +58,10 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
     async def send(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
         async with httpx.AsyncClient(timeout=settings.send_timeout_s) as http:
             mailer = mailer_for(settings)
-            await Sender(runtime.uow, settings, http, mailer, wakeup, renderer).run()
+            try:
+                await Sender(runtime.uow, settings, http, mailer, wakeup, renderer).run()
+            finally:
+                await mailer.close()
 
     async def escalate(runtime: ServiceRuntime[NotifyUnitOfWork]) -> None:
         await escalation_loop(runtime.uow, settings.escalation_scan_s)

@@ -17,7 +17,7 @@ import os
 import re
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -30,6 +30,7 @@ import httpx
 
 from services.notify.channel_config import OpsWebhook, SmtpConfig
 from services.notify.rendering import Rendered
+from services.notify.smtp_pool import SmtpSessions
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 _PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
@@ -103,33 +104,44 @@ class Mailer:
     async def send(self, message: EmailMessage, notification_id: str) -> None:
         raise NotImplementedError
 
+    async def close(self) -> None:
+        """Let go of anything kept between sends (open sessions)."""
+
 
 @dataclass(frozen=True)
 class SmtpMailer(Mailer):
-    """SMTP per `DROPSHIP_SMTP_URL`: `smtp://` plain, `smtp+starttls://`, `smtps://`."""
+    """SMTP per `DROPSHIP_SMTP_URL`: `smtp://` plain, `smtp+starttls://`, `smtps://`.
+
+    Sessions stay open between sends (`SmtpSessions`); a failed send closes its own."""
 
     config: SmtpConfig
     timeout_s: float = 10.0
+    sessions: SmtpSessions = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sessions", SmtpSessions(self._client))
 
     @classmethod
     def from_url(cls, url: str, timeout_s: float = 10.0) -> SmtpMailer:
         return cls(SmtpConfig.from_url(url), timeout_s)
 
-    async def send(self, message: EmailMessage, notification_id: str) -> None:
+    def _client(self, local_hostname: str) -> aiosmtplib.SMTP:
         c = self.config
-        tls = c.use_tls or c.start_tls
+        return aiosmtplib.SMTP(
+            hostname=c.hostname,
+            port=c.port,
+            username=c.username,
+            password=c.password,
+            use_tls=c.use_tls,
+            start_tls=c.start_tls,
+            tls_context=_tls_context(c.verify) if c.use_tls or c.start_tls else None,
+            timeout=self.timeout_s,
+            local_hostname=local_hostname,
+        )
+
+    async def send(self, message: EmailMessage, notification_id: str) -> None:
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=c.hostname,
-                port=c.port,
-                username=c.username,
-                password=c.password,
-                use_tls=c.use_tls,
-                start_tls=c.start_tls,
-                tls_context=_tls_context(c.verify) if tls else None,
-                timeout=self.timeout_s,
-            )
+            await self.sessions.send(message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [error.code for error in exc.recipients]
             if all(500 <= code < 600 for code in codes):
@@ -143,6 +155,9 @@ class SmtpMailer(Mailer):
             raise TransientSendError(f"SMTP {exc.code}: {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TransientSendError(f"SMTP unavailable: {type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        await self.sessions.close()
 
 
 @functools.cache

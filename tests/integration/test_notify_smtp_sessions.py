@@ -1,0 +1,65 @@
+"""SMTP sessions kept open between sends, against a real aiosmtpd server: reuse, and one
+message's failure never spilling into the next."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from services.notify.channels import PermanentSendError, SmtpMailer, TransientSendError
+from tests.support.notify import Mailbox, smtp_server
+
+
+class Picky(Mailbox):
+    """Refuses the recipient `nobody@...` for good, takes everyone else."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address.startswith("nobody@"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def mail(to: str, n: int) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "Shop <orders@shop.example>"
+    message["To"] = to
+    message["Subject"] = f"notice {n}"
+    message["Message-ID"] = f"<n-{n}@shop.example>"
+    message.set_content(f"body {n}")
+    return message
+
+
+async def test_sends_share_a_session_and_a_refused_one_costs_only_itself():
+    with smtp_server() as (box, port):
+        box.__class__ = Picky
+        mailer = SmtpMailer.from_url(f"smtp://127.0.0.1:{port}")
+        try:
+            for n in range(3):
+                await mailer.send(mail(f"c{n}@example.com", n), f"n-{n}")
+            assert mailer.sessions.opened == 1, "three e-mails, one session"
+            with pytest.raises(PermanentSendError):
+                await mailer.send(mail("nobody@example.com", 3), "n-3")
+            await mailer.send(mail("c4@example.com", 4), "n-4")
+        finally:
+            await mailer.close()
+        assert mailer.sessions.opened == 2, "the failed session was closed, a fresh one opened"
+        assert box.recipients == [[f"c{n}@example.com"] for n in (0, 1, 2, 4)], "each once"
+
+
+async def test_a_server_gone_and_back_between_sends_loses_nothing():
+    with smtp_server() as (box, port):
+        mailer = SmtpMailer.from_url(f"smtp://127.0.0.1:{port}")
+        await mailer.send(mail("c0@example.com", 0), "n-0")
+    with pytest.raises(TransientSendError):  # down: the sender retries later
+        await mailer.send(mail("c1@example.com", 1), "n-1")
+    with smtp_server(port) as (again, _):
+        try:
+            await mailer.send(mail("c1@example.com", 1), "n-1")  # the retry, on a new session
+        finally:
+            await mailer.close()
+    assert box.recipients == [["c0@example.com"]] and again.recipients == [["c1@example.com"]]
