@@ -104,6 +104,8 @@ class Sender:
         self.retry = settings.retry_policy
         self.limit = settings.sender_concurrency
         self._inflight: set[asyncio.Task[None]] = set()
+        self._backlog = False
+        """The last claim filled every free slot: more may be due, claim again as one frees."""
         self._hash_key = hashlib.sha256(
             b"notify-recipient:" + settings.service_token.get_secret_value().encode()
         ).digest()
@@ -116,6 +118,7 @@ class Sender:
                 self.wakeup.event.clear()
                 free = self.limit - len(self._inflight)
                 claimed = await self._claim(free) if free > 0 else []
+                self._backlog = free <= 0 or len(claimed) == free
                 contacts = self._contacts_of(claimed)
                 for send in claimed:
                     with log_context(order_id=send.order_id):  # the task copies the context
@@ -174,7 +177,8 @@ class Sender:
         else:
             await self._finish(send, Status.SENT, locale=locale, recipient_hash=recipient)
         finally:
-            self.wakeup()  # a slot is free: claim the next due send now, not at the next poll
+            if self._backlog:  # a slot is free: claim the next due send now, not at the next poll
+                self.wakeup()
 
     # -- customers --------------------------------------------------------------------------
     async def _customer(self, send: Notification, contacts: ContactBatch) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.notify.app import create_app as notify_app
 from services.notify.handlers.events import on_shipment_delayed
+from services.notify.repository import Notifications
 from services.notify.settings import NotifySettings
 from services.order.app import create_app as order_app
 from services.order.settings import OrderSettings
@@ -104,7 +105,9 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(database_url: Any, settings_for: Any, broker: Any) -> AsyncIterator[Rig]:
+async def rig(
+    database_url: Any, settings_for: Any, broker: Any, **overrides: Any
+) -> AsyncIterator[Rig]:
     recorder, order_port = Recorder(), free_port()
     order_settings = settings_for(
         OrderSettings,
@@ -123,6 +126,7 @@ async def rig(database_url: Any, settings_for: Any, broker: Any) -> AsyncIterato
             "digest_window_s": 0.0,
             "order_url": f"http://127.0.0.1:{order_port}",
             "smtp_url": f"smtp://127.0.0.1:{smtp_port}",
+            **overrides,
         }
         settings = settings_for(NotifySettings, await database_url("notify"), **values)
         async with (
@@ -225,3 +229,49 @@ async def test_an_older_order_service_is_asked_order_by_order(database_url, sett
     assert asked[0] == BATCH  # answered 404: each order on its own from then on
     assert sorted(asked[1:]) == [("GET", f"/v1/orders/{i}/contact") for i in ids]
     assert len(mailbox.raw) == 3
+
+
+class Claims:
+    """Every `claim_due` of the sender: how many sends each took."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.taken: list[int] = []
+        original = Notifications.claim_due
+
+        async def counted(repo: Notifications, *args: Any) -> Any:
+            got = await original(repo, *args)
+            self.taken.append(len(got))
+            return got
+
+        monkeypatch.setattr(Notifications, "claim_due", counted)
+
+
+async def test_a_send_finishing_claims_again_only_if_more_may_be_due(
+    database_url, settings_for, broker, monkeypatch
+):
+    """The poll is an hour away: only the queueing commit and the sends drive claims."""
+    claims = Claims(monkeypatch)
+    async with rig(database_url, settings_for, broker, sender_poll_s=3600.0) as r:
+        ids = await r.place(5)
+        start = len(claims.taken)
+        await r.queue_together(ids)
+        rows = await eventually(lambda: r.settled(ids), what="five notices sent")
+        assert claims.taken[start:] == [5], "one claim took all five; finishing claimed nothing"
+    assert {row["status"] for row in rows.values()} == {"sent"}
+    assert len(r.mailbox.raw) == 5
+
+
+async def test_with_every_slot_taken_a_finished_send_claims_the_next(
+    database_url, settings_for, broker, monkeypatch
+):
+    claims = Claims(monkeypatch)
+    values = {"sender_poll_s": 3600.0, "sender_concurrency": 2}
+    async with rig(database_url, settings_for, broker, **values) as r:
+        ids = await r.place(5)
+        await r.queue_together(ids)
+        rows = await eventually(lambda: r.settled(ids), what="five notices, two at a time")
+    assert {row["status"] for row in rows.values()} == {"sent"}
+    assert sorted(rcpt for rcpts in r.mailbox.recipients for rcpt in rcpts) == [
+        f"c{i}@example.com" for i in range(5)
+    ]
+    assert sum(claims.taken) == 5 and max(claims.taken) <= 2
