@@ -18,16 +18,18 @@ from bench.harness.procs import UvicornApp, clean_env
 from shared.crypto import generate_key
 
 COST = re.compile(
-    r"^dropship_(db_statements|db_transactions)_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)$",
+    r"^dropship_(db_statements|db_transactions|http_requests)_total(?:\{[^}]*\})?"
+    r"\s+([0-9.eE+-]+)$",
     re.MULTILINE,
 )
 
 
 async def costs(base: str) -> dict[str, float]:
-    """The supplier service's round trips and transactions so far (its `/metrics`)."""
+    """The supplier service's round trips, transactions and HTTP requests received so far
+    (its `/metrics`)."""
     async with httpx.AsyncClient(timeout=10.0) as client:
         text = (await client.get(f"{base}/metrics")).text
-    out: dict[str, float] = {"db_statements": 0.0, "db_transactions": 0.0}
+    out = {"db_statements": 0.0, "db_transactions": 0.0, "http_requests": 0.0}
     for kind, value in COST.findall(text):
         out[kind] += float(value)
     return out

@@ -2,13 +2,17 @@
 
     python -m deploy.testenv -- .venv/bin/python -m bench routing
     .venv/bin/python -m bench routing --rates 20,50 --duration 10     # sqlite only
+    ... bench routing --lifecycle 0.2 --rates 10,20 --duration 15       # the whole lifecycle
 
 Per backend the supplier service runs as deployed (`--workers N` uvicorn workers sharing
 the consumer group) against the supplier simulator (its own process, 20 ms answer
 latency) and a fresh tansu broker. `order-placed` events are published on a fixed
 timetable (open model); latency runs from each event's scheduled publish time to the last
 `supplier-confirmed` of its order reaching a consumer here. Goal: p99 <= 250 ms at the
-highest rate.
+highest rate. `--lifecycle S`: the simulator ships S seconds after confirming and the
+carrier delivers S seconds later, so each supplier order also brings a dispatched callback
+and two tracking updates; a phase then ends when the simulator has made every delivery,
+and the cost columns cover the whole lifecycle.
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ class Row:
     note: str = ""
     statements: float | None = None  # the supplier service's SQL round trips per order
     transactions: float | None = None  # its database transactions per order
+    http: float | None = None  # HTTP requests it received per order (callbacks, tracking)
     load1: float = 0.0  # the machine's 1-minute load average at the end of the phase
 
 
@@ -125,20 +130,21 @@ def table(out: Output, rows: list[Row], timeout: float) -> None:
         per = f"{svc * r.cpu.get('wall', 0.0) / r.confirmed * 1000:.2f}" if r.confirmed else "-"
         stmts = "-" if r.statements is None else f"{r.statements:.1f}"
         txns = "-" if r.transactions is None else f"{r.transactions:.2f}"
+        http = "-" if r.http is None else f"{r.http:.1f}"
         lat = "".join(f"{fmt_ms(v, timeout):>8}" for v in r.latency.values())
         return (
             f"{r.load:<18}{f'{r.offered:g}/s':>8}{r.sent_per_s:>8.0f}{r.orders:>7}"
             f"{r.confirmed:>10}{r.confirmed_per_s:>8.0f}{lat}{r.unconfirmed:>7}"
             f"{svc:>8.2f}{r.cpu.get('simulator', 0.0):>8.2f}{r.cpu.get('broker', 0.0):>7.2f}"
             f"{'-' if db is None else f'{db:.2f}':>7}{r.cpu.get('other', 0.0):>6.2f}{per:>11}"
-            f"{stmts:>10}{txns:>9}{r.load1:>6.2f}  {r.note}"
+            f"{stmts:>10}{txns:>9}{http:>9}{r.load1:>6.2f}  {r.note}"
         )
 
     out.table(
         f"{'load':<18}{'offered':>8}{'sent/s':>8}{'orders':>7}{'confirmed':>10}{'conf/s':>8}"
         f"{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}{'unconf':>7}"
         f"{'svc cpu':>8}{'sim cpu':>8}{'broker':>7}{'db cpu':>7}{'other':>6}{'svc ms/ord':>11}"
-        f"{'stmts/ord':>10}{'txns/ord':>9}{'load':>6}  note",
+        f"{'stmts/ord':>10}{'txns/ord':>9}{'http/ord':>9}{'load':>6}  note",
         map(line, rows),
     )
 
@@ -177,11 +183,16 @@ def make_orders(run: str, count: int, rng: random.Random) -> list[Order]:
     return out
 
 
-async def seed(supplier: UvicornApp, simulator: UvicornApp, latency_ms: float) -> None:
-    """Two suppliers pointing at the simulator, ample stock; each answers after latency_ms."""
+async def seed(
+    supplier: UvicornApp, simulator: UvicornApp, latency_ms: float, lifecycle: float | None
+) -> None:
+    """Two suppliers pointing at the simulator, ample stock; each answers after latency_ms
+    (and with `lifecycle`, ships and delivers that many seconds apart)."""
     async with httpx.AsyncClient(headers={"X-API-Key": API_KEY}, timeout=10.0) as client:
         for key, offers in SUPPLIERS.items():
-            control = {"latency_ms": latency_ms, "ship_after_s": 3600.0}
+            control: dict[str, float] = {"latency_ms": latency_ms, "ship_after_s": 3600.0}
+            if lifecycle is not None:
+                control |= {"ship_after_s": lifecycle, "deliver_after_s": lifecycle}
             (await client.put(f"{simulator.base}/_control/{key}", json=control)).raise_for_status()
             body = {
                 "name": f"Bench {key}",
@@ -213,6 +224,7 @@ class Rig:
     pids: dict[str, int | None]  # processes whose CPU is reported
     db_root: int | None  # the PostgreSQL postmaster (None on SQLite)
     base: str  # the supplier service's URL (its /metrics: round trips, transactions)
+    simulator: str  # the simulator's URL (its /healthz: lifecycles still running)
     waits: WaitSampler | None
     args: argparse.Namespace
     rng: random.Random
@@ -220,6 +232,22 @@ class Rig:
 
     def unsettled(self, orders: list[Order]) -> int:
         return sum(1 for o in orders if not self.seen.settled(o.order_id, o.line_ids))
+
+    async def lifecycles(self) -> int:
+        """Supplier orders whose lifecycle the simulator still runs (0 when not --lifecycle)."""
+        if self.args.lifecycle is None:
+            return 0
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            health = (await client.get(f"{self.simulator}/healthz")).json()
+        return int(health["pending_tasks"])
+
+    async def settle(self, orders: list[Order], deadline: float) -> None:
+        """Until every order is confirmed (or failed) and, with --lifecycle, delivered."""
+        await wait_until(lambda: not self.unsettled(orders), deadline, 0.02)
+        for _ in range(max(0, math.ceil((deadline - perf()) / 0.1))):
+            if not await self.lifecycles():
+                return
+            await asyncio.sleep(0.1)  # another process, asked over HTTP
 
 
 @dataclass
@@ -243,7 +271,7 @@ async def run_phase(
     run = f"{load.split()[0][:4]}{rate:g}-{uuid.uuid4().hex[:4]}"
     orders = make_orders(run, max(1, round(rate * seconds)), rig.rng)
     # let the previous phase's stragglers through first (at most --drain seconds), then pause
-    await wait_until(lambda: not rig.unsettled(rig.earlier), perf() + args.drain, 0.05)
+    await rig.settle(rig.earlier, perf() + args.drain)
     left = rig.unsettled(rig.earlier)
     await asyncio.sleep(args.pause)
     if on_start is not None:
@@ -259,7 +287,9 @@ async def run_phase(
             o.scheduled = due
         sent_span = max(perf() - orders[0].scheduled, 1e-9)
         deadline = orders[-1].scheduled + (settle_s or args.timeout)
-        await wait_until(lambda: not rig.unsettled(orders), deadline, 0.02)
+        if args.lifecycle is not None:
+            deadline += 2 * args.lifecycle
+        await rig.settle(orders, deadline)
     after = await costs(rig.base)
     rig.earlier += orders
     at = {o.order_id: seen.confirmed_at(o.order_id, o.line_ids) for o in orders}
@@ -297,6 +327,9 @@ async def run_phase(
     if done:  # what the service did in the window, per order it confirmed
         row.statements = (after["db_statements"] - before["db_statements"]) / len(done)
         row.transactions = (after["db_transactions"] - before["db_transactions"]) / len(done)
+        row.http = (after["http_requests"] - before["http_requests"]) / len(done)
+    if args.lifecycle is not None and (running := await rig.lifecycles()):
+        row.note += f"; {running} LIFECYCLES STILL RUNNING"
     row.load1 = os.getloadavg()[0]
     return Phase(load, orders, row, rig.waits.summary() if rig.waits else "")
 
@@ -408,7 +441,7 @@ async def run_backend(
             join_s, *_ = await asyncio.gather(
                 seen.start(), simulator.wait_ready(), supplier.wait_ready(), producer.start()
             )
-            await seed(supplier, simulator, args.latency_ms)
+            await seed(supplier, simulator, args.latency_ms, args.lifecycle)
             notes = [
                 f"  ready in {perf() - t0:.1f}s (bench consumer joined in {join_s:.1f}s); "
                 f"supplier pid {supplier.pid}, simulator pid {simulator.pid}"
@@ -419,8 +452,9 @@ async def run_backend(
             pids["broker"] = kafka.broker_pid(broker)
             rng = random.Random(f"routing:{backend}")
             rig = Rig(
-                backend, producer, seen, pids, db_root(backend), supplier.base, waits, args, rng
-            )
+                backend, producer, seen, pids, db_root(backend), supplier.base, simulator.base,
+                waits, args, rng,
+            )  # fmt: skip
             phases, more, profile_lines = await measure(rig, backend, supplier.pid or 0)
         except Exception:
             for svc in (supplier, simulator):
@@ -457,6 +491,14 @@ def options(ap: argparse.ArgumentParser) -> None:
         help="route each order in its own transaction (batch size 1, no batch handler)",
     )
     ap.add_argument("--latency-ms", type=float, default=20.0, help="simulator answer latency")
+    ap.add_argument(
+        "--lifecycle",
+        type=float,
+        default=None,
+        metavar="S",
+        help="the whole lifecycle: ship S s after confirming, deliver S s later (default: "
+        "routing only, nothing ships)",
+    )
     ap.add_argument("--pause", type=float, default=1.0, help="quiet seconds between rates")
     ap.add_argument("--drain", type=float, default=10.0, help="max seconds for a backlog to settle")
     cli.add_profile(ap, seconds=10, what="after the runs, py-spy the supplier service")
@@ -479,7 +521,8 @@ async def run(args: argparse.Namespace) -> int:
         f"  rates={','.join(f'{r:g}' for r in args.rates)}/s duration={args.duration:g}s "
         f"simulator latency={args.latency_ms:g}ms suppliers={len(SUPPLIERS)} skus={len(SKUS)} "
         f"timeout={args.timeout:g}s partitions={PARTITIONS} backends={','.join(args.backends)}"
-        f"{' routing one by one' if args.one_by_one else ''}",
+        f"{' routing one by one' if args.one_by_one else ''}"
+        f"{f' lifecycle ship/deliver {args.lifecycle:g}s' if args.lifecycle is not None else ''}",
         f"  one machine: supplier service ({args.workers} worker(s)), simulator, broker, "
         "database and this publisher share the cores; cpu columns are cores used",
     )
