@@ -212,6 +212,12 @@ async def tracking_update(
 
 
 async def _track(uow: SupplierUnitOfWork, update: TrackingUpdate) -> Outcome:
+    if update.status == "in_transit":  # the parcel moved, nothing else: one statement
+        when = update.occurred_at or datetime.now(UTC)
+        known = await uow.clocks.moved_if_shipped(
+            update.tracking_number, when if when.tzinfo else when.replace(tzinfo=UTC)
+        )
+        return Outcome.RECORDED if known else Outcome.UNKNOWN_TRACKING_NUMBER
     so = await uow.supplier_orders.by_tracking(update.tracking_number)
     if so is None:
         return Outcome.UNKNOWN_TRACKING_NUMBER

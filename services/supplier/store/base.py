@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,8 +54,15 @@ class StockConflict(Exception):
     """Stock read for planning was taken by a concurrent order; plan again."""
 
 
+_PREBUILT: dict[tuple[str, str], Any] = {}
+
+
 class Sql:
-    """Core statements on the transaction's connection, without the ORM session's overhead."""
+    """Core statements on the transaction's connection, without the ORM session's overhead.
+
+    Hot statements are built once (`prebuilt`) with bound parameters: a statement object
+    used again keeps its cache key, so SQLAlchemy neither rebuilds nor re-keys it.
+    """
 
     def __init__(self, session: AsyncSession, dialect: str) -> None:
         self.session = session
@@ -72,6 +80,14 @@ class Sql:
     def insert(self) -> Any:
         """The dialect's `insert` (with `on_conflict_do_nothing` / `_do_update`)."""
         return dialect_insert(self.dialect)
+
+    def prebuilt(self, name: str, build: Callable[[Any], Executable]) -> Any:
+        """The statement `build(insert of this dialect)` makes, built once per dialect."""
+        key = (self.dialect, name)
+        found = _PREBUILT.get(key)
+        if found is None:
+            found = _PREBUILT[key] = build(self.insert())
+        return found
 
 
 def rowcount(result: CursorResult[Any]) -> int:

@@ -31,6 +31,8 @@ from services.supplier.tables import (
 )
 from shared.db import aware
 
+_APPEND_TALLY = supplier_tally.insert()
+
 
 class SupplierRepository:
     def __init__(self, sql: Sql, directory: SupplierDirectory) -> None:
@@ -197,7 +199,7 @@ class SupplierRepository:
         """Counter increments appended, not updated: the supplier rows are not locked."""
         if tally:
             await self._sql.run(
-                supplier_tally.insert(),
+                _APPEND_TALLY,
                 [
                     {**dict.fromkeys(COUNTERS, 0), **increments, "supplier_id": supplier_id}
                     for supplier_id, increments in sorted(tally.items())

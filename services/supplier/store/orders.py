@@ -51,6 +51,14 @@ _WITH_LINES = select(
     supplier_order, *(allocation.c[k].label(f"a_{k}") for k in _LINE_COLUMNS)
 ).outerjoin(allocation, allocation.c.supplier_order_id == supplier_order.c.id)
 _BY_ID = _WITH_LINES.where(supplier_order.c.id == bindparam("so_id")).order_by(allocation.c.id)
+_BY_ID_LOCKED = _BY_ID.with_for_update(of=supplier_order)
+_BY_TRACKING = (
+    _WITH_LINES.where(supplier_order.c.tracking_number == bindparam("tracking"))
+    .order_by(supplier_order.c.created_at, allocation.c.id)
+    .with_for_update(of=supplier_order)
+)
+_SAVE = update(supplier_order).where(supplier_order.c.id == bindparam("s_so_id"))
+"""Sets the columns its parameters name (what changed): compiled once per set of columns."""
 _STORED = tuple(f.name for f in fields(SupplierOrder) if f.name not in ("lines", "events", "tally"))
 _TIMES = frozenset(
     f.name for f in fields(SupplierOrder) if f.name.endswith(("_at", "_until", "ship_by"))
@@ -78,6 +86,15 @@ _MARK_RECEIVED = (
         next_check_at=bindparam("check_at"),
     )
 )
+_FREE = supplier_order.alias("free")
+_MARK_RECEIVED_UNLESS_LOCKED = _MARK_RECEIVED.where(
+    supplier_order.c.id
+    == select(_FREE.c.id)
+    .where(_FREE.c.id == bindparam("so_id"))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+"""PostgreSQL: `_MARK_RECEIVED`, skipping a row another transaction holds locked."""
 
 
 IN_PROGRESS = frozenset({State.ACCEPTED, State.DISPATCHED})
@@ -134,17 +151,13 @@ class SupplierOrderRepository:
     # -- loading ----------------------------------------------------------------------
     async def get(self, so_id: str, *, for_update: bool = False) -> SupplierOrder | None:
         """The supplier order and its allocations in one statement (locked with `for_update`)."""
-        query = _BY_ID.with_for_update(of=supplier_order) if for_update else _BY_ID
+        query = _BY_ID_LOCKED if for_update else _BY_ID
         found = self._from_joined(list(await self._sql.run(query, {"so_id": so_id})))
         return found[0] if found else None
 
     async def by_tracking(self, tracking_number: str) -> SupplierOrder | None:
-        query = (
-            _WITH_LINES.where(supplier_order.c.tracking_number == tracking_number)
-            .order_by(supplier_order.c.created_at, allocation.c.id)
-            .with_for_update(of=supplier_order)
-        )
-        found = self._from_joined(list(await self._sql.run(query)))
+        rows = await self._sql.run(_BY_TRACKING, {"tracking": tracking_number})
+        found = self._from_joined(list(rows))
         return found[0] if found else None
 
     async def of_order(self, order_id: str) -> list[SupplierOrder]:
@@ -216,11 +229,7 @@ class SupplierOrderRepository:
         before = self._loaded.get(so.id, {})
         changes = {k: v for k in _STORED if (v := getattr(so, k)) != before.get(k)}
         if changes:
-            await self._sql.run(
-                update(supplier_order)
-                .where(supplier_order.c.id == so.id)
-                .values(**_values(changes))
-            )
+            await self._sql.run(_SAVE, {"s_so_id": so.id, **_values(changes)})
             self._loaded[so.id] = {**before, **changes}
             if "state" in changes and so.state in QUEUED:
                 self._after.wake_dispatcher = True
@@ -237,26 +246,14 @@ class SupplierOrderRepository:
         Only orders still `sending` change: a callback or a cancel may have got there
         first. On PostgreSQL a row a callback holds locked is skipped rather than waited
         for (that callback is deciding it), so one slow callback cannot hold up the batch
-        and every callback behind it.
+        and every callback behind it; one statement either way.
         """
-        if self._sql.dialect == "postgresql" and sent:
-            free = {
-                r.id
-                for r in await self._sql.run(
-                    select(supplier_order.c.id)
-                    .where(
-                        supplier_order.c.id.in_([so_id for so_id, _ in sent]),
-                        supplier_order.c.state == _SENDING.value,
-                    )
-                    .with_for_update(skip_locked=True)
-                )
-            }
-            sent = [(so_id, ref) for so_id, ref in sent if so_id in free]
         if not sent:
             return
         now = datetime.now(UTC)
+        pg = self._sql.dialect == "postgresql"
         await self._sql.run(
-            _MARK_RECEIVED,
+            _MARK_RECEIVED_UNLESS_LOCKED if pg else _MARK_RECEIVED,
             [
                 {"so_id": so_id, "ref": ref, "sent": now, "check_at": now + check_after}
                 for so_id, ref in sent

@@ -158,9 +158,8 @@ class CallbackDeliveries:
         self._sql = sql
 
     async def first(self, source: str, delivery_id: str) -> bool:
-        stmt = (
-            self._sql.insert()(callback_delivery)
-            .values(source=source, delivery_id=delivery_id, received_at=datetime.now(UTC))
-            .on_conflict_do_nothing()
+        stmt = self._sql.prebuilt(
+            "delivery.first", lambda insert: insert(callback_delivery).on_conflict_do_nothing()
         )
-        return rowcount(await self._sql.run(stmt)) == 1
+        row = {"source": source, "delivery_id": delivery_id, "received_at": datetime.now(UTC)}
+        return rowcount(await self._sql.run(stmt, row)) == 1

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, or_, select, update
+from sqlalchemy import Row, and_, bindparam, delete, exists, func, or_, select, update
 
 from services.supplier.domain import State
 from services.supplier.store.base import AfterCommit, Sql, rowcount
@@ -20,6 +20,26 @@ from services.supplier.tables import (
     waiting_line,
 )
 from shared.db import aware
+
+_WAITING_ORDER = waiting_line.c.order_id == bindparam("w_order_id")
+_CLEAR_ORDER = delete(waiting_line).where(_WAITING_ORDER)
+_CLEAR_LINES = _CLEAR_ORDER.where(
+    waiting_line.c.line_id.in_(bindparam("w_line_ids", expanding=True))
+)
+
+
+def _moved_if_shipped(insert: Any) -> Any:
+    """INSERT ... SELECT the movement WHERE a supplier order has the tracking number,
+    ON CONFLICT moved_at = the new one (PostgreSQL and SQLite alike)."""
+    tracking = bindparam("m_tracking", type_=tracking_movement.c.tracking_number.type)
+    when = bindparam("m_when", type_=tracking_movement.c.moved_at.type)
+    shipped = exists().where(supplier_order.c.tracking_number == tracking)
+    stmt = insert(tracking_movement).from_select(
+        ["tracking_number", "moved_at"], select(tracking, when).where(shipped)
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["tracking_number"], set_={"moved_at": stmt.excluded.moved_at}
+    )
 
 
 @dataclass(frozen=True)
@@ -115,10 +135,10 @@ class WaitingLines:
         return aware(await self._sql.scalar(select(func.min(waiting_line.c.retry_at))))
 
     async def clear(self, order_id: str, line_ids: list[str] | None = None) -> None:
-        stmt = delete(waiting_line).where(waiting_line.c.order_id == order_id)
-        if line_ids is not None:
-            stmt = stmt.where(waiting_line.c.line_id.in_(line_ids))
-        await self._sql.run(stmt)
+        if line_ids is None:
+            await self._sql.run(_CLEAR_ORDER, {"w_order_id": order_id})
+        else:
+            await self._sql.run(_CLEAR_LINES, {"w_order_id": order_id, "w_line_ids": line_ids})
 
     async def clear_lines(self, lines: dict[str, list[str]]) -> None:
         """`clear` of these lines (order id -> line ids) of many orders, in one statement."""
@@ -161,6 +181,13 @@ class Clocks:
             .values(tracking_number=tracking_number, moved_at=when)
             .on_conflict_do_update(index_elements=["tracking_number"], set_={"moved_at": when})
         )
+
+    async def moved_if_shipped(self, tracking_number: str, when: datetime) -> bool:
+        """`moved`, in one statement, if a supplier order ships under this tracking number;
+        False (nothing written) if none does."""
+        stmt = self._sql.prebuilt("clocks.moved_if_shipped", _moved_if_shipped)
+        result = await self._sql.run(stmt, {"m_tracking": tracking_number, "m_when": when})
+        return rowcount(result) > 0
 
     async def last_moved(self, tracking_numbers: set[str]) -> dict[str, datetime]:
         if not tracking_numbers:

@@ -1,0 +1,158 @@
+"""The lifecycle's cheaper statements on PostgreSQL and SQLite: an in-transit update is one
+guarded upsert (unknown parcels write nothing, a redelivery changes nothing), and marking
+placed orders received is one statement that skips rows a callback holds (PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import select
+
+from services.supplier.app import MIGRATIONS
+from services.supplier.domain import (
+    AllocatedLine,
+    Credentials,
+    NewSupplier,
+    State,
+    SupplierOrder,
+)
+from services.supplier.handlers import callbacks
+from services.supplier.handlers.callbacks import Outcome, SupplierCallback, TrackingUpdate
+from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
+from services.supplier.tables import supplier_order, tracking_movement
+from shared.db import aware, create_engine, migrate_async, session_factory
+
+pytestmark = pytest.mark.integration
+SUPPLIER = "sup_a"
+CHECK_AFTER = timedelta(seconds=30)
+
+
+@dataclass
+class Db:
+    sessions: Any
+    directory: SupplierDirectory
+    backend: str
+
+    def uow(self) -> SupplierUnitOfWork:
+        return SupplierUnitOfWork(self.sessions, directory=self.directory)
+
+    async def rows(self, query: Any) -> list[Any]:
+        async with self.sessions() as s:
+            return list(await s.execute(query))
+
+    async def state(self, so_id: str) -> tuple[str, str | None]:
+        cols = supplier_order.c
+        [row] = await self.rows(select(cols.state, cols.supplier_order_ref).where(cols.id == so_id))
+        return row.state, row.supplier_order_ref
+
+    async def movements(self) -> dict[str, datetime]:
+        rows = await self.rows(select(tracking_movement))
+        return {r.tracking_number: aware(r.moved_at) for r in rows}
+
+
+@pytest.fixture
+async def db(database_url: Any, backend: str) -> AsyncIterator[Db]:
+    url = await database_url("supplier")
+    await migrate_async(MIGRATIONS, url)
+    engine = create_engine(url)  # counts its statements
+    found = Db(session_factory(engine), SupplierDirectory(Sealer(str, str), ttl_s=0), backend)
+    async with found.uow() as uow:
+        new = NewSupplier(SUPPLIER, SUPPLIER, "http://sim/a", Credentials("k", "s"))
+        await uow.suppliers.add(SUPPLIER, new, datetime.now(UTC))
+        await uow.commit()
+    yield found
+    await engine.dispose()
+
+
+async def sending(db: Db, *so_ids: str) -> None:
+    """Supplier orders committed `sending`, as routing leaves them for the dispatcher."""
+    now = datetime.now(UTC)
+    line = AllocatedLine("l1", "MUG", "A-MUG", 1, Decimal("3.00"), Decimal("9.00"), "USD")
+    async with db.uow() as uow:
+        await uow.supplier_orders.add_all(
+            [SupplierOrder(i, f"ord-{i}", SUPPLIER, State.SENDING, [line], now) for i in so_ids]
+        )
+        await uow.commit()
+
+
+async def mark_received(db: Db, *sent: tuple[str, str]) -> None:
+    async with db.uow() as uow:
+        await uow.supplier_orders.mark_received(list(sent), CHECK_AFTER)
+        await uow.commit()
+
+
+def statements() -> float:
+    return REGISTRY.get_sample_value("dropship_db_statements_total") or 0.0
+
+
+async def overhead(db: Db) -> float:
+    """Statements a unit of work sends with nothing in it (SQLite: its BEGIN)."""
+    before = statements()
+    async with db.uow() as uow:
+        await uow.session.connection()
+        await uow.commit()
+    return statements() - before
+
+
+async def test_placed_orders_are_marked_received_once_in_one_statement(db: Db) -> None:
+    await sending(db, "so-1", "so-2")
+    empty, before = await overhead(db), statements()
+    await mark_received(db, ("so-1", "REF-1"), ("so-2", "REF-2"))
+    assert statements() - before - empty == 1
+    assert await db.state("so-1") == ("received", "REF-1")
+    assert await db.state("so-2") == ("received", "REF-2")
+    # again (a retried batch): no longer sending, so nothing changes
+    await mark_received(db, ("so-1", "OTHER"))
+    assert await db.state("so-1") == ("received", "REF-1")
+
+
+async def test_a_row_a_callback_holds_is_skipped_not_waited_for(db: Db) -> None:
+    if db.backend != "postgresql":
+        pytest.skip("SQLite has one writer: nothing to skip")
+    await sending(db, "so-1", "so-2")
+    async with db.uow() as callback:  # a callback deciding so-1 holds its row
+        assert await callback.supplier_orders.get("so-1", for_update=True) is not None
+        await mark_received(db, ("so-1", "REF-1"), ("so-2", "REF-2"))
+        assert await db.state("so-2") == ("received", "REF-2")
+        assert await db.state("so-1") == ("sending", None)
+        await callback.rollback()
+    await mark_received(db, ("so-1", "REF-1"))  # the next batch gets it
+    assert await db.state("so-1") == ("received", "REF-1")
+
+
+async def track(db: Db, delivery: str, tracking: str, status: Any, at: datetime) -> Outcome:
+    update = TrackingUpdate(tracking, status, at)
+    return await callbacks.tracking_update(db.uow(), delivery, update)
+
+
+async def test_in_transit_updates_record_movement_only_for_a_shipped_parcel(db: Db) -> None:
+    await sending(db, "so-1")
+    await mark_received(db, ("so-1", "REF-1"))
+    for kind, delivery in (("accepted", "d-acc"), ("dispatched", "d-dis")):
+        cb = SupplierCallback(kind, "so-1", "REF-1", None, "UPS", "1Z999")
+        assert (await callbacks.supplier_callback(db.uow(), SUPPLIER, delivery, cb)).value == kind
+    t0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+
+    assert await track(db, "t-0", "NOPE", "in_transit", t0) is Outcome.UNKNOWN_TRACKING_NUMBER
+    assert await db.movements() == {}
+
+    empty, before = await overhead(db), statements()
+    assert await track(db, "t-1", "1Z999", "in_transit", t0) is Outcome.RECORDED
+    assert statements() - before - empty == 2  # the delivery id, the guarded upsert
+    assert await db.movements() == {"1Z999": t0}
+
+    later = t0 + timedelta(hours=3)
+    assert await track(db, "t-1", "1Z999", "in_transit", later) is Outcome.DUPLICATE
+    assert await db.movements() == {"1Z999": t0}
+    assert await track(db, "t-2", "1Z999", "in_transit", later) is Outcome.RECORDED
+    assert await db.movements() == {"1Z999": later}
+
+    assert await track(db, "t-3", "1Z999", "delivered", later) is Outcome.DELIVERED
+    assert (await db.state("so-1"))[0] == "delivered"
+    assert await track(db, "t-4", "1Z999", "in_transit", later) is Outcome.RECORDED
