@@ -2,7 +2,8 @@
 
 The supplier service never stores, logs or publishes a customer's address: the
 dispatcher asks the order service (`GET /v1/orders/{id}/contact`, service token) just
-before it places a supplier order, and the answer lives in memory for that one call.
+before it places a supplier order, and the answer lives in memory for that one call
+(the supplier orders of one order placed at the same moment share one lookup in flight).
 Every field's `repr` is hidden so no log line or traceback can carry it.
 
     fetch(order_id) -> ShipTo         the destination (fields the order service does not
@@ -14,6 +15,7 @@ Every field's `repr` is hidden so no log line or traceback can carry it.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -69,7 +71,11 @@ class ShipTo:
 
 
 class ShipToBook:
-    """Reads destinations from the order service; one instance per service."""
+    """Reads destinations from the order service; one instance per service.
+
+    Concurrent fetches of the same order share one lookup (an order split between two
+    suppliers is placed with both at once); it is forgotten as soon as it is answered.
+    """
 
     def __init__(
         self, http: httpx.AsyncClient, base_url: str, token: str, *, retry_for_s: float = 15.0
@@ -84,6 +90,8 @@ class ShipToBook:
             stop=stop_after_delay(retry_for_s),
             reraise=True,
         )
+        self._in_flight: dict[tuple[str, str | None, str | None], asyncio.Task[ShipTo | Redacted]]
+        self._in_flight = {}
 
     async def fetch(
         self, order_id: str, *, country: str | None = None, postal_code: str | None = None
@@ -93,6 +101,25 @@ class ShipToBook:
         Retries for up to `retry_for_s`; past that, `ShipToUnavailable` and the job's lease
         brings it back later.
         """
+        key = (order_id, country, postal_code)
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(order_id, country, postal_code))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda done: self._settled(key, done))
+        return await asyncio.shield(task)  # one caller cancelled: the others still get it
+
+    def _settled(
+        self, key: tuple[str, str | None, str | None], task: asyncio.Task[ShipTo | Redacted]
+    ) -> None:
+        if self._in_flight.get(key) is task:
+            del self._in_flight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every caller may have been cancelled
+
+    async def _fetch(
+        self, order_id: str, country: str | None, postal_code: str | None
+    ) -> ShipTo | Redacted:
         async for attempt in self._retrying.copy():
             with attempt:
                 return await self._fetch_once(order_id, country=country, postal_code=postal_code)

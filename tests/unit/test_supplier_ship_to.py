@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
 from services.supplier.ship_to import Redacted, ShipTo, ShipToBook, ShipToUnavailable
+from shared.testing import eventually
 
 FULL = {
     "name": "Ada",
@@ -90,3 +93,63 @@ async def test_a_brief_order_service_outage_is_waited_out() -> None:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     book = ShipToBook(http, "http://order", "tok", retry_for_s=10)
     assert isinstance(await book.fetch("ord-1"), Redacted)
+
+
+async def test_two_supplier_orders_of_one_order_placed_at_once_share_one_lookup():
+    calls = []
+    answer = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        await answer.wait()
+        return httpx.Response(200, json={"redacted": False, **FULL})
+
+    contacts = book(handler)
+    both = asyncio.gather(contacts.fetch("o"), contacts.fetch("o"), contacts.fetch("p"))
+
+    async def under_way() -> bool:
+        return len(calls) == 2
+
+    await eventually(under_way, interval=0.01, what="both lookups under way")
+    answer.set()
+    first, second, other = await both
+    assert isinstance(first, ShipTo) and first.to_json() == FULL and second == first
+    assert isinstance(other, ShipTo)
+    assert sorted(calls) == ["/v1/orders/o/contact", "/v1/orders/p/contact"]
+    # answered, it is forgotten: a later placement asks again
+    await contacts.fetch("o")
+    assert len(calls) == 3
+
+
+async def test_one_caller_cancelled_leaves_the_shared_lookup_to_the_other():
+    answer = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await answer.wait()
+        return httpx.Response(200, json={"redacted": False, **FULL})
+
+    contacts = book(handler)
+    first = asyncio.create_task(contacts.fetch("o"))
+    second = asyncio.create_task(contacts.fetch("o"))
+    await asyncio.sleep(0)  # both waiting on the one lookup
+    first.cancel()
+    answer.set()
+    assert isinstance(await second, ShipTo)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_a_failed_shared_lookup_fails_every_caller_and_is_not_remembered():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(503)
+
+    contacts = book(handler)
+    results = await asyncio.gather(contacts.fetch("o"), contacts.fetch("o"), return_exceptions=True)
+    assert all(isinstance(r, ShipToUnavailable) for r in results)
+    before = len(calls)
+    with pytest.raises(ShipToUnavailable):
+        await contacts.fetch("o")
+    assert len(calls) > before
