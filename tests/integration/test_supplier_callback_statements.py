@@ -25,7 +25,7 @@ from services.supplier.domain import (
 from services.supplier.handlers import callbacks
 from services.supplier.handlers.callbacks import Outcome, SupplierCallback, TrackingUpdate
 from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
-from services.supplier.tables import supplier_order, tracking_movement
+from services.supplier.tables import supplier_order, tracking_movement, waiting_line
 from shared.db import aware, create_engine, migrate_async, session_factory
 
 pytestmark = pytest.mark.integration
@@ -51,6 +51,10 @@ class Db:
         [row] = await self.rows(select(cols.state, cols.supplier_order_ref).where(cols.id == so_id))
         return row.state, row.supplier_order_ref
 
+    async def waiting(self) -> list[tuple[str, str]]:
+        rows = await self.rows(select(waiting_line.c.order_id, waiting_line.c.line_id))
+        return sorted((r.order_id, r.line_id) for r in rows)
+
     async def movements(self) -> dict[str, datetime]:
         rows = await self.rows(select(tracking_movement))
         return {r.tracking_number: aware(r.moved_at) for r in rows}
@@ -61,7 +65,8 @@ async def db(database_url: Any, backend: str) -> AsyncIterator[Db]:
     url = await database_url("supplier")
     await migrate_async(MIGRATIONS, url)
     engine = create_engine(url)  # counts its statements
-    found = Db(session_factory(engine), SupplierDirectory(Sealer(str, str), ttl_s=0), backend)
+    directory = SupplierDirectory(Sealer(str, str), ttl_s=600)  # read once: not counted
+    found = Db(session_factory(engine), directory, backend)
     async with found.uow() as uow:
         new = NewSupplier(SUPPLIER, SUPPLIER, "http://sim/a", Credentials("k", "s"))
         await uow.suppliers.add(SUPPLIER, new, datetime.now(UTC))
@@ -156,3 +161,33 @@ async def test_in_transit_updates_record_movement_only_for_a_shipped_parcel(db: 
     assert await track(db, "t-3", "1Z999", "delivered", later) is Outcome.DELIVERED
     assert (await db.state("so-1"))[0] == "delivered"
     assert await track(db, "t-4", "1Z999", "in_transit", later) is Outcome.RECORDED
+
+
+async def decide(db: Db, so_id: str, kind: str, delivery: str) -> str:
+    cb = SupplierCallback(kind, so_id, f"REF-{so_id}", None, "UPS", f"TN-{so_id}")  # type: ignore[arg-type]
+    return (await callbacks.supplier_callback(db.uow(), SUPPLIER, delivery, cb)).value
+
+
+async def test_a_decision_clears_waiting_lines_and_sends_nothing_for_them_when_none_wait(
+    db: Db,
+) -> None:
+    await sending(db, "so-1", "so-2")
+    await mark_received(db, ("so-1", "REF-so-1"), ("so-2", "REF-so-2"))
+    async with db.uow() as uow:  # so-1's line was routed again while it waited
+        now = datetime.now(UTC)
+        await uow.waiting.wait("ord-so-1", ["l1"], "timeout", now, retry_after_s=5, max_retry_s=60)
+        await uow.commit()
+    assert await db.waiting() == [("ord-so-1", "l1")]
+    async with db.uow() as uow:  # the supplier's entry cached (its SLA), as when warm
+        assert await uow.suppliers.entry(SUPPLIER) is not None
+    empty, before = await overhead(db), statements()
+    assert await decide(db, "so-1", "accepted", "d1") == "accepted"
+    waited = statements() - before - empty
+    assert await db.waiting() == []
+
+    empty, before = await overhead(db), statements()
+    assert await decide(db, "so-2", "accepted", "d2") == "accepted"
+    assert statements() - before - empty == waited - 1  # no DELETE of waiting lines
+    assert await decide(db, "so-2", "accepted", "d2") == "duplicate"
+    assert await decide(db, "so-2", "dispatched", "d3") == "dispatched"
+    assert (await db.state("so-2"))[0] == "dispatched"

@@ -38,6 +38,9 @@ class FakeSupplierOrders:
         so = self.rows.get(so_id)
         return self._copy(so) if so is not None else None
 
+    def lines_may_wait(self, so: SupplierOrder) -> bool:
+        return True  # the fake waiting lines are cleared as before
+
     async def by_tracking(self, tracking_number: str) -> SupplierOrder | None:
         found = [so for so in self.rows.values() if so.tracking_number == tracking_number]
         return self._copy(found[0]) if found else None
@@ -269,11 +272,19 @@ class FakeWaiting:
 
 
 class FakeClocks:
-    def __init__(self) -> None:
+    def __init__(self, orders: FakeSupplierOrders | None = None) -> None:
         self.moved_at: dict[str, datetime] = {}
+        self.orders = orders
 
     async def moved(self, tracking_number: str, when: datetime) -> None:
         self.moved_at[tracking_number] = when
+
+    async def moved_if_shipped(self, tracking_number: str, when: datetime) -> bool:
+        rows = self.orders.rows.values() if self.orders is not None else ()
+        if not any(so.tracking_number == tracking_number for so in rows):
+            return False
+        self.moved_at[tracking_number] = when
+        return True
 
 
 class FakeHolds:
@@ -326,7 +337,7 @@ class FakeUnitOfWork:
         self.deliveries = FakeDeliveries()
         self.waiting = FakeWaiting()
         self.holds = FakeHolds()
-        self.clocks = FakeClocks()
+        self.clocks = FakeClocks(self.supplier_orders)
         self._to_hand_off: list[NewSupplierOrder] = []
 
     async def __aenter__(self) -> FakeUnitOfWork:

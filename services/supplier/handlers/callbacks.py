@@ -127,7 +127,7 @@ async def _decide(
     if callback.type == "accepted":
         so.accept(ref, await _sla_hours(uow, so), now)
         await orders.save(so)
-        await uow.waiting.clear(so.order_id, [a.line_id for a in so.lines])  # no longer waiting
+        await _no_longer_waiting(uow, so)
         return Outcome.ACCEPTED
     if callback.type == "rejected":
         so.reject(callback.reason or "")
@@ -148,8 +148,14 @@ async def _decide(
         now,
     )
     await orders.save(so)
-    await uow.waiting.clear(so.order_id, [a.line_id for a in so.lines])
+    await _no_longer_waiting(uow, so)
     return Outcome.DISPATCHED
+
+
+async def _no_longer_waiting(uow: SupplierUnitOfWork, so: SupplierOrder) -> None:
+    """Its lines are taken: they wait for a supplier no more (if any of the order did)."""
+    if uow.supplier_orders.lines_may_wait(so):
+        await uow.waiting.clear(so.order_id, [a.line_id for a in so.lines])
 
 
 async def _sla_hours(uow: SupplierUnitOfWork, so: SupplierOrder) -> float:

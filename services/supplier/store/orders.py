@@ -15,6 +15,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    exists,
     false,
     func,
     or_,
@@ -34,7 +35,7 @@ from services.supplier.domain import (
     SupplierOrder,
 )
 from services.supplier.store.base import AfterCommit, Sql
-from services.supplier.tables import allocation, supplier_order
+from services.supplier.tables import allocation, supplier_order, waiting_line
 from shared.db import aware
 from shared.events import EventData
 
@@ -47,8 +48,13 @@ _LINE_COLUMNS = (
     "unit_price",
     "currency",
 )
+_ORDER_WAITING = (
+    exists().where(waiting_line.c.order_id == supplier_order.c.order_id).label("order_waiting")
+)
+"""Whether any line of the order waits for a supplier (read with the aggregate, so a
+decision has no waiting lines to clear in the common case and sends no statement)."""
 _WITH_LINES = select(
-    supplier_order, *(allocation.c[k].label(f"a_{k}") for k in _LINE_COLUMNS)
+    supplier_order, _ORDER_WAITING, *(allocation.c[k].label(f"a_{k}") for k in _LINE_COLUMNS)
 ).outerjoin(allocation, allocation.c.supplier_order_id == supplier_order.c.id)
 _BY_ID = _WITH_LINES.where(supplier_order.c.id == bindparam("so_id")).order_by(allocation.c.id)
 _BY_ID_LOCKED = _BY_ID.with_for_update(of=supplier_order)
@@ -147,6 +153,7 @@ class SupplierOrderRepository:
         self._emit = emit
         self._lease = lease
         self._loaded: dict[str, dict[str, Any]] = {}
+        self._no_waiting: set[str] = set()  # loaded while no line of their order waited
 
     # -- loading ----------------------------------------------------------------------
     async def get(self, so_id: str, *, for_update: bool = False) -> SupplierOrder | None:
@@ -166,12 +173,21 @@ class SupplierOrderRepository:
         )
         return self._from_joined(list(await self._sql.run(query)))
 
+    def lines_may_wait(self, so: SupplierOrder) -> bool:
+        """False when, as it was loaded here, no line of its order waited for a supplier
+        (a line a supplier order is working on is never parked again meanwhile)."""
+        return so.id not in self._no_waiting
+
     def _from_joined(self, rows: list[Row[Any]]) -> list[SupplierOrder]:
         out: dict[str, SupplierOrder] = {}
         for r in rows:
             so = out.get(r.id)
             if so is None:
                 so = out[r.id] = self._load(r, [])
+                if r.order_waiting:
+                    self._no_waiting.discard(r.id)
+                else:
+                    self._no_waiting.add(r.id)
             if r.a_line_id is not None:
                 so.lines.append(_line({k: getattr(r, f"a_{k}") for k in _LINE_COLUMNS}))
         return list(out.values())
