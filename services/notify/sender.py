@@ -116,7 +116,9 @@ class Sender:
         try:
             while True:
                 self.wakeup.event.clear()
-                free = self.limit - len(self._inflight)
+                # a send that just finished woke us before its done-callback left the set:
+                # count only the sends still running, or a freed slot would go unclaimed
+                free = self.limit - sum(not task.done() for task in self._inflight)
                 claimed = await self._claim(free) if free > 0 else []
                 self._backlog = free <= 0 or len(claimed) == free
                 contacts = self._contacts_of(claimed)
