@@ -65,21 +65,18 @@ class IntakeWriter:
             task.add_done_callback(self._writing.discard)
 
     async def _write(self, group: list[tuple[Intake, Answer]]) -> None:
-        try:
-            if len(group) == 1:  # alone: today's path, no group bookkeeping
-                placed = None
-            else:
+        if len(group) > 1:  # alone: today's path, no group bookkeeping
+            try:
                 placed = await place_together([i for i, _ in group], self._new_uow())
-        except Exception as exc:
-            log.warning("intake group failed", extra={"orders": len(group)}, exc_info=True)
-            for _, answer in group:
-                _settle(answer, exc=exc)
-            return
-        if placed is not None:
-            for (_, answer), result in zip(group, placed, strict=True):
-                _settle(answer, result)
-            return
-        if len(group) > 1:
+            except Exception as exc:
+                log.warning("intake group failed", extra={"orders": len(group)}, exc_info=True)
+                for _, answer in group:
+                    _settle(answer, exc=exc)
+                return
+            if placed is not None:
+                for (_, answer), result in zip(group, placed, strict=True):
+                    _settle(answer, result)
+                return
             log.info("intake group placed one by one", extra={"orders": len(group)})
         for intake, answer in group:  # one by one, in arrival order
             try:

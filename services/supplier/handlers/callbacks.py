@@ -218,30 +218,22 @@ async def tracking_update(
 
 
 async def _track(uow: SupplierUnitOfWork, update: TrackingUpdate) -> Outcome:
+    when = update.occurred_at or datetime.now(UTC)
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
     if update.status == "in_transit":  # the parcel moved, nothing else: one statement
-        when = update.occurred_at or datetime.now(UTC)
-        known = await uow.clocks.moved_if_shipped(
-            update.tracking_number, when if when.tzinfo else when.replace(tzinfo=UTC)
-        )
+        known = await uow.clocks.moved_if_shipped(update.tracking_number, when)
         return Outcome.RECORDED if known else Outcome.UNKNOWN_TRACKING_NUMBER
     so = await uow.supplier_orders.by_tracking(update.tracking_number)
     if so is None:
         return Outcome.UNKNOWN_TRACKING_NUMBER
-    if update.status in ("in_transit", "exception"):  # the parcel moved: not lost
-        when = update.occurred_at or datetime.now(UTC)
-        await uow.clocks.moved(
-            update.tracking_number, when if when.tzinfo else when.replace(tzinfo=UTC)
-        )
     try:
         if update.status == "exception":
+            await uow.clocks.moved(update.tracking_number, when)  # the parcel moved: not lost
             so.report_exception()
             outcome = Outcome.EXCEPTION
-        elif update.status == "delivered":
-            when = update.occurred_at or datetime.now(UTC)
-            so.deliver(when if when.tzinfo else when.replace(tzinfo=UTC))
+        else:  # delivered (TrackingIn admits only the three)
+            so.deliver(when)
             outcome = Outcome.DELIVERED
-        else:
-            return Outcome.RECORDED
     except IllegalTransition:
         return Outcome.RECORDED  # not (or no longer) on its way: noted, nothing changes
     await uow.supplier_orders.save(so)
