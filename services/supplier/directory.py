@@ -75,8 +75,10 @@ class SupplierEntry:
 class SupplierDirectory:
     """Supplier rows cached for `ttl_s` seconds, so hot paths do not read them per order.
 
-    Changes made through this process's admin API invalidate the entry at once; other
-    replicas see them within `ttl_s` (and the measured reliability lags by as much).
+    Changes committed through this process (the admin API, a quality-defect return)
+    invalidate the entry at once; other replicas see them within `ttl_s` (and the measured
+    reliability lags by as much). A read that began before an invalidation is not kept:
+    it may have seen the row as it was before the change committed.
     Unknown ids are remembered too (as None), so the cache holds at most `max_entries`,
     least recently used first out: webhook URLs name supplier ids anyone can make up.
     """
@@ -87,11 +89,14 @@ class SupplierDirectory:
         self._entries: BoundedTtlCache[str, SupplierEntry | None] = BoundedTtlCache(
             max_entries, ttl_s
         )
+        self.generation = 0
+        """Bumped by every invalidation; `remember` keeps only reads begun in the current one."""
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def invalidate(self, supplier_id: str | None = None) -> None:
+        self.generation += 1
         if supplier_id is None:
             self._entries.clear()
         else:
@@ -107,7 +112,10 @@ class SupplierDirectory:
         counts: dict[str, int],
         penalty: float = 0.0,
         defective: int = 0,
+        read_in: int | None = None,
     ) -> SupplierEntry | None:
+        """The entry built from a read; cached unless an invalidation came since the read
+        began (`read_in`: the generation then), which may have made it stale."""
         entry = None
         if row is not None:
             c = {k: counts.get(k, 0) for k in COUNTERS}
@@ -129,5 +137,6 @@ class SupplierDirectory:
                     defective,
                 ),
             )
-        self._entries.put(supplier_id, entry)
+        if read_in is None or read_in == self.generation:
+            self._entries.put(supplier_id, entry)
         return entry

@@ -23,7 +23,7 @@ async def on_return_authorized(
     """Count the return against the supplier of its lines; defects weigh on its ranking."""
     for part in returns_of(data):
         if await uow.quality.record_return(part) and part.defect:
-            uow.suppliers.forget(part.supplier_id)  # rank with the new defect rate soon
+            uow.forget_after_commit(part.supplier_id)  # rank with the new defect rate
             log.info(
                 "quality-defect return counted against supplier",
                 extra={

@@ -104,6 +104,11 @@ class SupplierUnitOfWork(UnitOfWork):
         """Hand these (committed as `sending` under this process's lease) to the dispatcher."""
         self._after.new_orders += orders
 
+    def forget_after_commit(self, supplier_id: str) -> None:
+        """Drop the supplier's cached entry once this transaction commits (not before: a
+        read in between would cache the row as it was, for the cache's whole TTL)."""
+        self._after.forget.add(supplier_id)
+
     def withdraw(self, so_ids: list[str]) -> None:
         """Take back orders not to be sent after all (their stock was not had)."""
         self._after.new_orders = [o for o in self._after.new_orders if o.id not in so_ids]
@@ -112,6 +117,8 @@ class SupplierUnitOfWork(UnitOfWork):
         after = self._after.take()
         await self.suppliers.append_tallies(after.tally)
         await super().commit()
+        for supplier_id in after.forget:
+            self.directory.invalidate(supplier_id)
         if after.new_orders:
             self._hand_off(after.new_orders)
         if after.wake_dispatcher:

@@ -32,12 +32,14 @@ class NewSupplierOrder:
 class AfterCommit:
     """What one transaction hands on: supplier counter increments (written last, appended,
     in supplier order: those rows are hot), new orders for this process's dispatcher, and
-    whether the dispatcher, or the clock of waiting lines, has work to wake up for."""
+    whether the dispatcher, or the clock of waiting lines, has work to wake up for, and
+    which suppliers' cached entries to drop (their ranking changed)."""
 
     tally: dict[str, Counter[str]] = field(default_factory=dict)
     new_orders: list[NewSupplierOrder] = field(default_factory=list)
     wake_dispatcher: bool = False
     wake_waiting: bool = False
+    forget: set[str] = field(default_factory=set)
 
     def count(self, supplier_id: str, increments: Counter[str]) -> None:
         if increments:
@@ -45,8 +47,11 @@ class AfterCommit:
 
     def take(self) -> AfterCommit:
         """Everything recorded so far, leaving this empty (the repositories keep using it)."""
-        taken = AfterCommit(self.tally, self.new_orders, self.wake_dispatcher, self.wake_waiting)
+        taken = AfterCommit(
+            self.tally, self.new_orders, self.wake_dispatcher, self.wake_waiting, self.forget
+        )
         self.tally, self.new_orders, self.wake_dispatcher, self.wake_waiting = {}, [], False, False
+        self.forget = set()
         return taken
 
 

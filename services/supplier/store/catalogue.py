@@ -127,6 +127,7 @@ class SupplierRepository:
             elif entry is not None:
                 found[supplier_id] = entry
         if missing:
+            generation = self.directory.generation
             rows = {
                 r.id: r
                 for r in await self._sql.run(select(supplier).where(supplier.c.id.in_(missing)))
@@ -141,6 +142,7 @@ class SupplierRepository:
                     counts.get(supplier_id, {}),
                     penalties.get(supplier_id, 0.0),
                     defects.get(supplier_id, 0),
+                    generation,
                 )
                 if entry is not None:
                     found[supplier_id] = entry
