@@ -205,7 +205,7 @@ def test_smtp_url_forms(url, tls, starttls, port, user, verify):
     ],
 )
 def test_bad_configuration_is_refused_at_start_naming_the_variable(env, needle, tmp_path):
-    with pytest.raises(ValidationError, match="") as info:
+    with pytest.raises(ValidationError) as info:
         NotifySettings(data_dir=tmp_path, **env)
     assert needle in str(info.value)
 
