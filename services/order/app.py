@@ -63,6 +63,7 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
         runtime.uow,
         linger_s=settings.order_intake_linger_ms / 1000,
         max_group=settings.order_intake_max_group,
+        writers=settings.intake_writers(),
     )
     install_domain_errors(
         app,

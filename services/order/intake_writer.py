@@ -7,6 +7,11 @@ is `max_group` strong) the group is written in one transaction
 external id seen before or twice in it, a concurrent twin) is placed one order at a time
 in arrival order with `handlers.place_order`, so each gets exactly today's answer. Every
 answer comes after its commit; with `linger` 0 every order takes today's path at once.
+
+`writers` caps the groups a process writes at once (None: no cap). On SQLite, where every
+writer queues on the database's one write lock, one writer per process lets the orders
+that arrive while a group is written wait for the next group instead of queueing on the
+lock as groups of their own: groups grow with the load, transactions do not.
 """
 
 from __future__ import annotations
@@ -29,13 +34,20 @@ class IntakeWriter:
     """Groups the orders of one process; built in `create_app`, its loop objects on first use."""
 
     def __init__(
-        self, new_uow: Callable[[], OrderUnitOfWork], *, linger_s: float, max_group: int
+        self,
+        new_uow: Callable[[], OrderUnitOfWork],
+        *,
+        linger_s: float,
+        max_group: int,
+        writers: int | None = None,
     ) -> None:
         self._new_uow = new_uow
         self.linger_s = linger_s
         self.max_group = max(1, max_group)
+        self.writers = None if writers is None else max(1, writers)
         self._waiting: list[tuple[Intake, Answer]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._due = False  # a group is due but every writer is busy: it goes when one is free
         self._writing: set[asyncio.Task[None]] = set()
 
     async def place(self, cmd: PlaceOrder, idempotency: Idempotency | None) -> Placed | Replayed:
@@ -56,13 +68,22 @@ class IntakeWriter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.writers is not None and len(self._writing) >= self.writers:
+            self._due = True  # `_written` flushes when a writer is free; orders keep joining
+            return
+        self._due = False
         group, self._waiting = self._waiting[: self.max_group], self._waiting[self.max_group :]
         if self._waiting:  # more than a group came in: the rest waits for its own timer
             self._timer = asyncio.get_running_loop().call_later(self.linger_s, self._flush)
         if group:
             task = asyncio.get_running_loop().create_task(self._write(group))
             self._writing.add(task)
-            task.add_done_callback(self._writing.discard)
+            task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writing.discard(task)
+        if self._waiting and (self._due or len(self._waiting) >= self.max_group):
+            self._flush()
 
     async def _write(self, group: list[tuple[Intake, Answer]]) -> None:
         if len(group) > 1:  # alone: today's path, no group bookkeeping
@@ -89,8 +110,10 @@ class IntakeWriter:
 
     async def drain(self) -> None:
         """Write what is waiting and wait for every group in flight (shutdown, tests)."""
-        if self._waiting:
+        while self._waiting:
             self._flush()
+            if self._writing:
+                await asyncio.gather(*self._writing, return_exceptions=True)
         while self._writing:
             await asyncio.gather(*self._writing, return_exceptions=True)
 

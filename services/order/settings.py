@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from services.order.aftersales.domain import ComplaintTargets
 from services.order.intake import IntakePolicy
 from services.order.pii import PiiCipher, generate_key
+from shared.db import is_sqlite
 from shared.egress import EgressPolicy
 from shared.events import ComplaintTier
 from shared.settings import (
@@ -55,6 +56,15 @@ class OrderSettings(ServiceSettings):
     for others to share its transaction (group commit); 0: each order commits alone."""
     order_intake_max_group: int = Field(64, ge=1, le=1000)
     """`DROPSHIP_ORDER_INTAKE_MAX_GROUP`: at most this many orders in one intake transaction."""
+    order_intake_writers: int = Field(0, ge=0, le=1000)
+    """`DROPSHIP_ORDER_INTAKE_WRITERS`: intake groups a process writes at once; 0: one on
+    SQLite (its one write lock), no cap on PostgreSQL."""
+
+    def intake_writers(self) -> int | None:
+        """The cap on a process's intake groups in flight (None: no cap)."""
+        if self.order_intake_writers:
+            return self.order_intake_writers
+        return 1 if is_sqlite(self.db_url) else None
 
     # marketplace write-back (services.order.shops.writeback)
     writeback_enabled: bool = True
