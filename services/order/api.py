@@ -7,6 +7,7 @@ route (webhooks included) by `shared.http.install_domain_errors`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Coroutine
@@ -19,7 +20,7 @@ from fastapi.routing import APIRoute
 from pydantic import AwareDatetime, ValidationError
 
 from services.order import handlers
-from services.order.domain import Status
+from services.order.domain import Order, Status
 from services.order.errors import (
     AddressFixRequired,
     CannotCancel,
@@ -135,18 +136,53 @@ async def create_order(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> JSONResponse:
     idem = None
+    rendered = _RenderOnce()
     if idempotency_key is not None:
-        fingerprint = hashlib.sha256(
-            json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()
-        ).hexdigest()
         scope = hashlib.sha256(key.encode()).hexdigest()[:32]
-        idem = handlers.Idempotency(scope, idempotency_key, fingerprint, snapshot=render_order)
+        idem = handlers.Idempotency(
+            scope,
+            idempotency_key,
+            order_fingerprint(body),
+            snapshot=rendered,
+            earlier_hash=functools.partial(order_fingerprint_before, body),
+        )
     writer: IntakeWriter = request.app.state.intake_writer
     match await writer.place(body.to_command(), idem):
         case handlers.Replayed(snapshot):
             return JSONResponse(snapshot, status_code=201, headers={"Idempotent-Replayed": "true"})
         case handlers.Placed(order):
-            return JSONResponse(render_order(order), status_code=201)
+            return JSONResponse(rendered(order), status_code=201)
+
+
+def order_fingerprint(body: OrderIn) -> str:
+    """An order body's Idempotency-Key fingerprint: SHA-256 of its validated JSON
+    (`model_dump_json`: the model's field order, no whitespace), so bodies that validate to
+    the same order match whatever their key order or spacing, as they did before."""
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+def order_fingerprint_before(body: OrderIn) -> str:
+    """The fingerprint keys were stored with before `order_fingerprint` (sorted-key
+    `json.dumps` of `model_dump`); a key stored then still matches its retry."""
+    dumped = json.dumps(body.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(dumped.encode()).hexdigest()
+
+
+class _RenderOnce:
+    """`render_order` remembered for the last order it rendered: the Idempotency-Key snapshot
+    stored with a new order is the response's body, rendered once. An order placed again
+    (a group that fell back to one by one builds a new one) is rendered anew."""
+
+    __slots__ = ("_body", "_order")
+
+    def __init__(self) -> None:
+        self._order: Order | None = None
+        self._body: dict[str, Any] = {}
+
+    def __call__(self, order: Order) -> dict[str, Any]:
+        if order is not self._order:
+            self._order, self._body = order, render_order(order)
+        return self._body
 
 
 async def _create_from_bytes(request: Request) -> Response | None:

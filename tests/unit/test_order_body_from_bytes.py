@@ -8,6 +8,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from services.order.api import order_fingerprint, order_fingerprint_before
 from services.order.schemas import OrderIn
 from tests.integration.test_order_api import BAD_INPUTS, with_change
 from tests.support.data import order_body
@@ -60,7 +61,25 @@ def test_bytes_accept_what_the_dict_path_accepts_as_the_same_order(raw: bytes) -
         return  # refused from bytes: FastAPI's own path answers (its 422, as before)
     assert from_dict is not None, "accepted from bytes, refused by FastAPI's path"
     assert _fingerprint(from_bytes) == _fingerprint(from_dict)
+    assert order_fingerprint(from_bytes) == order_fingerprint(from_dict)
     assert from_bytes.to_command() == from_dict.to_command()
+
+
+def test_the_fingerprint_tells_bodies_apart_exactly_as_the_one_before() -> None:
+    """Two bodies are the same request under `order_fingerprint` exactly when they were under
+    the scheme before (so a key's meaning does not change with the scheme it was stored in)."""
+    respelled = [
+        json.dumps(dict(reversed(order_body().items())), indent=1).encode(),
+        json.dumps(order_body(price="12.5")).encode(),
+        json.dumps(order_body(price=12.5)).encode(),
+    ]
+    valid = [b for raw in BODIES + respelled if (b := _bytes_path(raw)) is not None]
+    assert len(valid) > 10
+    for a in valid:
+        for b in valid:
+            before = order_fingerprint_before(a) == order_fingerprint_before(b)
+            assert (order_fingerprint(a) == order_fingerprint(b)) == before
+            assert _fingerprint(a) == _fingerprint(b) or not before
 
 
 def test_every_bad_input_is_refused_from_bytes_too() -> None:
