@@ -405,6 +405,8 @@ async def run_backend(backend: str, args: argparse.Namespace) -> tuple[list[Row]
                 order.env["DROPSHIP_ORDER_PORT"] = str(order.port)
                 if args.linger_ms is not None:
                     order.env["DROPSHIP_ORDER_INTAKE_LINGER_MS"] = f"{args.linger_ms:g}"
+                if args.intake_writers is not None:
+                    order.env["DROPSHIP_ORDER_INTAKE_WRITERS"] = str(args.intake_writers)
                 bare = bare_target(
                     urls["bare"], args.workers, Path(tmp) / "bare.log", broker_pid, root
                 )
@@ -438,6 +440,7 @@ def options(ap: argparse.ArgumentParser) -> None:
         "--linger-ms", type=float, default=None,
         help="the order service's DROPSHIP_ORDER_INTAKE_LINGER_MS (default: its own; 0: no groups)",
     )  # fmt: skip
+    ap.add_argument("--intake-writers", type=int, help="DROPSHIP_ORDER_INTAKE_WRITERS (0: auto)")
     ap.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     ap.add_argument("--gen-procs", type=int, default=2, help="open-model generator processes")
