@@ -265,3 +265,29 @@ async def test_twin_groups_in_two_processes_one_order_per_external_id(database_u
             assert got_a[1].status_code == got_b[0].status_code == 201
         counts = await stored(a)
         assert counts["orders"] == counts["placed"] == counts["outbox"] == 9
+
+
+async def test_orders_arriving_during_a_write_each_get_their_own_order(database_url, settings_for):
+    """With the default cap (one group in flight per process on SQLite, none on PostgreSQL),
+    orders sent in waves while groups are written are each placed once, answered as read."""
+    url = await database_url("order")
+    settings = settings_for(OrderSettings, url, consumers_enabled=False)
+    async with in_process(create_app, settings) as svc:
+        writers = svc.app.state.intake_writer.writers
+        assert writers == (1 if url.startswith("sqlite") else None)
+
+        async def wave(n: int) -> list[httpx.Response]:
+            bodies = [(order_body(external_id=f"w{n}-{i}"), {"Idempotency-Key": f"w{n}-{i}"})
+                      for i in range(8)]  # fmt: skip
+            return await together(svc, *bodies)
+
+        waves = await asyncio.gather(*(wave(n) for n in range(4)))
+        responses = [r for w in waves for r in w]
+        assert [r.status_code for r in responses] == [201] * 32
+        assert len({r.json()["id"] for r in responses}) == 32
+        assert await stored(svc) == {
+            "orders": 32, "outbox": 32, "placed": 32, "timeline": 32, "keys": 32
+        }  # fmt: skip
+        for r in responses[::7]:
+            read = await svc.client.get(f"/v1/orders/{r.json()['id']}", headers=API_KEY)
+            assert read.json() == r.json()
