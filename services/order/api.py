@@ -7,7 +7,6 @@ route (webhooks included) by `shared.http.install_domain_errors`.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Callable, Coroutine
@@ -144,7 +143,6 @@ async def create_order(
             idempotency_key,
             order_fingerprint(body),
             snapshot=rendered,
-            earlier_hash=functools.partial(order_fingerprint_before, body),
         )
     writer: IntakeWriter = request.app.state.intake_writer
     match await writer.place(body.to_command(), idem):
@@ -155,15 +153,10 @@ async def create_order(
 
 
 def order_fingerprint(body: OrderIn) -> str:
-    """An order body's Idempotency-Key fingerprint: SHA-256 of its validated JSON
-    (`model_dump_json`: the model's field order, no whitespace), so bodies that validate to
-    the same order match whatever their key order or spacing, as they did before."""
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-
-
-def order_fingerprint_before(body: OrderIn) -> str:
-    """The fingerprint keys were stored with before `order_fingerprint` (sorted-key
-    `json.dumps` of `model_dump`); a key stored then still matches its retry."""
+    """An order body's Idempotency-Key fingerprint: SHA-256 of its validated fields as
+    sorted-key JSON, so bodies that validate to the same order match whatever their key
+    order or spacing. Kept as it is: every key stored so far holds this very hash, and
+    processes of another release read the keys this one stores."""
     dumped = json.dumps(body.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(dumped.encode()).hexdigest()
 

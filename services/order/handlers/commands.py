@@ -36,15 +36,6 @@ class Idempotency:
     key: str
     request_hash: str
     snapshot: Callable[[Order], dict[str, Any]]
-    earlier_hash: Callable[[], str] | None = None
-    """The request's fingerprint under the scheme before `request_hash`'s, asked only when a
-    stored key's hash differs (a key stored before the scheme changed)."""
-
-    def same_request(self, stored_hash: str) -> bool:
-        """Whether a key stored with `stored_hash` was used for this very request."""
-        if stored_hash == self.request_hash:
-            return True
-        return self.earlier_hash is not None and stored_hash == self.earlier_hash()
 
 
 @dataclass(frozen=True)
@@ -86,7 +77,7 @@ async def place_order(
                     idempotency.snapshot(order),
                 )
                 if earlier is not None:
-                    if not idempotency.same_request(earlier.request_hash):
+                    if earlier.request_hash != idempotency.request_hash:
                         raise IdempotencyConflict()
                     return Replayed(earlier.result)
             existing = await _existing(cmd, uow)
