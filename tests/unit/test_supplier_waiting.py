@@ -36,6 +36,21 @@ async def test_a_line_whose_only_supplier_is_unreachable_waits_instead_of_failin
     assert await retry_waiting(uow, LATER) == 0, "taken: not tried twice"
 
 
+async def test_a_waiting_line_goes_back_to_its_supplier_under_the_same_key() -> None:
+    uow = world(backup=False)
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    first = only(uow, order_id, State.SENDING)
+    await dispatch.record_send(uow, first.id, Unavailable("timeout"))
+    uow.handed_off.clear()
+
+    await retry_waiting(uow, LATER)
+    again = only(uow, order_id, State.SENDING)
+    assert again.id == first.id, "the timed-out order may exist there: asked for under its key"
+    assert [o.id for o in uow.handed_off] == [first.id]
+    assert not uow.supplier_orders.in_state(order_id, State.UNAVAILABLE)
+    assert uow.offers.stock(CHEAP, "MUG") == 9
+
+
 async def test_waiting_again_backs_off_and_announces_once() -> None:
     uow = world(backup=False)
     order_id = await place(uow, ("MUG", 1, "12.50"))
