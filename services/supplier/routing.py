@@ -304,7 +304,7 @@ async def fail_over(
         return True
     history = await uow.supplier_orders.passed_over(so.order_id)
     excluded = {ln.line_id: history.get(ln.line_id, frozenset()) | {so.supplier_id} for ln in lines}
-    permanent = await uow.supplier_orders.passed_over(so.order_id, PERMANENT)
+    permanent = await uow.supplier_orders.passed_over(so.order_id, PERMANENT, for_good=True)
     if so.state in PERMANENT:
         permanent = {
             ln.line_id: permanent.get(ln.line_id, frozenset()) | {so.supplier_id} for ln in lines

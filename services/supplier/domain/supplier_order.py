@@ -128,6 +128,10 @@ LIVE = frozenset(
     }
 )
 """A line held by a supplier order in one of these is with a supplier: not routed again."""
+CALLED_OFF_LATE = "called off: taken after we gave up waiting for an answer"
+"""The `failure` of an order we heard nothing back about, called off when the supplier
+took it after its lines had gone elsewhere: the supplier never failed those lines, so it
+is not ruled out for them for good (it may take them again if the others fail)."""
 QUEUED = frozenset({State.TO_SEND, State.CANCEL_PENDING})
 """States the dispatcher picks up: entering one wakes it."""
 
@@ -381,6 +385,8 @@ class SupplierOrder:
 
     def call_off_late_acceptance(self, ref: str | None) -> None:
         self.ensure(Action.CALL_OFF_LATE)
+        if self.state is State.UNAVAILABLE:  # its lines went elsewhere meanwhile
+            self.failure = CALLED_OFF_LATE
         self.state = State.CANCEL_PENDING
         self.supplier_order_ref = ref or self.supplier_order_ref
 
