@@ -419,8 +419,7 @@ class SupplierOrderRepository:
             .where(allocation.c.order_id == order_id, supplier_order.c.state.in_(_in(states)))
         )
         if for_good:
-            failure = supplier_order.c.failure
-            query = query.where(or_(failure.is_(None), failure != CALLED_OFF_LATE))
+            query = query.where(func.coalesce(supplier_order.c.failure, "") != CALLED_OFF_LATE)
         rows = await self._sql.run(query)
         out: dict[str, set[str]] = {}
         for r in rows:
