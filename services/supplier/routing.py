@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from services.supplier.domain import (
     PASSED_OVER,
+    Action,
     AllocatedLine,
     Line,
     Offer,
@@ -66,6 +67,9 @@ async def route(
     if not lines:
         return Plan()
     lines = await mapped(uow, lines, order.currency)
+    # lines routed again (waiting, failed over) may go back to a supplier that never
+    # answered them: that supplier order is placed again under its own key
+    unanswered = await _unanswered(uow, order.order_id) if permanent is not None else []
     for attempt in range(REPLANS + 1):
         offers = await uow.offers.for_skus({ln.sku for ln in lines}, order.currency)
         suppliers = await uow.suppliers.infos({o.supplier_id for o in offers})
@@ -77,9 +81,11 @@ async def route(
             for supplier_id, picks in result.by_supplier.items()
             for p in picks
         ]
-        created = await _record(uow, order, result)
+        fresh, again = _split(result, unanswered)
+        created = await _record(uow, order, fresh)
         try:  # offer rows are the hottest: locked last, just before the commit
             await uow.offers.move_stock(take=take, give=release or ())
+            await _resend(uow, order, again)
             break
         except StockConflict:
             await uow.supplier_orders.remove(created)
@@ -203,6 +209,57 @@ async def record(uow: SupplierUnitOfWork, plans: list[tuple[RoutingRequest, Plan
     return [so.id for so in orders]
 
 
+async def _unanswered(uow: SupplierUnitOfWork, order_id: str) -> list[SupplierOrder]:
+    """The order's supplier orders no supplier answered usably (timeouts, 5xx, open
+    breaker), newest first."""
+    found = await uow.supplier_orders.of_order(order_id)
+    return [so for so in reversed(found) if so.state is State.UNAVAILABLE]
+
+
+def _split(result: Plan, unanswered: list[SupplierOrder]) -> tuple[Plan, list[SupplierOrder]]:
+    """The plan's picks that need a new supplier order, and the unanswered supplier
+    orders that place exactly the same lines (SKU, quantity) at the same supplier."""
+    if not unanswered:
+        return result, []
+    fresh: dict[str, list[Pick]] = {}
+    again: list[SupplierOrder] = []
+    for supplier_id, picks in result.by_supplier.items():
+        left = {p.line.line_id: p for p in picks}
+        for so in unanswered:
+            if so.supplier_id == supplier_id and all(
+                (p := left.get(a.line_id)) is not None
+                and (p.offer.supplier_sku, p.line.quantity) == (a.supplier_sku, a.quantity)
+                for a in so.lines
+            ):
+                again.append(so)
+                for a in so.lines:
+                    del left[a.line_id]
+        if left:
+            fresh[supplier_id] = list(left.values())
+    return Plan(by_supplier=fresh, failed=result.failed), again
+
+
+async def _resend(
+    uow: SupplierUnitOfWork, order: RoutingRequest, again: list[SupplierOrder]
+) -> None:
+    """Place unanswered supplier orders again under their own ids (the idempotency key):
+    a supplier that took one when our call timed out answers with that order."""
+    lease_until = datetime.now(UTC) + uow.lease
+    send: list[NewSupplierOrder] = []
+    taken: list[tuple[str, str, int]] = []
+    for seen in again:
+        so = await uow.supplier_orders.get(seen.id, for_update=True)
+        if so is None or not so.can(Action.RESEND):  # the supplier's answer came meanwhile
+            taken.extend((seen.supplier_id, a.sku, a.quantity) for a in seen.lines)
+            continue
+        so.resend(lease_until)
+        await uow.supplier_orders.save(so)
+        send.append(to_send(so, order))
+    if taken:  # its lines are with that order: the stock planned for them goes back
+        await uow.offers.move_stock(give=taken)
+    uow.dispatch_after_commit(send)
+
+
 def to_send(so: SupplierOrder, order: RoutingRequest) -> NewSupplierOrder:
     """What the dispatcher needs to place `so` at its supplier."""
     return NewSupplierOrder(
@@ -247,7 +304,7 @@ async def fail_over(
         return True
     history = await uow.supplier_orders.passed_over(so.order_id)
     excluded = {ln.line_id: history.get(ln.line_id, frozenset()) | {so.supplier_id} for ln in lines}
-    permanent = await uow.supplier_orders.passed_over(so.order_id, PERMANENT)
+    permanent = await uow.supplier_orders.passed_over(so.order_id, PERMANENT, for_good=True)
     if so.state in PERMANENT:
         permanent = {
             ln.line_id: permanent.get(ln.line_id, frozenset()) | {so.supplier_id} for ln in lines

@@ -11,6 +11,7 @@ from typing import Any
 
 from services.supplier.directory import SupplierEntry
 from services.supplier.domain import (
+    CALLED_OFF_LATE,
     PASSED_OVER,
     Action,
     Credentials,
@@ -65,10 +66,12 @@ class FakeSupplierOrders:
         self.rows[so.id] = self._copy(so)
 
     async def passed_over(
-        self, order_id: str, states: frozenset[State] = PASSED_OVER
+        self, order_id: str, states: frozenset[State] = PASSED_OVER, *, for_good: bool = False
     ) -> dict[str, frozenset[str]]:
         out: dict[str, set[str]] = {}
         for so in self.rows.values():
+            if for_good and so.failure == CALLED_OFF_LATE:
+                continue
             if so.order_id == order_id and so.state in states:
                 for a in so.lines:
                     out.setdefault(a.line_id, set()).add(so.supplier_id)

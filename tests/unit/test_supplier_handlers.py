@@ -161,15 +161,31 @@ async def test_a_backorder_nobody_else_can_take_delays_the_order() -> None:
 
 
 async def test_a_late_acceptance_of_an_order_we_gave_up_on_is_called_off() -> None:
-    uow = world(backup=False)
+    uow = world()
     order_id = await place(uow, ("MUG", 1, "12.50"))
     so = only(uow, order_id, State.SENDING)
     await dispatch.record_send(uow, so.id, Unavailable("timeout"))
     assert only(uow, order_id, State.UNAVAILABLE)
+    assert only(uow, order_id, State.SENDING).supplier_id == BACKUP, "its line went elsewhere"
     outcome = await callback(uow, so, "accepted", supplier_order_ref="LATE")
     assert outcome is Outcome.CANCELLING_LATE_ACCEPTANCE
     assert only(uow, order_id, State.CANCEL_PENDING).supplier_order_ref == "LATE"
     assert not uow.of_type(SupplierConfirmed)
+
+
+async def test_a_late_acceptance_of_an_order_whose_lines_wait_for_it_is_kept() -> None:
+    uow = world(backup=False)
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    so = only(uow, order_id, State.SENDING)
+    await dispatch.record_send(uow, so.id, Unavailable("timeout"))
+    assert uow.waiting.rows and uow.offers.stock(CHEAP, "MUG") == 10
+    outcome = await callback(uow, so, "accepted", supplier_order_ref="LATE")
+    assert outcome is Outcome.ACCEPTED
+    kept = only(uow, order_id, State.ACCEPTED)
+    assert (kept.id, kept.supplier_order_ref) == (so.id, "LATE")
+    assert [c.supplier_order_ref for c in uow.of_type(SupplierConfirmed)] == ["LATE"]
+    assert not uow.waiting.rows and uow.offers.stock(CHEAP, "MUG") == 9
+    assert not uow.of_type(OrderRoutingFailed)
 
 
 async def test_dispatch_before_acceptance_confirms_then_ships_and_tracking_delivers() -> None:

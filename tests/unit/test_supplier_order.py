@@ -62,6 +62,8 @@ MOVES: dict[Action, Callable[[SupplierOrder], object]] = {
     Action.CALL_OFF: lambda so: so.call_off(),
     Action.CALL_OFF_LATE: lambda so: so.call_off_late_acceptance("REF-1"),
     Action.FINISH_CANCEL: lambda so: so.cancel_confirmed(),
+    Action.RESEND: lambda so: so.resend(T0 + timedelta(seconds=60)),
+    Action.RECOVER: lambda so: so.taken_after_all("REF-1"),
 }
 SET_BASED = {Action.RECEIVE, Action.CLAIM_SEND, Action.CLAIM_CANCEL}
 
@@ -101,6 +103,8 @@ EXPECTED_TARGET: dict[Action, Callable[[State], State]] = {
     Action.CALL_OFF: lambda s: State.CANCELLED if s is State.TO_SEND else State.CANCEL_PENDING,
     Action.CALL_OFF_LATE: lambda _: State.CANCEL_PENDING,
     Action.FINISH_CANCEL: lambda _: State.CANCELLED,
+    Action.RESEND: lambda _: State.SENDING,
+    Action.RECOVER: lambda _: State.RECEIVED,
 }
 
 
@@ -230,3 +234,14 @@ def test_a_refused_cancellation_is_retried_with_growing_pauses_then_left_to_a_hu
 
 def test_given_up_orders_are_the_ones_a_late_acceptance_calls_off() -> None:
     assert {s for s in State if order(s).given_up} == {State.UNAVAILABLE, State.CANCELLED}
+
+
+def test_an_unanswered_order_is_placed_again_under_its_own_id_or_kept_when_taken() -> None:
+    so = order(State.UNAVAILABLE, failure="Unavailable: timeout")
+    so.resend(T0 + timedelta(seconds=60))
+    assert (so.id, so.state, so.failure) == ("so_1", State.SENDING, None)
+    assert so.lease_until == T0 + timedelta(seconds=60)
+    kept = order(State.UNAVAILABLE, failure="Unavailable: timeout")
+    kept.taken_after_all("REF-9")
+    assert (kept.state, kept.supplier_order_ref, kept.failure) == (State.RECEIVED, "REF-9", None)
+    assert not kept.events and not kept.tally

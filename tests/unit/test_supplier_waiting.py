@@ -36,6 +36,21 @@ async def test_a_line_whose_only_supplier_is_unreachable_waits_instead_of_failin
     assert await retry_waiting(uow, LATER) == 0, "taken: not tried twice"
 
 
+async def test_a_waiting_line_goes_back_to_its_supplier_under_the_same_key() -> None:
+    uow = world(backup=False)
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    first = only(uow, order_id, State.SENDING)
+    await dispatch.record_send(uow, first.id, Unavailable("timeout"))
+    uow.handed_off.clear()
+
+    await retry_waiting(uow, LATER)
+    again = only(uow, order_id, State.SENDING)
+    assert again.id == first.id, "the timed-out order may exist there: asked for under its key"
+    assert [o.id for o in uow.handed_off] == [first.id]
+    assert not uow.supplier_orders.in_state(order_id, State.UNAVAILABLE)
+    assert uow.offers.stock(CHEAP, "MUG") == 9
+
+
 async def test_waiting_again_backs_off_and_announces_once() -> None:
     uow = world(backup=False)
     order_id = await place(uow, ("MUG", 1, "12.50"))
@@ -172,3 +187,20 @@ async def test_a_held_order_routes_nothing_more_until_released() -> None:
     assert uow.offers.stock(CHEAP, "MUG") == 10
     await release(uow, order_id, now + timedelta(seconds=1))
     assert only(uow, order_id, State.SENDING).supplier_id == BACKUP
+
+
+async def test_a_supplier_called_off_for_taking_an_order_late_may_take_the_line_again() -> None:
+    uow = world()
+    order_id = await place(uow, ("MUG", 1, "12.50"))
+    slow = only(uow, order_id, State.SENDING)
+    await dispatch.record_send(uow, slow.id, Unavailable("timeout"))
+    backup = only(uow, order_id, State.SENDING)
+    assert backup.supplier_id == BACKUP
+    await callback(uow, slow, "accepted", supplier_order_ref="LATE")  # called off: line is away
+    assert only(uow, order_id, State.CANCEL_PENDING).id == slow.id
+
+    await callback(uow, backup, "rejected", reason="discontinued")
+    assert not uow.of_type(OrderRoutingFailed), "the slow supplier never failed the line"
+    assert uow.of_type(OrderLinesWaiting)
+    await retry_waiting(uow, LATER)
+    assert only(uow, order_id, State.SENDING).supplier_id == CHEAP

@@ -40,6 +40,7 @@ from services.supplier.domain.routing_policy import (
     score,
 )
 from services.supplier.domain.supplier_order import (
+    CALLED_OFF_LATE,
     CANCEL_ATTEMPTS,
     FAILED,
     LIVE,
@@ -54,6 +55,7 @@ from services.supplier.domain.supplier_order import (
 )
 
 __all__ = [
+    "CALLED_OFF_LATE",
     "CANCEL_ATTEMPTS",
     "COUNTERS",
     "FAILED",

@@ -13,7 +13,12 @@ the strings stored in `supplier_order.state`:
     customer cancelled: to_send --> cancelled; sending | received | accepted | backordered
         --> cancel_pending --(claimed)--> cancelling --> cancelled, or back to
         cancel_pending to retry, or cancel_failed after CANCEL_ATTEMPTS
-    a supplier accepting an order we gave up on (unavailable, cancelled) --> cancel_pending
+    a supplier accepting an order we gave up on (unavailable, cancelled) --> cancel_pending,
+        unless it is unavailable and its lines still wait for a supplier: then it is
+        kept (unavailable --> received, then accepted or dispatched as the supplier says)
+    a waiting line routed to the same supplier again: unavailable --> sending, placed again
+        under its own id (the idempotency key), so a supplier that took it the first time
+        answers with that order and nothing is bought twice
 
 `SOURCES` is the whole table: which states each action may start from. Every move is a
 method that raises `IllegalTransition` from any other state, changes nothing before it
@@ -81,6 +86,8 @@ class Action(StrEnum):
     CLAIM_SEND = "claim for sending"
     CLAIM_CANCEL = "claim for cancelling"
     FINISH_CANCEL = "record the cancellation's outcome"
+    RESEND = "place again under its own key"
+    RECOVER = "keep an order the supplier took after all"
 
 
 _UNDECIDED = frozenset({State.SENDING, State.RECEIVED, State.BACKORDERED})
@@ -99,6 +106,8 @@ SOURCES: dict[Action, frozenset[State]] = {
     Action.CLAIM_SEND: frozenset({State.TO_SEND, State.SENDING}),  # sending: lease expired
     Action.CLAIM_CANCEL: frozenset({State.CANCEL_PENDING, State.CANCELLING}),
     Action.FINISH_CANCEL: frozenset({State.CANCEL_PENDING, State.CANCELLING}),
+    Action.RESEND: frozenset({State.UNAVAILABLE}),
+    Action.RECOVER: frozenset({State.UNAVAILABLE}),
 }
 
 FAILED = frozenset({State.REJECTED, State.OUT_OF_STOCK, State.UNAVAILABLE})
@@ -119,6 +128,10 @@ LIVE = frozenset(
     }
 )
 """A line held by a supplier order in one of these is with a supplier: not routed again."""
+CALLED_OFF_LATE = "called off: taken after we gave up waiting for an answer"
+"""The `failure` of an order we heard nothing back about, called off when the supplier
+took it after its lines had gone elsewhere: the supplier never failed those lines, so it
+is not ruled out for them for good (it may take them again if the others fail)."""
 QUEUED = frozenset({State.TO_SEND, State.CANCEL_PENDING})
 """States the dispatcher picks up: entering one wakes it."""
 
@@ -215,6 +228,20 @@ class SupplierOrder:
         self.state, self.failure, self.lease_until = outcome, failure[:200], None
         if outcome is State.REJECTED:
             self.tally["decided"] += 1
+
+    def resend(self, lease_until: datetime) -> None:
+        """Placed again, under this process's lease: the supplier gave no usable answer
+        (a timeout may still have created the order there), so the same id (the
+        idempotency key) goes out again and a supplier that has it answers with it."""
+        self.ensure(Action.RESEND)
+        self.state, self.failure, self.lease_until = State.SENDING, None, lease_until
+
+    def taken_after_all(self, ref: str | None) -> None:
+        """The supplier took the order we heard nothing back about, and its lines still
+        wait for a supplier: kept as received (its decision is applied next)."""
+        self.ensure(Action.RECOVER)
+        self.state, self.failure, self.lease_until = State.RECEIVED, None, None
+        self.supplier_order_ref = ref or self.supplier_order_ref
 
     # -- the supplier's decisions -----------------------------------------------------
     def accept(self, ref: str | None, sla_hours: float, now: datetime) -> None:
@@ -358,6 +385,8 @@ class SupplierOrder:
 
     def call_off_late_acceptance(self, ref: str | None) -> None:
         self.ensure(Action.CALL_OFF_LATE)
+        if self.state is State.UNAVAILABLE:  # its lines went elsewhere meanwhile
+            self.failure = CALLED_OFF_LATE
         self.state = State.CANCEL_PENDING
         self.supplier_order_ref = ref or self.supplier_order_ref
 

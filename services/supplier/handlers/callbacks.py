@@ -16,8 +16,9 @@ from prometheus_client import Counter
 
 from services.supplier.adapter import SupplierStatus
 from services.supplier.domain import Action, IllegalTransition, SupplierOrder
+from services.supplier.handlers.waiting import live_lines
 from services.supplier.routing import fail_over
-from services.supplier.store import SupplierUnitOfWork
+from services.supplier.store import StockConflict, SupplierUnitOfWork
 
 STATUS_CHECKS = Counter(
     "dropship_supplier_status_checks",
@@ -119,8 +120,11 @@ async def _decide(
 ) -> Outcome:
     ref, now, orders = callback.supplier_order_ref, datetime.now(UTC), uow.supplier_orders
     if callback.type in ("accepted", "dispatched") and so.given_up:
+        if await _taken_after_all(uow, so, ref):
+            return await _decide(uow, so, callback)
         # we gave up on this supplier (timeouts) or the customer cancelled, yet it took the
-        # order after all: call it off, so the goods are never bought twice
+        # order after all, and its lines went elsewhere: call it off, so the goods are never
+        # bought twice
         so.call_off_late_acceptance(ref)
         await orders.save(so)
         return Outcome.CANCELLING_LATE_ACCEPTANCE
@@ -150,6 +154,28 @@ async def _decide(
     await orders.save(so)
     await _no_longer_waiting(uow, so)
     return Outcome.DISPATCHED
+
+
+async def _taken_after_all(uow: SupplierUnitOfWork, so: SupplierOrder, ref: str | None) -> bool:
+    """Keep an order we heard nothing usable back about (a timed-out call the supplier
+    served after all) when every line of it still waits for a supplier: it is what they
+    wait for, and calling it off would only buy them again. True if it was kept."""
+    if not so.can(Action.RECOVER):
+        return False
+    # locked: a cancellation either committed first (and is seen) or waits for this
+    request = await uow.routing_requests.get(so.order_id, for_update=True)
+    if request is None or request.cancelled_at is not None or await uow.holds.held(so.order_id):
+        return False
+    waiting = await uow.waiting.of_order(so.order_id)
+    lines = {a.line_id for a in so.lines}
+    if not lines <= set(waiting) or lines & await live_lines(uow, so.order_id):
+        return False
+    try:
+        await uow.offers.move_stock(take=[(so.supplier_id, a.sku, a.quantity) for a in so.lines])
+    except StockConflict:
+        return False
+    so.taken_after_all(ref)
+    return True
 
 
 async def _no_longer_waiting(uow: SupplierUnitOfWork, so: SupplierOrder) -> None:

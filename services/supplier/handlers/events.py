@@ -85,7 +85,7 @@ async def on_order_released(
         return
     live = await live_lines(uow, data.order_id)
     lines = [ln for ln in request.lines_named(set(parked)) if ln.line_id not in live]
-    permanent = await uow.supplier_orders.passed_over(data.order_id, PERMANENT)
+    permanent = await uow.supplier_orders.passed_over(data.order_id, PERMANENT, for_good=True)
     await route(uow, request, lines, permanent, permanent=permanent)
 
 

@@ -33,7 +33,7 @@ async def retry_waiting(uow: SupplierUnitOfWork, now: datetime | None = None) ->
                 continue
             known = await uow.waiting.of_order(order_id)
             reason = WaitingReason(known[lines[0].line_id].reason)
-            permanent = await uow.supplier_orders.passed_over(order_id, PERMANENT)
+            permanent = await uow.supplier_orders.passed_over(order_id, PERMANENT, for_good=True)
             await route(uow, request, lines, permanent, permanent=permanent, waiting=reason)
             tried += len(lines)
         await uow.commit()

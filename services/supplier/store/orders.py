@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.supplier.domain import (
+    CALLED_OFF_LATE,
     PASSED_OVER,
     QUEUED,
     SOURCES,
@@ -407,15 +408,19 @@ class SupplierOrderRepository:
 
     # -- reading ----------------------------------------------------------------------
     async def passed_over(
-        self, order_id: str, states: Iterable[State] = PASSED_OVER
+        self, order_id: str, states: Iterable[State] = PASSED_OVER, *, for_good: bool = False
     ) -> dict[str, frozenset[str]]:
         """Per line of the order, the suppliers that failed it (not to be offered it again);
-        `states` narrows what counts as failing."""
-        rows = await self._sql.run(
+        `states` narrows what counts as failing; `for_good` leaves out orders called off
+        only because the supplier took them late (`CALLED_OFF_LATE`)."""
+        query = (
             select(allocation.c.line_id, supplier_order.c.supplier_id)
             .join(supplier_order, supplier_order.c.id == allocation.c.supplier_order_id)
             .where(allocation.c.order_id == order_id, supplier_order.c.state.in_(_in(states)))
         )
+        if for_good:
+            query = query.where(func.coalesce(supplier_order.c.failure, "") != CALLED_OFF_LATE)
+        rows = await self._sql.run(query)
         out: dict[str, set[str]] = {}
         for r in rows:
             out.setdefault(r.line_id, set()).add(r.supplier_id)
