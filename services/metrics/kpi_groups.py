@@ -1,0 +1,139 @@
+"""Window sums of a rollup view (whole shop, by channel, by supplier) from row groups kept
+in the process: a read loads only the groups whose rollups changed since, so it costs the
+same whatever the history.
+
+A row group is one view's rows of one period: a day's, or a whole month's (a window reads
+its whole months monthly and its ragged ends daily, as `RollupRepository.sums` does). It
+is kept under its version, the revisions of its days (`kpi_day_revision`, bumped in the
+transaction that changes any of a day's rows, moved on by a rebuild's reset): a read
+loads the window's revisions first and then the rows of the groups whose version moved,
+so a copy is never newer-labelled than it is. The window's groups are then summed per key
+in Python: counts and money by adding, histograms by adding their fixed bins (a window's
+percentile is not a sum of its days' percentiles, but its bins are the sum of theirs),
+each p50/p95 then read off the summed bins by the nearest-rank walk the SQL does. A
+repeat (a row with `since`) counts only if its earlier day is before the window. The
+answer is the one `RollupRepository.sums(dim, first, last, by="key")` gives from the
+rows at the revisions read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from services.metrics import rollup, rollup_report
+from services.metrics.rollup_report import Cell
+from services.metrics.store import MetricsUnitOfWork
+
+Group = tuple[str, str]
+"""A row group of a view: (period, start), period `rollup.DAY` or `rollup.MONTH`."""
+Grouped = dict[str, dict[str, list[Cell]]]
+"""Summed cells per key, by metric (as `RollupRepository.sums` gives them)."""
+Sums = dict[tuple[str, str], list[int]]
+"""(metric, label) -> [value, amount]."""
+
+
+@dataclass
+class _Kept:
+    version: tuple[int, ...]
+    plain: dict[str, dict[tuple[str, str], tuple[int, int]]]
+    """key -> (metric, label) -> (value, amount), of the rows without `since`."""
+    repeats: list[tuple[str, str, str, str, int, int]]
+    """The rows with `since`: key, metric, label, since, value, amount."""
+
+
+def _month_after(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def groups(first: date, last: date) -> list[tuple[Group, list[str]]]:
+    """The row groups covering `first`..`last` (whole months monthly, the other days
+    daily), each with its days."""
+    out: list[tuple[Group, list[str]]] = []
+    day = first
+    while day <= last:
+        after = _month_after(day)
+        if day.day == 1 and after - timedelta(days=1) <= last:
+            days = [(day + timedelta(days=n)).isoformat() for n in range((after - day).days)]
+            out.append(((rollup.MONTH, day.isoformat()), days))
+            day = after
+        else:
+            out.append(((rollup.DAY, day.isoformat()), [day.isoformat()]))
+            day += timedelta(days=1)
+    return out
+
+
+def _kept(version: tuple[int, ...], rows: list[tuple[str, str, str, str, int, int]]) -> _Kept:
+    plain: dict[str, dict[tuple[str, str], tuple[int, int]]] = {}
+    repeats = []
+    for row in rows:
+        key, metric, label, since, value, amount = row
+        if since:
+            repeats.append(row)
+        else:
+            (plain.get(key) or plain.setdefault(key, {}))[metric, label] = (value, amount)
+    return _Kept(version, plain, repeats)
+
+
+class GroupSums:
+    """Rollup row groups kept per view and version; at most `max_groups` kept (or the
+    window being read, if more)."""
+
+    def __init__(self, uows: Callable[[], MetricsUnitOfWork], max_groups: int = 1_000) -> None:
+        self._uows = uows
+        self._max_groups = max_groups
+        self._kept: dict[tuple[str, Group], _Kept] = {}
+
+    async def sums(self, dim: str, first: date, last: date) -> Grouped:
+        """metric -> [(label, value, amount)] per key of view `dim`, summed over
+        `first`..`last` (see the module docstring)."""
+        covering = groups(first, last)
+        async with self._uows() as uow:
+            revisions = await uow.rollups.day_revisions(first, last)  # before the rows
+            versions = {g: tuple(revisions.get(d, 0) for d in days) for g, days in covering}
+            stale = [
+                g for g, v in versions.items() if any(v) and self.version(dim, g) != v
+            ]  # a group none of whose days has a revision has no rows
+            loaded = await uow.rollups.group_rows(dim, stale) if stale else {}
+        for group in stale:  # no await from here on: no other read changes the groups kept
+            self._kept.pop((dim, group), None)
+            self._kept[dim, group] = _kept(versions[group], loaded.get(group, []))
+        wanted = {(dim, g) for g, _ in covering}
+        for name in [k for k in self._kept if k not in wanted][
+            : max(0, len(self._kept) - self._max_groups)
+        ]:
+            del self._kept[name]  # the longest kept first
+        summed = self._summed(dim, [g for g, v in versions.items() if any(v)], first.isoformat())
+        return {key: rollup_report.summed_cells(sums) for key, sums in summed.items()}
+
+    def version(self, dim: str, group: Group) -> tuple[int, ...] | None:
+        """The version of the group's copy, if one is kept."""
+        got = self._kept.get((dim, group))
+        return None if got is None else got.version
+
+    def _summed(self, dim: str, wanted: list[Group], first: str) -> dict[str, Sums]:
+        out: dict[str, Sums] = {}
+        for group in wanted:
+            kept = self._kept[dim, group]
+            for key, cells in kept.plain.items():
+                into = out.get(key)
+                if into is None:
+                    out[key] = {cell: [value, amount] for cell, (value, amount) in cells.items()}
+                    continue
+                for cell, (value, amount) in cells.items():
+                    got = into.get(cell)
+                    if got is None:
+                        into[cell] = [value, amount]
+                    else:
+                        got[0] += value
+                        got[1] += amount
+            for key, metric, label, since, value, amount in kept.repeats:
+                if since < first:  # an earlier day before the window: this one counts
+                    got = (out.get(key) or out.setdefault(key, {})).get((metric, label))
+                    if got is None:
+                        out[key][metric, label] = [value, amount]
+                    else:
+                        got[0] += value
+                        got[1] += amount
+        return out
