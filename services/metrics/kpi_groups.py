@@ -12,8 +12,11 @@ in Python: counts and money by adding, histograms by adding their fixed bins (a 
 percentile is not a sum of its days' percentiles, but its bins are the sum of theirs),
 each p50/p95 then read off the summed bins by the nearest-rank walk the SQL does. A
 repeat (a row with `since`) counts only if its earlier day is before the window. The
-answer is the one `RollupRepository.sums(dim, first, last, by="key")` gives from the
-rows at the revisions read.
+sums of the last windows read are kept too, with the groups they were summed from: a
+read takes away the old rows of the groups that changed since and adds their new ones
+(sums are exact integers, so this is exact), and so costs what changed, not the window's
+length. The answer is the one `RollupRepository.sums(dim, first, last, by="key")` gives
+from the rows at the revisions read.
 """
 
 from __future__ import annotations
@@ -76,14 +79,55 @@ def _kept(version: tuple[int, ...], rows: list[tuple[str, str, str, str, int, in
     return _Kept(version, plain, repeats)
 
 
-class GroupSums:
-    """Rollup row groups kept per view and version; at most `max_groups` kept (or the
-    window being read, if more)."""
+@dataclass
+class _Window:
+    used: dict[Group, _Kept]
+    """The groups summed, as they were kept when summed."""
+    sums: dict[str, Sums]
+    """Their sums per key."""
 
-    def __init__(self, uows: Callable[[], MetricsUnitOfWork], max_groups: int = 1_000) -> None:
+
+def _add(into: dict[str, Sums], kept: _Kept, first: str, sign: int) -> None:
+    """Add (`sign` 1) or take away (-1) a group's rows from a window's sums per key."""
+    for key, cells in kept.plain.items():
+        sums = into.get(key)
+        if sums is None:
+            into[key] = {cell: [sign * v, sign * a] for cell, (v, a) in cells.items()}
+            continue
+        for cell, (value, amount) in cells.items():
+            got = sums.get(cell)
+            if got is None:
+                sums[cell] = [sign * value, sign * amount]
+            else:
+                got[0] += sign * value
+                got[1] += sign * amount
+    for key, metric, label, since, value, amount in kept.repeats:
+        if since < first:  # its earlier day is before the window: this one counts
+            sums = into.get(key) or into.setdefault(key, {})
+            got = sums.get((metric, label))
+            if got is None:
+                sums[metric, label] = [sign * value, sign * amount]
+            else:
+                got[0] += sign * value
+                got[1] += sign * amount
+
+
+class GroupSums:
+    """Rollup row groups kept per view and version, at most `max_groups` (or the window
+    being read, if more); and the sums of the last `max_windows` windows read, so a read
+    adds only the groups that changed since (taking their old rows away)."""
+
+    def __init__(
+        self,
+        uows: Callable[[], MetricsUnitOfWork],
+        max_groups: int = 1_000,
+        max_windows: int = 32,
+    ) -> None:
         self._uows = uows
         self._max_groups = max_groups
+        self._max_windows = max_windows
         self._kept: dict[tuple[str, Group], _Kept] = {}
+        self._windows: dict[tuple[str, date, date], _Window] = {}
 
     async def sums(self, dim: str, first: date, last: date) -> Grouped:
         """metric -> [(label, value, amount)] per key of view `dim`, summed over
@@ -104,36 +148,24 @@ class GroupSums:
             : max(0, len(self._kept) - self._max_groups)
         ]:
             del self._kept[name]  # the longest kept first
-        summed = self._summed(dim, [g for g, v in versions.items() if any(v)], first.isoformat())
-        return {key: rollup_report.summed_cells(sums) for key, sums in summed.items()}
+        used = {g: self._kept[dim, g] for g, v in versions.items() if any(v)}
+        window = self._windows.pop((dim, first, last), None) or _Window({}, {})
+        start = first.isoformat()
+        for group, kept in used.items():
+            old = window.used.get(group)
+            if old is not kept:  # new to the window, or changed since it was summed
+                if old is not None:
+                    _add(window.sums, old, start, -1)
+                _add(window.sums, kept, start, 1)
+        for group in window.used.keys() - used.keys():  # pragma: no cover (revisions only grow)
+            _add(window.sums, window.used[group], start, -1)
+        window.used = used
+        self._windows[dim, first, last] = window
+        for read in list(self._windows)[: max(0, len(self._windows) - self._max_windows)]:
+            del self._windows[read]  # the least recently read first
+        return {key: rollup_report.summed_cells(sums) for key, sums in window.sums.items()}
 
     def version(self, dim: str, group: Group) -> tuple[int, ...] | None:
         """The version of the group's copy, if one is kept."""
         got = self._kept.get((dim, group))
         return None if got is None else got.version
-
-    def _summed(self, dim: str, wanted: list[Group], first: str) -> dict[str, Sums]:
-        out: dict[str, Sums] = {}
-        for group in wanted:
-            kept = self._kept[dim, group]
-            for key, cells in kept.plain.items():
-                into = out.get(key)
-                if into is None:
-                    out[key] = {cell: [value, amount] for cell, (value, amount) in cells.items()}
-                    continue
-                for cell, (value, amount) in cells.items():
-                    got = into.get(cell)
-                    if got is None:
-                        into[cell] = [value, amount]
-                    else:
-                        got[0] += value
-                        got[1] += amount
-            for key, metric, label, since, value, amount in kept.repeats:
-                if since < first:  # an earlier day before the window: this one counts
-                    got = (out.get(key) or out.setdefault(key, {})).get((metric, label))
-                    if got is None:
-                        out[key][metric, label] = [value, amount]
-                    else:
-                        got[0] += value
-                        got[1] += amount
-        return out
