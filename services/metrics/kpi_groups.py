@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 
 from services.metrics import rollup, rollup_report
 from services.metrics.rollup_report import Cell
@@ -50,21 +51,22 @@ def _month_after(day: date) -> date:
     return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def groups(first: date, last: date) -> list[tuple[Group, list[str]]]:
+@lru_cache(maxsize=256)
+def groups(first: date, last: date) -> tuple[tuple[Group, tuple[str, ...]], ...]:
     """The row groups covering `first`..`last` (whole months monthly, the other days
     daily), each with its days."""
-    out: list[tuple[Group, list[str]]] = []
+    out: list[tuple[Group, tuple[str, ...]]] = []
     day = first
     while day <= last:
         after = _month_after(day)
         if day.day == 1 and after - timedelta(days=1) <= last:
-            days = [(day + timedelta(days=n)).isoformat() for n in range((after - day).days)]
+            days = tuple((day + timedelta(days=n)).isoformat() for n in range((after - day).days))
             out.append(((rollup.MONTH, day.isoformat()), days))
             day = after
         else:
-            out.append(((rollup.DAY, day.isoformat()), [day.isoformat()]))
+            out.append(((rollup.DAY, day.isoformat()), (day.isoformat(),)))
             day += timedelta(days=1)
-    return out
+    return tuple(out)
 
 
 def _kept(version: tuple[int, ...], rows: list[tuple[str, str, str, str, int, int]]) -> _Kept:
@@ -85,6 +87,8 @@ class _Window:
     """The groups summed, as they were kept when summed."""
     sums: dict[str, Sums]
     """Their sums per key."""
+    cells: Grouped | None = None
+    """`sums` as `Cells` per key, once made (until a group changes)."""
 
 
 def _add(into: dict[str, Sums], kept: _Kept, first: str, sign: int) -> None:
@@ -131,7 +135,8 @@ class GroupSums:
 
     async def sums(self, dim: str, first: date, last: date) -> Grouped:
         """metric -> [(label, value, amount)] per key of view `dim`, summed over
-        `first`..`last` (see the module docstring)."""
+        `first`..`last` (see the module docstring); shared with later reads: not to be
+        changed."""
         covering = groups(first, last)
         async with self._uows() as uow:
             revisions = await uow.rollups.day_revisions(first, last)  # before the rows
@@ -154,16 +159,20 @@ class GroupSums:
         for group, kept in used.items():
             old = window.used.get(group)
             if old is not kept:  # new to the window, or changed since it was summed
+                window.cells = None
                 if old is not None:
                     _add(window.sums, old, start, -1)
                 _add(window.sums, kept, start, 1)
         for group in window.used.keys() - used.keys():  # pragma: no cover (revisions only grow)
+            window.cells = None
             _add(window.sums, window.used[group], start, -1)
         window.used = used
         self._windows[dim, first, last] = window
         for read in list(self._windows)[: max(0, len(self._windows) - self._max_windows)]:
             del self._windows[read]  # the least recently read first
-        return {key: rollup_report.summed_cells(sums) for key, sums in window.sums.items()}
+        if window.cells is None:
+            window.cells = {k: rollup_report.summed_cells(s) for k, s in window.sums.items()}
+        return window.cells
 
     def version(self, dim: str, group: Group) -> tuple[int, ...] | None:
         """The version of the group's copy, if one is kept."""
