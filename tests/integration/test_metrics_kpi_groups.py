@@ -14,11 +14,13 @@ the ones computed afresh, serialised as the route's response model serialises th
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import timedelta
 
+from alembic import command
 from pydantic import TypeAdapter
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from services.metrics import domain, queries
 from services.metrics import tables as t
@@ -28,7 +30,7 @@ from services.metrics.consumers import BATCH, CONSUMERS
 from services.metrics.handlers import apply_batch
 from services.metrics.store import MetricsUnitOfWork
 from shared.consumer import MessageProcessor
-from shared.db import create_engine, migrate_async, session_factory
+from shared.db import alembic_config, create_engine, migrate_async, session_factory
 from shared.events import new_envelope
 from tests.support.metrics_streams import EPOCH, SPAN_DAYS, random_history
 
@@ -119,5 +121,31 @@ async def test_kept_groups_give_the_reports_computed_afresh_byte_for_byte(databa
         for i in range(0, len(messages), 40):
             await processor.process_many(messages[i : i + 40])
         assert await _check(cache, fresh) == whole
+    finally:
+        await engine.dispose()
+
+
+async def test_the_migration_gives_every_day_with_rollup_rows_a_revision(database_url):
+    """Before it, only days with whole-shop rows had one; a day with rows only by supplier
+    would have read as empty to the kept groups."""
+    url = await database_url("metrics")
+    config = alembic_config(MIGRATIONS, url)
+    await asyncio.to_thread(command.upgrade, config, "b6d1e4f2a903")
+    engine = create_engine(url)
+    row = {"period": "d", "label": "", "since": "", "value": 1, "amount": 0}
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(t.kpi_rollup),
+                [
+                    {**row, "dim": "all", "start": "2026-03-01", "key": "all", "metric": "due"},
+                    {**row, "dim": "supplier", "start": "2026-03-02", "key": "s", "metric": "due"},
+                ],
+            )
+            await conn.execute(insert(t.kpi_day_revision), [{"day": "2026-03-01", "revision": 4}])
+        await migrate_async(MIGRATIONS, url)
+        async with engine.connect() as conn:
+            got = await conn.execute(select(t.kpi_day_revision).order_by("day"))
+            assert [tuple(r) for r in got.all()] == [("2026-03-01", 4), ("2026-03-02", 1)]
     finally:
         await engine.dispose()
