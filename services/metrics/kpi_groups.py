@@ -141,19 +141,23 @@ class GroupSums:
         async with self._uows() as uow:
             revisions = await uow.rollups.day_revisions(first, last)  # before the rows
             versions = {g: tuple(revisions.get(d, 0) for d in days) for g, days in covering}
-            stale = [
-                g for g, v in versions.items() if any(v) and self.version(dim, g) != v
-            ]  # a group none of whose days has a revision has no rows
+            versions = {g: v for g, v in versions.items() if any(v)}  # no revision: no rows
+            # the copies taken before the await: a read meanwhile may drop them from `_kept`
+            have = {g: self._kept.get((dim, g)) for g in versions}
+            stale = [g for g, v in versions.items() if (k := have[g]) is None or k.version != v]
             loaded = await uow.rollups.group_rows(dim, stale) if stale else {}
-        for group in stale:  # no await from here on: no other read changes the groups kept
-            self._kept.pop((dim, group), None)
-            self._kept[dim, group] = _kept(versions[group], loaded.get(group, []))
+        used: dict[Group, _Kept] = {}
+        for group, version in versions.items():  # no await from here on
+            got = have[group]
+            if got is None or got.version != version:
+                self._kept.pop((dim, group), None)
+                got = self._kept[dim, group] = _kept(version, loaded.get(group, []))
+            used[group] = got
         wanted = {(dim, g) for g, _ in covering}
         for name in [k for k in self._kept if k not in wanted][
             : max(0, len(self._kept) - self._max_groups)
         ]:
             del self._kept[name]  # the longest kept first
-        used = {g: self._kept[dim, g] for g, v in versions.items() if any(v)}
         window = self._windows.pop((dim, first, last), None) or _Window({}, {})
         start = first.isoformat()
         for group, kept in used.items():

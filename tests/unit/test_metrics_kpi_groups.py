@@ -5,6 +5,7 @@ counts only when its first day is before the window, and the groups kept stay bo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from datetime import date
 
@@ -19,6 +20,9 @@ class _Rollups:
         self.revisions: dict[str, int] = {}
         self.rows: dict[tuple[str, str, str], list[Row]] = {}
         self.read: list[list[tuple[str, str]]] = []
+        self.gate: asyncio.Event | None = None
+        """The next read of rows waits for it (once `waiting` is set)."""
+        self.waiting = asyncio.Event()
 
     async def day_revisions(self, first: date, last: date) -> dict[str, int]:
         return {
@@ -29,7 +33,12 @@ class _Rollups:
         self, dim: str, wanted: Collection[tuple[str, str]]
     ) -> dict[tuple[str, str], list[Row]]:
         self.read.append(sorted(wanted))
-        return {g: list(self.rows.get((dim, *g), [])) for g in wanted}
+        got = {g: list(self.rows.get((dim, *g), [])) for g in wanted}
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            self.waiting.set()
+            await gate.wait()
+        return got
 
 
 class _Uow:
@@ -120,3 +129,22 @@ async def test_the_groups_kept_are_bounded_but_never_the_window_being_read() -> 
     await sums.sums("channel", date(2026, 3, 6), date(2026, 3, 6))
     kept = [sums.version("channel", ("d", f"2026-03-0{n}")) for n in range(1, 7)]
     assert kept == [None, None, None, (1,), (1,), (1,)]
+
+
+async def test_a_read_meanwhile_dropping_the_groups_kept_changes_no_answer() -> None:
+    rollups = _Rollups()
+    rollups.revisions = {f"2026-03-0{n}": 1 for n in range(1, 5)}
+    rollups.rows = {("channel", "d", f"2026-03-0{n}"): [("shop", "orders", "", "", n, 0)]
+                    for n in range(1, 5)}  # fmt: skip
+    sums = _sums(rollups, max_groups=2)
+    await sums.sums("channel", date(2026, 3, 1), date(2026, 3, 2))
+    rollups.revisions["2026-03-02"] = 2
+    rollups.rows["channel", "d", "2026-03-02"] = [("shop", "orders", "", "", 20, 0)]
+    rollups.gate = gate = asyncio.Event()
+    first = asyncio.create_task(sums.sums("channel", date(2026, 3, 1), date(2026, 3, 2)))
+    await rollups.waiting.wait()  # the first read waits for its rows
+    other = await sums.sums("channel", date(2026, 3, 3), date(2026, 3, 4))  # drops 1 and 2
+    assert sums.version("channel", ("d", "2026-03-01")) is None
+    assert other == {"shop": {"orders": [("", 7, 0)]}}
+    gate.set()  # the first read's copy of day 1 was taken before it waited
+    assert await first == {"shop": {"orders": [("", 21, 0)]}}
