@@ -33,6 +33,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -251,16 +252,16 @@ class RollupRepository:
             query: Any = _GROUP_ROWS_PG.bindparams(
                 dim=dim, periods=[p for p, _ in ordered], starts=[s for _, s in ordered]
             )
-        else:
+        else:  # one select per period: an OR of the two made SQLite scan the whole view
             r = t.kpi_rollup
-            wanted = [
-                and_(r.c.period == period, r.c.start.in_([s for p, s in ordered if p == period]))
+            columns = (r.c.period, r.c.start, r.c.key, r.c.metric, r.c.label, r.c.since)
+            query = union_all(*(
+                select(*columns, r.c.value, r.c.amount).where(
+                    r.c.dim == dim, r.c.period == period,
+                    r.c.start.in_([s for p, s in ordered if p == period]),
+                )
                 for period in sorted({p for p, _ in ordered})
-            ]
-            query = select(
-                r.c.period, r.c.start, r.c.key, r.c.metric, r.c.label, r.c.since, r.c.value,
-                r.c.amount,
-            ).where(r.c.dim == dim, or_(*wanted))  # fmt: skip
+            ))  # fmt: skip
         result = await self.session.execute(query)
         for period, start, key, metric, label, since, value, amount in result.all():
             out[period, start].append((key, metric, label, since, int(value), int(amount)))
