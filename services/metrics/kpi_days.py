@@ -52,18 +52,22 @@ class DayItems:
         async with self._uows() as uow:
             revisions = await uow.rollups.day_revisions(first, last)  # before the rows
             stale = [d for d in days if self._revision(d) != revisions.get(d, 0)]
+            # taken before the await: a read meanwhile may drop them from `_days`
+            got = {d: self._days[d] for d in set(days).difference(stale)}
             loaded = await uow.rollups.day_rows([d for d in stale if d in revisions])
         for day in stale:  # no await from here on: no other read changes the days kept
             rows = loaded.get(day, [])
             self._days.pop(day, None)
-            self._days[day] = _Day(revisions.get(day, 0), rollup_report.repeats(rows), rows)
+            got[day] = self._days[day] = _Day(
+                revisions.get(day, 0), rollup_report.repeats(rows), rows
+            )
         wanted = set(days)
         for day in [d for d in self._days if d not in wanted][
             : max(0, len(self._days) - self._max_days)
         ]:
             del self._days[day]  # the longest kept first
         start = first.isoformat()
-        return [self._render(day, self._days[day], start, render) for day in days]
+        return [self._render(day, got[day], start, render) for day in days]
 
     def kept(self, day: str) -> int | None:
         """The revision of the day's copy, if one is kept."""

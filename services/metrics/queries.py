@@ -10,9 +10,10 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 from typing import Any, TypeVar
 
-from services.metrics import domain, rollup_report
+from services.metrics import domain, rollup, rollup_report
 from services.metrics.aftersales import AfterSalesFacts, after_sales_kpis
 from services.metrics.kpi_days import DayItems, Render
+from services.metrics.kpi_groups import GroupSums
 from services.metrics.store import MetricsUnitOfWork
 
 T = TypeVar("T")
@@ -58,6 +59,9 @@ class FactsCache:
         self._sums: dict[tuple[Window, str, str | None], tuple[float, asyncio.Task[Grouped]]] = {}
         self.days = DayItems(uows)
         """By-day items, exact (kept per day's revision, whatever `ttl_s`)."""
+        self.groups = GroupSums(uows)
+        """Window sums by channel, by supplier and of the whole shop, exact (from row
+        groups kept per their days' revisions, whatever `ttl_s`)."""
 
     async def _load(self, window: Window) -> domain.Facts:
         async with self._uows() as uow:
@@ -122,22 +126,32 @@ _VIEWS: dict[domain.GroupBy, tuple[str, str]] = {
 
 
 async def _items(
-    cache: FactsCache, window: Window, group_by: domain.GroupBy | None
+    cache: FactsCache, window: Window, group_by: domain.GroupBy | None, afresh: bool = False
 ) -> list[dict[str, Any]]:
-    """KPI items of a window from the rollups (`group_by` None: the one total item)."""
+    """KPI items of a window from the rollups (`group_by` None: the one total item): from
+    the kept row groups, or (by day, or `afresh`) summed by the database."""
     if group_by is None:
-        total = await cache.sums(window, "all", None)
+        if afresh:
+            total = await cache.sums(window, "all", None)
+        else:
+            total = await cache.groups.sums(rollup.ALL, window.first, window.last)
         return [rollup_report.item(domain.TOTAL, total.get(domain.TOTAL, {}), False)]
     dim, by = _VIEWS[group_by]
     keys = domain.days_between(window.first, window.last) if group_by is domain.GroupBy.DAY else ()
-    grouped = await cache.sums(window, dim, by)
+    if afresh or group_by is domain.GroupBy.DAY:
+        grouped = await cache.sums(window, dim, by)
+    else:
+        grouped = await cache.groups.sums(dim, window.first, window.last)
     return rollup_report.items(grouped, group_by is domain.GroupBy.SUPPLIER, keys)
 
 
-async def report(cache: FactsCache, window: Window, group_by: domain.GroupBy) -> dict[str, Any]:
-    """`{"from", "to", "group_by", "items", "total"}`; every day is an item when by day."""
+async def report(
+    cache: FactsCache, window: Window, group_by: domain.GroupBy, *, afresh: bool = False
+) -> dict[str, Any]:
+    """`{"from", "to", "group_by", "items", "total"}`; every day is an item when by day.
+    `afresh`: every sum computed by the database (the path the kept groups must match)."""
     items, (total,) = await asyncio.gather(
-        _items(cache, window, group_by), _items(cache, window, None)
+        _items(cache, window, group_by, afresh), _items(cache, window, None, afresh)
     )
     return {
         "from": window.first,

@@ -16,6 +16,8 @@ from typing import Any
 from services.metrics.domain import mean_money, money, ratio
 from services.metrics.rollup import HISTOGRAMS, NOTICE_SEPARATOR
 
+Cell = tuple[str, int, int]
+"""label, value, amount."""
 Sums = Mapping[tuple[str, str], Sequence[int]]
 """(metric, label) -> [value, amount], summed over a window for one group key."""
 Cells = Mapping[str, Sequence[tuple[str, int, int]]]
@@ -163,7 +165,7 @@ def repeats(rows: Iterable[DayRow]) -> list[str]:
     return sorted({s for m, _, s, _, _ in rows if s and m != "failed_orders"})
 
 
-def day_cells(rows: Iterable[DayRow], first: str) -> dict[str, list[tuple[str, int, int]]]:
+def day_cells(rows: Iterable[DayRow], first: str) -> dict[str, list[Cell]]:
     """A day's `Cells` as `RollupRepository.sums` sums them per day for a window whose
     first day is `first`: a repeat counts only if its `since` is before `first`; each
     histogram's p50/p95 bin found by the same nearest-rank walk over its bins."""
@@ -177,7 +179,15 @@ def day_cells(rows: Iterable[DayRow], first: str) -> dict[str, list[tuple[str, i
         else:
             got[0] += value
             got[1] += amount
-    cells: dict[str, list[tuple[str, int, int]]] = {}
+    return summed_cells(summed)
+
+
+def summed_cells(summed: Mapping[tuple[str, str], Sequence[int]]) -> dict[str, list[Cell]]:
+    """`Cells` from a key's (metric, label) -> [value, amount] sums over a window, as
+    `RollupRepository.sums` gives them: counters as they are, each histogram's bins
+    (fixed, so summable) as its sample count and the bins holding its p50 and p95 sample,
+    found by the nearest-rank walk the SQL does."""
+    cells: dict[str, list[Cell]] = {}
     bins: dict[str, list[tuple[int, int, int]]] = {}
     for (metric, label), (value, amount) in summed.items():
         if metric not in HISTOGRAMS:

@@ -80,6 +80,13 @@ _DAY_ROWS_PG = text(
     "(SELECT metric, label, since, value, amount FROM kpi_rollup "
     "WHERE dim = 'all' AND period = 'd' AND start = d.day AND key = 'all' OFFSET 0) AS r"
 )
+_GROUP_ROWS_PG = text(
+    # per row group an index lookup, as `_DAY_ROWS_PG`
+    "SELECT g.period, g.start, r.key, r.metric, r.label, r.since, r.value, r.amount "
+    "FROM unnest(CAST(:periods AS text[]), CAST(:starts AS text[])) AS g(period, start) "
+    "CROSS JOIN LATERAL (SELECT key, metric, label, since, value, amount FROM kpi_rollup "
+    "WHERE dim = :dim AND period = g.period AND start = g.start OFFSET 0) AS r"
+)
 _LOCK_PG = text(
     "SELECT pg_advisory_xact_lock(:ns, h) FROM "
     "(SELECT DISTINCT hashtext(o) AS h FROM unnest(CAST(:ids AS text[])) AS o ORDER BY h) AS s"
@@ -178,8 +185,8 @@ class RollupRepository:
         ordered = sorted((k, v) for k, v in rows.items() if v[0] or v[1])
         if not ordered:
             return
-        # the days whose whole-shop rows change, in order (after the rows: one lock order)
-        days = sorted({k[2] for k, _ in ordered if k[0] == rollup.ALL and k[1] == rollup.DAY})
+        # the days whose rows change (any view), in order (after the rows: one lock order)
+        days = sorted({k[2] for k, _ in ordered if k[1] == rollup.DAY})
         if self.dialect == "postgresql":
             columns = zip(*((*key, value, amount) for key, (value, amount) in ordered), strict=True)
             params = {name: list(column) for name, column in zip(_COLUMNS, columns, strict=True)}
@@ -227,6 +234,39 @@ class RollupRepository:
             )  # fmt: skip
         for day, metric, label, since, value, amount in (await self.session.execute(query)).all():
             out[day].append((metric, label, since, int(value), int(amount)))
+        return out
+
+    async def group_rows(
+        self, dim: str, groups: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[tuple[str, str, str, str, int, int]]]:
+        """The rows of one view (`dim`) in these row groups, (period, start) each: group ->
+        [(key, metric, label, since, value, amount)], every row, unsummed."""
+        if not self.session.in_transaction():  # else: as `day_revisions` began it
+            await self.session.connection(execution_options={READ_ONLY: True})
+        out: dict[tuple[str, str], list[tuple[str, str, str, str, int, int]]] = {
+            group: [] for group in groups
+        }
+        ordered = sorted(groups)
+        connection = await self.session.connection()
+        rows: list[Any] = []
+        if self.dialect == "postgresql":
+            params = {
+                "dim": dim,
+                "periods": [p for p, _ in ordered],
+                "starts": [s for _, s in ordered],
+            }
+            rows.extend((await connection.execute(_GROUP_ROWS_PG, params)).all())
+        else:  # one select per period (an OR of the two made SQLite scan the whole view)
+            r = t.kpi_rollup
+            columns = (r.c.period, r.c.start, r.c.key, r.c.metric, r.c.label, r.c.since)
+            for period in sorted({p for p, _ in ordered}):
+                starts = [s for p, s in ordered if p == period]
+                query = select(*columns, r.c.value, r.c.amount).where(
+                    r.c.dim == dim, r.c.period == period, r.c.start.in_(starts)
+                )
+                rows.extend((await connection.execute(query)).all())
+        for row in rows:  # sliced as plain tuples: a month is ~1,000 rows
+            out[row[0], row[1]].append(row[2:])
         return out
 
     async def sums(

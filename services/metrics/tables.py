@@ -246,9 +246,10 @@ kpi_day_revision = Table(
     Column("day", String(10), primary_key=True),
     Column("revision", BigInteger, nullable=False),
 )
-"""How many times the whole-shop rollup rows of a UTC day (`kpi_rollup` dim all, period
-d) changed: bumped in the transaction that changes them (and by a rebuild's reset), never
-reset, so a reader's copy of a day's KPIs is current exactly while the revision is."""
+"""How many times the rollup rows of a UTC day (`kpi_rollup` period d, any view) changed:
+bumped in the transaction that changes them (and by a rebuild's reset), never reset, so a
+reader's copy of a day's rows (or of its month's, with the month's other days) is current
+exactly while the revision is; a day without one has no rows."""
 
 KPI_FACT_TABLES = (
     sale,

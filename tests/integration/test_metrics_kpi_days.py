@@ -48,7 +48,7 @@ async def _check(cache: queries.FactsCache, fresh: queries.FactsCache) -> list[b
     out = []
     for window in WINDOWS:
         got = await queries.day_report(cache, window, render_item)
-        report = await queries.report(fresh, window, domain.GroupBy.DAY)
+        report = await queries.report(fresh, window, domain.GroupBy.DAY, afresh=True)
         assert got == REPORT.dump_json(REPORT.validate_python(report), by_alias=True), window
         out.append(got)
     return out

@@ -4,6 +4,7 @@ and the days kept stay bounded."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date
 from typing import Any
@@ -16,6 +17,9 @@ class _Rollups:
         self.revisions: dict[str, int] = {}
         self.rows: dict[str, list[tuple[str, str, str, int, int]]] = {}
         self.read: list[list[str]] = []
+        self.gate: asyncio.Event | None = None
+        """The next read of rows waits for it (once `waiting` is set)."""
+        self.waiting = asyncio.Event()
 
     async def day_revisions(self, first: date, last: date) -> dict[str, int]:
         return {
@@ -24,7 +28,12 @@ class _Rollups:
 
     async def day_rows(self, days: list[str]) -> dict[str, list[tuple[str, str, str, int, int]]]:
         self.read.append(sorted(days))
-        return {d: list(self.rows.get(d, [])) for d in days}
+        got = {d: list(self.rows.get(d, [])) for d in days}
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            self.waiting.set()
+            await gate.wait()
+        return got
 
 
 class _Uow:
@@ -95,3 +104,20 @@ async def test_the_days_kept_are_bounded_but_never_the_window_being_read() -> No
     assert all(days.kept(f"2026-03-0{n}") == 0 for n in range(1, 6))
     await days.rendered(date(2026, 3, 6), date(2026, 3, 6), _render)
     assert [days.kept(f"2026-03-0{n}") for n in range(1, 7)] == [None, None, None, 0, 0, 0]
+
+
+async def test_a_read_meanwhile_dropping_the_days_kept_changes_no_answer() -> None:
+    rollups = _Rollups()
+    rollups.revisions = {f"2026-03-0{n}": 1 for n in range(1, 5)}
+    rollups.rows = {f"2026-03-0{n}": [("orders", "", "", n, 0)] for n in range(1, 5)}
+    days = _items(rollups, max_days=2)
+    await days.rendered(date(2026, 3, 1), date(2026, 3, 2), _render)
+    rollups.revisions["2026-03-02"] = 2
+    rollups.rows["2026-03-02"] = [("orders", "", "", 20, 0)]
+    rollups.gate = gate = asyncio.Event()
+    first = asyncio.create_task(days.rendered(date(2026, 3, 1), date(2026, 3, 2), _render))
+    await rollups.waiting.wait()  # the first read waits for its rows
+    await days.rendered(date(2026, 3, 3), date(2026, 3, 4), _render)  # drops days 1 and 2
+    assert days.kept("2026-03-01") is None
+    gate.set()  # the first read's copy of day 1 was taken before it waited
+    assert [json.loads(b) for b in await first] == [["2026-03-01", 1, 0], ["2026-03-02", 20, 0]]
