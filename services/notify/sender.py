@@ -133,7 +133,9 @@ class Sender:
         self._backlog = False
         """A claim is owed (the last filled every free slot, or none was free): claim again
         as a slot frees."""
-        self.hand_off = hand_off or HandOff(lambda: None, timedelta(0), 0, enabled=False)
+        if hand_off is None:  # (not `or`: an empty hand-off is falsy)
+            hand_off = HandOff(lambda: None, timedelta(0), 0, enabled=False)
+        self.hand_off = hand_off
         self.hand_off.running = self._running
         self._outcomes: Batcher[Outcome, bool] = Batcher(
             self._write_outcomes, settings.outcome_linger_ms / 1000, max_size=max(self.limit, 1)
