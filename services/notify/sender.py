@@ -39,7 +39,7 @@ from services.notify.channels import (
     send_sms,
 )
 from services.notify.contacts import ContactBatch, ContactBook, OrderUnknown
-from services.notify.domain import CAPPED_KINDS, Kind, Notification, Status
+from services.notify.domain import CAPPED_KINDS, Kind, Notification, OrderFact, Status
 from services.notify.handoff import HandOff
 from services.notify.rendering import Renderer, notice_context
 from services.notify.settings import NotifySettings
@@ -101,6 +101,15 @@ class Skip(Exception):
         self.status = status
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What a customer send needs before it goes: its parts and order fact, or why not."""
+
+    parts: list[dict[str, Any]]
+    fact: OrderFact | None
+    skip: Skip | None = None
+
+
 class Sender:
     """Claims due sends and performs up to `sender_concurrency` of them at once."""
 
@@ -138,7 +147,11 @@ class Sender:
         self.hand_off = hand_off
         self.hand_off.running = self._running
         self._outcomes: Batcher[Outcome, bool] = Batcher(
-            self._write_outcomes, settings.outcome_linger_ms / 1000, max_size=max(self.limit, 1)
+            self._write_outcomes, settings.outcome_linger_ms / 1000, max_size=self.limit
+        )
+        # sends looked up together reach their cap check in one turn of the loop: no linger
+        self._prepares: Batcher[tuple[Notification, str], Prepared] = Batcher(
+            self._prepare_many, 0.0, max_size=self.limit
         )
         self._hash_key = hashlib.sha256(
             b"notify-recipient:" + settings.service_token.get_secret_value().encode()
@@ -186,6 +199,7 @@ class Sender:
             for task in list(self._inflight):
                 task.cancel()
             await asyncio.gather(*self._inflight, return_exceptions=True)
+            await self._prepares.close()
             await self._outcomes.close()
 
     async def _claim(self, limit: int) -> list[Notification]:
@@ -245,17 +259,14 @@ class Sender:
             raise Skip("no_email" if send.channel == "email" else "no_phone")
         recipient = self._recipient_hash(contact.email or contact.phone or "")
         kind = Kind(send.kind)
-        async with self.uows() as uow:  # one transaction for the cap and the facts
-            if kind in CAPPED_KINDS:
-                await self._check_cap(uow, recipient, send)
-            parts = await self._parts(uow, send)
-            fact = await uow.orders.get(send.order_id)
-            await uow.commit()  # the reservation against the cap
+        prepared = await self._prepares.submit((send, recipient))
+        if prepared.skip is not None:
+            raise prepared.skip
         context = notice_context(
             kind,
             send,
-            parts,
-            fact,
+            prepared.parts,
+            prepared.fact,
             merchant=self.settings.merchant_name,
             support_email=self.settings.support_email,
         )
@@ -284,6 +295,25 @@ class Sender:
             )
         faults.crash_point("notify.after_send")
         return rendered.locale, recipient
+
+    async def _prepare_many(self, sends: Sequence[tuple[Notification, str]]) -> list[Prepared]:
+        """Cap reservations, parts and order facts of customer sends about to go, in one
+        transaction (by recipient: replicas take the per-customer cap locks in one order)."""
+        prepared: list[Prepared | None] = [None] * len(sends)
+        async with self.uows() as uow:
+            for i in sorted(range(len(sends)), key=lambda i: sends[i][1]):
+                send, recipient = sends[i]
+                if Kind(send.kind) in CAPPED_KINDS:
+                    try:
+                        await self._check_cap(uow, recipient, send)
+                    except Skip as skip:
+                        prepared[i] = Prepared([], None, skip)
+                        continue
+                parts = await self._parts(uow, send)
+                fact = await uow.orders.get(send.order_id or "")
+                prepared[i] = Prepared(parts, fact)
+            await uow.commit()  # the reservations against the cap
+        return [p for p in prepared if p is not None]
 
     def _recipient_hash(self, identity: str) -> str:
         """A keyed hash of the customer's address: caps count per customer, no PII stored."""
