@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import event
 
 from services.notify.app import create_app as notify_app
-from services.notify.handlers.events import on_shipment_dispatched
+from services.notify.handlers.events import on_shipment_delayed, on_shipment_dispatched
 from services.notify.repository import Notifications
 from services.notify.settings import NotifySettings
 from services.order.app import create_app as order_app
@@ -27,7 +27,7 @@ from shared.crypto import generate_key
 from shared.events import ShipmentDispatched, new_envelope
 from shared.infra import free_port
 from shared.testing import eventually
-from tests.integration.test_notify import FAST
+from tests.integration.test_notify import FAST, delayed
 from tests.support.data import API_KEY, order_body
 from tests.support.kafka import publish_envelopes
 from tests.support.notify import Mailbox, log_of, settled, smtp_server
@@ -188,6 +188,27 @@ async def test_outcomes_of_sends_finishing_together_share_transactions(
     # transaction and an outcome transaction per send)
     after_queueing = len(commits) - 1
     assert after_queueing < sends, f"{after_queueing} commits for {sends} sends"
+
+
+async def test_a_notice_claimed_as_queued_still_gathers_the_parts_of_its_transaction(
+    database_url, settings_for, broker
+):
+    """No digest window: two suppliers' delays of one order, queued in one transaction, are
+    one e-mail listing both (the second part joins the row the first claimed)."""
+    async with rig(database_url, settings_for, broker, digest_window_s=0.0) as r:
+        (order,) = await r.place(1)
+        svc = r.notify[0]
+        async with svc.runtime.uow() as uow:
+            for supplier in ("sup-a", "sup-b"):
+                e = delayed(order["id"], supplier, "at_risk", "normal")
+                await on_shipment_delayed(new_envelope(e), e, uow)
+            await uow.commit()
+        rows = await eventually(lambda: r.settled([order]), timeout=20, what="the notice sent")
+        async with svc.runtime.uow() as uow:
+            sent = await uow.notifications.get(rows[order["id"]]["id"])
+    assert sent is not None and sent.status.value == "sent"
+    assert [p["supplier_id"] for p in sent.details["parts"]] == ["sup-a", "sup-b"]
+    assert len(r.mailbox.raw) == 1
 
 
 async def test_two_replicas_send_every_notice_once(database_url, settings_for, broker):
