@@ -16,6 +16,7 @@ from services.notify.consumers import CONSUMERS
 from services.notify.domain import Policy
 from services.notify.errors import HTTP_ERRORS
 from services.notify.handlers.complaints import complaint_loop
+from services.notify.handoff import HandOff
 from services.notify.holds import hold_alert_loop
 from services.notify.rendering import Renderer
 from services.notify.sender import Sender, Wakeup
@@ -49,7 +50,15 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
     wakeup = Wakeup()
     renderer = Renderer()
     policy = policy_for(settings)
-    uow_class = functools.partial(NotifyUnitOfWork, policy=policy, wake_sender=wakeup)
+    hand_off = HandOff(
+        wakeup.event.set,
+        timedelta(seconds=settings.send_lease_s),
+        settings.sender_concurrency,
+        enabled=settings.send_handoff,
+    )
+    uow_class = functools.partial(
+        NotifyUnitOfWork, policy=policy, wake_sender=wakeup, hand_off=hand_off
+    )
     if not policy.ops_channels:
         log.warning(
             "DROPSHIP_OPS_WEBHOOKS is empty: alerts are recorded (GET /v1/alerts) but sent nowhere"
@@ -59,7 +68,10 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         async with httpx.AsyncClient(timeout=settings.send_timeout_s) as http:
             mailer = mailer_for(settings)
             try:
-                await Sender(runtime.uow, settings, http, mailer, wakeup, renderer).run()
+                sender = Sender(
+                    runtime.uow, settings, http, mailer, wakeup, renderer, hand_off=hand_off
+                )
+                await sender.run()
             finally:
                 await mailer.close()
 

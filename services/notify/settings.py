@@ -55,6 +55,13 @@ class NotifySettings(ServiceSettings):
     send_lease_s: float = Field(120.0, gt=0)
     """A send not finished within this long (the sender crashed) is taken up again."""
     sender_concurrency: int = Field(16, ge=1)
+    send_handoff: bool = True
+    """`DROPSHIP_SEND_HANDOFF`: a notice due now is claimed in the transaction that queues
+    it and handed to this process's sender in memory (no claim transaction of its own).
+    False: every send is claimed by the sender's poll, as before."""
+    outcome_linger_ms: int = Field(20, ge=0, le=1000)
+    """`DROPSHIP_OUTCOME_LINGER_MS`: outcomes of sends finishing within this long of each
+    other are written in one transaction."""
 
     alert_target_normal_s: float = Field(24 * 3600, gt=0)
     alert_target_urgent_s: float = Field(4 * 3600, gt=0)

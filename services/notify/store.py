@@ -7,6 +7,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify.domain import Policy
+from services.notify.handoff import HandOff
 from services.notify.repository import (
     Alerts,
     ComplaintWatches,
@@ -17,13 +18,15 @@ from services.notify.repository import (
     WaitingWatches,
 )
 from services.notify.tables import metadata
+from shared import faults
 from shared.uow import CommitHook, UnitOfWork
 
 __all__ = ["NotifyUnitOfWork", "metadata"]
 
 
 class NotifyUnitOfWork(UnitOfWork):
-    """The notify service's transaction; a commit that queued sends wakes the sender."""
+    """The notify service's transaction; a commit that queued sends wakes the sender, and
+    hands it the sends it claimed while queueing them (see `handoff`)."""
 
     notifications: Notifications
     alerts: Alerts
@@ -41,17 +44,25 @@ class NotifyUnitOfWork(UnitOfWork):
         *,
         policy: Policy | None = None,
         wake_sender: Callable[[], None] | None = None,
+        hand_off: HandOff | None = None,
     ) -> None:
         super().__init__(sessions, on_commit=on_commit, notify_others=notify_others)
         self.policy = policy or Policy()
         self._wake_sender = wake_sender
+        self._hand_off = hand_off
         self._queued = False
 
     async def __aenter__(self) -> NotifyUnitOfWork:
         await super().__aenter__()
         self._queued = False
         dialect = self.dialect
-        self.notifications = Notifications(self.session, dialect, self._mark_queued)
+        hand_off = self._hand_off
+        if hand_off is not None and hand_off.enabled:
+            self.notifications = Notifications(
+                self.session, dialect, self._mark_queued, hand_off.room, hand_off.lease
+            )
+        else:
+            self.notifications = Notifications(self.session, dialect, self._mark_queued)
         self.alerts = Alerts(self.session, dialect)
         self.orders = OrderFacts(self.session, dialect)
         self.dlq = DlqDepths(self.session, dialect)
@@ -65,6 +76,16 @@ class NotifyUnitOfWork(UnitOfWork):
 
     async def commit(self) -> None:
         await super().commit()
+        claimed = list(self.notifications.claimed.values())
+        self.notifications.claimed.clear()
+        if claimed and self._hand_off is not None:
+            faults.crash_point("notify.before_handoff")  # claimed and committed, not handed
+            self._hand_off.give(claimed)
         if self._queued and self._wake_sender is not None:
             self._wake_sender()
         self._queued = False
+
+    async def rollback(self) -> None:
+        self.notifications.claimed.clear()  # rolled back with the rows: nothing to hand over
+        self._queued = False
+        await super().rollback()

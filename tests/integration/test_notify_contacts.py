@@ -249,9 +249,11 @@ class Claims:
 async def test_a_send_finishing_claims_again_only_if_more_may_be_due(
     database_url, settings_for, broker, monkeypatch
 ):
-    """The poll is an hour away: only the queueing commit and the sends drive claims."""
+    """The poll is an hour away: only the queueing commit and the sends drive claims (the
+    claim path: with the hand-off on, notices queued due are claimed as they are queued)."""
     claims = Claims(monkeypatch)
-    async with rig(database_url, settings_for, broker, sender_poll_s=3600.0) as r:
+    values = {"sender_poll_s": 3600.0, "send_handoff": False}
+    async with rig(database_url, settings_for, broker, **values) as r:
         ids = await r.place(5)
         start = len(claims.taken)
         await r.queue_together(ids)
@@ -265,7 +267,7 @@ async def test_with_every_slot_taken_a_finished_send_claims_the_next(
     database_url, settings_for, broker, monkeypatch
 ):
     claims = Claims(monkeypatch)
-    values = {"sender_poll_s": 3600.0, "sender_concurrency": 2}
+    values = {"sender_poll_s": 3600.0, "sender_concurrency": 2, "send_handoff": False}
     async with rig(database_url, settings_for, broker, **values) as r:
         ids = await r.place(5)
         await r.queue_together(ids)

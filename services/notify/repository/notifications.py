@@ -60,10 +60,21 @@ class Notifications:
     """The notification log: one row per send per channel, unique per (dedupe key, channel,
     target), claimed by senders under a lease fenced by the attempt number."""
 
-    def __init__(self, session: AsyncSession, dialect: str, on_queued: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        dialect: str,
+        on_queued: Callable[[], None],
+        claim_room: Callable[[], int] = lambda: 0,
+        lease: timedelta = timedelta(0),
+    ) -> None:
         self.session = session
         self.dialect = dialect
         self._on_queued = on_queued
+        self._claim_room = claim_room
+        self._lease = lease
+        self.claimed: dict[str, Notification] = {}
+        """Sends this transaction queued already claimed (for the in-memory hand-off)."""
 
     async def queue(
         self,
@@ -81,12 +92,39 @@ class Notifications:
         alert_id: str | None = None,
         severity: str | None = None,
     ) -> bool:
-        """Queue one send; False if this (dedupe key, channel, target) was queued before."""
+        """Queue one send; False if this (dedupe key, channel, target) was queued before.
+
+        A send due now is claimed on the spot while the sender has room (`claim_room`):
+        written `sending` under a lease with its first attempt counted, exactly as
+        `claim_due` would leave it, and kept in `claimed` for the hand-off after commit.
+        """
         now = datetime.now(UTC)
+        claim = not_before <= now and self._claim_room() > len(self.claimed)
+        sent = Notification(
+            id=str(uuid.uuid4()),
+            dedupe_key=dedupe_key,
+            channel=channel,
+            target=target,
+            recipient_kind=recipient_kind,  # type: ignore[arg-type]
+            order_id=order_id,
+            kind=kind,
+            reason=reason,
+            alert_id=alert_id,
+            severity=severity,
+            template=template,
+            locale=None,
+            status=Status.SENDING if claim else Status.PENDING,
+            attempts=1 if claim else 0,
+            next_attempt_at=not_before,
+            last_error=None,
+            details=details,
+            created_at=now,
+            sent_at=None,
+        )
         stmt = (
             dialect_insert(self.dialect)(notification)
             .values(
-                id=str(uuid.uuid4()),
+                id=sent.id,
                 dedupe_key=dedupe_key,
                 channel=channel,
                 target=target,
@@ -97,9 +135,10 @@ class Notifications:
                 alert_id=alert_id,
                 severity=severity,
                 template=template,
-                status=Status.PENDING.value,
-                attempts=0,
+                status=sent.status.value,
+                attempts=sent.attempts,
                 next_attempt_at=not_before,
+                lease_until=now + self._lease if claim else None,
                 details=details,
                 created_at=now,
                 updated_at=now,
@@ -108,22 +147,29 @@ class Notifications:
         )
         result = await self.session.execute(stmt)
         fresh = bool(getattr(result, "rowcount", 0) == 1)
-        if fresh:
+        if fresh and claim:
+            self.claimed[sent.id] = sent
+        elif fresh:
             self._on_queued()
         return fresh
 
     async def waiting_with_key(self, dedupe_key: str) -> list[Notification]:
-        """Sends of a notice still waiting to go out (their details can still grow)."""
-        query = select(notification).where(
-            notification.c.dedupe_key == dedupe_key,
+        """Sends of a notice still waiting to go out (their details can still grow): pending,
+        or claimed by this very transaction and not handed to the sender yet."""
+        waiting = and_(
             notification.c.status == Status.PENDING.value,
             notification.c.attempts == 0,
         )
+        if self.claimed:
+            waiting = or_(waiting, notification.c.id.in_(list(self.claimed)))
+        query = select(notification).where(notification.c.dedupe_key == dedupe_key, waiting)
         if self.dialect == "postgresql":
             query = query.with_for_update()
         return [_notification(row) for row in await self.session.execute(query)]
 
     async def set_details(self, notification_id: str, details: dict[str, Any]) -> None:
+        if notification_id in self.claimed:  # the sender is handed what the row holds
+            self.claimed[notification_id] = replace(self.claimed[notification_id], details=details)
         await self.session.execute(
             update(notification)
             .where(notification.c.id == notification_id)
