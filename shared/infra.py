@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -15,9 +16,38 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux; else IANA's 49152)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 49152
+
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port that nothing listens on, for a server this process starts a moment later.
+
+    Chosen below the kernel's ephemeral range: a port the kernel just handed out for
+    binding to port 0 can be given again to any outgoing connection (a database or broker
+    client) before the server binds it, and the server then fails to start. Ports below
+    the range are only ever taken by a bind, and this process never returns one twice.
+    """
+    floor = _ephemeral_floor()
+    low = 10_000 if floor > 12_000 else 1_024
+    for _ in range(200):
+        port = random.randrange(low, floor)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # a crowded range: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

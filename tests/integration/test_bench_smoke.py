@@ -37,6 +37,7 @@ def test_relay_scenario_counts_statements_and_hands_over(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = ["relay", "--backends", "sqlite", "--events", "40", "--rate", "400"]
+    argv += ["--relay-linger-ms", "20"]  # batches by design, not by luck under load
     assert main(SCENARIOS, [*argv, "--linger-ms", "2"]) == 0
     out = capsys.readouterr().out
     assert "dropship outbox relay cost" in out

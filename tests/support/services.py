@@ -157,7 +157,11 @@ async def served(
         async with asyncio.timeout(30):
             while not server.started:
                 if task.done():
-                    task.result()
+                    try:
+                        task.result()
+                    except SystemExit as exc:  # uvicorn's way to say it could not start
+                        raise RuntimeError(f"the app did not start on port {port}") from exc
+                    raise RuntimeError(f"the app stopped before it started on port {port}")
                 await asyncio.sleep(0.02)
         url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:

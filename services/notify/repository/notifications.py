@@ -7,7 +7,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -121,26 +121,13 @@ class Notifications:
             created_at=now,
             sent_at=None,
         )
+        row = {field.name: getattr(sent, field.name) for field in fields(sent)}
+        row["status"] = sent.status.value
         stmt = (
             dialect_insert(self.dialect)(notification)
             .values(
-                id=sent.id,
-                dedupe_key=dedupe_key,
-                channel=channel,
-                target=target,
-                recipient_kind=recipient_kind,
-                order_id=order_id,
-                kind=kind,
-                reason=reason,
-                alert_id=alert_id,
-                severity=severity,
-                template=template,
-                status=sent.status.value,
-                attempts=sent.attempts,
-                next_attempt_at=not_before,
+                **row,
                 lease_until=now + self._lease if claim else None,
-                details=details,
-                created_at=now,
                 updated_at=now,
             )
             .on_conflict_do_nothing()

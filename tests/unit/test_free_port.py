@@ -1,0 +1,30 @@
+"""Ports for servers the tests start: never one an outgoing connection could take first."""
+
+from __future__ import annotations
+
+import socket
+
+from shared import infra
+
+
+def test_ports_come_from_below_the_ephemeral_range_and_never_twice() -> None:
+    floor = infra._ephemeral_floor()
+    ports = [infra.free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports), "a port handed out twice"
+    assert all(p < floor for p in ports), "a port the kernel may give to a client"
+
+
+def test_a_port_something_listens_on_is_never_handed_out(monkeypatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        real, calls = infra.random.randrange, []
+
+        def pick(low: int, high: int) -> int:
+            calls.append(low)
+            return busy if len(calls) <= 2 else real(low, high)
+
+        monkeypatch.setattr(infra.random, "randrange", pick)
+        monkeypatch.setattr(infra, "_ephemeral_floor", lambda: 65_535)
+        assert infra.free_port() != busy and len(calls) >= 3
