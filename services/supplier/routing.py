@@ -55,6 +55,7 @@ async def route(
     all_or_nothing: bool = False,
     permanent: dict[str, frozenset[str]] | None = None,
     waiting: WaitingReason = WaitingReason.SERVER_ERROR,
+    place_again: bool = False,
 ) -> Plan | None:
     """Plan lines onto suppliers, reserve stock, record supplier orders to send.
 
@@ -63,13 +64,17 @@ async def route(
     otherwise an unroutable line waits (`order-lines-waiting`, reason `waiting`) when a
     supplier outside `permanent` (those that failed it for good) could take it once
     reachable again, and is reported with `order-routing-failed` when none could.
+    A line planned onto a supplier that never answered it goes out again under that
+    supplier order's id (the idempotency key) when routed again after waiting or a
+    failover (`permanent` given) or by a human (`place_again`).
     """
     if not lines:
         return Plan()
     lines = await mapped(uow, lines, order.currency)
     # lines routed again (waiting, failed over) may go back to a supplier that never
     # answered them: that supplier order is placed again under its own key
-    unanswered = await _unanswered(uow, order.order_id) if permanent is not None else []
+    again_ok = permanent is not None or place_again
+    unanswered = await _unanswered(uow, order.order_id) if again_ok else []
     for attempt in range(REPLANS + 1):
         offers = await uow.offers.for_skus({ln.sku for ln in lines}, order.currency)
         suppliers = await uow.suppliers.infos({o.supplier_id for o in offers})
@@ -163,11 +168,14 @@ async def route_to(
     uow: SupplierUnitOfWork, order: RoutingRequest, line: Line, offer: Offer
 ) -> SupplierOrder:
     """Give one line to a chosen offer (a human's choice: margin and ranking aside);
-    `StockConflict` when the supplier has too little stock left."""
+    `StockConflict` when the supplier has too little stock left. A supplier order of
+    that supplier that never answered this very line goes out again under its own id."""
     result = Plan(by_supplier={offer.supplier_id: [Pick(line, offer)]})
-    [so_id] = await _record(uow, order, result)
+    fresh, again = _split(result, await _unanswered(uow, order.order_id))
+    so_ids = await _record(uow, order, fresh)
     await uow.offers.move_stock(take=[(offer.supplier_id, line.sku, line.quantity)])
-    so = await uow.supplier_orders.get(so_id)
+    await _resend(uow, order, again)
+    so = await uow.supplier_orders.get(so_ids[0] if so_ids else again[0].id)
     assert so is not None
     return so
 

@@ -11,7 +11,15 @@ from aiokafka import AIOKafkaConsumer
 from shared.events import Envelope
 from shared.testing import eventually
 from tests.support.kafka import publish_envelopes
-from tests.support.supplier import add_supplier, allocations, control, placed, sim_orders, states
+from tests.support.supplier import (
+    ADMIN,
+    add_supplier,
+    allocations,
+    control,
+    placed,
+    sim_orders,
+    states,
+)
 
 SLOW_MS = 1500  # the simulator answers this late: three times the (lowered) call timeout
 
@@ -132,3 +140,48 @@ async def test_a_slow_supplier_with_a_healthy_alternative_fails_over(impatient, 
 
 async def _holds(svc, key: str, order_id: str) -> bool | None:
     return any(o["order_id"] == order_id for o in await sim_orders(svc, key)) or None
+
+
+@pytest.fixture
+async def left_waiting(supplier_with):
+    """Calls given up after half a second, and lines left waiting for minutes: only a
+    human routes them again within a test."""
+    async with supplier_with(
+        supplier_timeout_s=0.5,
+        supplier_backoff_s=0.02,
+        supplier_max_attempts=2,
+        supplier_retry_waiting_s=120.0,
+        supplier_retry_waiting_max_s=120.0,
+    ) as svc:
+        yield svc
+
+
+@pytest.mark.parametrize("chosen", [True, False], ids=["to-that-supplier", "by-ranking"])
+async def test_a_human_routing_a_waiting_line_back_places_the_same_order_again(
+    left_waiting, broker, chosen
+):
+    key = f"mulls{int(chosen)}"
+    sid = await add_supplier(left_waiting, key, offers=[("JUG", "4.00", 100, 24)])
+    # slow to answer, and slow to decide: its acceptance comes after the human acted
+    await control(left_waiting, key, latency_ms=SLOW_MS, decision_delay_s=8.0)
+    order = placed(("JUG", 1, "12.50"))
+    line_id = f"{order.subject}-1"
+    await publish_envelopes(broker.bootstrap, [order])
+    await _waiting(broker.bootstrap, {order.subject})
+    await eventually(
+        lambda: _holds(left_waiting, key, order.subject), timeout=30, what="order at supplier"
+    )
+    [unanswered] = await allocations(left_waiting, order.subject)
+    assert unanswered["state"] == "unavailable"
+    await control(left_waiting, key, latency_ms=0)
+
+    routed = await left_waiting.client.post(
+        f"/v1/orders/{order.subject}/lines/{line_id}/route",
+        json={"supplier_id": sid} if chosen else {},
+        headers=ADMIN,
+    )
+    assert routed.status_code == 202, routed.text
+    assert routed.json()["supplier_order_id"] == unanswered["supplier_order_id"], "same key"
+    await states(left_waiting, order.subject, "accepted")
+    await _one_live_supplier_order_each(left_waiting, key, {order.subject})
+    assert len(await allocations(left_waiting, order.subject)) == 1, "no second supplier order"

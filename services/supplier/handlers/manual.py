@@ -14,6 +14,7 @@ from services.supplier.domain import (
     RoutingRequest,
     State,
     SupplierNotFound,
+    SupplierOrder,
 )
 from services.supplier.routing import mapped, route, route_to
 from services.supplier.store import StockConflict, SupplierUnitOfWork
@@ -67,7 +68,7 @@ async def _automatic(
     uow: SupplierUnitOfWork, request: RoutingRequest, line: Line, accept_negative_margin: bool
 ) -> tuple[str, str]:
     """By the ranking policy, every supplier eligible again (a human asked)."""
-    result = await route(uow, request, [line], {})
+    result = await route(uow, request, [line], {}, place_again=True)
     assert result is not None
     reason = result.failed.get(line.line_id)
     if reason is RoutingFailureReason.NEGATIVE_MARGIN and accept_negative_margin:
@@ -77,17 +78,23 @@ async def _automatic(
             key=lambda o: (o.unit_cost, o.supplier_id),
         )
         if stocked:
-            so = await route_to(uow, request, line, stocked[0])
-            return so.id, so.supplier_id
+            await route_to(uow, request, line, stocked[0])
+            return _sending(await uow.supplier_orders.of_order(request.order_id), line.line_id)
         reason = RoutingFailureReason.OUT_OF_STOCK
     if reason is not None:
         raise NotRoutable(line.line_id, reason.value)  # the unit of work rolls everything back
-    [so] = [
-        so
-        for so in await uow.supplier_orders.of_order(request.order_id)
-        if so.state is State.SENDING and any(a.line_id == line.line_id for a in so.lines)
-    ]
-    return so.id, so.supplier_id
+    return _sending(await uow.supplier_orders.of_order(request.order_id), line.line_id)
+
+
+def _sending(orders: list[SupplierOrder], line_id: str) -> tuple[str, str]:
+    """The supplier order now sending `line_id`; `LineBusy` when the supplier it was placed
+    with before took it meanwhile (so nothing was placed again)."""
+    mine = [so for so in orders if any(a.line_id == line_id for a in so.lines)]
+    sending = [so for so in mine if so.state is State.SENDING]
+    if sending:
+        return sending[0].id, sending[0].supplier_id
+    busy = next(so for so in mine if so.state in LIVE)
+    raise LineBusy(line_id, busy.state.value)
 
 
 async def _chosen(
@@ -114,7 +121,7 @@ async def _chosen(
     if offer.stock < line.quantity:
         raise NotRoutable(line.line_id, RoutingFailureReason.OUT_OF_STOCK.value)
     try:
-        so = await route_to(uow, request, line, offer)
+        await route_to(uow, request, line, offer)
     except StockConflict:
         raise NotRoutable(line.line_id, RoutingFailureReason.OUT_OF_STOCK.value) from None
-    return so.id, supplier_id
+    return _sending(await uow.supplier_orders.of_order(request.order_id), line.line_id)
