@@ -22,6 +22,7 @@ from tests.support.supplier import (
 )
 
 SLOW_MS = 1500  # the simulator answers this late: three times the (lowered) call timeout
+GIVES_UP_FAST = {"supplier_timeout_s": 0.5, "supplier_backoff_s": 0.02, "supplier_max_attempts": 2}
 
 
 @pytest.fixture
@@ -29,9 +30,7 @@ async def impatient(supplier_with):
     """The supplier service giving up on a call after half a second (two attempts), with
     quick waiting retries and a breaker that cools down in a second."""
     async with supplier_with(
-        supplier_timeout_s=0.5,
-        supplier_backoff_s=0.02,
-        supplier_max_attempts=2,
+        **GIVES_UP_FAST,
         breaker_cooldown_s=1.0,
         supplier_retry_waiting_s=0.3,
         supplier_retry_waiting_max_s=1.0,
@@ -147,9 +146,7 @@ async def left_waiting(supplier_with):
     """Calls given up after half a second, and lines left waiting for minutes: only a
     human routes them again within a test."""
     async with supplier_with(
-        supplier_timeout_s=0.5,
-        supplier_backoff_s=0.02,
-        supplier_max_attempts=2,
+        **GIVES_UP_FAST,
         supplier_retry_waiting_s=120.0,
         supplier_retry_waiting_max_s=120.0,
     ) as svc:
