@@ -166,18 +166,15 @@ async def park(
 
 async def route_to(
     uow: SupplierUnitOfWork, order: RoutingRequest, line: Line, offer: Offer
-) -> SupplierOrder:
+) -> None:
     """Give one line to a chosen offer (a human's choice: margin and ranking aside);
     `StockConflict` when the supplier has too little stock left. A supplier order of
     that supplier that never answered this very line goes out again under its own id."""
     result = Plan(by_supplier={offer.supplier_id: [Pick(line, offer)]})
     fresh, again = _split(result, await _unanswered(uow, order.order_id))
-    so_ids = await _record(uow, order, fresh)
+    await _record(uow, order, fresh)
     await uow.offers.move_stock(take=[(offer.supplier_id, line.sku, line.quantity)])
     await _resend(uow, order, again)
-    so = await uow.supplier_orders.get(so_ids[0] if so_ids else again[0].id)
-    assert so is not None
-    return so
 
 
 async def _record(uow: SupplierUnitOfWork, order: RoutingRequest, result: Plan) -> list[str]:
