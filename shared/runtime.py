@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Generic
 
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from typing_extensions import TypeVar
@@ -210,10 +212,48 @@ class ServiceRuntime(Generic[U, S]):
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         await self.start()
+        time_gc()
         try:
-            yield
+            with frozen_heap(self.settings.gc_freeze):
+                yield
         finally:
             await self.stop()
+
+
+GC_SECONDS = Counter(
+    "dropship_gc_seconds_total",
+    "Time in the garbage collector (the event loop stalls meanwhile), by generation.",
+    ["generation"],
+)
+_gc_started: list[float] = []
+
+
+def _time_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started[:] = [time.perf_counter()]
+    elif _gc_started:
+        GC_SECONDS.labels(str(info["generation"])).inc(time.perf_counter() - _gc_started[0])
+
+
+def time_gc() -> None:
+    """Count the collector's time in `dropship_gc_seconds_total` (once per process)."""
+    if _time_gc not in gc.callbacks:
+        gc.callbacks.append(_time_gc)
+
+
+@contextlib.contextmanager
+def frozen_heap(enabled: bool) -> Iterator[None]:
+    """While serving, leave what startup built out of the collector's full scans (see
+    `ServiceSettings.gc_freeze`), thawed on leaving. Freezing is a list splice, no scan;
+    startup leaves next to no cyclic garbage (46 objects in the order service) to keep."""
+    if not enabled:
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def health_router(runtime: ServiceRuntime[Any]) -> APIRouter:

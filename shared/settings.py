@@ -165,6 +165,11 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+    gc_freeze: bool = True
+    """Once started, move every object built so far (imported modules, the app, its clients)
+    out of the garbage collector's scans (`gc.freeze`): a full collection then looks at
+    what requests and events made, not at ~130,000 startup objects (~70 ms of CPU and of
+    event-loop stall each time). Unfrozen at shutdown."""
 
     otel_exporter: Literal["none", "console", "otlp"] = "none"
     """Where OpenTelemetry spans go: nowhere (ids still travel), stdout, or OTLP/HTTP."""

@@ -165,14 +165,16 @@ def cost_table(steps: list[Step]) -> list[str]:
     out = [
         "Cost model per order (same window; from each service's `/metrics`: "
         "`dropship_db_transactions_total`, `dropship_db_statements_total`, "
-        "`dropship_http_requests_total`):",
+        "`dropship_http_requests_total`; garbage collection: `dropship_gc_seconds_total`):",
         "",
         "| step | "
         + " | ".join(f"{label}: {' / '.join(CONSUMERS)}" for _, label in COST_KINDS)
         + " | HTTP requests received: "
         + " / ".join(CONSUMERS)
+        + " | GC ms: "
+        + " / ".join(CONSUMERS)
         + " |",
-        "|---|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|",
     ]
     for s in steps:
         n = s.load.ok or 0
@@ -180,10 +182,11 @@ def cost_table(steps: list[Step]) -> list[str]:
             continue
 
         def cell(kind: str, s: Step = s, n: int = n) -> str:
-            per = [s.costs.get(c, {}).get(kind, 0.0) / n for c in CONSUMERS]
+            scale = 1000 if kind == "gc_seconds" else 1  # GC in ms per order
+            per = [s.costs.get(c, {}).get(kind, 0.0) * scale / n for c in CONSUMERS]
             return f"**{sum(per):.1f}** (" + " / ".join(f"{v:.1f}" for v in per) + ")"
 
-        kinds = (*(k for k, _ in COST_KINDS), "http_requests")
+        kinds = (*(k for k, _ in COST_KINDS), "http_requests", "gc_seconds")
         out.append(f"| {s.label} | " + " | ".join(cell(k) for k in kinds) + " |")
     return out
 

@@ -21,6 +21,10 @@ Per backend, on a fresh database:
    requests, mean).
    `--before` also times the from-facts computation this replaced (30 days, 3 times).
    `--live N`: 365 days by day again, N events applied before each request.
+   The heap built until the reads start (modules, the generated history) is frozen out of
+   the collector's full scans, as a service freezes what its startup built
+   (`DROPSHIP_GC_FREEZE`); `--scan-heap` leaves it in (each full collection then stalls a
+   read by ~100-170 ms).
 3. ingest (unless `--live`): `--events` new events (bench.scenarios.metrics' mix) through the live
    consumer's path (`MessageProcessor.process_many`, the metrics batch handler, `--batch`
    events per transaction, `--concurrency` at once) on top of that history.
@@ -55,6 +59,7 @@ from services.metrics.rows import Rows
 from services.metrics.store import MetricsUnitOfWork
 from shared.consumer import MessageProcessor
 from shared.db import create_engine, migrate_async, session_factory
+from shared.runtime import frozen_heap
 
 CHUNK = 20_000
 REPORT = TypeAdapter(KpiReport)
@@ -322,24 +327,32 @@ async def run_backend(out: Output, backend: str, args: argparse.Namespace) -> di
         await load_history(url, args.orders, args.days, out)
         seconds = perf() - started
         out(f"{backend:10} history  {args.orders:,} orders, {args.days} days, in {seconds:.0f} s")
-        result["query"] = await query(url, args.reps, out, backend, fresh=args.fresh)
-        if args.before:
-            await before(url, out, backend)
-        if args.live:
-            live_args = (args.reps, args.live, args.batch, out, backend)
-            result["live"] = await live(url, *live_args)
-        elif args.events:
-            envelopes = history(args.events)
-            workers = args.concurrency or (1 if backend == "sqlite" else 4)
-            seconds, cpu = await ingest(url, envelopes, args.batch, workers)
-            rate = len(envelopes) / seconds
-            result["ingest_events_per_s"] = round(rate)
-            out(
-                f"{backend:10} ingest   {len(envelopes):,} events on top  {seconds:.2f} s  "
-                f"{rate:,.0f} events/s  x{workers}  ({cpu:.2f} s CPU here)"
-            )
-            result["query_after_ingest"] = await query(url, max(5, args.reps // 5), out, backend)
+        # as the service freezes what its startup built (DROPSHIP_GC_FREEZE), before any read
+        with frozen_heap(not args.scan_heap):
+            await measure(url, out, backend, args, result)
     return result
+
+
+async def measure(
+    url: str, out: Output, backend: str, args: argparse.Namespace, result: dict[str, Any]
+) -> None:
+    result["query"] = await query(url, args.reps, out, backend, fresh=args.fresh)
+    if args.before:
+        await before(url, out, backend)
+    if args.live:
+        live_args = (args.reps, args.live, args.batch, out, backend)
+        result["live"] = await live(url, *live_args)
+    elif args.events:
+        envelopes = history(args.events)
+        workers = args.concurrency or (1 if backend == "sqlite" else 4)
+        seconds, cpu = await ingest(url, envelopes, args.batch, workers)
+        rate = len(envelopes) / seconds
+        result["ingest_events_per_s"] = round(rate)
+        out(
+            f"{backend:10} ingest   {len(envelopes):,} events on top  {seconds:.2f} s  "
+            f"{rate:,.0f} events/s  x{workers}  ({cpu:.2f} s CPU here)"
+        )
+        result["query_after_ingest"] = await query(url, max(5, args.reps // 5), out, backend)
 
 
 def options(ap: argparse.ArgumentParser) -> None:
@@ -355,6 +368,11 @@ def options(ap: argparse.ArgumentParser) -> None:
         "--live", type=int, default=0, help="events applied between by-day reads (not --events)"
     )
     ap.add_argument("--fresh", action="store_true", help="also time the reports computed afresh")
+    ap.add_argument(
+        "--scan-heap",
+        action="store_true",
+        help="leave the process's heap in the collector's full scans (DROPSHIP_GC_FREEZE=false)",
+    )
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -93,10 +93,11 @@ async def prepare_suppliers(stack: Stack, latency_ms: float, ship_after_s: float
 
 
 COST = re.compile(
-    r"^dropship_(db_statements|db_transactions|http_requests)_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)$",
+    r"^dropship_(db_statements|db_transactions|http_requests|gc_seconds)_total(?:\{[^}]*\})?"
+    r"\s+([0-9.eE+-]+)$",
     re.MULTILINE,
 )
-"""The cost model's counters: round trips, transactions and HTTP requests received."""
+"""The cost model's counters: round trips, transactions, HTTP requests received, GC time."""
 
 
 async def scrape_metrics(urls: dict[str, str]) -> tuple[PerService, PerService]:

@@ -191,13 +191,13 @@ def test_the_cost_model_divides_each_service_counters_by_the_accepted_orders() -
         costs={
             "order": {"db_transactions": 40, "db_statements": 200, "http_requests": 20},
             "supplier": {"db_transactions": 60, "db_statements": 300, "http_requests": 30},
-            "notify": {"db_statements": 100},
+            "notify": {"db_statements": 100, "gc_seconds": 0.5},
         },
     )
     overload = SimpleNamespace(label="overload 400/s", load=SimpleNamespace(ok=10), costs={"x": {}})
     rows = cost_table([step, overload])  # type: ignore[list-item]
     assert rows[-1] == (
         "| 20/s | **10.0** (4.0 / 6.0 / 0.0 / 0.0) | **60.0** (20.0 / 30.0 / 10.0 / 0.0) "
-        "| **5.0** (2.0 / 3.0 / 0.0 / 0.0) |"
+        "| **5.0** (2.0 / 3.0 / 0.0 / 0.0) | **50.0** (0.0 / 0.0 / 50.0 / 0.0) |"
     )
     assert not any("overload" in r for r in rows)
