@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import NamedTuple, Self
 
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import faults, tracing
-from shared.db import dialect_insert, inbox_table, outbox_table
+from shared.db import outbox_table
 from shared.events import Envelope, EventData, new_envelope
 
 OUTBOX_CHANNEL = "dropship_outbox"
@@ -29,6 +30,21 @@ class OutboxRow(NamedTuple):
 
 CommitHook = Callable[[Sequence[OutboxRow]], None]
 """Called after a commit with the outbox rows it wrote (the relay's `wake`)."""
+
+
+_PG_CLAIM = text(
+    "INSERT INTO inbox_event (consumer, event_id, topic, processed_at) "
+    "SELECT :consumer, u.event_id, u.topic, :now "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:topics AS text[])) AS u(event_id, topic) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
+_SQLITE_CLAIM = (
+    "INSERT INTO inbox_event (consumer, event_id, topic, processed_at) "
+    "SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ? "
+    "FROM json_each(?) WHERE true ON CONFLICT DO NOTHING RETURNING event_id"
+)
+"""Claim a batch in one fixed statement: the ids (and their topics) bound as one array
+(PostgreSQL) or one JSON text (SQLite), not a row of parameters per event."""
 
 
 class UnitOfWork:
@@ -98,18 +114,23 @@ class UnitOfWork:
         """
         if not envelopes:
             return []
-        now = datetime.now(UTC)
-        rows: dict[str, dict[str, Any]] = {}
+        ids: dict[str, str] = {}
         for e in envelopes:
-            rows.setdefault(
-                e.id, {"consumer": consumer, "event_id": e.id, "topic": e.type, "processed_at": now}
+            ids.setdefault(e.id, e.type)
+        now = datetime.now(UTC)
+        if self.dialect == "postgresql":
+            result = await self.session.execute(
+                _PG_CLAIM,
+                {"consumer": consumer, "ids": list(ids), "topics": list(ids.values()), "now": now},
             )
-        stmt = (
-            dialect_insert(self.dialect)(inbox_table)
-            .on_conflict_do_nothing()
-            .returning(inbox_table.c.event_id)
-        )
-        claimed = set((await self.session.scalars(stmt, list(rows.values()))).all())
+        else:
+            # SQLite stores a DateTime as naive UTC text, the way SQLAlchemy writes it
+            moment = now.replace(tzinfo=None).isoformat(" ", "microseconds")
+            connection = await self.session.connection()
+            result = await connection.exec_driver_sql(
+                _SQLITE_CLAIM, (consumer, moment, json.dumps(list(ids.items())))
+            )
+        claimed = {row[0] for row in result}
         fresh: list[bool] = []
         for e in envelopes:
             fresh.append(e.id in claimed)

