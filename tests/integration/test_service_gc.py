@@ -1,0 +1,35 @@
+"""A real service process keeps its startup heap out of the collector's full scans while
+it serves (`DROPSHIP_GC_FREEZE`), thaws it at shutdown, and reports the collector's time."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from services.metrics.app import create_app
+from services.metrics.settings import MetricsSettings
+from shared.infra import free_port
+from tests.support.services import served
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_a_serving_service_freezes_its_startup_heap_unless_told_not_to(
+    database_url, settings_for, freeze: bool
+) -> None:  # type: ignore[no-untyped-def]
+    gc.unfreeze()
+    port = free_port()
+    settings = settings_for(
+        MetricsSettings, await database_url("metrics"), port=port, gc_freeze=freeze
+    )
+    async with served(create_app, settings, port) as svc:
+        frozen_while_serving = gc.get_freeze_count()
+        gc.collect()  # a full collection while serving is timed
+        exposition = (await svc.client.get("/metrics")).text
+    if freeze:
+        assert frozen_while_serving > 10_000, "the modules and objects built at startup"
+    else:
+        assert frozen_while_serving == 0
+    assert gc.get_freeze_count() == 0, "thawed at shutdown"
+    assert 'dropship_gc_seconds_total{generation="2"}' in exposition
