@@ -152,11 +152,15 @@ class MessageProcessor(Generic[U]):
         parsed: Sequence[tuple[Envelope, EventData, _Apply[U]]],
         batch_handler: BatchHandler[U],
     ) -> list[bool]:
-        by_event = {
-            envelope.id: span
-            for envelope, _, _ in parsed
-            if (span := self.tracer.start_span(*self._span_args(envelope))) is not None
-        }
+        by_event = (
+            {
+                envelope.id: span
+                for envelope, _, _ in parsed
+                if (span := self.tracer.start_span(*self._span_args(envelope))) is not None
+            }
+            if self.tracer.recording  # else no span: not even their attributes are built
+            else {}
+        )
         scope = _BATCH_SPANS.set(by_event)
         try:
             with tracing.ending(list(by_event.values())):
