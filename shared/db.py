@@ -72,6 +72,20 @@ inbox_table = Table(
 )
 
 
+SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+"""How SQLAlchemy stores a DateTime on SQLite (naive UTC); range queries compare these."""
+
+
+def sqlite_moment(value: datetime | None) -> str | None:
+    """`SQLITE_DATETIME` text of a moment, for statements written without SQLAlchemy's type
+    processing (isoformat: several times faster than strftime)."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 def aware(value: datetime | None) -> datetime | None:
     """SQLite hands datetimes back naive; every stored time is UTC."""
     if value is not None and value.tzinfo is None:

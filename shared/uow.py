@@ -12,7 +12,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import faults, tracing
-from shared.db import outbox_table
+from shared.db import outbox_table, sqlite_moment
 from shared.events import Envelope, EventData, new_envelope
 
 OUTBOX_CHANNEL = "dropship_outbox"
@@ -124,11 +124,9 @@ class UnitOfWork:
                 {"consumer": consumer, "ids": list(ids), "topics": list(ids.values()), "now": now},
             )
         else:
-            # SQLite stores a DateTime as naive UTC text, the way SQLAlchemy writes it
-            moment = now.replace(tzinfo=None).isoformat(" ", "microseconds")
             connection = await self.session.connection()
             result = await connection.exec_driver_sql(
-                _SQLITE_CLAIM, (consumer, moment, json.dumps(list(ids.items())))
+                _SQLITE_CLAIM, (consumer, sqlite_moment(now), json.dumps(list(ids.items())))
             )
         claimed = {row[0] for row in result}
         fresh: list[bool] = []

@@ -10,12 +10,13 @@ A row whose key is already there is skipped (`ON CONFLICT DO NOTHING` / `OR IGNO
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Integer, String, Table, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import sqlite_moment
 
 _PG_ARRAY = (
     (BigInteger, "bigint[]"),
@@ -23,8 +24,6 @@ _PG_ARRAY = (
     (DateTime, "timestamptz[]"),
     (String, "text[]"),
 )
-SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
-"""How SQLAlchemy stores a DateTime on SQLite (naive UTC); range queries compare these."""
 
 
 def _pg_array(column: Any) -> str:
@@ -58,15 +57,6 @@ def _sqlite_statement(table: Table) -> tuple[str, tuple[str, ...], frozenset[str
     return sql, names, moments
 
 
-def _sqlite_moment(value: datetime | None) -> str | None:
-    """`SQLITE_DATETIME` text (isoformat: several times faster than strftime)."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert `rows` (dicts with every column of `table`) in one statement."""
     if not rows:
@@ -76,6 +66,6 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[s
         await session.execute(_pg_statement(table), params)
         return
     sql, names, moments = _sqlite_statement(table)
-    tuples = [tuple(_sqlite_moment(r[n]) if n in moments else r[n] for n in names) for r in rows]
+    tuples = [tuple(sqlite_moment(r[n]) if n in moments else r[n] for n in names) for r in rows]
     connection = await session.connection()
     await connection.exec_driver_sql(sql, tuples)
