@@ -214,7 +214,10 @@ class ServiceRuntime(Generic[U, S]):
         await self.start()
         time_gc()
         try:
-            with frozen_heap(self.settings.gc_freeze):
+            with (
+                frozen_heap(self.settings.gc_freeze),
+                young_threshold(self.settings.gc_young_threshold),
+            ):
                 yield
         finally:
             await self.stop()
@@ -254,6 +257,21 @@ def frozen_heap(enabled: bool) -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+@contextlib.contextmanager
+def young_threshold(objects: int) -> Iterator[None]:
+    """While serving, run the collector's young pass every `objects` new container objects
+    (see `ServiceSettings.gc_young_threshold`; 0: leave it), restored on leaving."""
+    if not objects:
+        yield
+        return
+    before = gc.get_threshold()
+    gc.set_threshold(objects, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def health_router(runtime: ServiceRuntime[Any]) -> APIRouter:

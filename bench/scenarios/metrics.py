@@ -66,6 +66,7 @@ from shared.events import (
     new_envelope,
 )
 from shared.infra import EmbeddedBroker
+from shared.runtime import young_threshold
 
 SUPPLIERS = [f"sup_{n}" for n in range(12)]
 CHANNELS = ["storefront", "shopify", "woocommerce"]
@@ -333,6 +334,13 @@ def options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--skip-rebuild", action="store_true")
     ap.add_argument("--skip-ingest", action="store_true", help="only publish and rebuild")
     ap.add_argument(
+        "--gc-young-threshold",
+        type=int,
+        default=MetricsSettings.model_fields["gc_young_threshold"].default,
+        help="the collector's young threshold while ingesting, as a serving process sets it "
+        "(DROPSHIP_GC_YOUNG_THRESHOLD; 0: the interpreter's 700)",
+    )
+    ap.add_argument(
         "--scan-history",
         action="store_true",
         help="leave the generated events in the garbage collector's scans (as before: slower)",
@@ -353,10 +361,12 @@ async def run(args: argparse.Namespace) -> int:
     )
     out(
         f"{len(envelopes)} events generated in {perf() - started:.1f} s "
-        f"({len({e.subject for e in envelopes})} orders, batch {args.batch}, "
+        f"({len({e.subject for e in envelopes})} orders, batch {args.batch}, gc young threshold "
+        f"{args.gc_young_threshold or gc.get_threshold()[0]}, "
         f"{os.cpu_count()} cpus, {date.today()})"
     )
-    results = [await run_backend(out, b, envelopes, args) for b in args.backends]
+    with young_threshold(args.gc_young_threshold):  # as a serving process runs
+        results = [await run_backend(out, b, envelopes, args) for b in args.backends]
     out(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
         out.json({"cpus": os.cpu_count()}, results)

@@ -1,5 +1,6 @@
 """A real service process keeps its startup heap out of the collector's full scans while
-it serves (`DROPSHIP_GC_FREEZE`), thaws it at shutdown, and reports the collector's time."""
+it serves (`DROPSHIP_GC_FREEZE`), runs the young pass less often (`DROPSHIP_GC_YOUNG_THRESHOLD`),
+restores both at shutdown, and reports the collector's time."""
 
 from __future__ import annotations
 
@@ -15,16 +16,23 @@ from tests.support.services import served
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 @pytest.mark.parametrize("freeze", [True, False])
-async def test_a_serving_service_freezes_its_startup_heap_unless_told_not_to(
+async def test_a_serving_service_tunes_its_collector_unless_told_not_to(
     database_url, settings_for, freeze: bool
 ) -> None:  # type: ignore[no-untyped-def]
     gc.unfreeze()
     port = free_port()
+    young = 40_000 if freeze else 0
     settings = settings_for(
-        MetricsSettings, await database_url("metrics"), port=port, gc_freeze=freeze
+        MetricsSettings,
+        await database_url("metrics"),
+        port=port,
+        gc_freeze=freeze,
+        gc_young_threshold=young,
     )
+    before = gc.get_threshold()
     async with served(create_app, settings, port) as svc:
         frozen_while_serving = gc.get_freeze_count()
+        threshold_while_serving = gc.get_threshold()
         gc.collect()  # a full collection while serving is timed
         exposition = (await svc.client.get("/metrics")).text
     if freeze:
@@ -32,4 +40,6 @@ async def test_a_serving_service_freezes_its_startup_heap_unless_told_not_to(
     else:
         assert frozen_while_serving == 0
     assert gc.get_freeze_count() == 0, "thawed at shutdown"
+    assert threshold_while_serving == ((young, *before[1:]) if young else before)
+    assert gc.get_threshold() == before, "restored at shutdown"
     assert 'dropship_gc_seconds_total{generation="2"}' in exposition

@@ -7,7 +7,7 @@ import gc
 
 from prometheus_client import REGISTRY
 
-from shared.runtime import frozen_heap, time_gc
+from shared.runtime import frozen_heap, time_gc, young_threshold
 from shared.settings import ServiceSettings
 
 
@@ -22,6 +22,16 @@ def test_freezing_can_be_switched_off() -> None:
     with frozen_heap(False):
         assert gc.get_freeze_count() == 0
     assert ServiceSettings.model_fields["gc_freeze"].default is True
+
+
+def test_the_young_threshold_is_raised_while_serving_and_restored_after() -> None:
+    before = gc.get_threshold()
+    with young_threshold(50_000):
+        assert gc.get_threshold() == (50_000, *before[1:]), "older generations as they were"
+    assert gc.get_threshold() == before
+    with young_threshold(0):
+        assert gc.get_threshold() == before, "0: the interpreter's own"
+    assert ServiceSettings.model_fields["gc_young_threshold"].default == 50_000
 
 
 def test_collector_time_is_counted_by_generation() -> None:
