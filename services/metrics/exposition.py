@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter as TallyOf
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from prometheus_client import Counter
@@ -54,6 +55,22 @@ REFUNDED = Counter(
 COMPLAINTS = Counter("dropship_kpi_complaints", "Complaints filed, by tier.", ["tier"])
 
 
+_COUNTED: tuple[tuple[Counter, Table, tuple[str, ...]], ...] = (
+    (ORDERS, t.sale, ("channel", "currency")),
+    (CONFIRMATIONS, t.confirmation, ("supplier_id",)),
+    (DISPATCHES, t.dispatch, ("supplier_id",)),
+    (DELAYS, t.delay, ("supplier_id", "reason")),
+    (DELIVERIES, t.delivery, ()),
+    (CANCELLATIONS, t.cancellation, ()),
+    (ROUTING_FAILURES, t.routing_failure, ("reason",)),
+    (NOTIFICATIONS, t.notice, ("kind", "channel", "status")),
+    (RETURNS, t.return_request, ("reason",)),
+    (REFUNDS, t.refund, ("reason", "cost_bearer")),
+    (COMPLAINTS, t.complaint, ("tier",)),
+)
+"""Counter, the fact table it counts, and the columns that are its labels."""
+
+
 def observe(rows: Mapping[Table, Sequence[dict[str, Any]]]) -> None:
     """Count the facts of a committed batch (one increment per label set)."""
     gmv: TallyOf[str] = TallyOf()
@@ -66,20 +83,13 @@ def observe(rows: Mapping[Table, Sequence[dict[str, Any]]]) -> None:
         refunded[(r["currency"], r["cost_bearer"])] += r["amount_micros"]
     for (currency, bearer), amount in refunded.items():
         REFUNDED.labels(currency, bearer).inc(amount / 1_000_000)
-    counted: tuple[tuple[Counter, Table, tuple[str, ...]], ...] = (
-        (ORDERS, t.sale, ("channel", "currency")),
-        (CONFIRMATIONS, t.confirmation, ("supplier_id",)),
-        (DISPATCHES, t.dispatch, ("supplier_id",)),
-        (DELAYS, t.delay, ("supplier_id", "reason")),
-        (DELIVERIES, t.delivery, ()),
-        (CANCELLATIONS, t.cancellation, ()),
-        (ROUTING_FAILURES, t.routing_failure, ("reason",)),
-        (NOTIFICATIONS, t.notice, ("kind", "channel", "status")),
-        (RETURNS, t.return_request, ("reason",)),
-        (REFUNDS, t.refund, ("reason", "cost_bearer")),
-        (COMPLAINTS, t.complaint, ("tier",)),
-    )
-    for counter, table, labels in counted:
-        per_labels = TallyOf(tuple(r[name] for name in labels) for r in rows.get(table, ()))
-        for values, n in per_labels.items():
-            (counter.labels(*values) if labels else counter).inc(n)
+    for counter, table, labels in _COUNTED:
+        facts = rows.get(table)
+        if not facts:
+            continue
+        if not labels:
+            counter.inc(len(facts))
+            continue
+        pick = itemgetter(*labels)  # one name: the value itself, not a 1-tuple
+        for values, n in TallyOf(map(pick, facts)).items():
+            (counter.labels(*values) if len(labels) > 1 else counter.labels(values)).inc(n)

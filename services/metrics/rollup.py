@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 UNKNOWN = "unknown"
 NO_SUPPLIER = ""
@@ -37,13 +37,9 @@ OrderFacts = Mapping[str, Sequence[Row]]
 """An order's fact rows by table name (`sale`, `confirmation_line`, ...)."""
 
 
-class Cell(NamedTuple):
-    day: date
-    channel: str
-    supplier: str
-    metric: str
-    label: str = ""
-    since: str = NOT_SINCE
+Cell = tuple[date, str, str, str, str, str]
+"""day, channel, supplier, metric, label, since (a plain tuple: built several times per
+event, where a named tuple's constructor cost more than the rest of its cell's work)."""
 
 
 Contribution = dict[Cell, list[int]]
@@ -94,7 +90,7 @@ def _add(out: Contribution, cell: Cell, value: int, amount: int = 0) -> None:
 
 def _sample(out: Contribution, day: date, channel: str, supplier: str, metric: str, ms: int,
             since: str = NOT_SINCE) -> None:  # fmt: skip
-    _add(out, Cell(day, channel, supplier, metric, str(bin_of(ms)), since), 1, ms)
+    _add(out, (day, channel, supplier, metric, str(bin_of(ms)), since), 1, ms)
 
 
 def contribution(order: OrderFacts, parts: Iterable[str] | None = None) -> Contribution:
@@ -116,9 +112,9 @@ def _orders(
     """Orders and GMV by placing day."""
     if sale is not None:
         day, ccy = sale["placed_at"].date(), sale["currency"]
-        _add(out, Cell(day, channel, NO_SUPPLIER, "orders"), 1)
-        _add(out, Cell(day, channel, NO_SUPPLIER, "orders_ccy", ccy), 1)
-        _add(out, Cell(day, channel, NO_SUPPLIER, "gmv", ccy), sale["total_micros"])
+        _add(out, (day, channel, NO_SUPPLIER, "orders", "", NOT_SINCE), 1)
+        _add(out, (day, channel, NO_SUPPLIER, "orders_ccy", ccy, NOT_SINCE), 1)
+        _add(out, (day, channel, NO_SUPPLIER, "gmv", ccy, NOT_SINCE), sale["total_micros"])
 
 
 def _confirmed_lines(
@@ -148,12 +144,12 @@ def _lines(out: Contribution, order: OrderFacts, sale: Row) -> None:
         supplier, price = c["supplier_id"], prices[line_id]
         if supplier not in suppliers:
             suppliers.add(supplier)
-            _add(out, Cell(day, channel, supplier, "s_orders"), 1)
-            _add(out, Cell(day, channel, supplier, "s_orders_ccy", ccy), 1)
-        _add(out, Cell(day, channel, supplier, "s_gmv", ccy), cl["quantity"] * price)
+            _add(out, (day, channel, supplier, "s_orders", "", NOT_SINCE), 1)
+            _add(out, (day, channel, supplier, "s_orders_ccy", ccy, NOT_SINCE), 1)
+        _add(out, (day, channel, supplier, "s_gmv", ccy, NOT_SINCE), cl["quantity"] * price)
         if c["currency"] == ccy:
             margin = cl["quantity"] * (price - cl["unit_cost_micros"])
-            _add(out, Cell(day, channel, supplier, "margin", ccy), margin, 1)
+            _add(out, (day, channel, supplier, "margin", ccy, NOT_SINCE), margin, 1)
 
 
 def _firsts(order: OrderFacts) -> tuple[dict[str, datetime], dict[str, datetime]]:
@@ -184,7 +180,7 @@ def _confirmations(
         for s, at in confirmed.items():
             _sample(out, at.date(), channel, s, "latency", _millis(at, placed_at))
     first = min(confirmed.values())
-    _add(out, Cell(first.date(), channel, NO_SUPPLIER, "confirmed_orders"), 1)
+    _add(out, (first.date(), channel, NO_SUPPLIER, "confirmed_orders", "", NOT_SINCE), 1)
 
 
 def _supplier_orders(
@@ -206,17 +202,17 @@ def _supplier_orders(
     for s in confirmed:
         due = ship_by[s]
         day = due.date()
-        _add(out, Cell(day, channel, s, "due"), 1)
+        _add(out, (day, channel, s, "due", "", NOT_SINCE), 1)
         sent = dispatched.get(s)
         why = reasons.get(s)
         if sent is not None and sent <= due:
-            _add(out, Cell(day, channel, s, "on_time"), 1)
+            _add(out, (day, channel, s, "on_time", "", NOT_SINCE), 1)
         elif sent is not None or (why and "no_tracking_by_deadline" in why):
-            _add(out, Cell(day, channel, s, "late"), 1)
+            _add(out, (day, channel, s, "late", "", NOT_SINCE), 1)
         if why:
-            _add(out, Cell(day, channel, s, "delayed"), 1)
+            _add(out, (day, channel, s, "delayed", "", NOT_SINCE), 1)
             for reason in why:
-                _add(out, Cell(day, channel, s, "delayed_by", reason), 1)
+                _add(out, (day, channel, s, "delayed_by", reason, NOT_SINCE), 1)
 
 
 def _occurrences(
@@ -227,10 +223,10 @@ def _occurrences(
     for rf in order.get("routing_failure", ()):
         day = rf["failed_at"].date()
         failed_days.add(day)
-        _add(out, Cell(day, channel, NO_SUPPLIER, "routing_failures", rf["reason"]), 1)
+        _add(out, (day, channel, NO_SUPPLIER, "routing_failures", rf["reason"], NOT_SINCE), 1)
     previous = NOT_SINCE
     for day in sorted(failed_days):
-        _add(out, Cell(day, channel, NO_SUPPLIER, "failed_orders", "", previous), 1)
+        _add(out, (day, channel, NO_SUPPLIER, "failed_orders", "", previous), 1)
         previous = day.isoformat()
     for table, metric, at, label in (
         ("cancellation", "cancellations", "cancelled_at", "reason"),
@@ -239,10 +235,10 @@ def _occurrences(
     ):
         for r in order.get(table, ()):
             text = r[label] if label else ""
-            _add(out, Cell(r[at].date(), channel, NO_SUPPLIER, metric, text), 1)
+            _add(out, (r[at].date(), channel, NO_SUPPLIER, metric, text, NOT_SINCE), 1)
     for n in order.get("notice", ()):
         label = NOTICE_SEPARATOR.join((n["kind"], n["channel"], n["status"]))
-        _add(out, Cell(n["sent_at"].date(), channel, NO_SUPPLIER, "notices", label), 1)
+        _add(out, (n["sent_at"].date(), channel, NO_SUPPLIER, "notices", label, NOT_SINCE), 1)
 
 
 def _deliveries(
@@ -259,7 +255,7 @@ def _deliveries(
         since = previous.get(t, NOT_SINCE)
         previous[t] = at.date().isoformat()
         supplier = shipper.get(t, NO_SUPPLIER)
-        _add(out, Cell(at.date(), channel, supplier, "deliveries", "", since), 1)
+        _add(out, (at.date(), channel, supplier, "deliveries", "", since), 1)
         if placed_at is not None:
             _sample(out, at.date(), channel, supplier, "cycle", _millis(at, placed_at), since)
 
@@ -374,7 +370,12 @@ def _merged(
     out: dict[str, Sequence[Row]] = dict(existing)  # tables with nothing new are shared
     added = False
     for table, rows in new.items():
-        have = out[table] = list(out.get(table, ()))
+        stored = out.get(table)
+        if not stored and isinstance(rows, list) and len(rows) == 1:
+            out[table] = rows  # the usual case: one new row where there was none
+            added = True
+            continue
+        have = out[table] = list(stored or ())
         columns = keys[table]
         taken = {tuple(r[c] for c in columns) for r in have}
         for r in rows:

@@ -125,10 +125,19 @@ def _select_sqlite(table: Table) -> str:
 
 
 def _new_by_order(rows: Rows) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    """The KPI fact rows by order, then table name (plain dicts: this runs per event)."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    get = out.get
     for table in t.KPI_FACT_TABLES:
+        name = table.name
         for row in rows.get(table, ()):
-            out[row["order_id"]][table.name].append(row)
+            tables = get(row["order_id"])
+            if tables is None:
+                out[row["order_id"]] = {name: [row]}
+            elif (have := tables.get(name)) is None:
+                tables[name] = [row]
+            else:
+                have.append(row)
     return out
 
 

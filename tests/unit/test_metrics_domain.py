@@ -168,19 +168,28 @@ def test_prometheus_counters_count_each_applied_fact():
         sample("dropship_kpi_orders_total", channel="unit", currency="USD"),
         sample("dropship_kpi_gmv_total", currency="USD"),
         sample("dropship_kpi_delays_total", supplier_id="s-unit", reason="at_risk"),
+        sample("dropship_kpi_supplier_confirmations_total", supplier_id="s-unit"),
+        sample("dropship_kpi_deliveries_total"),
+        sample("dropship_kpi_notifications_total", kind="unit", channel="sms", status="sent"),
     )
     exposition.observe(
         {
             t.sale: [{"channel": "unit", "currency": "USD", "total_micros": 1_500_000}] * 3,
             t.delay: [{"supplier_id": "s-unit", "reason": "at_risk"}],
+            t.confirmation: [{"supplier_id": "s-unit"}, {"supplier_id": "s-other"}] * 2,
+            t.delivery: [{"order_id": "o1"}] * 5,
+            t.notice: [{"kind": "unit", "channel": "sms", "status": "sent"}] * 2,
         }
     )
     after = (
         sample("dropship_kpi_orders_total", channel="unit", currency="USD"),
         sample("dropship_kpi_gmv_total", currency="USD"),
         sample("dropship_kpi_delays_total", supplier_id="s-unit", reason="at_risk"),
+        sample("dropship_kpi_supplier_confirmations_total", supplier_id="s-unit"),
+        sample("dropship_kpi_deliveries_total"),
+        sample("dropship_kpi_notifications_total", kind="unit", channel="sms", status="sent"),
     )
-    assert [a - b for a, b in zip(after, before, strict=True)] == [3.0, 4.5, 1.0]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3.0, 4.5, 1.0, 2.0, 5.0, 2.0]
 
 
 def test_facts_of_an_order_not_seen_yet_count_under_the_unknown_channel():
