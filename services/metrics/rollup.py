@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
+from functools import cache
+from operator import itemgetter
 from typing import Any
 
 UNKNOWN = "unknown"
@@ -93,10 +95,13 @@ def _sample(out: Contribution, day: date, channel: str, supplier: str, metric: s
     _add(out, (day, channel, supplier, metric, str(bin_of(ms)), since), 1, ms)
 
 
-def contribution(order: OrderFacts, parts: Iterable[str] | None = None) -> Contribution:
+def contribution(
+    order: OrderFacts, parts: Iterable[str] | None = None, into: Contribution | None = None
+) -> Contribution:
     """What one order's facts add to the rollups (see the module docstring); `parts`: only
-    those parts of it (`PARTS`), e.g. the ones a batch of new facts can change."""
-    out: Contribution = {}
+    those parts of it (`PARTS`), e.g. the ones a batch of new facts can change; `into`:
+    added to these cells (returned), not to new ones."""
+    out: Contribution = {} if into is None else into
     sales = order.get("sale", ())
     sale = sales[0] if sales else None
     channel = sale["channel"] if sale else UNKNOWN
@@ -245,12 +250,15 @@ def _deliveries(
     out: Contribution, order: OrderFacts, _: Row | None, channel: str, placed_at: datetime | None
 ) -> None:
     """Deliveries and cycle time by delivery day; a repeat names the day it repeats (`since`)."""
+    deliveries = order.get("delivery")
+    if not deliveries:
+        return
     shipper: dict[str, str] = {}
     for d in order.get("dispatch", ()):
         t = d["tracking_number"]
         shipper[t] = min(shipper.get(t, d["supplier_id"]), d["supplier_id"])
     previous: dict[str, str] = {}
-    for dv in sorted(order.get("delivery", ()), key=lambda r: (r["delivered_at"], r["event_id"])):
+    for dv in sorted(deliveries, key=lambda r: (r["delivered_at"], r["event_id"])):
         t, at = dv["tracking_number"], dv["delivered_at"]
         since = previous.get(t, NOT_SINCE)
         previous[t] = at.date().isoformat()
@@ -307,8 +315,7 @@ def batch_delta(
         after_facts, added = _merged(before_facts, rows, keys)
         if not added:
             continue
-        for cell, (value, amount) in contribution(after_facts, parts).items():
-            _add(change, cell, value, amount)
+        contribution(after_facts, parts, into=change)
         if any(before_facts.values()):
             for cell, (value, amount) in contribution(before_facts, parts).items():
                 _add(change, cell, -value, -amount)
@@ -363,6 +370,12 @@ def merge_facts(existing: OrderFacts, new: Mapping[str, Iterable[Row]],
     return {table: list(rows) for table, rows in _merged(existing, new, keys)[0].items()}
 
 
+@cache
+def _key_of(columns: tuple[str, ...]) -> Callable[[Row], Any]:
+    """A row's key: the value of its one key column, or the tuple of its key columns."""
+    return itemgetter(*columns)
+
+
 def _merged(
     existing: OrderFacts, new: Mapping[str, Iterable[Row]], keys: Mapping[str, Sequence[str]]
 ) -> tuple[dict[str, Sequence[Row]], bool]:
@@ -376,10 +389,10 @@ def _merged(
             added = True
             continue
         have = out[table] = list(stored or ())
-        columns = keys[table]
-        taken = {tuple(r[c] for c in columns) for r in have}
+        key_of = _key_of(tuple(keys[table]))
+        taken = set(map(key_of, have))
         for r in rows:
-            key = tuple(r[c] for c in columns)
+            key = key_of(r)
             if key not in taken:
                 taken.add(key)
                 have.append(r)
