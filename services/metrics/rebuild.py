@@ -33,6 +33,7 @@ from services.metrics.store import MetricsUnitOfWork
 from shared.bus import EVENT_TOPICS, OutgoingMessage
 from shared.consumer import MessageProcessor, RetryingDelivery
 from shared.db import create_engine, is_sqlite, migrate_async, session_factory
+from shared.runtime import young_threshold
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +167,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     settings = MetricsSettings(**overrides)
     try:
-        stats = asyncio.run(
-            rebuild(
-                settings,
-                reset=args.reset,
-                batch_size=args.batch_size,
-                concurrency=args.concurrency,
+        with young_threshold(settings.gc_young_threshold):  # large batches: as when serving
+            stats = asyncio.run(
+                rebuild(
+                    settings,
+                    reset=args.reset,
+                    batch_size=args.batch_size,
+                    concurrency=args.concurrency,
+                )
             )
-        )
     except KafkaError as exc:
         raise SystemExit(
             f"cannot read the topics at {settings.kafka_bootstrap} ({exc!r}): is the broker up?"
