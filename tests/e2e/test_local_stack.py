@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from deploy.local import EMBEDDED_PARTITIONS
 from shared.infra import free_port
 from tests.support.data import API_KEY, order_body
 
@@ -40,6 +43,19 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def _partitions(bootstrap: str, topic: str) -> int:
+    async def count() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await consumer.start()
+        try:
+            await consumer.topics()  # fetches the cluster metadata
+            return len(consumer.partitions_for_topic(topic) or ())
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(count())
 
 
 @pytest.fixture
@@ -106,6 +122,10 @@ def test_local_stack_runs_an_order_through_and_stops_cleanly_twice(stack_env, tm
                 timeout=5,
             ).json()["items"]
             assert [(n["kind"], n["status"]) for n in notices] == [("shipment_dispatched", "sent")]
+            # the embedded broker's topics have the embedded default's partitions (one
+            # process per service: more would cost the broker and serve no one)
+            bootstrap = f"127.0.0.1:{stack_env['DROPSHIP_EMBEDDED_KAFKA_PORT']}"
+            assert _partitions(bootstrap, "order-placed") == EMBEDDED_PARTITIONS == 4
         finally:
             launcher.send_signal(signal.SIGINT)
             assert launcher.wait(60) == 0, log.read_text()[-3000:]
