@@ -27,5 +27,11 @@ class MetricsSettings(ServiceSettings):
     """After a poll returns fewer than a batch, keep fetching this long for more before
     applying them in one transaction: KPIs need not be real-time, and at a low rate a poll
     holds one event, so the transaction's fixed cost is shared by all that came meanwhile."""
+    kafka_fetch_max_wait_ms: int = Field(
+        250, ge=0, le=5000, validation_alias="DROPSHIP_METRICS_FETCH_MAX_WAIT_MS"
+    )
+    """How long the broker may hold the metrics consumer's fetch while nothing has arrived
+    (services: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100): as long as the linger, since the
+    consumer waits that long anyway; fewer fetches, each of every assigned partition."""
     kpi_cache_s: float = Field(5.0, ge=0, validation_alias="DROPSHIP_METRICS_KPI_CACHE_S")
     """Seconds a window's facts are reused by KPI requests (0: load on every request)."""

@@ -26,3 +26,17 @@ def test_a_negative_linger_is_refused(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DROPSHIP_NOTIFY_CONSUMER_LINGER_MS", "-1")
     with pytest.raises(ValueError, match="DROPSHIP_NOTIFY_CONSUMER_LINGER_MS"):
         NotifySettings()
+
+
+def test_the_metrics_consumer_lets_the_broker_hold_its_fetch_as_long_as_it_lingers(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    metrics = MetricsSettings()
+    assert metrics.kafka_fetch_max_wait_ms == metrics.kafka_linger_ms == 250
+    assert ServiceSettings().kafka_fetch_max_wait_ms == NotifySettings().kafka_fetch_max_wait_ms
+    assert ServiceSettings().kafka_fetch_max_wait_ms == 100
+    monkeypatch.setenv("DROPSHIP_METRICS_FETCH_MAX_WAIT_MS", "40")
+    assert MetricsSettings().kafka_fetch_max_wait_ms == 40
+    monkeypatch.setenv("DROPSHIP_METRICS_FETCH_MAX_WAIT_MS", "5001")
+    with pytest.raises(ValueError, match="DROPSHIP_METRICS_FETCH_MAX_WAIT_MS"):
+        MetricsSettings()
