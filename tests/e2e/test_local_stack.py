@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from deploy.local import EMBEDDED_PARTITIONS
 from shared.infra import free_port
 from tests.support.data import API_KEY, order_body
+from tests.support.kafka import partition_count
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("order", "supplier", "notify", "metrics", "simulator", "console")
@@ -43,19 +43,6 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-
-
-def _partitions(bootstrap: str, topic: str) -> int:
-    async def count() -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-        await consumer.start()
-        try:
-            await consumer.topics()  # fetches the cluster metadata
-            return len(consumer.partitions_for_topic(topic) or ())
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(count())
 
 
 @pytest.fixture
@@ -125,7 +112,8 @@ def test_local_stack_runs_an_order_through_and_stops_cleanly_twice(stack_env, tm
             # the embedded broker's topics have the embedded default's partitions (one
             # process per service: more would cost the broker and serve no one)
             bootstrap = f"127.0.0.1:{stack_env['DROPSHIP_EMBEDDED_KAFKA_PORT']}"
-            assert _partitions(bootstrap, "order-placed") == EMBEDDED_PARTITIONS == 4
+            partitions = asyncio.run(partition_count(bootstrap, "order-placed"))
+            assert partitions == EMBEDDED_PARTITIONS == 4
         finally:
             launcher.send_signal(signal.SIGINT)
             assert launcher.wait(60) == 0, log.read_text()[-3000:]

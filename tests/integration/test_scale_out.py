@@ -26,7 +26,7 @@ from shared.crypto import generate_key
 from shared.events import Envelope
 from shared.infra import free_port
 from shared.testing import eventually
-from tests.support.kafka import publish_envelopes
+from tests.support.kafka import partition_count, publish_envelopes
 from tests.support.services import ServiceProcess
 from tests.support.supplier import ADMIN, add_supplier, control, placed, reached, sim_orders
 
@@ -56,16 +56,6 @@ async def _consumed(replica: ServiceProcess) -> tuple[int, set[int]]:
             if sample.name == "dropship_consumer_lag":
                 partitions.add(int(labels["partition"]))
     return processed, partitions
-
-
-async def _partition_count(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        await consumer.topics()  # fetches the cluster metadata
-        return len(consumer.partitions_for_topic(topic) or ())
-    finally:
-        await consumer.stop()
 
 
 def _covering(make: Callable[[], Envelope], partitions: int, per_partition: int) -> list[Envelope]:
@@ -164,7 +154,7 @@ async def test_two_replicas_split_the_stream_and_a_killed_one_leaves_nothing_don
             await stream([order() for _ in range(20)])
             routed_by_a, _ = await _consumed(a)  # it may route a few more before it dies
             a.kill()
-            partitions = await _partition_count(broker.bootstrap, "order-placed")
+            partitions = await partition_count(broker.bootstrap, "order-placed")
             await stream(_covering(order, partitions, per_partition=3))
 
             # 3. the survivor takes the dead replica's partitions (and expired leases) over

@@ -28,6 +28,17 @@ async def publish_envelopes(bootstrap: str, envelopes: list[Envelope]) -> None:
         await producer.stop()
 
 
+async def partition_count(bootstrap: str, topic: str) -> int:
+    """How many partitions the broker says `topic` has (0: it does not know the topic)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches the cluster metadata
+        return len(consumer.partitions_for_topic(topic) or ())
+    finally:
+        await consumer.stop()
+
+
 def consumed(group: str, topic: str, outcome: str) -> float:
     """How many events this process's consumers counted with the given outcome."""
     value = REGISTRY.get_sample_value(
