@@ -19,9 +19,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ import aiosmtplib
 import httpx
 
 from services.notify.channel_config import OpsWebhook, SmtpConfig
-from services.notify.rendering import Rendered
+from services.notify.mime import OutgoingEmail
 from services.notify.smtp_pool import SmtpSessions
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
@@ -75,33 +73,8 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 # -- e-mail -----------------------------------------------------------------------------
 
 
-def build_email(
-    rendered: Rendered,
-    *,
-    to_email: str,
-    to_name: str | None,
-    mail_from: str,
-    message_id: str,
-    domain: str,
-) -> EmailMessage:
-    """A multipart/alternative message; headers with non-ASCII text are RFC 2047 encoded."""
-    message = EmailMessage()
-    message["Subject"] = rendered.subject
-    message["From"] = mail_from
-    local, _, host = to_email.rpartition("@")
-    message["To"] = Address(display_name=to_name or "", username=local, domain=host)
-    message["Date"] = format_datetime(datetime.now(UTC))
-    # stable per notification: a resend after a crash is recognisably the same message
-    message["Message-ID"] = f"<{message_id}@{domain}>"
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(rendered.text, charset="utf-8")
-    message.add_alternative(rendered.html, subtype="html", charset="utf-8")
-    message["Content-Language"] = rendered.locale  # after set_content, which clears Content-*
-    return message
-
-
 class Mailer:
-    async def send(self, message: EmailMessage, notification_id: str) -> None:
+    async def send(self, message: OutgoingEmail, notification_id: str) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -139,7 +112,7 @@ class SmtpMailer(Mailer):
             local_hostname=local_hostname,
         )
 
-    async def send(self, message: EmailMessage, notification_id: str) -> None:
+    async def send(self, message: OutgoingEmail, notification_id: str) -> None:
         try:
             await self.sessions.send(message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -176,11 +149,14 @@ class EmlMailer(Mailer):
 
     directory: Path
 
-    async def send(self, message: EmailMessage, notification_id: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    async def send(self, message: OutgoingEmail, notification_id: str) -> None:
         final = self.directory / f"{notification_id}.eml"
         partial = final.with_suffix(".eml.part")
-        partial.write_bytes(bytes(message))
+        try:
+            partial.write_bytes(bytes(message))
+        except FileNotFoundError:  # made on the first e-mail (or again, if someone removed it)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(bytes(message))
         os.replace(partial, final)  # a resend overwrites the same file: still one e-mail
 
 

@@ -34,13 +34,13 @@ from services.notify.channels import (
     Mailer,
     PermanentSendError,
     TransientSendError,
-    build_email,
     send_alert,
     send_sms,
 )
 from services.notify.contacts import ContactBatch, ContactBook, OrderUnknown
 from services.notify.domain import CAPPED_KINDS, Kind, Notification, OrderFact, Status
 from services.notify.handoff import HandOff
+from services.notify.mime import build_email
 from services.notify.rendering import Renderer, notice_context
 from services.notify.settings import NotifySettings
 from services.notify.store import NotifyUnitOfWork

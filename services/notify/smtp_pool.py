@@ -7,9 +7,10 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable
-from email.message import EmailMessage
 
 import aiosmtplib
+
+from services.notify.mime import OutgoingEmail
 
 
 class SmtpSessions:
@@ -36,10 +37,21 @@ class SmtpSessions:
         self.opened = 0
         """Sessions opened so far (what reuse saves)."""
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: OutgoingEmail) -> None:
         client = await self._take()
         try:
-            await client.send_message(message)
+            # 8-bit parts only to a server that takes them; UTF-8 addresses need SMTPUTF8
+            # (the server's refusal is aiosmtplib's `SMTPNotSupported`)
+            eight_bit = client.supports_extension("8bitmime")
+            options = ["BODY=8BITMIME"] if eight_bit else []
+            if message.utf8:
+                options.append("SMTPUTF8")
+            await client.sendmail(
+                message.sender,
+                list(message.recipients),
+                message.as_bytes(eight_bit=eight_bit),
+                mail_options=options,
+            )
         except BaseException:
             client.close()
             raise
@@ -57,6 +69,11 @@ class SmtpSessions:
         client = self._new(self._local_hostname)
         try:
             await client.connect()
+            if client.is_ehlo_or_helo_needed:  # the extensions decide how a message is sent
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
         except BaseException:
             client.close()
             raise

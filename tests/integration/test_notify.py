@@ -148,7 +148,7 @@ def decoded_subject(raw: bytes) -> tuple[str, str]:
     """(the raw Subject header as sent, its decoded text)."""
     header = next(
         line
-        for line in raw.decode("ascii").split("\r\n\r\n")[0].replace("\r\n ", " ").split("\r\n")
+        for line in raw.split(b"\r\n\r\n")[0].decode("ascii").replace("\r\n ", " ").split("\r\n")
         if line.startswith("Subject:")
     )
     value = header.removeprefix("Subject:").strip()

@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.notify.channels import SmtpMailer, TransientSendError, build_email
+from services.notify.channels import SmtpMailer, TransientSendError
 from services.notify.domain import Kind
+from services.notify.mime import build_email
 from services.notify.rendering import SAMPLES, Renderer
 from services.order.app import create_app as order_app
 from services.order.settings import OrderSettings

@@ -3,12 +3,13 @@ message's failure never spilling into the next."""
 
 from __future__ import annotations
 
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
 
 from services.notify.channels import PermanentSendError, SmtpMailer, TransientSendError
+from services.notify.mime import OutgoingEmail, build_email
+from services.notify.rendering import Rendered
 from tests.support.notify import Mailbox, smtp_server
 
 
@@ -24,14 +25,16 @@ class Picky(Mailbox):
         return "250 OK"
 
 
-def mail(to: str, n: int) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = "Shop <orders@shop.example>"
-    message["To"] = to
-    message["Subject"] = f"notice {n}"
-    message["Message-ID"] = f"<n-{n}@shop.example>"
-    message.set_content(f"body {n}")
-    return message
+def mail(to: str, n: int, name: str | None = None) -> OutgoingEmail:
+    text = f"body {n}: Grüße"
+    return build_email(
+        Rendered(locale="de", subject=f"notice {n}", text=text, html=f"<p>{text}</p>", sms=""),
+        to_email=to,
+        to_name=name,
+        mail_from="Shop <orders@shop.example>",
+        message_id=f"n-{n}",
+        domain="shop.example",
+    )
 
 
 async def test_sends_share_a_session_and_a_refused_one_costs_only_itself():
@@ -63,3 +66,29 @@ async def test_a_server_gone_and_back_between_sends_loses_nothing():
         finally:
             await mailer.close()
     assert box.recipients == [["c0@example.com"]] and again.recipients == [["c1@example.com"]]
+
+
+async def test_an_address_in_utf8_goes_to_a_server_with_smtputf8_and_parses_back():
+    with smtp_server() as (box, port):  # aiosmtpd offers SMTPUTF8
+        mailer = SmtpMailer.from_url(f"smtp://127.0.0.1:{port}")
+        try:
+            await mailer.send(mail("zoë@exämple.com", 0, name="Zoë Ångström"), "n-0")
+        finally:
+            await mailer.close()
+    assert box.recipients == [["zoë@exämple.com"]]
+    message = box.messages[0]
+    assert message["To"].addresses[0].display_name == "Zoë Ångström"
+    assert "<zoë@exämple.com>\r\n".encode() in box.raw[0]  # UTF-8 as it is (RFC 6532)
+    assert message.get_body(("plain",)).get_content().splitlines() == ["body 0: Grüße"]
+
+
+async def test_an_address_in_utf8_is_not_sent_to_a_server_without_smtputf8():
+    with smtp_server(enable_SMTPUTF8=False) as (box, port):
+        mailer = SmtpMailer.from_url(f"smtp://127.0.0.1:{port}")
+        try:
+            with pytest.raises(TransientSendError, match="SMTPUTF8"):
+                await mailer.send(mail("zoë@example.com", 0), "n-0")
+            await mailer.send(mail("c1@example.com", 1), "n-1")  # the next one is unharmed
+        finally:
+            await mailer.close()
+    assert box.recipients == [["c1@example.com"]]
