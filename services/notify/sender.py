@@ -321,8 +321,6 @@ class Sender:
 
     async def _check_cap(self, uow: NotifyUnitOfWork, recipient: str, send: Notification) -> None:
         since = datetime.now(UTC) - timedelta(days=1)
-        if await uow.notifications.notice_sent_to(recipient, send.dedupe_key):
-            return  # the e-mail of this notice went out; its SMS is the same notice
         cap = self.settings.customer_daily_cap
         if not await uow.notifications.reserve_under_cap(send, recipient, since, cap):
             raise Skip("daily_cap", Status.SUPPRESSED)

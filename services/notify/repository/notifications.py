@@ -273,54 +273,58 @@ class Notifications:
         self, claimed: Notification, recipient_hash: str, since: datetime, cap: int
     ) -> bool:
         """Count this send against the customer's cap, atomically: False if `cap` other
-        notices were sent since `since` or are being sent now (reserved, lease live).
+        notices were sent since `since` or are being sent now (reserved, lease live), or if
+        the send's lease was lost meanwhile. A notice whose other channel already reached the
+        customer is the same notice: it goes whatever the count.
 
         Two sends to one customer racing (two sender slots, two replicas) would both see
         room under the cap; the check and the reservation (the recipient written on the
-        row being sent) happen under one per-customer lock (SQLite: the write lock every
-        transaction takes; PostgreSQL: an advisory transaction lock on the customer).
+        row being sent) are one statement under one per-customer lock (SQLite: the write
+        lock every transaction takes; PostgreSQL: an advisory transaction lock on the
+        customer, taken first so the statement's snapshot sees every earlier reservation).
         """
         if self.dialect == "postgresql":
             await self.session.execute(
                 text("SELECT pg_advisory_xact_lock(hashtext(:r))"), {"r": recipient_hash}
             )
-        now = datetime.now(UTC)
-        query = select(func.count(func.distinct(notification.c.dedupe_key))).where(
-            notification.c.recipient_hash == recipient_hash,
-            notification.c.recipient_kind == "customer",
-            notification.c.dedupe_key != claimed.dedupe_key,  # its other channel is one notice
-            or_(
-                and_(
-                    notification.c.status == Status.SENT.value,
-                    notification.c.sent_at >= since,
-                ),
-                and_(
-                    notification.c.status == Status.SENDING.value,
-                    notification.c.lease_until > now,
-                ),
-            ),
+        other = notification.alias("other")
+        mine = other.c.recipient_hash == recipient_hash, other.c.recipient_kind == "customer"
+        already_sent = (
+            select(other.c.id)
+            .where(
+                *mine,
+                other.c.dedupe_key == claimed.dedupe_key,
+                other.c.status == Status.SENT.value,
+            )
+            .exists()
         )
-        if int((await self.session.execute(query)).scalar_one()) >= cap:
-            return False
-        await self.session.execute(
+        counted = (
+            select(func.count(func.distinct(other.c.dedupe_key)))
+            .where(
+                *mine,
+                other.c.dedupe_key != claimed.dedupe_key,  # its other channel is one notice
+                or_(
+                    and_(other.c.status == Status.SENT.value, other.c.sent_at >= since),
+                    and_(
+                        other.c.status == Status.SENDING.value,
+                        other.c.lease_until > datetime.now(UTC),
+                    ),
+                ),
+            )
+            .scalar_subquery()
+        )
+        reserved = await self.session.execute(
             update(notification)
             .where(
                 notification.c.id == claimed.id,
                 notification.c.status == Status.SENDING.value,
                 notification.c.attempts == claimed.attempts,
+                or_(already_sent, counted < cap),
             )
             .values(recipient_hash=recipient_hash)
+            .returning(notification.c.id)
         )
-        return True
-
-    async def notice_sent_to(self, recipient_hash: str, dedupe_key: str) -> bool:
-        """Whether another channel of this notice already reached this customer."""
-        query = select(func.count()).where(
-            notification.c.recipient_hash == recipient_hash,
-            notification.c.dedupe_key == dedupe_key,
-            notification.c.status == Status.SENT.value,
-        )
-        return bool((await self.session.execute(query)).scalar_one())
+        return reserved.first() is not None
 
     async def get(self, notification_id: str) -> Notification | None:
         query = select(notification).where(notification.c.id == notification_id)
