@@ -10,6 +10,7 @@ from bench.scenarios import (
     intake,
     kpis,
     load,
+    mail,
     metrics,
     notify,
     order_events,
@@ -34,5 +35,6 @@ SCENARIOS: dict[str, Scenario] = {
         load,
         idle,
         downstream,
+        mail,
     )
 }

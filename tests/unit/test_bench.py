@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 import pkgutil
 import random
@@ -201,3 +202,14 @@ def test_the_cost_model_divides_each_service_counters_by_the_accepted_orders() -
         "| **5.0** (2.0 / 3.0 / 0.0 / 0.0) | **50.0** (0.0 / 0.0 / 50.0 / 0.0) |"
     )
     assert not any("overload" in r for r in rows)
+
+
+def test_mail_scenario_times_both_builders(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(SCENARIOS, ["mail", "--count", "20", "--repeat", "1", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
+    assert [r["way"] for r in results] == [
+        "EmailMessage + flatten (before)",
+        "mime.build_email, 8bit parts",
+        "mime.build_email, 7-bit server",
+    ]
+    assert all(r["us_per_mail"] > 0 and r["bytes"] > 1000 for r in results)
