@@ -11,7 +11,7 @@ from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, or_, select, text, update
+from sqlalchemy import Row, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notify.domain import InvalidCursor, Notification, NotificationFilter, Status
@@ -54,6 +54,51 @@ def _notification(row: Row[Any]) -> Notification:
         created_at=aware(row.created_at) or row.created_at,
         sent_at=aware(row.sent_at),
     )
+
+
+def _reserve_under_cap() -> Any:
+    """`Notifications.reserve_under_cap`'s statement, built once (its parameters `p_*`)."""
+    other = notification.alias("other")
+    mine = other.c.recipient_hash == bindparam("p_recipient"), other.c.recipient_kind == "customer"
+    already_sent = (
+        select(other.c.id)
+        .where(
+            *mine,
+            other.c.dedupe_key == bindparam("p_dedupe_key"),
+            other.c.status == Status.SENT.value,
+        )
+        .exists()
+    )
+    counted = (
+        select(func.count(func.distinct(other.c.dedupe_key)))
+        .where(
+            *mine,
+            other.c.dedupe_key != bindparam("p_dedupe_key"),  # its other channel is one notice
+            or_(
+                and_(other.c.status == Status.SENT.value, other.c.sent_at >= bindparam("p_since")),
+                and_(
+                    other.c.status == Status.SENDING.value,
+                    other.c.lease_until > bindparam("p_now"),
+                ),
+            ),
+        )
+        .scalar_subquery()
+    )
+    return (
+        update(notification)
+        .where(
+            notification.c.id == bindparam("p_id"),
+            notification.c.status == Status.SENDING.value,
+            notification.c.attempts == bindparam("p_attempts"),
+            or_(already_sent, counted < bindparam("p_cap")),
+        )
+        .values(recipient_hash=bindparam("p_recipient"))
+        .returning(notification.c.id)
+    )
+
+
+_RESERVE_UNDER_CAP = _reserve_under_cap()
+_CUSTOMER_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:r))")
 
 
 class Notifications:
@@ -284,45 +329,18 @@ class Notifications:
         customer, taken first so the statement's snapshot sees every earlier reservation).
         """
         if self.dialect == "postgresql":
-            await self.session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:r))"), {"r": recipient_hash}
-            )
-        other = notification.alias("other")
-        mine = other.c.recipient_hash == recipient_hash, other.c.recipient_kind == "customer"
-        already_sent = (
-            select(other.c.id)
-            .where(
-                *mine,
-                other.c.dedupe_key == claimed.dedupe_key,
-                other.c.status == Status.SENT.value,
-            )
-            .exists()
-        )
-        counted = (
-            select(func.count(func.distinct(other.c.dedupe_key)))
-            .where(
-                *mine,
-                other.c.dedupe_key != claimed.dedupe_key,  # its other channel is one notice
-                or_(
-                    and_(other.c.status == Status.SENT.value, other.c.sent_at >= since),
-                    and_(
-                        other.c.status == Status.SENDING.value,
-                        other.c.lease_until > datetime.now(UTC),
-                    ),
-                ),
-            )
-            .scalar_subquery()
-        )
+            await self.session.execute(_CUSTOMER_LOCK, {"r": recipient_hash})
         reserved = await self.session.execute(
-            update(notification)
-            .where(
-                notification.c.id == claimed.id,
-                notification.c.status == Status.SENDING.value,
-                notification.c.attempts == claimed.attempts,
-                or_(already_sent, counted < cap),
-            )
-            .values(recipient_hash=recipient_hash)
-            .returning(notification.c.id)
+            _RESERVE_UNDER_CAP,
+            {
+                "p_id": claimed.id,
+                "p_attempts": claimed.attempts,
+                "p_recipient": recipient_hash,
+                "p_dedupe_key": claimed.dedupe_key,
+                "p_since": since,
+                "p_now": datetime.now(UTC),
+                "p_cap": cap,
+            },
         )
         return reserved.first() is not None
 
