@@ -92,3 +92,18 @@ async def test_an_address_in_utf8_is_not_sent_to_a_server_without_smtputf8():
         finally:
             await mailer.close()
     assert box.recipients == [["c1@example.com"]]
+
+
+@pytest.mark.parametrize(("decode_data", "encoding"), [(False, b"8bit"), (True, b"base64")])
+async def test_8bit_parts_go_only_to_a_server_that_offers_8bitmime(decode_data, encoding):
+    # aiosmtpd offers 8BITMIME unless it decodes the data itself
+    with smtp_server(decode_data=decode_data) as (box, port):
+        mailer = SmtpMailer.from_url(f"smtp://127.0.0.1:{port}")
+        try:
+            await mailer.send(mail("c0@example.com", 0), "n-0")
+        finally:
+            await mailer.close()
+    raw = box.raw[0]
+    assert b"Content-Transfer-Encoding: " + encoding + b"\r\n" in raw
+    assert raw.isascii() == (encoding == b"base64")
+    assert box.messages[0].get_body(("plain",)).get_content().splitlines() == ["body 0: Grüße"]
