@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
@@ -113,6 +114,9 @@ def is_sqlite(url: str) -> bool:
 
 READ_ONLY = "read_only"
 """Execution option: this transaction only reads (SQLite: no write lock at BEGIN)."""
+AUTOCOMMIT = "AUTOCOMMIT"
+"""The `isolation_level` execution option of a connection with no BEGIN or COMMIT: each
+statement is its own transaction (PostgreSQL: `UnitOfWork.single_statement`)."""
 
 
 STATEMENTS = Counter(
@@ -128,9 +132,17 @@ def count_round_trips(engine: AsyncEngine) -> AsyncEngine:
     """Count the engine's statements and transactions for the cost model (`bench stack`)."""
     committed, rolled_back = TRANSACTIONS.labels("commit"), TRANSACTIONS.labels("rollback")
     sync = engine.sync_engine
+
+    def ended(counter: Any) -> Callable[[Connection], None]:
+        def count(conn: Connection) -> None:  # autocommit: no transaction to count
+            if conn.get_execution_options().get("isolation_level") != AUTOCOMMIT:
+                counter.inc()
+
+        return count
+
     event.listen(sync, "before_cursor_execute", lambda *_: STATEMENTS.inc())
-    event.listen(sync, "commit", lambda _conn: committed.inc())
-    event.listen(sync, "rollback", lambda _conn: rolled_back.inc())
+    event.listen(sync, "commit", ended(committed))
+    event.listen(sync, "rollback", ended(rolled_back))
     return engine
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import func, select, table, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.db import AUTOCOMMIT
 from shared.uow import OUTBOX_CHANNEL
 
 
@@ -48,7 +49,7 @@ async def lead(
         return
     conn = await engine.connect()
     try:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execution_options(isolation_level=AUTOCOMMIT)
         while not await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}):
             await conn.rollback()  # autocommit: nothing to end; the leader may be going
             await asyncio.sleep(2.0)

@@ -12,7 +12,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import faults, tracing
-from shared.db import outbox_table, sqlite_moment
+from shared.db import AUTOCOMMIT, READ_ONLY, outbox_table, sqlite_moment
 from shared.events import Envelope, EventData, new_envelope
 
 OUTBOX_CHANNEL = "dropship_outbox"
@@ -71,11 +71,13 @@ class UnitOfWork:
         self._notify_others = notify_others
         self._pending: list[Envelope] = []
         self.committed = False
+        self._single = False
 
     async def __aenter__(self) -> Self:
         self.session = self._sessions()
         self._pending = []
         self.committed = False
+        self._single = False
         return self
 
     async def __aexit__(
@@ -93,6 +95,21 @@ class UnitOfWork:
     @property
     def dialect(self) -> str:
         return self.session.get_bind().dialect.name
+
+    async def single_statement(self, *, reads: bool = False) -> None:
+        """Say, before the first statement, that this unit of work sends one statement and
+        emits nothing.
+
+        PostgreSQL then runs it in autocommit: one statement is atomic and reads one
+        snapshot on its own, so `BEGIN` and `COMMIT` would be two round trips that buy
+        nothing. `reads=True` (it writes nothing) also spares SQLite's write lock: a
+        deferred `BEGIN`, as `READ_ONLY` gives. SQLite's writes keep their transaction.
+        """
+        self._single = True
+        if self.dialect == "postgresql":
+            await self.session.connection(execution_options={"isolation_level": AUTOCOMMIT})
+        elif reads:
+            await self.session.connection(execution_options={READ_ONLY: True})
 
     def emit(self, data: EventData, *, time: datetime | None = None) -> Envelope:
         """Record an event to be written to the outbox when the unit of work commits."""
@@ -136,6 +153,8 @@ class UnitOfWork:
         return fresh
 
     async def commit(self) -> None:
+        if self._single and self._pending:  # the outbox rows would not share its fate
+            raise RuntimeError("a single-statement unit of work cannot emit events")
         rows: list[OutboxRow] = []
         if self._pending:
             now = datetime.now(UTC)

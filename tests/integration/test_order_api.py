@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 
 from services.order.app import create_app
@@ -386,3 +387,37 @@ async def test_pii_key_rotation_re_encrypts_every_order(database_url, settings_f
             "/v1/customers/redact", json={"email": "ann@example.com"}, headers=API_KEY
         )
         assert redacted.json() == {"redacted": 3}, "the blind index moved to the new key too"
+
+
+def _ended_transactions() -> float:
+    return sum(
+        REGISTRY.get_sample_value("dropship_db_transactions_total", {"outcome": o}) or 0.0
+        for o in ("commit", "rollback")
+    )
+
+
+async def test_reads_answer_while_a_writer_holds_the_database(order, backend):
+    """An order and its contacts are read in one statement: on PostgreSQL without BEGIN
+    or COMMIT, on SQLite without its write lock, so a long write cannot hold them up."""
+    created = (await order.client.post("/v1/orders", json=order_body(), headers=API_KEY)).json()
+    oid = created["id"]
+
+    async def read_all() -> list[int]:
+        answers = [
+            await order.client.get(f"/v1/orders/{oid}", headers=API_KEY),
+            await order.client.get(f"/v1/orders/{oid}/contact", headers=SERVICE),
+            await order.client.post(
+                "/v1/contacts:lookup", json={"order_ids": [oid]}, headers=SERVICE
+            ),
+        ]
+        return [a.status_code for a in answers]
+
+    async with order.runtime.uow() as writer:  # holds the order's row (SQLite: the database)
+        await writer.session.execute(
+            customer_order.update().where(customer_order.c.id == oid).values(status="placed")
+        )
+        began = _ended_transactions()
+        assert await asyncio.wait_for(read_all(), timeout=10) == [200, 200, 200]
+        if backend == "postgresql":
+            assert _ended_transactions() == began  # three statements, no transaction
+        await writer.rollback()

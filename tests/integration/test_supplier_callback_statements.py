@@ -1,6 +1,7 @@
 """The lifecycle's cheaper statements on PostgreSQL and SQLite: an in-transit update is one
 guarded upsert (unknown parcels write nothing, a redelivery changes nothing), and marking
-placed orders received is one statement that skips rows a callback holds (PostgreSQL)."""
+placed orders received is one statement that skips rows a callback holds (PostgreSQL).
+On PostgreSQL both are one statement with their delivery id, sent without BEGIN/COMMIT."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from services.supplier.domain import (
     State,
     SupplierOrder,
 )
-from services.supplier.handlers import callbacks
+from services.supplier.handlers import callbacks, dispatch
 from services.supplier.handlers.callbacks import Outcome, SupplierCallback, TrackingUpdate
 from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
 from services.supplier.tables import supplier_order, tracking_movement, waiting_line
@@ -87,13 +88,19 @@ async def sending(db: Db, *so_ids: str) -> None:
 
 
 async def mark_received(db: Db, *sent: tuple[str, str]) -> None:
-    async with db.uow() as uow:
-        await uow.supplier_orders.mark_received(list(sent), CHECK_AFTER)
-        await uow.commit()
+    await dispatch.record_sent(db.uow(), list(sent))
 
 
 def statements() -> float:
     return REGISTRY.get_sample_value("dropship_db_statements_total") or 0.0
+
+
+def transactions() -> float:
+    """Transactions ended (committed or rolled back): two round trips each on PostgreSQL."""
+    return sum(
+        REGISTRY.get_sample_value("dropship_db_transactions_total", {"outcome": o}) or 0.0
+        for o in ("commit", "rollback")
+    )
 
 
 async def overhead(db: Db) -> float:
@@ -107,9 +114,11 @@ async def overhead(db: Db) -> float:
 
 async def test_placed_orders_are_marked_received_once_in_one_statement(db: Db) -> None:
     await sending(db, "so-1", "so-2")
-    empty, before = await overhead(db), statements()
+    empty, before, began = await overhead(db), statements(), transactions()
     await mark_received(db, ("so-1", "REF-1"), ("so-2", "REF-2"))
     assert statements() - before - empty == 1
+    # PostgreSQL: the one statement is its own transaction (no BEGIN, no COMMIT)
+    assert transactions() - began == (0 if db.backend == "postgresql" else 1)
     assert await db.state("so-1") == ("received", "REF-1")
     assert await db.state("so-2") == ("received", "REF-2")
     # again (a retried batch): no longer sending, so nothing changes
@@ -145,10 +154,14 @@ async def test_in_transit_updates_record_movement_only_for_a_shipped_parcel(db: 
 
     assert await track(db, "t-0", "NOPE", "in_transit", t0) is Outcome.UNKNOWN_TRACKING_NUMBER
     assert await db.movements() == {}
+    assert await track(db, "t-0", "NOPE", "in_transit", t0) is Outcome.DUPLICATE
 
-    empty, before = await overhead(db), statements()
+    empty, before, began = await overhead(db), statements(), transactions()
     assert await track(db, "t-1", "1Z999", "in_transit", t0) is Outcome.RECORDED
-    assert statements() - before - empty == 2  # the delivery id, the guarded upsert
+    if db.backend == "postgresql":  # the delivery id and the guarded upsert in one statement
+        assert (statements() - before, transactions() - began) == (1, 0)
+    else:  # the delivery id, the guarded upsert, in one transaction
+        assert (statements() - before - empty, transactions() - began) == (2, 1)
     assert await db.movements() == {"1Z999": t0}
 
     later = t0 + timedelta(hours=3)

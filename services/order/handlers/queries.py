@@ -12,6 +12,7 @@ from services.order.store import OrderUnitOfWork
 
 async def get_order(order_id: str, uow: OrderUnitOfWork) -> Order:
     async with uow:
+        await uow.single_statement(reads=True)  # the order is loaded in one statement
         order = await uow.orders.get(order_id)
     if order is None:
         raise OrderNotFound(order_id)
@@ -41,4 +42,5 @@ async def contact(order_id: str, uow: OrderUnitOfWork) -> Order:
 async def contacts(order_ids: Collection[str], uow: OrderUnitOfWork) -> list[CustomerContact]:
     """The customer contacts of those of `order_ids` that exist (read in one query)."""
     async with uow:
+        await uow.single_statement(reads=True)
         return await uow.orders.contacts(list(dict.fromkeys(order_ids)))

@@ -18,7 +18,7 @@ from services.supplier.adapter import SupplierStatus
 from services.supplier.domain import Action, IllegalTransition, SupplierOrder
 from services.supplier.handlers.waiting import live_lines
 from services.supplier.routing import fail_over
-from services.supplier.store import StockConflict, SupplierUnitOfWork
+from services.supplier.store import TRACKING, StockConflict, SupplierUnitOfWork
 
 STATUS_CHECKS = Counter(
     "dropship_supplier_status_checks",
@@ -93,7 +93,7 @@ async def apply_recorded(uow: SupplierUnitOfWork, batch: Sequence[Recorded]) -> 
     async with uow:
         for r in batch:
             if isinstance(r.callback, TrackingUpdate):
-                if await uow.deliveries.first("tracking", r.delivery_id):
+                if await uow.deliveries.first(TRACKING, r.delivery_id):
                     await _track(uow, r.callback)
             elif r.supplier_id is not None and await uow.deliveries.first(
                 f"supplier:{r.supplier_id}", r.delivery_id
@@ -236,16 +236,29 @@ async def tracking_update(
 ) -> Outcome:
     """A carrier's tracking update, once per delivery id."""
     async with uow:
-        if not await uow.deliveries.first("tracking", delivery_id):
-            return Outcome.DUPLICATE
-        outcome = await _track(uow, update)
+        if update.status == "in_transit":  # the parcel moved, nothing else
+            await uow.single_statement()  # PostgreSQL: the delivery id and the movement
+            first, known = await uow.clocks.moved_once(
+                delivery_id, update.tracking_number, _when(update)
+            )
+            if not first:
+                return Outcome.DUPLICATE
+            outcome = Outcome.RECORDED if known else Outcome.UNKNOWN_TRACKING_NUMBER
+        else:
+            if not await uow.deliveries.first(TRACKING, delivery_id):
+                return Outcome.DUPLICATE
+            outcome = await _track(uow, update)
         await uow.commit()
     return outcome
 
 
-async def _track(uow: SupplierUnitOfWork, update: TrackingUpdate) -> Outcome:
+def _when(update: TrackingUpdate) -> datetime:
     when = update.occurred_at or datetime.now(UTC)
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+async def _track(uow: SupplierUnitOfWork, update: TrackingUpdate) -> Outcome:
+    when = _when(update)
     if update.status == "in_transit":  # the parcel moved, nothing else: one statement
         known = await uow.clocks.moved_if_shipped(update.tracking_number, when)
         return Outcome.RECORDED if known else Outcome.UNKNOWN_TRACKING_NUMBER

@@ -61,6 +61,7 @@ async def claim_work(uow: SupplierUnitOfWork, limit: int) -> list[Work]:
 async def record_sent(uow: SupplierUnitOfWork, sent: list[tuple[str, str]]) -> None:
     """Supplier orders the suppliers took (id, their ref), recorded in one statement."""
     async with uow:
+        await uow.single_statement()
         await uow.supplier_orders.mark_received(sent, uow.check_after)
         await uow.commit()
 

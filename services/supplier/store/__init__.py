@@ -25,12 +25,13 @@ from services.supplier.store.base import AfterCommit, NewSupplierOrder, Sql, Sto
 from services.supplier.store.catalogue import OfferRepository, SupplierRepository
 from services.supplier.store.orders import AllocationView, StatusCheck, SupplierOrderRepository
 from services.supplier.store.quality import QualityRepository
-from services.supplier.store.requests import CallbackDeliveries, RoutingRequests
+from services.supplier.store.requests import TRACKING, CallbackDeliveries, RoutingRequests
 from services.supplier.store.waiting import Clocks, ClockScans, Holds, WaitingLine, WaitingLines
 from services.supplier.tables import metadata
 from shared.uow import CommitHook, UnitOfWork
 
 __all__ = [
+    "TRACKING",
     "AllocationView",
     "NewSupplierOrder",
     "Sealer",

@@ -151,6 +151,10 @@ def _request(row: Row[Any]) -> RoutingRequest:
     )
 
 
+TRACKING = "tracking"
+"""The delivery-id source of carriers' tracking updates (suppliers': `supplier:<id>`)."""
+
+
 class CallbackDeliveries:
     """Delivery ids of signed callbacks already handled: a redelivery changes nothing."""
 

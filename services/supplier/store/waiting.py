@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.supplier.domain import State
 from services.supplier.store.base import AfterCommit, Sql, rowcount
+from services.supplier.store.requests import TRACKING, CallbackDeliveries
 from services.supplier.tables import (
     allocation,
+    callback_delivery,
     clock_alarm,
     order_hold,
     routing_request,
@@ -40,6 +43,42 @@ def _moved_if_shipped(insert: Any) -> Any:
     return stmt.on_conflict_do_update(
         index_elements=["tracking_number"], set_={"moved_at": stmt.excluded.moved_at}
     )
+
+
+def _moved_once_pg() -> Any:
+    """`CallbackDeliveries.first` and `_moved_if_shipped` in one PostgreSQL statement: the
+    movement is written only if the delivery id was new (data-modifying CTEs see each
+    other only through RETURNING). Answers (fresh, moved): 1 or 0 each."""
+    fresh = (
+        pg_insert(callback_delivery)
+        .values(
+            source=TRACKING, delivery_id=bindparam("m_delivery"), received_at=bindparam("m_now")
+        )
+        .on_conflict_do_nothing()
+        .returning(callback_delivery.c.delivery_id)
+        .cte("fresh")
+    )
+    tracking = bindparam("m_tracking", type_=tracking_movement.c.tracking_number.type)
+    when = bindparam("m_when", type_=tracking_movement.c.moved_at.type)
+    shipped = exists().where(supplier_order.c.tracking_number == tracking)
+    insert = pg_insert(tracking_movement).from_select(
+        ["tracking_number", "moved_at"],
+        select(tracking, when).where(shipped, exists(select(fresh.c.delivery_id))),
+    )
+    moved = (
+        insert.on_conflict_do_update(
+            index_elements=["tracking_number"], set_={"moved_at": insert.excluded.moved_at}
+        )
+        .returning(tracking_movement.c.tracking_number)
+        .cte("moved")
+    )
+    return select(
+        select(func.count()).select_from(fresh).scalar_subquery().label("fresh"),
+        select(func.count()).select_from(moved).scalar_subquery().label("moved"),
+    )
+
+
+_MOVED_ONCE_PG = _moved_once_pg()
 
 
 @dataclass(frozen=True)
@@ -188,6 +227,28 @@ class Clocks:
         stmt = self._sql.prebuilt("clocks.moved_if_shipped", _moved_if_shipped)
         result = await self._sql.run(stmt, {"m_tracking": tracking_number, "m_when": when})
         return rowcount(result) > 0
+
+    async def moved_once(
+        self, delivery_id: str, tracking_number: str, when: datetime
+    ) -> tuple[bool, bool]:
+        """A carrier's in-transit update under its delivery id: (the delivery id is new,
+        a supplier order ships under the number and its movement was written).
+
+        PostgreSQL: one statement, so the unit of work can send it without BEGIN and
+        COMMIT (`single_statement`). SQLite: the delivery id, then `moved_if_shipped`.
+        """
+        if self._sql.dialect != "postgresql":
+            if not await CallbackDeliveries(self._sql).first(TRACKING, delivery_id):
+                return False, False
+            return True, await self.moved_if_shipped(tracking_number, when)
+        params = {
+            "m_delivery": delivery_id,
+            "m_now": datetime.now(UTC),
+            "m_tracking": tracking_number,
+            "m_when": when,
+        }
+        row = (await self._sql.run(_MOVED_ONCE_PG, params)).one()
+        return bool(row.fresh), bool(row.moved)
 
     async def last_moved(self, tracking_numbers: set[str]) -> dict[str, datetime]:
         if not tracking_numbers:
