@@ -39,6 +39,20 @@ class FakeSupplierOrders:
         so = self.rows.get(so_id)
         return self._copy(so) if so is not None else None
 
+    async def get_once(
+        self, so_id: str, source: str, delivery_id: str
+    ) -> tuple[bool, SupplierOrder | None]:
+        if not await self.uow.deliveries.first(source, delivery_id):
+            return False, None
+        return True, await self.get(so_id, for_update=True)
+
+    async def by_tracking_once(
+        self, tracking_number: str, source: str, delivery_id: str
+    ) -> tuple[bool, SupplierOrder | None]:
+        if not await self.uow.deliveries.first(source, delivery_id):
+            return False, None
+        return True, await self.by_tracking(tracking_number)
+
     def lines_may_wait(self, so: SupplierOrder) -> bool:
         return True  # the fake waiting lines are cleared as before
 
@@ -275,9 +289,19 @@ class FakeWaiting:
 
 
 class FakeClocks:
-    def __init__(self, orders: FakeSupplierOrders | None = None) -> None:
+    def __init__(
+        self, orders: FakeSupplierOrders | None = None, deliveries: FakeDeliveries | None = None
+    ) -> None:
         self.moved_at: dict[str, datetime] = {}
         self.orders = orders
+        self.deliveries = deliveries or FakeDeliveries()
+
+    async def moved_once(
+        self, delivery_id: str, tracking_number: str, when: datetime
+    ) -> tuple[bool, bool]:
+        if not await self.deliveries.first("tracking", delivery_id):
+            return False, False
+        return True, await self.moved_if_shipped(tracking_number, when)
 
     async def moved(self, tracking_number: str, when: datetime) -> None:
         self.moved_at[tracking_number] = when
@@ -331,6 +355,7 @@ class FakeUnitOfWork:
     tally: dict[str, Counter[str]] = field(default_factory=dict)
     handed_off: list[NewSupplierOrder] = field(default_factory=list)
     commits: int = 0
+    single: bool = False
 
     def __post_init__(self) -> None:
         self.supplier_orders = FakeSupplierOrders(self)
@@ -340,11 +365,11 @@ class FakeUnitOfWork:
         self.deliveries = FakeDeliveries()
         self.waiting = FakeWaiting()
         self.holds = FakeHolds()
-        self.clocks = FakeClocks(self.supplier_orders)
+        self.clocks = FakeClocks(self.supplier_orders, self.deliveries)
         self._to_hand_off: list[NewSupplierOrder] = []
 
     async def __aenter__(self) -> FakeUnitOfWork:
-        self.pending, self._to_hand_off = [], []
+        self.pending, self._to_hand_off, self.single = [], [], False
         return self
 
     async def __aexit__(
@@ -358,6 +383,9 @@ class FakeUnitOfWork:
     def emit(self, data: EventData) -> None:
         self.pending.append(data)
 
+    async def single_statement(self, *, reads: bool = False) -> None:
+        self.single = True
+
     def dispatch_after_commit(self, orders: list[NewSupplierOrder]) -> None:
         self._to_hand_off += orders
 
@@ -365,6 +393,8 @@ class FakeUnitOfWork:
         self._to_hand_off = [o for o in self._to_hand_off if o.id not in so_ids]
 
     async def commit(self) -> None:
+        if self.single and self.pending:
+            raise RuntimeError("a single-statement unit of work cannot emit events")
         self.committed += self.pending
         self.pending = []
         self.handed_off += self._to_hand_off

@@ -68,11 +68,15 @@ class TrackingUpdate:
 async def supplier_callback(
     uow: SupplierUnitOfWork, supplier_id: str, delivery_id: str, callback: SupplierCallback
 ) -> Outcome:
-    """A supplier's signed callback, once per delivery id."""
+    """A supplier's signed callback, once per delivery id (the id recorded and the order
+    loaded in one round trip on PostgreSQL)."""
     async with uow:
-        if not await uow.deliveries.first(f"supplier:{supplier_id}", delivery_id):
+        first, so = await uow.supplier_orders.get_once(
+            callback.reference, f"supplier:{supplier_id}", delivery_id
+        )
+        if not first:
             return Outcome.DUPLICATE
-        outcome = await apply_callback(uow, supplier_id, callback)
+        outcome = await _apply_to(uow, supplier_id, so, callback)
         await uow.commit()
     return outcome
 
@@ -107,6 +111,16 @@ async def apply_callback(
 ) -> Outcome:
     """Apply one supplier decision inside the caller's unit of work."""
     so = await uow.supplier_orders.get(callback.reference, for_update=True)
+    return await _apply_to(uow, supplier_id, so, callback)
+
+
+async def _apply_to(
+    uow: SupplierUnitOfWork,
+    supplier_id: str,
+    so: SupplierOrder | None,
+    callback: SupplierCallback,
+) -> Outcome:
+    """`apply_callback` to the order it names, loaded locked (None: not known)."""
     if so is None or so.supplier_id != supplier_id:
         return Outcome.UNKNOWN_ORDER
     try:
@@ -244,10 +258,13 @@ async def tracking_update(
             if not first:
                 return Outcome.DUPLICATE
             outcome = Outcome.RECORDED if known else Outcome.UNKNOWN_TRACKING_NUMBER
-        else:
-            if not await uow.deliveries.first(TRACKING, delivery_id):
+        else:  # the id recorded and the order loaded in one round trip on PostgreSQL
+            first, so = await uow.supplier_orders.by_tracking_once(
+                update.tracking_number, TRACKING, delivery_id
+            )
+            if not first:
                 return Outcome.DUPLICATE
-            outcome = await _track(uow, update)
+            outcome = await _track_order(uow, so, update)
         await uow.commit()
     return outcome
 
@@ -263,8 +280,16 @@ async def _track(uow: SupplierUnitOfWork, update: TrackingUpdate) -> Outcome:
         known = await uow.clocks.moved_if_shipped(update.tracking_number, when)
         return Outcome.RECORDED if known else Outcome.UNKNOWN_TRACKING_NUMBER
     so = await uow.supplier_orders.by_tracking(update.tracking_number)
+    return await _track_order(uow, so, update)
+
+
+async def _track_order(
+    uow: SupplierUnitOfWork, so: SupplierOrder | None, update: TrackingUpdate
+) -> Outcome:
+    """An exception or delivery for the order shipping under its number (None: none)."""
     if so is None:
         return Outcome.UNKNOWN_TRACKING_NUMBER
+    when = _when(update)
     try:
         if update.status == "exception":
             await uow.clocks.moved(update.tracking_number, when)  # the parcel moved: not lost

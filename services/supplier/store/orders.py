@@ -20,8 +20,10 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.supplier.domain import (
@@ -36,7 +38,8 @@ from services.supplier.domain import (
     SupplierOrder,
 )
 from services.supplier.store.base import AfterCommit, Sql
-from services.supplier.tables import allocation, supplier_order, waiting_line
+from services.supplier.store.requests import CallbackDeliveries
+from services.supplier.tables import allocation, callback_delivery, supplier_order, waiting_line
 from shared.db import aware
 from shared.events import EventData
 
@@ -64,6 +67,38 @@ _BY_TRACKING = (
     .order_by(supplier_order.c.created_at, allocation.c.id)
     .with_for_update(of=supplier_order)
 )
+
+
+def _once(load: Select[Any], *order: str) -> Select[Any]:
+    """PostgreSQL: `load`, only if a callback's delivery id is new, in the statement that
+    records the id (`CallbackDeliveries.first` and the load in one round trip).
+
+    Every row carries `fresh` (1: the id was new); a redelivery gets one row with `fresh`
+    0 and nothing locked, a new id whose order is unknown one row of NULLs. The rows keep
+    `load`'s order (`order`: its columns, then the allocation's id).
+    """
+    fresh = (
+        pg_insert(callback_delivery)
+        .values(
+            source=bindparam("d_source"),
+            delivery_id=bindparam("d_id"),
+            received_at=bindparam("d_now"),
+        )
+        .on_conflict_do_nothing()
+        .returning(callback_delivery.c.delivery_id)
+        .cte("fresh")
+    )
+    f = select(func.count().label("fresh")).select_from(fresh).subquery("f")
+    found = load.add_columns(allocation.c.id.label("a_id")).where(f.c.fresh > 0).lateral("w")
+    return (
+        select(f.c.fresh, found)
+        .select_from(f.outerjoin(found, true()))
+        .order_by(*(found.c[k] for k in (*order, "a_id")))
+    )
+
+
+_BY_ID_ONCE = _once(_BY_ID_LOCKED)
+_BY_TRACKING_ONCE = _once(_BY_TRACKING, "created_at")
 _SAVE = update(supplier_order).where(supplier_order.c.id == bindparam("s_so_id"))
 """Sets the columns its parameters name (what changed): compiled once per set of columns."""
 _STORED = tuple(f.name for f in fields(SupplierOrder) if f.name not in ("lines", "events", "tally"))
@@ -167,6 +202,40 @@ class SupplierOrderRepository:
         rows = await self._sql.run(_BY_TRACKING, {"tracking": tracking_number})
         found = self._from_joined(list(rows))
         return found[0] if found else None
+
+    async def get_once(
+        self, so_id: str, source: str, delivery_id: str
+    ) -> tuple[bool, SupplierOrder | None]:
+        """A callback's supplier order, locked, if its delivery id is new: (new, the order
+        or None). The id is recorded (`CallbackDeliveries.first`) in the same statement on
+        PostgreSQL; SQLite sends the two."""
+        if self._sql.dialect != "postgresql":
+            if not await CallbackDeliveries(self._sql).first(source, delivery_id):
+                return False, None
+            return True, await self.get(so_id, for_update=True)
+        return await self._once(_BY_ID_ONCE, {"so_id": so_id}, source, delivery_id)
+
+    async def by_tracking_once(
+        self, tracking_number: str, source: str, delivery_id: str
+    ) -> tuple[bool, SupplierOrder | None]:
+        """`by_tracking`, as `get_once` is `get`."""
+        if self._sql.dialect != "postgresql":
+            if not await CallbackDeliveries(self._sql).first(source, delivery_id):
+                return False, None
+            return True, await self.by_tracking(tracking_number)
+        params = {"tracking": tracking_number}
+        return await self._once(_BY_TRACKING_ONCE, params, source, delivery_id)
+
+    async def _once(
+        self, query: Select[Any], params: dict[str, Any], source: str, delivery_id: str
+    ) -> tuple[bool, SupplierOrder | None]:
+        now = datetime.now(UTC)
+        params = {**params, "d_source": source, "d_id": delivery_id, "d_now": now}
+        rows = list(await self._sql.run(query, params))
+        if not rows[0].fresh:
+            return False, None
+        found = self._from_joined([r for r in rows if r.id is not None])
+        return True, found[0] if found else None
 
     async def of_order(self, order_id: str) -> list[SupplierOrder]:
         query = _WITH_LINES.where(supplier_order.c.order_id == order_id).order_by(
