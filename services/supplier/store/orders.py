@@ -23,7 +23,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.supplier.domain import (
@@ -38,8 +37,12 @@ from services.supplier.domain import (
     SupplierOrder,
 )
 from services.supplier.store.base import AfterCommit, Sql
-from services.supplier.store.requests import CallbackDeliveries
-from services.supplier.tables import allocation, callback_delivery, supplier_order, waiting_line
+from services.supplier.store.requests import (
+    CallbackDeliveries,
+    first_delivery,
+    first_delivery_params,
+)
+from services.supplier.tables import allocation, supplier_order, waiting_line
 from shared.db import aware
 from shared.events import EventData
 
@@ -77,17 +80,7 @@ def _once(load: Select[Any], *order: str) -> Select[Any]:
     0 and nothing locked, a new id whose order is unknown one row of NULLs. The rows keep
     `load`'s order (`order`: its columns, then the allocation's id).
     """
-    fresh = (
-        pg_insert(callback_delivery)
-        .values(
-            source=bindparam("d_source"),
-            delivery_id=bindparam("d_id"),
-            received_at=bindparam("d_now"),
-        )
-        .on_conflict_do_nothing()
-        .returning(callback_delivery.c.delivery_id)
-        .cte("fresh")
-    )
+    fresh = first_delivery()
     f = select(func.count().label("fresh")).select_from(fresh).subquery("f")
     found = load.add_columns(allocation.c.id.label("a_id")).where(f.c.fresh > 0).lateral("w")
     return (
@@ -229,8 +222,7 @@ class SupplierOrderRepository:
     async def _once(
         self, query: Select[Any], params: dict[str, Any], source: str, delivery_id: str
     ) -> tuple[bool, SupplierOrder | None]:
-        now = datetime.now(UTC)
-        params = {**params, "d_source": source, "d_id": delivery_id, "d_now": now}
+        params = {**params, **first_delivery_params(source, delivery_id)}
         rows = list(await self._sql.run(query, params))
         if not rows[0].fresh:
             return False, None

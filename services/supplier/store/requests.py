@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import CTE, Row, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.supplier.domain import Line, RoutingRequest
 from services.supplier.store.base import Sql, rowcount
@@ -153,6 +154,28 @@ def _request(row: Row[Any]) -> RoutingRequest:
 
 TRACKING = "tracking"
 """The delivery-id source of carriers' tracking updates (suppliers': `supplier:<id>`)."""
+
+
+def first_delivery() -> CTE:
+    """`CallbackDeliveries.first` as a PostgreSQL data-modifying CTE named `fresh`, for a
+    statement that goes on only for a new id: it returns the id if new, no row for a
+    redelivery (parameters: `first_delivery_params`)."""
+    return (
+        pg_insert(callback_delivery)
+        .values(
+            source=bindparam("d_source"),
+            delivery_id=bindparam("d_id"),
+            received_at=bindparam("d_now"),
+        )
+        .on_conflict_do_nothing()
+        .returning(callback_delivery.c.delivery_id)
+        .cte("fresh")
+    )
+
+
+def first_delivery_params(source: str, delivery_id: str) -> dict[str, Any]:
+    """`first_delivery`'s parameters."""
+    return {"d_source": source, "d_id": delivery_id, "d_now": datetime.now(UTC)}
 
 
 class CallbackDeliveries:

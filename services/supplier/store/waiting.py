@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, and_, bindparam, delete, exists, func, or_, select, update
@@ -11,10 +11,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.supplier.domain import State
 from services.supplier.store.base import AfterCommit, Sql, rowcount
-from services.supplier.store.requests import TRACKING, CallbackDeliveries
+from services.supplier.store.requests import (
+    TRACKING,
+    CallbackDeliveries,
+    first_delivery,
+    first_delivery_params,
+)
 from services.supplier.tables import (
     allocation,
-    callback_delivery,
     clock_alarm,
     order_hold,
     routing_request,
@@ -46,18 +50,10 @@ def _moved_if_shipped(insert: Any) -> Any:
 
 
 def _moved_once_pg() -> Any:
-    """`CallbackDeliveries.first` and `_moved_if_shipped` in one PostgreSQL statement: the
+    """`first_delivery` and `_moved_if_shipped` in one PostgreSQL statement: the
     movement is written only if the delivery id was new (data-modifying CTEs see each
     other only through RETURNING). Answers (fresh, moved): 1 or 0 each."""
-    fresh = (
-        pg_insert(callback_delivery)
-        .values(
-            source=TRACKING, delivery_id=bindparam("m_delivery"), received_at=bindparam("m_now")
-        )
-        .on_conflict_do_nothing()
-        .returning(callback_delivery.c.delivery_id)
-        .cte("fresh")
-    )
+    fresh = first_delivery()
     tracking = bindparam("m_tracking", type_=tracking_movement.c.tracking_number.type)
     when = bindparam("m_when", type_=tracking_movement.c.moved_at.type)
     shipped = exists().where(supplier_order.c.tracking_number == tracking)
@@ -242,8 +238,7 @@ class Clocks:
                 return False, False
             return True, await self.moved_if_shipped(tracking_number, when)
         params = {
-            "m_delivery": delivery_id,
-            "m_now": datetime.now(UTC),
+            **first_delivery_params(TRACKING, delivery_id),
             "m_tracking": tracking_number,
             "m_when": when,
         }
