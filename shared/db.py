@@ -128,14 +128,19 @@ TRANSACTIONS = Counter(
 )
 
 
+def ends_transaction(conn: Connection) -> bool:
+    """Whether this commit or rollback ended a transaction (autocommit: there was none)."""
+    return conn.get_execution_options().get("isolation_level") != AUTOCOMMIT
+
+
 def count_round_trips(engine: AsyncEngine) -> AsyncEngine:
     """Count the engine's statements and transactions for the cost model (`bench stack`)."""
     committed, rolled_back = TRANSACTIONS.labels("commit"), TRANSACTIONS.labels("rollback")
     sync = engine.sync_engine
 
     def ended(counter: Any) -> Callable[[Connection], None]:
-        def count(conn: Connection) -> None:  # autocommit: no transaction to count
-            if conn.get_execution_options().get("isolation_level") != AUTOCOMMIT:
+        def count(conn: Connection) -> None:
+            if ends_transaction(conn):
                 counter.inc()
 
         return count

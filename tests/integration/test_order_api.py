@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 
 from services.order.app import create_app
@@ -16,6 +15,7 @@ from services.order.settings import OrderSettings
 from services.order.tables import customer_order
 from shared.db import outbox_table
 from tests.support.data import API_KEY, order_body
+from tests.support.round_trips import round_trips
 from tests.support.services import in_process
 
 SERVICE = {"Authorization": "Bearer dev-service-token"}
@@ -389,13 +389,6 @@ async def test_pii_key_rotation_re_encrypts_every_order(database_url, settings_f
         assert redacted.json() == {"redacted": 3}, "the blind index moved to the new key too"
 
 
-def _ended_transactions() -> float:
-    return sum(
-        REGISTRY.get_sample_value("dropship_db_transactions_total", {"outcome": o}) or 0.0
-        for o in ("commit", "rollback")
-    )
-
-
 async def test_reads_answer_while_a_writer_holds_the_database(order, backend):
     """An order and its contacts are read in one statement: on PostgreSQL without BEGIN
     or COMMIT, on SQLite without its write lock, so a long write cannot hold them up."""
@@ -416,8 +409,8 @@ async def test_reads_answer_while_a_writer_holds_the_database(order, backend):
         await writer.session.execute(
             customer_order.update().where(customer_order.c.id == oid).values(status="placed")
         )
-        began = _ended_transactions()
-        assert await asyncio.wait_for(read_all(), timeout=10) == [200, 200, 200]
+        with round_trips(order.runtime.engine) as sent:
+            assert await asyncio.wait_for(read_all(), timeout=10) == [200, 200, 200]
         if backend == "postgresql":
-            assert _ended_transactions() == began  # three statements, no transaction
+            assert (sent.statements, sent.transactions) == (3, 0)  # no BEGIN, no COMMIT
         await writer.rollback()

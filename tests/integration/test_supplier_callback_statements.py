@@ -13,8 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.supplier.app import MIGRATIONS
 from services.supplier.domain import (
@@ -29,6 +29,7 @@ from services.supplier.handlers.callbacks import Outcome, SupplierCallback, Trac
 from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
 from services.supplier.tables import supplier_order, tracking_movement, waiting_line
 from shared.db import aware, create_engine, migrate_async, session_factory
+from tests.support.round_trips import round_trips
 
 pytestmark = pytest.mark.integration
 SUPPLIER = "sup_a"
@@ -41,6 +42,7 @@ def no() -> bool:
 
 @dataclass
 class Db:
+    engine: AsyncEngine
     sessions: Any
     directory: SupplierDirectory
     backend: str
@@ -73,7 +75,7 @@ async def db(database_url: Any, backend: str) -> AsyncIterator[Db]:
     await migrate_async(MIGRATIONS, url)
     engine = create_engine(url)  # counts its statements
     directory = SupplierDirectory(Sealer(str, str), ttl_s=600)  # read once: not counted
-    found = Db(session_factory(engine), directory, backend)
+    found = Db(engine, session_factory(engine), directory, backend)
     async with found.uow() as uow:
         new = NewSupplier(SUPPLIER, SUPPLIER, "http://sim/a", Credentials("k", "s"))
         await uow.suppliers.add(SUPPLIER, new, datetime.now(UTC))
@@ -97,34 +99,23 @@ async def mark_received(db: Db, *sent: tuple[str, str]) -> None:
     await dispatch.record_sent(db.uow(), list(sent))
 
 
-def statements() -> float:
-    return REGISTRY.get_sample_value("dropship_db_statements_total") or 0.0
-
-
-def transactions() -> float:
-    """Transactions ended (committed or rolled back): two round trips each on PostgreSQL."""
-    return sum(
-        REGISTRY.get_sample_value("dropship_db_transactions_total", {"outcome": o}) or 0.0
-        for o in ("commit", "rollback")
-    )
-
-
-async def overhead(db: Db) -> float:
+async def overhead(db: Db) -> int:
     """Statements a unit of work sends with nothing in it (SQLite: its BEGIN)."""
-    before = statements()
-    async with db.uow() as uow:
-        await uow.session.connection()
-        await uow.commit()
-    return statements() - before
+    with round_trips(db.engine) as sent:
+        async with db.uow() as uow:
+            await uow.session.connection()
+            await uow.commit()
+    return sent.statements
 
 
 async def test_placed_orders_are_marked_received_once_in_one_statement(db: Db) -> None:
     await sending(db, "so-1", "so-2")
-    empty, before, began = await overhead(db), statements(), transactions()
-    await mark_received(db, ("so-1", "REF-1"), ("so-2", "REF-2"))
-    assert statements() - before - empty == 1
+    empty = await overhead(db)
+    with round_trips(db.engine) as sent:
+        await mark_received(db, ("so-1", "REF-1"), ("so-2", "REF-2"))
+    assert sent.statements - empty == 1
     # PostgreSQL: the one statement is its own transaction (no BEGIN, no COMMIT)
-    assert transactions() - began == (0 if db.backend == "postgresql" else 1)
+    assert sent.transactions == (0 if db.backend == "postgresql" else 1)
     assert await db.state("so-1") == ("received", "REF-1")
     assert await db.state("so-2") == ("received", "REF-2")
     # again (a retried batch): no longer sending, so nothing changes
@@ -162,12 +153,13 @@ async def test_in_transit_updates_record_movement_only_for_a_shipped_parcel(db: 
     assert await db.movements() == {}
     assert await track(db, "t-0", "NOPE", "in_transit", t0) is Outcome.DUPLICATE
 
-    empty, before, began = await overhead(db), statements(), transactions()
-    assert await track(db, "t-1", "1Z999", "in_transit", t0) is Outcome.RECORDED
+    empty = await overhead(db)
+    with round_trips(db.engine) as sent:
+        assert await track(db, "t-1", "1Z999", "in_transit", t0) is Outcome.RECORDED
     if db.backend == "postgresql":  # the delivery id and the guarded upsert in one statement
-        assert (statements() - before, transactions() - began) == (1, 0)
+        assert (sent.statements, sent.transactions) == (1, 0)
     else:  # the delivery id, the guarded upsert, in one transaction
-        assert (statements() - before - empty, transactions() - began) == (2, 1)
+        assert (sent.statements - empty, sent.transactions) == (2, 1)
     assert await db.movements() == {"1Z999": t0}
 
     later = t0 + timedelta(hours=3)
@@ -198,14 +190,13 @@ async def test_a_decision_clears_waiting_lines_and_sends_nothing_for_them_when_n
     assert await db.waiting() == [("ord-so-1", "l1")]
     async with db.uow() as uow:  # the supplier's entry cached (its SLA), as when warm
         assert await uow.suppliers.entry(SUPPLIER) is not None
-    empty, before = await overhead(db), statements()
-    assert await decide(db, "so-1", "accepted", "d1") == "accepted"
-    waited = statements() - before - empty
+    with round_trips(db.engine) as waited:
+        assert await decide(db, "so-1", "accepted", "d1") == "accepted"
     assert await db.waiting() == []
 
-    empty, before = await overhead(db), statements()
-    assert await decide(db, "so-2", "accepted", "d2") == "accepted"
-    assert statements() - before - empty == waited - 1  # no DELETE of waiting lines
+    with round_trips(db.engine) as sent:
+        assert await decide(db, "so-2", "accepted", "d2") == "accepted"
+    assert sent.statements == waited.statements - 1  # no DELETE of waiting lines
     assert await decide(db, "so-2", "accepted", "d2") == "duplicate"
     assert await decide(db, "so-2", "dispatched", "d3") == "dispatched"
     assert (await db.state("so-2"))[0] == "dispatched"
@@ -218,12 +209,13 @@ async def test_a_callback_records_its_delivery_id_and_loads_its_order_in_one_rou
     await mark_received(db, ("so-1", "REF-so-1"), ("so-2", "REF-so-2"))
     async with db.uow() as uow:  # the supplier's entry cached (its SLA), as when warm
         assert await uow.suppliers.entry(SUPPLIER) is not None
-    empty, before = await overhead(db), statements()
-    assert await decide(db, "so-1", "accepted", "d1") == "accepted"
+    empty = await overhead(db)
+    with round_trips(db.engine) as sent:
+        assert await decide(db, "so-1", "accepted", "d1") == "accepted"
     # PostgreSQL: the delivery id with the locked load, the update, the tally, the outbox;
     # SQLite: the delivery id apart
     expected = 4 if db.backend == "postgresql" else 5
-    assert statements() - before - empty == expected
+    assert sent.statements - empty == expected
     assert (await db.state("so-1"))[0] == "accepted"
 
     assert await decide(db, "so-1", "accepted", "d1") == "duplicate"

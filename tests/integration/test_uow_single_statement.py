@@ -8,21 +8,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import create_engine, inbox_table, new_metadata, outbox_table, session_factory
 from shared.events import OrderCancelled, new_envelope
 from shared.uow import UnitOfWork
+from tests.support.round_trips import round_trips
 
 pytestmark = pytest.mark.integration
-
-
-def _ended() -> float:
-    return sum(
-        REGISTRY.get_sample_value("dropship_db_transactions_total", {"outcome": o}) or 0.0
-        for o in ("commit", "rollback")
-    )
 
 
 def _event(order_id: str) -> Any:
@@ -30,13 +24,18 @@ def _event(order_id: str) -> Any:
 
 
 @pytest.fixture
-async def sessions(database_url: Any) -> AsyncIterator[Any]:
+async def engine(database_url: Any) -> AsyncIterator[AsyncEngine]:
     # one connection, so every unit of work below reuses the same one from the pool
     engine = create_engine(await database_url("uow"), pool_size=1, max_overflow=0)
     async with engine.begin() as conn:
         await conn.run_sync(new_metadata().create_all)
-    yield session_factory(engine)
+    yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> Any:
+    return session_factory(engine)
 
 
 async def _claimed(sessions: Any) -> set[str]:
@@ -45,15 +44,16 @@ async def _claimed(sessions: Any) -> set[str]:
 
 
 async def test_one_statement_then_a_transaction_on_the_same_connection(
-    sessions: Any, backend: str
+    engine: AsyncEngine, sessions: Any, backend: str
 ) -> None:
     first, rolled_back = _event("ord_1"), _event("ord_2")
-    began = _ended()
-    async with UnitOfWork(sessions) as uow:
-        await uow.single_statement()
-        assert await uow.claim_many("metrics", [first]) == [True]
-        await uow.commit()
-    assert _ended() - began == (0 if backend == "postgresql" else 1)
+    with round_trips(engine) as sent:
+        async with UnitOfWork(sessions) as uow:
+            await uow.single_statement()
+            assert await uow.claim_many("metrics", [first]) == [True]
+            await uow.commit()
+    # PostgreSQL: the claim alone; SQLite: BEGIN IMMEDIATE, the claim, in a transaction
+    assert (sent.statements, sent.transactions) == ((1, 0) if backend == "postgresql" else (2, 1))
     assert await _claimed(sessions) == {first.id}
 
     async with UnitOfWork(sessions) as uow:  # the same pooled connection, transactional again

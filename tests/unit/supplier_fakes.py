@@ -23,7 +23,7 @@ from services.supplier.domain import (
     SupplierOrder,
     Track,
 )
-from services.supplier.store import NewSupplierOrder, StockConflict, WaitingLine
+from services.supplier.store import TRACKING, NewSupplierOrder, StockConflict, WaitingLine
 from shared.events import EventData
 
 
@@ -299,7 +299,7 @@ class FakeClocks:
     async def moved_once(
         self, delivery_id: str, tracking_number: str, when: datetime
     ) -> tuple[bool, bool]:
-        if not await self.deliveries.first("tracking", delivery_id):
+        if not await self.deliveries.first(TRACKING, delivery_id):
             return False, False
         return True, await self.moved_if_shipped(tracking_number, when)
 
