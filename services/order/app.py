@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from services.order import api, handlers, ops_api, webhooks
 from services.order.aftersales import api as aftersales_api
-from services.order.consumers import CONSUMERS
+from services.order.consumers import BATCH, CONSUMERS
 from services.order.intake_writer import IntakeWriter
 from services.order.settings import OrderSettings
 from services.order.shops import api as shops_api
@@ -53,6 +53,7 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
         uow_class,
         handlers=CONSUMERS,
         background=background,
+        batch_handler=BATCH,
     )
     app = build_app(
         runtime,

@@ -101,6 +101,8 @@ class OrderRepository:
         self._loaded: dict[str, Loaded] = {}
         """The orders loaded for update (or without PII) in this transaction, as loaded or
         last saved: what `save` compares with."""
+        self._locked: dict[str, dict[int, list[Any]]] = {}
+        """Rows of orders `lock_many` locked and loaded without PII, not yet handed out."""
 
     # -- writing ------------------------------------------------------------------------
     async def add(self, order: Order) -> None:
@@ -216,6 +218,22 @@ class OrderRepository:
         e-mail, phone and street blank): what applying a supplier event needs."""
         return await self._one("id", {"order_id": order_id}, for_update, pii)
 
+    async def lock_many(self, order_ids: Collection[str]) -> None:
+        """Lock the orders, then load them without PII, in two statements for all of them
+        (PostgreSQL: the locks in id order; SQLite's transaction holds the database), where
+        a `get(for_update=True, pii=False)` of each took two. Each is handed out once, to
+        the next such `get` of it in this transaction, which reads it again after that: so
+        call it before anything in the transaction has written those orders."""
+        if not order_ids:
+            return
+        params: dict[str, Any] = {"order_ids": sorted(set(order_ids))}
+        if self.dialect == "postgresql":
+            params["order_ids"] = list(await self.session.scalars(loads.lock("ids"), params))
+            if not params["order_ids"]:
+                return
+        rows = await self.session.execute(loads.load("ids", False), params)
+        self._locked.update(loads.group(rows))
+
     async def contacts(self, order_ids: Collection[str]) -> list[CustomerContact]:
         """The customer contacts of the orders that exist among `order_ids`, in one query."""
         if not order_ids:
@@ -297,7 +315,13 @@ class OrderRepository:
         self, key: loads.Key, params: dict[str, Any], for_update: bool, pii: bool = True
     ) -> Order | None:
         """The order `key` names, in one round trip (two on PostgreSQL for update: the lock
-        first, see `loads`)."""
+        first, see `loads`); none when `lock_many` has it."""
+        if for_update and not pii and key == "id":
+            kinds = self._locked.pop(params["order_id"], None)
+            if kinds is not None:
+                order = loads.assemble(kinds[loads.ORDER][0], kinds, None)
+                self._loaded[order.id] = Loaded.of(order, pii=False)
+                return order
         if for_update and self.dialect == "postgresql":
             order_id = (await self.session.execute(loads.lock(key), params)).scalar()
             if order_id is None:

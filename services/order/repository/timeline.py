@@ -52,25 +52,37 @@ def note_row(order_id: str, note: Note) -> dict[str, Any]:
 
 
 class Timeline:
-    """One row per event an order emitted or received, with a note when it was unusual."""
+    """One row per event an order emitted or received, with a note when it was unusual.
+
+    Entries are written together: those added in a transaction go in one statement when it
+    commits (`flush`, from `OrderUnitOfWork.commit`), or before this timeline is read, in
+    the order they were added. A consumer's chunk of supplier events writes one statement
+    where it wrote one per event and per emitted event."""
 
     def __init__(self, session: AsyncSession, dialect: str) -> None:
         self.session = session
         self.dialect = dialect
+        self._pending: list[dict[str, Any]] = []
 
     async def add(self, envelope: Envelope, note: str | None = None) -> None:
-        await self.session.execute(order_timeline.insert(), event_row(envelope, note))
+        self._pending.append(event_row(envelope, note))
 
     async def record(self, order_id: str, note: Note) -> None:
         """A change of the order's own with no event (a hold lifted, an address changed)."""
-        await self.session.execute(order_timeline.insert(), note_row(order_id, note))
+        self._pending.append(note_row(order_id, note))
 
     async def add_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Many entries (`event_row`, `note_row`) in one statement."""
-        if rows:
+        """Many entries (`event_row`, `note_row`)."""
+        self._pending.extend(rows)
+
+    async def flush(self) -> None:
+        """Write the entries added since the last flush, in one statement."""
+        if self._pending:
+            rows, self._pending = self._pending, []
             await self.session.execute(order_timeline.insert(), rows)
 
     async def of(self, order_id: str) -> list[TimelineEntry]:
+        await self.flush()
         rows = await self.session.execute(
             select(order_timeline)
             .where(order_timeline.c.order_id == order_id)
@@ -82,6 +94,7 @@ class Timeline:
 
     async def delays_of_delayed_orders(self, limit: int) -> list[tuple[str, TimelineEntry]]:
         """`shipment-delayed` entries of orders still delayed, newest first, with order ids."""
+        await self.flush()
         t = order_timeline.c
         rows = await self.session.execute(
             select(order_timeline)

@@ -1,0 +1,245 @@
+"""A consumed chunk of supplier events, on real PostgreSQL and SQLite (issue 15, lever 2):
+the orders it moves are locked and loaded together, its timeline entries written in one
+statement, and every order ends exactly as when its events were applied one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.order.app import MIGRATIONS
+from services.order.consumers import BATCH, CONSUMERS
+from services.order.domain import Address, Contact, LineInput, Order, PlaceOrder
+from services.order.handlers import Placed, place_order
+from services.order.pii import PiiCipher
+from services.order.store import OrderUnitOfWork
+from services.order.tables import order_timeline
+from shared.consumer import MessageProcessor, PermanentError
+from shared.db import create_engine, migrate_async, session_factory
+from shared.events import (
+    ConfirmedLine,
+    DelayReason,
+    EventData,
+    OrderCancelled,
+    Severity,
+    ShipmentDelayed,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    SupplierConfirmed,
+    new_envelope,
+)
+from shared.testing import eventually
+
+pytestmark = pytest.mark.integration
+KEY = "k1:" + base64.urlsafe_b64encode(bytes(range(32))).decode()
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class Rig:
+    engine: AsyncEngine
+    uow: Callable[[], OrderUnitOfWork]
+    statements: list[str]
+
+    def sent(self, start: str) -> int:
+        return sum(1 for sql in self.statements if sql.lstrip().startswith(start))
+
+    def locks(self) -> int:
+        return sum(1 for sql in self.statements if "FOR UPDATE" in sql)
+
+
+@pytest.fixture
+async def rig(database_url: Any) -> AsyncIterator[Rig]:
+    url = await database_url("order")
+    await migrate_async(MIGRATIONS, url)
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, sql: str, *_: Any) -> None:
+        statements.append(sql)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield Rig(engine, lambda: OrderUnitOfWork(sessions, cipher=PiiCipher(KEY)), statements)
+    finally:
+        await engine.dispose()
+
+
+async def place(rig: Rig, n: int) -> Order:
+    cmd = PlaceOrder(
+        channel="storefront",
+        external_id=None,
+        currency="EUR",
+        customer=Contact(f"Ann Lee {n}", f"ann{n}@example.com", "+1 212 555 0100", "en"),
+        shipping=Address(f"{n} Main St", "Springfield", "10001", "US", "Apt 4", "NY"),
+        lines=tuple(LineInput(f"SKU-{i}", i, Decimal("5.25")) for i in (1, 2)),
+    )
+    placed = await place_order(cmd, rig.uow())
+    assert isinstance(placed, Placed)
+    return placed.order
+
+
+def confirmed(order: Order, ref: str) -> SupplierConfirmed:
+    return SupplierConfirmed(
+        order_id=order.id,
+        supplier_id="sup-a",
+        supplier_order_ref=ref,
+        lines=[
+            ConfirmedLine(line_id=ln.line_id, quantity=ln.quantity, unit_cost=Decimal("3.10"))
+            for ln in order.lines
+        ],
+        currency="EUR",
+        ship_by=NOW + timedelta(hours=48),
+    )
+
+
+def dispatched(order: Order, tracking: str) -> ShipmentDispatched:
+    return ShipmentDispatched(
+        order_id=order.id,
+        supplier_id="sup-a",
+        carrier="dhl",
+        tracking_number=tracking,
+        line_ids=[ln.line_id for ln in order.lines],
+    )
+
+
+def story(orders: list[Order]) -> list[EventData]:
+    """One chunk: a confirmation each, a second event for the first order in the same
+    chunk, an order whose first event is not the suppliers' (cancelled, then confirmed:
+    not locked ahead), a delay and a delivery."""
+    a, b, c = orders
+    return [
+        confirmed(a, "SO-A"),
+        OrderCancelled(order_id=c.id, reason="customer asked"),
+        confirmed(b, "SO-B"),
+        dispatched(a, "1ZA"),
+        confirmed(c, "SO-C"),
+        ShipmentDelayed(
+            order_id=b.id,
+            supplier_id="sup-a",
+            reason=DelayReason.CARRIER_EXCEPTION,
+            severity=Severity.NORMAL,
+        ),
+        ShipmentDelivered(order_id=a.id, tracking_number="1ZA", delivered_at=NOW),
+    ]
+
+
+async def seen_by_customer(rig: Rig, order: Order) -> tuple[Any, ...]:
+    """What an order's page shows: status, lines, allocations, shipments, its timeline."""
+    async with rig.uow() as uow:
+        now = await uow.orders.get(order.id)
+        timeline = await uow.timeline.of(order.id)
+    assert now is not None
+    return (
+        now.status,
+        now.delayed,
+        [(ln.sku, ln.unit_cost, ln.supplier_id) for ln in now.lines],
+        [a.supplier_order_ref for a in now.allocations],
+        [(s.tracking_number, s.delivered_at) for s in now.shipments],
+        [(e.type, e.note) for e in timeline],
+    )
+
+
+def messages(events: list[EventData]) -> list[tuple[str, bytes]]:
+    envelopes = [new_envelope(data) for data in events]
+    return [(e.type, e.to_bytes()) for e in envelopes]
+
+
+async def test_a_chunk_ends_every_order_as_its_events_one_by_one_do(rig: Rig) -> None:
+    one_by_one = [await place(rig, n) for n in (1, 2, 3)]
+    chunked = [await place(rig, n) for n in (4, 5, 6)]
+    single = MessageProcessor("order", CONSUMERS, rig.uow)
+    for topic, raw in messages(story(one_by_one)):
+        assert await single.process(topic, raw)
+
+    rig.statements.clear()
+    chunk = MessageProcessor("order", CONSUMERS, rig.uow, batch_handler=BATCH)
+    assert await chunk.process_many(messages(story(chunked))) == [True] * 7
+
+    for before, after in zip(one_by_one, chunked, strict=True):
+        expected, got = await seen_by_customer(rig, before), await seen_by_customer(rig, after)
+        assert got == expected
+    assert (await seen_by_customer(rig, chunked[0]))[0] == "delivered"
+    postgres = rig.engine.dialect.name == "postgresql"
+    # PostgreSQL: the chunk's two orders locked together; then the cancelled order, and
+    # every second or third event of an order, each locking on its own; SQLite: no locks
+    assert rig.locks() == (5 if postgres else 0)
+    assert rig.sent("INSERT INTO order_timeline") == 1  # every entry of the chunk at once
+
+
+async def test_a_chunk_is_applied_once_and_a_redelivery_changes_nothing(rig: Rig) -> None:
+    orders = [await place(rig, n) for n in (1, 2, 3)]
+    chunk = MessageProcessor("order", CONSUMERS, rig.uow, batch_handler=BATCH)
+    sent = messages(story(orders))
+    assert await chunk.process_many(sent) == [True] * 7
+    seen = [await seen_by_customer(rig, o) for o in orders]
+    assert await chunk.process_many(sent) == [False] * 7
+    assert [await seen_by_customer(rig, o) for o in orders] == seen
+
+
+async def timeline_rows(rig: Rig) -> int:
+    async with rig.engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(order_timeline)) or 0)
+
+
+async def test_a_chunk_with_an_unknown_order_writes_nothing(rig: Rig) -> None:
+    """The whole chunk rolls back (the runner then retries it message by message)."""
+    known = await place(rig, 1)
+    ghost = confirmed(known, "SO-2").model_copy(update={"order_id": "ord_unknown"})
+    before = await timeline_rows(rig)
+    chunk = MessageProcessor("order", CONSUMERS, rig.uow, batch_handler=BATCH)
+    with pytest.raises(PermanentError, match="ord_unknown"):
+        await chunk.process_many(messages([confirmed(known, "SO-1"), ghost]))
+    assert await timeline_rows(rig) == before
+    assert (await seen_by_customer(rig, known))[3] == []
+
+
+async def test_the_timeline_reads_what_its_transaction_added(rig: Rig) -> None:
+    order = await place(rig, 1)
+    async with rig.uow() as uow:
+        await uow.timeline.add(new_envelope(OrderCancelled(order_id=order.id, reason="asked")))
+        entries = await uow.timeline.of(order.id)
+        assert [e.type for e in entries][-1] == "order-cancelled"
+        await uow.rollback()
+    assert [e for e in (await seen_by_customer(rig, order))[5] if e[0] == "order-cancelled"] == []
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite's BEGIN IMMEDIATE serialises writers
+async def test_a_chunk_waits_for_a_lock_holder_and_moves_what_it_committed(rig: Rig) -> None:
+    """The chunk's load comes after its locks: a dispatch waiting on a transaction that
+    confirms the order sees that confirmation once it commits."""
+    order = await place(rig, 1)
+    chunk = MessageProcessor("order", CONSUMERS, rig.uow, batch_handler=BATCH)
+
+    async def waiting_on_a_lock() -> bool:
+        async with rig.engine.connect() as conn:
+            waits = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()"
+                )
+            )
+        return bool(waits)
+
+    async with rig.uow() as first:
+        held = await first.orders.get(order.id, for_update=True, pii=False)
+        assert held is not None
+        waiter = asyncio.create_task(chunk.process_many(messages([dispatched(order, "1Z1")])))
+        await eventually(waiting_on_a_lock, what="the chunk waiting on the order's lock")
+        held.apply(confirmed(order, "SO-1"), NOW)
+        await first.orders.save(held)
+        await first.commit()
+    assert await asyncio.wait_for(waiter, 10) == [True]
+    status, _, lines, allocations, shipments, _ = await seen_by_customer(rig, order)
+    assert (status, allocations, shipments) == ("shipped", ["SO-1"], [("1Z1", None)])
+    assert {supplier for _, _, supplier in lines} == {"sup-a"}
