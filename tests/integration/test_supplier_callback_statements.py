@@ -13,14 +13,16 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.supplier.app import MIGRATIONS
 from services.supplier.domain import (
     AllocatedLine,
     Credentials,
+    Line,
     NewSupplier,
+    RoutingRequest,
     State,
     SupplierOrder,
 )
@@ -241,3 +243,31 @@ async def test_a_redelivered_callback_waits_for_no_lock(db: Db) -> None:
         assert await holder.supplier_orders.get("so-1", for_update=True) is not None
         assert await asyncio.wait_for(decide(db, "so-1", "accepted", "d1"), 5) == "duplicate"
         await holder.rollback()
+
+
+def routing_request(order_id: str) -> RoutingRequest:
+    now = datetime.now(UTC)
+    line = Line("l1", "MUG", 1, Decimal("9.00"))
+    return RoutingRequest(order_id, "USD", [line], "US", "10001", now, now)
+
+
+async def test_placed_orders_of_any_chunk_size_are_kept_without_compiling_again(db: Db) -> None:
+    """Chunks of 1, 3, 2 and 1 placed orders (one redelivered): SQLAlchemy compiles the
+    insert once for one row and once for many, not once per chunk; a redelivered order is
+    not kept twice."""
+    compiled: list[Any] = []
+
+    def seen(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if sql.startswith("INSERT INTO routing_request"):
+            compiled.append(context.compiled)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    kept: list[set[str]] = []
+    for chunk in (["o1"], ["o2", "o3", "o4"], ["o4", "o5"], ["o6"]):
+        async with db.uow() as uow:
+            kept.append(await uow.routing_requests.add_many([routing_request(o) for o in chunk]))
+            await uow.commit()
+    event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    assert kept == [{"o1"}, {"o2", "o3", "o4"}, {"o5"}, {"o6"}]
+    one, many, many_again, one_again = compiled
+    assert (one_again is one, many_again is many, many is not one) == (True, True, True)

@@ -28,13 +28,8 @@ class RoutingRequests:
         """Keep orders (distinct ids) in one statement; the ids not kept before."""
         if not requests:
             return set()
-        stmt = (
-            self._sql.insert()(routing_request)
-            .values([_row(r) for r in requests])
-            .on_conflict_do_nothing()
-            .returning(routing_request.c.order_id)
-        )
-        return {r.order_id for r in await self._sql.run(stmt)}
+        stmt = self._sql.prebuilt("routing_requests.add_many", _add_many)
+        return {r.order_id for r in await self._sql.run(stmt, [_row(r) for r in requests])}
 
     async def get(self, order_id: str, *, for_update: bool = False) -> RoutingRequest | None:
         query = select(routing_request).where(routing_request.c.order_id == order_id)
@@ -104,6 +99,12 @@ class RoutingRequests:
             select(routing_request.c.order_id).order_by(routing_request.c.received_at)
         )
         return [r.order_id for r in rows]
+
+
+def _add_many(insert: Any) -> Any:
+    """Executed with a list of rows: SQLAlchemy writes them as multi-row `VALUES` from one
+    compiled statement (a `.values([...])` of the rows is compiled again for every call)."""
+    return insert(routing_request).on_conflict_do_nothing().returning(routing_request.c.order_id)
 
 
 def _row(request: RoutingRequest) -> dict[str, Any]:
