@@ -5,26 +5,18 @@ statement, and every order ends exactly as when its events were applied one by o
 from __future__ import annotations
 
 import asyncio
-import base64
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import func, select
 
-from services.order.app import MIGRATIONS
 from services.order.consumers import BATCH, CONSUMERS
-from services.order.domain import Address, Contact, LineInput, Order, PlaceOrder
-from services.order.handlers import Placed, place_order
-from services.order.pii import PiiCipher
-from services.order.store import OrderUnitOfWork
+from services.order.domain import Order
 from services.order.tables import order_timeline
 from shared.consumer import MessageProcessor, PermanentError
-from shared.db import create_engine, migrate_async, session_factory
 from shared.events import (
     ConfirmedLine,
     DelayReason,
@@ -38,55 +30,29 @@ from shared.events import (
     new_envelope,
 )
 from shared.testing import eventually
+from tests.support import order_store as store
+from tests.support.order_store import Rig
 
 pytestmark = pytest.mark.integration
-KEY = "k1:" + base64.urlsafe_b64encode(bytes(range(32))).decode()
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-@dataclass
-class Rig:
-    engine: AsyncEngine
-    uow: Callable[[], OrderUnitOfWork]
-    statements: list[str]
-
-    def sent(self, start: str) -> int:
-        return sum(1 for sql in self.statements if sql.lstrip().startswith(start))
-
-    def locks(self) -> int:
-        return sum(1 for sql in self.statements if "FOR UPDATE" in sql)
-
-
 @pytest.fixture
-async def rig(database_url: Any) -> AsyncIterator[Rig]:
-    url = await database_url("order")
-    await migrate_async(MIGRATIONS, url)
-    engine = create_engine(url)
-    sessions = session_factory(engine)
-    statements: list[str] = []
+async def rig(database_url: Any) -> AsyncIterator[store.Rig]:
+    async with store.order_store(await database_url("order")) as found:
+        yield found
 
-    def count(conn: Any, cursor: Any, sql: str, *_: Any) -> None:
-        statements.append(sql)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield Rig(engine, lambda: OrderUnitOfWork(sessions, cipher=PiiCipher(KEY)), statements)
-    finally:
-        await engine.dispose()
+def sent(rig: Rig, start: str) -> int:
+    return sum(1 for sql in rig.statements if sql.lstrip().startswith(start))
+
+
+def locks(rig: Rig) -> int:
+    return sum(1 for sql in rig.statements if "FOR UPDATE" in sql)
 
 
 async def place(rig: Rig, n: int) -> Order:
-    cmd = PlaceOrder(
-        channel="storefront",
-        external_id=None,
-        currency="EUR",
-        customer=Contact(f"Ann Lee {n}", f"ann{n}@example.com", "+1 212 555 0100", "en"),
-        shipping=Address(f"{n} Main St", "Springfield", "10001", "US", "Apt 4", "NY"),
-        lines=tuple(LineInput(f"SKU-{i}", i, Decimal("5.25")) for i in (1, 2)),
-    )
-    placed = await place_order(cmd, rig.uow())
-    assert isinstance(placed, Placed)
-    return placed.order
+    return await store.place(rig, n, lines=2)
 
 
 def confirmed(order: Order, ref: str) -> SupplierConfirmed:
@@ -173,8 +139,8 @@ async def test_a_chunk_ends_every_order_as_its_events_one_by_one_do(rig: Rig) ->
     postgres = rig.engine.dialect.name == "postgresql"
     # PostgreSQL: the chunk's two orders locked together; then the cancelled order, and
     # every second or third event of an order, each locking on its own; SQLite: no locks
-    assert rig.locks() == (5 if postgres else 0)
-    assert rig.sent("INSERT INTO order_timeline") == 1  # every entry of the chunk at once
+    assert locks(rig) == (5 if postgres else 0)
+    assert sent(rig, "INSERT INTO order_timeline") == 1  # every entry of the chunk at once
 
 
 async def test_a_chunk_is_applied_once_and_a_redelivery_changes_nothing(rig: Rig) -> None:
@@ -221,21 +187,12 @@ async def test_a_chunk_waits_for_a_lock_holder_and_moves_what_it_committed(rig: 
     order = await place(rig, 1)
     chunk = MessageProcessor("order", CONSUMERS, rig.uow, batch_handler=BATCH)
 
-    async def waiting_on_a_lock() -> bool:
-        async with rig.engine.connect() as conn:
-            waits = await conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database()"
-                )
-            )
-        return bool(waits)
-
     async with rig.uow() as first:
         held = await first.orders.get(order.id, for_update=True, pii=False)
         assert held is not None
         waiter = asyncio.create_task(chunk.process_many(messages([dispatched(order, "1Z1")])))
-        await eventually(waiting_on_a_lock, what="the chunk waiting on the order's lock")
+        locked = store.waiting_on_a_lock
+        await eventually(lambda: locked(rig.engine), what="the chunk waiting on the order's lock")
         held.apply(confirmed(order, "SO-1"), NOW)
         await first.orders.save(held)
         await first.commit()

@@ -4,28 +4,21 @@ then its lines, allocations and shipments, each read on its own (the loader befo
 from __future__ import annotations
 
 import asyncio
-import base64
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import delete, select
 
-from services.order.app import MIGRATIONS
 from services.order.consumers import CONSUMERS
-from services.order.domain import Address, Contact, LineInput, Order, PlaceOrder
-from services.order.handlers import Placed, hold_order, place_order
-from services.order.pii import PiiCipher
+from services.order.domain import Order
+from services.order.handlers import hold_order
 from services.order.repository import OrderFilter
 from services.order.repository.rows import LEAN_COLUMNS, order_from_rows
-from services.order.store import OrderUnitOfWork
 from services.order.tables import allocation, customer_order, order_line, shipment
 from shared.consumer import MessageProcessor
-from shared.db import create_engine, migrate_async, session_factory
 from shared.events import (
     ConfirmedLine,
     DelayReason,
@@ -38,48 +31,16 @@ from shared.events import (
     new_envelope,
 )
 from shared.testing import eventually
+from tests.support import order_store as store
+from tests.support.order_store import Rig
 
-KEY = "k1:" + base64.urlsafe_b64encode(bytes(range(32))).decode()
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-@dataclass
-class Rig:
-    engine: AsyncEngine
-    uow: Callable[[], OrderUnitOfWork]
-    statements: list[str]
-
-
 @pytest.fixture
-async def rig(database_url) -> AsyncIterator[Rig]:
-    url = await database_url("order")
-    await migrate_async(MIGRATIONS, url)
-    engine = create_engine(url)
-    sessions = session_factory(engine)
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, sql: str, *_: Any) -> None:
-        statements.append(sql)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield Rig(engine, lambda: OrderUnitOfWork(sessions, cipher=PiiCipher(KEY)), statements)
-    finally:
-        await engine.dispose()
-
-
-async def place(rig: Rig, n: int, channel: str = "storefront") -> Order:
-    cmd = PlaceOrder(
-        channel=channel,
-        external_id=None if channel == "storefront" else f"#{n}",
-        currency="EUR",
-        customer=Contact(f"Ann Lee {n}", f"ann{n}@example.com", "+1 212 555 0100", "en"),
-        shipping=Address(f"{n} Main St", "Springfield", "10001", "US", "Apt 4", "NY"),
-        lines=tuple(LineInput(f"SKU-{i}", i, Decimal("5.25")) for i in (1, 2, 3, 4)),
-    )
-    placed = await place_order(cmd, rig.uow())
-    assert isinstance(placed, Placed)
-    return placed.order
+async def rig(database_url: Any) -> AsyncIterator[store.Rig]:
+    async with store.order_store(await database_url("order")) as found:
+        yield found
 
 
 async def apply(rig: Rig, *events: EventData) -> None:
@@ -91,7 +52,7 @@ async def apply(rig: Rig, *events: EventData) -> None:
 
 async def busy_order(rig: Rig, n: int, channel: str = "storefront") -> str:
     """An order with two allocations and two shipments (one delivered), delayed."""
-    order = await place(rig, n, channel)
+    order = await store.place(rig, n, channel)
     lines = [ln.line_id for ln in order.lines]
 
     def confirm(ids: list[str], ref: str, cost: str) -> SupplierConfirmed:
@@ -132,7 +93,7 @@ async def busy_order(rig: Rig, n: int, channel: str = "storefront") -> str:
 
 async def bare_order(rig: Rig, n: int) -> str:
     """An order with no lines, no allocations and no shipments, held by hand."""
-    order = await place(rig, n)
+    order = await store.place(rig, n)
     await hold_order(order.id, "check the address", rig.uow())
     async with rig.uow() as uow:
         await uow.session.execute(delete(order_line).where(order_line.c.order_id == order.id))
@@ -226,7 +187,7 @@ async def test_a_page_of_orders_loads_in_two_round_trips_as_before(rig: Rig) -> 
 async def test_a_load_for_update_sees_what_the_lock_holder_committed(rig: Rig) -> None:
     """Two writers of one order: the second waits for the first's lock, then loads the
     children the first committed (one statement would read them as they were before)."""
-    order = await place(rig, 1)
+    order = await store.place(rig, 1)
     lines = [ln.line_id for ln in order.lines]
     confirm = SupplierConfirmed(
         order_id=order.id,
@@ -241,21 +202,12 @@ async def test_a_load_for_update_sees_what_the_lock_holder_committed(rig: Rig) -
         async with rig.uow() as uow:
             return await uow.orders.get(order.id, for_update=True, pii=False)
 
-    async def waiting_on_a_lock() -> bool:
-        async with rig.engine.connect() as conn:
-            waits = await conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database()"
-                )
-            )
-        return bool(waits)
-
     async with rig.uow() as first:
         held = await first.orders.get(order.id, for_update=True, pii=False)
         assert held is not None
         waiter = asyncio.create_task(second())
-        await eventually(waiting_on_a_lock, what="the second load waiting on the lock")
+        locked = store.waiting_on_a_lock
+        await eventually(lambda: locked(rig.engine), what="the second load waiting on the lock")
         held.apply(confirm, NOW)
         await first.orders.save(held)
         await first.commit()
