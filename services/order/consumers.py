@@ -2,7 +2,8 @@
 
 A consumed chunk goes to `BATCH`: its events in order, each by its handler, after the
 orders the suppliers' events move were locked and loaded together (two statements for the
-chunk where each event took two)."""
+chunk where each event took two); what they change is written together, one statement per
+table, when the chunk commits."""
 
 from __future__ import annotations
 
@@ -67,10 +68,15 @@ def first_moved(events: Sequence[tuple[Envelope, EventData]]) -> list[str]:
 
 
 async def apply_batch(events: Sequence[tuple[Envelope, EventData]], uow: OrderUnitOfWork) -> None:
-    """The fresh events of a chunk in order, each by its handler, the orders they move
-    locked and loaded first (`OrderRepository.lock_many`)."""
+    """The fresh events of a chunk in order, each by its handler: the orders they move
+    locked and loaded first (`OrderRepository.lock_many`), what the suppliers' events
+    change written together when the chunk commits (`defer_writes`; written before any
+    other handler runs, so it reads the orders as they stand)."""
     await uow.orders.lock_many(first_moved(events))
+    uow.orders.defer_writes()
     for envelope, data in events:
+        if envelope.type not in MOVED_BY_SUPPLIERS:
+            await uow.orders.flush()
         with event_span(envelope), log_context(order_id=envelope.subject, event_id=envelope.id):
             await CONSUMERS[envelope.type].apply(envelope, data, uow)
 

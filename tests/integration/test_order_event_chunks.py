@@ -143,6 +143,37 @@ async def test_a_chunk_ends_every_order_as_its_events_one_by_one_do(rig: Rig) ->
     assert sent(rig, "INSERT INTO order_timeline") == 1  # every entry of the chunk at once
 
 
+async def test_a_chunk_of_confirmations_writes_each_table_once(rig: Rig) -> None:
+    """Five orders confirmed in one chunk: one statement per table for all of them, and
+    each order as a confirmation applied on its own leaves it."""
+    alone, chunked = await place(rig, 0), [await place(rig, n) for n in range(1, 6)]
+    single = MessageProcessor("order", CONSUMERS, rig.uow)
+    [(topic, raw)] = messages([confirmed(alone, "SO-0")])
+    assert await single.process(topic, raw)
+
+    rig.statements.clear()
+    chunk = MessageProcessor("order", CONSUMERS, rig.uow, batch_handler=BATCH)
+    events = [confirmed(o, f"SO-{n}") for n, o in enumerate(chunked, 1)]
+    assert await chunk.process_many(messages(events)) == [True] * 5
+    writes = ("UPDATE customer_order", "UPDATE order_line", "INSERT INTO allocation")
+    assert [sent(rig, w) for w in writes] == [1, 1, 1]
+    assert sent(rig, "INSERT INTO order_timeline") == 1
+
+    expected = await seen_by_customer(rig, alone)
+    for order in chunked:
+        status, delayed, lines, allocations, shipments, timeline = await seen_by_customer(
+            rig, order
+        )
+        assert (status, delayed, lines, shipments, timeline) == (
+            expected[0],
+            expected[1],
+            expected[2],
+            expected[4],
+            expected[5],
+        )
+        assert allocations == [f"SO-{chunked.index(order) + 1}"]
+
+
 async def test_a_chunk_is_applied_once_and_a_redelivery_changes_nothing(rig: Rig) -> None:
     orders = [await place(rig, n) for n in (1, 2, 3)]
     chunk = MessageProcessor("order", CONSUMERS, rig.uow, batch_handler=BATCH)

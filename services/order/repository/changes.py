@@ -10,6 +10,9 @@ from typing import Any
 from services.order.domain import Order, OrderLine
 from services.order.repository.rows import hold_values, state_values
 
+ORDER_COLUMNS = ("status", "delayed", "state", "holds", "cancelled_at", "cancel_reason")
+"""The `customer_order` columns `order_columns` gives, all of them every time."""
+
 
 def order_columns(order: Order) -> dict[str, Any]:
     """The `customer_order` columns an event or command may change (never PII)."""

@@ -6,7 +6,7 @@ import base64
 import functools
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from services.order.domain import Order
 from services.order.errors import InvalidCursor
 from services.order.pii import PiiCipher
 from services.order.repository import loads
-from services.order.repository.changes import Changes, Loaded
+from services.order.repository.changes import ORDER_COLUMNS, Changes, Loaded
 from services.order.repository.rows import (
     PII_COLUMNS,
     CustomerContact,
@@ -43,6 +43,24 @@ _UPDATE_LINE = (
     )
 )
 """One statement for every moved line of an order (executemany, `changes.line_columns`)."""
+
+
+_UPDATE_ORDER = (
+    update(customer_order)
+    .where(customer_order.c.id == bindparam("b_id"))
+    .values({name: bindparam(name) for name in (*ORDER_COLUMNS, "updated_at")})
+)
+"""The moved `customer_order` columns of many orders (executemany, `changes.order_columns`)."""
+
+
+@dataclass
+class _Deferred:
+    """What `save` would have written since the last flush, the latest row per key."""
+
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    allocations: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    shipments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 @functools.cache
@@ -103,15 +121,19 @@ class OrderRepository:
         last saved: what `save` compares with."""
         self._locked: dict[str, dict[int, list[Any]]] = {}
         """Rows of orders `lock_many` locked and loaded without PII, not yet handed out."""
+        self._deferred: _Deferred | None = None
+        """With `defer_writes`: what `save` keeps until `flush`."""
 
     # -- writing ------------------------------------------------------------------------
     async def add(self, order: Order) -> None:
+        await self.flush()
         await self.session.execute(customer_order.insert(), order_values(order, self.cipher))
         await self.session.execute(order_line.insert(), line_values(order))
 
     async def add_many(self, orders: Sequence[Order]) -> None:
         """New orders together: one statement for their `customer_order` rows, one for all
         their lines (each an executemany)."""
+        await self.flush()
         if not orders:
             return
         await self.session.execute(
@@ -123,6 +145,7 @@ class OrderRepository:
         self, keys: Collection[tuple[str, str, str]]
     ) -> set[tuple[str, str, str]]:
         """Which `(channel, shop_id or "", external_id)` keys are taken already (one query)."""
+        await self.flush()
         if not keys:
             return set()
         c = customer_order.c
@@ -133,18 +156,47 @@ class OrderRepository:
         )
         return {(r.channel, r.shop_id, r.external_id) for r in rows}
 
+    def defer_writes(self) -> None:
+        """From now on `save` keeps what it would write, and `flush` writes it for every
+        order saved since, one statement per table. This repository's reads flush first,
+        and the unit of work flushes before it commits; SQL of anyone else's that reads the
+        order tables in this transaction must `flush` before."""
+        if self._deferred is None:
+            self._deferred = _Deferred()
+
+    async def flush(self) -> None:
+        """Write what `save` kept (`defer_writes`): one executemany per table."""
+        kept = self._deferred
+        if kept is None or not (kept.orders or kept.lines or kept.allocations or kept.shipments):
+            return
+        self._deferred = _Deferred()
+        if kept.orders:
+            await self.session.execute(_UPDATE_ORDER, list(kept.orders.values()))
+        if kept.lines:
+            await self.session.execute(_UPDATE_LINE, list(kept.lines.values()))
+        new_allocations, upsert_shipments = _child_writes(self.dialect)
+        if kept.allocations:
+            await self.session.execute(new_allocations, list(kept.allocations.values()))
+        if kept.shipments:
+            await self.session.execute(upsert_shipments, list(kept.shipments.values()))
+
     async def save(self, order: Order) -> None:
         """Write back what the aggregate changed since it was loaded (`get(for_update=True)`):
         `customer_order` if its columns moved, the lines that moved (one executemany), the
-        new allocations and the new or delivered shipments (one statement each). Never PII."""
+        new allocations and the new or delivered shipments (one statement each). Never PII.
+        With `defer_writes`, kept until `flush` (the latest row of each wins)."""
         before = self._loaded.get(order.id)
         changes = Changes.since(order, before)
+        if self._deferred is not None:
+            self._keep(order.id, changes, self._deferred)
+        else:
+            await self._write(order.id, changes)
+        self._loaded[order.id] = Loaded.of(order, pii=before is None or before.pii)
+
+    async def _write(self, order_id: str, changes: Changes) -> None:
         if changes.order is not None:
-            await self.session.execute(
-                update(customer_order)
-                .where(customer_order.c.id == order.id)
-                .values(**changes.order, updated_at=datetime.now(UTC))
-            )
+            row = {**changes.order, "updated_at": datetime.now(UTC), "b_id": order_id}
+            await self.session.execute(_UPDATE_ORDER, row)
         if changes.lines:
             await self.session.execute(_UPDATE_LINE, changes.lines)
         new_allocations, upsert_shipments = _child_writes(self.dialect)
@@ -152,10 +204,25 @@ class OrderRepository:
             await self.session.execute(new_allocations, changes.allocations)
         if changes.shipments:
             await self.session.execute(upsert_shipments, changes.shipments)
-        self._loaded[order.id] = Loaded.of(order, pii=before is None or before.pii)
+
+    @staticmethod
+    def _keep(order_id: str, changes: Changes, kept: _Deferred) -> None:
+        if changes.order is not None:
+            kept.orders[order_id] = {
+                **changes.order,
+                "updated_at": datetime.now(UTC),
+                "b_id": order_id,
+            }
+        for line in changes.lines:
+            kept.lines[line["b_id"]] = line
+        for row in changes.allocations:
+            kept.allocations[(order_id, row["supplier_order_ref"])] = row
+        for row in changes.shipments:
+            kept.shipments[(order_id, row["tracking_number"])] = row
 
     async def save_address(self, order: Order) -> None:
         """Write the order's (changed) shipping address and phone."""
+        await self.flush()
         loaded = self._loaded.get(order.id)
         if loaded is not None and not loaded.pii:
             raise ValueError(f"order {order.id} was loaded without its PII: not writing it")
@@ -168,6 +235,7 @@ class OrderRepository:
     async def redact(self, email: str) -> int:
         """Erase name, e-mail, phone and street of every order of this customer (and their
         words in its returns and complaints)."""
+        await self.flush()
         await redact_texts(self.session, self.cipher, email)  # while the e-mail index stands
         indexes = self.cipher.email_indexes(email)
         result = await self.session.execute(
@@ -187,6 +255,7 @@ class OrderRepository:
 
     async def reencrypt_stale(self, limit: int) -> int:
         """Re-encrypt up to `limit` orders whose PII is not under the active key."""
+        await self.flush()
         prefix = f"v1.{self.cipher.active_kid}.%"
         stale = or_(
             *(
@@ -236,6 +305,7 @@ class OrderRepository:
 
     async def contacts(self, order_ids: Collection[str]) -> list[CustomerContact]:
         """The customer contacts of the orders that exist among `order_ids`, in one query."""
+        await self.flush()
         if not order_ids:
             return []
         c = customer_order.c
@@ -257,6 +327,7 @@ class OrderRepository:
         self, flt: OrderFilter, limit: int, cursor: str | None
     ) -> tuple[list[Order], str | None]:
         """Newest first, `limit` at most, after `cursor`; the cursor of the next page or None."""
+        await self.flush()
         conditions: list[ColumnElement[bool]] = []
         if flt.status:
             conditions.append(customer_order.c.status == flt.status)
@@ -322,6 +393,7 @@ class OrderRepository:
                 order = loads.assemble(kinds[loads.ORDER][0], kinds, None)
                 self._loaded[order.id] = Loaded.of(order, pii=False)
                 return order
+        await self.flush()
         if for_update and self.dialect == "postgresql":
             order_id = (await self.session.execute(loads.lock(key), params)).scalar()
             if order_id is None:
