@@ -121,8 +121,10 @@ class OrderRepository:
         last saved: what `save` compares with."""
         self._locked: dict[str, dict[int, list[Any]]] = {}
         """Rows of orders `lock_many` locked and loaded without PII, not yet handed out."""
-        self._deferred: _Deferred | None = None
-        """With `defer_writes`: what `save` keeps until `flush`."""
+        self._deferred = _Deferred()
+        """What `save` kept and `flush` has not written yet."""
+        self._defer = False
+        """`defer_writes` was called: `save` keeps its rows until `flush`."""
 
     # -- writing ------------------------------------------------------------------------
     async def add(self, order: Order) -> None:
@@ -161,13 +163,12 @@ class OrderRepository:
         order saved since, one statement per table. This repository's reads flush first,
         and the unit of work flushes before it commits; SQL of anyone else's that reads the
         order tables in this transaction must `flush` before."""
-        if self._deferred is None:
-            self._deferred = _Deferred()
+        self._defer = True
 
     async def flush(self) -> None:
-        """Write what `save` kept (`defer_writes`): one executemany per table."""
+        """Write what `save` kept: one statement per table (an executemany for many rows)."""
         kept = self._deferred
-        if kept is None or not (kept.orders or kept.lines or kept.allocations or kept.shipments):
+        if not (kept.orders or kept.lines or kept.allocations or kept.shipments):
             return
         self._deferred = _Deferred()
         if kept.orders:
@@ -186,27 +187,13 @@ class OrderRepository:
         new allocations and the new or delivered shipments (one statement each). Never PII.
         With `defer_writes`, kept until `flush` (the latest row of each wins)."""
         before = self._loaded.get(order.id)
-        changes = Changes.since(order, before)
-        if self._deferred is not None:
-            self._keep(order.id, changes, self._deferred)
-        else:
-            await self._write(order.id, changes)
+        self._keep(order.id, Changes.since(order, before))
+        if not self._defer:
+            await self.flush()
         self._loaded[order.id] = Loaded.of(order, pii=before is None or before.pii)
 
-    async def _write(self, order_id: str, changes: Changes) -> None:
-        if changes.order is not None:
-            row = {**changes.order, "updated_at": datetime.now(UTC), "b_id": order_id}
-            await self.session.execute(_UPDATE_ORDER, row)
-        if changes.lines:
-            await self.session.execute(_UPDATE_LINE, changes.lines)
-        new_allocations, upsert_shipments = _child_writes(self.dialect)
-        if changes.allocations:
-            await self.session.execute(new_allocations, changes.allocations)
-        if changes.shipments:
-            await self.session.execute(upsert_shipments, changes.shipments)
-
-    @staticmethod
-    def _keep(order_id: str, changes: Changes, kept: _Deferred) -> None:
+    def _keep(self, order_id: str, changes: Changes) -> None:
+        kept = self._deferred
         if changes.order is not None:
             kept.orders[order_id] = {
                 **changes.order,
