@@ -156,6 +156,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     app.state.egress = settings.egress_policy()
     app.state.journal = journal
     app.state.webhook_slots = asyncio.Semaphore(settings.supplier_webhook_concurrency)
+    app.state.callback_groups = webhooks.callback_groups(runtime, settings)
     app.include_router(api.router)
     app.include_router(webhooks.router)
     app.include_router(rma.router)

@@ -90,6 +90,17 @@ class SupplierSettings(ServiceSettings):
     (as does a callback that finds every database connection taken)."""
     supplier_webhook_wait_s: float = Field(2.0, gt=0)
     """How long a callback waits for a slot before a 503."""
+    supplier_callback_linger_ms: float = Field(1.0, ge=0, le=1000)
+    """`DROPSHIP_SUPPLIER_CALLBACK_LINGER_MS`: callbacks (suppliers' and carriers') that
+    arrive within this many milliseconds are applied in one transaction, each answered
+    after its commit (group commit, `shared/group_commit.py`); 0: each in its own."""
+    supplier_callback_max_group: int = Field(32, ge=1, le=1000)
+    """`DROPSHIP_SUPPLIER_CALLBACK_MAX_GROUP`: at most this many callbacks in one transaction
+    (at most `supplier_webhook_concurrency` are in hand at once)."""
+    supplier_callback_writers: int = Field(1, ge=1, le=1000)
+    """`DROPSHIP_SUPPLIER_CALLBACK_WRITERS`: callback groups a process writes at once. One
+    by default: callbacks arriving meanwhile form the next group, and two groups of one
+    process never lock the same supplier orders in opposite orders."""
     supplier_callback_journal_dir: Path | None = None
     """With a folder, a callback that would get a 503 (busy) is recorded there and answered
     202 `recorded` at once, then applied in order (`services/supplier/journal.py`);

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
@@ -19,12 +19,20 @@ from sqlalchemy.pool import Pool, QueuePool
 
 from services.supplier.api import runtime_of, settings_of
 from services.supplier.handlers import callbacks
-from services.supplier.handlers.callbacks import SupplierCallback, TrackingUpdate
+from services.supplier.handlers.callbacks import (
+    Outcome,
+    Recorded,
+    SupplierCallback,
+    TrackingUpdate,
+)
 from services.supplier.journal import CallbackJournal
 from services.supplier.schemas import CallbackIn, TrackingIn
-from services.supplier.store import StockConflict
+from services.supplier.settings import SupplierSettings
+from services.supplier.store import StockConflict, SupplierUnitOfWork
 from shared.db import READ_ONLY
+from shared.group_commit import GroupCommit
 from shared.http import Unauthorized, Unprocessable, error_body
+from shared.runtime import ServiceRuntime
 from shared.signing import CallbackRefused, verify_callback
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -178,6 +186,37 @@ def _headers(prefix: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def callback_groups(
+    runtime: ServiceRuntime[SupplierUnitOfWork], settings: SupplierSettings
+) -> GroupCommit[Recorded, Outcome] | None:
+    """The group commit of a process's callbacks (None: each in its own transaction)."""
+    if settings.supplier_callback_linger_ms <= 0:
+        return None
+
+    async def together(group: Sequence[Recorded]) -> list[Outcome] | None:
+        return await callbacks.apply_together(runtime.uow(), group)
+
+    async def alone(r: Recorded) -> Outcome:
+        return await callbacks.apply_one(runtime.uow(), r)
+
+    return GroupCommit(
+        together,
+        alone,
+        linger_s=settings.supplier_callback_linger_ms / 1000,
+        max_group=settings.supplier_callback_max_group,
+        writers=settings.supplier_callback_writers,
+        name="callback group",
+    )
+
+
+async def _apply(request: Request, r: Recorded) -> Outcome:
+    """`r` applied with the callbacks arriving with it, or alone (no group commit)."""
+    groups: GroupCommit[Recorded, Outcome] | None = request.app.state.callback_groups
+    if groups is None:
+        return await callbacks.apply_one(runtime_of(request).uow(), r)
+    return await groups.submit(r)
+
+
 def _journal(request: Request) -> CallbackJournal | None:
     journal: CallbackJournal | None = getattr(request.app.state, "journal", None)
     return journal
@@ -240,9 +279,7 @@ async def supplier_callback(
         if journal is not None and journal.pending:
             raise Busy("earlier callbacks wait in the journal")  # keep their order
         async with capacity(request):
-            outcome = await callbacks.supplier_callback(
-                runtime_of(request).uow(), supplier_id, delivery, callback
-            )
+            outcome = await _apply(request, Recorded(delivery, supplier_id, callback))
     except Busy:
         if journal is None:
             raise
@@ -272,7 +309,7 @@ async def tracking(request: Request, response: Response) -> dict[str, str]:
         if journal is not None and journal.pending:
             raise Busy("earlier callbacks wait in the journal")  # keep their order
         async with capacity(request):
-            outcome = await callbacks.tracking_update(runtime_of(request).uow(), delivery, update)
+            outcome = await _apply(request, Recorded(delivery, None, update))
     except Busy:
         if journal is None:
             raise

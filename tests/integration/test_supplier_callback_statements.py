@@ -1,7 +1,9 @@
 """The lifecycle's cheaper statements on PostgreSQL and SQLite: an in-transit update is one
 guarded upsert (unknown parcels write nothing, a redelivery changes nothing), and marking
 placed orders received is one statement that skips rows a callback holds (PostgreSQL).
-On PostgreSQL both are one statement with their delivery id, sent without BEGIN/COMMIT."""
+On PostgreSQL both are one statement with their delivery id, sent without BEGIN/COMMIT.
+Callbacks arriving together commit in one transaction, each with its own answer; one that
+fails in a group fails alone."""
 
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.supplier import webhooks
 from services.supplier.app import MIGRATIONS
 from services.supplier.domain import (
     AllocatedLine,
@@ -27,7 +31,13 @@ from services.supplier.domain import (
     SupplierOrder,
 )
 from services.supplier.handlers import callbacks, dispatch
-from services.supplier.handlers.callbacks import Outcome, SupplierCallback, TrackingUpdate
+from services.supplier.handlers.callbacks import (
+    Outcome,
+    Recorded,
+    SupplierCallback,
+    TrackingUpdate,
+)
+from services.supplier.settings import SupplierSettings
 from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
 from services.supplier.tables import supplier_order, tracking_movement, waiting_line
 from shared.db import aware, create_engine, migrate_async, session_factory
@@ -271,3 +281,79 @@ async def test_placed_orders_of_any_chunk_size_are_kept_without_compiling_again(
     assert kept == [{"o1"}, {"o2", "o3", "o4"}, {"o5"}, {"o6"}]
     one, many, many_again, one_again = compiled
     assert (one_again is one, many_again is many, many is not one) == (True, True, True)
+
+
+def grouped(db: Db, linger_ms: float) -> Any:
+    """The supplier service's group commit of callbacks (None without a linger)."""
+    settings = SupplierSettings(
+        database_url="sqlite+aiosqlite://", supplier_callback_linger_ms=linger_ms
+    )
+    return webhooks.callback_groups(SimpleNamespace(uow=db.uow), settings)  # type: ignore[arg-type]
+
+
+async def arrive(db: Db, linger_ms: float, *items: Recorded) -> list[Any]:
+    """`items` arriving together at the service's callback routes: each answered alone."""
+    groups = grouped(db, linger_ms)
+    if groups is None:
+        one_by_one = [callbacks.apply_one(db.uow(), r) for r in items]
+        return list(await asyncio.gather(*one_by_one, return_exceptions=True))
+    return list(await asyncio.gather(*map(groups.submit, items), return_exceptions=True))
+
+
+def accepted(so_id: str, delivery: str) -> Recorded:
+    callback = SupplierCallback("accepted", so_id, f"REF-{so_id}")
+    return Recorded(delivery, SUPPLIER, callback)
+
+
+@pytest.mark.parametrize("linger_ms", [0.0, 5.0])
+async def test_callbacks_arriving_together_commit_together_each_with_its_answer(
+    db: Db, linger_ms: float
+) -> None:
+    so_ids = [f"so-{i}" for i in range(5)]
+    await sending(db, *so_ids)
+    await mark_received(db, *((i, f"REF-{i}") for i in so_ids))
+    t0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    with round_trips(db.engine) as sent:  # each item made in its "request's" context
+        items = [accepted(i, f"d-{i}") for i in so_ids]
+        items += [accepted("so-0", "d-so-0"), accepted("so-9", "d-9")]  # redelivered, unknown
+        items.append(Recorded("t-1", None, TrackingUpdate("NOPE", "in_transit", t0)))
+        answers = await arrive(db, linger_ms, *items)
+    assert answers == ["accepted"] * 5 + ["duplicate", "unknown_order", "unknown_tracking_number"]
+    for so_id in so_ids:
+        assert (await db.state(so_id))[0] == "accepted"
+    # one write transaction for the group; alone, one for each callback that changed
+    # something (at least the five acceptances)
+    if linger_ms:
+        assert sent.transactions == 1
+    else:
+        assert sent.transactions >= 5
+
+    again = await arrive(db, linger_ms, accepted("so-1", "d-so-1"), accepted("so-9", "d-9"))
+    assert again == ["duplicate", "duplicate"]
+
+
+async def test_a_callback_failing_in_a_group_fails_alone_and_the_others_commit(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    so_ids = ["so-1", "so-2", "so-3"]
+    await sending(db, *so_ids)
+    await mark_received(db, *((i, f"REF-{i}") for i in so_ids))
+    decide_for_real = callbacks._decide
+
+    async def decide_or_fail(uow: Any, so: SupplierOrder, callback: SupplierCallback) -> Any:
+        if so.id == "so-2":
+            raise ConnectionResetError("the database went away mid-callback")
+        return await decide_for_real(uow, so, callback)
+
+    monkeypatch.setattr(callbacks, "_decide", decide_or_fail)
+    with round_trips(db.engine) as sent:
+        answers = await arrive(db, 5.0, *[accepted(i, f"d-{i}") for i in so_ids])
+    assert answers[0] == "accepted" and answers[2] == "accepted"
+    assert isinstance(answers[1], ConnectionResetError)
+    assert [(await db.state(i))[0] for i in so_ids] == ["accepted", "received", "accepted"]
+    assert sent.transactions >= 3  # the group rolled back, then each alone
+
+    monkeypatch.setattr(callbacks, "_decide", decide_for_real)
+    # nothing of the failed one was kept, its delivery id neither: the sender's retry applies
+    assert await arrive(db, 5.0, accepted("so-2", "d-so-2")) == ["accepted"]
+    assert (await db.state("so-2"))[0] == "accepted"

@@ -6,8 +6,11 @@ answered `ignored` and changes nothing; routes verify signatures and parse bodie
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
@@ -20,6 +23,7 @@ from services.supplier.handlers.waiting import live_lines
 from services.supplier.routing import fail_over
 from services.supplier.store import TRACKING, StockConflict, SupplierUnitOfWork
 
+log = logging.getLogger(__name__)
 STATUS_CHECKS = Counter(
     "dropship_supplier_status_checks",
     "Undecided supplier orders whose status was fetched from the supplier, by what it said.",
@@ -71,39 +75,85 @@ async def supplier_callback(
     """A supplier's signed callback, once per delivery id (the id recorded and the order
     loaded in one round trip on PostgreSQL)."""
     async with uow:
-        first, so = await uow.supplier_orders.get_once(
-            callback.reference, f"supplier:{supplier_id}", delivery_id
-        )
-        if not first:
-            return Outcome.DUPLICATE
-        outcome = await _apply_to(uow, supplier_id, so, callback)
-        await uow.commit()
+        outcome = await _supplier_once(uow, supplier_id, delivery_id, callback)
+        if outcome is not Outcome.DUPLICATE:
+            await uow.commit()
     return outcome
+
+
+async def _supplier_once(
+    uow: SupplierUnitOfWork, supplier_id: str, delivery_id: str, callback: SupplierCallback
+) -> Outcome:
+    first, so = await uow.supplier_orders.get_once(
+        callback.reference, f"supplier:{supplier_id}", delivery_id
+    )
+    if not first:
+        return Outcome.DUPLICATE
+    return await _apply_to(uow, supplier_id, so, callback)
 
 
 @dataclass(frozen=True)
 class Recorded:
-    """A callback recorded while the service was busy: a supplier's (with its supplier id)
-    or a carrier's tracking update (`supplier_id` None)."""
+    """A verified, parsed callback: a supplier's (with its supplier id) or a carrier's
+    tracking update (`supplier_id` None), with the context of the request that brought it
+    (its trace; the journal's entries have the journal's)."""
 
     delivery_id: str
     supplier_id: str | None
     callback: SupplierCallback | TrackingUpdate
+    context: contextvars.Context = field(
+        default_factory=contextvars.copy_context, compare=False, repr=False
+    )
 
 
-async def apply_recorded(uow: SupplierUnitOfWork, batch: Sequence[Recorded]) -> None:
-    """Recorded callbacks applied in order in one unit of work, each once per delivery id
-    (one write transaction for many: what lets a busy SQLite database catch up)."""
+async def apply_one(uow: SupplierUnitOfWork, r: Recorded) -> Outcome:
+    """`r` alone in its unit of work (`supplier_callback` or `tracking_update`), in its
+    request's context."""
+    if isinstance(r.callback, TrackingUpdate):
+        coro = tracking_update(uow, r.delivery_id, r.callback)
+    else:
+        assert r.supplier_id is not None
+        coro = supplier_callback(uow, r.supplier_id, r.delivery_id, r.callback)
+    return await asyncio.get_running_loop().create_task(coro, context=r.context)
+
+
+async def apply_recorded(uow: SupplierUnitOfWork, batch: Sequence[Recorded]) -> list[Outcome]:
+    """Callbacks applied in order in one unit of work, each once per delivery id and in
+    its request's context: what each would answer alone, one write transaction for all
+    (what lets a busy SQLite database catch up: the journal's batches)."""
     async with uow:
-        for r in batch:
-            if isinstance(r.callback, TrackingUpdate):
-                if await uow.deliveries.first(TRACKING, r.delivery_id):
-                    await _track(uow, r.callback)
-            elif r.supplier_id is not None and await uow.deliveries.first(
-                f"supplier:{r.supplier_id}", r.delivery_id
-            ):
-                await apply_callback(uow, r.supplier_id, r.callback)
+        outcomes = await _each_once(uow, batch)
         await uow.commit()
+    return outcomes
+
+
+async def apply_together(
+    uow: SupplierUnitOfWork, batch: Sequence[Recorded]
+) -> list[Outcome] | None:
+    """`apply_recorded` for concurrent callbacks committed as a group
+    (`shared.group_commit`): None, with nothing written, when one of them fails before the
+    commit (a stock race, a deadlock, a bug), so that each is applied alone and gets its
+    own answer or error. An error of the commit itself propagates."""
+    async with uow:
+        try:
+            outcomes = await _each_once(uow, batch)
+        except Exception:
+            log.info("callback group applied one by one", exc_info=True)
+            return None  # leaving without commit rolls everything back
+        await uow.commit()
+    return outcomes
+
+
+async def _each_once(uow: SupplierUnitOfWork, batch: Sequence[Recorded]) -> list[Outcome]:
+    loop = asyncio.get_running_loop()
+    return [await loop.create_task(_once(uow, r), context=r.context) for r in batch]
+
+
+async def _once(uow: SupplierUnitOfWork, r: Recorded) -> Outcome:
+    if isinstance(r.callback, TrackingUpdate):
+        return await _tracking_once(uow, r.delivery_id, r.callback)
+    assert r.supplier_id is not None
+    return await _supplier_once(uow, r.supplier_id, r.delivery_id, r.callback)
 
 
 async def apply_callback(
@@ -250,37 +300,36 @@ async def tracking_update(
 ) -> Outcome:
     """A carrier's tracking update, once per delivery id."""
     async with uow:
-        if update.status == "in_transit":  # the parcel moved, nothing else
-            await uow.single_statement()  # PostgreSQL: the delivery id and the movement
-            first, known = await uow.clocks.moved_once(
-                delivery_id, update.tracking_number, _when(update)
-            )
-            if not first:
-                return Outcome.DUPLICATE
-            outcome = Outcome.RECORDED if known else Outcome.UNKNOWN_TRACKING_NUMBER
-        else:  # the id recorded and the order loaded in one round trip on PostgreSQL
-            first, so = await uow.supplier_orders.by_tracking_once(
-                update.tracking_number, TRACKING, delivery_id
-            )
-            if not first:
-                return Outcome.DUPLICATE
-            outcome = await _track_order(uow, so, update)
-        await uow.commit()
+        if update.status == "in_transit":  # PostgreSQL: the delivery id and the movement
+            await uow.single_statement()
+        outcome = await _tracking_once(uow, delivery_id, update)
+        if outcome is not Outcome.DUPLICATE:
+            await uow.commit()
     return outcome
+
+
+async def _tracking_once(
+    uow: SupplierUnitOfWork, delivery_id: str, update: TrackingUpdate
+) -> Outcome:
+    if update.status == "in_transit":  # the parcel moved, nothing else
+        first, known = await uow.clocks.moved_once(
+            delivery_id, update.tracking_number, _when(update)
+        )
+        if not first:
+            return Outcome.DUPLICATE
+        return Outcome.RECORDED if known else Outcome.UNKNOWN_TRACKING_NUMBER
+    # the id recorded and the order loaded in one round trip on PostgreSQL
+    first, so = await uow.supplier_orders.by_tracking_once(
+        update.tracking_number, TRACKING, delivery_id
+    )
+    if not first:
+        return Outcome.DUPLICATE
+    return await _track_order(uow, so, update)
 
 
 def _when(update: TrackingUpdate) -> datetime:
     when = update.occurred_at or datetime.now(UTC)
     return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-async def _track(uow: SupplierUnitOfWork, update: TrackingUpdate) -> Outcome:
-    when = _when(update)
-    if update.status == "in_transit":  # the parcel moved, nothing else: one statement
-        known = await uow.clocks.moved_if_shipped(update.tracking_number, when)
-        return Outcome.RECORDED if known else Outcome.UNKNOWN_TRACKING_NUMBER
-    so = await uow.supplier_orders.by_tracking(update.tracking_number)
-    return await _track_order(uow, so, update)
 
 
 async def _track_order(
