@@ -91,10 +91,15 @@ def _exhausted(pool: Pool) -> bool:
     return pool.checkedin() == 0 and limit >= 0 and pool.overflow() >= limit
 
 
+def _locked_out(exc: Exception) -> bool:
+    """SQLite's write lock held by another writer past busy_timeout."""
+    return isinstance(exc, DBAPIError) and "database is locked" in str(exc).lower()
+
+
 def _contended(exc: DBAPIError) -> bool:
     """SQLite's writer lock held past busy_timeout, or a PostgreSQL deadlock victim."""
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return code in ("40P01", "40001") or "database is locked" in str(exc).lower()
+    return code in ("40P01", "40001") or _locked_out(exc)
 
 
 async def busy(_: Request, exc: Exception) -> JSONResponse:
@@ -194,7 +199,16 @@ def callback_groups(
         return None
 
     async def together(group: Sequence[Recorded]) -> list[Outcome] | None:
-        return await callbacks.apply_together(runtime.uow(), group)
+        """The group in one transaction; None (applied one by one, each answered as if
+        alone) if it failed. That is safe even after a failed commit that did happen: a
+        delivery id committed is a `duplicate` the second time, nothing changes twice."""
+        try:
+            return await callbacks.apply_recorded(runtime.uow(), group)
+        except Exception as exc:
+            if isinstance(exc, PoolTimeout) or _locked_out(exc):
+                raise  # alone, each would wait as long again: every one of them is busy
+            log.info("callback group applied one by one: %r", exc)
+            return None
 
     async def alone(r: Recorded) -> Outcome:
         return await callbacks.apply_one(runtime.uow(), r)

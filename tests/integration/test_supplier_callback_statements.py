@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.supplier import webhooks
@@ -357,3 +358,25 @@ async def test_a_callback_failing_in_a_group_fails_alone_and_the_others_commit(
     # nothing of the failed one was kept, its delivery id neither: the sender's retry applies
     assert await arrive(db, 5.0, accepted("so-2", "d-so-2")) == ["accepted"]
     assert (await db.state("so-2"))[0] == "accepted"
+
+
+async def test_a_group_locked_out_of_the_database_is_busy_as_a_whole(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's write lock held past busy_timeout: alone, each callback would wait as long
+    again, so every callback of the group gets the error (the route answers busy, or
+    records it in the journal) and none is applied."""
+    so_ids = ["so-1", "so-2", "so-3"]
+    await sending(db, *so_ids)
+    await mark_received(db, *((i, f"REF-{i}") for i in so_ids))
+    decide_for_real = callbacks._decide
+
+    async def locked_out(uow: Any, so: SupplierOrder, callback: SupplierCallback) -> Any:
+        if so.id == "so-3":
+            raise OperationalError("UPDATE supplier_order", {}, Exception("database is locked"))
+        return await decide_for_real(uow, so, callback)
+
+    monkeypatch.setattr(callbacks, "_decide", locked_out)
+    answers = await arrive(db, 5.0, *[accepted(i, f"d-{i}") for i in so_ids])
+    assert [type(a) for a in answers] == [OperationalError] * 3
+    assert [(await db.state(i))[0] for i in so_ids] == ["received"] * 3

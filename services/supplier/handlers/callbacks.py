@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import Counter
 
@@ -23,7 +22,6 @@ from services.supplier.handlers.waiting import live_lines
 from services.supplier.routing import fail_over
 from services.supplier.store import TRACKING, StockConflict, SupplierUnitOfWork
 
-log = logging.getLogger(__name__)
 STATUS_CHECKS = Counter(
     "dropship_supplier_status_checks",
     "Undecided supplier orders whose status was fetched from the supplier, by what it said.",
@@ -114,39 +112,23 @@ async def apply_one(uow: SupplierUnitOfWork, r: Recorded) -> Outcome:
     else:
         assert r.supplier_id is not None
         coro = supplier_callback(uow, r.supplier_id, r.delivery_id, r.callback)
-    return await asyncio.get_running_loop().create_task(coro, context=r.context)
+    return await _in_context(r, coro)
 
 
 async def apply_recorded(uow: SupplierUnitOfWork, batch: Sequence[Recorded]) -> list[Outcome]:
     """Callbacks applied in order in one unit of work, each once per delivery id and in
     its request's context: what each would answer alone, one write transaction for all
-    (what lets a busy SQLite database catch up: the journal's batches)."""
+    (the journal's batches, which let a busy SQLite database catch up; a group of
+    concurrent callbacks, `webhooks.callback_groups`)."""
     async with uow:
-        outcomes = await _each_once(uow, batch)
+        outcomes = [await _in_context(r, _once(uow, r)) for r in batch]
         await uow.commit()
     return outcomes
 
 
-async def apply_together(
-    uow: SupplierUnitOfWork, batch: Sequence[Recorded]
-) -> list[Outcome] | None:
-    """`apply_recorded` for concurrent callbacks committed as a group
-    (`shared.group_commit`): None, with nothing written, when one of them fails before the
-    commit (a stock race, a deadlock, a bug), so that each is applied alone and gets its
-    own answer or error. An error of the commit itself propagates."""
-    async with uow:
-        try:
-            outcomes = await _each_once(uow, batch)
-        except Exception:
-            log.info("callback group applied one by one", exc_info=True)
-            return None  # leaving without commit rolls everything back
-        await uow.commit()
-    return outcomes
-
-
-async def _each_once(uow: SupplierUnitOfWork, batch: Sequence[Recorded]) -> list[Outcome]:
-    loop = asyncio.get_running_loop()
-    return [await loop.create_task(_once(uow, r), context=r.context) for r in batch]
+async def _in_context(r: Recorded, applying: Coroutine[Any, Any, Outcome]) -> Outcome:
+    """`applying` run in the context of the request that brought `r` (its trace)."""
+    return await asyncio.get_running_loop().create_task(applying, context=r.context)
 
 
 async def _once(uow: SupplierUnitOfWork, r: Recorded) -> Outcome:
