@@ -333,24 +333,34 @@ async def test_callbacks_arriving_together_commit_together_each_with_its_answer(
     assert again == ["duplicate", "duplicate"]
 
 
-async def test_a_callback_failing_in_a_group_fails_alone_and_the_others_commit(
-    db: Db, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    so_ids = ["so-1", "so-2", "so-3"]
+async def received_with_a_fault(
+    db: Db, monkeypatch: pytest.MonkeyPatch, so_ids: list[str], faulty: str, fault: Exception
+) -> Any:
+    """`so_ids` received by the supplier; deciding `faulty` raises `fault` (until the
+    returned function is put back)."""
     await sending(db, *so_ids)
     await mark_received(db, *((i, f"REF-{i}") for i in so_ids))
     decide_for_real = callbacks._decide
 
     async def decide_or_fail(uow: Any, so: SupplierOrder, callback: SupplierCallback) -> Any:
-        if so.id == "so-2":
-            raise ConnectionResetError("the database went away mid-callback")
+        if so.id == faulty:
+            raise fault
         return await decide_for_real(uow, so, callback)
 
     monkeypatch.setattr(callbacks, "_decide", decide_or_fail)
+    return decide_for_real
+
+
+async def test_a_callback_failing_in_a_group_fails_alone_and_the_others_commit(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    so_ids = ["so-1", "so-2", "so-3"]
+    lost = ConnectionResetError("the database went away mid-callback")
+    decide_for_real = await received_with_a_fault(db, monkeypatch, so_ids, "so-2", lost)
     with round_trips(db.engine) as sent:
         answers = await arrive(db, 5.0, *[accepted(i, f"d-{i}") for i in so_ids])
     assert answers[0] == "accepted" and answers[2] == "accepted"
-    assert isinstance(answers[1], ConnectionResetError)
+    assert answers[1] is lost
     assert [(await db.state(i))[0] for i in so_ids] == ["accepted", "received", "accepted"]
     assert sent.transactions >= 3  # the group rolled back, then each alone
 
@@ -367,16 +377,8 @@ async def test_a_group_locked_out_of_the_database_is_busy_as_a_whole(
     again, so every callback of the group gets the error (the route answers busy, or
     records it in the journal) and none is applied."""
     so_ids = ["so-1", "so-2", "so-3"]
-    await sending(db, *so_ids)
-    await mark_received(db, *((i, f"REF-{i}") for i in so_ids))
-    decide_for_real = callbacks._decide
-
-    async def locked_out(uow: Any, so: SupplierOrder, callback: SupplierCallback) -> Any:
-        if so.id == "so-3":
-            raise OperationalError("UPDATE supplier_order", {}, Exception("database is locked"))
-        return await decide_for_real(uow, so, callback)
-
-    monkeypatch.setattr(callbacks, "_decide", locked_out)
+    locked = OperationalError("UPDATE supplier_order", {}, Exception("database is locked"))
+    await received_with_a_fault(db, monkeypatch, so_ids, "so-3", locked)
     answers = await arrive(db, 5.0, *[accepted(i, f"d-{i}") for i in so_ids])
-    assert [type(a) for a in answers] == [OperationalError] * 3
+    assert answers == [locked] * 3
     assert [(await db.state(i))[0] for i in so_ids] == ["received"] * 3
