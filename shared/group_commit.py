@@ -25,7 +25,24 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from prometheus_client import Counter
+
 log = logging.getLogger(__name__)
+GROUPS = Counter(
+    "dropship_group_commit_groups",
+    "Groups a group commit wrote (items of concurrent requests together; a lone item too).",
+    ["writer"],
+)
+ITEMS = Counter(
+    "dropship_group_commit_items",
+    "Items written by a group commit, by writer (items / groups: the mean group size).",
+    ["writer"],
+)
+ONE_BY_ONE = Counter(
+    "dropship_group_commit_one_by_one",
+    "Groups that could not be written together and were written one item at a time.",
+    ["writer"],
+)
 
 I = TypeVar("I")  # noqa: E741  # an item
 R = TypeVar("R")  # its result
@@ -44,12 +61,15 @@ class GroupCommit(Generic[I, R]):
         writers: int | None = None,
         name: str = "group",
     ) -> None:
+        """`name` labels the metrics and the log lines (`intake`, `supplier_callbacks`)."""
         self._write_group = write_group
         self._write_one = write_one
         self.linger_s = max(0.0, linger_s)
         self.max_group = max(1, max_group)
         self.writers = None if writers is None else max(1, writers)
         self.name = name
+        self._groups, self._items = GROUPS.labels(name), ITEMS.labels(name)
+        self._one_by_one = ONE_BY_ONE.labels(name)
         self._waiting: list[tuple[I, asyncio.Future[R]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._due = False  # a group is due but every writer is busy: it goes when one is free
@@ -89,11 +109,15 @@ class GroupCommit(Generic[I, R]):
             self._flush()
 
     async def _write(self, group: list[tuple[I, asyncio.Future[R]]]) -> None:
+        self._items.inc(len(group))
+        self._groups.inc()
         if len(group) > 1:  # alone: `write_one`, no group bookkeeping
             try:
                 results = await self._write_group([item for item, _ in group])
             except Exception as exc:
-                log.warning("%s failed", self.name, extra={"items": len(group)}, exc_info=True)
+                log.warning(
+                    "%s group failed", self.name, extra={"items": len(group)}, exc_info=True
+                )
                 for _, answer in group:
                     _settle(answer, exc=exc)
                 return
@@ -101,7 +125,8 @@ class GroupCommit(Generic[I, R]):
                 for (_, answer), result in zip(group, results, strict=True):
                     _settle(answer, (result,))
                 return
-            log.info("%s written one by one", self.name, extra={"items": len(group)})
+            log.info("%s group written one by one", self.name, extra={"items": len(group)})
+            self._one_by_one.inc()
         for item, answer in group:  # one by one, in arrival order
             try:
                 one = await self._write_one(item)

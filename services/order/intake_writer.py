@@ -46,7 +46,7 @@ class IntakeWriter:
             linger_s=linger_s,
             max_group=max_group,
             writers=writers,
-            name="intake group",
+            name="intake",
         )
         self.max_group = self._groups.max_group
         self.writers = self._groups.writers

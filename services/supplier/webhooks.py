@@ -219,7 +219,7 @@ def callback_groups(
         linger_s=settings.supplier_callback_linger_ms / 1000,
         max_group=settings.supplier_callback_max_group,
         writers=settings.supplier_callback_writers,
-        name="callback group",
+        name="supplier_callbacks",
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared.group_commit import GroupCommit
 from shared.testing import eventually
@@ -43,7 +44,13 @@ class FakeGroups:
 
 
 def writer(groups: FakeGroups, **kwargs: Any) -> GroupCommit[str, str]:
-    return GroupCommit(groups, groups.alone, **{"linger_s": LINGER_S, "max_group": 64, **kwargs})
+    options = {"linger_s": LINGER_S, "max_group": 64, "name": "test", **kwargs}
+    return GroupCommit(groups, groups.alone, **options)
+
+
+def counted(name: str, writer: str) -> float:
+    """A group commit counter's value for `writer` (`/metrics`)."""
+    return REGISTRY.get_sample_value(f"dropship_group_commit_{name}_total", {"writer": writer}) or 0
 
 
 async def until(condition: Any) -> None:
@@ -59,7 +66,7 @@ def submit(groups: GroupCommit[str, str], n: int, tag: str) -> list[asyncio.Task
 
 async def test_one_writer_the_items_arriving_meanwhile_form_one_next_group():
     fake = FakeGroups()
-    groups = writer(fake, writers=1)
+    groups = writer(fake, writers=1, name="one-writer")
     first = submit(groups, 2, "a")
     await until(lambda: fake.sizes == [2])
     later = []
@@ -73,6 +80,7 @@ async def test_one_writer_the_items_arriving_meanwhile_form_one_next_group():
     assert fake.most_at_once == 1
     items = ["a0", "a1", "b00", "b01", "b10", "b11", "b20", "b21"]
     assert answers == [f"{i}:together" for i in items]
+    assert (counted("groups", "one-writer"), counted("items", "one-writer")) == (2, 8)
 
 
 async def test_one_writer_more_than_a_group_waiting_goes_in_full_groups():
@@ -126,12 +134,13 @@ async def test_a_group_not_written_together_is_written_one_by_one_each_with_its_
         fake.sizes.append(len(group))
         return None  # nothing written: one by one decides
 
-    groups = GroupCommit(refuse, fake.alone, linger_s=LINGER_S, max_group=64)
+    groups = GroupCommit(refuse, fake.alone, linger_s=LINGER_S, max_group=64, name="refused")
     tasks = [asyncio.create_task(groups.submit(i)) for i in ("a", "bad", "c")]
     answers = await asyncio.gather(*tasks, return_exceptions=True)
     assert answers[0] == "a:alone" and answers[2] == "c:alone"
     assert isinstance(answers[1], ValueError) and str(answers[1]) == "bad"
     assert fake.sizes == [3, 1, 1, 1]
+    assert counted("one_by_one", "refused") == 1
 
 
 async def test_an_error_of_the_group_is_every_items_answer():
