@@ -8,7 +8,9 @@ one result per item, in order. When it answers None (having written nothing) eve
 is written alone, in arrival order, with `write_one`, so each gets exactly the answer or
 error it gets alone; an error `write_group` raises is every item's answer (its commit may
 have happened: writing again is not always safe). A group of one goes to `write_one`.
-Every answer comes after its commit.
+Every answer comes after its commit. With `linger` 0 there are no groups: each item goes
+to `write_one` at once, in its own transaction (and past the cap on writers), the way it
+is written without a group commit.
 
 `writers` caps the groups written at once (None: no cap). With one writer, the items that
 arrive while a group is written wait for the next group instead of queueing on the
@@ -77,6 +79,10 @@ class GroupCommit(Generic[I, R]):
 
     async def submit(self, item: I) -> R:
         """`item` written with its group; its result, or the error it raised."""
+        if self.linger_s <= 0:  # no linger, no group: the item alone, at once
+            self._groups.inc()
+            self._items.inc()
+            return await self._write_one(item)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[R] = loop.create_future()
         answer.add_done_callback(_retrieved)  # a request gone: its error is not "unretrieved"

@@ -39,7 +39,6 @@ class IntakeWriter:
         writers: int | None = None,
     ) -> None:
         self._new_uow = new_uow
-        self.linger_s = linger_s
         self._groups: GroupCommit[Intake, Placed | Replayed] = GroupCommit(
             self._together,
             self._alone,
@@ -48,13 +47,12 @@ class IntakeWriter:
             writers=writers,
             name="intake",
         )
+        self.linger_s = self._groups.linger_s
         self.max_group = self._groups.max_group
         self.writers = self._groups.writers
 
     async def place(self, cmd: PlaceOrder, idempotency: Idempotency | None) -> Placed | Replayed:
         """Place one storefront order (`handlers.place_order`'s answers and errors)."""
-        if self.linger_s <= 0:
-            return await place_order(cmd, self._new_uow(), idempotency=idempotency)
         return await self._groups.submit(Intake(cmd, idempotency))
 
     async def _together(self, group: Sequence[Intake]) -> list[Placed] | None:

@@ -193,10 +193,8 @@ def _headers(prefix: str) -> dict[str, Any]:
 
 def callback_groups(
     runtime: ServiceRuntime[SupplierUnitOfWork], settings: SupplierSettings
-) -> GroupCommit[Recorded, Outcome] | None:
-    """The group commit of a process's callbacks (None: each in its own transaction)."""
-    if settings.supplier_callback_linger_ms <= 0:
-        return None
+) -> GroupCommit[Recorded, Outcome]:
+    """The group commit of a process's callbacks (linger 0: each in its own transaction)."""
 
     async def together(group: Sequence[Recorded]) -> list[Outcome] | None:
         """The group in one transaction; None (applied one by one, each answered as if
@@ -224,10 +222,8 @@ def callback_groups(
 
 
 async def _apply(request: Request, r: Recorded) -> Outcome:
-    """`r` applied with the callbacks arriving with it, or alone (no group commit)."""
-    groups: GroupCommit[Recorded, Outcome] | None = request.app.state.callback_groups
-    if groups is None:
-        return await callbacks.apply_one(runtime_of(request).uow(), r)
+    """`r` applied with the callbacks arriving with it (alone without a linger)."""
+    groups: GroupCommit[Recorded, Outcome] = request.app.state.callback_groups
     return await groups.submit(r)
 
 

@@ -285,7 +285,7 @@ async def test_placed_orders_of_any_chunk_size_are_kept_without_compiling_again(
 
 
 def grouped(db: Db, linger_ms: float) -> Any:
-    """The supplier service's group commit of callbacks (None without a linger)."""
+    """The supplier service's group commit of callbacks (each alone without a linger)."""
     settings = SupplierSettings(
         database_url="sqlite+aiosqlite://", supplier_callback_linger_ms=linger_ms
     )
@@ -295,9 +295,6 @@ def grouped(db: Db, linger_ms: float) -> Any:
 async def arrive(db: Db, linger_ms: float, *items: Recorded) -> list[Any]:
     """`items` arriving together at the service's callback routes: each answered alone."""
     groups = grouped(db, linger_ms)
-    if groups is None:
-        one_by_one = [callbacks.apply_one(db.uow(), r) for r in items]
-        return list(await asyncio.gather(*one_by_one, return_exceptions=True))
     return list(await asyncio.gather(*map(groups.submit, items), return_exceptions=True))
 
 

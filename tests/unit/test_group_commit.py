@@ -163,3 +163,13 @@ async def test_an_item_alone_is_written_alone(linger_s):
     groups = writer(fake, linger_s=linger_s)
     assert await groups.submit("x") == "x:alone"
     assert fake.sizes == [1]
+
+
+async def test_without_a_linger_items_arriving_together_are_each_written_alone_at_once():
+    fake = FakeGroups()
+    groups = writer(fake, linger_s=0.0, writers=1, name="test-no-linger")
+    pending = [asyncio.create_task(groups.submit(f"i{n}")) for n in range(3)]
+    await until(lambda: fake.sizes == [1, 1, 1])  # all three in flight: no group, no cap
+    fake.release.set()
+    assert await asyncio.gather(*pending) == ["i0:alone", "i1:alone", "i2:alone"]
+    assert (counted("groups", "test-no-linger"), counted("items", "test-no-linger")) == (3, 3)
