@@ -330,6 +330,71 @@ async def test_callbacks_arriving_together_commit_together_each_with_its_answer(
     assert again == ["duplicate", "duplicate"]
 
 
+def delivered(tracking: str, delivery: str) -> Recorded:
+    return Recorded(delivery, None, TrackingUpdate(tracking, "delivered", datetime.now(UTC)))
+
+
+async def test_a_group_records_its_delivery_ids_loads_and_saves_its_orders_set_based(
+    db: Db,
+) -> None:
+    so_ids = [f"so-{i}" for i in range(5)]
+    await sending(db, *so_ids)
+    await mark_received(db, *((i, f"REF-{i}") for i in so_ids))
+    async with db.uow() as uow:  # so-4 already on its way: its parcel is named by number
+        so = await uow.supplier_orders.get("so-4", for_update=True)
+        assert so is not None
+        so.accept("REF-so-4", 48, datetime.now(UTC))
+        so.dispatch("UPS", "TN-4", "REF-so-4", 48, datetime.now(UTC))
+        await uow.supplier_orders.save(so)
+        await uow.commit()
+    sent: list[str] = []
+
+    def seen(conn: Any, cursor: Any, sql: str, *_: Any) -> None:
+        sent.append(" ".join(sql.split()))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        items = [accepted(i, f"d-{i}") for i in so_ids[:4]] + [delivered("TN-4", "t-4")]
+        assert await arrive(db, 5.0, *items) == ["accepted"] * 4 + ["delivered"]
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    # one statement records the five delivery ids, one locks and loads the five orders
+    # (one by one, each callback sent its own, or its own two on SQLite); the changes go
+    # in one statement per set of columns changed: the acceptances', the delivery's
+    assert sum("INTO callback_delivery" in sql for sql in sent) == 1
+    assert sum(sql.startswith("SELECT") and "FROM supplier_order" in sql for sql in sent) == 1
+    assert sum(sql.startswith("UPDATE supplier_order") for sql in sent) == 2
+    assert [(await db.state(i))[0] for i in so_ids] == ["accepted"] * 4 + ["delivered"]
+
+
+async def test_each_callback_of_a_group_sees_what_the_ones_before_it_did(db: Db) -> None:
+    await sending(db, "so-1", "so-2")
+    await mark_received(db, ("so-1", "REF-so-1"), ("so-2", "REF-so-2"))
+    await arrive(db, 0.0, accepted("so-1", "before"))  # a delivery id recorded before
+    dispatched = SupplierCallback("dispatched", "so-1", "REF-so-1", None, "UPS", "TN-1")
+    items = [
+        Recorded("d-1", SUPPLIER, dispatched),  # so-1 ships under TN-1 ...
+        delivered("TN-1", "t-1"),  # ... which its carrier then delivers, in the same group
+        accepted("so-2", "d-2"),
+        accepted("so-2", "d-2"),  # its delivery id twice in one group
+        accepted("so-1", "before"),  # redelivered
+        accepted("so-2", "d-3"),  # so-2 again, as the one before it left it
+        delivered("TN-9", "t-9"),
+    ]
+    answers = await arrive(db, 5.0, *items)
+    assert answers == [
+        "dispatched",
+        "delivered",
+        "accepted",
+        "duplicate",
+        "duplicate",
+        "ignored",
+        "unknown_tracking_number",
+    ]
+    assert (await db.state("so-1"))[0] == "delivered"
+    assert (await db.state("so-2"))[0] == "accepted"
+
+
 async def received_with_a_fault(
     db: Db, monkeypatch: pytest.MonkeyPatch, so_ids: list[str], faulty: str, fault: Exception
 ) -> Any:

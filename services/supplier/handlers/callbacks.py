@@ -20,7 +20,7 @@ from services.supplier.adapter import SupplierStatus
 from services.supplier.domain import Action, IllegalTransition, SupplierOrder
 from services.supplier.handlers.waiting import live_lines
 from services.supplier.routing import fail_over
-from services.supplier.store import TRACKING, StockConflict, SupplierUnitOfWork
+from services.supplier.store import TRACKING, GroupCall, StockConflict, SupplierUnitOfWork
 
 STATUS_CHECKS = Counter(
     "dropship_supplier_status_checks",
@@ -121,9 +121,31 @@ async def apply_recorded(uow: SupplierUnitOfWork, batch: Sequence[Recorded]) -> 
     (the journal's batches, which let a busy SQLite database catch up; a group of
     concurrent callbacks, `webhooks.callback_groups`)."""
     async with uow:
+        calls = _group_calls(batch)
+        if len(calls) > 1:  # alone, `_once`'s own statement records it and loads its order
+            await uow.supplier_orders.take_group(calls)
+        if len(batch) > 1:
+            uow.supplier_orders.defer_saves()
         outcomes = [await _in_context(r, _once(uow, r)) for r in batch]
         await uow.commit()
     return outcomes
+
+
+def _group_calls(batch: Sequence[Recorded]) -> list[GroupCall]:
+    """What `take_group` records and loads ahead of a group: every callback but a
+    parcel's movement (`Clocks.moved_once` records its own delivery id with it), and but
+    one sharing a movement's delivery id (whichever comes first is the new one)."""
+    calls, moves = [], set()
+    for r in batch:
+        if isinstance(r.callback, TrackingUpdate):
+            if r.callback.status == "in_transit":
+                moves.add(r.delivery_id)
+            else:
+                calls.append(GroupCall(TRACKING, r.delivery_id, None, r.callback.tracking_number))
+        else:
+            source = f"supplier:{r.supplier_id}"
+            calls.append(GroupCall(source, r.delivery_id, r.callback.reference))
+    return [c for c in calls if c.source != TRACKING or c.delivery_id not in moves]
 
 
 async def _in_context(r: Recorded, applying: Coroutine[Any, Any, Outcome]) -> Outcome:

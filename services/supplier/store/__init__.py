@@ -23,7 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.supplier.directory import Sealer, SupplierDirectory, SupplierEntry
 from services.supplier.store.base import AfterCommit, NewSupplierOrder, Sql, StockConflict
 from services.supplier.store.catalogue import OfferRepository, SupplierRepository
-from services.supplier.store.orders import AllocationView, StatusCheck, SupplierOrderRepository
+from services.supplier.store.orders import (
+    AllocationView,
+    GroupCall,
+    StatusCheck,
+    SupplierOrderRepository,
+)
 from services.supplier.store.quality import QualityRepository
 from services.supplier.store.requests import TRACKING, CallbackDeliveries, RoutingRequests
 from services.supplier.store.waiting import Clocks, ClockScans, Holds, WaitingLine, WaitingLines
@@ -33,6 +38,7 @@ from shared.uow import CommitHook, UnitOfWork
 __all__ = [
     "TRACKING",
     "AllocationView",
+    "GroupCall",
     "NewSupplierOrder",
     "Sealer",
     "StatusCheck",
@@ -58,6 +64,7 @@ class SupplierUnitOfWork(UnitOfWork):
     clock_scans: ClockScans
     holds: Holds
     quality: QualityRepository
+    _sql: Sql
 
     def __init__(
         self,
@@ -88,7 +95,7 @@ class SupplierUnitOfWork(UnitOfWork):
     async def __aenter__(self) -> Self:
         await super().__aenter__()
         self._after = AfterCommit()
-        sql = Sql(self.session, self.dialect)
+        sql = self._sql = Sql(self.session, self.dialect)
         self.suppliers = SupplierRepository(sql, self.directory)
         self.offers = OfferRepository(sql)
         self.supplier_orders = SupplierOrderRepository(sql, self._after, self.emit, self.lease)
@@ -115,6 +122,7 @@ class SupplierUnitOfWork(UnitOfWork):
         self._after.new_orders = [o for o in self._after.new_orders if o.id not in so_ids]
 
     async def commit(self) -> None:
+        await self._sql.flush()  # supplier orders' saves held back (`defer_saves`)
         after = self._after.take()
         await self.suppliers.append_tallies(after.tally)
         await super().commit()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,8 +72,23 @@ class Sql:
     def __init__(self, session: AsyncSession, dialect: str) -> None:
         self.session = session
         self.dialect = dialect
+        self._held: Callable[[], Awaitable[None]] | None = None
+
+    def hold(self, write: Callable[[], Awaitable[None]]) -> None:
+        """`write` (writes held back to be sent together) runs before the next statement
+        of this transaction, whichever repository sends it, or at `flush`: nothing reads
+        past it."""
+        self._held = write
+
+    async def flush(self) -> None:
+        """Send the writes held back, if any (the unit of work, before it commits)."""
+        if self._held is not None:
+            write, self._held = self._held, None
+            await write()
 
     async def run(self, statement: Executable, params: Any = None) -> CursorResult[Any]:
+        if self._held is not None:
+            await self.flush()
         conn = await self.session.connection()
         if params is None:
             return await conn.execute(statement)

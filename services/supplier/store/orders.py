@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -88,6 +88,36 @@ def _once(load: Select[Any], *order: str) -> Select[Any]:
         .select_from(f.outerjoin(found, true()))
         .order_by(*(found.c[k] for k in (*order, "a_id")))
     )
+
+
+def _group(*where: ColumnElement[bool]) -> Select[Any]:
+    """The supplier orders a group of callbacks names, locked in id order (two groups
+    locking overlapping sets wait for each other, they cannot deadlock)."""
+    return (
+        _WITH_LINES.where(or_(*where))
+        .order_by(supplier_order.c.id, allocation.c.id)
+        .with_for_update(of=supplier_order)
+    )
+
+
+_IDS = supplier_order.c.id.in_(bindparam("so_ids", expanding=True))
+_NUMBERS = supplier_order.c.tracking_number.in_(bindparam("numbers", expanding=True))
+_GROUP = {  # by what the group names: ids, tracking numbers, or both
+    (True, False): _group(_IDS),
+    (False, True): _group(_NUMBERS),
+    (True, True): _group(_IDS, _NUMBERS),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCall:
+    """A callback of a group applied in one transaction (`take_group`): its delivery id's
+    source and id, and the supplier order it names by id or by tracking number."""
+
+    source: str
+    delivery_id: str
+    so_id: str | None = None
+    tracking_number: str | None = None
 
 
 _BY_ID_ONCE = _once(_BY_ID_LOCKED)
@@ -183,6 +213,13 @@ class SupplierOrderRepository:
         self._lease = lease
         self._loaded: dict[str, dict[str, Any]] = {}
         self._no_waiting: set[str] = set()  # loaded while no line of their order waited
+        # a callback group's (`take_group`): delivery ids recorded, whether each was new;
+        # orders locked and loaded, until first asked for; tracking number -> order id
+        self._recorded: dict[tuple[str, str], bool] = {}
+        self._taken: dict[str, SupplierOrder] = {}
+        self._shipping: dict[str, str] = {}
+        self._defer = False
+        self._held: dict[str, dict[str, Any]] = {}  # id -> changed columns (`defer_saves`)
 
     # -- loading ----------------------------------------------------------------------
     async def get(self, so_id: str, *, for_update: bool = False) -> SupplierOrder | None:
@@ -201,7 +238,13 @@ class SupplierOrderRepository:
     ) -> tuple[bool, SupplierOrder | None]:
         """A callback's supplier order, locked, if its delivery id is new: (new, the order
         or None). The id is recorded (`CallbackDeliveries.first`) in the same statement on
-        PostgreSQL; SQLite sends the two."""
+        PostgreSQL; SQLite sends the two. In a callback group, from `take_group`."""
+        recorded = self._recorded.pop((source, delivery_id), None)
+        if recorded is not None:
+            if not recorded:
+                return False, None
+            so = self._taken.pop(so_id, None)
+            return True, so if so is not None else await self.get(so_id, for_update=True)
         if self._sql.dialect != "postgresql":
             if not await CallbackDeliveries(self._sql).first(source, delivery_id):
                 return False, None
@@ -212,6 +255,13 @@ class SupplierOrderRepository:
         self, tracking_number: str, source: str, delivery_id: str
     ) -> tuple[bool, SupplierOrder | None]:
         """`by_tracking`, as `get_once` is `get`."""
+        recorded = self._recorded.pop((source, delivery_id), None)
+        if recorded is not None:
+            if not recorded:
+                return False, None
+            so_id = self._shipping.get(tracking_number)
+            so = self._taken.pop(so_id, None) if so_id is not None else None
+            return True, so if so is not None else await self.by_tracking(tracking_number)
         if self._sql.dialect != "postgresql":
             if not await CallbackDeliveries(self._sql).first(source, delivery_id):
                 return False, None
@@ -228,6 +278,33 @@ class SupplierOrderRepository:
             return False, None
         found = self._from_joined([r for r in rows if r.id is not None])
         return True, found[0] if found else None
+
+    async def take_group(self, calls: Sequence[GroupCall]) -> None:
+        """Ahead of a group of callbacks applied in one transaction, in two statements:
+        their delivery ids recorded, and the supplier orders the new ones name locked
+        and loaded in id order. `get_once` and `by_tracking_once` hand each order over
+        the first time it is asked for. Asked again, or once anything else of this
+        transaction loaded it, it is read again; so is a tracking number's order once
+        any order's tracking number changed: each callback sees what the ones before it
+        did, as it would alone."""
+        fresh = await CallbackDeliveries(self._sql).first_many(
+            [(c.source, c.delivery_id) for c in calls]
+        )
+        for c in calls:  # a delivery id given twice: the second is asked for as usual
+            self._recorded.setdefault((c.source, c.delivery_id), (c.source, c.delivery_id) in fresh)
+        new = [c for c in calls if (c.source, c.delivery_id) in fresh]
+        ids = sorted({c.so_id for c in new if c.so_id is not None})
+        numbers = sorted({c.tracking_number for c in new if c.tracking_number is not None})
+        if not ids and not numbers:
+            return
+        query = _GROUP[bool(ids), bool(numbers)]
+        found = self._from_joined(
+            list(await self._sql.run(query, {"so_ids": ids, "numbers": numbers}))
+        )
+        self._taken.update((so.id, so) for so in found)
+        for so in sorted(found, key=lambda so: so.created_at):  # `by_tracking`'s first
+            if so.tracking_number is not None:
+                self._shipping.setdefault(so.tracking_number, so.id)
 
     async def of_order(self, order_id: str) -> list[SupplierOrder]:
         query = _WITH_LINES.where(supplier_order.c.order_id == order_id).order_by(
@@ -272,6 +349,7 @@ class SupplierOrderRepository:
         for k in _TIMES:
             stored[k] = aware(stored[k])
         stored["state"] = State(stored["state"])
+        self._taken.pop(row.id, None)  # loaded again: a group's copy may be behind
         stored["attempts"] = stored["attempts"] or 0
         for flag in ("at_risk_sent", "deadline_sent", "major_sent"):
             stored[flag] = bool(stored[flag])
@@ -307,7 +385,13 @@ class SupplierOrderRepository:
         before = self._loaded.get(so.id, {})
         changes = {k: v for k in _STORED if (v := getattr(so, k)) != before.get(k)}
         if changes:
-            await self._sql.run(_SAVE, {"s_so_id": so.id, **_values(changes)})
+            if "tracking_number" in changes:  # a group's tracking numbers may be behind
+                self._shipping.clear()
+            if self._defer:
+                self._held.setdefault(so.id, {}).update(_values(changes))
+                self._sql.hold(self._write_held)
+            else:
+                await self._sql.run(_SAVE, {"s_so_id": so.id, **_values(changes)})
             self._loaded[so.id] = {**before, **changes}
             if "state" in changes and so.state in QUEUED:
                 self._after.wake_dispatcher = True
@@ -316,6 +400,20 @@ class SupplierOrderRepository:
         so.events.clear()
         self._after.count(so.supplier_id, so.tally)
         so.tally.clear()
+
+    def defer_saves(self) -> None:
+        """From now on in this transaction, `save` holds its changes back and they go
+        together, one statement per set of changed columns, before the transaction's next
+        statement (whatever reads or writes) or its commit (`Sql.hold`)."""
+        self._defer = True
+
+    async def _write_held(self) -> None:
+        held, self._held = self._held, {}
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for so_id, values in held.items():
+            by_columns.setdefault(tuple(sorted(values)), []).append({"s_so_id": so_id, **values})
+        for rows in by_columns.values():
+            await self._sql.run(_SAVE, rows if len(rows) > 1 else rows[0])
 
     # -- set-based moves --------------------------------------------------------------
     async def mark_received(self, sent: list[tuple[str, str]], check_after: timedelta) -> None:
@@ -330,6 +428,8 @@ class SupplierOrderRepository:
             return
         now = datetime.now(UTC)
         pg = self._sql.dialect == "postgresql"
+        self._taken.clear()  # rows written past `save`: a group's copies may be behind
+
         await self._sql.run(
             _MARK_RECEIVED_UNLESS_LOCKED if pg else _MARK_RECEIVED,
             [
@@ -342,6 +442,7 @@ class SupplierOrderRepository:
         """Take due work for this dispatcher under a lease: orders queued to send or cancel,
         and those whose lease ran out (their process died mid-call). Returned as claimed:
         `sending` to place, `cancelling` to call off."""
+        self._taken.clear()  # rows written past `save`: a group's copies may be behind
         now = datetime.now(UTC)
         queued = supplier_order.c.state.in_(_in(QUEUED)) & (
             supplier_order.c.lease_until.is_(None) | (supplier_order.c.lease_until < now)
@@ -389,6 +490,7 @@ class SupplierOrderRepository:
         `PROGRESS_HORIZON`: the callbacks or tracking updates that would have moved them
         on may all have been lost. Without `check_max`, only undecided orders are taken.
         """
+        self._taken.clear()  # rows written past `save`: a group's copies may be behind
         now = datetime.now(UTC)
         c = supplier_order.c
         undecided = c.state.in_(_in(WAITING_FOR_DECISION)) & (c.next_check_at <= now)

@@ -107,6 +107,12 @@ def _add_many(insert: Any) -> Any:
     return insert(routing_request).on_conflict_do_nothing().returning(routing_request.c.order_id)
 
 
+def _first_many(insert: Any) -> Any:
+    """Executed with a list of rows, as `_add_many`: the keys inserted come back."""
+    c = callback_delivery.c
+    return insert(callback_delivery).on_conflict_do_nothing().returning(c.source, c.delivery_id)
+
+
 def _row(request: RoutingRequest) -> dict[str, Any]:
     lines = [
         {
@@ -184,6 +190,16 @@ class CallbackDeliveries:
 
     def __init__(self, sql: Sql) -> None:
         self._sql = sql
+
+    async def first_many(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """`first` for many (source, delivery id) keys in one statement: the keys that were
+        new (a key given twice is recorded once)."""
+        if not keys:
+            return set()
+        stmt = self._sql.prebuilt("delivery.first_many", _first_many)
+        now = datetime.now(UTC)
+        rows = [{"source": s, "delivery_id": d, "received_at": now} for s, d in dict.fromkeys(keys)]
+        return {(r.source, r.delivery_id) for r in await self._sql.run(stmt, rows)}
 
     async def first(self, source: str, delivery_id: str) -> bool:
         stmt = self._sql.prebuilt(
