@@ -37,17 +37,27 @@ async def costs(base: str) -> dict[str, float]:
 
 @contextlib.asynccontextmanager
 async def contact_stub() -> AsyncIterator[str]:
-    """The order service's `GET /v1/orders/{id}/contact`, in this process: the dispatcher
-    reads each order's destination there before placing it."""
+    """The order service's `GET /v1/orders/{id}/contact` and `POST /v1/contacts:lookup`
+    (with `ship_to`), in this process: the dispatcher reads the destinations there before
+    placing orders."""
     stub = fastapi.FastAPI()
+    ship_to = {
+        "name": "Bench Buyer", "phone": "+15550100", "email": "buyer@example.com",
+        "line1": "1 Bench Street", "line2": None, "city": "New York", "region": "NY",
+        "postal_code": "10001", "country": "US",
+    }  # fmt: skip
 
     @stub.get("/v1/orders/{order_id}/contact")
-    async def contact(order_id: str) -> dict[str, str]:
-        return {
-            "name": "Bench Buyer", "phone": "+15550100", "email": "buyer@example.com",
-            "line1": "1 Bench Street", "city": "New York", "region": "NY",
-            "postal_code": "10001", "country": "US",
-        }  # fmt: skip
+    async def contact(order_id: str) -> dict[str, str | None]:
+        return ship_to
+
+    @stub.post("/v1/contacts:lookup")
+    async def lookup(order_ids: list[str] = fastapi.Body(embed=True)) -> dict[str, object]:
+        items = [
+            {"order_id": i, "redacted": False, "ship_to": ship_to, "ship_to_unavailable": None}
+            for i in order_ids
+        ]
+        return {"items": items, "unknown": []}
 
     config = uvicorn.Config(stub, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)

@@ -368,16 +368,18 @@ async def read_contact(order_id: str, uow: UoW, _: ServiceToken) -> dict[str, An
 @router.post(
     "/contacts:lookup",
     response_model=ContactLookupOut,
+    response_model_exclude_unset=True,  # no `ship_to` keys unless asked for
     tags=["service-to-service"],
     summary="Many orders' customer contacts at once (service token only; never logged)",
     description="Up to 100 `order_ids` read together. Each known order's `name`, `email`, "
-    "`phone`, `locale` and `redacted` as `GET /v1/orders/{id}/contact` gives them (no "
-    "`ship_to`); ids the service does not know are listed in `unknown` (the single "
-    "lookup's 404).",
+    "`phone`, `locale` and `redacted` as `GET /v1/orders/{id}/contact` gives them, and with "
+    "`ship_to: true` its `ship_to` and `ship_to_unavailable` too; ids the service does not "
+    "know are listed in `unknown` (the single lookup's 404).",
     responses={422: {"description": "no ids, more than 100, or a malformed id (field named)"}},
 )
 async def lookup_contacts(body: ContactLookupIn, uow: UoW, _: ServiceToken) -> dict[str, Any]:
-    return render_contacts(body.order_ids, await handlers.contacts(body.order_ids, uow))
+    found = await handlers.contacts(body.order_ids, uow, ship_to=body.ship_to)
+    return render_contacts(body.order_ids, found)
 
 
 @router.post(

@@ -428,11 +428,15 @@ def _contact_fields(order_id: str, c: Contact, redacted: bool) -> dict[str, Any]
 
 def render_contact(order: Order) -> dict[str, Any]:
     """What notify (the customer's contact) and supplier (the ship-to) read; PII."""
-    c, s = order.customer, order.shipping
-    out = _contact_fields(order.id, c, order.redacted)
-    if order.redacted:
-        return out | {"ship_to": None, "ship_to_unavailable": "customer_redacted"}
-    return out | {
+    out = _contact_fields(order.id, order.customer, order.redacted)
+    return out | _ship_to_fields(order.customer, order.shipping, order.redacted)
+
+
+def _ship_to_fields(c: Contact, s: Address, redacted: bool) -> dict[str, Any]:
+    """The destination as a supplier order carries it (`ship_to`, `ship_to_unavailable`)."""
+    if redacted:
+        return {"ship_to": None, "ship_to_unavailable": "customer_redacted"}
+    return {
         "ship_to": {
             # a marketplace order may lack some (it is held until they are given)
             "name": c.name or None,
@@ -459,10 +463,17 @@ class ContactLookupIn(BaseModel):
     model_config = _strict
 
     order_ids: list[OrderId] = Field(min_length=1, max_length=CONTACT_LOOKUP_MAX)
+    ship_to: bool = Field(
+        False,
+        description="also each order's `ship_to` and `ship_to_unavailable`, as `GET "
+        "/v1/orders/{id}/contact` gives them (the supplier service, placing orders)",
+    )
 
 
 class ContactLookupOut(BaseModel):
-    items: list[CustomerContactOut]
+    items: list[ContactOut] = Field(
+        description="`ship_to` and `ship_to_unavailable` only when asked for"
+    )
     unknown: list[str] = Field(description="asked-for order ids the service does not know")
 
 
@@ -475,5 +486,8 @@ def render_contacts(asked: list[str], found: list[CustomerContact]) -> dict[str,
         if contact is None:
             unknown.append(order_id)
             continue
-        items.append(_contact_fields(order_id, contact.customer, contact.redacted))
+        item = _contact_fields(order_id, contact.customer, contact.redacted)
+        if contact.shipping is not None:
+            item |= _ship_to_fields(contact.customer, contact.shipping, contact.redacted)
+        items.append(item)
     return {"items": items, "unknown": unknown}

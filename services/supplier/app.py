@@ -82,7 +82,12 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
                 client,
                 wakeup,
                 directory,
-                ShipToBook(http, settings.order_url, settings.service_token.get_secret_value()),
+                ShipToBook(
+                    http,
+                    settings.order_url,
+                    settings.service_token.get_secret_value(),
+                    linger_s=settings.supplier_ship_to_linger_ms / 1000,
+                ),
                 callback_base=settings.public_url,
                 poll_s=settings.dispatcher_poll_s,
                 idle_backoff=settings.idle_poll_backoff,

@@ -97,6 +97,10 @@ class SupplierSettings(ServiceSettings):
     supplier_callback_max_group: int = Field(32, ge=1, le=1000)
     """`DROPSHIP_SUPPLIER_CALLBACK_MAX_GROUP`: at most this many callbacks in one transaction
     (at most `supplier_webhook_concurrency` are in hand at once)."""
+    supplier_ship_to_linger_ms: float = Field(1.0, ge=0, le=1000)
+    """`DROPSHIP_SUPPLIER_SHIP_TO_LINGER_MS`: the destinations of supplier orders placed
+    within this many milliseconds of each other are read from the order service in one
+    request (`POST /v1/contacts:lookup`); 0: each order's alone."""
     supplier_callback_writers: int = Field(1, ge=1, le=1000)
     """`DROPSHIP_SUPPLIER_CALLBACK_WRITERS`: callback groups a process writes at once. One
     by default: callbacks arriving meanwhile form the next group, and two groups of one

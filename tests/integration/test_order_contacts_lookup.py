@@ -77,6 +77,28 @@ async def test_known_orders_answer_as_the_single_lookup_unknown_ones_are_listed(
     assert by_id[erased]["redacted"] is True and by_id[erased]["email"] is None
 
 
+async def test_with_ship_to_each_order_answers_as_its_single_contact_lookup(order):
+    ids = [await place(order, f"s{i}@example.com", f"Shipper {i}") for i in range(2)]
+    erased = await place(order, "erased@example.com", "Erased")
+    redact = {"email": "erased@example.com"}
+    await order.client.post("/v1/customers/redact", json=redact, headers=API_KEY)
+    asked = {"order_ids": [*ids, erased, "ord_nope"], "ship_to": True}
+
+    with statements(order) as seen:
+        answer = await order.client.post(LOOKUP, json=asked, headers=SERVICE)
+    assert answer.status_code == 200, answer.text
+    assert len([s for s in seen if "customer_order" in s]) == 1  # still one query
+    body = answer.json()
+    assert body["unknown"] == ["ord_nope"]
+    for item in body["items"]:  # the address too, exactly as the supplier reads it alone
+        single = await order.client.get(f"/v1/orders/{item['order_id']}/contact", headers=SERVICE)
+        assert item == single.json()
+    by_id = {item["order_id"]: item for item in body["items"]}
+    assert by_id[ids[0]]["ship_to"]["line1"] and by_id[ids[0]]["ship_to"]["name"] == "Shipper 0"
+    assert by_id[erased]["ship_to"] is None
+    assert by_id[erased]["ship_to_unavailable"] == "customer_redacted"
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_the_lookup_needs_the_service_token(order):
     oid = await place(order, "ann@example.com", "Ann")
@@ -98,6 +120,7 @@ async def test_the_lookup_needs_the_service_token(order):
         ({"order_ids": "ord_1"}, "body.order_ids"),
         ({}, "body.order_ids"),
         ({"order_ids": ["ord_1"], "extra": 1}, "body.extra"),
+        ({"order_ids": ["ord_1"], "ship_to": "please"}, "body.ship_to"),
     ],
 )
 async def test_bad_lookups_are_422_naming_the_field(order, body, field):

@@ -24,6 +24,24 @@ async def test_the_supplier_receives_the_full_ship_to_and_nothing_keeps_it(suppl
     assert ADDRESS["line1"] not in shown and ADDRESS["name"] not in shown
 
 
+async def test_orders_placed_together_have_their_ship_tos_read_in_one_request(
+    supplier_with, order_contacts, broker
+):
+    async with supplier_with(supplier_ship_to_linger_ms=300) as supplier:  # surely together
+        await add_supplier(supplier, "batch", offers=[("MUG", "4.00", 100, 24)])
+        events = [placed(("MUG", 1, "12.50")), placed(("MUG", 2, "12.50"))]
+        await publish_envelopes(broker.bootstrap, events)
+
+        for event in events:
+            await states(supplier, event.subject, "accepted")
+        placed_orders = await sim_orders(supplier, "batch")
+        assert [o["ship_to"] for o in placed_orders] == [ADDRESS, ADDRESS]
+        assert [sorted(ids) for ids in await order_contacts.lookups()] == [
+            sorted(e.subject for e in events)
+        ]
+        assert sorted(await order_contacts.asked()) == sorted(e.subject for e in events)
+
+
 async def test_an_incomplete_address_is_refused_once_and_needs_attention(supplier, broker):
     await add_supplier(supplier, "strict", offers=[("MUG", "4.00", 100, 24)])
     await add_supplier(supplier, "strict2", offers=[("MUG", "5.00", 100, 24)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -153,3 +154,93 @@ async def test_a_failed_shared_lookup_fails_every_caller_and_is_not_remembered()
     with pytest.raises(ShipToUnavailable):
         await contacts.fetch("o")
     assert len(calls) > before
+
+
+def lingering(handler) -> ShipToBook:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return ShipToBook(http, "http://order", "tok", retry_for_s=0.3, linger_s=0.005)
+
+
+def contact(order_id: str, **ship_to) -> dict:
+    return {"order_id": order_id, "redacted": False, "name": "Ada", "ship_to": {**FULL, **ship_to}}
+
+
+async def test_orders_placed_together_have_their_destinations_read_in_one_request():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, request.headers["Authorization"]))
+        asked = json.loads(request.content)
+        assert asked == {"order_ids": ["o", "p", "gone"], "ship_to": True}
+        items = [
+            contact("o"),
+            contact("p", line1="2 Side", country=None),
+            {"order_id": "gone", "redacted": True, "ship_to": None},
+        ]
+        return httpx.Response(200, json={"items": items, "unknown": []})
+
+    contacts = lingering(handler)
+    o, p, again, gone = await asyncio.gather(
+        contacts.fetch("o"),
+        contacts.fetch("p", country="DE"),
+        contacts.fetch("o"),
+        contacts.fetch("gone"),
+    )
+    assert seen == [("POST", "/v1/contacts:lookup", "Bearer tok")]
+    assert isinstance(o, ShipTo) and o.to_json() == FULL and again == o
+    assert isinstance(p, ShipTo) and (p.line1, p.country) == ("2 Side", "DE")  # the fallback
+    assert isinstance(gone, Redacted)
+
+
+async def test_what_the_lookup_does_not_answer_is_asked_for_alone():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        if request.method == "POST":  # an older order service: no `ship_to`; `x` unknown
+            items = [contact("o"), {"order_id": "p", "redacted": False, "name": "Bo"}]
+            return httpx.Response(200, json={"items": items, "unknown": ["x"]})
+        if request.url.path == "/v1/orders/x/contact":
+            return httpx.Response(404, json={})
+        return httpx.Response(200, json={"redacted": False, **FULL, "name": "Bo"})
+
+    contacts = lingering(handler)
+    o, p, x = await asyncio.gather(
+        contacts.fetch("o"), contacts.fetch("p"), contacts.fetch("x"), return_exceptions=True
+    )
+    assert isinstance(o, ShipTo) and o.name == "Ada"
+    assert isinstance(p, ShipTo) and (p.name, p.line1) == ("Bo", "1 Main")  # read alone
+    assert isinstance(x, ShipToUnavailable)  # alone, as without a linger: tried again later
+    assert seen[0] == ("POST", "/v1/contacts:lookup")
+    assert ("GET", "/v1/orders/p/contact") in seen and ("GET", "/v1/orders/o/contact") not in seen
+
+
+@pytest.mark.parametrize("failure", ["refused", 500, 422, "not json"])
+async def test_a_failed_lookup_asks_for_each_order_alone(failure):
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        if request.method == "POST":
+            if failure == "refused":
+                raise httpx.ConnectError("refused")
+            if failure == "not json":
+                return httpx.Response(200, content=b"<html>")
+            return httpx.Response(failure, json={})
+        return httpx.Response(200, json={"redacted": False, **FULL})
+
+    contacts = lingering(handler)
+    found = await asyncio.gather(contacts.fetch("o"), contacts.fetch("p"))
+    assert all(isinstance(f, ShipTo) and f.to_json() == FULL for f in found)
+    assert sorted(seen[1:]) == [("GET", "/v1/orders/o/contact"), ("GET", "/v1/orders/p/contact")]
+
+
+async def test_a_lone_order_in_a_linger_is_asked_for_alone():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        return httpx.Response(200, json={"redacted": False, **FULL})
+
+    assert isinstance(await lingering(handler).fetch("o"), ShipTo)
+    assert seen == [("GET", "/v1/orders/o/contact")]

@@ -39,8 +39,11 @@ async def contact(order_id: str, uow: OrderUnitOfWork) -> Order:
     return await get_order(order_id, uow)
 
 
-async def contacts(order_ids: Collection[str], uow: OrderUnitOfWork) -> list[CustomerContact]:
-    """The customer contacts of those of `order_ids` that exist (read in one query)."""
+async def contacts(
+    order_ids: Collection[str], uow: OrderUnitOfWork, *, ship_to: bool = False
+) -> list[CustomerContact]:
+    """The customer contacts of those of `order_ids` that exist (with their ship-to
+    addresses if `ship_to`), read in one query."""
     async with uow:
         await uow.single_statement(reads=True)
-        return await uow.orders.contacts(list(dict.fromkeys(order_ids)))
+        return await uow.orders.contacts(list(dict.fromkeys(order_ids)), ship_to=ship_to)

@@ -290,17 +290,21 @@ class OrderRepository:
         rows = await self.session.execute(loads.load("ids", False), params)
         self._locked.update(loads.group(rows))
 
-    async def contacts(self, order_ids: Collection[str]) -> list[CustomerContact]:
-        """The customer contacts of the orders that exist among `order_ids`, in one query."""
+    async def contacts(
+        self, order_ids: Collection[str], *, ship_to: bool = False
+    ) -> list[CustomerContact]:
+        """The customer contacts of the orders that exist among `order_ids` (with their
+        ship-to addresses if `ship_to`), in one query."""
         await self.flush()
         if not order_ids:
             return []
         c = customer_order.c
-        query = select(c.id, c.customer_name, c.email, c.phone, c.locale, c.redacted_at).where(
-            c.id.in_(order_ids)
-        )
-        rows = (await self.session.execute(query)).all()
-        return [contact_from_row(row, self.cipher) for row in rows]
+        columns = [c.id, c.customer_name, c.email, c.phone, c.locale, c.redacted_at]
+        if ship_to:
+            columns += [c.ship_line1, c.ship_line2, c.ship_city, c.ship_region]
+            columns += [c.ship_postal_code, c.ship_country]
+        rows = (await self.session.execute(select(*columns).where(c.id.in_(order_ids)))).all()
+        return [contact_from_row(row, self.cipher, ship_to=ship_to) for row in rows]
 
     async def get_by_external(
         self, channel: str, external_id: str, shop_id: str | None, *, for_update: bool = False

@@ -153,19 +153,33 @@ def _street(row: Any, redacted: bool, cipher: PiiCipher | None) -> str:
     return REDACTED if redacted else (cipher.decrypt(row.ship_line1, "ship_line1") or "")
 
 
+def _address(row: Any, redacted: bool, cipher: PiiCipher | None) -> Address:
+    return Address(
+        line1=_street(row, redacted, cipher),
+        line2=None if redacted or cipher is None else cipher.decrypt(row.ship_line2, "ship_line2"),
+        city=row.ship_city,
+        region=row.ship_region,
+        postal_code=row.ship_postal_code,
+        country=row.ship_country,
+    )
+
+
 @dataclass(frozen=True)
 class CustomerContact:
-    """An order's customer contact as other services read it (no ship-to, no lines)."""
+    """An order's customer contact as other services read it (no lines), and its ship-to
+    address when asked for."""
 
     order_id: str
     customer: Contact
     redacted: bool
+    shipping: Address | None = None
 
 
-def contact_from_row(row: Any, cipher: PiiCipher) -> CustomerContact:
+def contact_from_row(row: Any, cipher: PiiCipher, *, ship_to: bool = False) -> CustomerContact:
     """An order's customer contact from its `customer_order` row (only what it needs)."""
     redacted = row.redacted_at is not None
-    return CustomerContact(row.id, _contact(row, redacted, cipher), redacted)
+    shipping = _address(row, redacted, cipher) if ship_to else None
+    return CustomerContact(row.id, _contact(row, redacted, cipher), redacted, shipping)
 
 
 def order_from_rows(
@@ -188,16 +202,7 @@ def order_from_rows(
         shop_id=row.shop_id or None,
         currency=row.currency,
         customer=_contact(row, redacted, cipher),
-        shipping=Address(
-            line1=_street(row, redacted, cipher),
-            line2=None
-            if redacted or cipher is None
-            else cipher.decrypt(row.ship_line2, "ship_line2"),
-            city=row.ship_city,
-            region=row.ship_region,
-            postal_code=row.ship_postal_code,
-            country=row.ship_country,
-        ),
+        shipping=_address(row, redacted, cipher),
         lines=[
             OrderLine(
                 line_id=ln.id,
