@@ -44,9 +44,9 @@ LOOKUP_MAX = 100
 """Orders one `POST /v1/contacts:lookup` may ask about (the order service's limit)."""
 LOOKUPS = Counter(
     "dropship_supplier_ship_to_requests",
-    "Requests the supplier service made to the order service for destinations, by kind "
-    "(one: one order's contact; many: a lookup of orders placed together).",
-    ["kind"],
+    "HTTP requests the supplier service made to the order service for destinations "
+    "(single: one order's contact; batch: a lookup of orders placed together).",
+    ["endpoint"],
 )
 Key = tuple[str, str | None, str | None]
 """An order id, and the country and postal code its routing knew (the fallback)."""
@@ -159,7 +159,7 @@ class ShipToBook:
         not answer (each then asked for alone, with its retries), all None if it failed."""
         url = f"{self.base_url}/v1/contacts:lookup"
         asked = {"order_ids": list(dict.fromkeys(k[0] for k in keys)), "ship_to": True}
-        LOOKUPS.labels("many").inc()
+        LOOKUPS.labels("batch").inc()
         try:
             response = await self.http.post(url, json=asked, headers=self._headers())
             body = response.json() if response.status_code == 200 else {}
@@ -191,7 +191,7 @@ class ShipToBook:
         self, order_id: str, *, country: str | None, postal_code: str | None
     ) -> ShipTo | Redacted:
         url = f"{self.base_url}/v1/orders/{quote(order_id, safe='')}/contact"
-        LOOKUPS.labels("one").inc()
+        LOOKUPS.labels("single").inc()
         try:
             response = await self.http.get(url, headers=self._headers())
         except httpx.HTTPError as exc:

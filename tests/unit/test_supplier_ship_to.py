@@ -7,6 +7,7 @@ import json
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from services.supplier.ship_to import Redacted, ShipTo, ShipToBook, ShipToUnavailable
 from shared.testing import eventually
@@ -156,6 +157,12 @@ async def test_a_failed_shared_lookup_fails_every_caller_and_is_not_remembered()
     assert len(calls) > before
 
 
+def requests(endpoint: str) -> float:
+    """`/metrics`: the supplier's requests to the order service for destinations."""
+    name = "dropship_supplier_ship_to_requests_total"
+    return REGISTRY.get_sample_value(name, {"endpoint": endpoint}) or 0
+
+
 def lingering(handler) -> ShipToBook:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     return ShipToBook(http, "http://order", "tok", retry_for_s=0.3, linger_s=0.005)
@@ -180,6 +187,7 @@ async def test_orders_placed_together_have_their_destinations_read_in_one_reques
         return httpx.Response(200, json={"items": items, "unknown": []})
 
     contacts = lingering(handler)
+    before = {e: requests(e) for e in ("batch", "single")}
     o, p, again, gone = await asyncio.gather(
         contacts.fetch("o"),
         contacts.fetch("p", country="DE"),
@@ -190,6 +198,7 @@ async def test_orders_placed_together_have_their_destinations_read_in_one_reques
     assert isinstance(o, ShipTo) and o.to_json() == FULL and again == o
     assert isinstance(p, ShipTo) and (p.line1, p.country) == ("2 Side", "DE")  # the fallback
     assert isinstance(gone, Redacted)
+    assert {e: requests(e) - before[e] for e in before} == {"batch": 1, "single": 0}
 
 
 async def test_what_the_lookup_does_not_answer_is_asked_for_alone():
