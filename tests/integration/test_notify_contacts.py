@@ -202,7 +202,7 @@ async def test_an_older_order_service_is_asked_order_by_order(database_url, sett
     port = free_port()
 
     def older(_: Any) -> FastAPI:
-        app = order_contacts.create_app()  # only GET /v1/orders/{id}/contact
+        app = order_contacts.create_app(lookup=False)  # only GET /v1/orders/{id}/contact
         app.state.runtime = None
         return app
 
