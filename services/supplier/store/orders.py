@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from sqlalchemy import (
@@ -239,35 +240,49 @@ class SupplierOrderRepository:
         """A callback's supplier order, locked, if its delivery id is new: (new, the order
         or None). The id is recorded (`CallbackDeliveries.first`) in the same statement on
         PostgreSQL; SQLite sends the two. In a callback group, from `take_group`."""
-        recorded = self._recorded.pop((source, delivery_id), None)
-        if recorded is not None:
-            if not recorded:
-                return False, None
-            so = self._taken.pop(so_id, None)
-            return True, so if so is not None else await self.get(so_id, for_update=True)
+        load = partial(self.get, so_id, for_update=True)
+        grouped = await self._in_group(source, delivery_id, so_id, load)
+        if grouped is not None:
+            return grouped
         if self._sql.dialect != "postgresql":
             if not await CallbackDeliveries(self._sql).first(source, delivery_id):
                 return False, None
-            return True, await self.get(so_id, for_update=True)
+            return True, await load()
         return await self._once(_BY_ID_ONCE, {"so_id": so_id}, source, delivery_id)
 
     async def by_tracking_once(
         self, tracking_number: str, source: str, delivery_id: str
     ) -> tuple[bool, SupplierOrder | None]:
         """`by_tracking`, as `get_once` is `get`."""
-        recorded = self._recorded.pop((source, delivery_id), None)
-        if recorded is not None:
-            if not recorded:
-                return False, None
-            so_id = self._shipping.get(tracking_number)
-            so = self._taken.pop(so_id, None) if so_id is not None else None
-            return True, so if so is not None else await self.by_tracking(tracking_number)
+        load = partial(self.by_tracking, tracking_number)
+        so_id = self._shipping.get(tracking_number)
+        grouped = await self._in_group(source, delivery_id, so_id, load)
+        if grouped is not None:
+            return grouped
         if self._sql.dialect != "postgresql":
             if not await CallbackDeliveries(self._sql).first(source, delivery_id):
                 return False, None
-            return True, await self.by_tracking(tracking_number)
+            return True, await load()
         params = {"tracking": tracking_number}
         return await self._once(_BY_TRACKING_ONCE, params, source, delivery_id)
+
+    async def _in_group(
+        self,
+        source: str,
+        delivery_id: str,
+        so_id: str | None,
+        load: Callable[[], Awaitable[SupplierOrder | None]],
+    ) -> tuple[bool, SupplierOrder | None] | None:
+        """A callback of a group (`take_group`): (new, the order or None), the order as
+        the group took it if no one has asked for it since, else read again by `load`;
+        None if the delivery id was not recorded by a group."""
+        recorded = self._recorded.pop((source, delivery_id), None)
+        if recorded is None:
+            return None
+        if not recorded:
+            return False, None
+        so = self._taken.pop(so_id, None) if so_id is not None else None
+        return True, so if so is not None else await load()
 
     async def _once(
         self, query: Select[Any], params: dict[str, Any], source: str, delivery_id: str
