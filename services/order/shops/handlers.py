@@ -142,8 +142,12 @@ async def apply_dispatch(
     envelope: Envelope, event: ShipmentDispatched, uow: OrderUnitOfWork
 ) -> None:
     """Consumer: the order moves on, and its shop's fulfilment is queued, in one transaction
-    (from the order as the event left it: SKUs, quantities, status; no PII read)."""
+    (from the order as the event left it: SKUs, quantities, status; no PII read). Only a
+    registered shop's order (`shop_id`) has an origin to look up: a storefront order or
+    the default shop's has none, so no statement is spent on it."""
     order = await apply_event(envelope, event, uow)
+    if order.shop_id is None:
+        return
     origin = await origins(uow).of(event.order_id)
     if origin is None:
         return
