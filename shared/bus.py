@@ -60,6 +60,9 @@ class BusConfig:
     heartbeat_interval_ms: int = 500
     connect_backoff_max_s: float = 5.0
     fetch_max_wait_ms: int = 100
+    fetch_min_bytes: int = 1
+    """The broker answers a fetch once this much has arrived or `fetch_max_wait_ms` is up:
+    above 1, a trickle of events comes back in one fetch per wait, not one fetch each."""
     doorbell: bool = True
     """Ring the doorbell topic after every acknowledged batch of events."""
     linger_ms: int = 2
@@ -196,6 +199,7 @@ class KafkaBus:
             heartbeat_interval_ms=self.config.heartbeat_interval_ms,
             max_poll_records=1000,
             fetch_max_wait_ms=self.config.fetch_max_wait_ms,
+            fetch_min_bytes=self.config.fetch_min_bytes,
             consumer_timeout_ms=self.config.consumer_timeout_ms,
         )
 

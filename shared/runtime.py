@@ -108,6 +108,7 @@ class ServiceRuntime(Generic[U, S]):
                 heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
                 connect_backoff_max_s=s.kafka_connect_backoff_max_s,
                 fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+                fetch_min_bytes=s.kafka_fetch_min_bytes,
                 doorbell=s.kafka_doorbell,
                 linger_ms=s.kafka_producer_linger_ms,
                 doorbell_wait_ms=s.kafka_doorbell_wait_ms,

@@ -18,6 +18,10 @@ DEV_API_KEY = "dev-api-key"
 DEV_TRACKING_SECRET = "dev-tracking-secret"  # noqa: S105 - refused in production
 
 MIN_SECRET_LENGTH = 32
+HELD_FETCH_BYTES = 1024 * 1024
+"""Fetch min bytes of the latency-tolerant consumers (notify, metrics): far more than
+arrives within a fetch's wait at live rates, so the broker answers when the wait is up (or,
+catching up, as soon as this much is there)."""
 """Characters a production secret must have at least (a base64 AES-256 key has 44)."""
 
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "replace-with", "placeholder", "dev-")
@@ -117,6 +121,9 @@ class ServiceSettings(BaseSettings):
     """After a poll returns fewer than `consumer_batch_size` events, wait this long for more
     before applying them (0: apply at once)."""
     kafka_fetch_max_wait_ms: int = Field(100, ge=0)
+    kafka_fetch_min_bytes: int = Field(1, ge=1, le=50 * 1024 * 1024)
+    """The broker holds a fetch until this much has arrived or `kafka_fetch_max_wait_ms` is
+    up (1: answered at the first message)."""
     kafka_idle_after_s: float = Field(3.0, ge=0)
     """A consumer with nothing to do for this long stops fetching until the doorbell rings
     or `kafka_idle_peek_s` passes (0: always fetch)."""

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from shared.settings import ServiceSettings
+from shared.settings import HELD_FETCH_BYTES, ServiceSettings
 
 
 class MetricsSettings(ServiceSettings):
@@ -33,5 +33,12 @@ class MetricsSettings(ServiceSettings):
     """How long the broker may hold the metrics consumer's fetch while nothing has arrived
     (services: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100): as long as the linger, since the
     consumer waits that long anyway; fewer fetches, each of every assigned partition."""
+    kafka_fetch_min_bytes: int = Field(
+        HELD_FETCH_BYTES, ge=1, le=50 * 1024 * 1024,
+        validation_alias="DROPSHIP_METRICS_FETCH_MIN_BYTES",
+    )  # fmt: skip
+    """The broker holds the metrics consumer's fetch until this much has arrived or its
+    wait is up (`DROPSHIP_METRICS_FETCH_MAX_WAIT_MS`): a trickle of events costs one fetch
+    per wait, not one each (1: answered at the first event)."""
     kpi_cache_s: float = Field(5.0, ge=0, validation_alias="DROPSHIP_METRICS_KPI_CACHE_S")
     """Seconds a window's facts are reused by KPI requests (0: load on every request)."""

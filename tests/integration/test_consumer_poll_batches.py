@@ -127,11 +127,11 @@ async def publish(bootstrap: str, by_partition: dict[int, list[str]], topic: str
         await producer.stop()
 
 
-async def _setup(database_url, broker):  # type: ignore[no-untyped-def]
+async def _setup(database_url, broker, **bus: int):  # type: ignore[no-untyped-def]
     engine = create_engine(await database_url("consumer"))
     async with engine.begin() as conn:
         await conn.run_sync(new_metadata().create_all)
-    bus = KafkaBus(BusConfig(broker.bootstrap, "test"))
+    bus = KafkaBus(BusConfig(broker.bootstrap, "test", **bus))
     await bus.connect()
     return engine, session_factory(engine), bus
 
@@ -178,6 +178,38 @@ async def test_a_long_linger_gathers_a_trickle_into_one_transaction(database_url
         assert Counter(ledger.applied) == Counter(["ord_warm", *trickle]), "each once"
         assert ledger.commits - before <= 2, f"8 trickled events: {ledger.commits - before} txns"
     finally:
+        await stop(task)
+        await bus.close()
+        await engine.dispose()
+
+
+async def test_a_fetch_the_broker_holds_loses_nothing_and_does_not_hold_a_lone_event(
+    database_url, broker
+):
+    """With a fetch min bytes no trickle reaches (notify's and metrics' default), the
+    broker holds each fetch until its wait is up: a stream of events is still applied,
+    each once, and a single event arriving alone is applied too, not held past the wait."""
+    engine, sessions, bus = await _setup(
+        database_url, broker, fetch_min_bytes=1024 * 1024, fetch_max_wait_ms=500
+    )
+    ledger = Ledger()
+    task = Rig(bus, sessions, ledger, linger_ms=0).start()
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        await publish(broker.bootstrap, {0: ["ord_hwarm"]}, "order-cancelled")
+        await eventually(lambda: _is(ledger.applied == ["ord_hwarm"]), what="joined")
+        stream = [f"ord_h{i}" for i in range(50)]
+        for order_id in stream:  # one at a time, each acknowledged before the next
+            key = order_id.encode()
+            await producer.send_and_wait("order-cancelled", cancelled(order_id), key=key)
+        await eventually(lambda: _is(len(ledger.applied) == 51), what="the stream applied")
+        assert Counter(ledger.applied) == Counter(["ord_hwarm", *stream]), "each once"
+        await publish(broker.bootstrap, {3: ["ord_hlone"]}, "order-cancelled")
+        await eventually(lambda: _is("ord_hlone" in ledger.applied), what="a lone event")
+        assert ledger.applied.count("ord_hlone") == 1
+    finally:
+        await producer.stop()
         await stop(task)
         await bus.close()
         await engine.dispose()

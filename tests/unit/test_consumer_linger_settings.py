@@ -40,3 +40,16 @@ def test_the_metrics_consumer_lets_the_broker_hold_its_fetch_as_long_as_it_linge
     monkeypatch.setenv("DROPSHIP_METRICS_FETCH_MAX_WAIT_MS", "5001")
     with pytest.raises(ValueError, match="DROPSHIP_METRICS_FETCH_MAX_WAIT_MS"):
         MetricsSettings()
+
+
+def test_notify_and_metrics_let_the_broker_hold_their_fetches(monkeypatch: pytest.MonkeyPatch):
+    assert ServiceSettings().kafka_fetch_min_bytes == 1  # the others: answered at once
+    assert NotifySettings().kafka_fetch_min_bytes == MetricsSettings().kafka_fetch_min_bytes
+    assert NotifySettings().kafka_fetch_min_bytes == 1024 * 1024
+    monkeypatch.setenv("DROPSHIP_NOTIFY_FETCH_MIN_BYTES", "1")
+    monkeypatch.setenv("DROPSHIP_METRICS_FETCH_MIN_BYTES", "4096")
+    assert NotifySettings().kafka_fetch_min_bytes == 1
+    assert MetricsSettings().kafka_fetch_min_bytes == 4096
+    monkeypatch.setenv("DROPSHIP_METRICS_FETCH_MIN_BYTES", "0")
+    with pytest.raises(ValueError, match="DROPSHIP_METRICS_FETCH_MIN_BYTES"):
+        MetricsSettings()
