@@ -18,11 +18,14 @@ DEV_API_KEY = "dev-api-key"
 DEV_TRACKING_SECRET = "dev-tracking-secret"  # noqa: S105 - refused in production
 
 MIN_SECRET_LENGTH = 32
+"""Characters a production secret must have at least (a base64 AES-256 key has 44)."""
 HELD_FETCH_BYTES = 1024 * 1024
 """Fetch min bytes of the latency-tolerant consumers (notify, metrics): far more than
 arrives within a fetch's wait at live rates, so the broker answers when the wait is up (or,
 catching up, as soon as this much is there)."""
-"""Characters a production secret must have at least (a base64 AES-256 key has 44)."""
+MAX_FETCH_MIN_BYTES = 50 * 1024 * 1024
+"""Highest fetch min bytes a setting takes: a fetch's own size limit (aiokafka's
+`fetch_max_bytes`), which a larger minimum could never reach."""
 
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "replace-with", "placeholder", "dev-")
 """Substrings of the development defaults and the example files' placeholders
@@ -121,7 +124,7 @@ class ServiceSettings(BaseSettings):
     """After a poll returns fewer than `consumer_batch_size` events, wait this long for more
     before applying them (0: apply at once)."""
     kafka_fetch_max_wait_ms: int = Field(100, ge=0)
-    kafka_fetch_min_bytes: int = Field(1, ge=1, le=50 * 1024 * 1024)
+    kafka_fetch_min_bytes: int = Field(1, ge=1, le=MAX_FETCH_MIN_BYTES)
     """The broker holds a fetch until this much has arrived or `kafka_fetch_max_wait_ms` is
     up (1: answered at the first message)."""
     kafka_idle_after_s: float = Field(3.0, ge=0)

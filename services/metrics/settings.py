@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from shared.settings import HELD_FETCH_BYTES, ServiceSettings
+from shared.settings import HELD_FETCH_BYTES, MAX_FETCH_MIN_BYTES, ServiceSettings
 
 
 class MetricsSettings(ServiceSettings):
@@ -34,7 +34,7 @@ class MetricsSettings(ServiceSettings):
     (services: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100): as long as the linger, since the
     consumer waits that long anyway; fewer fetches, each of every assigned partition."""
     kafka_fetch_min_bytes: int = Field(
-        HELD_FETCH_BYTES, ge=1, le=50 * 1024 * 1024,
+        HELD_FETCH_BYTES, ge=1, le=MAX_FETCH_MIN_BYTES,
         validation_alias="DROPSHIP_METRICS_FETCH_MIN_BYTES",
     )  # fmt: skip
     """The broker holds the metrics consumer's fetch until this much has arrived or its

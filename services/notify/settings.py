@@ -10,7 +10,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.notify.channel_config import OpsWebhook, SmtpConfig, parse_ops_webhooks
 from services.notify.domain import ResponseTargets, RetryPolicy
-from shared.settings import HELD_FETCH_BYTES, ServiceSettings, refuse_loopback_url
+from shared.settings import (
+    HELD_FETCH_BYTES,
+    MAX_FETCH_MIN_BYTES,
+    ServiceSettings,
+    refuse_loopback_url,
+)
 
 
 class NotifySettings(ServiceSettings):
@@ -26,7 +31,7 @@ class NotifySettings(ServiceSettings):
     """After a poll returns fewer than a batch, keep fetching this long for more before
     applying them in one transaction (a notice may wait this much longer to be queued)."""
     kafka_fetch_min_bytes: int = Field(
-        HELD_FETCH_BYTES, ge=1, le=50 * 1024 * 1024,
+        HELD_FETCH_BYTES, ge=1, le=MAX_FETCH_MIN_BYTES,
         validation_alias="DROPSHIP_NOTIFY_FETCH_MIN_BYTES",
     )  # fmt: skip
     """The broker holds notify's fetch until this much has arrived or its wait
