@@ -55,8 +55,7 @@ class OrderUnitOfWork(UnitOfWork):
         self._writeback_queued = True
 
     async def commit(self) -> None:
-        await self.orders.flush()
-        await self.timeline.flush()
+        await self.orders.flush(timeline=self.timeline.take())
         await super().commit()
         if self._writeback_queued:
             self._writeback_queued = False

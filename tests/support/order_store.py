@@ -5,6 +5,7 @@ for a transaction waiting on a row lock (PostgreSQL)."""
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +23,28 @@ from services.order.store import OrderUnitOfWork
 from shared.db import create_engine, migrate_async, session_factory
 
 KEY = "k1:" + base64.urlsafe_b64encode(bytes(range(32))).decode()
+WRITE = re.compile(r"^\s*(?:INSERT INTO|UPDATE|DELETE FROM)\s+\"?(\w+)", re.IGNORECASE)
+ONE_TRIP = re.compile(r"^\s*WITH o AS \(")
+"""PostgreSQL: the order tables' and the timeline's writes as one statement (`one_trip`)."""
+ONE_TRIP_PARTS = {
+    "o_id": "customer_order",
+    "l_id": "order_line",
+    "a_order_id": "allocation",
+    "s_order_id": "shipment",
+    "t_order_id": "order_timeline",
+}
+"""The array of the one-trip statement that names each part's rows, and the table written."""
+
+
+def tables_written(sql: str, params: Any, context: Any, many: bool) -> list[tuple[str, int]]:
+    """(table, rows) a statement writes (`before_cursor_execute`'s arguments); each part of
+    the one-trip statement as a write of its own."""
+    if m := WRITE.match(sql):
+        return [(m.group(1), len(params) if many else 1)]
+    if ONE_TRIP.match(sql):  # positional on asyncpg: named again from the compiled order
+        named = dict(zip(context.compiled.positiontup, params, strict=True))
+        return [(table, len(named[k])) for k, table in ONE_TRIP_PARTS.items() if named[k]]
+    return []
 
 
 @dataclass
@@ -30,6 +53,13 @@ class Rig:
     uow: Callable[[], OrderUnitOfWork]
     statements: list[str]
     """Every statement sent through `engine`, in order (clear it to count from a point)."""
+    writes: list[tuple[str, int]]
+    """(table, rows) of every write sent (`tables_written`), in order."""
+
+    def clear(self) -> None:
+        """Count from here on."""
+        self.statements.clear()
+        self.writes.clear()
 
 
 @asynccontextmanager
@@ -38,13 +68,16 @@ async def order_store(url: str) -> AsyncIterator[Rig]:
     engine = create_engine(url)
     sessions = session_factory(engine)
     statements: list[str] = []
+    writes: list[tuple[str, int]] = []
 
-    def count(conn: Any, cursor: Any, sql: str, *_: Any) -> None:
+    def count(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
         statements.append(sql)
+        writes.extend(tables_written(sql, params, context, many))
 
     event.listen(engine.sync_engine, "before_cursor_execute", count)
     try:
-        yield Rig(engine, lambda: OrderUnitOfWork(sessions, cipher=PiiCipher(KEY)), statements)
+        uow = lambda: OrderUnitOfWork(sessions, cipher=PiiCipher(KEY))  # noqa: E731
+        yield Rig(engine, uow, statements, writes)
     finally:
         await engine.dispose()
 

@@ -17,7 +17,7 @@ from services.order.aftersales.redaction import redact_texts
 from services.order.domain import Order
 from services.order.errors import InvalidCursor
 from services.order.pii import PiiCipher
-from services.order.repository import loads
+from services.order.repository import loads, one_trip
 from services.order.repository.changes import ORDER_COLUMNS, Changes, Loaded
 from services.order.repository.rows import (
     PII_COLUMNS,
@@ -28,7 +28,7 @@ from services.order.repository.rows import (
     order_values,
     reencrypted,
 )
-from services.order.tables import allocation, customer_order, order_line, shipment
+from services.order.tables import allocation, customer_order, order_line, order_timeline, shipment
 from shared.db import aware, dialect_insert
 
 _UPDATE_LINE = (
@@ -165,12 +165,25 @@ class OrderRepository:
         order tables in this transaction must `flush` before."""
         self._defer = True
 
-    async def flush(self) -> None:
-        """Write what `save` kept: one statement per table (an executemany for many rows)."""
+    async def flush(self, timeline: Sequence[dict[str, Any]] = ()) -> None:
+        """Write what `save` kept, and the `timeline` rows (`Timeline.take`) if given: one
+        statement per table (an executemany for many rows); on PostgreSQL, where two or more
+        tables have rows, one statement for all (`one_trip`: one round trip)."""
         kept = self._deferred
-        if not (kept.orders or kept.lines or kept.allocations or kept.shipments):
+        parts = [kept.orders, kept.lines, kept.allocations, kept.shipments, timeline]
+        if not any(parts):
             return
         self._deferred = _Deferred()
+        if self.dialect == "postgresql" and sum(1 for p in parts if p) > 1:
+            orders, lines, allocations, shipments = (
+                list(rows.values())
+                for rows in (kept.orders, kept.lines, kept.allocations, kept.shipments)
+            )
+            await self.session.execute(
+                one_trip.STATEMENT,
+                one_trip.parameters(orders, lines, allocations, shipments, timeline),
+            )
+            return
         if kept.orders:
             await self.session.execute(_UPDATE_ORDER, list(kept.orders.values()))
         if kept.lines:
@@ -180,6 +193,8 @@ class OrderRepository:
             await self.session.execute(new_allocations, list(kept.allocations.values()))
         if kept.shipments:
             await self.session.execute(upsert_shipments, list(kept.shipments.values()))
+        if timeline:
+            await self.session.execute(order_timeline.insert(), list(timeline))
 
     async def save(self, order: Order) -> None:
         """Write back what the aggregate changed since it was loaded (`get(for_update=True)`):

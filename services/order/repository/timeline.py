@@ -55,9 +55,10 @@ class Timeline:
     """One row per event an order emitted or received, with a note when it was unusual.
 
     Entries are written together: those added in a transaction go in one statement when it
-    commits (`flush`, from `OrderUnitOfWork.commit`), or before this timeline is read, in
-    the order they were added. A consumer's chunk of supplier events writes one statement
-    where it wrote one per event and per emitted event."""
+    commits (`take`, written by `OrderRepository.flush` from `OrderUnitOfWork.commit`: on
+    PostgreSQL in the same statement as the order tables' writes), or before this timeline
+    is read (`flush`), in the order they were added. A consumer's chunk of supplier events
+    writes one statement where it wrote one per event and per emitted event."""
 
     def __init__(self, session: AsyncSession, dialect: str) -> None:
         self.session = session
@@ -74,6 +75,12 @@ class Timeline:
     async def add_rows(self, rows: list[dict[str, Any]]) -> None:
         """Many entries (`event_row`, `note_row`)."""
         self._pending.extend(rows)
+
+    def take(self) -> list[dict[str, Any]]:
+        """The entries added since the last flush, handed over to be written by the caller
+        (`OrderRepository.flush`, with the order tables' writes)."""
+        rows, self._pending = self._pending, []
+        return rows
 
     async def flush(self) -> None:
         """Write the entries added since the last flush, in one statement."""
