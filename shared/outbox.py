@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry.trace import Span, SpanKind
-from sqlalchemy import delete, func, select, true, update
+from sqlalchemy import delete, func, select, text, true, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import (
@@ -28,6 +28,21 @@ from shared.idle import Backoff
 from shared.uow import OutboxRow
 
 log = logging.getLogger(__name__)
+
+# names from our own table definitions, never from input
+_IN_ORDER_PG = text(
+    f"SELECT ({relay_lock.HELD_SQL}), (SELECT count(*) FROM {outbox_table.name}"  # noqa: S608
+    " WHERE published_at IS NULL AND id < :newest AND id <> ALL(CAST(:ids AS bigint[])))"
+)
+"""PostgreSQL, before a handed batch goes out: whether the lock is still held, and how
+many older rows are unpublished but not in the batch (built once: run on every batch)."""
+_MARK_PG = text(
+    # a join with the ids, not `id = ANY(:ids)`: an index lookup per id whatever the
+    # prepared statement's generic plan estimates for the array
+    f"UPDATE {outbox_table.name} AS o SET published_at = :at"  # noqa: S608
+    " FROM unnest(CAST(:ids AS bigint[])) AS i(id) WHERE o.id = i.id"
+)
+"""PostgreSQL: a batch marked published (built once, the ids one array)."""
 
 
 class LeadershipLost(Exception):
@@ -207,18 +222,9 @@ class OutboxRelay:
             return top is not None and [r.id for r in batch] == list(
                 range(top + 1, top + 1 + len(batch))
             )
-        older = (
-            select(func.count())
-            .select_from(outbox_table)
-            .where(
-                outbox_table.c.published_at.is_(None),
-                outbox_table.c.id < batch[-1].id,
-                outbox_table.c.id.not_in([r.id for r in batch]),
-            )
-            .scalar_subquery()
-        )
-        check = select(relay_lock.held(self._lock_key), older)
-        held, missing = (await self._on_lock_conn(check))[0]
+        ids = [r.id for r in batch]
+        params = {"k": self._lock_key, "newest": batch[-1].id, "ids": ids}
+        held, missing = (await self._on_lock_conn(_IN_ORDER_PG, params))[0]
         if not held:
             raise LeadershipLost("advisory lock no longer held")
         return not missing
@@ -274,7 +280,7 @@ class OutboxRelay:
         highest = found[0][0] if found and not pg else None
         return rows, None if highest is None else int(highest)
 
-    async def _on_lock_conn(self, stmt: Any) -> list[Any]:
+    async def _on_lock_conn(self, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
         """Run `stmt` on the lock's connection (autocommit: no BEGIN or COMMIT round trips);
         any failure means the lock may be gone."""
         conn = self._lock_conn
@@ -282,7 +288,7 @@ class OutboxRelay:
             raise LeadershipLost("not leading")
         try:
             async with asyncio.timeout(5):
-                result = await conn.execute(stmt)
+                result = await conn.execute(stmt, params)
                 return list(result.all()) if result.returns_rows else []
         except Exception as exc:
             raise LeadershipLost(f"lock connection unusable: {exc!r}") from exc
@@ -294,14 +300,11 @@ class OutboxRelay:
                 [OutgoingMessage(topic=r.topic, key=r.key.encode(), value=r.payload) for r in rows]
             )
         faults.crash_point("relay.after_publish")
-        mark = (
-            update(outbox_table)
-            .where(outbox_table.c.id.in_([r.id for r in rows]))
-            .values(published_at=datetime.now(UTC))
-        )
-        if self._lock_conn is not None:
-            await self._on_lock_conn(mark)  # autocommit: one round trip
+        ids, now = [r.id for r in rows], datetime.now(UTC)
+        if self._lock_conn is not None:  # autocommit: one round trip
+            await self._on_lock_conn(_MARK_PG, {"at": now, "ids": ids})
         else:
+            mark = update(outbox_table).where(outbox_table.c.id.in_(ids)).values(published_at=now)
             async with self._sessions() as session:
                 await session.execute(mark)
                 await session.commit()

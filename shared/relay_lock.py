@@ -22,17 +22,20 @@ def lock_key(service: str) -> int:
     return zlib.crc32(f"outbox-relay:{service}".encode())
 
 
+_HELD_WHERE = (
+    "locktype = 'advisory' AND pid = pg_backend_pid() AND granted"
+    " AND classid = 0 AND objid::text::bigint = :k AND objsubid = 1"
+)
+HELD_SQL = f"SELECT count(*) FROM pg_locks WHERE {_HELD_WHERE}"  # noqa: S608 - constants
+"""How many times the session running it holds the advisory lock `:k` (0 or 1)."""
+
+
 def held(key: int) -> Any:
     """Whether the session running it holds the advisory lock `key` (a scalar subquery)."""
     return (
         select(func.count())
         .select_from(table("pg_locks"))
-        .where(
-            text(
-                "locktype = 'advisory' AND pid = pg_backend_pid() AND granted"
-                " AND classid = 0 AND objid::text::bigint = :k AND objsubid = 1"
-            ).bindparams(k=key)
-        )
+        .where(text(_HELD_WHERE).bindparams(k=key))
         .scalar_subquery()
     )
 
