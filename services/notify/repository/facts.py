@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notify.domain import FactLine, OrderFact, SupplierWatch
 from services.notify.tables import order_fact, supplier_share, supplier_status, watch_state
 from shared.db import aware, dialect_insert
+
+
+def _record_share(dialect: str) -> Any:
+    stmt = dialect_insert(dialect)(supplier_share)
+    return stmt.on_conflict_do_update(
+        index_elements=[supplier_share.c.order_id, supplier_share.c.supplier_id],
+        set_={"line_ids": stmt.excluded.line_ids, "ship_by": stmt.excluded.ship_by},
+    )
+
+
+# Built once (each event of an order runs one of them): executions hand over parameters.
+_ADD_FACT = {
+    dialect: dialect_insert(dialect)(order_fact).on_conflict_do_nothing()
+    for dialect in ("postgresql", "sqlite")
+}
+_GET_FACT = select(order_fact).where(order_fact.c.order_id == bindparam("p_order_id"))
+_RECORD_SHARE = {dialect: _record_share(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 class OrderFacts:
@@ -21,26 +39,23 @@ class OrderFacts:
 
     async def add(self, fact: OrderFact) -> None:
         """Record a placed order (once: a redelivery changes nothing)."""
-        stmt = (
-            dialect_insert(self.dialect)(order_fact)
-            .values(
-                order_id=fact.order_id,
-                external_id=fact.external_id,
-                channel=fact.channel,
-                currency=fact.currency,
-                placed_at=fact.placed_at,
-                lines=[
+        await self.session.execute(
+            _ADD_FACT[self.dialect],
+            {
+                "order_id": fact.order_id,
+                "external_id": fact.external_id,
+                "channel": fact.channel,
+                "currency": fact.currency,
+                "placed_at": fact.placed_at,
+                "lines": [
                     {"line_id": line.line_id, "sku": line.sku, "quantity": line.quantity}
                     for line in fact.lines
                 ],
-            )
-            .on_conflict_do_nothing()
+            },
         )
-        await self.session.execute(stmt)
 
     async def get(self, order_id: str) -> OrderFact | None:
-        query = select(order_fact).where(order_fact.c.order_id == order_id)
-        row = (await self.session.execute(query)).first()
+        row = (await self.session.execute(_GET_FACT, {"p_order_id": order_id})).first()
         if row is None:
             return None
         return OrderFact(
@@ -56,15 +71,15 @@ class OrderFacts:
         self, order_id: str, supplier_id: str, line_ids: list[str], ship_by: datetime
     ) -> None:
         """The lines a supplier confirmed (its latest confirmation wins)."""
-        stmt = (
-            dialect_insert(self.dialect)(supplier_share)
-            .values(order_id=order_id, supplier_id=supplier_id, line_ids=line_ids, ship_by=ship_by)
-            .on_conflict_do_update(
-                index_elements=[supplier_share.c.order_id, supplier_share.c.supplier_id],
-                set_={"line_ids": line_ids, "ship_by": ship_by},
-            )
+        await self.session.execute(
+            _RECORD_SHARE[self.dialect],
+            {
+                "order_id": order_id,
+                "supplier_id": supplier_id,
+                "line_ids": line_ids,
+                "ship_by": ship_by,
+            },
         )
-        await self.session.execute(stmt)
 
     async def share_lines(self, order_id: str, supplier_id: str) -> list[str] | None:
         """The lines a supplier confirmed; None before its confirmation arrived."""

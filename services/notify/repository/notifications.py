@@ -11,12 +11,14 @@ from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Row, String, Text, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notify.domain import InvalidCursor, Notification, NotificationFilter, Status
 from services.notify.tables import notification
 from shared.db import aware, dialect_insert
+
+_FIELDS = fields(Notification)
 
 
 def encode_cursor(created_at: datetime, notification_id: str) -> str:
@@ -100,6 +102,37 @@ def _reserve_under_cap() -> Any:
 _RESERVE_UNDER_CAP = _reserve_under_cap()
 _CUSTOMER_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:r))")
 
+# The statements of every notice, built once: each execution hands over its values as
+# parameters, so none is constructed (nor its cache key walked) again per send.
+_QUEUE = {
+    dialect: dialect_insert(dialect)(notification).on_conflict_do_nothing()
+    for dialect in ("postgresql", "sqlite")
+}
+
+
+def _kept_unless(name: str, column: Any) -> Any:
+    """The parameter `name` where it is given, the column's own value where it is None."""
+    return func.coalesce(bindparam(name, type_=column.type), column)
+
+
+_FINISH = (
+    update(notification)
+    .where(
+        notification.c.id == bindparam("p_id"),
+        notification.c.status == Status.SENDING.value,
+        notification.c.attempts == bindparam("p_attempts"),
+    )
+    .values(
+        status=bindparam("p_status", type_=String()),
+        lease_until=None,
+        last_error=bindparam("p_error", type_=Text()),
+        updated_at=bindparam("p_now", type_=notification.c.updated_at.type),
+        sent_at=_kept_unless("p_sent_at", notification.c.sent_at),
+        locale=_kept_unless("p_locale", notification.c.locale),
+        recipient_hash=_kept_unless("p_recipient", notification.c.recipient_hash),
+    )
+)
+
 
 class Notifications:
     """The notification log: one row per send per channel, unique per (dedupe key, channel,
@@ -166,18 +199,11 @@ class Notifications:
             created_at=now,
             sent_at=None,
         )
-        row = {field.name: getattr(sent, field.name) for field in fields(sent)}
+        row = {field.name: getattr(sent, field.name) for field in _FIELDS}
         row["status"] = sent.status.value
-        stmt = (
-            dialect_insert(self.dialect)(notification)
-            .values(
-                **row,
-                lease_until=now + self._lease if claim else None,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing()
-        )
-        result = await self.session.execute(stmt)
+        row["lease_until"] = now + self._lease if claim else None
+        row["updated_at"] = now
+        result = await self.session.execute(_QUEUE[self.dialect], row)
         fresh = bool(getattr(result, "rowcount", 0) == 1)
         if fresh and claim:
             self.claimed[sent.id] = sent
@@ -263,26 +289,18 @@ class Notifications:
         of overwriting its.
         """
         now = datetime.now(UTC)
-        values: dict[str, Any] = {
-            "status": status.value,
-            "lease_until": None,
-            "last_error": error,
-            "updated_at": now,
-        }
-        if status is Status.SENT:
-            values["sent_at"] = now
-        if locale is not None:
-            values["locale"] = locale
-        if recipient_hash is not None:
-            values["recipient_hash"] = recipient_hash
         result = await self.session.execute(
-            update(notification)
-            .where(
-                notification.c.id == claimed.id,
-                notification.c.status == Status.SENDING.value,
-                notification.c.attempts == claimed.attempts,
-            )
-            .values(**values)
+            _FINISH,
+            {
+                "p_id": claimed.id,
+                "p_attempts": claimed.attempts,
+                "p_status": status.value,
+                "p_error": error,
+                "p_now": now,
+                "p_sent_at": now if status is Status.SENT else None,  # None keeps the column's
+                "p_locale": locale,
+                "p_recipient": recipient_hash,
+            },
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notify.tables import waiting_watch
 from shared.db import aware, dialect_insert
+
+# `clear` runs for every confirmation: built once, for the order and for some of its lines.
+_CLEAR_ORDER = delete(waiting_watch).where(waiting_watch.c.order_id == bindparam("p_order_id"))
+_CLEAR_LINES = _CLEAR_ORDER.where(waiting_watch.c.line_id.in_(bindparam("p_lines", expanding=True)))
 
 
 class WaitingWatches:
@@ -25,10 +29,10 @@ class WaitingWatches:
             )
 
     async def clear(self, order_id: str, line_ids: list[str] | None = None) -> None:
-        stmt = delete(waiting_watch).where(waiting_watch.c.order_id == order_id)
-        if line_ids is not None:
-            stmt = stmt.where(waiting_watch.c.line_id.in_(line_ids))
-        await self.session.execute(stmt)
+        if line_ids is None:
+            await self.session.execute(_CLEAR_ORDER, {"p_order_id": order_id})
+        else:
+            await self.session.execute(_CLEAR_LINES, {"p_order_id": order_id, "p_lines": line_ids})
 
     async def overdue(self, cutoff: datetime) -> dict[str, tuple[list[str], datetime]]:
         """Orders with lines waiting since before `cutoff` not yet alerted on, marked now."""
