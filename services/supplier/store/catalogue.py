@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import Row, bindparam, delete, func, select, update
 
 from services.supplier.directory import Sealer, SupplierDirectory, SupplierEntry
 from services.supplier.domain import (
@@ -270,6 +270,25 @@ def _offer(row: Row[Any], external_ids: tuple[str, ...] | None = None) -> Offer:
     )
 
 
+# Stock moves and offer reads run in every routing transaction: built once, executed
+# with parameters (an IN list is one expanding parameter).
+_OFFER_KEY = (
+    offer.c.supplier_id == bindparam("p_supplier_id"),
+    offer.c.sku == bindparam("p_sku"),
+)
+_STOCK_EMPTY = update(offer).where(*_OFFER_KEY).values(stock=0)
+_STOCK_GIVE = update(offer).where(*_OFFER_KEY).values(stock=offer.c.stock + bindparam("p_change"))
+_STOCK_TAKE = _STOCK_GIVE.where(offer.c.stock + bindparam("p_change") >= 0)  # enough left
+_IN_CURRENCIES = (
+    select(offer)
+    .where(
+        offer.c.sku.in_(bindparam("p_skus", expanding=True)),
+        offer.c.currency.in_(bindparam("p_currencies", expanding=True)),
+    )
+    .order_by(offer.c.supplier_id, offer.c.sku)
+)
+
+
 class OfferRepository:
     def __init__(self, sql: Sql) -> None:
         self._sql = sql
@@ -324,9 +343,7 @@ class OfferRepository:
     async def in_currencies(self, skus: set[str], currencies: set[str]) -> list[Offer]:
         """Offers of these SKUs quoted in any of these currencies, in (supplier, sku) order."""
         rows = await self._sql.run(
-            select(offer)
-            .where(offer.c.sku.in_(skus), offer.c.currency.in_(currencies))
-            .order_by(offer.c.supplier_id, offer.c.sku)
+            _IN_CURRENCIES, {"p_skus": sorted(skus), "p_currencies": sorted(currencies)}
         )
         return [_offer(r) for r in rows]
 
@@ -374,23 +391,19 @@ class OfferRepository:
         zero = set(empty)
         done: list[tuple[tuple[str, str], int]] = []
         for key in sorted(set(delta) | zero):
-            where = (offer.c.supplier_id == key[0], offer.c.sku == key[1])
+            at = {"p_supplier_id": key[0], "p_sku": key[1]}
             if key in zero:
-                await self._sql.run(update(offer).where(*where).values(stock=0))
+                await self._sql.run(_STOCK_EMPTY, at)
                 continue
             change = delta[key]
             if change == 0:
                 continue
-            stmt = update(offer).where(*where)
-            if change < 0:
-                stmt = stmt.where(offer.c.stock >= -change)
-            result = await self._sql.run(stmt.values(stock=offer.c.stock + change))
+            stmt = _STOCK_TAKE if change < 0 else _STOCK_GIVE
+            result = await self._sql.run(stmt, {**at, "p_change": change})
             if change < 0 and rowcount(result) != 1:
                 for (supplier_id, sku), undo in done:
                     await self._sql.run(
-                        update(offer)
-                        .where(offer.c.supplier_id == supplier_id, offer.c.sku == sku)
-                        .values(stock=offer.c.stock - undo)
+                        _STOCK_GIVE, {"p_supplier_id": supplier_id, "p_sku": sku, "p_change": -undo}
                     )
                 raise StockConflict(f"{key[0]}/{key[1]}")
             done.append((key, change))

@@ -14,6 +14,11 @@ from services.supplier.store.base import Sql, rowcount
 from services.supplier.tables import callback_delivery, order_cancellation, routing_request
 from shared.db import aware
 
+# Read for every batch of events: built once, the ids one expanding parameter.
+_CANCELLED_OF = select(order_cancellation.c.order_id).where(
+    order_cancellation.c.order_id.in_(bindparam("p_order_ids", expanding=True))
+)
+
 
 class RoutingRequests:
     def __init__(self, sql: Sql) -> None:
@@ -66,11 +71,7 @@ class RoutingRequests:
         """Which of these orders were cancelled (`was_cancelled` for many)."""
         if not order_ids:
             return set()
-        rows = await self._sql.run(
-            select(order_cancellation.c.order_id).where(
-                order_cancellation.c.order_id.in_(order_ids)
-            )
-        )
+        rows = await self._sql.run(_CANCELLED_OF, {"p_order_ids": sorted(set(order_ids))})
         return {r.order_id for r in rows}
 
     async def remember_cancellation(self, order_id: str, reason: str) -> None:

@@ -256,6 +256,14 @@ class Clocks:
         return {r.tracking_number: aware(r.moved_at) or r.moved_at for r in rows}
 
 
+# Read for every batch of events: built once, the ids one expanding parameter
+# (PostgreSQL locks the rows, in id order).
+_HELD_OF = select(order_hold).where(
+    order_hold.c.order_id.in_(bindparam("p_order_ids", expanding=True))
+)
+_HELD_OF_PG = _HELD_OF.order_by(order_hold.c.order_id).with_for_update()
+
+
 class Holds:
     """Orders on hold, and the lines parked while they are."""
 
@@ -286,10 +294,9 @@ class Holds:
         """Which of these orders are on hold (`held` for many, their rows locked alike)."""
         if not order_ids:
             return set()
-        query = select(order_hold).where(order_hold.c.order_id.in_(order_ids))
-        if self._sql.dialect == "postgresql":
-            query = query.order_by(order_hold.c.order_id).with_for_update()
-        return {r.order_id for r in await self._sql.run(query) if _held(r)}
+        query = _HELD_OF_PG if self._sql.dialect == "postgresql" else _HELD_OF
+        rows = await self._sql.run(query, {"p_order_ids": sorted(set(order_ids))})
+        return {r.order_id for r in rows if _held(r)}
 
     async def hold(self, order_id: str, at: datetime) -> None:
         row = await self._row(order_id)
