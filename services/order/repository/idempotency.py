@@ -13,6 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.order.tables import idempotency_key
 from shared.db import dialect_insert
 
+# Every keyed intake claims its key: built once per dialect, the key's values as parameters.
+_CLAIM = {
+    dialect: dialect_insert(dialect)(idempotency_key).on_conflict_do_nothing()
+    for dialect in ("postgresql", "sqlite")
+}
+
 
 @dataclass(frozen=True)
 class StoredResult:
@@ -39,9 +45,8 @@ class IdempotencyKeys:
         One statement: a concurrent twin waits on the key's unique index, then finds this
         claim (and its result) instead of creating a second order.
         """
-        stmt = dialect_insert(self.dialect)(idempotency_key).on_conflict_do_nothing()
         inserted = await self.session.execute(
-            stmt,
+            _CLAIM[self.dialect],
             {
                 "scope": scope,
                 "key": key,

@@ -109,6 +109,20 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidCursor() from exc
 
 
+def _contacts(ship_to: bool) -> Any:
+    """`OrderRepository.contacts`' query: built once per shape, the ids one expanding
+    parameter (notify asks for every notice, the supplier for every placement)."""
+    c = customer_order.c
+    columns = [c.id, c.customer_name, c.email, c.phone, c.locale, c.redacted_at]
+    if ship_to:
+        columns += [c.ship_line1, c.ship_line2, c.ship_city, c.ship_region]
+        columns += [c.ship_postal_code, c.ship_country]
+    return select(*columns).where(c.id.in_(bindparam("p_ids", expanding=True)))
+
+
+_CONTACTS = {ship_to: _contacts(ship_to) for ship_to in (False, True)}
+
+
 class OrderRepository:
     """Order aggregates in `customer_order` and its child tables (PII encrypted at rest)."""
 
@@ -313,12 +327,8 @@ class OrderRepository:
         await self.flush()
         if not order_ids:
             return []
-        c = customer_order.c
-        columns = [c.id, c.customer_name, c.email, c.phone, c.locale, c.redacted_at]
-        if ship_to:
-            columns += [c.ship_line1, c.ship_line2, c.ship_city, c.ship_region]
-            columns += [c.ship_postal_code, c.ship_country]
-        rows = (await self.session.execute(select(*columns).where(c.id.in_(order_ids)))).all()
+        query = _CONTACTS[ship_to]
+        rows = (await self.session.execute(query, {"p_ids": sorted(set(order_ids))})).all()
         return [contact_from_row(row, self.cipher, ship_to=ship_to) for row in rows]
 
     async def get_by_external(
