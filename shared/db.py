@@ -100,6 +100,16 @@ def dialect_insert(dialect: str) -> Any:
     return (postgresql if dialect == "postgresql" else sqlite).insert
 
 
+DIALECTS = ("postgresql", "sqlite")
+"""The databases every service runs on."""
+
+
+def per_dialect(build: Callable[[str], Any]) -> dict[str, Any]:
+    """`build(dialect)` for each supported database: statements built once, at import,
+    and looked up by the session's dialect name on every execution."""
+    return {dialect: build(dialect) for dialect in DIALECTS}
+
+
 def new_metadata() -> MetaData:
     """A service's metadata, already holding the platform's outbox and inbox tables."""
     metadata = MetaData(naming_convention=NAMING)

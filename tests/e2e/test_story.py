@@ -277,6 +277,8 @@ async def tell_the_story(
         done = (
             body["total"]["orders"] == 2
             and by_supplier.get(north, {}).get("delayed_supplier_orders") == 1
+            # the supplier's own delay notice can land before the missed deadline does
+            and by_supplier.get(north, {}).get("shipped_late") == 1
             and by_supplier.get(south, {}).get("shipped_on_time") == 2
         )
         return body if done else None

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from services.supplier.app import MIGRATIONS
 from services.supplier.consumers import BATCH, CONSUMERS
 from services.supplier.domain import Credentials, NewSupplier, Offer
-from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
+from services.supplier.store import Sealer, StockConflict, SupplierDirectory, SupplierUnitOfWork
 from services.supplier.tables import allocation, offer, routing_request, supplier_order
 from shared.consumer import MessageProcessor
 from shared.db import create_engine, migrate_async, outbox_table, session_factory
@@ -210,3 +210,24 @@ async def test_a_redelivered_batch_does_nothing_twice(dbs):
     assert await db.processor(batched=True).process_many(messages(again)) == [True] * 5
     after = (await db.counts(), await db.stock(), await db.routed(), await db.events())
     assert after == before
+
+
+async def test_a_short_sku_undoes_what_the_same_call_reserved_before_it(dbs):
+    """One order wants 2 MUG and 5 TEA from the same supplier, which has only 4 TEA: the
+    MUG reserved first is handed back, so the transaction can go on (another supplier,
+    a routing failure) without holding stock no one was given."""
+    db = await dbs("supplier")
+    async with db.uow() as uow:
+        with pytest.raises(StockConflict, match="sup_cheap/TEA"):
+            await uow.offers.move_stock(take=[("sup_cheap", "MUG", 2), ("sup_cheap", "TEA", 5)])
+        await uow.offers.move_stock(take=[("sup_dear", "MUG", 1)])  # the same transaction goes on
+        await uow.commit()
+    assert await db.stock() == {**STOCK, ("sup_dear", "MUG"): 2}
+
+    async with db.uow() as uow:  # a release in the same call is undone as well
+        with pytest.raises(StockConflict, match="sup_dear/MUG"):
+            await uow.offers.move_stock(
+                take=[("sup_dear", "MUG", 3)], give=[("sup_cheap", "MUG", 1)]
+            )
+        await uow.commit()
+    assert await db.stock() == {**STOCK, ("sup_dear", "MUG"): 2}

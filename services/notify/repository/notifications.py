@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notify.domain import InvalidCursor, Notification, NotificationFilter, Status
 from services.notify.tables import notification
-from shared.db import aware, dialect_insert
+from shared.db import aware, dialect_insert, per_dialect
 
 _FIELDS = fields(Notification)
 
@@ -104,10 +104,7 @@ _CUSTOMER_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:r))")
 
 # The statements of every notice, built once: each execution hands over its values as
 # parameters, so none is constructed (nor its cache key walked) again per send.
-_QUEUE = {
-    dialect: dialect_insert(dialect)(notification).on_conflict_do_nothing()
-    for dialect in ("postgresql", "sqlite")
-}
+_QUEUE = per_dialect(lambda d: dialect_insert(d)(notification).on_conflict_do_nothing())
 
 
 def _kept_unless(name: str, column: Any) -> Any:

@@ -11,13 +11,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.order.tables import idempotency_key
-from shared.db import dialect_insert
+from shared.db import dialect_insert, per_dialect
 
 # Every keyed intake claims its key: built once per dialect, the key's values as parameters.
-_CLAIM = {
-    dialect: dialect_insert(dialect)(idempotency_key).on_conflict_do_nothing()
-    for dialect in ("postgresql", "sqlite")
-}
+_CLAIM = per_dialect(lambda d: dialect_insert(d)(idempotency_key).on_conflict_do_nothing())
 
 
 @dataclass(frozen=True)
