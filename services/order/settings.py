@@ -17,6 +17,8 @@ from shared.db import is_sqlite
 from shared.egress import EgressPolicy
 from shared.events import ComplaintTier
 from shared.settings import (
+    HELD_FETCH_BYTES,
+    MAX_FETCH_MIN_BYTES,
     ServiceSettings,
     refuse_loopback_url,
     refuse_weak_keyring,
@@ -32,6 +34,16 @@ class OrderSettings(ServiceSettings):
 
     database_url: str | None = Field(None, validation_alias="DROPSHIP_ORDER_DATABASE_URL")
     port: int | None = Field(None, validation_alias="DROPSHIP_ORDER_PORT")
+
+    kafka_fetch_min_bytes: int = Field(
+        HELD_FETCH_BYTES, ge=1, le=MAX_FETCH_MIN_BYTES,
+        validation_alias="DROPSHIP_ORDER_FETCH_MIN_BYTES",
+    )  # fmt: skip
+    """The broker holds the order service's fetch until this much has arrived or its wait
+    (`DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100 ms) is up: the suppliers' events of a trickle
+    of orders come in one fetch per wait, not one each (an order's status may follow its
+    supplier up to that wait later; none of these hops is on the way to a confirmation;
+    1: at once)."""
 
     pii_key: SecretStr | None = None
     """`DROPSHIP_PII_KEY`: a base64 AES-256 key, or a keyring `kid:key,kid:key` (first encrypts)."""

@@ -6,6 +6,8 @@ import pytest
 
 from services.metrics.settings import MetricsSettings
 from services.notify.settings import NotifySettings
+from services.order.settings import OrderSettings
+from services.supplier.settings import SupplierSettings
 from shared.settings import ServiceSettings
 
 
@@ -44,6 +46,7 @@ def test_the_metrics_consumer_lets_the_broker_hold_its_fetch_as_long_as_it_linge
 
 def test_notify_and_metrics_let_the_broker_hold_their_fetches(monkeypatch: pytest.MonkeyPatch):
     assert ServiceSettings().kafka_fetch_min_bytes == 1  # the others: answered at once
+    assert SupplierSettings().kafka_fetch_min_bytes == 1  # on the way to a confirmation
     assert NotifySettings().kafka_fetch_min_bytes == MetricsSettings().kafka_fetch_min_bytes
     assert NotifySettings().kafka_fetch_min_bytes == 1024 * 1024
     monkeypatch.setenv("DROPSHIP_NOTIFY_FETCH_MIN_BYTES", "1")
@@ -53,3 +56,15 @@ def test_notify_and_metrics_let_the_broker_hold_their_fetches(monkeypatch: pytes
     monkeypatch.setenv("DROPSHIP_METRICS_FETCH_MIN_BYTES", "0")
     with pytest.raises(ValueError, match="DROPSHIP_METRICS_FETCH_MIN_BYTES"):
         MetricsSettings()
+
+
+def test_the_order_service_lets_the_broker_hold_its_fetch(monkeypatch: pytest.MonkeyPatch):
+    """Its consumers follow the suppliers (status, shops' fulfilments): none is on the way
+    to a supplier's confirmation, so a trickle of their events comes once per wait."""
+    assert OrderSettings().kafka_fetch_min_bytes == 1024 * 1024
+    assert OrderSettings().kafka_fetch_max_wait_ms == 100
+    monkeypatch.setenv("DROPSHIP_ORDER_FETCH_MIN_BYTES", "1")
+    assert OrderSettings().kafka_fetch_min_bytes == 1
+    monkeypatch.setenv("DROPSHIP_ORDER_FETCH_MIN_BYTES", str(50 * 1024 * 1024 + 1))
+    with pytest.raises(ValueError, match="DROPSHIP_ORDER_FETCH_MIN_BYTES"):
+        OrderSettings()
