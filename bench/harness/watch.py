@@ -22,10 +22,12 @@ class Confirmations:
     order line was confirmed here, which lines failed, how many supplier orders an order got.
 
     `from_end` positions every partition at its end once joined (nothing earlier is read);
-    `fetch_max_wait_ms` low keeps the measuring end from adding latency of its own.
+    `fetch_max_wait_ms` low keeps the measuring end from adding latency of its own: tansu
+    answers a fetch that waits for data some way into its wait, not as the data comes (a
+    500 ms wait here added 120-140 ms to every placed -> confirmed at 10 orders/s).
     """
 
-    def __init__(self, bootstrap: str, *, from_end: bool = False, fetch_max_wait_ms: int = 500):
+    def __init__(self, bootstrap: str, *, from_end: bool = False, fetch_max_wait_ms: int = 10):
         self.consumer = AIOKafkaConsumer(
             CONFIRMED,
             FAILED,
