@@ -110,6 +110,11 @@ def per_dialect(build: Callable[[str], Any]) -> dict[str, Any]:
     return {dialect: build(dialect) for dialect in DIALECTS}
 
 
+def insert_skipping_conflicts(table: Table) -> dict[str, Any]:
+    """`INSERT INTO table … ON CONFLICT DO NOTHING` for each supported database."""
+    return per_dialect(lambda dialect: dialect_insert(dialect)(table).on_conflict_do_nothing())
+
+
 def new_metadata() -> MetaData:
     """A service's metadata, already holding the platform's outbox and inbox tables."""
     metadata = MetaData(naming_convention=NAMING)

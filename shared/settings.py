@@ -7,7 +7,7 @@ import binascii
 import contextlib
 import ipaddress
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -26,6 +26,13 @@ catching up, as soon as this much is there)."""
 MAX_FETCH_MIN_BYTES = 50 * 1024 * 1024
 """Highest fetch min bytes a setting takes: a fetch's own size limit (aiokafka's
 `fetch_max_bytes`), which a larger minimum could never reach."""
+
+
+def held_fetch_min_bytes(variable: str) -> Any:
+    """A latency-tolerant consumer's fetch min bytes, read from `variable`: `HELD_FETCH_BYTES`
+    by default, from 1 (answered at the first event) to `MAX_FETCH_MIN_BYTES`."""
+    return Field(HELD_FETCH_BYTES, ge=1, le=MAX_FETCH_MIN_BYTES, validation_alias=variable)
+
 
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "replace-with", "placeholder", "dev-")
 """Substrings of the development defaults and the example files' placeholders

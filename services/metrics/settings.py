@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from shared.settings import HELD_FETCH_BYTES, MAX_FETCH_MIN_BYTES, ServiceSettings
+from shared.settings import ServiceSettings, held_fetch_min_bytes
 
 
 class MetricsSettings(ServiceSettings):
@@ -33,10 +33,7 @@ class MetricsSettings(ServiceSettings):
     """How long the broker may hold the metrics consumer's fetch while nothing has arrived
     (services: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100): as long as the linger, since the
     consumer waits that long anyway; fewer fetches, each of every assigned partition."""
-    kafka_fetch_min_bytes: int = Field(
-        HELD_FETCH_BYTES, ge=1, le=MAX_FETCH_MIN_BYTES,
-        validation_alias="DROPSHIP_METRICS_FETCH_MIN_BYTES",
-    )  # fmt: skip
+    kafka_fetch_min_bytes: int = held_fetch_min_bytes("DROPSHIP_METRICS_FETCH_MIN_BYTES")
     """The broker holds the metrics consumer's fetch until this much has arrived or its
     wait is up (`DROPSHIP_METRICS_FETCH_MAX_WAIT_MS`): a trickle of events costs one fetch
     per wait, not one each (1: answered at the first event)."""

@@ -11,9 +11,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from services.notify.channel_config import OpsWebhook, SmtpConfig, parse_ops_webhooks
 from services.notify.domain import ResponseTargets, RetryPolicy
 from shared.settings import (
-    HELD_FETCH_BYTES,
-    MAX_FETCH_MIN_BYTES,
     ServiceSettings,
+    held_fetch_min_bytes,
     refuse_loopback_url,
 )
 
@@ -30,10 +29,7 @@ class NotifySettings(ServiceSettings):
     )
     """After a poll returns fewer than a batch, keep fetching this long for more before
     applying them in one transaction (a notice may wait this much longer to be queued)."""
-    kafka_fetch_min_bytes: int = Field(
-        HELD_FETCH_BYTES, ge=1, le=MAX_FETCH_MIN_BYTES,
-        validation_alias="DROPSHIP_NOTIFY_FETCH_MIN_BYTES",
-    )  # fmt: skip
+    kafka_fetch_min_bytes: int = held_fetch_min_bytes("DROPSHIP_NOTIFY_FETCH_MIN_BYTES")
     """The broker holds notify's fetch until this much has arrived or its wait
     (`DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100 ms) is up: a trickle of events costs one fetch
     per wait, not one each (a notice may be queued up to that wait later; 1: at once)."""

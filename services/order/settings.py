@@ -17,9 +17,8 @@ from shared.db import is_sqlite
 from shared.egress import EgressPolicy
 from shared.events import ComplaintTier
 from shared.settings import (
-    HELD_FETCH_BYTES,
-    MAX_FETCH_MIN_BYTES,
     ServiceSettings,
+    held_fetch_min_bytes,
     refuse_loopback_url,
     refuse_weak_keyring,
     refuse_weak_secret,
@@ -35,10 +34,7 @@ class OrderSettings(ServiceSettings):
     database_url: str | None = Field(None, validation_alias="DROPSHIP_ORDER_DATABASE_URL")
     port: int | None = Field(None, validation_alias="DROPSHIP_ORDER_PORT")
 
-    kafka_fetch_min_bytes: int = Field(
-        HELD_FETCH_BYTES, ge=1, le=MAX_FETCH_MIN_BYTES,
-        validation_alias="DROPSHIP_ORDER_FETCH_MIN_BYTES",
-    )  # fmt: skip
+    kafka_fetch_min_bytes: int = held_fetch_min_bytes("DROPSHIP_ORDER_FETCH_MIN_BYTES")
     """The broker holds the order service's fetch until this much has arrived or its wait
     (`DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100 ms) is up: the suppliers' events of a trickle
     of orders come in one fetch per wait, not one each (an order's status may follow its

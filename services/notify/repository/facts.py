@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notify.domain import FactLine, OrderFact, SupplierWatch
 from services.notify.tables import order_fact, supplier_share, supplier_status, watch_state
-from shared.db import aware, dialect_insert, per_dialect
+from shared.db import aware, dialect_insert, insert_skipping_conflicts, per_dialect
 
 
 def _record_share(dialect: str) -> Any:
@@ -22,7 +22,7 @@ def _record_share(dialect: str) -> Any:
 
 
 # Built once (each event of an order runs one of them): executions hand over parameters.
-_ADD_FACT = per_dialect(lambda d: dialect_insert(d)(order_fact).on_conflict_do_nothing())
+_ADD_FACT = insert_skipping_conflicts(order_fact)
 _GET_FACT = select(order_fact).where(order_fact.c.order_id == bindparam("p_order_id"))
 _RECORD_SHARE = per_dialect(_record_share)
 

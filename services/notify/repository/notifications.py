@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.notify.domain import InvalidCursor, Notification, NotificationFilter, Status
 from services.notify.tables import notification
-from shared.db import aware, dialect_insert, per_dialect
+from shared.db import aware, insert_skipping_conflicts
 
 _FIELDS = fields(Notification)
 
@@ -104,7 +104,7 @@ _CUSTOMER_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:r))")
 
 # The statements of every notice, built once: each execution hands over its values as
 # parameters, so none is constructed (nor its cache key walked) again per send.
-_QUEUE = per_dialect(lambda d: dialect_insert(d)(notification).on_conflict_do_nothing())
+_QUEUE = insert_skipping_conflicts(notification)
 
 
 def _kept_unless(name: str, column: Any) -> Any:

@@ -11,10 +11,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.order.tables import idempotency_key
-from shared.db import dialect_insert, per_dialect
+from shared.db import dialect_insert, insert_skipping_conflicts
 
 # Every keyed intake claims its key: built once per dialect, the key's values as parameters.
-_CLAIM = per_dialect(lambda d: dialect_insert(d)(idempotency_key).on_conflict_do_nothing())
+_CLAIM = insert_skipping_conflicts(idempotency_key)
 
 
 @dataclass(frozen=True)
