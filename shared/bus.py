@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -64,7 +66,12 @@ class BusConfig:
     """The broker answers a fetch once this much has arrived or `fetch_max_wait_ms` is up:
     above 1, a trickle of events comes back in one fetch per wait, not one fetch each."""
     doorbell: bool = True
-    """Ring the doorbell topic after every acknowledged batch of events."""
+    """Ring the doorbell topic after an acknowledged batch of events."""
+    ring_every_s: float = 0.0
+    """Ring at most once in this long (0: after every batch); the first batch after it rings
+    at once. A consumer that hears a ring keeps fetching for its `idle_after_s`, so a ring
+    sooner than that after the last one would wake nobody: under load it only cost the
+    broker a produce request (and every listener an answer) per batch."""
     linger_ms: int = 2
     """The producer waits this long for more messages to fill a batch (a relay batch is
     sent at once; the wait lets the doorbell ring and a following batch join it)."""
@@ -80,11 +87,14 @@ class BusConfig:
 class KafkaBus:
     """One producer per process plus the topic administration it needs at start."""
 
-    def __init__(self, config: BusConfig) -> None:
+    def __init__(self, config: BusConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._producer: AIOKafkaProducer | None = None
         self._connected = asyncio.Event()
         self._rings: set[asyncio.Task[None]] = set()
+        self._clock = clock
+        self._rang_at = -math.inf
+        self.rings = 0
 
     @property
     def connected(self) -> bool:
@@ -144,9 +154,16 @@ class KafkaBus:
             self._ring()
 
     def _ring(self) -> None:
-        """Tell idle consumers to fetch (fire and forget: a lost ring costs a peek's delay)."""
+        """Tell idle consumers to fetch (fire and forget: a lost ring costs a peek's delay),
+        unless this process rang less than `ring_every_s` ago: every consumer that heard
+        that ring is still fetching, and one that had not yet will fetch this batch too."""
         if self._producer is None:
             return
+        now = self._clock()
+        if now - self._rang_at < self.config.ring_every_s:
+            return
+        self._rang_at = now
+        self.rings += 1
         client_id = self.config.client_id.encode()
 
         async def ring(producer: AIOKafkaProducer) -> None:

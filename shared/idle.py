@@ -17,7 +17,8 @@ assigned partition and waits for either
 - `fetch_every_s` passing: the runner fetches anyway, as before every peek.
 
 Either way the partitions are resumed and the runner polls normally again (after a ring
-for at least `idle_after_s`, as more events usually follow); the gate only
+for at least `idle_after_s`, as more events usually follow: a process rings at most every
+quarter of that, so the batches it publishes meanwhile go to consumers still awake); the gate only
 ever delays a fetch, it never skips one, so every delivery guarantee of the runner holds.
 """
 
@@ -101,13 +102,17 @@ class IdleGate:
         `fetch_every_s`, then resume them.
 
         A ring heard before this call (while the last poll ran) returns at once: the ring
-        follows its batch's acknowledgement, so the next poll sees that batch. A peek asks
+        follows its batch's acknowledgement, so the next poll sees that batch; and, as after
+        a ring heard asleep, the consumer stays awake for `idle_after_s`, since a process
+        rings at most once in a while (`BusConfig.ring_every_s`, shorter than that) and
+        relies on the consumers its last ring woke to fetch the batches after it. A peek asks
         the broker for the partitions' end offsets (one small request) instead of fetching
         them all; at least every `fetch_every_s` the runner fetches anyway (and so stays
         well inside aiokafka's `max_poll_interval_ms`)."""
         rung = self.doorbell.rung if self.doorbell is not None else asyncio.Event()
-        if rung.is_set():
+        if rung.is_set():  # as after a ring heard asleep: stay awake for what follows it
             rung.clear()
+            self.active()
             return
         assigned = consumer.assignment()
         paused = [tp for tp in assigned if tp not in busy]

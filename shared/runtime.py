@@ -110,6 +110,7 @@ class ServiceRuntime(Generic[U, S]):
                 fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
                 fetch_min_bytes=s.kafka_fetch_min_bytes,
                 doorbell=s.kafka_doorbell,
+                ring_every_s=s.kafka_idle_after_s / 4,
                 linger_ms=s.kafka_producer_linger_ms,
                 doorbell_wait_ms=s.kafka_doorbell_wait_ms,
                 consumer_timeout_ms=s.kafka_consumer_timeout_ms,

@@ -136,11 +136,13 @@ class ServiceSettings(BaseSettings):
     up (1: answered at the first message)."""
     kafka_idle_after_s: float = Field(3.0, ge=0)
     """A consumer with nothing to do for this long stops fetching until the doorbell rings
-    or `kafka_idle_peek_s` passes (0: always fetch)."""
+    or `kafka_idle_peek_s` passes (0: always fetch). After hearing a ring it fetches for at
+    least this long, so a process rings at most every quarter of it."""
     kafka_idle_peek_s: float = Field(5.0, gt=0)
     """Longest an idle consumer goes without fetching (picks up messages nobody rang for)."""
     kafka_doorbell: bool = True
-    """Ring the one-partition `dropship-doorbell` topic after each published batch."""
+    """Ring the one-partition `dropship-doorbell` topic after a published batch (at most
+    every quarter of `kafka_idle_after_s`)."""
     kafka_consumer_timeout_ms: int = Field(2000, ge=10)
     """Longest aiokafka's fetch routine sleeps with nothing to react to (its default 200 ms
     walks every paused partition of an idle consumer five times a second)."""

@@ -431,7 +431,7 @@ async def run_backend(
         supplier, simulator = apps(
             tmp, url, broker.bootstrap, args.workers, args.one_by_one, order_url
         )
-        seen = Confirmations(broker.bootstrap, fetch_max_wait_ms=10)
+        seen = Confirmations(broker.bootstrap)
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
         waits = WaitSampler(url) if backend == "postgresql" else None
         try:

@@ -1,5 +1,6 @@
-"""The idle gate, the poll backoff and the alarm: when a consumer may sleep, what wakes it,
-how polls stretch and snap back, how long a clock-driven loop sleeps."""
+"""The idle gate, the doorbell, the poll backoff and the alarm: when a consumer may sleep,
+what wakes it, how often a process rings, how polls stretch and snap back, how long a
+clock-driven loop sleeps."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import TopicPartition
 
+from shared.bus import DOORBELL_TOPIC, BusConfig, KafkaBus, OutgoingMessage
 from shared.idle import Alarm, Backoff, Doorbell, IdleGate
 from shared.testing import eventually
 
@@ -129,6 +131,66 @@ async def test_a_ring_heard_while_awake_skips_the_next_sleep() -> None:
     consumer = FakeConsumer()
     await asyncio.wait_for(gate.sleep(consumer, busy=set()), 1)  # type: ignore[arg-type]
     assert consumer.ever_paused == set() and not bell.rung.is_set()
+
+
+async def test_a_ring_heard_while_awake_keeps_the_consumer_awake_for_the_quiet_spell() -> None:
+    # a process rings at most every quarter of `idle_after_s`: a consumer that heard a ring
+    # must stay awake for the batches published after it without a ring of their own
+    clock = Clock()
+    bell = Doorbell(bus=None)  # type: ignore[arg-type]
+    gate = IdleGate(bell, idle_after_s=3, peek_s=60, clock=clock)
+    clock.now = 10.0
+    assert gate.should_sleep()
+    bell.rung.set()
+    await asyncio.wait_for(gate.sleep(FakeConsumer(), busy=set()), 1)  # type: ignore[arg-type]
+    clock.now = 12.9
+    assert not gate.should_sleep(), "awake for idle_after_s after the ring"
+    clock.now = 13.0
+    assert gate.should_sleep()
+
+
+class FakeProducer:
+    """What `KafkaBus.send_batch` and its ring need of aiokafka's producer."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, topic: str, value: bytes, **_: object) -> asyncio.Future[None]:
+        self.sent.append(topic)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_a_process_rings_at_most_once_per_ring_interval() -> None:
+    clock = Clock()
+    bus = KafkaBus(BusConfig("127.0.0.1:1", "order", ring_every_s=0.75), clock=clock)
+    producer = bus._producer = FakeProducer()  # type: ignore[assignment]
+    event = [OutgoingMessage("order-placed", b"ord_1", b"{}")]
+
+    async def rings() -> int:
+        await asyncio.gather(*bus._rings)
+        return producer.sent.count(DOORBELL_TOPIC)
+
+    for clock.now in (100.0, 100.2, 100.74):  # batches close together: the first rings
+        await bus.send_batch(event)
+    assert await rings() == 1
+    await bus.send_batch([OutgoingMessage("order-placed.dlq", b"ord_1", b"{}")])
+    clock.now = 100.75
+    await bus.send_batch([OutgoingMessage("order-placed.dlq", b"ord_1", b"{}")])
+    assert await rings() == 1, "a dead letter wakes no consumer"
+    await bus.send_batch(event)
+    assert await rings() == 2, "the interval is up: the next batch rings at once"
+    assert producer.sent.count("order-placed") == 4 and bus.rings == 2
+
+
+async def test_with_no_ring_interval_every_batch_rings() -> None:
+    bus = KafkaBus(BusConfig("127.0.0.1:1", "order"))
+    producer = bus._producer = FakeProducer()  # type: ignore[assignment]
+    for _ in range(3):
+        await bus.send_batch([OutgoingMessage("order-placed", b"ord_1", b"{}")])
+    await asyncio.gather(*bus._rings)
+    assert producer.sent.count(DOORBELL_TOPIC) == 3
 
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
