@@ -31,7 +31,7 @@ class Confirmations:
     the system's). So the measuring end adds neither latency nor broker work.
     """
 
-    def __init__(self, bootstrap: str, *, from_end: bool = False, fetch_max_wait_ms: int = 500):
+    def __init__(self, bootstrap: str, *, from_end: bool = False):
         self.consumer = AIOKafkaConsumer(
             CONFIRMED,
             FAILED,
@@ -41,7 +41,7 @@ class Confirmations:
             auto_offset_reset="latest" if from_end else "earliest",
             session_timeout_ms=6000,
             heartbeat_interval_ms=500,
-            fetch_max_wait_ms=fetch_max_wait_ms,
+            fetch_max_wait_ms=500,
         )
         self.from_end = from_end
         self.confirmed: dict[str, dict[str, float]] = defaultdict(dict)  # order -> line -> t
