@@ -28,7 +28,8 @@ from services.order.repository.rows import (
     order_values,
     reencrypted,
 )
-from services.order.tables import allocation, customer_order, order_line, order_timeline, shipment
+from services.order.repository.timeline import insert_entries
+from services.order.tables import allocation, customer_order, order_line, shipment
 from shared.db import aware, dialect_insert
 
 _UPDATE_LINE = (
@@ -208,7 +209,7 @@ class OrderRepository:
         if kept.shipments:
             await self.session.execute(upsert_shipments, list(kept.shipments.values()))
         if timeline:
-            await self.session.execute(order_timeline.insert(), list(timeline))
+            await insert_entries(self.session, timeline)
 
     async def save(self, order: Order) -> None:
         """Write back what the aggregate changed since it was loaded (`get(for_update=True)`):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,6 +52,11 @@ def note_row(order_id: str, note: Note) -> dict[str, Any]:
     )
 
 
+async def insert_entries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Timeline entries (`event_row`, `note_row`) in one statement (an executemany for many)."""
+    await session.execute(order_timeline.insert(), list(rows))
+
+
 class Timeline:
     """One row per event an order emitted or received, with a note when it was unusual.
 
@@ -86,7 +92,7 @@ class Timeline:
         """Write the entries added since the last flush, in one statement."""
         if self._pending:
             rows, self._pending = self._pending, []
-            await self.session.execute(order_timeline.insert(), rows)
+            await insert_entries(self.session, rows)
 
     async def of(self, order_id: str) -> list[TimelineEntry]:
         await self.flush()
