@@ -22,19 +22,17 @@ class MetricsSettings(ServiceSettings):
     set-based and the rollup deltas summed per row first, so a larger batch costs less per
     event (2000: about a fifth less CPU than 500)."""
     kafka_linger_ms: float = Field(
-        1000.0, ge=0, le=5000, validation_alias="DROPSHIP_METRICS_CONSUMER_LINGER_MS"
+        250.0, ge=0, le=5000, validation_alias="DROPSHIP_METRICS_CONSUMER_LINGER_MS"
     )
     """After a poll returns fewer than a batch, keep fetching this long for more before
-    applying them in one transaction: KPIs need not be real-time (their answers are cached
-    `kpi_cache_s` anyway), and at a low rate a poll holds one event, so the transaction's
-    fixed cost is shared by all that came meanwhile."""
+    applying them in one transaction: KPIs need not be real-time, and at a low rate a poll
+    holds one event, so the transaction's fixed cost is shared by all that came meanwhile."""
     kafka_fetch_max_wait_ms: int = Field(
         250, ge=0, le=5000, validation_alias="DROPSHIP_METRICS_FETCH_MAX_WAIT_MS"
     )
     """How long the broker may hold the metrics consumer's fetch while nothing has arrived
-    (services: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100): longer, since the consumer lingers
-    for more anyway; fewer fetches, each of every assigned partition. Shorter than the
-    linger: a fetch that comes back empty ends the linger as soon as the events stop."""
+    (services: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100): as long as the linger, since the
+    consumer waits that long anyway; fewer fetches, each of every assigned partition."""
     kafka_fetch_min_bytes: int = held_fetch_min_bytes("DROPSHIP_METRICS_FETCH_MIN_BYTES")
     """The broker holds the metrics consumer's fetch until this much has arrived or its
     wait is up (`DROPSHIP_METRICS_FETCH_MAX_WAIT_MS`): a trickle of events costs one fetch
