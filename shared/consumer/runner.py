@@ -64,6 +64,10 @@ def _merge(parts: Sequence[Sequence[Message]]) -> list[Message]:
     return list(heapq.merge(*parts, key=lambda r: r.timestamp)) if len(parts) > 1 else [*parts[0]]
 
 
+LINGER_MARGIN_MS = 50
+"""Beyond a fetch's wait, how long a linger waits for its answer before calling it empty."""
+
+
 class ConsumerRunner:
     """Consumes the processor's topics in its consumer group until cancelled.
 
@@ -160,18 +164,23 @@ class ConsumerRunner:
         return bool(polled)
 
     async def _linger(self, consumer: AIOKafkaConsumer) -> None:
-        """Top the hold up to a batch for up to `linger_ms`: each fetch returns as soon as
-        anything arrives, so keep asking until the batch is full, the time is up, or a
-        fetch comes back empty (its wait ran out)."""
+        """Top the hold up to a batch for up to `linger_ms`: keep asking until the batch is
+        full, the time is up, or one fetch wait (`fetch_max_wait_ms`, plus a margin for the
+        round trip) has passed with nothing new. `getmany` returns only when records arrive
+        or its timeout is up, not when a fetch comes back empty, so each ask is bounded by
+        that wait: a lone event is held about one fetch wait, not the whole linger."""
         if self.linger_ms <= 0:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.linger_ms / 1000
+        quiet_ms = self.bus.config.fetch_max_wait_ms + LINGER_MARGIN_MS
         while (held := sum(map(len, self._held.values()))) < self.batch_size:
             left_ms = int((deadline - loop.time()) * 1000)
             if left_ms <= 0:
                 return
-            more = await consumer.getmany(timeout_ms=left_ms, max_records=self.batch_size - held)
+            more = await consumer.getmany(
+                timeout_ms=min(left_ms, quiet_ms), max_records=self.batch_size - held
+            )
             if not more:
                 return
             self._hold(more)  # a revocation meanwhile dropped its partitions from the hold

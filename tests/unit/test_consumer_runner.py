@@ -9,6 +9,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from shared.bus import BusConfig, KafkaBus
 from shared.consumer import ConsumerRunner, RetryingDelivery
+from shared.consumer.runner import LINGER_MARGIN_MS
 from shared.testing import eventually
 from tests.unit.test_poll_batches import placed, setup
 
@@ -25,8 +26,10 @@ class FakeConsumer:
         self.seeks: dict[TopicPartition, int] = {}
         self.assigned = {TopicPartition(TOPIC, p) for p in range(8)}
         self.linger_polls: list[int] = []
+        self.timeouts: list[int] = []
 
     async def getmany(self, *, timeout_ms: int, max_records: int):  # type: ignore[no-untyped-def]
+        self.timeouts.append(timeout_ms)
         if timeout_ms < 100:
             self.linger_polls.append(max_records)
         return self.polls.pop(0) if self.polls else {}
@@ -143,6 +146,22 @@ async def _nothing(order_id: str) -> None:
 
 async def _is(value: object) -> object:
     return value
+
+
+async def test_a_long_linger_asks_for_one_fetch_wait_at_a_time():
+    """aiokafka's `getmany` answers only when records arrive or its timeout is up (an
+    empty fetch does not wake it): asking for the whole linger would hold a lone event
+    that long. Each ask is one fetch wait and a margin, so a quiet wait ends the linger."""
+    delivery, store, _ = setup(_nothing)
+    consumer = FakeConsumer(records(0, "ord_a"), records(3, "ord_b"))
+    runner = runner_for(delivery, consumer, batch_size=100, linger_ms=1000)
+    wait = runner.bus.config.fetch_max_wait_ms
+    assert await runner._poll(consumer, 100)  # type: ignore[arg-type]
+    first_poll, *linger = consumer.timeouts
+    assert first_poll == 100
+    assert linger == [wait + LINGER_MARGIN_MS] * 2, "one fetch wait per ask, not the whole second"
+    await eventually(lambda: idle(runner), timeout=5, what="transaction done")
+    assert store.commits == 1 and sorted(store.applied) == ["ord_a", "ord_b"]
 
 
 async def test_a_linger_stops_asking_once_the_batch_is_full():
