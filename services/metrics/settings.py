@@ -22,17 +22,18 @@ class MetricsSettings(ServiceSettings):
     set-based and the rollup deltas summed per row first, so a larger batch costs less per
     event (2000: about a fifth less CPU than 500)."""
     kafka_linger_ms: float = Field(
-        250.0, ge=0, le=5000, validation_alias="DROPSHIP_METRICS_CONSUMER_LINGER_MS"
+        1000.0, ge=0, le=5000, validation_alias="DROPSHIP_METRICS_CONSUMER_LINGER_MS"
     )
-    """After a poll returns fewer than a batch, keep fetching this long for more before
-    applying them in one transaction: KPIs need not be real-time, and at a low rate a poll
-    holds one event, so the transaction's fixed cost is shared by all that came meanwhile."""
+    """After a poll returns fewer than a batch, keep fetching up to this long for more
+    before applying them in one transaction (a fetch wait that brings nothing ends it
+    sooner): KPIs need not be real-time, and at a low rate a poll holds one event, so the
+    transaction's fixed cost is shared by all that came meanwhile."""
     kafka_fetch_max_wait_ms: int = Field(
         250, ge=0, le=5000, validation_alias="DROPSHIP_METRICS_FETCH_MAX_WAIT_MS"
     )
     """How long the broker may hold the metrics consumer's fetch while nothing has arrived
-    (services: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100): as long as the linger, since the
-    consumer waits that long anyway; fewer fetches, each of every assigned partition."""
+    (services: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100): fewer fetches, each of every
+    assigned partition; a wait that brings nothing ends the linger."""
     kafka_fetch_min_bytes: int = held_fetch_min_bytes("DROPSHIP_METRICS_FETCH_MIN_BYTES")
     """The broker holds the metrics consumer's fetch until this much has arrived or its
     wait is up (`DROPSHIP_METRICS_FETCH_MAX_WAIT_MS`): a trickle of events costs one fetch

@@ -25,10 +25,12 @@ class NotifySettings(ServiceSettings):
     port: int | None = Field(None, validation_alias="DROPSHIP_NOTIFY_PORT")
 
     kafka_linger_ms: float = Field(
-        100.0, ge=0, le=5000, validation_alias="DROPSHIP_NOTIFY_CONSUMER_LINGER_MS"
+        1000.0, ge=0, le=5000, validation_alias="DROPSHIP_NOTIFY_CONSUMER_LINGER_MS"
     )
-    """After a poll returns fewer than a batch, keep fetching this long for more before
-    applying them in one transaction (a notice may wait this much longer to be queued)."""
+    """After a poll returns fewer than a batch, keep fetching up to this long for more
+    before applying them in one transaction; a fetch wait that brings nothing ends it
+    sooner. Under a steady trickle a notice may be queued up to this much later; a lone
+    event waits about one fetch wait (100 ms)."""
     kafka_fetch_min_bytes: int = held_fetch_min_bytes("DROPSHIP_NOTIFY_FETCH_MIN_BYTES")
     """The broker holds notify's fetch until this much has arrived or its wait
     (`DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100 ms) is up: a trickle of events costs one fetch
