@@ -41,6 +41,15 @@ class OrderSettings(ServiceSettings):
     supplier up to that wait later; none of these hops is on the way to a confirmation;
     1: at once)."""
 
+    kafka_linger_ms: float = Field(
+        1000.0, ge=0, le=5000, validation_alias="DROPSHIP_ORDER_CONSUMER_LINGER_MS"
+    )
+    """After a poll returns fewer than a batch, keep fetching up to this long for more
+    before applying them in one transaction; a fetch wait that brings nothing ends it
+    sooner. None of its events is on the way to a confirmation: under a steady trickle an
+    order's status follows its supplier up to this much later, a lone event about one
+    fetch wait later."""
+
     pii_key: SecretStr | None = None
     """`DROPSHIP_PII_KEY`: a base64 AES-256 key, or a keyring `kid:key,kid:key` (first encrypts)."""
     shopify_secret: SecretStr | None = None

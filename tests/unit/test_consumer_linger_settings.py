@@ -11,17 +11,21 @@ from services.supplier.settings import SupplierSettings
 from shared.settings import ServiceSettings
 
 
-def test_metrics_and_notify_linger_longer_than_the_shared_default():
+def test_consumers_off_the_way_to_a_confirmation_linger_longer_than_the_shared_default():
     shared = ServiceSettings().kafka_linger_ms
     assert MetricsSettings().kafka_linger_ms == 1000 > shared
     assert NotifySettings().kafka_linger_ms == 1000 > shared
+    assert OrderSettings().kafka_linger_ms == 1000 > shared
+    assert SupplierSettings().kafka_linger_ms == shared, "on the way to a confirmation"
 
 
 def test_each_service_reads_its_own_variable(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DROPSHIP_METRICS_CONSUMER_LINGER_MS", "40")
     monkeypatch.setenv("DROPSHIP_NOTIFY_CONSUMER_LINGER_MS", "0")
+    monkeypatch.setenv("DROPSHIP_ORDER_CONSUMER_LINGER_MS", "7")
     assert MetricsSettings().kafka_linger_ms == 40
     assert NotifySettings().kafka_linger_ms == 0
+    assert OrderSettings().kafka_linger_ms == 7
 
 
 def test_a_negative_linger_is_refused(monkeypatch: pytest.MonkeyPatch):
