@@ -166,6 +166,21 @@ def count_round_trips(engine: AsyncEngine) -> AsyncEngine:
     return engine
 
 
+async def reachable(engine: AsyncEngine, timeout_s: float = 2.0) -> bool:
+    """The database answers a `SELECT 1` within `timeout_s` (readiness).
+
+    Read-only, so on SQLite it waits for no writer: a probe taking the write lock would
+    queue behind every write of a busy moment and call a busy database unreachable.
+    """
+    try:
+        async with asyncio.timeout(timeout_s), engine.connect() as conn:
+            await conn.execution_options(**{READ_ONLY: True})
+            await conn.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` transactions.
 

@@ -371,7 +371,9 @@ class OutboxRelay:
         return spans
 
     async def backlog(self) -> int:
+        """Rows not yet published (a read: SQLite's write lock is not taken)."""
         async with self._sessions() as session:
+            await session.connection(execution_options={READ_ONLY: True})
             count = await session.scalar(
                 select(func.count())
                 .select_from(outbox_table)

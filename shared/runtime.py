@@ -14,7 +14,6 @@ from typing import Any, Generic
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from typing_extensions import TypeVar
 
@@ -28,7 +27,7 @@ from shared.consumer import (
     RetryingDelivery,
     Subscription,
 )
-from shared.db import create_engine, migrate_async, session_factory
+from shared.db import create_engine, migrate_async, reachable, session_factory
 from shared.http import (
     ERROR_RESPONSES,
     install_error_handlers,
@@ -200,12 +199,7 @@ class ServiceRuntime(Generic[U, S]):
                 log.error("shutdown step timed out", extra={"step": step})
 
     async def database_ok(self) -> bool:
-        try:
-            async with asyncio.timeout(2.0), self.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            return True
-        except Exception:
-            return False
+        return await reachable(self.engine)
 
     async def readiness(self) -> dict[str, bool]:
         database, broker = await asyncio.gather(self.database_ok(), self.bus.healthy())

@@ -16,6 +16,7 @@ from services.supplier.adapter import SupplierClient
 from services.supplier.availability import AvailabilityReporter
 from services.supplier.breaker import CircuitBreaker
 from services.supplier.consumers import BATCH, CONSUMERS
+from services.supplier.directory import SupplierEntry
 from services.supplier.dispatcher import Dispatcher, Wakeup, sla_clock, waiting_clock
 from services.supplier.errors import DOMAIN_ERRORS
 from services.supplier.journal import CallbackJournal
@@ -27,6 +28,7 @@ from shared.egress import guarded_client
 from shared.http import install_domain_errors
 from shared.idle import Alarm
 from shared.runtime import ServiceRuntime, build_app
+from shared.single_flight import SingleFlight
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
@@ -158,6 +160,7 @@ def create_app(settings: SupplierSettings | None = None) -> FastAPI:
     )
     app.state.availability = availability
     app.state.directory = directory
+    app.state.entry_reads = SingleFlight[str, SupplierEntry | None]()
     app.state.egress = settings.egress_policy()
     app.state.journal = journal
     app.state.webhook_slots = asyncio.Semaphore(settings.supplier_webhook_concurrency)

@@ -136,8 +136,7 @@ class Dispatcher:
     async def _endpoint(self, supplier_id: str) -> SupplierEndpoint:
         hit, entry = self.directory.cached(supplier_id)
         if not hit:
-            async with self.runtime.uow() as uow:
-                entry = await uow.suppliers.entry(supplier_id)
+            entry = await dispatch.supplier_entry(self.runtime.uow(), supplier_id)
         if entry is None:
             raise LookupError(f"supplier {supplier_id} is gone")
         return SupplierEndpoint(

@@ -18,6 +18,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import Pool, QueuePool
 
 from services.supplier.api import runtime_of, settings_of
+from services.supplier.directory import SupplierEntry
 from services.supplier.handlers import callbacks
 from services.supplier.handlers.callbacks import (
     Outcome,
@@ -34,6 +35,7 @@ from shared.group_commit import GroupCommit
 from shared.http import Unauthorized, Unprocessable, error_body
 from shared.runtime import ServiceRuntime
 from shared.signing import CallbackRefused, verify_callback
+from shared.single_flight import SingleFlight
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
@@ -241,14 +243,20 @@ async def _webhook_secret(request: Request, supplier_id: str) -> str:
     hit, entry = request.app.state.directory.cached(supplier_id)
     if not hit:
         runtime = runtime_of(request)
-        if _exhausted(runtime.engine.pool):
-            raise Busy("no database connection free")
-        try:
-            async with runtime.uow() as uow:  # a read: no SQLite write lock
-                await uow.session.connection(execution_options={READ_ONLY: True})
-                entry = await uow.suppliers.entry(supplier_id)
-        except PoolTimeout as exc:
-            raise Busy("no database connection free") from exc
+
+        async def read() -> SupplierEntry | None:
+            if _exhausted(runtime.engine.pool):
+                raise Busy("no database connection free")
+            try:
+                async with runtime.uow() as uow:  # a read: no SQLite write lock
+                    await uow.session.connection(execution_options={READ_ONLY: True})
+                    return await uow.suppliers.entry(supplier_id)
+            except PoolTimeout as exc:
+                raise Busy("no database connection free") from exc
+
+        # callbacks in flight when the entry expires share one read, not one connection each
+        reads: SingleFlight[str, SupplierEntry | None] = request.app.state.entry_reads
+        entry = await reads.load(supplier_id, read)
     return entry.credentials.webhook_secret if entry is not None else ""
 
 

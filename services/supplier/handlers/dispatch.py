@@ -17,6 +17,7 @@ from services.supplier.directory import SupplierEntry
 from services.supplier.domain import Action, State
 from services.supplier.routing import fail_over, to_send
 from services.supplier.store import NewSupplierOrder, StatusCheck, SupplierUnitOfWork
+from shared.db import READ_ONLY
 from shared.events import (
     OrderRoutingFailed,
     RoutingFailureReason,
@@ -166,11 +167,20 @@ async def due_status_checks(
     return [(c, suppliers.get(c.supplier_id)) for c in checks]
 
 
+async def supplier_entry(uow: SupplierUnitOfWork, supplier_id: str) -> SupplierEntry | None:
+    """The supplier's directory entry, read without SQLite's write lock: a job's supplier
+    missing from the directory cache must not queue behind every write to read it."""
+    async with uow:
+        await uow.session.connection(execution_options={READ_ONLY: True})
+        return await uow.suppliers.entry(supplier_id)
+
+
 async def next_status_check(
     uow: SupplierUnitOfWork, check_max: timedelta | None = None
 ) -> datetime | None:
     """When `due_status_checks` next has an order to take (None: none now)."""
     async with uow:
+        await uow.single_statement(reads=True)  # no SQLite write lock to read one row
         return await uow.supplier_orders.next_check(uow.check_after, check_max)
 
 
