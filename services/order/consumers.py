@@ -2,8 +2,9 @@
 
 A consumed chunk goes to `BATCH`: its events in order, each by its handler, after the
 orders the suppliers' events move were locked and loaded together (two statements for the
-chunk where each event took two); what they change is written together, one statement per
-table, when the chunk commits."""
+chunk where each event took two); an order's later events in the chunk find it as the
+earlier ones left it, unwritten (none); what they change is written together, one
+statement per table, when the chunk commits."""
 
 from __future__ import annotations
 

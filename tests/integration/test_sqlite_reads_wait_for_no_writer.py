@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,8 +101,12 @@ async def test_the_relay_counts_its_backlog_while_a_writer_holds_the_lock(tmp_pa
         await engine.dispose()
 
 
+SupplierDb = tuple[Path, SupplierDirectory, Callable[[], SupplierUnitOfWork]]
+"""The database file (to lock from outside), its directory cache, a unit-of-work factory."""
+
+
 @pytest.fixture
-async def supplier_db(tmp_path: Path) -> AsyncIterator[tuple[Path, SupplierDirectory, object]]:
+async def supplier_db(tmp_path: Path) -> AsyncIterator[SupplierDb]:
     path = tmp_path / "supplier.db"
     url = f"sqlite+aiosqlite:///{path}"
     await migrate_async(MIGRATIONS, url)
@@ -123,14 +127,14 @@ async def supplier_db(tmp_path: Path) -> AsyncIterator[tuple[Path, SupplierDirec
 
 
 async def test_a_supplier_job_reads_its_supplier_while_a_writer_holds_the_lock(
-    supplier_db: tuple[Path, SupplierDirectory, object],
+    supplier_db: SupplierDb,
 ) -> None:
     path, directory, make = supplier_db
     assert not directory.cached(SUPPLIER)[0], "the entry is read from the database"
     with write_lock(path):
         assert_locked(path)
         async with asyncio.timeout(ANSWER_WITHIN_S):
-            entry = await dispatch.supplier_entry(make(), SUPPLIER)  # type: ignore[operator]
+            entry = await dispatch.supplier_entry(make(), SUPPLIER)
             assert entry is not None and entry.api_base_url == "http://sim/acme"
-            assert await dispatch.supplier_entry(make(), "sup_gone") is None  # type: ignore[operator]
-            assert await dispatch.next_status_check(make()) is None  # type: ignore[operator]
+            assert await dispatch.supplier_entry(make(), "sup_gone") is None
+            assert await dispatch.next_status_check(make()) is None

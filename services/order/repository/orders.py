@@ -140,6 +140,12 @@ class OrderRepository:
         """What `save` kept and `flush` has not written yet."""
         self._defer = False
         """`defer_writes` was called: `save` keeps its rows until `flush`."""
+        self._live: dict[str, Order] = {}
+        """Orders loaded without PII for update and saved since the last `flush` (deferring):
+        the next such `get` of one hands out the same aggregate, as its unwritten rows left it,
+        instead of flushing, locking and loading it again. `flush` forgets them (after it,
+        anyone may read and write those rows by other means); writing the kept rows before
+        the lean load of another order (`_write_kept`) does not."""
 
     # -- writing ------------------------------------------------------------------------
     async def add(self, order: Order) -> None:
@@ -184,6 +190,10 @@ class OrderRepository:
         """Write what `save` kept, and the `timeline` rows (`Timeline.take`) if given: one
         statement per table (an executemany for many rows); on PostgreSQL, where two or more
         tables have rows, one statement for all (`one_trip`: one round trip)."""
+        self._live.clear()
+        await self._write_kept(timeline)
+
+    async def _write_kept(self, timeline: Sequence[dict[str, Any]] = ()) -> None:
         kept = self._deferred
         parts = [kept.orders, kept.lines, kept.allocations, kept.shipments, timeline]
         if not any(parts):
@@ -220,6 +230,8 @@ class OrderRepository:
         self._keep(order.id, Changes.since(order, before))
         if not self._defer:
             await self.flush()
+        elif before is not None and not before.pii:
+            self._live[order.id] = order
         self._loaded[order.id] = Loaded.of(order, pii=before is None or before.pii)
 
     def _keep(self, order_id: str, changes: Changes) -> None:
@@ -308,8 +320,9 @@ class OrderRepository:
         """Lock the orders, then load them without PII, in two statements for all of them
         (PostgreSQL: the locks in id order; SQLite's transaction holds the database), where
         a `get(for_update=True, pii=False)` of each took two. Each is handed out once, to
-        the next such `get` of it in this transaction, which reads it again after that: so
-        call it before anything in the transaction has written those orders."""
+        the next such `get` of it in this transaction (after that, the aggregate `save`
+        kept, until a `flush`): so call it before anything in the transaction has written
+        those orders."""
         if not order_ids:
             return
         params: dict[str, Any] = {"order_ids": sorted(set(order_ids))}
@@ -403,14 +416,20 @@ class OrderRepository:
         self, key: loads.Key, params: dict[str, Any], for_update: bool, pii: bool = True
     ) -> Order | None:
         """The order `key` names, in one round trip (two on PostgreSQL for update: the lock
-        first, see `loads`); none when `lock_many` has it."""
+        first, see `loads`); none when `lock_many` has it or this transaction saved it
+        (`_live`)."""
         if for_update and not pii and key == "id":
+            live = self._live.get(params["order_id"])
+            if live is not None:
+                return live
             kinds = self._locked.pop(params["order_id"], None)
             if kinds is not None:
                 order = loads.assemble(kinds[loads.ORDER][0], kinds, None)
                 self._loaded[order.id] = Loaded.of(order, pii=False)
                 return order
-        await self.flush()
+            await self._write_kept()
+        else:
+            await self.flush()
         if for_update and self.dialect == "postgresql":
             order_id = (await self.session.execute(loads.lock(key), params)).scalar()
             if order_id is None:
