@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from services.notify import api
 from services.notify.channels import EmlMailer, Mailer, SmtpMailer
-from services.notify.consumers import CONSUMERS
+from services.notify.consumers import BATCH, CONSUMERS
 from services.notify.domain import Policy
 from services.notify.errors import HTTP_ERRORS
 from services.notify.handlers.complaints import complaint_loop
@@ -96,6 +96,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         MIGRATIONS,
         uow_class,
         handlers=CONSUMERS,
+        batch_handler=BATCH,
         background={
             "sender": send,
             "escalation": escalate,

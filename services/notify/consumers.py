@@ -1,7 +1,13 @@
 """Notify service consumers: the facts that turn into customer notices and ops alerts
-(after-sales included: return and refund notices, complaint clocks)."""
+(after-sales included: return and refund notices, complaint clocks).
+
+A consumed chunk goes to `BATCH`: its events in order, each by its handler, in one unit
+of work that keeps the order facts, supplier shares and cleared waiting watches they
+write and writes each of those tables once, when the chunk commits."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from services.notify.handlers.aftersales import (
     on_refund_issued,
@@ -27,11 +33,13 @@ from services.notify.handlers.events import (
 from services.notify.holds import on_order_held, on_order_released
 from services.notify.marketplaces import on_marketplace_sync_failed
 from services.notify.store import NotifyUnitOfWork
-from shared.consumer import Subscription, on, subscriptions
+from shared.consumer import BatchHandler, Subscription, event_span, on, subscriptions
 from shared.events import (
     ComplaintFiled,
     ComplaintResolved,
     ComplaintResponded,
+    Envelope,
+    EventData,
     MarketplaceSyncFailed,
     OrderCancelled,
     OrderHeld,
@@ -48,6 +56,7 @@ from shared.events import (
     SupplierConfirmed,
     SupplierStatusChanged,
 )
+from shared.logging import log_context
 
 CONSUMERS: dict[str, Subscription[NotifyUnitOfWork]] = subscriptions(
     on(OrderPlaced, on_order_placed),
@@ -69,3 +78,15 @@ CONSUMERS: dict[str, Subscription[NotifyUnitOfWork]] = subscriptions(
     on(ComplaintResolved, on_complaint_resolved),
     on(MarketplaceSyncFailed, on_marketplace_sync_failed),
 )
+
+
+async def apply_batch(events: Sequence[tuple[Envelope, EventData]], uow: NotifyUnitOfWork) -> None:
+    """The fresh events of a chunk in order, each by its handler, with the unit of work's
+    fact, share and watch writes kept for its commit (`NotifyUnitOfWork.defer_writes`)."""
+    uow.defer_writes()
+    for envelope, data in events:
+        with event_span(envelope), log_context(order_id=envelope.subject, event_id=envelope.id):
+            await CONSUMERS[envelope.type].apply(envelope, data, uow)
+
+
+BATCH: BatchHandler[NotifyUnitOfWork] = apply_batch

@@ -74,7 +74,16 @@ class NotifyUnitOfWork(UnitOfWork):
     def _mark_queued(self) -> None:
         self._queued = True
 
+    def defer_writes(self) -> None:
+        """Order facts, supplier shares and cleared waiting watches are kept and written at
+        the commit, one statement per table (or before their repository next reads them):
+        a consumed chunk's events write each of those tables once."""
+        self.orders.defer_writes()
+        self.waiting.defer_writes()
+
     async def commit(self) -> None:
+        await self.orders.write_kept()
+        await self.waiting.write_kept()
         await super().commit()
         claimed = list(self.notifications.claimed.values())
         self.notifications.claimed.clear()

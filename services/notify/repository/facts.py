@@ -33,25 +33,45 @@ class OrderFacts:
     def __init__(self, session: AsyncSession, dialect: str) -> None:
         self.session = session
         self.dialect = dialect
+        self._defer = False
+        self._facts: dict[str, dict[str, Any]] = {}
+        """Kept facts by order id: the first wins, as the insert skipping conflicts does."""
+        self._shares: dict[tuple[str, str], dict[str, Any]] = {}
+        """Kept shares by (order id, supplier id): the latest wins, as the upsert does."""
+
+    def defer_writes(self) -> None:
+        """From now on `add` and `record_share` keep their rows until `write_kept`, which
+        writes each table's in one statement (an executemany); reads here write them first."""
+        self._defer = True
+
+    async def write_kept(self) -> None:
+        facts, shares = list(self._facts.values()), list(self._shares.values())
+        self._facts, self._shares = {}, {}
+        if facts:
+            await self.session.execute(_ADD_FACT[self.dialect], facts)
+        if shares:
+            await self.session.execute(_RECORD_SHARE[self.dialect], shares)
 
     async def add(self, fact: OrderFact) -> None:
         """Record a placed order (once: a redelivery changes nothing)."""
-        await self.session.execute(
-            _ADD_FACT[self.dialect],
-            {
-                "order_id": fact.order_id,
-                "external_id": fact.external_id,
-                "channel": fact.channel,
-                "currency": fact.currency,
-                "placed_at": fact.placed_at,
-                "lines": [
-                    {"line_id": line.line_id, "sku": line.sku, "quantity": line.quantity}
-                    for line in fact.lines
-                ],
-            },
-        )
+        row = {
+            "order_id": fact.order_id,
+            "external_id": fact.external_id,
+            "channel": fact.channel,
+            "currency": fact.currency,
+            "placed_at": fact.placed_at,
+            "lines": [
+                {"line_id": line.line_id, "sku": line.sku, "quantity": line.quantity}
+                for line in fact.lines
+            ],
+        }
+        if self._defer:
+            self._facts.setdefault(fact.order_id, row)
+            return
+        await self.session.execute(_ADD_FACT[self.dialect], row)
 
     async def get(self, order_id: str) -> OrderFact | None:
+        await self.write_kept()
         row = (await self.session.execute(_GET_FACT, {"p_order_id": order_id})).first()
         if row is None:
             return None
@@ -68,18 +88,21 @@ class OrderFacts:
         self, order_id: str, supplier_id: str, line_ids: list[str], ship_by: datetime
     ) -> None:
         """The lines a supplier confirmed (its latest confirmation wins)."""
-        await self.session.execute(
-            _RECORD_SHARE[self.dialect],
-            {
-                "order_id": order_id,
-                "supplier_id": supplier_id,
-                "line_ids": line_ids,
-                "ship_by": ship_by,
-            },
-        )
+        row = {
+            "order_id": order_id,
+            "supplier_id": supplier_id,
+            "line_ids": line_ids,
+            "ship_by": ship_by,
+        }
+        if self._defer:
+            self._shares.pop((order_id, supplier_id), None)  # kept in the order they came
+            self._shares[(order_id, supplier_id)] = row
+            return
+        await self.session.execute(_RECORD_SHARE[self.dialect], row)
 
     async def share_lines(self, order_id: str, supplier_id: str) -> list[str] | None:
         """The lines a supplier confirmed; None before its confirmation arrived."""
+        await self.write_kept()
         query = select(supplier_share.c.line_ids).where(
             supplier_share.c.order_id == order_id, supplier_share.c.supplier_id == supplier_id
         )
