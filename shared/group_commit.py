@@ -7,7 +7,8 @@ strong) the group goes to `write_group`, which writes it in one transaction and 
 one result per item, in order. When it answers None (having written nothing) every item
 is written alone, in arrival order, with `write_one`, so each gets exactly the answer or
 error it gets alone; an error `write_group` raises is every item's answer (its commit may
-have happened: writing again is not always safe). A group of one goes to `write_one`.
+have happened: writing again is not always safe). A group of one goes to `write_one`,
+unless `lone_as_group` (when the group's write is the cheaper one even for one item).
 Every answer comes after its commit. With `linger` 0 there are no groups: each item goes
 to `write_one` at once, in its own transaction (and past the cap on writers), the way it
 is written without a group commit.
@@ -62,9 +63,11 @@ class GroupCommit(Generic[I, R]):
         max_group: int,
         writers: int | None = None,
         name: str = "group",
+        lone_as_group: bool = False,
     ) -> None:
         """`name` labels the metrics and the log lines (`intake`, `supplier_callbacks`)."""
         self._write_group = write_group
+        self._lone_as_group = lone_as_group
         self._write_one = write_one
         self.linger_s = max(0.0, linger_s)
         self.max_group = max(1, max_group)
@@ -117,7 +120,7 @@ class GroupCommit(Generic[I, R]):
     async def _write(self, group: list[tuple[I, asyncio.Future[R]]]) -> None:
         self._items.inc(len(group))
         self._groups.inc()
-        if len(group) > 1:  # alone: `write_one`, no group bookkeeping
+        if len(group) > 1 or self._lone_as_group:  # else alone: `write_one`, no bookkeeping
             try:
                 results = await self._write_group([item for item, _ in group])
             except Exception as exc:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import Any, NamedTuple, Self
 
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +30,41 @@ class OutboxRow(NamedTuple):
 
 CommitHook = Callable[[Sequence[OutboxRow]], None]
 """Called after a commit with the outbox rows it wrote (the relay's `wake`)."""
+
+
+class OutboxTaken:
+    """Events taken from a unit of work to be written to the outbox by a statement of the
+    caller's (PostgreSQL: in one round trip with its other writes, `unnest` of `columns`).
+    The caller reports the ids the rows got (`written`); the commit then hands them to the
+    relay as if it had written them itself."""
+
+    def __init__(self, envelopes: Sequence[Envelope]) -> None:
+        self.envelopes = list(envelopes)
+        self.payloads = [e.to_bytes() for e in self.envelopes]
+        self.ids: list[int] | None = None
+
+    def columns(self) -> dict[str, list[Any]]:
+        """The rows as one list per `outbox_event` column (the payloads as bytes)."""
+        return {
+            "event_id": [e.id for e in self.envelopes],
+            "topic": [e.type for e in self.envelopes],
+            "key": [e.subject for e in self.envelopes],
+            "payload": self.payloads,
+        }
+
+    def written(self, ids: Sequence[int]) -> None:
+        """The rows are in the table, with these ids (in the order of `envelopes`)."""
+        if len(ids) != len(self.envelopes):
+            raise ValueError(f"{len(ids)} outbox ids for {len(self.envelopes)} rows")
+        self.ids = [int(i) for i in ids]
+
+    def rows(self) -> list[OutboxRow]:
+        if self.ids is None:
+            raise RuntimeError("taken outbox rows were never written")
+        return [
+            OutboxRow(i, e.type, e.subject, payload)
+            for i, e, payload in zip(self.ids, self.envelopes, self.payloads, strict=True)
+        ]
 
 
 _PG_CLAIM = text(
@@ -70,12 +105,14 @@ class UnitOfWork:
         self._on_commit = on_commit
         self._notify_others = notify_others
         self._pending: list[Envelope] = []
+        self._taken: list[OutboxTaken] = []
         self.committed = False
         self._single = False
 
     async def __aenter__(self) -> Self:
         self.session = self._sessions()
         self._pending = []
+        self._taken = []
         self.committed = False
         self._single = False
         return self
@@ -121,6 +158,15 @@ class UnitOfWork:
     def emitted(self) -> list[Envelope]:
         return list(self._pending)
 
+    def take_outbox(self) -> OutboxTaken:
+        """The events emitted so far, for the caller to write to the outbox in a statement of
+        its own; `commit` writes only those emitted after, and fails if the caller did not
+        report the taken rows `written`."""
+        taken = OutboxTaken(self._pending)
+        self._pending = []
+        self._taken.append(taken)
+        return taken
+
     async def claim_many(self, consumer: str, envelopes: Sequence[Envelope]) -> list[bool]:
         """Claim a batch in one statement; per envelope, False if already processed.
 
@@ -155,7 +201,7 @@ class UnitOfWork:
     async def commit(self) -> None:
         if self._single and self._pending:  # the outbox rows would not share its fate
             raise RuntimeError("a single-statement unit of work cannot emit events")
-        rows: list[OutboxRow] = []
+        rows = [row for taken in self._taken for row in taken.rows()]
         if self._pending:
             now = datetime.now(UTC)
             payloads = [e.to_bytes() for e in self._pending]
@@ -174,16 +220,17 @@ class UnitOfWork:
                     ],
                 )
             ).all()
-            rows = [
+            rows += [
                 OutboxRow(int(i), e.type, e.subject, payload)
                 for i, e, payload in zip(ids, self._pending, payloads, strict=True)
             ]
-            if self.dialect == "postgresql" and self._notify_others():
-                # the relay leads in another process: wake it (ours is woken in-process)
-                await self.session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
+        if rows and self.dialect == "postgresql" and self._notify_others():
+            # the relay leads in another process: wake it (ours is woken in-process)
+            await self.session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
         await self.session.commit()
         self.committed = True
         self._pending = []
+        self._taken = []
         if rows:
             faults.crash_point("uow.after_commit")  # committed, not yet published
             if self._on_commit is not None:
@@ -191,4 +238,5 @@ class UnitOfWork:
 
     async def rollback(self) -> None:
         self._pending = []
+        self._taken = []
         await self.session.rollback()

@@ -18,6 +18,7 @@ from services.order.settings import OrderSettings
 from services.order.shops import api as shops_api
 from services.order.shops.writeback import run_writebacks
 from services.order.store import OrderUnitOfWork
+from shared.db import is_sqlite
 from shared.http import install_domain_errors
 from shared.idle import Alarm
 from shared.runtime import ServiceRuntime, build_app
@@ -65,6 +66,7 @@ def create_app(settings: OrderSettings | None = None) -> FastAPI:
         linger_s=settings.order_intake_linger_ms / 1000,
         max_group=settings.order_intake_max_group,
         writers=settings.intake_writers(),
+        one_trip=not is_sqlite(settings.db_url),
     )
     install_domain_errors(
         app,

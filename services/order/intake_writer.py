@@ -8,6 +8,11 @@ external id seen before or twice in it, a concurrent twin) is placed one order a
 in arrival order with `handlers.place_order`, so each gets exactly today's answer. Every
 answer comes after its commit; with `linger` 0 every order takes today's path at once.
 
+`one_trip` (PostgreSQL) sends a lone order through `place_together` too: its writes are
+one statement there (`OrderUnitOfWork.create_in_one_trip`) where `place_order` sends one
+per table. A lone order that cannot simply be created is then placed by `place_order`,
+as a group's are.
+
 `writers` caps the groups a process writes at once (None: no cap). On SQLite, where every
 writer queues on the database's one write lock, one writer per process lets the orders
 that arrive while a group is written wait for the next group instead of queueing on the
@@ -37,6 +42,7 @@ class IntakeWriter:
         linger_s: float,
         max_group: int,
         writers: int | None = None,
+        one_trip: bool = False,
     ) -> None:
         self._new_uow = new_uow
         self._groups: GroupCommit[Intake, Placed | Replayed] = GroupCommit(
@@ -46,6 +52,7 @@ class IntakeWriter:
             max_group=max_group,
             writers=writers,
             name="intake",
+            lone_as_group=one_trip,
         )
         self.linger_s = self._groups.linger_s
         self.max_group = self._groups.max_group

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.order.app import create_app
@@ -109,6 +110,72 @@ async def test_one_key_twice_in_a_group_one_order_the_other_replayed_or_refused(
     assert [r.status_code for r in other] == [201, 409]
     assert other[1].json()["error"]["code"] == "idempotency_key_reused"
     assert await stored(order) == {"orders": 3, "outbox": 3, "placed": 3, "timeline": 3, "keys": 2}
+
+
+async def test_a_key_used_before_sends_its_group_one_by_one_and_leaves_nothing_half_written(
+    order,
+):
+    first = await order.client.post(
+        "/v1/orders", json=order_body(), headers={**API_KEY, "Idempotency-Key": "used"}
+    )
+    group = await together(
+        order,
+        (order_body(), {"Idempotency-Key": "new-1"}),
+        (order_body(), {"Idempotency-Key": "used"}),  # the same body: its first answer again
+        (order_body(quantity=5), {"Idempotency-Key": "new-2"}),
+    )
+    assert [r.status_code for r in group] == [201, 201, 201]
+    assert group[1].json() == first.json()
+    assert group[1].headers.get("Idempotent-Replayed") == "true"
+    assert group[2].json()["lines"][0]["quantity"] == 5
+    # the group's first write, rolled back, left no order, line, entry, event or key behind
+    assert await stored(order) == {"orders": 3, "outbox": 3, "placed": 3, "timeline": 3, "keys": 3}
+    assert await placed_order_ids(order) == sorted(
+        r.json()["id"] for r in (first, group[0], group[2])
+    )
+
+
+async def writes_of(
+    svc, *requests: tuple[dict[str, Any], dict[str, str]]
+) -> tuple[list[httpx.Response], list[int]]:
+    """The answers to `requests` sent together and, per write statement sent meanwhile, how
+    many of intake's five tables it wrote."""
+    writes: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "WITH")):
+            writes.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        responses = await together(svc, *requests)
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    tables = ("idempotency_key", "customer_order", "order_line", "order_timeline", "outbox_event")
+    return responses, [sum(f"INTO {t} " in sql for t in tables) for sql in writes]
+
+
+async def test_a_group_or_a_lone_order_is_one_write_statement_on_postgresql(order):
+    """PostgreSQL: the keys, orders, lines, timeline and outbox rows of a group, or of an
+    order alone, are one statement (one round trip); SQLite keeps one statement per table."""
+    postgres = order.runtime.engine.dialect.name == "postgresql"
+    responses, written = await writes_of(
+        order, *[(order_body(), {"Idempotency-Key": f"w-{i}"}) for i in range(6)]
+    )
+    assert [r.status_code for r in responses] == [201] * 6
+    if postgres:
+        assert written == [5] * len(written)
+        assert len(written) < 6, "the orders were not grouped"
+    else:
+        assert written == [1] * len(written)
+    lone, written = await writes_of(order, (order_body(), {"Idempotency-Key": "lone"}))
+    assert lone[0].status_code == 201
+    assert written == ([5] if postgres else [1] * 5)
+    responses += lone
+    assert await stored(order) == {"orders": 7, "outbox": 7, "placed": 7, "timeline": 7, "keys": 7}
+    for r in responses:  # each one reads back as it was answered
+        read = await order.client.get(f"/v1/orders/{r.json()['id']}", headers=API_KEY)
+        assert read.json() == r.json()
 
 
 async def test_one_external_id_twice_in_a_group_one_order_the_other_409(order):

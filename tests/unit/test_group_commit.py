@@ -165,6 +165,24 @@ async def test_an_item_alone_is_written_alone(linger_s):
     assert fake.sizes == [1]
 
 
+async def test_lone_as_group_an_item_alone_goes_to_the_group_write_and_alone_if_refused():
+    fake = FakeGroups()
+    fake.release.set()
+    groups = writer(fake, lone_as_group=True, name="test-lone")
+    assert await groups.submit("x") == "x:together"
+    assert fake.sizes == [1]
+
+    async def refuse(group: Sequence[str]) -> None:
+        fake.sizes.append(len(group))
+        return None
+
+    refused = GroupCommit(
+        refuse, fake.alone, linger_s=LINGER_S, max_group=64, lone_as_group=True, name="t-lone"
+    )
+    assert await refused.submit("y") == "y:alone"
+    assert fake.sizes == [1, 1, 1]  # the group write refused it, then it went alone
+
+
 async def test_without_a_linger_items_arriving_together_are_each_written_alone_at_once():
     fake = FakeGroups()
     groups = writer(fake, linger_s=0.0, writers=1, name="test-no-linger")

@@ -1,4 +1,5 @@
-"""What `OrderRepository.save` writes after an event: only the rows that moved; no I/O."""
+"""What `OrderRepository.save` writes after an event: only the rows that moved, and what a
+new order's one-statement intake writes; no I/O."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from services.order.domain import Address, Contact, LineInput, Order, PlaceOrder
+from services.order.pii import PiiCipher, generate_key
+from services.order.repository import one_trip
 from services.order.repository.changes import Changes, Loaded
+from services.order.repository.rows import line_values, order_values
 from shared.events import (
     ConfirmedLine,
     OrderLinesWaiting,
@@ -127,3 +131,15 @@ def test_without_a_snapshot_everything_is_written() -> None:
     changes = Changes.since(order, None)
     assert changes.order is not None
     assert len(changes.lines) == 3 and len(changes.allocations) == 1
+
+
+def test_the_intake_statement_writes_every_column_a_new_order_has() -> None:
+    """PostgreSQL's one-statement intake lists its columns by hand: a column added to a new
+    order's rows and not to the statement would be dropped silently."""
+    order = three_lines()
+    cipher = PiiCipher(f"main:{generate_key()}")
+    params = one_trip.intake_parameters(
+        [], [order_values(order, cipher)], line_values(order), [], {}, T0
+    )
+    assert {k[2:] for k in params if k.startswith("o_")} == set(order_values(order, cipher))
+    assert {k[2:] for k in params if k.startswith("l_")} == set(line_values(order)[0])

@@ -61,12 +61,9 @@ async def _write(group: Sequence[Intake], orders: list[Order], uow: OrderUnitOfW
         for i, order in zip(group, orders, strict=True)
         if i.idempotency is not None
     )  # fmt: skip  # sorted: two groups lock the same keys in one order
-    if claims and len(await uow.idempotency.claim_many(claims)) < len(claims):
-        return False
     externals = [k for i in group if (k := _external(i.cmd)) is not None]
     if externals and await uow.orders.external_taken(externals):
         return False
-    await uow.orders.add_many(orders)
     rows: list[dict[str, Any]] = []
     for intake, order in zip(group, orders, strict=True):
         rows += [note_row(order.id, note) for note in order.notes]
@@ -76,6 +73,11 @@ async def _write(group: Sequence[Intake], orders: list[Order], uow: OrderUnitOfW
             rows.append(event_row(envelope))
         order.events.clear()
     await uow.timeline.add_rows(rows)
+    if uow.dialect == "postgresql":  # every write in one round trip
+        return await uow.create_in_one_trip(claims, orders)
+    if claims and len(await uow.idempotency.claim_many(claims)) < len(claims):
+        return False
+    await uow.orders.add_many(orders)
     return True
 
 

@@ -17,12 +17,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 
+_TIMELINE = (
+    " INSERT INTO order_timeline (order_id, event_id, type, time, source, data, note)"
+    " SELECT u.order_id, u.event_id, u.type, u.time, u.source, CAST(u.data AS json), u.note"
+    " FROM unnest(CAST(:t_order_id AS text[]), CAST(:t_event_id AS text[]),"
+    " CAST(:t_type AS text[]), CAST(:t_time AS timestamptz[]), CAST(:t_source AS text[]),"
+    " CAST(:t_data AS text[]), CAST(:t_note AS text[]))"
+    " WITH ORDINALITY AS u(order_id, event_id, type, time, source, data, note, n)"
+    " ORDER BY u.n"  # ids in the order the entries were added, as the plain insert gives
+)
+
 STATEMENT = text(
-    "WITH o AS ("
+    "WITH o AS ("  # noqa: S608  # fixed text: the timeline part is a constant
     " UPDATE customer_order AS c SET status = u.status, delayed = u.delayed,"
     " state = CAST(u.state AS json), holds = CAST(u.holds AS json),"
     " cancelled_at = u.cancelled_at, cancel_reason = u.cancel_reason,"
@@ -65,15 +76,7 @@ STATEMENT = text(
     " dispatched_at, delivered_at, n)"
     " ORDER BY u.n"
     " ON CONFLICT (order_id, tracking_number) DO UPDATE SET delivered_at = excluded.delivered_at"
-    "), t AS ("
-    " INSERT INTO order_timeline (order_id, event_id, type, time, source, data, note)"
-    " SELECT u.order_id, u.event_id, u.type, u.time, u.source, CAST(u.data AS json), u.note"
-    " FROM unnest(CAST(:t_order_id AS text[]), CAST(:t_event_id AS text[]),"
-    " CAST(:t_type AS text[]), CAST(:t_time AS timestamptz[]), CAST(:t_source AS text[]),"
-    " CAST(:t_data AS text[]), CAST(:t_note AS text[]))"
-    " WITH ORDINALITY AS u(order_id, event_id, type, time, source, data, note, n)"
-    " ORDER BY u.n"  # ids in the order the entries were added, as the plain insert gives
-    ") SELECT 1"
+    "), t AS (" + _TIMELINE + ") SELECT 1"
 )
 """Every deferred write of a transaction's order tables and timeline; arrays by part."""
 
@@ -124,11 +127,122 @@ def parameters(
         "s_line_ids": _column(shipments, "line_ids", as_json=True),
         "s_dispatched_at": _column(shipments, "dispatched_at"),
         "s_delivered_at": _column(shipments, "delivered_at"),
-        "t_order_id": _column(timeline, "order_id"),
-        "t_event_id": _column(timeline, "event_id"),
-        "t_type": _column(timeline, "type"),
-        "t_time": _column(timeline, "time"),
-        "t_source": _column(timeline, "source"),
-        "t_data": _column(timeline, "data", as_json=True),
-        "t_note": _column(timeline, "note"),
+        **_timeline(timeline),
     }
+
+
+def _timeline(rows: Sequence[Row]) -> dict[str, list[Any]]:
+    return {
+        "t_order_id": _column(rows, "order_id"),
+        "t_event_id": _column(rows, "event_id"),
+        "t_type": _column(rows, "type"),
+        "t_time": _column(rows, "time"),
+        "t_source": _column(rows, "source"),
+        "t_data": _column(rows, "data", as_json=True),
+        "t_note": _column(rows, "note"),
+    }
+
+
+_ORDER_COLUMNS = (
+    ("id", "text"),
+    ("channel", "text"),
+    ("external_id", "text"),
+    ("shop_id", "text"),
+    ("currency", "text"),
+    ("status", "text"),
+    ("delayed", "boolean"),
+    ("customer_name", "text"),
+    ("email", "text"),
+    ("email_index", "text"),
+    ("phone", "text"),
+    ("locale", "text"),
+    ("ship_line1", "text"),
+    ("ship_line2", "text"),
+    ("ship_city", "text"),
+    ("ship_region", "text"),
+    ("ship_postal_code", "text"),
+    ("ship_country", "text"),
+    ("state", "json"),
+    ("holds", "json"),
+    ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
+"""`rows.order_values`' columns with their types (json travels as text)."""
+
+_LINE_COLUMNS = (
+    ("id", "text"),
+    ("order_id", "text"),
+    ("position", "integer"),
+    ("sku", "text"),
+    ("quantity", "integer"),
+    ("unit_price", "numeric"),
+    ("stage", "integer"),
+)
+"""`rows.line_values`' columns with their types."""
+
+
+def _insert(table: str, prefix: str, columns: Sequence[tuple[str, str]]) -> str:
+    """`INSERT INTO table (columns) SELECT ... FROM unnest(one array per column)`."""
+    names = ", ".join(name for name, _ in columns)
+    arrays = ", ".join(
+        f"CAST(:{prefix}_{name} AS {'text' if kind == 'json' else kind}[])"
+        for name, kind in columns
+    )
+    picked = ", ".join(
+        f"CAST(u.{name} AS json)" if kind == "json" else f"u.{name}" for name, kind in columns
+    )
+    # names come from the tuples above, never from input
+    return f" INSERT INTO {table} ({names}) SELECT {picked} FROM unnest({arrays}) AS u({names})"  # noqa: S608
+
+
+INTAKE = text(
+    "WITH k AS ("  # noqa: S608  # fixed text, built once from the constants above
+    " INSERT INTO idempotency_key (scope, key, request_hash, response, created_at)"
+    " SELECT u.scope, u.key, u.request_hash, CAST(u.response AS json), :now"
+    " FROM unnest(CAST(:k_scope AS text[]), CAST(:k_key AS text[]),"
+    " CAST(:k_request_hash AS text[]), CAST(:k_response AS text[]))"
+    " WITH ORDINALITY AS u(scope, key, request_hash, response, n)"
+    " ORDER BY u.n"  # in the caller's order: two groups take the keys' locks alike
+    " ON CONFLICT DO NOTHING RETURNING 1"
+    "), o AS ("
+    + _insert("customer_order", "o", _ORDER_COLUMNS)
+    + "), l AS ("
+    + _insert("order_line", "l", _LINE_COLUMNS)
+    + "), t AS ("
+    + _TIMELINE
+    + "), x AS ("
+    " INSERT INTO outbox_event (event_id, topic, key, payload, created_at)"
+    " SELECT u.event_id, u.topic, u.key, u.payload, :now"
+    " FROM unnest(CAST(:x_event_id AS text[]), CAST(:x_topic AS text[]),"
+    " CAST(:x_key AS text[]), CAST(:x_payload AS bytea[]))"
+    " WITH ORDINALITY AS u(event_id, topic, key, payload, n)"
+    " ORDER BY u.n RETURNING id"  # ids follow the events' order
+    ") SELECT (SELECT count(*) FROM k) AS claimed, ARRAY(SELECT id FROM x ORDER BY id) AS ids"
+)
+"""New orders at intake: their idempotency claims (`claimed`: how many keys were free),
+`customer_order` and `order_line` rows, timeline entries and outbox rows (`ids`)."""
+
+
+def intake_parameters(
+    claims: Sequence[tuple[str, str, str, dict[str, Any]]],
+    orders: Sequence[Row],
+    lines: Sequence[Row],
+    timeline: Sequence[Row],
+    outbox: Mapping[str, list[Any]],
+    now: datetime,
+) -> dict[str, Any]:
+    """`INTAKE`'s arrays: `(scope, key, request_hash, result)` claims, `rows.order_values`,
+    `rows.line_values`, `timeline.event_row`s and `OutboxTaken.columns`."""
+    params: dict[str, Any] = {
+        "now": now,
+        "k_scope": [c[0] for c in claims],
+        "k_key": [c[1] for c in claims],
+        "k_request_hash": [c[2] for c in claims],
+        "k_response": [json.dumps(c[3]) for c in claims],
+        **{f"x_{name}": values for name, values in outbox.items()},
+        **_timeline(timeline),
+    }
+    for prefix, rows, columns in (("o", orders, _ORDER_COLUMNS), ("l", lines, _LINE_COLUMNS)):
+        for name, kind in columns:
+            params[f"{prefix}_{name}"] = _column(rows, name, as_json=kind == "json")
+    return params
