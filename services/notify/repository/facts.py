@@ -95,7 +95,6 @@ class OrderFacts:
             "ship_by": ship_by,
         }
         if self._defer:
-            self._shares.pop((order_id, supplier_id), None)  # kept in the order they came
             self._shares[(order_id, supplier_id)] = row
             return
         await self.session.execute(_RECORD_SHARE[self.dialect], row)
