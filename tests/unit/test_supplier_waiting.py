@@ -18,7 +18,11 @@ from shared.events import (
 )
 from tests.unit.test_supplier_handlers import BACKUP, CHEAP, callback, only, place, world
 
-LATER = datetime.now(UTC) + timedelta(hours=1)
+
+def later() -> datetime:
+    """An hour after now, when the test runs (not when the suite was collected: a slow
+    suite reaches these tests more than an hour after collecting them)."""
+    return datetime.now(UTC) + timedelta(hours=1)
 
 
 async def test_a_line_whose_only_supplier_is_unreachable_waits_instead_of_failing() -> None:
@@ -30,10 +34,10 @@ async def test_a_line_whose_only_supplier_is_unreachable_waits_instead_of_failin
     assert not uow.of_type(OrderRoutingFailed)
     assert uow.offers.stock(CHEAP, "MUG") == 10, "its stock is given back while it waits"
 
-    assert await retry_waiting(uow, LATER) == 1
+    assert await retry_waiting(uow, later()) == 1
     again = only(uow, order_id, State.SENDING)
     assert again.supplier_id == CHEAP
-    assert await retry_waiting(uow, LATER) == 0, "taken: not tried twice"
+    assert await retry_waiting(uow, later()) == 0, "taken: not tried twice"
 
 
 async def test_a_waiting_line_goes_back_to_its_supplier_under_the_same_key() -> None:
@@ -43,7 +47,7 @@ async def test_a_waiting_line_goes_back_to_its_supplier_under_the_same_key() -> 
     await dispatch.record_send(uow, first.id, Unavailable("timeout"))
     uow.handed_off.clear()
 
-    await retry_waiting(uow, LATER)
+    await retry_waiting(uow, later())
     again = only(uow, order_id, State.SENDING)
     assert again.id == first.id, "the timed-out order may exist there: asked for under its key"
     assert [o.id for o in uow.handed_off] == [first.id]
@@ -55,7 +59,7 @@ async def test_waiting_again_backs_off_and_announces_once() -> None:
     uow = world(backup=False)
     order_id = await place(uow, ("MUG", 1, "12.50"))
     await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Unavailable("timeout"))
-    await retry_waiting(uow, LATER)
+    await retry_waiting(uow, later())
     await dispatch.record_send(
         uow, only(uow, order_id, State.SENDING).id, Unavailable("breaker open", attempts=0)
     )
@@ -86,7 +90,7 @@ async def test_a_waiting_line_whose_stock_others_took_meanwhile_fails_instead_of
     other = await place(uow, ("MUG", 10, "12.50"))  # the supplier's whole stock, meanwhile
     assert only(uow, other, State.SENDING).supplier_id == CHEAP
 
-    await retry_waiting(uow, LATER)
+    await retry_waiting(uow, later())
     [failed] = uow.of_type(OrderRoutingFailed)
     assert failed.line_ids == [f"{order_id}-1"]
     assert failed.reason is RoutingFailureReason.OUT_OF_STOCK
@@ -107,7 +111,7 @@ async def test_a_waiting_line_the_supplier_accepts_is_no_longer_waiting() -> Non
     uow = world(backup=False)
     order_id = await place(uow, ("MUG", 1, "12.50"))
     await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Unavailable("timeout"))
-    await retry_waiting(uow, LATER)
+    await retry_waiting(uow, later())
     assert uow.waiting.rows, "tried again, still waiting until a supplier confirms"
     await callback(uow, only(uow, order_id, State.SENDING), "accepted")
     assert not uow.waiting.rows
@@ -117,7 +121,7 @@ async def test_a_rejection_after_waiting_needs_attention() -> None:
     uow = world(backup=False)
     order_id = await place(uow, ("MUG", 1, "12.50"))
     await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Unavailable("timeout"))
-    await retry_waiting(uow, LATER)
+    await retry_waiting(uow, later())
     await dispatch.record_send(uow, only(uow, order_id, State.SENDING).id, Rejected("no"))
     [failed] = uow.of_type(OrderRoutingFailed)
     assert failed.reason is RoutingFailureReason.ALL_SUPPLIERS_FAILED
@@ -134,7 +138,7 @@ async def test_a_rejection_while_another_supplier_is_only_unreachable_waits() ->
     assert not uow.of_type(OrderRoutingFailed)
     [waiting] = uow.of_type(OrderLinesWaiting)
     assert waiting.line_ids == [f"{order_id}-1"]
-    await retry_waiting(uow, LATER)
+    await retry_waiting(uow, later())
     assert only(uow, order_id, State.SENDING).supplier_id == CHEAP
 
 
@@ -202,5 +206,5 @@ async def test_a_supplier_called_off_for_taking_an_order_late_may_take_the_line_
     await callback(uow, backup, "rejected", reason="discontinued")
     assert not uow.of_type(OrderRoutingFailed), "the slow supplier never failed the line"
     assert uow.of_type(OrderLinesWaiting)
-    await retry_waiting(uow, LATER)
+    await retry_waiting(uow, later())
     assert only(uow, order_id, State.SENDING).supplier_id == CHEAP
