@@ -5,6 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PG_BIN ?= $(firstword $(wildcard /usr/lib/postgresql/*/bin))
+# The suite mostly waits (consumer groups joining, deadlines polled): on two cores four
+# workers finish it in about a third of the time of one. `make test TEST_WORKERS=0` runs
+# it in one process; PYTEST_ARGS adds to the command (e.g. PYTEST_ARGS=tests/unit).
+TEST_WORKERS ?= 4
 
 .PHONY: up down status test lint typecheck importlint bench bench-intake bench-notify bench-metrics bench-kpis bench-stack rebuild-metrics lock asyncapi clean sysdeps chaos prodshape
 
@@ -59,7 +63,7 @@ asyncapi: $(STAMP)
 # Whole suite: static checks, then pytest against a throwaway PostgreSQL
 # cluster and tansu broker that deploy.testenv starts and always stops.
 test: $(STAMP) sysdeps lint typecheck importlint
-	$(PY) -m deploy.testenv -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m deploy.testenv -- $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: $(STAMP) sysdeps
 	$(PY) -m deploy.testenv -- $(PY) -m bench pipeline

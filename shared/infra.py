@@ -26,6 +26,27 @@ def _ephemeral_floor() -> int:
     return 49152
 
 
+def port_range() -> tuple[int, int]:
+    """The ports `free_port` picks from, [low, high): `DROPSHIP_PORT_RANGE` ("low-high";
+    the parallel test workers get a slice each, so two never pick the same port) or
+    everything below the kernel's ephemeral range."""
+    floor = _ephemeral_floor()
+    whole = (10_000 if floor > 12_000 else 1_024, floor)
+    spec = os.environ.get("DROPSHIP_PORT_RANGE", "")
+    if not spec:
+        return whole
+    try:
+        low, high = (int(part) for part in spec.split("-"))
+    except ValueError:
+        raise ValueError(f"DROPSHIP_PORT_RANGE={spec!r}: expected 'low-high'") from None
+    if not 1_024 <= low < high <= floor:
+        raise ValueError(
+            f"DROPSHIP_PORT_RANGE={spec!r}: must lie within 1024-{floor}, below the "
+            "ephemeral range (where a client's connection could take the port first)"
+        )
+    return low, high
+
+
 def free_port() -> int:
     """A port that nothing listens on, for a server this process starts a moment later.
 
@@ -34,10 +55,9 @@ def free_port() -> int:
     client) before the server binds it, and the server then fails to start. Ports below
     the range are only ever taken by a bind, and this process never returns one twice.
     """
-    floor = _ephemeral_floor()
-    low = 10_000 if floor > 12_000 else 1_024
+    low, high = port_range()
     for _ in range(200):
-        port = random.randrange(low, floor)
+        port = random.randrange(low, high)
         if port in _handed_out:
             continue
         with socket.socket() as s:

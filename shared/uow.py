@@ -52,6 +52,11 @@ class OutboxTaken:
             "payload": self.payloads,
         }
 
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as one dict per event, for a multi-row insert."""
+        columns = self.columns()
+        return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
     def written(self, ids: Sequence[int]) -> None:
         """The rows are in the table, with these ids (in the order of `envelopes`)."""
         if len(ids) != len(self.envelopes):
@@ -201,29 +206,15 @@ class UnitOfWork:
     async def commit(self) -> None:
         if self._single and self._pending:  # the outbox rows would not share its fate
             raise RuntimeError("a single-statement unit of work cannot emit events")
-        rows = [row for taken in self._taken for row in taken.rows()]
-        if self._pending:
+        if self._pending:  # what the caller did not take: written here, in one statement
+            own = self.take_outbox()
             now = datetime.now(UTC)
-            payloads = [e.to_bytes() for e in self._pending]
-            ids = (
-                await self.session.scalars(
-                    insert(outbox_table).returning(outbox_table.c.id, sort_by_parameter_order=True),
-                    [
-                        {
-                            "event_id": e.id,
-                            "topic": e.type,
-                            "key": e.subject,
-                            "payload": payload,
-                            "created_at": now,
-                        }
-                        for e, payload in zip(self._pending, payloads, strict=True)
-                    ],
-                )
-            ).all()
-            rows += [
-                OutboxRow(int(i), e.type, e.subject, payload)
-                for i, e, payload in zip(ids, self._pending, payloads, strict=True)
-            ]
+            ids = await self.session.scalars(
+                insert(outbox_table).returning(outbox_table.c.id, sort_by_parameter_order=True),
+                [{**record, "created_at": now} for record in own.records()],
+            )
+            own.written(ids.all())
+        rows = [row for taken in self._taken for row in taken.rows()]
         if rows and self.dialect == "postgresql" and self._notify_others():
             # the relay leads in another process: wake it (ours is woken in-process)
             await self.session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))

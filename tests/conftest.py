@@ -11,10 +11,21 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.infra import EmbeddedBroker, PostgresCluster
+from shared.infra import EmbeddedBroker, PostgresCluster, port_range
 
 ROOT = Path(__file__).resolve().parent.parent
 _DIR_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "contract": "contract"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A parallel worker (pytest-xdist) takes its own slice of the ports `free_port` picks
+    from, so servers two workers start at the same moment never ask for the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    if worker:
+        index, count = int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+        low, high = port_range()
+        size = (high - low) // count
+        os.environ["DROPSHIP_PORT_RANGE"] = f"{low + index * size}-{low + (index + 1) * size}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -17,10 +17,13 @@ from tests.support.supplier import add_supplier, control, delays, placed, sim_or
 
 @pytest.fixture
 async def clocked(supplier_with):
-    """Lines must be accepted within 6 s of placing; a parcel silent 2.5 s is lost."""
+    """Lines must be accepted within 12 s of placing; a parcel silent 6 s is lost. The
+    orders in time are accepted (or scanned) in well under a second, but the margins hold
+    on a machine busy with other tests too (the first placing waits for the consumer to
+    join its group, about three seconds)."""
     async with supplier_with(
-        handling_sla_s=6.0,
-        tracking_silence_h=2.5 / 3600,
+        handling_sla_s=12.0,
+        tracking_silence_h=6.0 / 3600,
     ) as svc:
         yield svc
 
