@@ -56,7 +56,7 @@ async def test_a_failing_supplier_is_failed_over_to_the_next(supplier, broker, f
     steer = {
         "reject": {"reject_rate": 1.0},
         "out_of_stock": {"out_of_stock_skus": ["CHEAP-MUG"]},
-        "timeout": {"latency_ms": 4000},
+        "timeout": {"latency_ms": 4000, "ship_after_s": 600},  # slow, and slow to ship
         "http_500": {"fail_http_rate": 1.0},
     }[failure]
     await control(supplier, "cheap", **steer)
