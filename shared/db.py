@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from prometheus_client import Counter
@@ -179,6 +181,29 @@ async def reachable(engine: AsyncEngine, timeout_s: float = 2.0) -> bool:
         return True
     except Exception:
         return False
+
+
+_aiosqlite_stop = getattr(aiosqlite.Connection.stop, "__wrapped__", aiosqlite.Connection.stop)
+
+
+@functools.wraps(_aiosqlite_stop)
+def _stop_once(connection: aiosqlite.Connection) -> asyncio.Future[Any] | None:
+    """aiosqlite's `Connection.stop`, made idempotent (installed below).
+
+    `stop` queues a sentinel that ends the connection's worker thread, and returns a
+    future the thread resolves. SQLAlchemy terminates a connection whose task was
+    cancelled mid-query (a service stopping while a query waits on SQLite's busy timeout)
+    by starting a graceful `close` and, when cancelled again, a forced `stop`. The close
+    then calls `stop` a second time: that sentinel sits behind the first, the thread is
+    gone before it, and the close awaits a future nothing will resolve, so the event
+    loop never finishes shutting down. A second call has nothing left to stop.
+    """
+    if not connection._running:  # already stopping: the thread ends at the first sentinel
+        return None
+    return _aiosqlite_stop(connection)
+
+
+aiosqlite.Connection.stop = _stop_once  # type: ignore[method-assign,assignment]
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:

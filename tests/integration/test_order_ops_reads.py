@@ -37,6 +37,16 @@ async def order(database_url, settings_for):
         yield svc
 
 
+@pytest.fixture
+async def order_not_writing_back(database_url, settings_for):
+    """The order service with its write-back worker off: a task retried stays queued
+    (the worker would try it at once, against a shop that does not exist)."""
+    settings = settings_for(OrderSettings, await database_url("order"), writeback_enabled=False)
+    async with in_process(create_app, settings) as svc:
+        await svc.runtime.bus.wait_connected()
+        yield svc
+
+
 async def place(svc, **extra) -> dict:
     placed = await svc.client.post("/v1/orders", json=order_body(**extra), headers=API_KEY)
     assert placed.status_code == 201, placed.text
@@ -124,7 +134,10 @@ async def test_waiting_and_lost_orders_are_listed_for_the_inbox(order, broker):
     assert lost["id"] not in [d["order_id"] for d in other.json()["items"]]
 
 
-async def test_a_failed_write_back_is_listed_and_can_be_tried_again_once(order):
+async def test_a_failed_write_back_is_listed_and_can_be_tried_again_once(
+    order_not_writing_back,
+):
+    order = order_not_writing_back
     placed = await place(order)
     async with order.runtime.uow() as uow:
         key = f"fulfil:{uuid.uuid4().hex}"
