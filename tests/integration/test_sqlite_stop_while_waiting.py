@@ -46,21 +46,33 @@ async def test_a_query_cancelled_twice_while_it_waits_for_the_lock_leaves_no_tas
         async with engine.begin() as conn:  # BEGIN IMMEDIATE: waits on the busy timeout
             await conn.execute(text("INSERT INTO t VALUES (1)"))
 
+    def others() -> set[asyncio.Task[object]]:
+        return asyncio.all_tasks() - before - {asyncio.current_task()}  # type: ignore[operator]
+
+    async def waiting() -> bool:  # its connection checked out: the write awaits the thread
+        return engine.sync_engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+
+    async def closing() -> list[asyncio.Task[object]]:
+        return [t for t in others() if "graceful_close" in t.get_coro().__qualname__]
+
     task = asyncio.create_task(write())
+
+    async def ended() -> bool:
+        return task.done()
+
     try:
-        await asyncio.sleep(0.5)  # the write is waiting on the lock in aiosqlite's thread
+        await eventually(waiting, timeout=10, what="the write to wait on the lock")
         task.cancel()  # the service stops its background work: a graceful close begins
-        await asyncio.sleep(0.2)
+        [graceful] = await eventually(closing, timeout=10, what="a graceful close")
         task.cancel()  # the event loop cancels it again: the connection is stopped by force
-        await asyncio.sleep(0.2)
-        for left in asyncio.all_tasks() - before - {asyncio.current_task()}:
-            left.cancel()  # and then the graceful close, still waiting behind the query
+        await eventually(ended, timeout=10, what="the write to end")
+        graceful.cancel()  # and then the graceful close, still waiting behind the query
     finally:
         holder.execute("ROLLBACK")  # the lock comes free: the waiting query ends
         holder.close()
 
     async def nothing_left() -> bool:
-        return not (asyncio.all_tasks() - before - {asyncio.current_task()})
+        return not others()
 
     await eventually(nothing_left, timeout=35, what="every task of the stopped write to end")
     await engine.dispose()
