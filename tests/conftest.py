@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from shared.infra import EmbeddedBroker, PostgresCluster, port_range
+from tests.support.kafka import GROUP_TIMING
 
 ROOT = Path(__file__).resolve().parent.parent
 _DIR_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "contract": "contract"}
@@ -20,15 +21,13 @@ _DIR_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "con
 def pytest_configure(config: pytest.Config) -> None:
     """Settings every service the tests start shares (in this process or in its own):
 
-    - A consumer group's join on tansu takes about half the session timeout, counted in
-      whole seconds: 3 s at the production 6 s, 1 s at 2 s. The suite starts a service
-      (and so a group join) hundreds of times, so its services use 2 s, with a heartbeat
-      every 0.3 s. A test that sets either keeps its own.
+    - Consumer group timing (`GROUP_TIMING`): the suite starts a service, and so a group
+      join, hundreds of times. A test that sets either value keeps its own.
     - A parallel worker (pytest-xdist) takes its own slice of the ports `free_port` picks
       from, so servers two workers start at the same moment never ask for the same port.
     """
-    os.environ.setdefault("DROPSHIP_KAFKA_SESSION_TIMEOUT_MS", "2000")
-    os.environ.setdefault("DROPSHIP_KAFKA_HEARTBEAT_INTERVAL_MS", "300")
+    for name, value in GROUP_TIMING.items():
+        os.environ.setdefault(f"DROPSHIP_KAFKA_{name.upper()}", str(value))
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
     if worker:
         index, count = int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"])

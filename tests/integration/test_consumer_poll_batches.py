@@ -25,6 +25,7 @@ from shared.db import create_engine, new_metadata, session_factory
 from shared.events import Envelope, OrderCancelled, OrderPlaced, new_envelope
 from shared.testing import eventually
 from shared.uow import UnitOfWork
+from tests.support.kafka import GROUP_TIMING
 
 GROUP = "probe"
 
@@ -131,7 +132,7 @@ async def _setup(database_url, broker, **bus: int):  # type: ignore[no-untyped-d
     engine = create_engine(await database_url("consumer"))
     async with engine.begin() as conn:
         await conn.run_sync(new_metadata().create_all)
-    bus = KafkaBus(BusConfig(broker.bootstrap, "test", **bus))
+    bus = KafkaBus(BusConfig(broker.bootstrap, "test", **{**GROUP_TIMING, **bus}))
     await bus.connect()
     return engine, session_factory(engine), bus
 

@@ -15,6 +15,7 @@ from shared.events import OrderCancelled
 from shared.outbox import OutboxRelay
 from shared.testing import eventually
 from shared.uow import UnitOfWork
+from tests.support.kafka import GROUP_TIMING
 
 
 async def _database(url: str):
@@ -40,7 +41,7 @@ async def _value(v):
 async def test_events_of_one_order_arrive_in_commit_order(database_url, broker):
     producer_engine, producer_sessions = await _database(await database_url("producer"))
     consumer_db = await _database(await database_url("consumer"))
-    bus = KafkaBus(BusConfig(broker.bootstrap, "test"))
+    bus = KafkaBus(BusConfig(broker.bootstrap, "test", **GROUP_TIMING))
     await bus.connect()
     relay = OutboxRelay("producer", producer_engine, producer_sessions, bus, batch_size=7)
     seen: list[str] = []
@@ -75,7 +76,7 @@ async def test_a_commit_in_another_process_wakes_the_relay_through_notify(databa
     url = await database_url("producer")
     engine, sessions = await _database(url)
     other_engine = create_engine(url)  # another replica: its commits cannot call our wake()
-    bus = KafkaBus(BusConfig(broker.bootstrap, "test"))
+    bus = KafkaBus(BusConfig(broker.bootstrap, "test", **GROUP_TIMING))
     await bus.connect()
     relay = OutboxRelay("producer", engine, sessions, bus, poll_interval=300)
     relay_task = asyncio.create_task(relay.run())
@@ -101,7 +102,7 @@ async def _relay_idle(relay: OutboxRelay) -> bool:
 async def test_only_one_relay_publishes_and_a_standby_takes_over(database_url, broker, backend):
     url = await database_url("producer")
     engine, sessions = await _database(url)
-    bus = KafkaBus(BusConfig(broker.bootstrap, "test"))
+    bus = KafkaBus(BusConfig(broker.bootstrap, "test", **GROUP_TIMING))
     await bus.connect()
     first = OutboxRelay("producer", engine, sessions, bus, poll_interval=0.2)
     second_engine = create_engine(url)

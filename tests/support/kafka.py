@@ -7,6 +7,11 @@ from prometheus_client import REGISTRY
 
 from shared.events import Envelope
 
+GROUP_TIMING = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 300}
+"""Consumer group timing for everything the tests start. A group join on tansu takes about
+half the session timeout, counted in whole seconds (3 s at the production 6 s, 1 s at
+2 s), and a member that vanished without leaving is noticed after the whole timeout."""
+
 
 async def publish_raw(bootstrap: str, topic: str, values: list[bytes], key: bytes = b"k") -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
