@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from services.supplier.app import create_app
 from services.supplier.settings import SupplierSettings
 from shared.infra import free_port
 from tests.support.marketplace import MARKETPLACE_APP
-from tests.support.order_contacts import OrderContacts
+from tests.support.order_contacts import OrderContacts, contacts_process
 from tests.support.services import SIMULATOR_APP, ServiceProcess, served
 
 
@@ -28,34 +28,51 @@ def market(tmp_path_factory: pytest.TempPathFactory):
         proc.stop()
 
 
+HELPERS = ("simulator", "order_contacts")
+
+
 @pytest.fixture
-def simulator(tmp_path: Path):
-    port = free_port()
-    proc = ServiceProcess(
-        "simulator",
-        {
-            "DROPSHIP_SIMULATOR_SEED": "7",
-            "DROPSHIP_LOG_JSON": "false",
-            "DROPSHIP_SIMULATOR_TRACKING_URL": "http://127.0.0.1:9/unused",
-        },
-        port,
-        tmp_path / "simulator.log",
-        app=SIMULATOR_APP,
-    ).start()
+def helpers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, ServiceProcess]]:
+    """The helper processes the test uses (of `HELPERS`), started together and stopped
+    together: each takes about a second to import and bind its port, so a test that uses
+    both waits for one second, not two. The fixtures below wait for their own to answer."""
+    wanted = [name for name in HELPERS if name in request.fixturenames]
+    started: dict[str, ServiceProcess] = {}
     try:
-        yield proc
+        if "simulator" in wanted:
+            started["simulator"] = ServiceProcess(
+                "simulator",
+                {
+                    "DROPSHIP_SIMULATOR_SEED": "7",
+                    "DROPSHIP_LOG_JSON": "false",
+                    "DROPSHIP_SIMULATOR_TRACKING_URL": "http://127.0.0.1:9/unused",
+                },
+                free_port(),
+                tmp_path / "simulator.log",
+                app=SIMULATOR_APP,
+            ).start(wait=False)
+        if "order_contacts" in wanted:
+            started["order_contacts"] = contacts_process(tmp_path).start(wait=False)
+        yield started
     finally:
-        proc.stop()
+        for proc in started.values():
+            proc.terminate()
+        for proc in started.values():
+            proc.stop()
 
 
 @pytest.fixture
-def order_contacts(tmp_path: Path):
+def simulator(helpers: dict[str, ServiceProcess]) -> ServiceProcess:
+    proc = helpers["simulator"]
+    proc.wait_healthy()
+    return proc
+
+
+@pytest.fixture
+def order_contacts(helpers: dict[str, ServiceProcess]) -> OrderContacts:
     """The order service's contact endpoint (full ship-to for any order), in its own process."""
-    book = OrderContacts(tmp_path).start()
-    try:
-        yield book
-    finally:
-        book.stop()
+    helpers["order_contacts"].wait_healthy()
+    return OrderContacts(helpers["order_contacts"])
 
 
 @pytest.fixture

@@ -33,12 +33,13 @@ async def group_commits(svc) -> tuple[float, float]:
 
 
 async def test_callbacks_posted_together_are_committed_in_groups_each_answered(
-    database_url, settings_for, simulator, broker
+    database_url, settings_for, simulator, order_contacts, broker
 ):
     async with supplier_service(
         database_url,
         settings_for,
         simulator,
+        order_contacts,
         supplier_check_after_s=3600,  # no status checks: only our callbacks decide
         supplier_callback_linger_ms=50,
     ) as svc:

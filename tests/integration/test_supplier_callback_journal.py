@@ -35,7 +35,7 @@ def _signed(secret: str, payload: dict[str, str]) -> tuple[bytes, dict[str, str]
 
 
 async def test_a_callback_to_a_busy_service_is_recorded_then_applied_once_after_a_restart(
-    database_url, settings_for, simulator, broker, tmp_path: Path
+    database_url, settings_for, simulator, order_contacts, broker, tmp_path: Path
 ):
     url = await database_url("supplier")
     journal = tmp_path / "journal"
@@ -46,6 +46,7 @@ async def test_a_callback_to_a_busy_service_is_recorded_then_applied_once_after_
             lambda _: _same(url),
             settings_for,
             simulator,
+            order_contacts,
             supplier_check_after_s=3600,
             supplier_callback_journal_dir=journal,
             supplier_cache_ttl_s=3600,  # the signing secret stays known with the pool taken

@@ -7,7 +7,6 @@ import contextlib
 import json
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -20,16 +19,14 @@ from shared.infra import free_port
 from shared.signing import sign_callback
 from shared.testing import eventually
 from tests.support.kafka import consume, publish_envelopes
-from tests.support.order_contacts import OrderContacts
 from tests.support.services import served
 from tests.support.supplier import add_supplier, allocations, control, placed, sim_orders, states
 
 
 @contextlib.asynccontextmanager
-async def supplier_service(database_url, settings_for, simulator, **overrides):
+async def supplier_service(database_url, settings_for, simulator, order_contacts, **overrides):
     port = free_port()
-    contacts = OrderContacts(Path(simulator.log_path).parent).start()
-    overrides.setdefault("order_url", contacts.url)
+    overrides.setdefault("order_url", order_contacts.url)
     settings = settings_for(
         SupplierSettings,
         await database_url("supplier"),
@@ -38,22 +35,20 @@ async def supplier_service(database_url, settings_for, simulator, **overrides):
         supplier_webhook_wait_s=0.5,
         **overrides,
     )
-    try:
-        async with served(create_app, settings, port) as svc:
-            await svc.runtime.bus.wait_connected()
-            svc.simulator = simulator
-            yield svc
-    finally:
-        contacts.stop()
+    async with served(create_app, settings, port) as svc:
+        await svc.runtime.bus.wait_connected()
+        svc.simulator = simulator
+        yield svc
 
 
 @pytest.fixture
-async def checking_supplier(database_url, settings_for, simulator):
+async def checking_supplier(database_url, settings_for, simulator, order_contacts):
     """The supplier service asking about undecided orders after 0.3 s (default 30 s)."""
     async with supplier_service(
         database_url,
         settings_for,
         simulator,
+        order_contacts,
         supplier_check_after_s=0.3,
         supplier_reconcile_interval_s=0.1,
     ) as svc:
@@ -61,10 +56,10 @@ async def checking_supplier(database_url, settings_for, simulator):
 
 
 @pytest.fixture
-async def patient_supplier(database_url, settings_for, simulator):
+async def patient_supplier(database_url, settings_for, simulator, order_contacts):
     """The supplier service asking about undecided orders only after an hour."""
     async with supplier_service(
-        database_url, settings_for, simulator, supplier_check_after_s=3600
+        database_url, settings_for, simulator, order_contacts, supplier_check_after_s=3600
     ) as svc:
         yield svc
 
@@ -165,10 +160,10 @@ async def test_a_callback_gets_503_while_the_database_pool_is_exhausted_and_coun
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_more_orders_than_the_dispatcher_runs_at_once_are_all_placed(
-    database_url, settings_for, simulator, broker
+    database_url, settings_for, simulator, order_contacts, broker
 ):
     async with supplier_service(
-        database_url, settings_for, simulator, dispatcher_concurrency=1
+        database_url, settings_for, simulator, order_contacts, dispatcher_concurrency=1
     ) as svc:
         await add_supplier(svc, "queue", offers=[("MUG", "3.00", 100, 24)])
         await control(svc, "queue", latency_ms=100, never_ship=True)
@@ -192,12 +187,13 @@ async def status_changes(svc) -> int:
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_supplier_whose_breaker_opens_is_announced_unavailable_then_available(
-    database_url, settings_for, simulator, broker
+    database_url, settings_for, simulator, order_contacts, broker
 ):
     async with supplier_service(
         database_url,
         settings_for,
         simulator,
+        order_contacts,
         breaker_cooldown_s=1.0,
         supplier_timeout_s=1.0,
         supplier_backoff_s=0.05,

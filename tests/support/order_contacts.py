@@ -106,28 +106,26 @@ def create_app(*, lookup: bool = True) -> FastAPI:
     return app
 
 
-class OrderContacts:
-    """The running stand-in and its controls."""
+def contacts_process(log_dir: Path) -> ServiceProcess:
+    """The stand-in's process, not started yet (`.start()`)."""
+    return ServiceProcess(
+        "order-contacts",
+        {"DROPSHIP_LOG_JSON": "false"},
+        free_port(),
+        log_dir / "order-contacts.log",
+        app=APP,
+    )
 
-    def __init__(self, log_dir: Path) -> None:
-        self.process = ServiceProcess(
-            "order-contacts",
-            {"DROPSHIP_LOG_JSON": "false"},
-            free_port(),
-            log_dir / "order-contacts.log",
-            app=APP,
-        )
+
+class OrderContacts:
+    """The controls of a running stand-in."""
+
+    def __init__(self, process: ServiceProcess) -> None:
+        self.process = process
 
     @property
     def url(self) -> str:
         return self.process.url
-
-    def start(self) -> OrderContacts:
-        self.process.start()
-        return self
-
-    def stop(self) -> None:
-        self.process.stop()
 
     async def mark(self, how: str, order_id: str) -> None:
         async with httpx.AsyncClient() as client:

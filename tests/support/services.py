@@ -115,6 +115,11 @@ class ServiceProcess:
                 self.process.kill()
                 self.process.wait(5)
 
+    def terminate(self) -> None:
+        """Ask it to stop without waiting (`stop` then waits): processes stop together."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
