@@ -251,10 +251,10 @@ async def test_a_poison_message_costs_only_itself_and_offsets_move_past_everythi
 async def test_a_crash_mid_transaction_loses_nothing_and_applies_nothing_twice(
     database_url, broker
 ):
-    # The production group timing: the "crash" here is a cancelled task, and its rolled-back
-    # transaction's connection stays in this process for a moment (a dead process's goes at
-    # once). With the tests' 1 s join, the restarted member once met it on PostgreSQL and
-    # did not apply every event within 30 s; with the 3 s join it never has.
+    # The production group timing: with the tests' 1 s join, the restarted member once did
+    # not apply every event within 30 s on PostgreSQL; with the 3 s join it never has. The
+    # cause is not established: the "crash" here is a cancelled task whose connection stays
+    # in this process (a dead process's closes at once), and may still hold its locks.
     engine, sessions, bus = await _setup(
         database_url, broker, session_timeout_ms=6000, heartbeat_interval_ms=500
     )
