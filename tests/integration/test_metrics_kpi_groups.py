@@ -128,7 +128,7 @@ async def test_kept_groups_give_the_reports_computed_afresh_byte_for_byte(databa
 async def test_the_migration_gives_every_day_with_rollup_rows_a_revision(database_url):
     """Before it, only days with whole-shop rows had one; a day with rows only by supplier
     would have read as empty to the kept groups."""
-    url = await database_url("metrics")
+    url = await database_url("metrics", empty=True)
     config = alembic_config(MIGRATIONS, url)
     await asyncio.to_thread(command.upgrade, config, "b6d1e4f2a903")
     engine = create_engine(url)
