@@ -28,31 +28,75 @@ def market(tmp_path_factory: pytest.TempPathFactory):
         proc.stop()
 
 
-HELPERS = ("simulator", "order_contacts")
+def simulator_process(log_dir: Path) -> ServiceProcess:
+    """The supplier simulator's process, not started yet (`.start()`)."""
+    return ServiceProcess(
+        "simulator",
+        {
+            "DROPSHIP_SIMULATOR_SEED": "7",
+            "DROPSHIP_LOG_JSON": "false",
+            "DROPSHIP_SIMULATOR_TRACKING_URL": "http://127.0.0.1:9/unused",
+        },
+        free_port(),
+        log_dir / "simulator.log",
+        app=SIMULATOR_APP,
+    )
+
+
+HELPERS = {"simulator": simulator_process, "order_contacts": contacts_process}
+
+
+class Spares:
+    """One started, still unused process of each helper kind, kept by the test process.
+
+    Each takes about a second to import and bind its port. A test takes the spare (by then
+    answering, or nearly) and the next one starts behind it, while the test runs: every
+    test still gets a fresh process of its own, without waiting for it to start.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._started = 0
+        self._spare: dict[str, ServiceProcess] = {}
+
+    def _start(self, kind: str) -> ServiceProcess:
+        self._started += 1
+        log_dir = self._folder / f"{kind}-{self._started}"
+        log_dir.mkdir()
+        return HELPERS[kind](log_dir).start(wait=False)
+
+    def take(self, kind: str) -> ServiceProcess:
+        proc = self._spare.pop(kind, None)
+        if proc is None or proc.process is None or proc.process.poll() is not None:
+            proc = self._start(kind)
+        self._spare[kind] = self._start(kind)
+        return proc
+
+    def close(self) -> None:
+        for proc in self._spare.values():
+            proc.terminate()
+        for proc in self._spare.values():
+            proc.stop()
+
+
+@pytest.fixture(scope="session")
+def spares(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spares]:
+    kept = Spares(tmp_path_factory.mktemp("helpers"))
+    try:
+        yield kept
+    finally:
+        kept.close()
 
 
 @pytest.fixture
-def helpers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, ServiceProcess]]:
-    """The helper processes the test uses (of `HELPERS`), started together and stopped
-    together: each takes about a second to import and bind its port, so a test that uses
-    both waits for one second, not two. The fixtures below wait for their own to answer."""
-    wanted = [name for name in HELPERS if name in request.fixturenames]
+def helpers(request: pytest.FixtureRequest, spares: Spares) -> Iterator[dict[str, ServiceProcess]]:
+    """The helper processes the test uses (of `HELPERS`), each fresh (`Spares`), stopped
+    together at the end. The fixtures below wait for their own to answer."""
     started: dict[str, ServiceProcess] = {}
     try:
-        if "simulator" in wanted:
-            started["simulator"] = ServiceProcess(
-                "simulator",
-                {
-                    "DROPSHIP_SIMULATOR_SEED": "7",
-                    "DROPSHIP_LOG_JSON": "false",
-                    "DROPSHIP_SIMULATOR_TRACKING_URL": "http://127.0.0.1:9/unused",
-                },
-                free_port(),
-                tmp_path / "simulator.log",
-                app=SIMULATOR_APP,
-            ).start(wait=False)
-        if "order_contacts" in wanted:
-            started["order_contacts"] = contacts_process(tmp_path).start(wait=False)
+        for name in HELPERS:
+            if name in request.fixturenames:
+                started[name] = spares.take(name)
         yield started
     finally:
         for proc in started.values():
