@@ -29,15 +29,20 @@ def market(tmp_path_factory: pytest.TempPathFactory):
 
 
 def simulator_process(log_dir: Path) -> ServiceProcess:
-    """The supplier simulator's process, not started yet (`.start()`)."""
+    """The supplier simulator's process, not started yet (`.start()`).
+
+    The carrier's tracking updates reach no service: they go to a path of the simulator's
+    own that answers 404, so each is refused at once (a closed port is a transport error,
+    retried with backoff for about 18 s before the parcel moves on to delivered)."""
+    port = free_port()
     return ServiceProcess(
         "simulator",
         {
             "DROPSHIP_SIMULATOR_SEED": "7",
             "DROPSHIP_LOG_JSON": "false",
-            "DROPSHIP_SIMULATOR_TRACKING_URL": "http://127.0.0.1:9/unused",
+            "DROPSHIP_SIMULATOR_TRACKING_URL": f"http://127.0.0.1:{port}/no-tracking-here",
         },
-        free_port(),
+        port,
         log_dir / "simulator.log",
         app=SIMULATOR_APP,
     )
