@@ -79,15 +79,16 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def _template(server: str | None, service: str, folder: Path) -> str:
+async def _template(server: str | None, service: str, folder: Path | None = None) -> str:
     """The migrated template of `service`'s database: a database name on `server`, or an
-    SQLite file. Built on first use and kept for the rest of the test process."""
+    SQLite file in `folder`. Built on first use and kept for the rest of the test process."""
     key = (server or "sqlite", service)
     lock = _template_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with lock:
         if key in _templates:
             return _templates[key]
         if server is None:
+            assert folder is not None, "an SQLite template needs a folder"
             path = folder / f"{service}.db"
             await migrate_async(_MIGRATIONS[service], f"sqlite+aiosqlite:///{path}")
             with closing(sqlite3.connect(path)) as conn:  # all in the main file, to copy it
@@ -116,19 +117,19 @@ def _asyncpg_url(server: str, name: str) -> str:
     return f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
 
 
+async def _drop_databases(server: str, names: list[str]) -> None:
+    conn = await asyncpg.connect(server)
+    try:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 def _drop_templates(server: str) -> None:
     names = [name for (where, _), name in _templates.items() if where == server]
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(server)
-        try:
-            for name in names:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
     if names:
-        asyncio.run(drop())
+        asyncio.run(_drop_databases(server, names))
 
 
 @pytest.fixture
@@ -157,19 +158,14 @@ async def database_url(
                 shutil.copyfile(await _template(None, service, folder), path)
             return f"sqlite+aiosqlite:///{path}"
         name = f"t_{uuid.uuid4().hex[:12]}_{service}"
-        template = await _template(server, service, tmp_path) if migrated else None
+        template = await _template(server, service) if migrated else None
         await _create_database(server, name, template)
         created.append(name)
         return _asyncpg_url(server, name)
 
     yield make
     if server and created:
-        conn = await asyncpg.connect(server)
-        try:
-            for name in created:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await _drop_databases(server, created)
 
 
 @pytest.fixture(scope="session")
