@@ -28,6 +28,12 @@ MAX_FETCH_MIN_BYTES = 50 * 1024 * 1024
 `fetch_max_bytes`), which a larger minimum could never reach."""
 
 
+def held_fetch_max_wait_ms(variable: str, default: int) -> Any:
+    """A latency-tolerant consumer's fetch wait in ms, read from `variable`: how long the
+    broker may hold its fetch while nothing has arrived (0 to 5000)."""
+    return Field(default, ge=0, le=5000, validation_alias=variable)
+
+
 def held_fetch_min_bytes(variable: str) -> Any:
     """A latency-tolerant consumer's fetch min bytes, read from `variable`: `HELD_FETCH_BYTES`
     by default, from 1 (answered at the first event) to `MAX_FETCH_MIN_BYTES`."""

@@ -18,7 +18,7 @@ import pytest
 
 from shared.db import migrate_async
 from shared.infra import EmbeddedBroker, PostgresCluster, port_range
-from tests.support.kafka import GROUP_TIMING
+from tests.support.kafka import FETCH_WAITS_MS, GROUP_TIMING
 
 ROOT = Path(__file__).resolve().parent.parent
 _DIR_MARKERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "contract": "contract"}
@@ -37,11 +37,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
     - Consumer group timing (`GROUP_TIMING`): the suite starts a service, and so a group
       join, hundreds of times. A test that sets either value keeps its own.
+    - Fetch waits of the held-fetch consumers (`FETCH_WAITS_MS`): the suite waits for
+      their hops one event at a time. A test that sets one keeps its own.
     - A parallel worker (pytest-xdist) takes its own slice of the ports `free_port` picks
       from, so servers two workers start at the same moment never ask for the same port.
     """
     for name, value in GROUP_TIMING.items():
         os.environ.setdefault(f"DROPSHIP_KAFKA_{name.upper()}", str(value))
+    for service, wait_ms in FETCH_WAITS_MS.items():
+        os.environ.setdefault(f"DROPSHIP_{service.upper()}_FETCH_MAX_WAIT_MS", str(wait_ms))
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
     if worker:
         index, count = int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"])

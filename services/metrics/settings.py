@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from shared.settings import ServiceSettings, held_fetch_min_bytes
+from shared.settings import ServiceSettings, held_fetch_max_wait_ms, held_fetch_min_bytes
 
 
 class MetricsSettings(ServiceSettings):
@@ -28,8 +28,8 @@ class MetricsSettings(ServiceSettings):
     before applying them in one transaction (a fetch wait that brings nothing ends it
     sooner): KPIs need not be real-time, and at a low rate a poll holds one event, so the
     transaction's fixed cost is shared by all that came meanwhile."""
-    kafka_fetch_max_wait_ms: int = Field(
-        250, ge=0, le=5000, validation_alias="DROPSHIP_METRICS_FETCH_MAX_WAIT_MS"
+    kafka_fetch_max_wait_ms: int = held_fetch_max_wait_ms(
+        "DROPSHIP_METRICS_FETCH_MAX_WAIT_MS", 1000
     )
     """How long the broker may hold the metrics consumer's fetch while nothing has arrived
     (services: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100): fewer fetches, each of every

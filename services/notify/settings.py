@@ -12,6 +12,7 @@ from services.notify.channel_config import OpsWebhook, SmtpConfig, parse_ops_web
 from services.notify.domain import ResponseTargets, RetryPolicy
 from shared.settings import (
     ServiceSettings,
+    held_fetch_max_wait_ms,
     held_fetch_min_bytes,
     refuse_loopback_url,
 )
@@ -30,10 +31,14 @@ class NotifySettings(ServiceSettings):
     """After a poll returns fewer than a batch, keep fetching up to this long for more
     before applying them in one transaction; a fetch wait that brings nothing ends it
     sooner. Under a steady trickle a notice may be queued up to this much later; a lone
-    event waits about one fetch wait (100 ms)."""
+    event waits about one fetch wait (500 ms)."""
+    kafka_fetch_max_wait_ms: int = held_fetch_max_wait_ms("DROPSHIP_NOTIFY_FETCH_MAX_WAIT_MS", 500)
+    """How long the broker may hold notify's fetch while nothing has arrived (the
+    supplier's: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100): fewer fetches, each of every
+    partition it reads; a notice may be queued up to that wait later."""
     kafka_fetch_min_bytes: int = held_fetch_min_bytes("DROPSHIP_NOTIFY_FETCH_MIN_BYTES")
     """The broker holds notify's fetch until this much has arrived or its wait
-    (`DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100 ms) is up: a trickle of events costs one fetch
+    (`DROPSHIP_NOTIFY_FETCH_MAX_WAIT_MS`, 500 ms) is up: a trickle of events costs one fetch
     per wait, not one each (a notice may be queued up to that wait later; 1: at once)."""
 
     smtp_url: SecretStr | None = None

@@ -12,6 +12,13 @@ GROUP_TIMING = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 300}
 half the session timeout, counted in whole seconds (3 s at the production 6 s, 1 s at
 2 s), and a member that vanished without leaving is noticed after the whole timeout."""
 
+FETCH_WAITS_MS = {"order": 100, "notify": 100, "metrics": 250}
+"""Fetch waits of the consumers whose fetches the broker holds, for everything the tests
+start (`make up` stacks excepted: they take the defaults, 500, 500 and 1000 ms). A test
+walks an order through its hops one event at a time, and each hop to these consumers
+waits up to a whole fetch wait plus a linger; the longer defaults save the broker CPU
+while events trickle in steadily, which `bench stack` measures, not a test."""
+
 
 async def publish_raw(bootstrap: str, topic: str, values: list[bytes], key: bytes = b"k") -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
