@@ -32,8 +32,8 @@ class MetricsSettings(ServiceSettings):
         "DROPSHIP_METRICS_FETCH_MAX_WAIT_MS", 1000
     )
     """How long the broker may hold the metrics consumer's fetch while nothing has arrived
-    (services: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100): fewer fetches, each of every
-    assigned partition; a wait that brings nothing ends the linger."""
+    (the supplier's: `DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS`, 100; order and notify: 500): fewer
+    fetches, each of every assigned partition; a wait that brings nothing ends the linger."""
     kafka_fetch_min_bytes: int = held_fetch_min_bytes("DROPSHIP_METRICS_FETCH_MIN_BYTES")
     """The broker holds the metrics consumer's fetch until this much has arrived or its
     wait is up (`DROPSHIP_METRICS_FETCH_MAX_WAIT_MS`): a trickle of events costs one fetch
