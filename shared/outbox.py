@@ -31,11 +31,17 @@ log = logging.getLogger(__name__)
 
 # names from our own table definitions, never from input
 _IN_ORDER_PG = text(
-    f"SELECT ({relay_lock.HELD_SQL}), (SELECT count(*) FROM {outbox_table.name}"  # noqa: S608
-    " WHERE published_at IS NULL AND id < :newest AND id <> ALL(CAST(:ids AS bigint[])))"
+    f"WITH marked AS (UPDATE {outbox_table.name} AS o SET published_at = :at"  # noqa: S608
+    " FROM unnest(CAST(:marked AS bigint[])) AS m(id) WHERE o.id = m.id)"
+    f" SELECT ({relay_lock.HELD_SQL}), (SELECT count(*) FROM {outbox_table.name}"
+    " WHERE published_at IS NULL AND id < :newest AND id <> ALL(CAST(:ids AS bigint[]))"
+    " AND id <> ALL(CAST(:marked AS bigint[])))"
 )
-"""PostgreSQL, before a handed batch goes out: whether the lock is still held, and how
-many older rows are unpublished but not in the batch (built once: run on every batch)."""
+"""PostgreSQL, before a handed batch goes out: the rows published since the last mark
+marked (`:marked`, maybe none), whether the lock is still held, and how many older rows
+are unpublished but not in the batch (built once: run on every batch). The count reads
+the statement's snapshot, from before its own marking, so it leaves the marked ids out
+itself."""
 _MARK_PG = text(
     # a join with the ids, not `id = ANY(:ids)`: an index lookup per id whatever the
     # prepared statement's generic plan estimates for the array
@@ -67,10 +73,15 @@ class OutboxRelay:
       precedes every batch also counts older unpublished rows not in hand. SQLite (whose
       ids follow commit order): the handed ids must directly follow the highest id known
       to be published. The table stays the truth: anything not marked goes out on a pass.
-    - Marks a batch published with one UPDATE; on PostgreSQL the reads, lock checks and
-      marks run on the lock's own connection in autocommit (one round trip each).
+    - Marks published rows with one UPDATE, up to `mark_delay` seconds after they went
+      out: on PostgreSQL the mark rides on the next batch's lock check (one statement),
+      and on SQLite the batches published meanwhile share one write. The marks are sent
+      before any read of the table, when the delay is up, and when the relay stops
+      leading on its own; on PostgreSQL the reads, lock checks and marks run on the lock's
+      own connection in autocommit (one round trip each).
     - On broker failure it retries with jittered backoff; rows stay until acknowledged,
-      so a crash between publish and marking re-sends them (consumers dedupe).
+      so a crash between publish and marking (up to `mark_delay` later) re-sends them
+      (consumers dedupe).
     - The PostgreSQL lock is held by one connection's session: if that connection drops
       (a database restart), the lock is gone and another relay may take it. So before every
       batch the leader asks on that very connection whether it still holds the lock, and
@@ -96,6 +107,7 @@ class OutboxRelay:
         hand_off: bool = True,
         hand_off_max: int = 10_000,
         linger: float = 0.0,
+        mark_delay: float = 0.5,
     ) -> None:
         self.service = service
         self._engine = engine
@@ -120,6 +132,11 @@ class OutboxRelay:
         """The table may hold unpublished rows the hand-off does not: read it next pass."""
         self._top: int | None = None
         """SQLite: every row with an id up to this one is published (or will never exist)."""
+        self._mark_delay = mark_delay
+        self._unmarked: list[int] = []
+        """Ids published and not yet marked: the table still has them unpublished."""
+        self._marks_due = 0.0
+        """The event loop's time by which `_unmarked` must be marked."""
         self.handed_published = 0
         self.passes = 0
 
@@ -158,26 +175,68 @@ class OutboxRelay:
                 log.warning(
                     "could not compare the outbox with the broker", extra={"error": repr(exc)}
                 )
-            last_purge = datetime.now(UTC)
-            poll = Backoff(self._poll_interval, self._idle_backoff)
-            while True:
-                self._wake.clear()
-                published = await self._publish_with_retry()
-                self.passes += 1
-                if published >= self._batch_size:
-                    continue
-                if datetime.now(UTC) - last_purge > timedelta(minutes=10):
-                    await self.purge()
-                    last_purge = datetime.now(UTC)
-                with contextlib.suppress(TimeoutError):  # 3.11 wait_for can lose a cancel
-                    async with asyncio.timeout(poll.found(published > 0)):
-                        await self._wake.wait()
-                if self._wake.is_set():
-                    poll.woken()
-                    if self._linger > 0:  # let commits close behind this one join its batch
-                        await asyncio.sleep(self._linger)
-                else:
-                    self._read_table = True  # the safety-net poll
+            try:
+                await self._relay()
+            except LeadershipLost:
+                self._unmarked.clear()  # the next leader publishes them again
+                raise
+            finally:
+                await self._mark_on_leaving()
+
+    async def _relay(self) -> None:
+        last_purge = datetime.now(UTC)
+        poll = Backoff(self._poll_interval, self._idle_backoff)
+        while True:
+            self._wake.clear()
+            published = await self._publish_with_retry()
+            self.passes += 1
+            if published >= self._batch_size:
+                continue
+            if datetime.now(UTC) - last_purge > timedelta(minutes=10):
+                await self.purge()
+                last_purge = datetime.now(UTC)
+            if await self._wait(poll.found(published > 0)):
+                poll.woken()
+                if self._linger > 0:  # let commits close behind this one join its batch
+                    await asyncio.sleep(self._linger)
+            else:
+                self._read_table = True  # the safety-net poll
+
+    async def _wait(self, seconds: float) -> bool:
+        """Wait up to `seconds` for `wake()`, marking published rows meanwhile when
+        their delay is up; whether it was woken."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            until = min(deadline, self._marks_due) if self._unmarked else deadline
+            with contextlib.suppress(TimeoutError):  # 3.11 wait_for can lose a cancel
+                async with asyncio.timeout_at(until):
+                    await self._wake.wait()
+            if self._wake.is_set():
+                return True
+            if self._unmarked and loop.time() >= self._marks_due:
+                try:
+                    await self._mark_unmarked()
+                except LeadershipLost:
+                    raise
+                except Exception as exc:  # SQLite busy, say: they stay unmarked, try again
+                    log.warning("could not mark published rows", extra={"error": repr(exc)})
+                    self._marks_due = loop.time() + self._poll_interval
+            elif loop.time() >= deadline:
+                return False
+
+    async def _mark_on_leaving(self) -> None:
+        """Mark what went out before the lock goes (a stop, a lost database): what is not
+        marked, the next leader publishes again."""
+        if not self._unmarked:
+            return
+        try:
+            async with asyncio.timeout(2):
+                await self._mark_unmarked()
+        except Exception as exc:
+            log.warning("published rows left unmarked", extra={"error": repr(exc)})
+        finally:
+            self._unmarked.clear()
 
     async def _publish_with_retry(self) -> int:
         async for attempt in AsyncRetrying(
@@ -222,9 +281,16 @@ class OutboxRelay:
             return top is not None and [r.id for r in batch] == list(
                 range(top + 1, top + 1 + len(batch))
             )
-        ids = [r.id for r in batch]
-        params = {"k": self._lock_key, "newest": batch[-1].id, "ids": ids}
+        ids, marked = [r.id for r in batch], list(self._unmarked)
+        params = {
+            "k": self._lock_key,
+            "newest": batch[-1].id,
+            "ids": ids,
+            "marked": marked,
+            "at": datetime.now(UTC),
+        }
         held, missing = (await self._on_lock_conn(_IN_ORDER_PG, params))[0]
+        del self._unmarked[: len(marked)]
         if not held:
             raise LeadershipLost("advisory lock no longer held")
         return not missing
@@ -233,6 +299,7 @@ class OutboxRelay:
         self._handed.clear()  # all committed before now, so the read below sees them
         self._read_table = False
         try:
+            await self._mark_unmarked()  # else the read finds them unpublished
             rows, top = await self._read_pending()
             if len(rows) >= self._batch_size:
                 self._read_table = True
@@ -300,7 +367,18 @@ class OutboxRelay:
                 [OutgoingMessage(topic=r.topic, key=r.key.encode(), value=r.payload) for r in rows]
             )
         faults.crash_point("relay.after_publish")
-        ids, now = [r.id for r in rows], datetime.now(UTC)
+        if not self._unmarked:
+            self._marks_due = asyncio.get_running_loop().time() + self._mark_delay
+        self._unmarked.extend(r.id for r in rows)
+        self.published_total += len(rows)
+        if self._mark_delay <= 0 or len(self._unmarked) >= self._batch_size:
+            await self._mark_unmarked()
+
+    async def _mark_unmarked(self) -> None:
+        """Mark the rows published since the last mark (one UPDATE)."""
+        if not self._unmarked:
+            return
+        ids, now = list(self._unmarked), datetime.now(UTC)
         if self._lock_conn is not None:  # autocommit: one round trip
             await self._on_lock_conn(_MARK_PG, {"at": now, "ids": ids})
         else:
@@ -308,7 +386,7 @@ class OutboxRelay:
             async with self._sessions() as session:
                 await session.execute(mark)
                 await session.commit()
-        self.published_total += len(rows)
+        del self._unmarked[: len(ids)]
 
     async def republish_forgotten(self) -> int:
         """Mark published rows unpublished again for topics the broker holds fewer messages
@@ -371,13 +449,16 @@ class OutboxRelay:
         return spans
 
     async def backlog(self) -> int:
-        """Rows not yet published (a read: SQLite's write lock is not taken)."""
+        """Rows not yet published (a read: SQLite's write lock is not taken); rows this
+        relay published whose mark is still to come do not count."""
+        unmarked = list(self._unmarked)
+        pending = outbox_table.c.published_at.is_(None)
+        if unmarked:
+            pending = pending & outbox_table.c.id.not_in(unmarked)
         async with self._sessions() as session:
             await session.connection(execution_options={READ_ONLY: True})
             count = await session.scalar(
-                select(func.count())
-                .select_from(outbox_table)
-                .where(outbox_table.c.published_at.is_(None))
+                select(func.count()).select_from(outbox_table).where(pending)
             )
             await session.rollback()
         return int(count or 0)

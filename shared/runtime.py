@@ -127,6 +127,7 @@ class ServiceRuntime(Generic[U, S]):
             topic_sizes=self.bus.topic_sizes,
             hand_off=s.outbox_hand_off,
             linger=s.outbox_linger_ms / 1000,
+            mark_delay=s.outbox_mark_delay_ms / 1000,
         )
         self._spawn("bus-connect", self.bus.connect, restart=False)
         if s.relay_enabled:

@@ -172,6 +172,9 @@ class ServiceSettings(BaseSettings):
     """Publish the rows a commit in this process just wrote without reading them back."""
     outbox_linger_ms: float = Field(5.0, ge=0, le=1000)
     """Woken from idle, the relay waits this long so commits close behind join one batch."""
+    outbox_mark_delay_ms: float = Field(500.0, ge=0, le=10_000)
+    """Published rows are marked up to this long after they went out, with the next batch's
+    check (PostgreSQL) or together (SQLite); 0: each batch marked at once."""
     idle_poll_backoff: float = Field(8.0, ge=1)
     """Safety-net polls that also wake on events (outbox relay, supplier dispatcher, notify
     sender) stretch up to this many times their interval while they find nothing; 1: off."""

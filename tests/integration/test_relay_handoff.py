@@ -242,6 +242,8 @@ async def test_a_leader_that_lost_its_lock_publishes_nothing_it_was_handed(datab
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks"
                     " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                    " AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"  # not another test's relay
                 )
             )
             await killer.commit()
@@ -256,3 +258,69 @@ async def test_a_leader_that_lost_its_lock_publishes_nothing_it_was_handed(datab
         await _stop(*tasks)
         await engine.dispose()
         await other_engine.dispose()
+
+
+async def _unmarked(engine) -> list[str]:
+    """Keys of the outbox rows not marked published."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT key FROM outbox_event WHERE published_at IS NULL"))
+        return sorted(r[0] for r in rows)
+
+
+async def test_batches_published_close_together_are_marked_with_one_statement(
+    database_url, backend
+):
+    """Marks wait up to the mark delay: on PostgreSQL the first batch's mark rides on the
+    second batch's lock check, on SQLite the two share one write; a stop marks the rest,
+    and the backlog never counts a published row whose mark is still to come."""
+    engine, sessions = await _database(await database_url("producer"))
+    statements: list[str] = []
+    event.listen(
+        engine.sync_engine,
+        "before_cursor_execute",
+        lambda _c, _cur, sql, *_: statements.append(sql.split()[0].upper()),
+    )
+    out = Recorder()
+    relay = OutboxRelay("producer", engine, sessions, out, poll_interval=300, mark_delay=60)
+    task = await _running(relay)
+    try:
+        statements.clear()
+        await _emit(sessions, "ord_first", ["a"], hook=relay.wake)
+        await eventually(lambda: _true(relay.published_total == 1), what="first published")
+        await _emit(sessions, "ord_second", ["b"], hook=relay.wake)
+        await eventually(lambda: _true(relay.published_total == 2), what="second published")
+        assert out.sent == [("ord_first", "a"), ("ord_second", "b")]
+        assert statements.count("UPDATE") == 0, "no batch marked on its own"
+        unmarked = await _unmarked(engine)
+        if backend == "postgresql":
+            assert unmarked == ["ord_second"], "the first batch marked with the second's check"
+        else:
+            assert unmarked == ["ord_first", "ord_second"], "marks wait for the delay"
+        assert await relay.backlog() == 0, "a published row is not backlog"
+    finally:
+        await _stop(task)
+    try:
+        assert await _unmarked(engine) == [], "the relay marks what went out when it stops"
+        assert statements.count("UPDATE") == 1, "the rest marked with one statement"
+        assert out.sends == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_published_rows_are_marked_once_their_delay_is_up(database_url):
+    engine, sessions = await _database(await database_url("producer"))
+    out = Recorder()
+    relay = OutboxRelay("producer", engine, sessions, out, poll_interval=300, mark_delay=0.3)
+    task = await _running(relay)
+    try:
+        await _emit(sessions, "ord_alone", ["a", "b"], hook=relay.wake)
+        await eventually(lambda: _true(relay.published_total == 2), what="published")
+        await eventually(lambda: _no_rows(_unmarked(engine)), what="marked with no batch after it")
+        assert relay.leading and out.sent == [("ord_alone", "a"), ("ord_alone", "b")]
+    finally:
+        await _stop(task)
+        await engine.dispose()
+
+
+async def _no_rows(rows) -> bool:
+    return not await rows

@@ -51,6 +51,7 @@ async def test_a_leader_that_lost_its_lock_stops_before_another_takes_over(datab
         await eventually(lambda: _true(first.leading), what="the first relay leads")
         await _emit(sessions[2], "ord_before")
         await eventually(lambda: _true(first_out.sent == [b"ord_before"]))
+        await eventually(lambda: _marked(engines[2]), what="ord_before marked published")
 
         # the database ends the leader's lock session (as a restart would) and another
         # relay (here the test itself) takes the lock at once; the leader's pool still
@@ -61,6 +62,8 @@ async def test_a_leader_that_lost_its_lock_stops_before_another_takes_over(datab
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks"
                     " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+                    " AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"  # not another test's relay
                 )
             )
             taken = await eventually(
@@ -97,3 +100,12 @@ async def _try_lock(conn, key: int) -> bool:
     taken = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
     await conn.commit()
     return bool(taken)
+
+
+async def _marked(engine) -> bool:
+    """Every outbox row marked published (the relay marks up to its mark delay later; a
+    row left unmarked when the lock goes is published again by the next leader)."""
+    async with engine.connect() as conn:
+        return not await conn.scalar(
+            text("SELECT count(*) FROM outbox_event WHERE published_at IS NULL")
+        )
