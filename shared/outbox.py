@@ -452,13 +452,13 @@ class OutboxRelay:
         """Rows not yet published (a read: SQLite's write lock is not taken); rows this
         relay published whose mark is still to come do not count."""
         unmarked = list(self._unmarked)
-        pending = outbox_table.c.published_at.is_(None)
+        pending = [outbox_table.c.published_at.is_(None)]
         if unmarked:
-            pending = pending & outbox_table.c.id.not_in(unmarked)
+            pending.append(outbox_table.c.id.not_in(unmarked))
         async with self._sessions() as session:
             await session.connection(execution_options={READ_ONLY: True})
             count = await session.scalar(
-                select(func.count()).select_from(outbox_table).where(pending)
+                select(func.count()).select_from(outbox_table).where(*pending)
             )
             await session.rollback()
         return int(count or 0)
