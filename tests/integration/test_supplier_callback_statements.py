@@ -40,8 +40,13 @@ from services.supplier.handlers.callbacks import (
 )
 from services.supplier.settings import SupplierSettings
 from services.supplier.store import Sealer, SupplierDirectory, SupplierUnitOfWork
-from services.supplier.tables import supplier_order, tracking_movement, waiting_line
-from shared.db import aware, create_engine, migrate_async, session_factory
+from services.supplier.tables import (
+    supplier_order,
+    supplier_tally,
+    tracking_movement,
+    waiting_line,
+)
+from shared.db import aware, create_engine, migrate_async, outbox_table, session_factory
 from tests.support.round_trips import round_trips
 
 pytestmark = pytest.mark.integration
@@ -209,7 +214,9 @@ async def test_a_decision_clears_waiting_lines_and_sends_nothing_for_them_when_n
 
     with round_trips(db.engine) as sent:
         assert await decide(db, "so-2", "accepted", "d2") == "accepted"
-    assert sent.statements == waited.statements - 1  # no DELETE of waiting lines
+    # no DELETE of waiting lines (on PostgreSQL one held back would also have sent the
+    # save on its own, ahead of it, instead of with the commit's other writes)
+    assert sent.statements < waited.statements
     assert await decide(db, "so-2", "accepted", "d2") == "duplicate"
     assert await decide(db, "so-2", "dispatched", "d3") == "dispatched"
     assert (await db.state("so-2"))[0] == "dispatched"
@@ -225,9 +232,9 @@ async def test_a_callback_records_its_delivery_id_and_loads_its_order_in_one_rou
     empty = await overhead(db)
     with round_trips(db.engine) as sent:
         assert await decide(db, "so-1", "accepted", "d1") == "accepted"
-    # PostgreSQL: the delivery id with the locked load, the update, the tally, the outbox;
-    # SQLite: the delivery id apart
-    expected = 4 if db.backend == "postgresql" else 5
+    # PostgreSQL: the delivery id with the locked load, then the update, the tally and the
+    # outbox row in one statement; SQLite: the delivery id apart, each write its own
+    expected = 2 if db.backend == "postgresql" else 5
     assert sent.statements - empty == expected
     assert (await db.state("so-1"))[0] == "accepted"
 
@@ -363,10 +370,15 @@ async def test_a_group_records_its_delivery_ids_loads_and_saves_its_orders_set_b
         event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
     # one statement records the five delivery ids, one locks and loads the five orders
     # (one by one, each callback sent its own, or its own two on SQLite); the changes go
-    # in one statement per set of columns changed: the acceptances', the delivery's
+    # in one statement per set of columns changed (the acceptances', the delivery's), or
+    # on PostgreSQL all of them with the tallies and the outbox rows in one
     assert sum("INTO callback_delivery" in sql for sql in sent) == 1
     assert sum(sql.startswith("SELECT") and "FROM supplier_order" in sql for sql in sent) == 1
-    assert sum(sql.startswith("UPDATE supplier_order") for sql in sent) == 2
+    if db.backend == "postgresql":
+        assert sum(sql.startswith("WITH s AS ( UPDATE supplier_order") for sql in sent) == 1
+        assert not [sql for sql in sent if sql.startswith(("UPDATE", "INSERT INTO outbox"))]
+    else:
+        assert sum(sql.startswith("UPDATE supplier_order") for sql in sent) == 2
     assert [(await db.state(i))[0] for i in so_ids] == ["accepted"] * 4 + ["delivered"]
 
 
@@ -447,3 +459,48 @@ async def test_a_group_locked_out_of_the_database_is_busy_as_a_whole(
     answers = await arrive(db, 5.0, *[accepted(i, f"d-{i}") for i in so_ids])
     assert answers == [locked] * 3
     assert [(await db.state(i))[0] for i in so_ids] == ["received"] * 3
+
+
+async def test_held_changes_tallies_and_outbox_rows_are_written_alike_on_both_databases(
+    db: Db,
+) -> None:
+    """At commit the held saves, counter increments and outbox rows go together (one
+    statement on PostgreSQL): each order gets exactly the columns it changed (a column
+    another statement of the transaction wrote stays), the increments are appended, and
+    the outbox rows handed to the relay are the table's, in the order they were emitted."""
+    await sending(db, "so-1", "so-2")
+    await mark_received(db, ("so-1", "REF-so-1"), ("so-2", "REF-so-2"))
+    handed: list[Any] = []
+    uow = SupplierUnitOfWork(
+        db.sessions, on_commit=handed.extend, directory=db.directory, notify_others=no
+    )
+    now = datetime.now(UTC)
+    async with uow:
+        uow.supplier_orders.defer_saves()
+        first = await uow.supplier_orders.get("so-1", for_update=True)
+        second = await uow.supplier_orders.get("so-2", for_update=True)
+        assert first is not None and second is not None
+        await uow.session.execute(  # another statement of the transaction writes a column
+            supplier_order.update().where(supplier_order.c.id == "so-1").values(carrier="DHL")
+        )
+        for so in (first, second):
+            so.accept(None, 48, now)
+            await uow.supplier_orders.save(so)
+        await uow.commit()
+
+    cols = supplier_order.c
+    rows = await db.rows(
+        select(cols.id, cols.state, cols.carrier, cols.sla_hours, cols.lease_until).order_by(
+            cols.id
+        )
+    )
+    assert [(r.id, r.state, r.carrier, r.sla_hours, r.lease_until) for r in rows] == [
+        ("so-1", "accepted", "DHL", 48.0, None),
+        ("so-2", "accepted", None, 48.0, None),
+    ]
+    tallies = await db.rows(select(supplier_tally))
+    assert sum(t.decided for t in tallies) == 2 and sum(t.accepted for t in tallies) == 2
+    assert {t.supplier_id for t in tallies} == {SUPPLIER}
+    stored = await db.rows(select(outbox_table.c.id, outbox_table.c.key).order_by("id"))
+    assert [(r.id, r.key) for r in handed] == [(r.id, r.key) for r in stored][-2:]
+    assert [r.key for r in handed] == ["ord-so-1", "ord-so-2"]

@@ -73,6 +73,7 @@ async def supplier_callback(
     """A supplier's signed callback, once per delivery id (the id recorded and the order
     loaded in one round trip on PostgreSQL)."""
     async with uow:
+        uow.supplier_orders.defer_saves()  # written with the commit's other writes
         outcome = await _supplier_once(uow, supplier_id, delivery_id, callback)
         if outcome is not Outcome.DUPLICATE:
             await uow.commit()
@@ -124,8 +125,7 @@ async def apply_recorded(uow: SupplierUnitOfWork, batch: Sequence[Recorded]) -> 
         calls = _group_calls(batch)
         if len(calls) > 1:  # alone, `_once`'s own statement records it and loads its order
             await uow.supplier_orders.take_group(calls)
-        if len(batch) > 1:
-            uow.supplier_orders.defer_saves()
+        uow.supplier_orders.defer_saves()  # together, and with the commit's other writes
         outcomes = [await _in_context(r, _once(uow, r)) for r in batch]
         await uow.commit()
     return outcomes

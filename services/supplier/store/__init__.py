@@ -15,12 +15,13 @@ process's dispatcher and wakes it for queued work.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.supplier.directory import Sealer, SupplierDirectory, SupplierEntry
+from services.supplier.store import one_trip
 from services.supplier.store.base import AfterCommit, NewSupplierOrder, Sql, StockConflict
 from services.supplier.store.catalogue import OfferRepository, SupplierRepository
 from services.supplier.store.orders import (
@@ -122,9 +123,10 @@ class SupplierUnitOfWork(UnitOfWork):
         self._after.new_orders = [o for o in self._after.new_orders if o.id not in so_ids]
 
     async def commit(self) -> None:
-        await self._sql.flush()  # supplier orders' saves held back (`defer_saves`)
         after = self._after.take()
-        await self.suppliers.append_tallies(after.tally)
+        if not await self._write_in_one_trip(after):
+            await self._sql.flush()  # supplier orders' saves held back (`defer_saves`)
+            await self.suppliers.append_tallies(after.tally)
         await super().commit()
         for supplier_id in after.forget:
             self.directory.invalidate(supplier_id)
@@ -134,6 +136,23 @@ class SupplierUnitOfWork(UnitOfWork):
             self._wake_dispatcher()
         if after.wake_waiting:
             self._wake_waiting()
+
+    async def _write_in_one_trip(self, after: AfterCommit) -> bool:
+        """PostgreSQL: the held saves, the counter increments and the outbox rows in one
+        statement (`one_trip`) where more than one of them has rows; whether it was sent."""
+        if self.dialect != "postgresql" or self._single:
+            return False
+        held = self.supplier_orders.take_held()
+        parts = bool(held) + bool(after.tally) + bool(self.emitted)
+        if parts < 2 or not one_trip.settable(held):
+            self.supplier_orders.hold_again(held)
+            return False
+        outbox = self.take_outbox() if self.emitted else None
+        params = one_trip.parameters(held, after.tally, outbox, datetime.now(UTC))
+        ids = (await self._sql.run(one_trip.STATEMENT, params)).scalar_one()
+        if outbox is not None:
+            outbox.written(ids)
+        return True
 
     async def rollback(self) -> None:
         self._after.take()

@@ -422,6 +422,19 @@ class SupplierOrderRepository:
         statement (whatever reads or writes) or its commit (`Sql.hold`)."""
         self._defer = True
 
+    def take_held(self) -> dict[str, dict[str, Any]]:
+        """The changes held back (supplier order id -> changed columns), taken to be written
+        by the caller (`one_trip`, at commit); none is left to write here."""
+        held, self._held = self._held, {}
+        return held
+
+    def hold_again(self, held: dict[str, dict[str, Any]]) -> None:
+        """Give back changes taken with `take_held`, to be written as `save` would have."""
+        for so_id, values in held.items():
+            self._held.setdefault(so_id, {}).update(values)
+        if self._held:
+            self._sql.hold(self._write_held)
+
     async def _write_held(self) -> None:
         held, self._held = self._held, {}
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
