@@ -426,10 +426,11 @@ def _contact_fields(order_id: str, c: Contact, redacted: bool) -> dict[str, Any]
     }
 
 
-def render_contact(order: Order) -> dict[str, Any]:
+def render_contact(contact: CustomerContact) -> dict[str, Any]:
     """What notify (the customer's contact) and supplier (the ship-to) read; PII."""
-    out = _contact_fields(order.id, order.customer, order.redacted)
-    return out | _ship_to_fields(order.customer, order.shipping, order.redacted)
+    out = _contact_fields(contact.order_id, contact.customer, contact.redacted)
+    assert contact.shipping is not None, "read with its ship-to"
+    return out | _ship_to_fields(contact.customer, contact.shipping, contact.redacted)
 
 
 def _ship_to_fields(c: Contact, s: Address, redacted: bool) -> dict[str, Any]:

@@ -94,7 +94,14 @@ async def test_with_ship_to_each_order_answers_as_its_single_contact_lookup(orde
         single = await order.client.get(f"/v1/orders/{item['order_id']}/contact", headers=SERVICE)
         assert item == single.json()
     by_id = {item["order_id"]: item for item in body["items"]}
-    assert by_id[ids[0]]["ship_to"]["line1"] and by_id[ids[0]]["ship_to"]["name"] == "Shipper 0"
+    address = order_body()["shipping_address"]
+    assert by_id[ids[0]]["ship_to"] == {
+        "name": "Shipper 0",
+        "email": "s0@example.com",
+        "phone": None,
+        "line2": None,
+        **address,
+    }
     assert by_id[erased]["ship_to"] is None
     assert by_id[erased]["ship_to_unavailable"] == "customer_redacted"
 
@@ -129,3 +136,15 @@ async def test_bad_lookups_are_422_naming_the_field(order, body, field):
     error = answer.json()["error"]
     assert error["code"] == "validation_error"
     assert field in [d["field"] for d in error["details"]], error
+
+
+async def test_a_single_contact_lookup_reads_one_row_and_no_lines(order):
+    order_id = await place(order, "one@example.com", "One Row")
+    with statements(order) as seen:
+        single = await order.client.get(f"/v1/orders/{order_id}/contact", headers=SERVICE)
+    assert single.status_code == 200, single.text
+    reads = [s for s in seen if "customer_order" in s or "order_line" in s]
+    assert len(reads) == 1 and "order_line" not in reads[0], reads
+    assert single.json()["ship_to"]["name"] == "One Row"
+    missing = await order.client.get("/v1/orders/ord_nope/contact", headers=SERVICE)
+    assert missing.status_code == 404

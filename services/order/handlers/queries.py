@@ -34,9 +34,13 @@ async def timeline(order_id: str, uow: OrderUnitOfWork) -> list[TimelineEntry]:
         return await uow.timeline.of(order_id)
 
 
-async def contact(order_id: str, uow: OrderUnitOfWork) -> Order:
-    """The order whose contact details and ship-to are asked for (`order.redacted` says)."""
-    return await get_order(order_id, uow)
+async def contact(order_id: str, uow: OrderUnitOfWork) -> CustomerContact:
+    """An order's contact details and ship-to (`redacted` says whether there are any): the
+    batch lookup's query for one order, which reads neither its lines nor its state."""
+    found = await contacts([order_id], uow, ship_to=True)
+    if not found:
+        raise OrderNotFound(order_id)
+    return found[0]
 
 
 async def contacts(
