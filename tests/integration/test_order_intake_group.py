@@ -138,12 +138,14 @@ async def test_a_key_used_before_sends_its_group_one_by_one_and_leaves_nothing_h
 async def writes_of(
     svc, *requests: tuple[dict[str, Any], dict[str, str]]
 ) -> tuple[list[httpx.Response], list[int]]:
-    """The answers to `requests` sent together and, per write statement sent meanwhile, how
-    many of intake's five tables it wrote."""
+    """The answers to `requests` sent together and, per statement sent meanwhile that
+    inserts into any of intake's five tables, how many of them it wrote (the relay's
+    marks, `WITH ... UPDATE outbox_event`, insert nothing)."""
     writes: list[str] = []
+    tables = ("idempotency_key", "customer_order", "order_line", "order_timeline", "outbox_event")
 
     def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(("INSERT", "WITH")):
+        if any(f"INTO {t} " in statement for t in tables):
             writes.append(statement)
 
     event.listen(Engine, "before_cursor_execute", seen)
@@ -151,7 +153,6 @@ async def writes_of(
         responses = await together(svc, *requests)
     finally:
         event.remove(Engine, "before_cursor_execute", seen)
-    tables = ("idempotency_key", "customer_order", "order_line", "order_timeline", "outbox_event")
     return responses, [sum(f"INTO {t} " in sql for t in tables) for sql in writes]
 
 

@@ -56,6 +56,9 @@ class FakeSupplierOrders:
     def lines_may_wait(self, so: SupplierOrder) -> bool:
         return True  # the fake waiting lines are cleared as before
 
+    def defer_saves(self) -> None:
+        """Saves are kept in memory here: held back or not, the rows read the same."""
+
     async def by_tracking(self, tracking_number: str) -> SupplierOrder | None:
         found = [so for so in self.rows.values() if so.tracking_number == tracking_number]
         return self._copy(found[0]) if found else None
