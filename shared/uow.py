@@ -52,6 +52,10 @@ class OutboxTaken:
             "payload": self.payloads,
         }
 
+    def arrays(self) -> dict[str, list[Any]]:
+        """`OUTBOX_PART_PG`'s parameters (all but `:now`)."""
+        return {f"x_{name}": values for name, values in self.columns().items()}
+
     def records(self) -> list[dict[str, Any]]:
         """The rows as one dict per event, for a multi-row insert."""
         columns = self.columns()
@@ -70,6 +74,19 @@ class OutboxTaken:
             OutboxRow(i, e.type, e.subject, payload)
             for i, e, payload in zip(self.ids, self.envelopes, self.payloads, strict=True)
         ]
+
+
+OUTBOX_PART_PG = (
+    " INSERT INTO outbox_event (event_id, topic, key, payload, created_at)"
+    " SELECT u.event_id, u.topic, u.key, u.payload, :now"
+    " FROM unnest(CAST(:x_event_id AS text[]), CAST(:x_topic AS text[]),"
+    " CAST(:x_key AS text[]), CAST(:x_payload AS bytea[]))"
+    " WITH ORDINALITY AS u(event_id, topic, key, payload, n)"
+    " ORDER BY u.n RETURNING id"  # ids follow the events' order
+)
+"""PostgreSQL: outbox rows as a data-modifying `WITH` part of a caller's statement, fed by
+`OutboxTaken.arrays` and `:now`; `ARRAY(SELECT id FROM <part> ORDER BY id)` gives the ids
+in the events' order, for `OutboxTaken.written`."""
 
 
 _PG_CLAIM = text(

@@ -76,7 +76,7 @@ class OrderUnitOfWork(UnitOfWork):
                     [order_values(o, self.cipher) for o in orders],
                     [v for o in orders for v in line_values(o)],
                     self.timeline.take(),
-                    outbox.columns(),
+                    outbox.arrays(),
                     datetime.now(UTC),
                 ),
             )

@@ -22,6 +22,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from shared.uow import OUTBOX_PART_PG
+
 _TIMELINE = (
     " INSERT INTO order_timeline (order_id, event_id, type, time, source, data, note)"
     " SELECT u.order_id, u.event_id, u.type, u.time, u.source, CAST(u.data AS json), u.note"
@@ -211,13 +213,8 @@ INTAKE = text(
     + "), t AS ("
     + _TIMELINE
     + "), x AS ("
-    " INSERT INTO outbox_event (event_id, topic, key, payload, created_at)"
-    " SELECT u.event_id, u.topic, u.key, u.payload, :now"
-    " FROM unnest(CAST(:x_event_id AS text[]), CAST(:x_topic AS text[]),"
-    " CAST(:x_key AS text[]), CAST(:x_payload AS bytea[]))"
-    " WITH ORDINALITY AS u(event_id, topic, key, payload, n)"
-    " ORDER BY u.n RETURNING id"  # ids follow the events' order
-    ") SELECT (SELECT count(*) FROM k) AS claimed, ARRAY(SELECT id FROM x ORDER BY id) AS ids"
+    + OUTBOX_PART_PG
+    + ") SELECT (SELECT count(*) FROM k) AS claimed, ARRAY(SELECT id FROM x ORDER BY id) AS ids"
 )
 """New orders at intake: their idempotency claims (`claimed`: how many keys were free),
 `customer_order` and `order_line` rows, timeline entries and outbox rows (`ids`)."""
@@ -232,14 +229,14 @@ def intake_parameters(
     now: datetime,
 ) -> dict[str, Any]:
     """`INTAKE`'s arrays: `(scope, key, request_hash, result)` claims, `rows.order_values`,
-    `rows.line_values`, `timeline.event_row`s and `OutboxTaken.columns`."""
+    `rows.line_values`, `timeline.event_row`s and `OutboxTaken.arrays`."""
     params: dict[str, Any] = {
         "now": now,
         "k_scope": [c[0] for c in claims],
         "k_key": [c[1] for c in claims],
         "k_request_hash": [c[2] for c in claims],
         "k_response": [json.dumps(c[3]) for c in claims],
-        **{f"x_{name}": values for name, values in outbox.items()},
+        **outbox,
         **_timeline(timeline),
     }
     for prefix, rows, columns in (("o", orders, _ORDER_COLUMNS), ("l", lines, _LINE_COLUMNS)):

@@ -26,7 +26,7 @@ from sqlalchemy import Boolean, DateTime, Float, Integer, String, text
 
 from services.supplier.domain.catalogue import COUNTERS
 from services.supplier.tables import supplier_order
-from shared.uow import OutboxTaken
+from shared.uow import OUTBOX_PART_PG, OutboxTaken
 
 _FIXED = frozenset({"id", "order_id", "supplier_id", "created_at"})
 """Columns a supplier order never changes after it is added."""
@@ -67,14 +67,7 @@ STATEMENT = text(
     " SELECT * FROM unnest(CAST(:t_supplier_id AS text[]), "
     + ", ".join(f"CAST(:t_{name} AS integer[])" for name in COUNTERS)
     + ")"
-    "), x AS ("
-    " INSERT INTO outbox_event (event_id, topic, key, payload, created_at)"
-    " SELECT u.event_id, u.topic, u.key, u.payload, :now"
-    " FROM unnest(CAST(:x_event_id AS text[]), CAST(:x_topic AS text[]),"
-    " CAST(:x_key AS text[]), CAST(:x_payload AS bytea[]))"
-    " WITH ORDINALITY AS u(event_id, topic, key, payload, n)"
-    " ORDER BY u.n RETURNING id"  # ids follow the events' order
-    ") SELECT ARRAY(SELECT id FROM x ORDER BY id) AS ids"
+    "), x AS (" + OUTBOX_PART_PG + ") SELECT ARRAY(SELECT id FROM x ORDER BY id) AS ids"
 )
 """Held supplier order changes, counter increments and outbox rows (`ids`), together."""
 
@@ -103,7 +96,5 @@ def parameters(
         params[f"s_{name}"] = [held[i].get(name) for i in ids]
     for name in COUNTERS:
         params[f"t_{name}"] = [int(tally[s].get(name, 0)) for s in params["t_supplier_id"]]
-    columns = outbox.columns() if outbox is not None else {}
-    for name in ("event_id", "topic", "key", "payload"):
-        params[f"x_{name}"] = columns.get(name, [])
-    return params
+    empty = OutboxTaken([]).arrays()
+    return params | (outbox.arrays() if outbox is not None else empty)
