@@ -5,11 +5,14 @@ of one key keep commit order (PostgreSQL and SQLite)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.bus import OutgoingMessage
 from shared.db import create_engine, new_metadata, session_factory
@@ -68,6 +71,23 @@ async def _running(relay: OutboxRelay) -> asyncio.Task[None]:
     await eventually(lambda: _true(relay.leading), what="the relay leads")
     await eventually(lambda: _true(relay.passes > 0), what="the first pass is done")
     return task
+
+
+@contextlib.asynccontextmanager
+async def _leading(
+    database_url, **options: Any
+) -> AsyncIterator[tuple[AsyncEngine, Any, OutboxRelay, Recorder]]:
+    """A fresh producer database and a relay leading on it, publishing to a `Recorder`;
+    stopped and disposed on leaving."""
+    engine, sessions = await _database(await database_url("producer"))
+    out = Recorder()
+    relay = OutboxRelay("producer", engine, sessions, out, **options)
+    task = await _running(relay)
+    try:
+        yield engine, sessions, relay, out
+    finally:
+        await _stop(task)
+        await engine.dispose()
 
 
 async def _stop(*tasks: asyncio.Task[None]) -> None:
@@ -207,20 +227,13 @@ async def test_events_of_each_key_keep_commit_order_with_two_writing_processes(d
 
 
 async def test_with_a_linger_commits_close_behind_one_another_go_out_together(database_url):
-    engine, sessions = await _database(await database_url("producer"))
-    out = Recorder()
-    relay = OutboxRelay("producer", engine, sessions, out, poll_interval=300, linger=0.5)
-    task = await _running(relay)
-    try:
+    async with _leading(database_url, poll_interval=300, linger=0.5) as (_, sessions, relay, out):
         sends = out.sends
         for n in range(3):  # three requests' commits, well within the linger
             await _emit(sessions, f"ord_{n}", ["x"], hook=relay.wake)
         await eventually(lambda: _true(relay.published_total == 3), what="published, marked")
         assert out.sends - sends == 1, "one batch, one send, one UPDATE"
         assert relay.handed_published == 3
-    finally:
-        await _stop(task)
-        await engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
@@ -308,19 +321,13 @@ async def test_batches_published_close_together_are_marked_with_one_statement(
 
 
 async def test_published_rows_are_marked_once_their_delay_is_up(database_url):
-    engine, sessions = await _database(await database_url("producer"))
-    out = Recorder()
-    relay = OutboxRelay("producer", engine, sessions, out, poll_interval=300, mark_delay=0.3)
-    task = await _running(relay)
-    try:
+    options = {"poll_interval": 300, "mark_delay": 0.3}
+    async with _leading(database_url, **options) as (engine, sessions, relay, out):
         await _emit(sessions, "ord_alone", ["a", "b"], hook=relay.wake)
         await eventually(lambda: _true(relay.published_total == 2), what="published")
-        await eventually(lambda: _no_rows(_unmarked(engine)), what="marked with no batch after it")
+        await eventually(lambda: _all_marked(engine), what="marked with no batch after it")
         assert relay.leading and out.sent == [("ord_alone", "a"), ("ord_alone", "b")]
-    finally:
-        await _stop(task)
-        await engine.dispose()
 
 
-async def _no_rows(rows) -> bool:
-    return not await rows
+async def _all_marked(engine: AsyncEngine) -> bool:
+    return not await _unmarked(engine)

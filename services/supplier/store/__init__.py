@@ -142,11 +142,11 @@ class SupplierUnitOfWork(UnitOfWork):
         statement (`one_trip`) where more than one of them has rows; whether it was sent."""
         if self.dialect != "postgresql" or self._single:
             return False
-        held = self.supplier_orders.take_held()
+        held = self.supplier_orders.held
         parts = bool(held) + bool(after.tally) + bool(self.emitted)
         if parts < 2 or not one_trip.settable(held):
-            self.supplier_orders.hold_again(held)
             return False
+        held = self.supplier_orders.take_held()
         outbox = self.take_outbox() if self.emitted else None
         params = one_trip.parameters(held, after.tally, outbox, datetime.now(UTC))
         ids = (await self._sql.run(one_trip.STATEMENT, params)).scalar_one()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -422,18 +422,16 @@ class SupplierOrderRepository:
         statement (whatever reads or writes) or its commit (`Sql.hold`)."""
         self._defer = True
 
+    @property
+    def held(self) -> Mapping[str, Mapping[str, Any]]:
+        """The changes held back so far: supplier order id -> changed columns."""
+        return self._held
+
     def take_held(self) -> dict[str, dict[str, Any]]:
-        """The changes held back (supplier order id -> changed columns), taken to be written
-        by the caller (`one_trip`, at commit); none is left to write here."""
+        """The changes held back, taken to be written by the caller (`one_trip`, at
+        commit); none is left to write here."""
         held, self._held = self._held, {}
         return held
-
-    def hold_again(self, held: dict[str, dict[str, Any]]) -> None:
-        """Give back changes taken with `take_held`, to be written as `save` would have."""
-        for so_id, values in held.items():
-            self._held.setdefault(so_id, {}).update(values)
-        if self._held:
-            self._sql.hold(self._write_held)
 
     async def _write_held(self) -> None:
         held, self._held = self._held, {}
