@@ -35,13 +35,16 @@ _IN_ORDER_PG = text(
     " FROM unnest(CAST(:marked AS bigint[])) AS m(id) WHERE o.id = m.id)"
     f" SELECT ({relay_lock.HELD_SQL}), (SELECT count(*) FROM {outbox_table.name}"
     " WHERE published_at IS NULL AND id < :newest AND id <> ALL(CAST(:ids AS bigint[]))"
-    " AND id <> ALL(CAST(:marked AS bigint[])))"
+    " AND id <> ALL(CAST(:marked AS bigint[]))),"
+    f" (SELECT count(*) FROM {outbox_table.name}"
+    " WHERE id = ANY(CAST(:ids AS bigint[])) AND published_at IS NOT NULL)"
 )
 """PostgreSQL, before a handed batch goes out: the rows published since the last mark
-marked (`:marked`, maybe none), whether the lock is still held, and how many older rows
-are unpublished but not in the batch (built once: run on every batch). The count reads
-the statement's snapshot, from before its own marking, so it leaves the marked ids out
-itself."""
+marked (`:marked`, maybe none), whether the lock is still held, how many older rows are
+unpublished but not in the batch, and how many of the batch are published already (a
+table read that ran between a commit and its hand-off sent them; built once: run on every
+batch). The counts read the statement's snapshot, from before its own marking, so they
+leave the marked ids out themselves."""
 _MARK_PG = text(
     # a join with the ids, not `id = ANY(:ids)`: an index lookup per id whatever the
     # prepared statement's generic plan estimates for the array
@@ -256,6 +259,9 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch, handed over or read from the table; returns how many went out."""
+        if self._handed and self._unmarked:  # sent by a table read before they were handed
+            sent = set(self._unmarked)
+            self._handed = [r for r in self._handed if r.id not in sent]
         if self._handed and not self._read_table:
             self._handed.sort()
             batch = self._handed[: self._batch_size]
@@ -274,8 +280,9 @@ class OutboxRelay:
         return await self._publish_table()
 
     async def _in_order(self, batch: Sequence[OutboxRow]) -> bool:
-        """Whether no unpublished row older than the newest in `batch` is missing from it
-        (PostgreSQL: asked together with the lock check; SQLite: ids follow commit order)."""
+        """Whether no unpublished row older than the newest in `batch` is missing from it,
+        and none of it went out already (PostgreSQL: asked together with the lock check;
+        SQLite: ids follow commit order, and the batch must follow the highest id out)."""
         if self._lock_conn is None:
             top = self._top
             return top is not None and [r.id for r in batch] == list(
@@ -289,11 +296,11 @@ class OutboxRelay:
             "marked": marked,
             "at": datetime.now(UTC),
         }
-        held, missing = (await self._on_lock_conn(_IN_ORDER_PG, params))[0]
+        held, missing, sent = (await self._on_lock_conn(_IN_ORDER_PG, params))[0]
         del self._unmarked[: len(marked)]
         if not held:
             raise LeadershipLost("advisory lock no longer held")
-        return not missing
+        return not missing and not sent
 
     async def _publish_table(self) -> int:
         self._handed.clear()  # all committed before now, so the read below sees them

@@ -70,6 +70,7 @@ class ServiceRuntime(Generic[U, S]):
         self.batch_handler = batch_handler
         self._background = dict(background or {})
         self._tasks: list[asyncio.Task[None]] = []
+        self._relay_task: asyncio.Task[None] | None = None
         self.engine: AsyncEngine
         self.sessions: async_sessionmaker[AsyncSession]
         self.bus: KafkaBus
@@ -131,7 +132,7 @@ class ServiceRuntime(Generic[U, S]):
         )
         self._spawn("bus-connect", self.bus.connect, restart=False)
         if s.relay_enabled:
-            self._spawn("outbox-relay", self._run_relay)
+            self._relay_task = self._spawn("outbox-relay", self._run_relay)
         if self.handlers and s.consumers_enabled:
             processor = MessageProcessor(
                 self.name,
@@ -164,7 +165,9 @@ class ServiceRuntime(Generic[U, S]):
         await self.bus.wait_connected()
         await self.relay.run()
 
-    def _spawn(self, name: str, job: Callable[[], Awaitable[None]], restart: bool = True) -> None:
+    def _spawn(
+        self, name: str, job: Callable[[], Awaitable[None]], restart: bool = True
+    ) -> asyncio.Task[None]:
         async def supervised() -> None:
             while True:
                 try:
@@ -177,14 +180,29 @@ class ServiceRuntime(Generic[U, S]):
                     log.exception("background task crashed, restarting", extra={"task": name})
                     await asyncio.sleep(1.0)
 
-        self._tasks.append(asyncio.create_task(supervised(), name=f"{self.name}:{name}"))
+        task = asyncio.create_task(supervised(), name=f"{self.name}:{name}")
+        self._tasks.append(task)
+        return task
 
     async def stop(self, grace_s: float = 15.0) -> None:
-        """Stop background work, then the producer and the engine; never hang shutdown."""
+        """Stop background work, then the producer and the engine; never hang shutdown.
+
+        The relay stops first, while the rest still runs: on leaving it marks what it has
+        published, and SQLite's write lock is then only ever held for a moment. A task
+        cancelled mid-transaction may hold that lock until the engine is disposed, and the
+        marks would wait for it (what is left unmarked goes out again at the next start).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        if self._relay_task is not None:
+            self._relay_task.cancel()
+            await asyncio.wait([self._relay_task], timeout=grace_s)
+            self._relay_task = None
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            _, stuck = await asyncio.wait(self._tasks, timeout=grace_s)
+            left = max(deadline - loop.time(), 1.0)
+            _, stuck = await asyncio.wait(self._tasks, timeout=left)
             for task in stuck:
                 log.error("background task %s did not stop in time", task.get_name())
         self._tasks.clear()

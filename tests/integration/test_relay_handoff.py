@@ -331,3 +331,19 @@ async def test_published_rows_are_marked_once_their_delay_is_up(database_url):
 
 async def _all_marked(engine: AsyncEngine) -> bool:
     return not await _unmarked(engine)
+
+
+@pytest.mark.parametrize("mark_delay", [0.0, 5.0], ids=["marked", "not-yet-marked"])
+async def test_a_row_handed_after_a_table_read_sent_it_goes_out_once(database_url, mark_delay):
+    """A table read can run between a commit and its hand-off (another process's NOTIFY, a
+    poll): the row it sent, handed over afterwards, must not go out again."""
+    options = {"poll_interval": 300, "mark_delay": mark_delay}
+    async with _leading(database_url, **options) as (_, sessions, relay, out):
+        late: list[Any] = []
+        await _emit(sessions, "ord_late", ["first"], hook=late.extend)  # not handed yet
+        relay.wake()  # a table read: sends it
+        await eventually(lambda: _true(relay.published_total == 1), what="sent by the read")
+        relay.wake(late)  # the commit's hand-off, late
+        await _emit(sessions, "ord_late", ["second"], hook=relay.wake)
+        await eventually(lambda: _true(relay.published_total >= 2), what="second sent")
+        assert out.of("ord_late") == ["first", "second"]
