@@ -7,8 +7,10 @@ import contextlib
 import gc
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import Any, Generic
 
 from fastapi import APIRouter, FastAPI, Response
@@ -191,6 +193,7 @@ class ServiceRuntime(Generic[U, S]):
         published, and SQLite's write lock is then only ever held for a moment. A task
         cancelled mid-transaction may hold that lock until the engine is disposed, and the
         marks would wait for it (what is left unmarked goes out again at the next start).
+        A task or step still running at its deadline is logged with where it waits.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
@@ -204,18 +207,24 @@ class ServiceRuntime(Generic[U, S]):
             left = max(deadline - loop.time(), 1.0)
             _, stuck = await asyncio.wait(self._tasks, timeout=left)
             for task in stuck:
-                log.error("background task %s did not stop in time", task.get_name())
+                log.error(
+                    "background task %s did not stop in time; it waits at:\n%s",
+                    task.get_name(),
+                    _where(task),
+                )
         self._tasks.clear()
         for step, closing in (
             ("producer", self.bus.close()),
             ("engine", self.engine.dispose()),
             ("tracing", asyncio.to_thread(self.tracing.shutdown)),
         ):
-            try:
-                async with asyncio.timeout(grace_s):
-                    await closing
-            except TimeoutError:
-                log.error("shutdown step timed out", extra={"step": step})
+            closer = asyncio.ensure_future(closing)
+            if (await asyncio.wait([closer], timeout=grace_s))[0]:
+                closer.result()
+                continue
+            log.error("shutdown step %s timed out; it waits at:\n%s", step, _where(closer))
+            closer.cancel()
+            await asyncio.wait([closer], timeout=1.0)
 
     async def database_ok(self) -> bool:
         return await reachable(self.engine)
@@ -236,6 +245,20 @@ class ServiceRuntime(Generic[U, S]):
                 yield
         finally:
             await self.stop()
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    """Where a task is suspended, through the coroutines it awaits, innermost call last (a
+    stop that hangs says where; `Task.print_stack` shows only the outermost frame)."""
+    frames: list[FrameType] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return "".join(traceback.StackSummary.extract((f, f.f_lineno) for f in frames).format())
 
 
 GC_SECONDS = Counter(

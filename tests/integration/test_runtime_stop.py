@@ -72,3 +72,37 @@ async def test_the_relay_marks_what_it_sent_before_the_rest_of_the_service_stops
         await runtime.stop()
     assert relay_leading_when_others_stopped == [False], "the relay had stopped first"
     assert await _unmarked(url) == 0, "marked on the stop: the next start sends nothing again"
+
+
+async def test_a_task_that_will_not_stop_is_reported_with_where_it_waits(
+    database_url, settings_for, caplog
+):
+    url = await database_url("supplier")
+    settings = settings_for(SupplierSettings, url, consumers_enabled=False, relay_enabled=False)
+    running, release, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def cleaning_up_slowly() -> None:
+        await release.wait()
+
+    async def slow_to_stop(runtime: ServiceRuntime[Any]) -> None:
+        try:
+            running.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await cleaning_up_slowly()
+            done.set()
+            raise
+
+    runtime: ServiceRuntime[Any] = ServiceRuntime(
+        settings, MIGRATIONS, UnitOfWork, background={"slow": slow_to_stop}
+    )
+    await runtime.start()
+    try:
+        await asyncio.wait_for(running.wait(), 10)
+        await runtime.stop(grace_s=0.2)
+        [stuck] = [r for r in caplog.records if "did not stop in time" in r.getMessage()]
+        assert "supplier:slow" in stuck.getMessage()
+        assert "cleaning_up_slowly" in stuck.getMessage(), "the report says where it waits"
+    finally:
+        release.set()
+        await asyncio.wait_for(done.wait(), 10)
