@@ -24,6 +24,21 @@ from shared.events import EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
+
+async def start_or_close(client: AIOKafkaProducer | AIOKafkaConsumer | AIOKafkaAdminClient) -> None:
+    """Start an aiokafka client; if that fails, close it before the error goes on (a failed
+    start leaves its connections open, reported later as unclosed)."""
+    try:
+        await client.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if isinstance(client, AIOKafkaAdminClient):
+                await client.close()
+            else:
+                await client.stop()
+        raise
+
+
 DLQ_SUFFIX = ".dlq"
 EVENT_TOPICS: tuple[str, ...] = tuple(EVENT_TYPES)
 ALL_TOPICS: tuple[str, ...] = EVENT_TOPICS + tuple(t + DLQ_SUFFIX for t in EVENT_TOPICS)
@@ -118,7 +133,7 @@ class KafkaBus:
                     enable_idempotence=self.config.enable_idempotence,
                     linger_ms=self.config.linger_ms,
                 )
-                await producer.start()
+                await start_or_close(producer)
             except (KafkaError, OSError) as exc:
                 log.warning(
                     "broker not reachable, retrying",
@@ -180,7 +195,7 @@ class KafkaBus:
         probe = AIOKafkaConsumer(
             bootstrap_servers=self.config.bootstrap, client_id=f"{self.config.client_id}-sizes"
         )
-        await probe.start()
+        await start_or_close(probe)
         try:
             await probe.topics()  # loads the cluster's metadata
             sizes: dict[str, int] = {}
@@ -237,7 +252,7 @@ class KafkaBus:
 async def ensure_topics(config: BusConfig, topics: Iterable[str]) -> None:
     """Create any missing topic with the configured partition count (idempotent)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=config.bootstrap, client_id=config.client_id)
-    await admin.start()
+    await start_or_close(admin)
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.bus import DLQ_SUFFIX, EVENT_TOPICS
+from shared.bus import DLQ_SUFFIX, EVENT_TOPICS, start_or_close
 from shared.consumer import DLQ_HEADER_PREFIX
 
 REPLAY_GROUP = "dropship-dlq-replay"
@@ -64,7 +64,7 @@ async def _read(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         partitions = consumer.partitions_for_topic(dlq_topic) or set()
         if not partitions:
@@ -106,7 +106,7 @@ async def list_dead_letters(bootstrap: str, topics: Sequence[str]) -> list[DeadL
 async def replay(bootstrap: str, topic: str) -> int:
     """Republish every not-yet-replayed dead letter of `topic`; returns how many."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
+    await start_or_close(producer)
     count = 0
     try:
         async for consumer, letter in _read(bootstrap, topic + DLQ_SUFFIX, REPLAY_GROUP):

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.notify.handlers import alerts
 from services.notify.store import NotifyUnitOfWork
-from shared.bus import DLQ_SUFFIX, EVENT_TOPICS
+from shared.bus import DLQ_SUFFIX, EVENT_TOPICS, start_or_close
 from shared.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ async def dlq_watch(runtime: ServiceRuntime[NotifyUnitOfWork], interval_s: float
     consumer = AIOKafkaConsumer(
         bootstrap_servers=runtime.settings.kafka_bootstrap, enable_auto_commit=False
     )
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         while True:
             try:
