@@ -37,14 +37,15 @@ _IN_ORDER_PG = text(
     " WHERE published_at IS NULL AND id < :newest AND id <> ALL(CAST(:ids AS bigint[]))"
     " AND id <> ALL(CAST(:marked AS bigint[]))),"
     f" (SELECT count(*) FROM {outbox_table.name}"
-    " WHERE id = ANY(CAST(:ids AS bigint[])) AND published_at IS NOT NULL)"
+    " WHERE id = ANY(CAST(:ids AS bigint[]))"
+    " AND (published_at IS NOT NULL OR id = ANY(CAST(:marked AS bigint[]))))"
 )
 """PostgreSQL, before a handed batch goes out: the rows published since the last mark
 marked (`:marked`, maybe none), whether the lock is still held, how many older rows are
-unpublished but not in the batch, and how many of the batch are published already (a
-table read that ran between a commit and its hand-off sent them; built once: run on every
-batch). The counts read the statement's snapshot, from before its own marking, so they
-leave the marked ids out themselves."""
+unpublished but not in the batch, and how many of the batch went out already, marked or
+among `:marked` (a table read that ran between a commit and its hand-off sent them; built
+once: run on every batch). The counts read the statement's snapshot, from before its own
+marking, so the first leaves the marked ids out itself."""
 _MARK_PG = text(
     # a join with the ids, not `id = ANY(:ids)`: an index lookup per id whatever the
     # prepared statement's generic plan estimates for the array
@@ -259,9 +260,6 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch, handed over or read from the table; returns how many went out."""
-        if self._handed and self._unmarked:  # sent by a table read before they were handed
-            sent = set(self._unmarked)
-            self._handed = [r for r in self._handed if r.id not in sent]
         if self._handed and not self._read_table:
             self._handed.sort()
             batch = self._handed[: self._batch_size]

@@ -96,5 +96,4 @@ def parameters(
         params[f"s_{name}"] = [held[i].get(name) for i in ids]
     for name in COUNTERS:
         params[f"t_{name}"] = [int(tally[s].get(name, 0)) for s in params["t_supplier_id"]]
-    empty = OutboxTaken([]).arrays()
-    return params | (outbox.arrays() if outbox is not None else empty)
+    return params | (outbox or OutboxTaken([])).arrays()
